@@ -1,0 +1,128 @@
+//! Arm PL011 UART, transmit and receive by polling.
+#![no_std]
+
+use core::fmt;
+use core::ptr::NonNull;
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+use tock_registers::{register_bitfields, register_structs};
+
+register_bitfields![u32,
+    DR [ DATA OFFSET(0) NUMBITS(8) [] ],
+    FR [
+        TXFE OFFSET(7) NUMBITS(1) [],
+        RXFF OFFSET(6) NUMBITS(1) [],
+        TXFF OFFSET(5) NUMBITS(1) [],
+        RXFE OFFSET(4) NUMBITS(1) [],
+        BUSY OFFSET(3) NUMBITS(1) []
+    ],
+    LCR_H [
+        WLEN OFFSET(5) NUMBITS(2) [ Bits8 = 0b11 ],
+        FEN OFFSET(4) NUMBITS(1) []
+    ],
+    CR [
+        RXE OFFSET(9) NUMBITS(1) [],
+        TXE OFFSET(8) NUMBITS(1) [],
+        UARTEN OFFSET(0) NUMBITS(1) []
+    ],
+    ICR [ ALL OFFSET(0) NUMBITS(11) [] ]
+];
+
+register_structs! {
+    pub Pl011Regs {
+        (0x000 => dr: ReadWrite<u32, DR::Register>),
+        (0x004 => rsr_ecr: ReadWrite<u32>),
+        (0x008 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, FR::Register>),
+        (0x01c => _reserved1),
+        (0x024 => ibrd: ReadWrite<u32>),
+        (0x028 => fbrd: ReadWrite<u32>),
+        (0x02c => lcr_h: ReadWrite<u32, LCR_H::Register>),
+        (0x030 => cr: ReadWrite<u32, CR::Register>),
+        (0x034 => ifls: ReadWrite<u32>),
+        (0x038 => imsc: ReadWrite<u32>),
+        (0x03c => ris: ReadOnly<u32>),
+        (0x040 => mis: ReadOnly<u32>),
+        (0x044 => icr: WriteOnly<u32, ICR::Register>),
+        (0x048 => @END),
+    }
+}
+
+/// Polls of the flag register before a byte is dropped: the console must
+/// never hang the kernel, even if the UART is wedged.
+const TX_SPIN_LIMIT: u32 = 1_000_000;
+
+pub struct Pl011 {
+    regs: NonNull<Pl011Regs>,
+    dropped: u64,
+}
+
+// SAFETY: the register block is MMIO owned by this value; callers serialise access.
+unsafe impl Send for Pl011 {}
+
+impl Pl011 {
+    /// # Safety
+    /// `base` must be the mapped address of a PL011 register block that
+    /// nothing else drives.
+    pub const unsafe fn new(base: usize) -> Self {
+        Pl011 {
+            // SAFETY: the caller guarantees base is a valid, non-null MMIO address.
+            regs: unsafe { NonNull::new_unchecked(base as *mut Pl011Regs) },
+            dropped: 0,
+        }
+    }
+
+    fn regs(&self) -> &Pl011Regs {
+        // SAFETY: `new`'s contract: a valid register block for our lifetime.
+        unsafe { self.regs.as_ref() }
+    }
+
+    /// 8N1 with FIFOs, transmitter and receiver on. The baud rate is left as
+    /// firmware (or QEMU, which ignores it) set it.
+    pub fn init(&mut self) {
+        let r = self.regs();
+        r.cr.set(0);
+        r.icr.write(ICR::ALL::SET);
+        r.imsc.set(0);
+        r.lcr_h.write(LCR_H::WLEN::Bits8 + LCR_H::FEN::SET);
+        r.cr.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
+    }
+
+    pub fn write_byte(&mut self, b: u8) {
+        let mut spins = 0;
+        while self.regs().fr.is_set(FR::TXFF) {
+            spins += 1;
+            if spins >= TX_SPIN_LIMIT {
+                self.dropped += 1;
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        self.regs().dr.set(b as u32);
+    }
+
+    pub fn read_byte(&mut self) -> Option<u8> {
+        if self.regs().fr.is_set(FR::RXFE) {
+            None
+        } else {
+            Some(self.regs().dr.read(DR::DATA) as u8)
+        }
+    }
+
+    /// Bytes dropped because the transmit FIFO stayed full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl fmt::Write for Pl011 {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! Picks the linker script for the bare-metal target being built.
+use std::path::PathBuf;
+
+fn main() {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if os != "none" {
+        return;
+    }
+    let script = match target.as_str() {
+        "aarch64-unknown-none" => "aarch64-virt.ld",
+        "x86_64-unknown-none" => "x86_64-pvh.ld",
+        other => panic!("no linker script for target {other}"),
+    };
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../linker");
+    let path = dir.join(script);
+    println!("cargo:rerun-if-changed={}", path.display());
+    println!("cargo:rustc-link-arg-bins=-T{}", path.display());
+}

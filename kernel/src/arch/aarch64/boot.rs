@@ -1,0 +1,145 @@
+//! Boot on the boot CPU and on the secondaries.
+use super::{dt, entry, gic, mmu, psci, timer};
+use crate::platform::BootInfo;
+use crate::{console, heap, logger, smp};
+use aarch64_cpu::registers::*;
+use alloc::boxed::Box;
+use alloc::string::ToString;
+use alloc::vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::addr::PhysRange;
+use kernel::cmdline;
+use pl011::Pl011;
+use spin::Once;
+
+/// Board facts of qemu-virt that no table gives before the devicetree is
+/// found: where QEMU puts the devicetree for an ELF image, and the UART to
+/// complain on when there is none.
+const VIRT_RAM_BASE: u64 = 0x4000_0000;
+const EARLY_UART: u64 = 0x0900_0000;
+
+/// How long the secondaries get to come online.
+const CPU_ON_TIMEOUT_NS: u64 = 1_000_000_000;
+
+static FACTS: Once<dt::DtFacts> = Once::new();
+static MPIDR_OF: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
+
+const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
+
+/// PSCI through HVC (true) or SMC (false), once the devicetree was read.
+pub fn psci_conduit() -> Option<bool> {
+    FACTS.get().and_then(|f| f.psci_hvc)
+}
+
+fn set_vectors() {
+    VBAR_EL1.set(core::ptr::addr_of!(entry::exception_vectors) as u64);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
+    TPIDR_EL1.set(0);
+    set_vectors();
+    let facts = match dt::locate(x0, VIRT_RAM_BASE).and_then(dt::parse) {
+        Ok(f) => f,
+        Err(e) => early_fail(e),
+    };
+    mmu::build(facts.ram());
+    mmu::enable();
+    heap::init();
+    // SAFETY: the PL011 the devicetree names (or the board's), identity-mapped as device memory.
+    let mut uart = unsafe { Pl011::new(facts.uart.unwrap_or(EARLY_UART) as usize) };
+    uart.init();
+    console::install(Box::new(uart));
+    logger::init(cmdline::get(facts.bootargs, "log"));
+    let facts = FACTS.call_once(|| facts);
+    timer::init_clock(facts.timer_intid);
+
+    let mpidr = MPIDR_EL1.get() & MPIDR_AFFINITY;
+    MPIDR_OF[0].store(mpidr, Ordering::Relaxed);
+    if let Err(e) = gic::init_distributor(facts.gicd) {
+        console::bail_out(format_args!("GIC distributor at {:#x}: {e:?}", facts.gicd));
+    }
+    if let Err(e) = init_this_cpu(facts, mpidr) {
+        console::bail_out(format_args!("cpu 0 (MPIDR {mpidr:#x}): interrupt setup: {e:?}"));
+    }
+    let cpus_note = start_secondaries(facts, mpidr);
+
+    let (kstart, kend) = (
+        core::ptr::addr_of!(entry::__kernel_start) as u64,
+        core::ptr::addr_of!(entry::__kernel_end) as u64,
+    );
+    crate::kmain(BootInfo {
+        board: "qemu-virt",
+        memory_source: "devicetree",
+        ram: facts.ram().to_vec(),
+        reserved: vec![
+            (PhysRange { start: kstart, end: kend }, "kernel image"),
+            (facts.dtb, "devicetree"),
+        ],
+        ram_slack: 0,
+        cmdline: facts.bootargs.to_string(),
+        cpus_present: facts.cpus,
+        cpus_note,
+    })
+}
+
+/// Redistributor, CPU interface, timer tick, then interrupts on.
+fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError> {
+    let gicr = gic::init_cpu(facts.gicr.start, facts.gicr.size(), mpidr)?;
+    gicr.enable_private(facts.timer_intid, gic::DEFAULT_PRIORITY)?;
+    timer::start_tick();
+    smp::mark_online();
+    super::interrupts_restore(true);
+    Ok(())
+}
+
+/// Starts every other CPU through PSCI and waits (bounded) for them.
+fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static str> {
+    let others = facts.mpidr[..facts.cpus].iter().filter(|&&m| m & MPIDR_AFFINITY != boot_mpidr);
+    let Some(hvc) = facts.psci_hvc else {
+        return (facts.cpus > 1).then_some("the devicetree has no PSCI node to start them with");
+    };
+    let entry = core::ptr::addr_of!(entry::_secondary_start) as u64;
+    let mut started = 1;
+    for (i, &mpidr) in others.enumerate() {
+        let idx = i + 1;
+        MPIDR_OF[idx].store(mpidr & MPIDR_AFFINITY, Ordering::Release);
+        match psci::cpu_on(hvc, mpidr, entry, idx as u64) {
+            Ok(()) => started += 1,
+            Err(e) => log::error!("PSCI CPU_ON for MPIDR {mpidr:#x} failed with {}", e.0),
+        }
+    }
+    let t0 = timer::now_ns();
+    while smp::online() < started {
+        if timer::now_ns() - t0 > CPU_ON_TIMEOUT_NS {
+            log::error!("only {} of {started} started CPUs came online within 1 s", smp::online());
+            return Some("a secondary CPU did not come online within 1 s");
+        }
+        core::hint::spin_loop();
+    }
+    (started < facts.cpus).then_some("PSCI CPU_ON failed for some CPUs (see the boot log)")
+}
+
+pub extern "C" fn secondary_cpu_entry(idx: u64) -> ! {
+    TPIDR_EL1.set(idx);
+    set_vectors();
+    mmu::enable();
+    let facts = FACTS.get().expect("secondary started before the boot CPU recorded the devicetree");
+    let mpidr = MPIDR_OF[idx as usize].load(Ordering::Acquire);
+    match init_this_cpu(facts, mpidr) {
+        Ok(()) => log::debug!("cpu {idx} (MPIDR {mpidr:#x}) online"),
+        Err(e) => log::error!("cpu {idx} (MPIDR {mpidr:#x}): interrupt setup failed: {e:?}"),
+    }
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}
+
+/// No devicetree: say so on the board's UART and stop.
+fn early_fail(e: dt::DtError) -> ! {
+    // SAFETY: the board's UART; the MMU is off, so this is a device access.
+    let mut uart = unsafe { Pl011::new(EARLY_UART as usize) };
+    uart.init();
+    let _ = core::fmt::Write::write_fmt(&mut uart, format_args!("Bail out! devicetree: {e}\n"));
+    super::exit(false)
+}

@@ -1,0 +1,70 @@
+//! GICv3 bring-up and interrupt dispatch. The distributor and
+//! redistributors are memory-mapped (`gicv3` driver); the CPU interface is
+//! the ICC system registers, accessed here.
+use core::arch::asm;
+use gicv3::{Distributor, GicError, Redistributor};
+use spin::Once;
+
+static GICD: Once<Distributor> = Once::new();
+
+/// INTIDs 1020..1023 are special (spurious and friends), not interrupts.
+const SPURIOUS_FIRST: u64 = 1020;
+
+/// Interrupt priority for everything we enable (lower is more urgent).
+pub const DEFAULT_PRIORITY: u8 = 0x80;
+
+pub fn init_distributor(base: u64) -> Result<(), GicError> {
+    // SAFETY: `base` is the distributor from the devicetree, identity-mapped
+    // as device memory; only this Once ever wraps it.
+    let gicd = GICD.call_once(|| unsafe { Distributor::new(base as usize) });
+    gicd.init()?;
+    log::debug!("GICv3 distributor at {base:#x}: {} interrupt lines, IIDR {:#x}", gicd.lines(), gicd.iidr());
+    Ok(())
+}
+
+/// Wakes this CPU's redistributor and enables its CPU interface.
+pub fn init_cpu(gicr_base: u64, gicr_size: u64, mpidr: u64) -> Result<Redistributor, GicError> {
+    let affinity = (((mpidr >> 32) & 0xff) << 24) | (mpidr & 0xff_ffff);
+    // SAFETY: the redistributor region from the devicetree, mapped as device memory.
+    let gicr = unsafe { Redistributor::find(gicr_base as usize, gicr_size as usize, affinity as u32) }?;
+    gicr.init()?;
+    // SAFETY: ICC register writes configure only this CPU's interface:
+    // system-register access on, all priorities unmasked, no preemption
+    // grouping, group 1 interrupts enabled.
+    unsafe {
+        asm!(
+            "mrs {t}, icc_sre_el1",
+            "orr {t}, {t}, #7",
+            "msr icc_sre_el1, {t}",
+            "isb",
+            "mov {t}, #0xff",
+            "msr icc_pmr_el1, {t}",
+            "msr icc_bpr1_el1, xzr",
+            "mov {t}, #1",
+            "msr icc_igrpen1_el1, {t}",
+            "isb",
+            t = out(reg) _,
+            options(nostack)
+        );
+    }
+    Ok(gicr)
+}
+
+/// Takes and dispatches every pending interrupt on this CPU.
+pub fn handle_irq(cpu: usize) {
+    loop {
+        let intid: u64;
+        // SAFETY: reading IAR1 acknowledges the highest-priority pending interrupt.
+        unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nostack)) };
+        if intid >= SPURIOUS_FIRST {
+            return;
+        }
+        if intid == super::timer::intid() as u64 {
+            super::timer::on_tick(cpu);
+        } else {
+            log::warn!("cpu {cpu}: unexpected interrupt {intid}");
+        }
+        // SAFETY: ends the interrupt we acknowledged above.
+        unsafe { asm!("msr icc_eoir1_el1, {}", in(reg) intid, options(nostack)) };
+    }
+}

@@ -1,0 +1,41 @@
+//! The generic timer: the counter is the clock, the EL1 physical timer
+//! gives each CPU a periodic tick.
+use aarch64_cpu::registers::*;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const TICK_HZ: u64 = 100;
+
+static FREQ: AtomicU64 = AtomicU64::new(0);
+static INTID: AtomicU32 = AtomicU32::new(u32::MAX);
+
+pub fn init_clock(intid: u32) {
+    FREQ.store(CNTFRQ_EL0.get(), Ordering::Relaxed);
+    INTID.store(intid, Ordering::Relaxed);
+}
+
+pub fn intid() -> u32 {
+    INTID.load(Ordering::Relaxed)
+}
+
+pub fn now_ns() -> u64 {
+    let freq = FREQ.load(Ordering::Relaxed);
+    if freq == 0 {
+        return 0;
+    }
+    ((CNTPCT_EL0.get() as u128 * 1_000_000_000) / freq as u128) as u64
+}
+
+fn period() -> u64 {
+    (FREQ.load(Ordering::Relaxed) / TICK_HZ).max(1)
+}
+
+/// Starts this CPU's periodic tick (its PPI must be enabled in the redistributor).
+pub fn start_tick() {
+    CNTP_TVAL_EL0.set(period());
+    CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
+}
+
+pub fn on_tick(cpu: usize) {
+    CNTP_TVAL_EL0.set(period());
+    crate::smp::timer_tick(cpu);
+}

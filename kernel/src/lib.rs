@@ -1,0 +1,12 @@
+//! Hardware-independent parts of the kernel: the self-test harness and TAP
+//! output, the physical page allocator, address types and the command line.
+//! Everything here builds and is unit-tested on the host.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod addr;
+pub mod cmdline;
+pub mod harness;
+pub mod mm;

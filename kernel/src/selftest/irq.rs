@@ -1,0 +1,41 @@
+//! Interrupt delivery.
+use crate::{arch, platform, smp};
+use alloc::vec::Vec;
+use kernel::harness::{TestError, TestResult};
+
+/// Ticks each online CPU must see while we watch.
+const TICKS_WANTED: u64 = 3;
+/// How long we watch (10 ms ticks: ample under TCG).
+const WATCH_NS: u64 = 500_000_000;
+
+/// The periodic timer interrupt arrives on every CPU that was brought up.
+pub fn timer_every_cpu() -> TestResult {
+    let boot = platform::get();
+    let online = smp::online();
+    let start: Vec<u64> = (0..online).map(smp::ticks).collect();
+    let t0 = arch::now_ns();
+    loop {
+        let behind: Vec<usize> = (0..online).filter(|&c| smp::ticks(c) < start[c] + TICKS_WANTED).collect();
+        if behind.is_empty() {
+            break;
+        }
+        if arch::now_ns() - t0 > WATCH_NS {
+            let seen: Vec<u64> = behind.iter().map(|&c| smp::ticks(c) - start[c]).collect();
+            return Err(TestError::mismatch(
+                alloc::format!("timer interrupts missing on CPU(s) {behind:?} within {} ms", WATCH_NS / 1_000_000),
+                alloc::format!(">= {TICKS_WANTED} ticks each"),
+                alloc::format!("{seen:?} ticks"),
+            ));
+        }
+        arch::wait_for_interrupt();
+    }
+    if online < boot.cpus_present {
+        return Err(TestError::skip(alloc::format!(
+            "timer ticks on all {online} online CPU(s), but {} of {} CPUs were left off: {}",
+            boot.cpus_present - online,
+            boot.cpus_present,
+            boot.cpus_note.unwrap_or("secondary CPU bring-up not done on this board")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! The self-test suite: every test is registered once in [`TESTS`] and runs
+//! on every board. The command line selects tests: `filter=PATTERNS` and
+//! `exclude=PATTERNS` (comma-separated; globs with `*`/`?`, otherwise substrings).
+use crate::console::bail_out;
+use crate::kprint;
+use kernel::cmdline;
+use kernel::harness::{select, TapWriter, Test};
+
+mod boot;
+mod exceptions;
+mod irq;
+mod mm;
+
+pub static TESTS: &[Test] = &[
+    Test { name: "boot::memory_map_matches_qemu", run: boot::memory_map_matches_qemu },
+    Test { name: "mm::page_alloc_round_trip", run: mm::page_alloc_round_trip },
+    Test { name: "mm::page_alloc_stays_in_free_ram", run: mm::page_alloc_stays_in_free_ram },
+    Test { name: "mm::dma_buffer_alignment", run: mm::dma_buffer_alignment },
+    Test { name: "irq::timer_every_cpu", run: irq::timer_every_cpu },
+    Test { name: "exceptions::bad_access_caught", run: exceptions::bad_access_caught },
+];
+
+/// Console sink for the TAP writer.
+struct Console;
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        kprint!("{s}");
+        Ok(())
+    }
+}
+
+/// Runs the selected tests; true when none failed.
+pub fn run(cmdline_text: &str) -> bool {
+    let filter = cmdline::get(cmdline_text, "filter");
+    let exclude = cmdline::get(cmdline_text, "exclude");
+    let selected = select(TESTS, filter, exclude);
+    if selected.is_empty() {
+        bail_out(format_args!(
+            "no test matches filter {:?} exclude {:?} ({} tests registered)",
+            filter.unwrap_or(""),
+            exclude.unwrap_or(""),
+            TESTS.len()
+        ));
+    }
+    let mut tap = TapWriter::start(Console, selected.len());
+    for test in selected {
+        let result = (test.run)();
+        tap.report(test.name, &result);
+    }
+    let s = tap.summary;
+    kprint!("# {} passed, {} failed, {} skipped\n", s.passed, s.failed, s.skipped);
+    s.ok()
+}
