@@ -11,7 +11,7 @@ impl PhysAddr {
         self.0
     }
     pub const fn is_aligned(self, align: u64) -> bool {
-        align != 0 && self.0 % align == 0
+        align != 0 && self.0.is_multiple_of(align)
     }
     pub const fn add(self, offset: u64) -> PhysAddr {
         PhysAddr(self.0 + offset)

@@ -11,7 +11,10 @@ pub fn pairs(cmdline: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// The value of the last occurrence of `key`, if any.
 pub fn get<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    pairs(cmdline).filter(|(k, _)| *k == key).map(|(_, v)| v).last()
+    pairs(cmdline)
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+        .last()
 }
 
 /// Parses a QEMU-style size (`1G`, `512M`, `4096K`, plain bytes; suffixes
@@ -21,7 +24,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
     let t = t
         .strip_suffix("iB")
         .or_else(|| t.strip_suffix("ib"))
-        .or_else(|| t.strip_suffix(['B', 'b']).filter(|r| r.ends_with(|c: char| c.is_ascii_alphabetic())))
+        .or_else(|| {
+            t.strip_suffix(['B', 'b'])
+                .filter(|r| r.ends_with(|c: char| c.is_ascii_alphabetic()))
+        })
         .unwrap_or(t);
     let (digits, shift) = match t.chars().last()? {
         'k' | 'K' => (&t[..t.len() - 1], 10),

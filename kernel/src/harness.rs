@@ -26,7 +26,11 @@ impl TestError {
         }
     }
 
-    pub fn mismatch(message: impl Into<String>, expected: impl fmt::Display, seen: impl fmt::Display) -> Self {
+    pub fn mismatch(
+        message: impl Into<String>,
+        expected: impl fmt::Display,
+        seen: impl fmt::Display,
+    ) -> Self {
         TestError::Fail {
             message: message.into(),
             expected: Some(expected.to_string()),
@@ -233,9 +237,18 @@ mod tests {
     }
 
     const TABLE: &[Test] = &[
-        Test { name: "mm::page_alloc", run: pass },
-        Test { name: "mm::dma_align", run: fails },
-        Test { name: "arch::timer_every_cpu", run: skips },
+        Test {
+            name: "mm::page_alloc",
+            run: pass,
+        },
+        Test {
+            name: "mm::dma_align",
+            run: fails,
+        },
+        Test {
+            name: "arch::timer_every_cpu",
+            run: skips,
+        },
     ];
 
     #[test]
@@ -255,8 +268,14 @@ mod tests {
     fn selection() {
         let names = |v: Vec<&Test>| v.iter().map(|t| t.name).collect::<Vec<_>>();
         assert_eq!(select(TABLE, None, None).len(), 3);
-        assert_eq!(names(select(TABLE, Some("mm::*"), None)), ["mm::page_alloc", "mm::dma_align"]);
-        assert_eq!(names(select(TABLE, Some("mm::*"), Some("dma"))), ["mm::page_alloc"]);
+        assert_eq!(
+            names(select(TABLE, Some("mm::*"), None)),
+            ["mm::page_alloc", "mm::dma_align"]
+        );
+        assert_eq!(
+            names(select(TABLE, Some("mm::*"), Some("dma"))),
+            ["mm::page_alloc"]
+        );
         assert!(select(TABLE, Some("nothing"), None).is_empty());
     }
 
@@ -280,6 +299,9 @@ mod tests {
 
     #[test]
     fn yaml_quoting() {
-        assert_eq!(Quoted("a\"b\\c\nd\u{1}").to_string(), "\"a\\\"b\\\\c\\nd\\x01\"");
+        assert_eq!(
+            Quoted("a\"b\\c\nd\u{1}").to_string(),
+            "\"a\\\"b\\\\c\\nd\\x01\""
+        );
     }
 }

@@ -37,7 +37,7 @@ pub fn init(boot: &BootInfo) -> Result<(), MmError> {
     log::info!(
         "page allocator: {} pages ({} MiB) in {} region(s)",
         pages.total_pages(),
-        pages.total_pages() as u64 * PAGE_SIZE >> 20,
+        (pages.total_pages() as u64 * PAGE_SIZE) >> 20,
         free.len()
     );
     Ok(())

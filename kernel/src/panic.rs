@@ -11,7 +11,10 @@ fn panic(info: &PanicInfo) -> ! {
             l.line(),
             info.message()
         )),
-        None => crate::console::print_crash(format_args!("\n*** PANIC on cpu {cpu}: {}\n", info.message())),
+        None => crate::console::print_crash(format_args!(
+            "\n*** PANIC on cpu {cpu}: {}\n",
+            info.message()
+        )),
     }
     crate::console::bail_out(format_args!("panic on cpu {cpu}: {}", info.message()))
 }

@@ -165,8 +165,9 @@ impl Distributor {
             r.ipriorityr[i].set(0xa0a0_a0a0);
         }
         self.wait_rwp()?;
-        r.ctlr
-            .write(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1A::SET + GICD_CTLR::ENABLE_GRP1::SET);
+        r.ctlr.write(
+            GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1A::SET + GICD_CTLR::ENABLE_GRP1::SET,
+        );
         self.wait_rwp()
     }
 
@@ -195,7 +196,10 @@ impl Distributor {
     }
 
     fn wait_rwp(&self) -> Result<(), GicError> {
-        wait(|| !self.regs().ctlr.is_set(GICD_CTLR::RWP), GicError::DistributorWriteTimeout)
+        wait(
+            || !self.regs().ctlr.is_set(GICD_CTLR::RWP),
+            GicError::DistributorWriteTimeout,
+        )
     }
 }
 
@@ -235,7 +239,11 @@ impl Redistributor {
                 break;
             }
             // GICv4 frames carry two more 64 KiB pages for virtual LPIs.
-            offset += if typer.is_set(GICR_TYPER::VLPIS) { 0x40000 } else { 0x20000 };
+            offset += if typer.is_set(GICR_TYPER::VLPIS) {
+                0x40000
+            } else {
+                0x20000
+            };
         }
         Err(GicError::NoRedistributor { affinity })
     }
@@ -249,7 +257,10 @@ impl Redistributor {
     pub fn init(&self) -> Result<(), GicError> {
         let r = self.regs();
         r.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
-        wait(|| !r.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP), GicError::WakeTimeout)?;
+        wait(
+            || !r.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP),
+            GicError::WakeTimeout,
+        )?;
         r.icenabler0.set(u32::MAX);
         r.icpendr0.set(u32::MAX);
         r.igroupr0.set(u32::MAX);
@@ -271,7 +282,10 @@ impl Redistributor {
     }
 
     fn wait_rwp(&self) -> Result<(), GicError> {
-        wait(|| !self.regs().ctlr.is_set(GICR_CTLR::RWP), GicError::RedistributorWriteTimeout)
+        wait(
+            || !self.regs().ctlr.is_set(GICR_CTLR::RWP),
+            GicError::RedistributorWriteTimeout,
+        )
     }
 }
 

@@ -89,16 +89,14 @@ impl Pl011 {
     }
 
     pub fn write_byte(&mut self, b: u8) {
-        let mut spins = 0;
-        while self.regs().fr.is_set(FR::TXFF) {
-            spins += 1;
-            if spins >= TX_SPIN_LIMIT {
-                self.dropped += 1;
+        for _ in 0..TX_SPIN_LIMIT {
+            if !self.regs().fr.is_set(FR::TXFF) {
+                self.regs().dr.set(b as u32);
                 return;
             }
             core::hint::spin_loop();
         }
-        self.regs().dr.set(b as u32);
+        self.dropped += 1;
     }
 
     pub fn read_byte(&mut self) -> Option<u8> {

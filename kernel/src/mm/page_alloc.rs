@@ -32,7 +32,9 @@ impl fmt::Display for AllocError {
                 write!(f, "bad request: {pages} pages aligned to {align:#x}")
             }
             AllocError::NotManaged { addr } => write!(f, "free of unmanaged address {addr:#x}"),
-            AllocError::NotAllocated { addr } => write!(f, "free of page {addr:#x} that is not allocated"),
+            AllocError::NotAllocated { addr } => {
+                write!(f, "free of page {addr:#x} that is not allocated")
+            }
         }
     }
 }
@@ -124,7 +126,7 @@ impl PageAllocator {
             .iter_mut()
             .find(|r| a >= r.base && a < r.base + r.pages as u64 * PAGE_SIZE)
             .ok_or(AllocError::NotManaged { addr: a })?;
-        if a % PAGE_SIZE != 0 {
+        if !a.is_multiple_of(PAGE_SIZE) {
             return Err(AllocError::NotManaged { addr: a });
         }
         let first = ((a - region.base) / PAGE_SIZE) as usize;
@@ -212,7 +214,13 @@ mod tests {
         got.sort();
         got.dedup();
         assert_eq!(got.len(), 16);
-        assert_eq!(a.alloc(1, PAGE_SIZE), Err(AllocError::OutOfMemory { pages: 1, align: PAGE_SIZE }));
+        assert_eq!(
+            a.alloc(1, PAGE_SIZE),
+            Err(AllocError::OutOfMemory {
+                pages: 1,
+                align: PAGE_SIZE
+            })
+        );
     }
 
     #[test]
@@ -229,11 +237,26 @@ mod tests {
     #[test]
     fn bad_requests() {
         let mut a = alloc_with(0x10000, 16);
-        assert!(matches!(a.alloc(0, PAGE_SIZE), Err(AllocError::BadRequest { .. })));
-        assert!(matches!(a.alloc(1, 3000), Err(AllocError::BadRequest { .. })));
-        assert!(matches!(a.alloc(1, 0x800), Err(AllocError::BadRequest { .. })));
-        assert!(matches!(a.free(PhysAddr(0x1000), 1), Err(AllocError::NotManaged { .. })));
-        assert!(matches!(a.free(PhysAddr(0x10800), 1), Err(AllocError::NotManaged { .. })));
+        assert!(matches!(
+            a.alloc(0, PAGE_SIZE),
+            Err(AllocError::BadRequest { .. })
+        ));
+        assert!(matches!(
+            a.alloc(1, 3000),
+            Err(AllocError::BadRequest { .. })
+        ));
+        assert!(matches!(
+            a.alloc(1, 0x800),
+            Err(AllocError::BadRequest { .. })
+        ));
+        assert!(matches!(
+            a.free(PhysAddr(0x1000), 1),
+            Err(AllocError::NotManaged { .. })
+        ));
+        assert!(matches!(
+            a.free(PhysAddr(0x10800), 1),
+            Err(AllocError::NotManaged { .. })
+        ));
         let p = a.alloc(1, PAGE_SIZE).unwrap();
         // Freeing past the end of the region is refused and changes nothing.
         assert!(a.free(p, 100).is_err());

@@ -14,10 +14,16 @@ pub fn subtract(ram: &[PhysRange], reserved: &[PhysRange]) -> Vec<PhysRange> {
                 continue;
             }
             if p.start < cut.start {
-                next.push(PhysRange { start: p.start, end: cut.start });
+                next.push(PhysRange {
+                    start: p.start,
+                    end: cut.start,
+                });
             }
             if cut.end < p.end {
-                next.push(PhysRange { start: cut.end, end: p.end });
+                next.push(PhysRange {
+                    start: cut.end,
+                    end: p.end,
+                });
             }
         }
         pieces = next;
@@ -54,10 +60,19 @@ mod tests {
     fn subtract_cases() {
         let ram = [r(0x1000, 0x9000)];
         assert_eq!(subtract(&ram, &[]), [r(0x1000, 0x9000)]);
-        assert_eq!(subtract(&ram, &[r(0x2000, 0x3000)]), [r(0x1000, 0x2000), r(0x3000, 0x9000)]);
-        assert_eq!(subtract(&ram, &[r(0, 0x2000), r(0x8000, 0x10000)]), [r(0x2000, 0x8000)]);
+        assert_eq!(
+            subtract(&ram, &[r(0x2000, 0x3000)]),
+            [r(0x1000, 0x2000), r(0x3000, 0x9000)]
+        );
+        assert_eq!(
+            subtract(&ram, &[r(0, 0x2000), r(0x8000, 0x10000)]),
+            [r(0x2000, 0x8000)]
+        );
         assert_eq!(subtract(&ram, &[r(0, 0x10000)]), []);
-        assert_eq!(subtract(&[r(0x5000, 0x6000), r(0x1000, 0x2000)], &[]), [r(0x1000, 0x2000), r(0x5000, 0x6000)]);
+        assert_eq!(
+            subtract(&[r(0x5000, 0x6000), r(0x1000, 0x2000)], &[]),
+            [r(0x1000, 0x2000), r(0x5000, 0x6000)]
+        );
     }
 
     #[test]

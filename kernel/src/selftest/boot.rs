@@ -8,12 +8,20 @@ use kernel::{cmdline, ensure};
 pub fn memory_map_matches_qemu() -> TestResult {
     let boot = platform::get();
     let Some(given) = cmdline::get(&boot.cmdline, "qemu.mem") else {
-        return Err(TestError::skip("no qemu.mem= on the command line: not started by qemu-run"));
+        return Err(TestError::skip(
+            "no qemu.mem= on the command line: not started by qemu-run",
+        ));
     };
     let Some(expected) = cmdline::parse_size(given) else {
-        return Err(TestError::fail(alloc::format!("qemu.mem={given:?} is not a size")));
+        return Err(TestError::fail(alloc::format!(
+            "qemu.mem={given:?} is not a size"
+        )));
     };
-    ensure!(!boot.ram.is_empty(), "{} describes no RAM", boot.memory_source);
+    ensure!(
+        !boot.ram.is_empty(),
+        "{} describes no RAM",
+        boot.memory_source
+    );
     let seen = kernel::mm::ranges::total(&boot.ram);
     if seen > expected || seen + boot.ram_slack < expected {
         return Err(TestError::mismatch(

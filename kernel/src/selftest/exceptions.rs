@@ -16,7 +16,13 @@ pub fn bad_access_caught() -> TestResult {
         Err(f) => {
             ensure_eq!(f.kind, arch::BAD_ACCESS_KIND, "fault kind");
             ensure_eq!(f.addr, addr, "faulting address reported");
-            log::debug!("caught {} at {:#x}, syndrome {:#x}, pc {:#x}", f.kind, f.addr, f.syndrome, f.pc);
+            log::debug!(
+                "caught {} at {:#x}, syndrome {:#x}, pc {:#x}",
+                f.kind,
+                f.addr,
+                f.syndrome,
+                f.pc
+            );
             Ok(())
         }
     }

@@ -15,14 +15,19 @@ pub fn timer_every_cpu() -> TestResult {
     let start: Vec<u64> = (0..online).map(smp::ticks).collect();
     let t0 = arch::now_ns();
     loop {
-        let behind: Vec<usize> = (0..online).filter(|&c| smp::ticks(c) < start[c] + TICKS_WANTED).collect();
+        let behind: Vec<usize> = (0..online)
+            .filter(|&c| smp::ticks(c) < start[c] + TICKS_WANTED)
+            .collect();
         if behind.is_empty() {
             break;
         }
         if arch::now_ns() - t0 > WATCH_NS {
             let seen: Vec<u64> = behind.iter().map(|&c| smp::ticks(c) - start[c]).collect();
             return Err(TestError::mismatch(
-                alloc::format!("timer interrupts missing on CPU(s) {behind:?} within {} ms", WATCH_NS / 1_000_000),
+                alloc::format!(
+                    "timer interrupts missing on CPU(s) {behind:?} within {} ms",
+                    WATCH_NS / 1_000_000
+                ),
                 alloc::format!(">= {TICKS_WANTED} ticks each"),
                 alloc::format!("{seen:?} ticks"),
             ));
@@ -34,7 +39,8 @@ pub fn timer_every_cpu() -> TestResult {
             "timer ticks on all {online} online CPU(s), but {} of {} CPUs were left off: {}",
             boot.cpus_present - online,
             boot.cpus_present,
-            boot.cpus_note.unwrap_or("secondary CPU bring-up not done on this board")
+            boot.cpus_note
+                .unwrap_or("secondary CPU bring-up not done on this board")
         )));
     }
     Ok(())

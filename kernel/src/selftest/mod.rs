@@ -12,12 +12,30 @@ mod irq;
 mod mm;
 
 pub static TESTS: &[Test] = &[
-    Test { name: "boot::memory_map_matches_qemu", run: boot::memory_map_matches_qemu },
-    Test { name: "mm::page_alloc_round_trip", run: mm::page_alloc_round_trip },
-    Test { name: "mm::page_alloc_stays_in_free_ram", run: mm::page_alloc_stays_in_free_ram },
-    Test { name: "mm::dma_buffer_alignment", run: mm::dma_buffer_alignment },
-    Test { name: "irq::timer_every_cpu", run: irq::timer_every_cpu },
-    Test { name: "exceptions::bad_access_caught", run: exceptions::bad_access_caught },
+    Test {
+        name: "boot::memory_map_matches_qemu",
+        run: boot::memory_map_matches_qemu,
+    },
+    Test {
+        name: "mm::page_alloc_round_trip",
+        run: mm::page_alloc_round_trip,
+    },
+    Test {
+        name: "mm::page_alloc_stays_in_free_ram",
+        run: mm::page_alloc_stays_in_free_ram,
+    },
+    Test {
+        name: "mm::dma_buffer_alignment",
+        run: mm::dma_buffer_alignment,
+    },
+    Test {
+        name: "irq::timer_every_cpu",
+        run: irq::timer_every_cpu,
+    },
+    Test {
+        name: "exceptions::bad_access_caught",
+        run: exceptions::bad_access_caught,
+    },
 ];
 
 /// Console sink for the TAP writer.
@@ -49,6 +67,11 @@ pub fn run(cmdline_text: &str) -> bool {
         tap.report(test.name, &result);
     }
     let s = tap.summary;
-    kprint!("# {} passed, {} failed, {} skipped\n", s.passed, s.failed, s.skipped);
+    kprint!(
+        "# {} passed, {} failed, {} skipped\n",
+        s.passed,
+        s.failed,
+        s.skipped
+    );
     s.ok()
 }

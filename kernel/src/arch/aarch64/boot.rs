@@ -60,7 +60,9 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         console::bail_out(format_args!("GIC distributor at {:#x}: {e:?}", facts.gicd));
     }
     if let Err(e) = init_this_cpu(facts, mpidr) {
-        console::bail_out(format_args!("cpu 0 (MPIDR {mpidr:#x}): interrupt setup: {e:?}"));
+        console::bail_out(format_args!(
+            "cpu 0 (MPIDR {mpidr:#x}): interrupt setup: {e:?}"
+        ));
     }
     let cpus_note = start_secondaries(facts, mpidr);
 
@@ -73,7 +75,13 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         memory_source: "devicetree",
         ram: facts.ram().to_vec(),
         reserved: vec![
-            (PhysRange { start: kstart, end: kend }, "kernel image"),
+            (
+                PhysRange {
+                    start: kstart,
+                    end: kend,
+                },
+                "kernel image",
+            ),
             (facts.dtb, "devicetree"),
         ],
         ram_slack: 0,
@@ -95,7 +103,9 @@ fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError>
 
 /// Starts every other CPU through PSCI and waits (bounded) for them.
 fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static str> {
-    let others = facts.mpidr[..facts.cpus].iter().filter(|&&m| m & MPIDR_AFFINITY != boot_mpidr);
+    let others = facts.mpidr[..facts.cpus]
+        .iter()
+        .filter(|&&m| m & MPIDR_AFFINITY != boot_mpidr);
     let Some(hvc) = facts.psci_hvc else {
         return (facts.cpus > 1).then_some("the devicetree has no PSCI node to start them with");
     };
@@ -112,7 +122,10 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
     let t0 = timer::now_ns();
     while smp::online() < started {
         if timer::now_ns() - t0 > CPU_ON_TIMEOUT_NS {
-            log::error!("only {} of {started} started CPUs came online within 1 s", smp::online());
+            log::error!(
+                "only {} of {started} started CPUs came online within 1 s",
+                smp::online()
+            );
             return Some("a secondary CPU did not come online within 1 s");
         }
         core::hint::spin_loop();
@@ -124,7 +137,9 @@ pub extern "C" fn secondary_cpu_entry(idx: u64) -> ! {
     TPIDR_EL1.set(idx);
     set_vectors();
     mmu::enable();
-    let facts = FACTS.get().expect("secondary started before the boot CPU recorded the devicetree");
+    let facts = FACTS
+        .get()
+        .expect("secondary started before the boot CPU recorded the devicetree");
     let mpidr = MPIDR_OF[idx as usize].load(Ordering::Acquire);
     match init_this_cpu(facts, mpidr) {
         Ok(()) => log::debug!("cpu {idx} (MPIDR {mpidr:#x}) online"),

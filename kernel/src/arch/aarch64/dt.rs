@@ -31,7 +31,10 @@ impl fmt::Display for DtError {
             DtError::NoMemory => write!(f, "devicetree has no /memory with a reg"),
             DtError::NoGic => write!(f, "devicetree has no arm,gic-v3 node with two reg entries"),
             DtError::NoTimer => write!(f, "devicetree has no arm,armv8-timer node with interrupts"),
-            DtError::TooManyCpus(n) => write!(f, "devicetree lists {n} CPUs, the kernel supports {MAX_CPUS}"),
+            DtError::TooManyCpus(n) => write!(
+                f,
+                "devicetree lists {n} CPUs, the kernel supports {MAX_CPUS}"
+            ),
         }
     }
 }
@@ -60,9 +63,13 @@ impl DtFacts {
 /// Finds the devicetree: x0 (raw Image boot), else the base of RAM (ELF boot).
 pub fn locate(x0: u64, ram_base: u64) -> Result<u64, DtError> {
     for addr in [x0, ram_base] {
-        // SAFETY: reads 4 bytes at a candidate address inside RAM (x0 is only
-        // trusted when non-zero and 8-byte aligned, as the boot protocol gives it).
-        if addr != 0 && addr % 8 == 0 && u32::from_be(unsafe { core::ptr::read_volatile(addr as *const u32) }) == FDT_MAGIC {
+        if addr == 0 || !addr.is_multiple_of(8) {
+            continue;
+        }
+        // SAFETY: a 4-byte read at a candidate inside RAM: x0 as the boot
+        // protocol hands it over, or the base of RAM where QEMU puts the blob.
+        let magic = unsafe { core::ptr::read_volatile(addr as *const u32) };
+        if u32::from_be(magic) == FDT_MAGIC {
             return Ok(addr);
         }
     }
@@ -73,7 +80,8 @@ pub fn locate(x0: u64, ram_base: u64) -> Result<u64, DtError> {
 pub fn parse(addr: u64) -> Result<DtFacts, DtError> {
     // SAFETY: `locate` found the magic here; the blob's own header gives its
     // size, and the memory is never reused (it is reserved in the memory map).
-    let fdt: Fdt<'static> = unsafe { Fdt::from_ptr(addr as *const u8) }.map_err(|_| DtError::Malformed)?;
+    let fdt: Fdt<'static> =
+        unsafe { Fdt::from_ptr(addr as *const u8) }.map_err(|_| DtError::Malformed)?;
     let mut facts = DtFacts {
         dtb: PhysRange::new(addr, fdt.total_size() as u64),
         ram: [PhysRange::default(); MAX_RAM],
@@ -101,7 +109,10 @@ pub fn parse(addr: u64) -> Result<DtFacts, DtError> {
     facts.uart = fdt
         .chosen()
         .stdout()
-        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011")))
+        .filter(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+        })
         .or_else(|| fdt.find_compatible(&["arm,pl011"]))
         .and_then(|n| n.reg()?.next())
         .map(|r| r.starting_address as u64);
@@ -111,8 +122,11 @@ pub fn parse(addr: u64) -> Result<DtFacts, DtError> {
     let r = regs.next().ok_or(DtError::NoGic)?;
     facts.gicd = d.starting_address as u64;
     facts.gicr = PhysRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64);
-    let timer = fdt.find_compatible(&["arm,armv8-timer"]).ok_or(DtError::NoTimer)?;
-    facts.timer_intid = timer_ppi(timer.property("interrupts").map(|p| p.value)).ok_or(DtError::NoTimer)?;
+    let timer = fdt
+        .find_compatible(&["arm,armv8-timer"])
+        .ok_or(DtError::NoTimer)?;
+    facts.timer_intid =
+        timer_ppi(timer.property("interrupts").map(|p| p.value)).ok_or(DtError::NoTimer)?;
     facts.psci_hvc = fdt
         .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
         .and_then(|n| n.property("method")?.as_str())
@@ -131,7 +145,10 @@ pub fn parse(addr: u64) -> Result<DtFacts, DtError> {
 /// node's `interrupts` (3 cells each: type, number, flags; type 1 = PPI).
 fn timer_ppi(raw: Option<&[u8]>) -> Option<u32> {
     let raw = raw?;
-    let cell = |i: usize| raw.get(i * 4..i * 4 + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let cell = |i: usize| {
+        raw.get(i * 4..i * 4 + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let base = TIMER_NS_EL1_INDEX * 3;
     match (cell(base)?, cell(base + 1)?) {
         (1, n) if n < 16 => Some(PPI_BASE + n),

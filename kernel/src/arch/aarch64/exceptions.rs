@@ -105,7 +105,10 @@ pub extern "C" fn handle_exception(frame: &mut Frame, vector: u64) {
 }
 
 fn crash(frame: &Frame, vector: u64, cpu: usize) -> ! {
-    let name = VECTOR_NAMES.get(vector as usize).copied().unwrap_or("unknown vector");
+    let name = VECTOR_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("unknown vector");
     let ec = exception_class(frame.esr);
     print_crash(format_args!("\n*** CRASH on cpu {cpu}: {name} exception\n"));
     print_crash(format_args!(
@@ -115,7 +118,11 @@ fn crash(frame: &Frame, vector: u64, cpu: usize) -> ! {
         frame.esr & 0x1ff_ffff
     ));
     if matches!(ec, 0x20 | 0x21 | 0x24 | 0x25) {
-        let rw = if ec >= 0x24 && frame.esr & (1 << 6) != 0 { "write" } else { "read" };
+        let rw = if ec >= 0x24 && frame.esr & (1 << 6) != 0 {
+            "write"
+        } else {
+            "read"
+        };
         print_crash(format_args!(
             "  {} on {rw} of FAR {:#018x}\n",
             fault_status(frame.esr),
@@ -131,10 +138,20 @@ fn crash(frame: &Frame, vector: u64, cpu: usize) -> ! {
     for i in (0..28).step_by(4) {
         print_crash(format_args!(
             "  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}  x{:<2} {:#018x}\n",
-            i, x[i], i + 1, x[i + 1], i + 2, x[i + 2], i + 3, x[i + 3]
+            i,
+            x[i],
+            i + 1,
+            x[i + 1],
+            i + 2,
+            x[i + 2],
+            i + 3,
+            x[i + 3]
         ));
     }
-    print_crash(format_args!("  x28 {:#018x}  x29 {:#018x}  x30 {:#018x}\n", x[28], x[29], x[30]));
+    print_crash(format_args!(
+        "  x28 {:#018x}  x29 {:#018x}  x30 {:#018x}\n",
+        x[28], x[29], x[30]
+    ));
     bail_out(format_args!(
         "crash: {} (EC {ec:#04x}) on cpu {cpu} at ELR {:#x}, FAR {:#x}, ESR {:#x}",
         class_name(ec),

@@ -18,7 +18,11 @@ pub fn init_distributor(base: u64) -> Result<(), GicError> {
     // as device memory; only this Once ever wraps it.
     let gicd = GICD.call_once(|| unsafe { Distributor::new(base as usize) });
     gicd.init()?;
-    log::debug!("GICv3 distributor at {base:#x}: {} interrupt lines, IIDR {:#x}", gicd.lines(), gicd.iidr());
+    log::debug!(
+        "GICv3 distributor at {base:#x}: {} interrupt lines, IIDR {:#x}",
+        gicd.lines(),
+        gicd.iidr()
+    );
     Ok(())
 }
 
@@ -26,7 +30,8 @@ pub fn init_distributor(base: u64) -> Result<(), GicError> {
 pub fn init_cpu(gicr_base: u64, gicr_size: u64, mpidr: u64) -> Result<Redistributor, GicError> {
     let affinity = (((mpidr >> 32) & 0xff) << 24) | (mpidr & 0xff_ffff);
     // SAFETY: the redistributor region from the devicetree, mapped as device memory.
-    let gicr = unsafe { Redistributor::find(gicr_base as usize, gicr_size as usize, affinity as u32) }?;
+    let gicr =
+        unsafe { Redistributor::find(gicr_base as usize, gicr_size as usize, affinity as u32) }?;
     gicr.init()?;
     // SAFETY: ICC register writes configure only this CPU's interface:
     // system-register access on, all priorities unmasked, no preemption

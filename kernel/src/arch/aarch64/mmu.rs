@@ -57,7 +57,7 @@ pub fn build(ram: &[PhysRange]) {
         let l0 = &mut *core::ptr::addr_of_mut!(L0);
         for i in 0..512u64 {
             l1_low.0[i as usize] = low_slot(i, ram);
-            l1_high.0[i as usize] = DEVICE_BLOCK | (512 + i) * GIB;
+            l1_high.0[i as usize] = DEVICE_BLOCK | ((512 + i) * GIB);
         }
         l0.0[0] = VALID | TABLE | l1_low.0.as_ptr() as u64;
         l0.0[1] = VALID | TABLE | l1_high.0.as_ptr() as u64;

@@ -72,7 +72,9 @@ pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
     let value: u64;
     // SAFETY: the load may fault; the exception handler then records it and
     // resumes at the next instruction (this single `ldr`), leaving `value` stale.
-    unsafe { asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) value, options(nostack, readonly)) };
+    unsafe {
+        asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) value, options(nostack, readonly))
+    };
     match fault::disarm(cpu) {
         Some(info) => Err(info),
         None => Ok(value),

@@ -42,5 +42,7 @@ pub fn semihosting_exit(code: u64) {
     let block = [ADP_STOPPED_APPLICATION_EXIT, code];
     // SAFETY: the semihosting trap instruction; QEMU (-semihosting-config
     // enable=on) reads the block and ends the process.
-    unsafe { asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr() as u64, options(nostack)) };
+    unsafe {
+        asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr() as u64, options(nostack))
+    };
 }
