@@ -1,0 +1,109 @@
+//! x86_64 (qemu-q35): PVH entry, identity-mapped long mode, IDT with a
+//! crash report, xAPIC with a TSC-calibrated periodic timer, INIT/SIPI for
+//! the secondaries, 16550 console, isa-debug-exit for the exit status.
+mod apic;
+mod boot;
+mod entry;
+mod exceptions;
+mod paging;
+mod time;
+
+use crate::fault::{self, FaultInfo};
+use crate::smp::MAX_CPUS;
+use core::arch::asm;
+use core::sync::atomic::{AtomicU8, Ordering};
+use x86_64::instructions::{hlt, interrupts};
+
+pub const NAME: &str = "x86_64";
+pub const BAD_ACCESS_KIND: &str = "page fault";
+
+/// isa-debug-exit turns a write of V into QEMU exit status (V << 1) | 1.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+const EXIT_PASS: u32 = 0x10;
+const EXIT_FAIL: u32 = 0x11;
+
+/// CPU index by APIC id. Unknown ids read 0: only the boot CPU runs kernel
+/// code before registering itself.
+static CPU_OF_APIC: [AtomicU8; 256] = [const { AtomicU8::new(0) }; 256];
+
+fn register_cpu(apic_id: u32, cpu: usize) {
+    CPU_OF_APIC[apic_id as usize & 0xff].store(cpu as u8, Ordering::Relaxed);
+}
+
+/// Ends the run: QEMU exits 33 (pass) or 35 (fail). Without the
+/// isa-debug-exit device the CPU just stops; the runner then judges by TAP.
+pub fn exit(pass: bool) -> ! {
+    let code = if pass { EXIT_PASS } else { EXIT_FAIL };
+    // SAFETY: the isa-debug-exit port; writing it only ends the emulation.
+    unsafe { x86_64::instructions::port::Port::<u32>::new(DEBUG_EXIT_PORT).write(code) };
+    loop {
+        interrupts::disable();
+        hlt();
+    }
+}
+
+pub fn now_ns() -> u64 {
+    time::now_ns()
+}
+
+pub fn cpu_index() -> usize {
+    usize::from(CPU_OF_APIC[apic::id() as usize & 0xff].load(Ordering::Relaxed)).min(MAX_CPUS - 1)
+}
+
+/// Masks interrupts; returns whether they were enabled.
+pub fn interrupts_disable() -> bool {
+    let was = interrupts::are_enabled();
+    interrupts::disable();
+    was
+}
+
+pub fn interrupts_restore(enabled: bool) {
+    if enabled {
+        interrupts::enable();
+    }
+}
+
+/// Sleeps until an interrupt. `sti; hlt` back to back: STI takes effect
+/// after the next instruction, so an interrupt already pending wakes the
+/// HLT instead of slipping in before it. The interrupt state is kept.
+pub fn wait_for_interrupt() {
+    let was = interrupts::are_enabled();
+    interrupts::enable_and_hlt();
+    if !was {
+        interrupts::disable();
+    }
+}
+
+/// Never mapped: the identity map stops below `MAP_LIMIT`.
+pub fn unmapped_addr() -> u64 {
+    paging::MAP_LIMIT
+}
+
+/// Reads `addr` with this CPU armed for a page fault.
+pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
+    let cpu = cpu_index();
+    let resume = &exceptions::PROBE_RESUME[cpu];
+    fault::arm(cpu);
+    let value: u64;
+    // SAFETY: the load may fault; the page-fault handler then records it and
+    // resumes at label 2 (whose address we stored first), with every
+    // register restored and `value` left stale. Nothing else is touched.
+    unsafe {
+        asm!(
+            "lea 2f(%rip), {tmp}",
+            "mov {tmp}, ({slot})",
+            "mov ({addr}), {value}",
+            "2:",
+            slot = in(reg) resume.as_ptr(),
+            addr = in(reg) addr,
+            tmp = out(reg) _,
+            value = out(reg) value,
+            options(att_syntax, nostack),
+        );
+    }
+    resume.store(0, Ordering::SeqCst);
+    match fault::disarm(cpu) {
+        Some(info) => Err(info),
+        None => Ok(value),
+    }
+}
