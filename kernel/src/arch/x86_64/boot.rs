@@ -10,7 +10,8 @@ use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::PhysRange;
 use kernel::cmdline;
-use uart_16550::SerialPort;
+use uart_16550::backend::PioBackend;
+use uart_16550::{Config, Uart16550};
 use x86_64::instructions::port::Port;
 
 const COM1: u16 = 0x3f8;
@@ -179,9 +180,16 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     exceptions::init_idt();
     exceptions::init_cpu(0);
     heap::init();
-    // SAFETY: COM1, which every PC-compatible machine (and q35) has at 0x3f8.
-    let mut uart = unsafe { SerialPort::new(COM1) };
-    uart.init();
+    // SAFETY: COM1, which every PC-compatible machine (and q35) has at 0x3f8;
+    // nothing else drives it.
+    let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else {
+        super::exit(false)
+    };
+    if uart.init(Config::DEFAULT).is_err() {
+        // No console to say it on: the exit status is all the runner gets.
+        super::exit(false)
+    }
+    let uart = SerialConsole { uart, dropped: 0 };
     console::install(Box::new(uart));
     // Nothing has written low memory yet: the start info is intact.
     let pvh = match read_start_info(start_info) {
@@ -295,5 +303,39 @@ pub extern "C" fn secondary_cpu_entry(cpu: u32) -> ! {
     super::interrupts_restore(true);
     loop {
         x86_64::instructions::hlt();
+    }
+}
+
+/// Polls for room in the transmit FIFO before a byte is dropped: the console
+/// must never hang the kernel, even with a wedged UART.
+const TX_SPIN_LIMIT: u32 = 1_000_000;
+
+/// COM1 through `uart_16550`'s non-blocking send, with our own bound on the wait.
+struct SerialConsole {
+    uart: Uart16550<PioBackend>,
+    dropped: u64,
+}
+
+impl SerialConsole {
+    fn send(&mut self, b: u8) {
+        for _ in 0..TX_SPIN_LIMIT {
+            if self.uart.try_send_byte(b).is_ok() {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        self.dropped += 1;
+    }
+}
+
+impl core::fmt::Write for SerialConsole {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.send(b'\r');
+            }
+            self.send(b);
+        }
+        Ok(())
     }
 }
