@@ -1,0 +1,323 @@
+//! Board descriptions (`boards/*.toml`) and the facts about a kernel image
+//! the runner needs before it boots one: which arch an ELF is for.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{bail, Result};
+
+/// The runner-facing part of a board file. Other keys (`[memory_map]`, …)
+/// are board facts for people and the kernel, so unknown keys are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    /// Matches the ELF machine of the kernel (`aarch64`, `x86_64`).
+    pub arch: String,
+    /// Rust target the kernel is built for.
+    pub target: String,
+    #[serde(default)]
+    pub boot: String,
+    /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`).
+    pub qemu: String,
+    /// QEMU `-m` value; also passed to the kernel as `qemu.mem=`.
+    pub memory: String,
+    /// QEMU `-smp` value; also passed to the kernel as `qemu.cpus=`.
+    pub cpus: u32,
+    #[serde(default)]
+    pub machine: Vec<String>,
+    #[serde(default)]
+    pub io: Vec<String>,
+    #[serde(default)]
+    pub test_args: Vec<String>,
+    /// QEMU's exit status when the kernel reports success.
+    pub exit_pass: i32,
+    /// QEMU's exit status when the kernel reports failure.
+    pub exit_fail: i32,
+}
+
+impl Board {
+    pub fn parse(text: &str, origin: &Path) -> Result<Board> {
+        let board: Board = toml::from_str(text)
+            .map_err(|e| crate::Error(format!("{}: {}", origin.display(), e.message())))?;
+        if board.cpus == 0 {
+            bail!("{}: cpus must be at least 1", origin.display());
+        }
+        if board.memory.trim().is_empty() || board.memory.contains(char::is_whitespace) {
+            bail!(
+                "{}: memory must be a QEMU size such as \"1G\"",
+                origin.display()
+            );
+        }
+        Ok(board)
+    }
+}
+
+/// The workspace root: `IOMMU_WORKSPACE` if set, else the parent of this
+/// crate's directory at compile time (the runner lives at `<root>/qemu-run`).
+pub fn workspace_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("IOMMU_WORKSPACE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Loads every `boards/*.toml` under `root`, sorted by name.
+pub fn load_boards(root: &Path) -> Result<Vec<Board>> {
+    let dir = root.join("boards");
+    let entries = fs::read_dir(&dir).map_err(|e| {
+        crate::Error(format!(
+            "cannot read the board directory {}: {e} (set IOMMU_WORKSPACE to the workspace root)",
+            dir.display()
+        ))
+    })?;
+    let mut boards = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| crate::Error(format!("{}: {e}", dir.display())))?
+            .path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = fs::read_to_string(&path)
+            .map_err(|e| crate::Error(format!("{}: {e}", path.display())))?;
+        let board = Board::parse(&text, &path)?;
+        // The file name is what people type; keep it and `name` in step.
+        if path.file_stem().is_some_and(|s| s != board.name.as_str()) {
+            bail!(
+                "{}: name = {:?} does not match the file name",
+                path.display(),
+                board.name
+            );
+        }
+        boards.push(board);
+    }
+    if boards.is_empty() {
+        bail!("no boards found in {}", dir.display());
+    }
+    boards.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(boards)
+}
+
+/// The boards `--board NAME|all` selects.
+pub fn select<'a>(boards: &'a [Board], name: &str) -> Result<Vec<&'a Board>> {
+    if name == "all" {
+        return Ok(boards.iter().collect());
+    }
+    match boards.iter().find(|b| b.name == name) {
+        Some(b) => Ok(vec![b]),
+        None => bail!(
+            "unknown board `{name}`; known boards: {} (or `all`)",
+            names(boards)
+        ),
+    }
+}
+
+pub fn names(boards: &[Board]) -> String {
+    boards
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `e_machine` of an ELF image, if `bytes` starts with an ELF header.
+pub fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+        return None;
+    }
+    let m = [bytes[18], bytes[19]];
+    // EI_DATA: 1 = little endian, 2 = big endian.
+    Some(match bytes[5] {
+        2 => u16::from_be_bytes(m),
+        _ => u16::from_le_bytes(m),
+    })
+}
+
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
+
+/// The board `arch` an ELF machine number runs on.
+pub fn arch_of_machine(machine: u16) -> Option<&'static str> {
+    match machine {
+        EM_AARCH64 => Some("aarch64"),
+        EM_X86_64 => Some("x86_64"),
+        _ => None,
+    }
+}
+
+/// Reads the first bytes of a kernel image, with a clear error when it is
+/// missing, not a file, or empty.
+pub fn read_kernel_head(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta =
+        fs::metadata(path).map_err(|e| crate::Error(format!("kernel {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        bail!("kernel {}: not a regular file", path.display());
+    }
+    if meta.len() == 0 {
+        bail!("kernel {}: the file is empty", path.display());
+    }
+    let mut head = Vec::with_capacity(64);
+    fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .map_err(|e| crate::Error(format!("kernel {}: {e}", path.display())))?;
+    Ok(head)
+}
+
+/// The board a cargo-runner ELF is for: the board whose `arch` matches the
+/// ELF's machine (the first by name if several do).
+pub fn board_for_elf<'a>(boards: &'a [Board], path: &Path) -> Result<&'a Board> {
+    let head = read_kernel_head(path)?;
+    let Some(machine) = elf_machine(&head) else {
+        bail!("{}: not an ELF file", path.display());
+    };
+    let Some(arch) = arch_of_machine(machine) else {
+        bail!(
+            "{}: ELF machine {machine} has no board (known: {EM_AARCH64} aarch64, {EM_X86_64} x86_64)",
+            path.display()
+        );
+    };
+    match boards.iter().find(|b| b.arch == arch) {
+        Some(b) => Ok(b),
+        None => bail!("{}: no board file has arch = \"{arch}\"", path.display()),
+    }
+}
+
+/// Refuses a kernel that cannot boot on `board` before QEMU gets it: missing,
+/// empty, or an ELF for another arch. Non-ELF images (a raw arm64 `Image`)
+/// are passed through.
+pub fn check_kernel(path: &Path, board: &Board) -> Result<()> {
+    let head = read_kernel_head(path)?;
+    if let Some(machine) = elf_machine(&head) {
+        let arch = arch_of_machine(machine).unwrap_or("an unknown arch");
+        if arch != board.arch {
+            bail!(
+                "kernel {} is an ELF for {arch} (e_machine {machine}) but board {} is {}",
+                path.display(),
+                board.name,
+                board.arch
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIRT: &str = r#"
+name = "qemu-virt"
+description = "virt"
+arch = "aarch64"
+target = "aarch64-unknown-none"
+qemu = "qemu-system-aarch64"
+memory = "1G"
+cpus = 2
+machine = ["-M", "virt"]
+io = ["-serial", "stdio"]
+exit_pass = 0
+exit_fail = 1
+[memory_map]
+uart = "pl011"
+"#;
+
+    pub fn virt() -> Board {
+        Board::parse(VIRT, Path::new("virt.toml")).unwrap()
+    }
+
+    #[test]
+    fn parses_and_ignores_board_facts() {
+        let b = virt();
+        assert_eq!(b.name, "qemu-virt");
+        assert_eq!(b.cpus, 2);
+        assert!(b.test_args.is_empty());
+        assert_eq!(b.machine, ["-M", "virt"]);
+    }
+
+    #[test]
+    fn rejects_missing_keys_and_bad_values() {
+        let e = Board::parse("name = \"x\"", Path::new("x.toml")).unwrap_err();
+        assert!(e.0.starts_with("x.toml: missing field"), "{e}");
+        let bad = VIRT.replace("cpus = 2", "cpus = 0");
+        assert!(Board::parse(&bad, Path::new("v.toml")).is_err());
+        let bad = VIRT.replace("\"1G\"", "\"1 G\"");
+        assert!(Board::parse(&bad, Path::new("v.toml")).is_err());
+    }
+
+    #[test]
+    fn the_repository_boards_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let boards = load_boards(root).unwrap();
+        let names: Vec<_> = boards.iter().map(|b| b.name.as_str()).collect();
+        assert!(names.contains(&"qemu-virt") && names.contains(&"qemu-q35"));
+    }
+
+    #[test]
+    fn select_all_one_and_unknown() {
+        let boards = vec![virt()];
+        assert_eq!(select(&boards, "all").unwrap().len(), 1);
+        assert_eq!(select(&boards, "qemu-virt").unwrap()[0].name, "qemu-virt");
+        let e = select(&boards, "nope").unwrap_err();
+        assert_eq!(
+            e.0,
+            "unknown board `nope`; known boards: qemu-virt (or `all`)"
+        );
+    }
+
+    fn elf_head(machine: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[18..20].copy_from_slice(&machine.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn elf_machine_and_board_choice() {
+        assert_eq!(elf_machine(&elf_head(183)), Some(183));
+        assert_eq!(elf_machine(b"MZ not an elf at all"), None);
+        assert_eq!(elf_machine(b"\x7fELF"), None);
+
+        let dir = std::env::temp_dir().join(format!("qemu-run-board-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let arm = dir.join("arm.elf");
+        let x86 = dir.join("x86.elf");
+        let empty = dir.join("empty");
+        let raw = dir.join("Image");
+        fs::write(&arm, elf_head(EM_AARCH64)).unwrap();
+        fs::write(&x86, elf_head(EM_X86_64)).unwrap();
+        fs::write(&empty, b"").unwrap();
+        fs::write(&raw, b"raw arm64 image bytes").unwrap();
+
+        let boards = vec![virt()];
+        assert_eq!(board_for_elf(&boards, &arm).unwrap().name, "qemu-virt");
+        let e = board_for_elf(&boards, &x86).unwrap_err();
+        assert!(e.0.contains("no board file has arch = \"x86_64\""), "{e}");
+        assert!(board_for_elf(&boards, &raw)
+            .unwrap_err()
+            .0
+            .contains("not an ELF"));
+
+        let b = virt();
+        check_kernel(&arm, &b).unwrap();
+        check_kernel(&raw, &b).unwrap();
+        let e = check_kernel(&x86, &b).unwrap_err();
+        assert!(e.0.contains("is an ELF for x86_64"), "{e}");
+        assert!(check_kernel(&empty, &b).unwrap_err().0.contains("empty"));
+        let e = check_kernel(&dir.join("missing"), &b).unwrap_err();
+        assert!(
+            e.0.contains("missing") && e.0.contains("No such file"),
+            "{e}"
+        );
+        assert!(check_kernel(&dir, &b)
+            .unwrap_err()
+            .0
+            .contains("not a regular file"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,134 @@
+//! Building the kernel for a board.
+//!
+//! The kernel gets its own target directory (`target/kernel`) so that this
+//! nested cargo never waits for the lock of an outer `cargo run`/`cargo test`
+//! that started us.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::board::Board;
+use crate::{bail, Result};
+
+pub fn target_dir(root: &Path) -> PathBuf {
+    root.join("target").join("kernel")
+}
+
+/// Where `cargo build -p kernel --release --target T` leaves the image.
+pub fn kernel_image(root: &Path, target: &str) -> PathBuf {
+    target_dir(root).join(target).join("release").join("kernel")
+}
+
+pub fn build_command(root: &Path, target: &str) -> Vec<String> {
+    vec![
+        "cargo".into(),
+        "build".into(),
+        "-p".into(),
+        "kernel".into(),
+        "--release".into(),
+        "--target".into(),
+        target.into(),
+        "--target-dir".into(),
+        target_dir(root).to_string_lossy().into_owned(),
+    ]
+}
+
+/// Whether `rustup target list --installed` output lists `target`.
+pub fn target_listed(installed: &str, target: &str) -> bool {
+    installed.lines().any(|l| l.trim() == target)
+}
+
+/// Makes sure the toolchain from rust-toolchain.toml has `target`: if not,
+/// `rustup toolchain install` in the root installs what that file lists.
+/// Without rustup there is nothing to do; cargo will say what is missing.
+pub fn ensure_target(root: &Path, target: &str) -> Result<()> {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Ok(());
+    };
+    if out.status.success() && target_listed(&String::from_utf8_lossy(&out.stdout), target) {
+        return Ok(());
+    }
+    eprintln!(
+        "qemu-run: target {target} is not installed; installing the toolchain from \
+         rust-toolchain.toml: rustup toolchain install (in {})",
+        root.display()
+    );
+    let status = Command::new("rustup")
+        .args(["toolchain", "install"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(crate::stderr_stdio()?)
+        .status()
+        .map_err(|e| crate::Error(format!("rustup: {e}")))?;
+    if !status.success() {
+        bail!("`rustup toolchain install` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the kernel for `board`; cargo's output streams to our stderr.
+pub fn build_kernel(root: &Path, board: &Board) -> Result<PathBuf> {
+    ensure_target(root, &board.target)?;
+    let cmd = build_command(root, &board.target);
+    eprintln!(
+        "qemu-run: {}: building the kernel: {}",
+        board.name,
+        cmd.join(" ")
+    );
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .current_dir(root)
+        // Our own build's settings must not leak into the kernel's.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .stdout(crate::stderr_stdio()?)
+        .status()
+        .map_err(|e| crate::Error(format!("cannot run cargo: {e}")))?;
+    if !status.success() {
+        bail!(
+            "building the kernel for {} ({}) failed ({status})",
+            board.name,
+            board.target
+        );
+    }
+    let image = kernel_image(root, &board.target);
+    if !image.is_file() {
+        bail!(
+            "cargo built the kernel but {} is not there",
+            image.display()
+        );
+    }
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_command() {
+        let root = Path::new("/w");
+        assert_eq!(
+            kernel_image(root, "aarch64-unknown-none"),
+            Path::new("/w/target/kernel/aarch64-unknown-none/release/kernel")
+        );
+        assert_eq!(
+            build_command(root, "x86_64-unknown-none").join(" "),
+            "cargo build -p kernel --release --target x86_64-unknown-none --target-dir /w/target/kernel"
+        );
+    }
+
+    #[test]
+    fn installed_targets() {
+        let out = "aarch64-unknown-none\nx86_64-unknown-linux-gnu\n";
+        assert!(target_listed(out, "aarch64-unknown-none"));
+        assert!(!target_listed(out, "x86_64-unknown-none"));
+        assert!(!target_listed("", "x86_64-unknown-none"));
+    }
+}

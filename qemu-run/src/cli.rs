@@ -1,0 +1,324 @@
+//! The command line: `boards`, `run`, and `runner` (cargo's target runner).
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::board::{self, Board};
+use crate::run::{self, Options, Request};
+use crate::{bail, build, junit, qemu, tap, BoardReport, Result, EXIT_FAIL, EXIT_USAGE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "qemu-run",
+    version,
+    about = "Boot the unikernel on QEMU boards and turn its TAP output into a verdict"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// List the boards in boards/*.toml
+    Boards,
+    /// Build the kernel (unless --kernel is given), boot it and check the self-tests
+    Run(RunArgs),
+    /// Cargo target runner: boot ELF on the board for its machine type
+    Runner {
+        /// The kernel ELF cargo built
+        elf: PathBuf,
+        /// A test name pattern becomes --filter; anything else is ignored
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Board name, or `all` for every board in turn
+    #[arg(long, value_name = "NAME|all")]
+    pub board: String,
+    /// Kernel image to boot instead of building one (not with --board all)
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Run only tests matching these comma-separated patterns
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+    /// Skip tests matching these comma-separated patterns
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Option<String>,
+    /// Seconds before QEMU is killed, per board
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Write a JUnit XML report here
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Extra words for the kernel command line
+    #[arg(long, value_name = "TEXT")]
+    pub append: Option<String>,
+    /// Extra QEMU arguments (after `--`)
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    pub qemu_args: Vec<String>,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap renders "error: …"; keep our prefix on every error.
+            eprint!("qemu-run: {}", e.render());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match execute(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAIL),
+        Err(e) => {
+            eprintln!("qemu-run: error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs a parsed command; `Ok(false)` when a board failed.
+pub fn execute(cli: Cli) -> Result<bool> {
+    let root = board::workspace_root();
+    let boards = board::load_boards(&root)?;
+    match cli.command {
+        Cmd::Boards => {
+            print!("{}", board_list(&boards));
+            Ok(true)
+        }
+        Cmd::Run(args) => run_boards(&root, &boards, &args),
+        Cmd::Runner { elf, args } => {
+            let board = board::board_for_elf(&boards, &elf)?;
+            let args = runner_args(board, elf, &args);
+            run_boards(&root, &boards, &args)
+        }
+    }
+}
+
+pub fn board_list(boards: &[Board]) -> String {
+    let name_w = boards
+        .iter()
+        .map(|b| b.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let arch_w = boards
+        .iter()
+        .map(|b| b.arch.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:<name_w$}  {:<arch_w$}  description\n", "name", "arch");
+    for b in boards {
+        out.push_str(&format!(
+            "{:<name_w$}  {:<arch_w$}  {}\n",
+            b.name, b.arch, b.description
+        ));
+    }
+    out
+}
+
+/// `runner ELF [args]` as a `run`: a first argument that looks like a test
+/// name (cargo passes test-name filters that way) becomes `--filter`.
+pub fn runner_args(board: &Board, elf: PathBuf, args: &[String]) -> RunArgs {
+    let filter = args.first().filter(|a| looks_like_test_name(a)).cloned();
+    RunArgs {
+        board: board.name.clone(),
+        kernel: Some(elf),
+        filter,
+        exclude: None,
+        timeout: 60,
+        junit: None,
+        append: None,
+        qemu_args: Vec::new(),
+    }
+}
+
+fn looks_like_test_name(a: &str) -> bool {
+    !a.is_empty()
+        && !a.starts_with('-')
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_:*?,.".contains(c))
+}
+
+fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
+    let selected = board::select(boards, &args.board)?;
+    if args.kernel.is_some() && selected.len() > 1 {
+        bail!("--kernel cannot be used with --board all: each board needs its own kernel");
+    }
+    let request = Request {
+        filter: args.filter.clone(),
+        exclude: args.exclude.clone(),
+        append: args.append.clone(),
+        extra: args.qemu_args.clone(),
+    };
+    // Refuse a bad request before spending minutes on builds.
+    if let Some(b) = selected.first() {
+        run::invocation(b, Path::new("kernel"), &request)?;
+    }
+    if let Some(k) = &args.kernel {
+        board::check_kernel(k, selected[0])?;
+    }
+    let opts = Options {
+        timeout: Duration::from_secs(args.timeout),
+        ..Options::default()
+    };
+
+    // Every board's QEMU first, so a missing one stops the run before any
+    // build or boot.
+    let mut qemus: HashMap<&str, PathBuf> = HashMap::new();
+    for b in &selected {
+        if !qemus.contains_key(b.qemu.as_str()) {
+            qemus.insert(&b.qemu, qemu::ensure(&b.qemu)?);
+        }
+    }
+    let mut reports = Vec::new();
+    for b in selected {
+        let qemu_bin = &qemus[b.qemu.as_str()];
+        let kernel = match &args.kernel {
+            Some(k) => k.clone(),
+            None => build::build_kernel(root, b)?,
+        };
+        board::check_kernel(&kernel, b)?;
+        let inv = run::invocation(b, &kernel, &request)?;
+        eprintln!(
+            "qemu-run: {}: {}",
+            b.name,
+            run::shell_line(qemu_bin, &inv.args)
+        );
+        let outcome = run::run(qemu_bin, &inv.args, &opts);
+        let verdict = tap::verdict(
+            &outcome.tap,
+            &outcome.exit,
+            b.exit_pass,
+            &outcome.stderr_head,
+        );
+        let report = BoardReport {
+            board: b.name.clone(),
+            outcome,
+            verdict,
+        };
+        eprintln!("qemu-run: {}", verdict_line(&report));
+        reports.push(report);
+    }
+
+    print!("{}", crate::summary_table(&reports));
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit::render(&reports))
+            .map_err(|e| crate::Error(format!("cannot write JUnit to {}: {e}", path.display())))?;
+    }
+    Ok(reports.iter().all(|r| r.verdict.pass))
+}
+
+/// One line per board on stderr as soon as it finished.
+pub fn verdict_line(r: &BoardReport) -> String {
+    let c = r.outcome.tap.counts();
+    let result = match &r.verdict.reason {
+        None => "PASS".to_string(),
+        Some(reason) => format!("FAIL: {reason}"),
+    };
+    format!(
+        "{}: {result} ({} passed, {} failed, {} skipped; TAP {:.2}s, QEMU {:.2}s)",
+        r.board,
+        c.passed,
+        c.failed,
+        c.skipped,
+        r.tap_time().as_secs_f64(),
+        r.outcome.wall.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("qemu-run").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_arguments() {
+        let cli = parse(&[
+            "run",
+            "--board",
+            "all",
+            "--filter",
+            "mm::*",
+            "--timeout",
+            "5",
+            "--",
+            "-d",
+            "guest_errors",
+        ])
+        .unwrap();
+        let Cmd::Run(a) = cli.command else { panic!() };
+        assert_eq!(a.board, "all");
+        assert_eq!(a.filter.as_deref(), Some("mm::*"));
+        assert_eq!(a.timeout, 5);
+        assert_eq!(a.qemu_args, ["-d", "guest_errors"]);
+
+        let Cmd::Run(a) = parse(&["run", "--board", "qemu-virt"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(a.timeout, 60);
+        assert!(a.qemu_args.is_empty());
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(&["run"]).is_err());
+        assert!(parse(&["run", "--board", "x", "--timeout", "0"]).is_err());
+        assert!(parse(&["run", "--board", "x", "--timeout", "soon"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn runner_mode() {
+        let Cmd::Runner { elf, args } =
+            parse(&["runner", "/t/kernel", "mm::page_alloc", "--nocapture"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(elf, Path::new("/t/kernel"));
+        assert_eq!(args, ["mm::page_alloc", "--nocapture"]);
+        let board = crate::board::load_boards(&board::workspace_root())
+            .unwrap()
+            .remove(0);
+        let a = runner_args(&board, elf.clone(), &args);
+        assert_eq!(a.filter.as_deref(), Some("mm::page_alloc"));
+        assert_eq!(a.kernel.as_deref(), Some(elf.as_path()));
+        assert_eq!(a.board, board.name);
+        assert_eq!(
+            runner_args(&board, elf.clone(), &["--bench".into()]).filter,
+            None
+        );
+        assert_eq!(runner_args(&board, elf, &["a b".into()]).filter, None);
+    }
+
+    #[test]
+    fn board_listing() {
+        let boards = crate::board::load_boards(&board::workspace_root()).unwrap();
+        let list = board_list(&boards);
+        assert!(
+            list.starts_with("name       arch     description\n"),
+            "{list}"
+        );
+        assert!(list.contains("qemu-virt  aarch64  QEMU virt"));
+    }
+}

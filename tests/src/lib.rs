@@ -1,0 +1,159 @@
+//! Helpers for the integration tests in `tests/`: build and run the real
+//! `qemu-run` binary, and make small kernel images.
+//!
+//! Why a nested cargo and not `env!("CARGO_BIN_EXE_qemu-run")`: that
+//! variable exists only for tests inside the `qemu-run` package, and the
+//! boot tests must not live there — `cargo test -p qemu-run` is the runner's
+//! own fast unit-test suite and must pass without a kernel. So this crate
+//! builds the runner once with `cargo build -p qemu-run --release` into its
+//! own target directory (`target/tests-runner`): the outer `cargo test`
+//! holds the lock on `target/`, and a second target directory never waits
+//! for it. The runner in turn builds the kernel in `target/kernel`.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The workspace root (this crate is `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// Scratch space for the tests, inside the workspace's target directory.
+pub fn scratch_dir() -> PathBuf {
+    let dir = workspace_root()
+        .join("target")
+        .join("tests-runner")
+        .join("scratch");
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
+}
+
+/// The `qemu-run` binary, built on first use.
+pub fn qemu_run_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = root.join("target").join("tests-runner");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "qemu-run", "--release", "--target-dir"])
+            .arg(&target_dir)
+            .current_dir(&root)
+            .env_remove("CARGO_TARGET_DIR")
+            .stdin(Stdio::null())
+            .status()
+            .expect("run cargo to build qemu-run");
+        assert!(status.success(), "building qemu-run failed: {status}");
+        target_dir.join("release").join("qemu-run")
+    })
+}
+
+/// Boots one QEMU at a time: the boards run their CPUs under TCG, and two
+/// guests sharing a small CI machine make timing tests flaky.
+pub fn qemu_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one `qemu-run` invocation did.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Both streams, for assertions and for showing on failure.
+    pub fn text(&self) -> String {
+        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `qemu-run ARGS` in the workspace root; console output is captured.
+pub fn qemu_run(args: &[&str]) -> Run {
+    let start = Instant::now();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(qemu_run_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .env("IOMMU_WORKSPACE", workspace_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qemu-run");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The rows of the summary table `qemu-run run` prints last on stdout
+/// (everything before its header is the console).
+pub fn summary_rows(stdout: &str) -> Vec<&str> {
+    let lines: Vec<&str> = stdout.lines().collect();
+    match lines
+        .iter()
+        .rposition(|l| l.starts_with("board ") && l.contains(" result "))
+    {
+        Some(i) => lines[i + 1..].to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// Board names, from `qemu-run boards`.
+pub fn board_names() -> Vec<String> {
+    let run = qemu_run(&["boards"]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    run.stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A minimal aarch64 ELF for QEMU virt that prints nothing and sleeps
+/// forever (`wfi` in a loop), loaded at 2 MiB into RAM.
+pub fn silent_aarch64_elf() -> Vec<u8> {
+    const BASE: u64 = 0x4020_0000;
+    const CODE_OFF: u64 = 64 + 56;
+    // wfi; b .-4
+    const CODE: [u32; 2] = [0xd503_207f, 0x17ff_ffff];
+    let size = CODE_OFF + 4 * CODE.len() as u64;
+    let mut e = Vec::with_capacity(size as usize);
+    // ELF header: 64-bit, little endian, current version, System V.
+    e.extend_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    e.extend_from_slice(&[0; 8]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+    e.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    e.extend_from_slice(&(BASE + CODE_OFF).to_le_bytes()); // e_entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    e.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    e.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    e.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    e.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
+                                  // One PT_LOAD, R+X, the whole file at BASE.
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&5u32.to_le_bytes());
+    e.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    e.extend_from_slice(&BASE.to_le_bytes()); // p_vaddr
+    e.extend_from_slice(&BASE.to_le_bytes()); // p_paddr
+    e.extend_from_slice(&size.to_le_bytes()); // p_filesz
+    e.extend_from_slice(&size.to_le_bytes()); // p_memsz
+    e.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    for insn in CODE {
+        e.extend_from_slice(&insn.to_le_bytes());
+    }
+    assert_eq!(e.len() as u64, size);
+    e
+}

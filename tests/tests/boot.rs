@@ -1,0 +1,156 @@
+//! Boots every board through the real `qemu-run` and requires a full pass;
+//! checks that bad input fails fast with a clear message. Every QEMU run
+//! here has a `--timeout`, so no test can hang on a stuck guest.
+use std::time::Duration;
+
+use tests::{board_names, qemu_lock, qemu_run, scratch_dir, silent_aarch64_elf, summary_rows};
+
+#[test]
+fn every_board_passes() {
+    let boards = board_names();
+    assert!(boards.len() >= 2, "boards: {boards:?}");
+    let junit = scratch_dir().join("boot-junit.xml");
+    let _ = std::fs::remove_file(&junit);
+
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "all",
+        "--timeout",
+        "120",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let text = run.text();
+    assert_eq!(run.code, Some(0), "not every board passed:\n{text}");
+    for b in &boards {
+        let row = summary_rows(&run.stdout)
+            .into_iter()
+            .find(|l| l.split_whitespace().next() == Some(b.as_str()))
+            .unwrap_or_else(|| panic!("no summary row for {b}:\n{text}"));
+        assert_eq!(row.split_whitespace().nth(1), Some("PASS"), "{row}\n{text}");
+    }
+    let xml = std::fs::read_to_string(&junit).expect("JUnit report written");
+    assert!(!xml.contains("<failure"), "{xml}");
+    for b in &boards {
+        assert!(xml.contains(&format!("<testsuite name=\"{b}\"")), "{xml}");
+    }
+}
+
+/// Bad input that needs no kernel build: each fails with exit status 2
+/// (setup error) or 1 (a run that failed), a message that says what is
+/// wrong, and quickly.
+#[test]
+fn bad_input_fails_clearly() {
+    let dir = scratch_dir();
+
+    let run = qemu_run(&["run", "--board", "no-such-board", "--timeout", "5"]);
+    assert_eq!(run.code, Some(2), "{}", run.text());
+    assert!(
+        run.stderr
+            .contains("qemu-run: error: unknown board `no-such-board`; known boards: ")
+            && run.stderr.contains("qemu-virt"),
+        "{}",
+        run.text()
+    );
+
+    let missing = dir.join("no-such-kernel");
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-virt",
+        "--kernel",
+        missing.to_str().unwrap(),
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(run.code, Some(2), "{}", run.text());
+    assert!(
+        run.stderr.contains("qemu-run: error: kernel ")
+            && run.stderr.contains("no-such-kernel")
+            && run.stderr.contains("No such file"),
+        "{}",
+        run.text()
+    );
+
+    let empty = dir.join("empty-kernel");
+    std::fs::write(&empty, b"").unwrap();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-virt",
+        "--kernel",
+        empty.to_str().unwrap(),
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(run.code, Some(2), "{}", run.text());
+    assert!(run.stderr.contains("the file is empty"), "{}", run.text());
+
+    let run = qemu_run(&["run", "--board", "qemu-virt", "--filter", "mm alloc"]);
+    assert_eq!(run.code, Some(2), "{}", run.text());
+    assert!(
+        run.stderr.contains("must not contain spaces"),
+        "{}",
+        run.text()
+    );
+
+    // A kernel that boots and never prints: killed at the timeout.
+    let silent = dir.join("silent-aarch64.elf");
+    std::fs::write(&silent, silent_aarch64_elf()).unwrap();
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-virt",
+        "--kernel",
+        silent.to_str().unwrap(),
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.text());
+    assert!(
+        run.stdout.contains("timeout after 5s (QEMU killed)")
+            && run.stdout.contains("kernel printed nothing"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// A filter that selects no test is a failure that names the filter (the
+/// kernel bails out with "no test matches filter ..."). Needs the kernel.
+#[test]
+fn filter_matching_no_test_fails() {
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "all",
+        "--filter",
+        "no_such_test",
+        "--timeout",
+        "60",
+    ]);
+    let text = run.text();
+    // 1, not 2: the kernel built and booted, and the run failed.
+    assert_eq!(run.code, Some(1), "{text}");
+    let rows = summary_rows(&run.stdout);
+    assert_eq!(rows.len(), board_names().len(), "{text}");
+    for line in rows {
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("FAIL"),
+            "{line}\n{text}"
+        );
+        assert!(
+            line.contains("no_such_test") || line.contains("no test matched the filter"),
+            "the reason should name the filter: {line}\n{text}"
+        );
+    }
+}
