@@ -44,6 +44,7 @@ pub fn ensure_target(root: &Path, target: &str) -> Result<()> {
     let Ok(out) = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(root)
+        .env_remove("RUSTUP_TOOLCHAIN")
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -58,9 +59,12 @@ pub fn ensure_target(root: &Path, target: &str) -> Result<()> {
          rust-toolchain.toml: rustup toolchain install (in {})",
         root.display()
     );
+    // Under `cargo test` rustup exports RUSTUP_TOOLCHAIN, which would make
+    // it install the bare toolchain and ignore the file's targets.
     let status = Command::new("rustup")
         .args(["toolchain", "install"])
         .current_dir(root)
+        .env_remove("RUSTUP_TOOLCHAIN")
         .stdin(Stdio::null())
         .stdout(crate::stderr_stdio()?)
         .status()
