@@ -154,3 +154,56 @@ fn filter_matching_no_test_fails() {
         );
     }
 }
+
+/// An unexpected fault prints a crash report and ends the run as failed on
+/// every board (`crash=unexpected` faults before the tests start).
+#[test]
+fn crash_report_fails_the_run() {
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "all",
+        "--append",
+        "crash=unexpected",
+        "--timeout",
+        "60",
+    ]);
+    let text = run.text();
+    assert_eq!(run.code, Some(1), "{text}");
+    assert_eq!(
+        run.stdout.matches("*** CRASH on cpu 0").count(),
+        board_names().len(),
+        "{text}"
+    );
+    for line in summary_rows(&run.stdout) {
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("FAIL"),
+            "{line}\n{text}"
+        );
+        assert!(line.contains("bail out: crash:"), "{line}\n{text}");
+    }
+}
+
+/// QEMU refusing its command line is reported as such, not as a test failure.
+#[test]
+fn qemu_error_is_reported() {
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-virt",
+        "--timeout",
+        "30",
+        "--",
+        "-device",
+        "no-such-device",
+    ]);
+    let text = run.text();
+    assert_ne!(run.code, Some(0), "{text}");
+    assert!(
+        text.contains("QEMU failed to start") && text.contains("no-such-device"),
+        "{text}"
+    );
+}
