@@ -76,6 +76,12 @@ pub struct Test {
     pub run: fn() -> TestResult,
 }
 
+impl Test {
+    pub const fn new(name: &'static str, run: fn() -> TestResult) -> Self {
+        Test { name, run }
+    }
+}
+
 /// Matches `name` against a comma-separated list of patterns. A pattern with
 /// `*` or `?` is a glob over the whole name; a plain pattern matches any
 /// name that contains it.

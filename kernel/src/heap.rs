@@ -22,7 +22,6 @@ pub fn init() {
 }
 
 /// Bytes in use (for leak checks and the boot log).
-#[allow(dead_code)]
 pub fn used() -> usize {
     HEAP.lock().used()
 }

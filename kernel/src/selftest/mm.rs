@@ -1,30 +1,24 @@
 //! Physical page allocation and DMA buffers.
 use crate::memory::{alloc_pages, free_pages, managed_regions, pages_in_use, DmaBuffer};
-use crate::platform;
+use crate::{heap, platform};
 use alloc::vec::Vec;
 use kernel::addr::PhysRange;
-use kernel::harness::TestResult;
+use kernel::harness::{TestError, TestResult};
 use kernel::mm::PAGE_SIZE;
 use kernel::{ensure, ensure_eq};
 
-/// Allocations are zeroed, counted exactly, and every page comes back.
+fn fail(e: impl core::fmt::Display) -> TestError {
+    TestError::fail(alloc::format!("{e}"))
+}
+
+/// Allocations are counted exactly, never overlap, a double free is
+/// refused, and every page comes back.
 pub fn page_alloc_round_trip() -> TestResult {
     let before = pages_in_use();
-    let sizes = [1usize, 3, 16, 512, 1];
     let mut held = Vec::new();
     let mut expected_in_use = before;
-    for &n in &sizes {
-        let p = alloc_pages(n, PAGE_SIZE)
-            .map_err(|e| kernel::harness::TestError::fail(alloc::format!("{e}")))?;
-        // SAFETY: freshly allocated, identity-mapped pages we own.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(p.as_u64() as *mut u8, n * PAGE_SIZE as usize)
-        };
-        ensure!(
-            bytes.iter().all(|&b| b == 0),
-            "{n} page(s) at {p} were not zeroed"
-        );
-        bytes.fill(0xa5);
+    for n in [1usize, 3, 16, 512, 1] {
+        let p = alloc_pages(n, PAGE_SIZE).map_err(fail)?;
         expected_in_use += n;
         ensure_eq!(
             pages_in_use(),
@@ -33,40 +27,32 @@ pub fn page_alloc_round_trip() -> TestResult {
         );
         held.push((p, n));
     }
-    // No two allocations overlap.
     for (i, (a, n)) in held.iter().enumerate() {
         let ra = PhysRange::new(a.as_u64(), *n as u64 * PAGE_SIZE);
         for (b, m) in &held[i + 1..] {
-            ensure!(
-                !ra.overlaps(&PhysRange::new(b.as_u64(), *m as u64 * PAGE_SIZE)),
-                "allocations at {a} and {b} overlap"
-            );
+            let rb = PhysRange::new(b.as_u64(), *m as u64 * PAGE_SIZE);
+            ensure!(!ra.overlaps(&rb), "allocations {ra} and {rb} overlap");
         }
     }
-    // A double free is refused and changes nothing.
     let (first, n) = held[0];
-    free_pages(first, n).map_err(|e| kernel::harness::TestError::fail(alloc::format!("{e}")))?;
+    free_pages(first, n).map_err(fail)?;
     ensure!(
         free_pages(first, n).is_err(),
         "double free of {first} was accepted"
     );
+    ensure_eq!(
+        pages_in_use(),
+        expected_in_use - n,
+        "pages in use after a refused double free"
+    );
     for &(p, n) in &held[1..] {
-        free_pages(p, n).map_err(|e| kernel::harness::TestError::fail(alloc::format!("{e}")))?;
+        free_pages(p, n).map_err(fail)?;
     }
     ensure_eq!(
         pages_in_use(),
         before,
         "pages in use after freeing everything"
     );
-    // Freed pages come back zeroed even though we scribbled on them.
-    let p = alloc_pages(1, PAGE_SIZE)
-        .map_err(|e| kernel::harness::TestError::fail(alloc::format!("{e}")))?;
-    // SAFETY: freshly allocated page we own.
-    let zero = unsafe { core::slice::from_raw_parts(p.as_u64() as *const u8, PAGE_SIZE as usize) }
-        .iter()
-        .all(|&b| b == 0);
-    let _ = free_pages(p, 1);
-    ensure!(zero, "a reused page at {p} was not zeroed");
     Ok(())
 }
 
@@ -91,7 +77,8 @@ pub fn page_alloc_stays_in_free_ram() -> TestResult {
 }
 
 /// DMA buffers start on the requested boundary, hold the requested length,
-/// are zeroed, and return their pages when dropped.
+/// are zeroed (also when their pages held data before), and return their
+/// pages when dropped.
 pub fn dma_buffer_alignment() -> TestResult {
     let before = pages_in_use();
     for (len, align) in [
@@ -100,8 +87,7 @@ pub fn dma_buffer_alignment() -> TestResult {
         (3 * 4096 + 1, 0x20_0000),
         (64, 0x1000),
     ] {
-        let mut buf = DmaBuffer::new(len, align)
-            .map_err(|e| kernel::harness::TestError::fail(alloc::format!("{e}")))?;
+        let mut buf = DmaBuffer::new(len, align).map_err(fail)?;
         ensure!(
             buf.phys().is_aligned(align),
             "buffer of {len} bytes at {} is not aligned to {align:#x}",
@@ -126,5 +112,31 @@ pub fn dma_buffer_alignment() -> TestResult {
         before,
         "pages in use after the buffers were dropped"
     );
+    // First fit hands the scribbled pages out again: they must be clean.
+    let reused = DmaBuffer::new(5000, PAGE_SIZE).map_err(fail)?;
+    ensure!(
+        reused.as_slice().iter().all(|&b| b == 0),
+        "reused buffer at {} not zeroed",
+        reused.phys()
+    );
+    Ok(())
+}
+
+/// The kernel heap gives back what it hands out.
+pub fn heap_round_trip() -> TestResult {
+    let before = heap::used();
+    {
+        let v: Vec<u64> = (0..10_000).collect();
+        let boxed = core::hint::black_box(alloc::boxed::Box::new([0u8; 4096]));
+        ensure!(
+            heap::used() >= before + 80_000 + 4096,
+            "heap use did not grow: {} -> {}",
+            before,
+            heap::used()
+        );
+        ensure_eq!(v.iter().sum::<u64>(), 49_995_000, "heap data");
+        drop(boxed);
+    }
+    ensure_eq!(heap::used(), before, "heap bytes in use after freeing");
     Ok(())
 }

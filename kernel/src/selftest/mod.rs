@@ -1,6 +1,8 @@
 //! The self-test suite: every test is registered once in [`TESTS`] and runs
 //! on every board. The command line selects tests: `filter=PATTERNS` and
 //! `exclude=PATTERNS` (comma-separated; globs with `*`/`?`, otherwise substrings).
+//! Tests use only safe kernel interfaces.
+#![forbid(unsafe_code)]
 use crate::console::bail_out;
 use crate::kprint;
 use kernel::cmdline;
@@ -12,30 +14,22 @@ mod irq;
 mod mm;
 
 pub static TESTS: &[Test] = &[
-    Test {
-        name: "boot::memory_map_matches_qemu",
-        run: boot::memory_map_matches_qemu,
-    },
-    Test {
-        name: "mm::page_alloc_round_trip",
-        run: mm::page_alloc_round_trip,
-    },
-    Test {
-        name: "mm::page_alloc_stays_in_free_ram",
-        run: mm::page_alloc_stays_in_free_ram,
-    },
-    Test {
-        name: "mm::dma_buffer_alignment",
-        run: mm::dma_buffer_alignment,
-    },
-    Test {
-        name: "irq::timer_every_cpu",
-        run: irq::timer_every_cpu,
-    },
-    Test {
-        name: "exceptions::bad_access_caught",
-        run: exceptions::bad_access_caught,
-    },
+    Test::new(
+        "boot::memory_map_matches_qemu",
+        boot::memory_map_matches_qemu,
+    ),
+    Test::new("mm::page_alloc_round_trip", mm::page_alloc_round_trip),
+    Test::new(
+        "mm::page_alloc_stays_in_free_ram",
+        mm::page_alloc_stays_in_free_ram,
+    ),
+    Test::new("mm::dma_buffer_alignment", mm::dma_buffer_alignment),
+    Test::new("mm::heap_round_trip", mm::heap_round_trip),
+    Test::new("irq::timer_every_cpu", irq::timer_every_cpu),
+    Test::new(
+        "exceptions::bad_access_caught",
+        exceptions::bad_access_caught,
+    ),
 ];
 
 /// Console sink for the TAP writer.
