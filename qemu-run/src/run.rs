@@ -180,7 +180,8 @@ pub fn shell_line(program: &Path, args: &[OsString]) -> String {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub timeout: Duration,
-    /// How long QEMU may keep running after the kernel bailed out.
+    /// How long QEMU may keep running after the kernel bailed out or
+    /// completed its plan.
     pub bail_grace: Duration,
     /// Echo the console to our stdout and QEMU's stderr to our stderr.
     pub echo: bool,
@@ -255,7 +256,7 @@ fn reader(pipe: impl Read + Send + 'static, tx: mpsc::Sender<Event>, out: bool) 
 
 /// Runs `program args`, streaming and parsing its stdout as the console.
 /// Never hangs: QEMU is killed at the timeout, or `bail_grace` after a
-/// `Bail out!` if it has not exited by then.
+/// `Bail out!` or the last planned test if it has not exited by then.
 pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
     let start = Instant::now();
     let mut tap = Tap::default();
@@ -290,7 +291,8 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
 
     let deadline = start + opts.timeout;
     let mut open = 2;
-    let mut bail_deadline: Option<Instant> = None;
+    // After a bail out or a complete plan: when to give up on QEMU exiting.
+    let mut grace: Option<(Instant, Exit)> = None;
     // Why and when we killed QEMU, if we did.
     let mut killed: Option<(Exit, Instant)> = None;
     let mut status = None;
@@ -299,8 +301,8 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
         if killed.is_none() {
             let why = if now >= deadline {
                 Some(Exit::Timeout(opts.timeout))
-            } else if bail_deadline.is_some_and(|d| now >= d) {
-                Some(Exit::KilledAfterBailOut)
+            } else if let Some((_, why)) = grace.as_ref().filter(|(d, _)| now >= *d) {
+                Some(why.clone())
             } else {
                 None
             };
@@ -338,8 +340,15 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
                     console.push('\n');
                 }
                 tap.feed(&line, start.elapsed());
-                if tap.bail_out.is_some() && bail_deadline.is_none() {
-                    bail_deadline = Some(Instant::now() + opts.bail_grace);
+                if grace.is_none() {
+                    let why = if tap.bail_out.is_some() {
+                        Some(Exit::KilledAfterBailOut)
+                    } else if tap.plan_complete() {
+                        Some(Exit::KilledAfterPlan)
+                    } else {
+                        None
+                    };
+                    grace = why.map(|w| (Instant::now() + opts.bail_grace, w));
                 }
             }
             Ok(Event::Err(line)) => {
@@ -593,6 +602,17 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
         let v = crate::tap::verdict(&o.tap, &o.exit, 0, &o.stderr_head);
         assert_eq!(v.reason.as_deref(), Some("bail out: kernel panic"));
+    }
+
+    #[test]
+    fn a_qemu_that_does_not_exit_after_the_plan_is_killed() {
+        let o = sh(
+            "printf 'TAP version 14\\n1..1\\nok 1 - a::b\\n'; exec sleep 30",
+            20_000,
+            300,
+        );
+        assert_eq!(o.exit, Exit::KilledAfterPlan);
+        assert!(o.wall < Duration::from_secs(10), "{:?}", o.wall);
     }
 
     #[test]

@@ -89,6 +89,13 @@ pub struct Tap {
 }
 
 impl Tap {
+    /// Every planned test reported (the kernel should exit next).
+    pub fn plan_complete(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|p| p.count > 0 && self.tests.len() >= p.count as usize)
+    }
+
     /// Parses a whole console transcript (tests and one-shot use).
     pub fn parse(text: &str) -> Tap {
         let mut tap = Tap::default();
@@ -327,6 +334,9 @@ pub enum Exit {
     Timeout(Duration),
     /// The kernel bailed out and QEMU did not exit by itself; we killed it.
     KilledAfterBailOut,
+    /// The plan completed and QEMU did not exit by itself; we killed it
+    /// (the kernel's exit path is broken: its exit status is lost).
+    KilledAfterPlan,
     /// QEMU could not be started at all.
     SpawnError(String),
 }
@@ -379,6 +389,7 @@ fn describe_exit(exit: &Exit) -> String {
         Exit::Signal(s) => format!("QEMU killed by signal {s}"),
         Exit::Timeout(d) => format!("QEMU killed after {}s", d.as_secs()),
         Exit::KilledAfterBailOut => "QEMU killed after the bail out".into(),
+        Exit::KilledAfterPlan => "QEMU did not exit after the last test; killed".into(),
         Exit::SpawnError(e) => format!("QEMU did not start: {e}"),
     }
 }
