@@ -1,0 +1,105 @@
+//! Bounds-checked little-endian reads over a table's bytes. Every read
+//! names its offset, so an error says exactly where the table went wrong.
+use crate::error::{ErrorKind, TableError};
+
+/// A table's bytes and its signature (for error messages).
+#[derive(Clone, Copy, Debug)]
+pub struct Bytes<'a> {
+    pub data: &'a [u8],
+    pub sig: [u8; 4],
+}
+
+impl<'a> Bytes<'a> {
+    pub const fn new(data: &'a [u8], sig: [u8; 4]) -> Self {
+        Bytes { data, sig }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn err(&self, offset: usize, kind: ErrorKind) -> TableError {
+        TableError::new(self.sig, offset, kind)
+    }
+
+    /// `len` bytes at `offset`.
+    pub fn slice(&self, offset: usize, len: usize) -> Result<&'a [u8], TableError> {
+        let have = self.data.len().saturating_sub(offset);
+        match offset.checked_add(len) {
+            Some(end) if end <= self.data.len() => Ok(&self.data[offset..end]),
+            _ => Err(self.err(offset, ErrorKind::Truncated { need: len, have })),
+        }
+    }
+
+    /// The sub-range `[offset, offset+len)` as its own `Bytes` (same signature).
+    pub fn sub(&self, offset: usize, len: usize) -> Result<Bytes<'a>, TableError> {
+        Ok(Bytes::new(self.slice(offset, len)?, self.sig))
+    }
+
+    pub fn u8(&self, offset: usize) -> Result<u8, TableError> {
+        Ok(self.slice(offset, 1)?[0])
+    }
+
+    pub fn u16(&self, offset: usize) -> Result<u16, TableError> {
+        let b = self.slice(offset, 2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub fn u32(&self, offset: usize) -> Result<u32, TableError> {
+        let b = self.slice(offset, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn u64(&self, offset: usize) -> Result<u64, TableError> {
+        let b = self.slice(offset, 8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    pub fn array<const N: usize>(&self, offset: usize) -> Result<[u8; N], TableError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.slice(offset, N)?);
+        Ok(a)
+    }
+}
+
+/// Bytes of a fixed-width text field up to the first NUL, lossily as ASCII.
+pub fn ascii(field: &[u8]) -> alloc::string::String {
+    field
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_bounds() {
+        let b = Bytes::new(&[1, 2, 3, 4, 5, 6, 7, 8, 9], *b"TEST");
+        assert_eq!(b.u8(0), Ok(1));
+        assert_eq!(b.u16(1), Ok(0x0302));
+        assert_eq!(b.u32(0), Ok(0x04030201));
+        assert_eq!(b.u64(1), Ok(0x0908070605040302));
+        let e = b.u64(2).unwrap_err();
+        assert_eq!(e.offset, 2);
+        assert_eq!(e.kind, ErrorKind::Truncated { need: 8, have: 7 });
+        assert!(b.u8(9).is_err());
+        assert!(b.slice(usize::MAX, 2).is_err());
+        assert_eq!(b.sub(2, 3).unwrap().data, &[3, 4, 5]);
+        assert_eq!(ascii(b"BOCHS \0xx"), "BOCHS ");
+    }
+}
