@@ -14,7 +14,12 @@
 extern crate alloc;
 
 pub mod bytes;
+pub mod dmar;
 pub mod error;
+pub mod iort;
+pub mod madt;
+pub mod mcfg;
 pub mod sdt;
+pub mod spcr;
 
 pub use error::{ErrorKind, TableError};

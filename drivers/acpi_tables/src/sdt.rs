@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 pub const HEADER_LEN: usize = 36;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SdtHeader {
     pub signature: [u8; 4],
     pub length: u32,
@@ -81,6 +82,7 @@ pub fn parse_table<'a>(
 
 /// The Root System Description Pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Rsdp {
     pub oem_id: String,
     pub revision: u8,
