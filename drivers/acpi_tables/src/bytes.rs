@@ -103,3 +103,9 @@ mod tests {
         assert_eq!(ascii(b"BOCHS \0xx"), "BOCHS ");
     }
 }
+
+/// Serializes a 4-byte signature as text (`"IORT"`), for `#[serde(serialize_with)]`.
+#[cfg(feature = "serde")]
+pub fn ser_sig<S: serde::Serializer>(sig: &[u8; 4], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(crate::error::sig_str(sig))
+}

@@ -10,6 +10,7 @@ pub const HEADER_LEN: usize = 36;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SdtHeader {
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::bytes::ser_sig"))]
     pub signature: [u8; 4],
     pub length: u32,
     pub revision: u8,
