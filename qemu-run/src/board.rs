@@ -35,6 +35,16 @@ pub struct Board {
     pub exit_pass: i32,
     /// QEMU's exit status when the kernel reports failure.
     pub exit_fail: i32,
+    /// Where the machine's fw_cfg is (MMIO base or I/O port base), for
+    /// capturing its ACPI tables from the host.
+    #[serde(default)]
+    pub fw_cfg_mmio: Option<u64>,
+    #[serde(default)]
+    pub fw_cfg_io: Option<u16>,
+    /// qtest commands that do what firmware would before it reads the
+    /// ACPI tables (QEMU builds some tables from the state firmware set up).
+    #[serde(default)]
+    pub acpi_capture_setup: Vec<String>,
 }
 
 impl Board {

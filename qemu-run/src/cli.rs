@@ -27,6 +27,9 @@ pub enum Cmd {
     Boards,
     /// Build the kernel (unless --kernel is given), boot it and check the self-tests
     Run(RunArgs),
+    /// ACPI tables: capture a board's, or decode table files
+    #[command(subcommand)]
+    Acpi(AcpiCmd),
     /// Cargo target runner: boot ELF on the board for its machine type
     Runner {
         /// The kernel ELF cargo built
@@ -34,6 +37,25 @@ pub enum Cmd {
         /// A test name pattern becomes --filter; anything else is ignored
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AcpiCmd {
+    /// Read the tables QEMU offers a board through fw_cfg (QEMU stopped,
+    /// under qtest; no guest code runs) and write one file per table
+    Capture {
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        /// Directory for the table files (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// QEMU machine arguments replacing the board's (one string, split at spaces)
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        machine: Option<String>,
+        /// Extra QEMU arguments (after `--`), e.g. devices that change the tables
+        #[arg(last = true, value_name = "QEMU ARGS")]
+        qemu_args: Vec<String>,
     },
 }
 
@@ -101,6 +123,31 @@ pub fn execute(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Run(args) => run_boards(&root, &boards, &args),
+        Cmd::Acpi(AcpiCmd::Capture {
+            board,
+            out,
+            machine,
+            qemu_args,
+        }) => {
+            let board = board::select(&boards, &board)?;
+            let [board] = board.as_slice() else {
+                bail!("acpi capture takes one board, not `all`");
+            };
+            let qemu = qemu::ensure(&board.qemu)?;
+            let machine: Option<Vec<String>> =
+                machine.map(|m| m.split_whitespace().map(String::from).collect());
+            let qt = crate::acpi::Qtest::start(&qemu, board, machine.as_deref(), &qemu_args)?;
+            let tables = crate::acpi::capture(qt)?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| crate::Error(format!("{}: {e}", out.display())))?;
+            for t in &tables {
+                let path = out.join(&t.file);
+                std::fs::write(&path, &t.bytes)
+                    .map_err(|e| crate::Error(format!("{}: {e}", path.display())))?;
+                println!("{}  {} bytes", path.display(), t.bytes.len());
+            }
+            Ok(true)
+        }
         Cmd::Runner { elf, args } => {
             let board = board::board_for_elf(&boards, &elf)?;
             let args = runner_args(board, elf, &args);

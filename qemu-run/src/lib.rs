@@ -5,6 +5,7 @@
 //! Everything lives in this library so it can be unit-tested; `main.rs` only
 //! calls [`cli::main`].
 
+pub mod acpi;
 pub mod board;
 pub mod build;
 pub mod cli;

@@ -414,6 +414,9 @@ mod tests {
             test_args: vec!["-device".into(), "edu".into()],
             exit_pass: 0,
             exit_fail: 1,
+            fw_cfg_mmio: None,
+            fw_cfg_io: None,
+            acpi_capture_setup: Vec::new(),
         }
     }
 

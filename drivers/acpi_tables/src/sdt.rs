@@ -147,7 +147,7 @@ pub fn parse_root_table(data: &[u8], sig: [u8; 4]) -> Result<Vec<u64>, TableErro
     let (_, b) = parse_table(data, Some(sig))?;
     let width = if &sig == b"XSDT" { 8 } else { 4 };
     let body = b.len() - HEADER_LEN;
-    if body % width != 0 {
+    if !body.is_multiple_of(width) {
         return Err(b.err(
             4,
             ErrorKind::BadLength {

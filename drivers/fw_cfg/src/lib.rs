@@ -112,6 +112,10 @@ impl<T: Transport> FwCfg<T> {
         Ok(FwCfg { t, files })
     }
 
+    pub fn transport(&self) -> &T {
+        &self.t
+    }
+
     pub fn files(&self) -> &[FileEntry] {
         &self.files
     }

@@ -168,7 +168,7 @@ pub fn run(
     mut fetch: impl FnMut(&str) -> Option<Vec<u8>>,
     mut place: impl FnMut(&str, usize, u64, Zone) -> Option<u64>,
 ) -> Result<Loaded, LoaderError> {
-    if script.len() % ENTRY_LEN != 0 {
+    if !script.len().is_multiple_of(ENTRY_LEN) {
         return Err(LoaderError::ScriptLength(script.len()));
     }
     let mut blobs: Vec<Blob> = Vec::new();

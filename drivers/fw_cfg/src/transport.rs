@@ -51,12 +51,11 @@ impl Transport for Mmio {
         for c in &mut chunks {
             c.copy_from_slice(&self.regs().data.get().to_le_bytes());
         }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            // A wide read past the item's end returns zeros; keep what fits.
-            let v = self.regs().data.get().to_le_bytes();
-            let n = rest.len();
-            rest.copy_from_slice(&v[..n]);
+        // A wide read would consume bytes past what was asked for.
+        for b in chunks.into_remainder() {
+            // SAFETY: a 1-byte read of the data register (offset 0), which
+            // fw_cfg accepts at any width up to 8.
+            *b = unsafe { core::ptr::read_volatile(self.regs.as_ptr().cast::<u8>()) };
         }
     }
 }
