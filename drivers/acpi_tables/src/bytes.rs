@@ -83,6 +83,12 @@ pub fn ascii(field: &[u8]) -> alloc::string::String {
         .collect()
 }
 
+/// Serializes a 4-byte signature as text (`"IORT"`), for `#[serde(serialize_with)]`.
+#[cfg(feature = "serde")]
+pub fn ser_sig<S: serde::Serializer>(sig: &[u8; 4], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(crate::error::sig_str(sig))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,10 +108,4 @@ mod tests {
         assert_eq!(b.sub(2, 3).unwrap().data, &[3, 4, 5]);
         assert_eq!(ascii(b"BOCHS \0xx"), "BOCHS ");
     }
-}
-
-/// Serializes a 4-byte signature as text (`"IORT"`), for `#[serde(serialize_with)]`.
-#[cfg(feature = "serde")]
-pub fn ser_sig<S: serde::Serializer>(sig: &[u8; 4], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(crate::error::sig_str(sig))
 }

@@ -1,1 +1,580 @@
-//! (being written)
+//! SPCR: the serial port the firmware used as its console. Layout from
+//! Microsoft's "Serial Port Console Redirection Table" (revisions 1 to 4;
+//! the interface types are the DBG2 serial port subtypes).
+use crate::bytes::{ascii, Bytes};
+use crate::error::{ErrorKind, TableError};
+use crate::sdt::{parse_table, SdtHeader, HEADER_LEN};
+use alloc::string::String;
+use core::fmt;
+
+/// Length of revisions 1 to 3 (4 adds the precise baud rate and the
+/// namespace string).
+pub const V1_LEN: usize = 80;
+const NAMESPACE_MIN_OFFSET: usize = 88;
+
+/// Generic Address Structure address spaces an SPCR console can use.
+pub const SPACE_SYSTEM_MEMORY: u8 = 0;
+pub const SPACE_SYSTEM_IO: u8 = 1;
+
+/// Interrupt type bits.
+pub const INT_PIC_8259: u8 = 1;
+pub const INT_IOAPIC: u8 = 1 << 1;
+pub const INT_IOSAPIC: u8 = 1 << 2;
+pub const INT_GIC: u8 = 1 << 3;
+pub const INT_RISCV_PLIC: u8 = 1 << 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Spcr {
+    pub header: SdtHeader,
+    pub interface_type: u8,
+    /// [`interface_name`] of `interface_type`.
+    pub interface_name: &'static str,
+    /// Address 0 means console redirection is disabled.
+    pub base_address: Gas,
+    /// `INT_*` bits: which interrupt controllers `irq` / `gsiv` are for.
+    pub interrupt_type: u8,
+    /// PC-AT (8259) IRQ.
+    pub irq: u8,
+    pub gsiv: u32,
+    /// Code: 0 = as is, 3 = 9600, 4 = 19200, 6 = 57600, 7 = 115200.
+    pub configured_baud_rate: u8,
+    pub parity: u8,
+    pub stop_bits: u8,
+    /// Bit 0 DCD, bit 1 RTS/CTS, bit 2 XON/XOFF.
+    pub flow_control: u8,
+    /// 0 VT100, 1 extended VT100, 2 VT-UTF8, 3 ANSI.
+    pub terminal_type: u8,
+    pub language: u8,
+    /// 0xffff for a device that is not on PCI.
+    pub pci_device_id: u16,
+    pub pci_vendor_id: u16,
+    pub pci_bus: u8,
+    pub pci_device: u8,
+    pub pci_function: u8,
+    pub pci_flags: u32,
+    pub pci_segment: u8,
+    /// Revision 3 and later (0: unknown).
+    pub uart_clock_frequency: Option<u32>,
+    /// Revision 4; when not 0 it overrides the configured baud rate.
+    pub precise_baud_rate: Option<u32>,
+    /// Revision 4: the ACPI namespace path of the device ("." for none).
+    pub namespace_string: Option<String>,
+}
+
+/// ACPI Generic Address Structure (ACPI 6.5, 5.2.3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Gas {
+    pub space_id: u8,
+    pub bit_width: u8,
+    pub bit_offset: u8,
+    /// 0 undefined, 1 byte, 2 word, 3 dword, 4 qword.
+    pub access_size: u8,
+    pub address: u64,
+}
+
+impl Gas {
+    fn read(b: &Bytes<'_>, at: usize) -> Result<Gas, TableError> {
+        Ok(Gas {
+            space_id: b.u8(at)?,
+            bit_width: b.u8(at + 1)?,
+            bit_offset: b.u8(at + 2)?,
+            access_size: b.u8(at + 3)?,
+            address: b.u64(at + 4)?,
+        })
+    }
+
+    pub fn space_name(&self) -> &'static str {
+        match self.space_id {
+            SPACE_SYSTEM_MEMORY => "system memory",
+            SPACE_SYSTEM_IO => "system I/O",
+            2 => "PCI configuration",
+            0x7f => "functional fixed hardware",
+            _ => "other",
+        }
+    }
+}
+
+/// What a console driver needs, from [`Spcr::console`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Console {
+    pub kind: ConsoleKind,
+    /// Memory-mapped; otherwise an x86 I/O port.
+    pub mmio: bool,
+    pub address: u64,
+    /// None: leave the UART's rate as the firmware set it.
+    pub baud: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum ConsoleKind {
+    Pl011,
+    Uart16550,
+    /// Any other interface type, by number. The SBSA generic UARTs (0xd,
+    /// 0xe) land here: they are PL011 subsets without its configuration
+    /// registers, so a PL011 driver that programs the line must not get one.
+    Other(u8),
+}
+
+/// The DBG2 serial subtype names (revision 1 only defines 0 and 1).
+pub fn interface_name(interface_type: u8) -> &'static str {
+    match interface_type {
+        0x00 => "16550",
+        0x01 => "16450 (16550 subset)",
+        0x02 => "MAX311xE SPI UART",
+        0x03 => "Arm PL011",
+        0x04 => "MSM8x60",
+        0x05 => "Nvidia 16550",
+        0x06 => "TI OMAP",
+        0x08 => "APM88xxxx",
+        0x09 => "MSM8974",
+        0x0a => "SAM5250",
+        0x0b => "Intel USIF",
+        0x0c => "i.MX 6",
+        0x0d => "Arm SBSA generic UART (32-bit only, deprecated)",
+        0x0e => "Arm SBSA generic UART",
+        0x0f => "Arm DCC",
+        0x10 => "BCM2835",
+        0x11 => "SDM845 (1.8432 MHz clock)",
+        0x12 => "16550 with parameters in the GAS",
+        0x13 => "SDM845 (7.372 MHz clock)",
+        0x14 => "Intel LPSS",
+        0x15 => "RISC-V SBI console",
+        _ => "unknown",
+    }
+}
+
+/// The configured baud rate code as a rate; None for "as is" and unknown codes.
+pub fn baud_from_code(code: u8) -> Option<u32> {
+    match code {
+        3 => Some(9600),
+        4 => Some(19200),
+        6 => Some(57600),
+        7 => Some(115_200),
+        _ => None,
+    }
+}
+
+pub fn parse(data: &[u8]) -> Result<Spcr, TableError> {
+    let (header, b) = parse_table(data, Some(*b"SPCR"))?;
+    let revision = header.revision;
+    if !(1..=4).contains(&revision) {
+        return Err(b.err(8, ErrorKind::UnknownRevision { revision }));
+    }
+    // Read the last fixed field first, so a short table fails at one place.
+    b.slice(HEADER_LEN, V1_LEN - HEADER_LEN)?;
+    let interface_type = b.u8(36)?;
+    let mut s = Spcr {
+        interface_type,
+        interface_name: interface_name(interface_type),
+        base_address: Gas::read(&b, 40)?,
+        interrupt_type: b.u8(52)?,
+        irq: b.u8(53)?,
+        gsiv: b.u32(54)?,
+        configured_baud_rate: b.u8(58)?,
+        parity: b.u8(59)?,
+        stop_bits: b.u8(60)?,
+        flow_control: b.u8(61)?,
+        terminal_type: b.u8(62)?,
+        language: b.u8(63)?,
+        pci_device_id: b.u16(64)?,
+        pci_vendor_id: b.u16(66)?,
+        pci_bus: b.u8(68)?,
+        pci_device: b.u8(69)?,
+        pci_function: b.u8(70)?,
+        pci_flags: b.u32(71)?,
+        pci_segment: b.u8(75)?,
+        // Reserved before revision 3.
+        uart_clock_frequency: if revision >= 3 {
+            Some(b.u32(76)?)
+        } else {
+            None
+        },
+        precise_baud_rate: None,
+        namespace_string: None,
+        header,
+    };
+    if revision >= 4 {
+        s.precise_baud_rate = Some(b.u32(80)?);
+        let len = usize::from(b.u16(84)?);
+        let offset = usize::from(b.u16(86)?);
+        let bad = b.err(
+            86,
+            ErrorKind::BadOffset {
+                offset: offset as u64,
+            },
+        );
+        // The string must lie after the fixed fields and inside the table.
+        if offset < NAMESPACE_MIN_OFFSET {
+            return Err(bad);
+        }
+        s.namespace_string = Some(ascii(b.slice(offset, len).map_err(|_| bad)?));
+    }
+    Ok(s)
+}
+
+impl Spcr {
+    /// The baud rate to program: the precise rate when given, else the code's.
+    pub fn baud_rate(&self) -> Option<u32> {
+        match self.precise_baud_rate {
+            Some(rate) if rate != 0 => Some(rate),
+            _ => baud_from_code(self.configured_baud_rate),
+        }
+    }
+
+    /// The console, if redirection is enabled (address not 0) and the
+    /// registers are in memory or I/O space.
+    pub fn console(&self) -> Option<Console> {
+        let g = &self.base_address;
+        let mmio = match g.space_id {
+            SPACE_SYSTEM_MEMORY => true,
+            SPACE_SYSTEM_IO => false,
+            _ => return None,
+        };
+        if g.address == 0 {
+            return None;
+        }
+        let kind = match self.interface_type {
+            0x03 => ConsoleKind::Pl011,
+            0x00 | 0x01 | 0x12 => ConsoleKind::Uart16550,
+            other => ConsoleKind::Other(other),
+        };
+        Some(Console {
+            kind,
+            mmio,
+            address: g.address,
+            baud: self.baud_rate(),
+        })
+    }
+}
+
+impl fmt::Display for Spcr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.header;
+        let g = &self.base_address;
+        writeln!(
+            f,
+            "SPCR rev {} oem {:?} {:?} length {:#x}",
+            h.revision, h.oem_id, h.oem_table_id, h.length
+        )?;
+        writeln!(
+            f,
+            "  [0x24] interface type {:#x} ({})",
+            self.interface_type, self.interface_name
+        )?;
+        writeln!(
+            f,
+            "  [0x28] base address {} {:#x} (space {:#x}, bit width {}, bit offset {}, access size {})",
+            g.space_name(),
+            g.address,
+            g.space_id,
+            g.bit_width,
+            g.bit_offset,
+            g.access_size
+        )?;
+        write!(f, "  [0x34] interrupt type {:#x} (", self.interrupt_type)?;
+        let names = ["8259", "I/O APIC", "I/O SAPIC", "GIC", "RISC-V PLIC/APLIC"];
+        let mut sep = "";
+        for (bit, name) in names.iter().enumerate() {
+            if self.interrupt_type & (1 << bit) != 0 {
+                write!(f, "{sep}{name}")?;
+                sep = ", ";
+            }
+        }
+        writeln!(f, ") IRQ {:#x} GSIV {:#x}", self.irq, self.gsiv)?;
+        write!(
+            f,
+            "  [0x3a] baud rate code {:#x} (",
+            self.configured_baud_rate
+        )?;
+        match baud_from_code(self.configured_baud_rate) {
+            Some(rate) => write!(f, "{rate}")?,
+            None if self.configured_baud_rate == 0 => write!(f, "as is")?,
+            None => write!(f, "reserved")?,
+        }
+        writeln!(
+            f,
+            ") parity {:#x} stop bits {:#x} flow control {:#x} terminal type {:#x} language {:#x}",
+            self.parity, self.stop_bits, self.flow_control, self.terminal_type, self.language
+        )?;
+        writeln!(
+            f,
+            "  [0x40] PCI device {:#06x} vendor {:#06x} at {:#x}:{:#x}:{:#x}.{:#x} flags {:#x}",
+            self.pci_device_id,
+            self.pci_vendor_id,
+            self.pci_segment,
+            self.pci_bus,
+            self.pci_device,
+            self.pci_function,
+            self.pci_flags
+        )?;
+        if let Some(v) = self.uart_clock_frequency {
+            writeln!(f, "  [0x4c] UART clock frequency {v:#x} ({v} Hz)")?;
+        }
+        if let Some(v) = self.precise_baud_rate {
+            writeln!(f, "  [0x50] precise baud rate {v:#x} ({v})")?;
+        }
+        if let Some(ns) = &self.namespace_string {
+            writeln!(f, "  namespace string {ns:?}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdt::tests::make_table;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    /// An SPCR body (from offset 36) with the common fields; `tail` is what
+    /// follows offset 76 (reserved or UART clock, then revision 4's fields).
+    #[allow(clippy::too_many_arguments)]
+    fn body(
+        iface: u8,
+        gas: [u8; 4],
+        addr: u64,
+        itype: u8,
+        irq: u8,
+        gsiv: u32,
+        baud: u8,
+    ) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&[iface, 0, 0, 0]);
+        b.extend_from_slice(&gas);
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(&[itype, irq]);
+        b.extend_from_slice(&gsiv.to_le_bytes());
+        // baud, parity, stop bits, flow control (RTS/CTS), terminal, language
+        b.extend_from_slice(&[baud, 0, 1, 2, 0, 0]);
+        b.extend_from_slice(&0xffffu16.to_le_bytes());
+        b.extend_from_slice(&0xffffu16.to_le_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.push(0);
+        assert_eq!(b.len() + HEADER_LEN, 76);
+        b
+    }
+
+    /// QEMU virt: PL011 at VIRT_UART0 0x0900_0000, SPI 1 = GSIV 33, rev 2.
+    fn virt() -> Vec<u8> {
+        let mut b = body(3, [0, 32, 0, 3], 0x0900_0000, INT_GIC, 0, 33, 3);
+        b.extend_from_slice(&[0; 4]);
+        make_table(b"SPCR", 2, &b)
+    }
+
+    /// A revision 4 16550 on I/O port 0x3f8, IRQ 4, 115200, namespace ".".
+    fn com1(precise: u32, ns_offset: u16, ns_len: u16) -> Vec<u8> {
+        let mut b = body(0, [1, 8, 0, 1], 0x3f8, INT_PIC_8259 | INT_IOAPIC, 4, 4, 7);
+        b.extend_from_slice(&1_843_200u32.to_le_bytes());
+        b.extend_from_slice(&precise.to_le_bytes());
+        b.extend_from_slice(&ns_len.to_le_bytes());
+        b.extend_from_slice(&ns_offset.to_le_bytes());
+        b.extend_from_slice(b".\0");
+        make_table(b"SPCR", 4, &b)
+    }
+
+    #[test]
+    fn qemu_virt_pl011() {
+        let s = parse(&virt()).unwrap();
+        assert_eq!(s.header.revision, 2);
+        assert_eq!(s.header.length, 80);
+        assert_eq!((s.interface_type, s.interface_name), (3, "Arm PL011"));
+        assert_eq!(
+            s.base_address,
+            Gas {
+                space_id: SPACE_SYSTEM_MEMORY,
+                bit_width: 32,
+                bit_offset: 0,
+                access_size: 3,
+                address: 0x0900_0000
+            }
+        );
+        assert_eq!((s.interrupt_type, s.irq, s.gsiv), (INT_GIC, 0, 33));
+        assert_eq!(s.configured_baud_rate, 3);
+        assert_eq!((s.parity, s.stop_bits, s.flow_control), (0, 1, 2));
+        assert_eq!((s.terminal_type, s.language), (0, 0));
+        assert_eq!((s.pci_device_id, s.pci_vendor_id), (0xffff, 0xffff));
+        assert_eq!(
+            (
+                s.pci_bus,
+                s.pci_device,
+                s.pci_function,
+                s.pci_flags,
+                s.pci_segment
+            ),
+            (0, 0, 0, 0, 0)
+        );
+        assert_eq!(
+            (
+                s.uart_clock_frequency,
+                s.precise_baud_rate,
+                &s.namespace_string
+            ),
+            (None, None, &None)
+        );
+        assert_eq!(
+            s.console(),
+            Some(Console {
+                kind: ConsoleKind::Pl011,
+                mmio: true,
+                address: 0x0900_0000,
+                baud: Some(9600)
+            })
+        );
+        let t = s.to_string();
+        assert!(t.contains("interface type 0x3 (Arm PL011)"), "{t}");
+        assert!(t.contains("base address system memory 0x9000000 (space 0x0, bit width 32"));
+        assert!(t.contains("interrupt type 0x8 (GIC) IRQ 0x0 GSIV 0x21"));
+        assert!(t.contains("baud rate code 0x3 (9600)"));
+    }
+
+    #[test]
+    fn io_port_16550_rev4() {
+        let s = parse(&com1(0, 88, 2)).unwrap();
+        assert_eq!(s.header.revision, 4);
+        assert_eq!(s.interface_name, "16550");
+        assert_eq!(
+            s.base_address,
+            Gas {
+                space_id: SPACE_SYSTEM_IO,
+                bit_width: 8,
+                bit_offset: 0,
+                access_size: 1,
+                address: 0x3f8
+            }
+        );
+        assert_eq!((s.interrupt_type, s.irq, s.gsiv), (3, 4, 4));
+        assert_eq!(s.uart_clock_frequency, Some(1_843_200));
+        assert_eq!(s.precise_baud_rate, Some(0));
+        assert_eq!(s.namespace_string.as_deref(), Some("."));
+        assert_eq!(
+            s.console(),
+            Some(Console {
+                kind: ConsoleKind::Uart16550,
+                mmio: false,
+                address: 0x3f8,
+                baud: Some(115_200)
+            })
+        );
+        let t = s.to_string();
+        assert!(t.contains("(8259, I/O APIC) IRQ 0x4"), "{t}");
+        assert!(t.contains("namespace string \".\""));
+        // A precise rate overrides the code.
+        let s = parse(&com1(1_500_000, 88, 2)).unwrap();
+        assert_eq!(s.console().unwrap().baud, Some(1_500_000));
+    }
+
+    #[test]
+    fn console_cases() {
+        let mut s = parse(&virt()).unwrap();
+        s.configured_baud_rate = 0;
+        assert_eq!(s.console().unwrap().baud, None);
+        assert!(s.to_string().contains("(as is)"));
+        s.interface_type = 0xe;
+        assert_eq!(s.console().unwrap().kind, ConsoleKind::Other(0xe));
+        s.base_address.space_id = 2;
+        assert_eq!(s.console(), None);
+        s.base_address.space_id = 0;
+        s.base_address.address = 0;
+        assert_eq!(s.console(), None);
+        // Revision 3: the UART clock, nothing more.
+        let mut b = body(0x12, [0, 32, 0, 3], 0x1000_0000, 0x10, 0, 10, 7);
+        b.extend_from_slice(&3_686_400u32.to_le_bytes());
+        let s = parse(&make_table(b"SPCR", 3, &b)).unwrap();
+        assert_eq!(s.uart_clock_frequency, Some(3_686_400));
+        assert_eq!(s.precise_baud_rate, None);
+        assert_eq!(s.console().unwrap().kind, ConsoleKind::Uart16550);
+    }
+
+    /// QEMU 10.0's virt SPCR (fixtures/capture.sh), compared whole: the
+    /// same in every virt configuration.
+    #[test]
+    fn qemu_fixtures() {
+        let tables: [&[u8]; 3] = [
+            include_bytes!("../fixtures/virt-smmuv3/SPCR.bin"),
+            include_bytes!("../fixtures/virt-no-its/SPCR.bin"),
+            include_bytes!("../fixtures/virt-pxb/SPCR.bin"),
+        ];
+        for t in tables {
+            let s = parse(t).unwrap();
+            assert_eq!(
+                s,
+                Spcr {
+                    header: crate::mcfg::tests::qemu_header(b"SPCR", t, 2),
+                    interface_type: 3,
+                    interface_name: "Arm PL011",
+                    base_address: Gas {
+                        space_id: SPACE_SYSTEM_MEMORY,
+                        bit_width: 32,
+                        bit_offset: 0,
+                        access_size: 3,
+                        address: 0x0900_0000
+                    },
+                    interrupt_type: INT_GIC,
+                    irq: 0,
+                    gsiv: 33,
+                    configured_baud_rate: 3,
+                    parity: 0,
+                    stop_bits: 1,
+                    flow_control: 2,
+                    terminal_type: 0,
+                    language: 0,
+                    pci_device_id: 0xffff,
+                    pci_vendor_id: 0xffff,
+                    pci_bus: 0,
+                    pci_device: 0,
+                    pci_function: 0,
+                    pci_flags: 0,
+                    pci_segment: 0,
+                    uart_clock_frequency: None,
+                    precise_baud_rate: None,
+                    namespace_string: None,
+                }
+            );
+            // The hand-built table of `qemu_virt_pl011` is the same bar the header.
+            let mut ours = parse(&virt()).unwrap();
+            ours.header = s.header.clone();
+            assert_eq!(ours, s);
+        }
+    }
+
+    #[test]
+    fn errors() {
+        for rev in [0, 5] {
+            let mut t = virt();
+            t[8] = rev;
+            crate::sdt::tests::fix_checksum(&mut t);
+            let e = parse(&t).unwrap_err();
+            assert_eq!(
+                (e.offset, e.kind),
+                (8, ErrorKind::UnknownRevision { revision: rev })
+            );
+        }
+        // One byte short of revision 2's fixed fields.
+        let t = make_table(b"SPCR", 2, &virt()[HEADER_LEN..79]);
+        let e = parse(&t).unwrap_err();
+        assert_eq!(
+            (e.offset, e.kind),
+            (36, ErrorKind::Truncated { need: 44, have: 43 })
+        );
+        // Revision 4 needs its extra fields.
+        let t = make_table(b"SPCR", 4, &virt()[HEADER_LEN..]);
+        assert!(matches!(
+            parse(&t).unwrap_err().kind,
+            ErrorKind::Truncated { .. }
+        ));
+        // Namespace string past the end, or over the fixed fields.
+        for (off, len) in [(88, 3), (89, 2), (0xffff, 1), (84, 2)] {
+            let e = parse(&com1(0, off, len)).unwrap_err();
+            assert_eq!(
+                (e.offset, e.kind),
+                (86, ErrorKind::BadOffset { offset: off.into() })
+            );
+        }
+    }
+}
