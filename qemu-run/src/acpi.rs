@@ -284,3 +284,128 @@ fn fadt_dsdt(fadt: &[u8]) -> Option<u64> {
             .filter(|&a| a != 0)
     })
 }
+
+/// The decoded form of one table file, as text or JSON.
+pub struct Decoded {
+    pub text: String,
+    pub json: serde_json::Value,
+    pub ok: bool,
+}
+
+/// Decodes one table with the kernel's parsers (chosen by signature).
+pub fn decode(file: &str, bytes: &[u8]) -> Decoded {
+    use acpi_tables::{dmar, iort, madt, mcfg, spcr};
+    use serde_json::json;
+
+    fn show<T: std::fmt::Display + serde::Serialize>(
+        r: std::result::Result<T, acpi_tables::TableError>,
+    ) -> (String, serde_json::Value, bool) {
+        match r {
+            Ok(t) => (t.to_string(), json!({ "table": t }), true),
+            Err(e) => (
+                format!("error: {e}\n"),
+                json!({ "error": e.to_string() }),
+                false,
+            ),
+        }
+    }
+
+    let header = sdt::parse_table(bytes, None);
+    let (head_text, head_json) = match &header {
+        Ok((h, _)) => (
+            format!(
+                "{} rev {} ({} bytes) OEM {:?} {:?} rev {:#x}, creator {:?} rev {:#x}\n",
+                h.signature_str(),
+                h.revision,
+                h.length,
+                h.oem_id,
+                h.oem_table_id,
+                h.oem_revision,
+                h.creator_id,
+                h.creator_revision
+            ),
+            serde_json::to_value(h).unwrap_or_default(),
+        ),
+        Err(e) => {
+            return Decoded {
+                text: format!("{file}: error: {e}\n"),
+                json: json!({ "file": file, "error": e.to_string() }),
+                ok: false,
+            }
+        }
+    };
+    let sig = header
+        .as_ref()
+        .map(|(h, _)| h.signature)
+        .unwrap_or_default();
+    let (body, mut value, ok) = match &sig {
+        b"IORT" => show(iort::parse(bytes)),
+        b"DMAR" => show(dmar::parse(bytes)),
+        b"MCFG" => show(mcfg::parse(bytes)),
+        b"APIC" => show(madt::parse(bytes)),
+        b"SPCR" => show(spcr::parse(bytes)),
+        _ => (
+            format!("{head_text}  (no decoder for this table: header only)\n"),
+            json!({}),
+            true,
+        ),
+    };
+    value["file"] = json!(file);
+    value["header"] = head_json;
+    Decoded {
+        text: format!("== {file}\n{body}"),
+        json: value,
+        ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../drivers/acpi_tables/fixtures")
+    }
+
+    #[test]
+    fn decodes_every_captured_table() {
+        let mut seen = 0;
+        for config in std::fs::read_dir(fixtures())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+        {
+            for f in std::fs::read_dir(config.path()).unwrap().flatten() {
+                let bytes = std::fs::read(f.path()).unwrap();
+                let d = decode(&f.path().display().to_string(), &bytes);
+                assert!(d.ok, "{}", d.text);
+                assert!(d.json["header"]["signature"].is_string(), "{}", d.json);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 40, "{seen} fixture tables");
+    }
+
+    #[test]
+    fn decode_reports_errors() {
+        let mut bytes = std::fs::read(fixtures().join("virt-smmuv3/IORT.bin")).unwrap();
+        // Make the node count lie, and fix the checksum so only that is wrong.
+        bytes[36] = 9;
+        bytes[9] = 0;
+        bytes[9] = 0u8.wrapping_sub(sdt::checksum(&bytes));
+        let d = decode("IORT.bin", &bytes);
+        assert!(!d.ok);
+        assert!(d.text.contains("error: IORT at offset"), "{}", d.text);
+        assert!(
+            d.json["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("IORT at offset"),
+            "{}",
+            d.json
+        );
+        let d = decode("short.bin", b"IORT");
+        assert!(!d.ok && d.text.contains("truncated"), "{}", d.text);
+    }
+}

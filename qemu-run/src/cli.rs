@@ -57,6 +57,16 @@ pub enum AcpiCmd {
         #[arg(last = true, value_name = "QEMU ARGS")]
         qemu_args: Vec<String>,
     },
+    /// Print IORT, DMAR, MCFG, MADT (APIC) and SPCR files as the kernel
+    /// reads them (other tables: header only)
+    Decode {
+        /// Table files (raw bytes, header included)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Machine-readable output: a JSON array, one object per file
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +157,32 @@ pub fn execute(cli: Cli) -> Result<bool> {
                 println!("{}  {} bytes", path.display(), t.bytes.len());
             }
             Ok(true)
+        }
+        Cmd::Acpi(AcpiCmd::Decode { files, json }) => {
+            use std::io::Write as _;
+            // Write errors (a closed pipe, as with `| head`) end the output quietly.
+            let mut out = std::io::stdout().lock();
+            let mut all_ok = true;
+            let mut values = Vec::new();
+            for f in &files {
+                let bytes =
+                    std::fs::read(f).map_err(|e| crate::Error(format!("{}: {e}", f.display())))?;
+                let d = crate::acpi::decode(&f.display().to_string(), &bytes);
+                all_ok &= d.ok;
+                if json {
+                    values.push(d.json);
+                } else {
+                    let _ = writeln!(out, "{}", d.text);
+                }
+            }
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&values).unwrap_or_default()
+                );
+            }
+            Ok(all_ok)
         }
         Cmd::Runner { elf, args } => {
             let board = board::board_for_elf(&boards, &elf)?;
