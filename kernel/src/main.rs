@@ -18,6 +18,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod discovery;
+#[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
 mod heap;
@@ -67,6 +69,9 @@ mod run {
         if let Err(e) = memory::init(boot) {
             console::bail_out(format_args!("page allocator: {e}"));
         }
+        let topology = crate::discovery::discover(boot);
+        crate::discovery::report(topology);
+        crate::discovery::report_functions(&crate::discovery::route_bus0(topology));
         // `crash=unexpected` proves the crash path ends the run as failed.
         if kernel::cmdline::get(&boot.cmdline, "crash") == Some("unexpected") {
             let addr = arch::unmapped_addr();

@@ -4,6 +4,19 @@ use alloc::vec::Vec;
 use kernel::addr::PhysRange;
 use spin::Once;
 
+/// Where the ACPI tables can be found: a parameter of boot, not a board
+/// assumption (PVH start info, fw_cfg on a firmware-less Arm boot, and
+/// later the UEFI configuration table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcpiEntry {
+    /// The RSDP's physical address, as firmware left it.
+    Rsdp(u64),
+    /// No firmware ran: QEMU's fw_cfg at this MMIO base holds the tables
+    /// and the table-loader script that links them.
+    FwCfgMmio(u64),
+    None,
+}
+
 pub struct BootInfo {
     /// Board name for messages (`qemu-virt`, `qemu-q35`).
     pub board: &'static str,
@@ -22,6 +35,9 @@ pub struct BootInfo {
     pub cpus_present: usize,
     /// Why fewer CPUs than present were brought up, if so.
     pub cpus_note: Option<&'static str>,
+    pub acpi: AcpiEntry,
+    /// The devicetree blob, when the boot protocol gave one.
+    pub devicetree: Option<PhysRange>,
 }
 
 static BOOT: Once<BootInfo> = Once::new();

@@ -45,6 +45,11 @@ pub struct Board {
     /// ACPI tables (QEMU builds some tables from the state firmware set up).
     #[serde(default)]
     pub acpi_capture_setup: Vec<String>,
+    /// What the machine arguments create, passed to the kernel as
+    /// `expect.KEY=VALUE` so its discovery tests compare against the board
+    /// file rather than against constants of their own.
+    #[serde(default)]
+    pub expect: std::collections::BTreeMap<String, String>,
 }
 
 impl Board {

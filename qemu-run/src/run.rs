@@ -128,6 +128,8 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     }
     words.push(format!("qemu.mem={mem}"));
     words.push(format!("qemu.cpus={cpus}"));
+    // What the board's QEMU command line creates, for the discovery tests.
+    words.extend(board.expect.iter().map(|(k, v)| format!("expect.{k}={v}")));
     if let Some(a) = req
         .append
         .as_deref()
@@ -417,6 +419,7 @@ mod tests {
             fw_cfg_mmio: None,
             fw_cfg_io: None,
             acpi_capture_setup: Vec::new(),
+            expect: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use kernel::cmdline;
 use kernel::harness::{select, TapWriter, Test};
 
 mod boot;
+mod discovery;
 mod exceptions;
 mod irq;
 mod mm;
@@ -26,6 +27,26 @@ pub static TESTS: &[Test] = &[
     Test::new("mm::dma_buffer_alignment", mm::dma_buffer_alignment),
     Test::new("mm::heap_round_trip", mm::heap_round_trip),
     Test::new("irq::timer_every_cpu", irq::timer_every_cpu),
+    Test::new(
+        "discovery::tables_parse_cleanly",
+        discovery::tables_parse_cleanly,
+    ),
+    Test::new(
+        "discovery::iommus_match_board",
+        discovery::iommus_match_board,
+    ),
+    Test::new(
+        "discovery::ecam_matches_board",
+        discovery::ecam_matches_board,
+    ),
+    Test::new(
+        "discovery::console_matches_board",
+        discovery::console_matches_board,
+    ),
+    Test::new(
+        "discovery::pci_functions_routed",
+        discovery::pci_functions_routed,
+    ),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,

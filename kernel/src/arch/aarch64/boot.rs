@@ -1,6 +1,6 @@
 //! Boot on the boot CPU and on the secondaries.
 use super::{dt, entry, gic, mmu, psci, timer};
-use crate::platform::BootInfo;
+use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
 use aarch64_cpu::registers::*;
 use alloc::boxed::Box;
@@ -88,6 +88,8 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         cmdline: facts.bootargs.to_string(),
         cpus_present: facts.cpus,
         cpus_note,
+        acpi: facts.fw_cfg.map_or(AcpiEntry::None, AcpiEntry::FwCfgMmio),
+        devicetree: Some(facts.dtb),
     })
 }
 

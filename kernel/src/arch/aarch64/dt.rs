@@ -44,6 +44,7 @@ pub struct DtFacts {
     pub ram: [PhysRange; MAX_RAM],
     pub ram_len: usize,
     pub uart: Option<u64>,
+    pub fw_cfg: Option<u64>,
     pub gicd: u64,
     pub gicr: PhysRange,
     pub timer_intid: u32,
@@ -87,6 +88,7 @@ pub fn parse(addr: u64) -> Result<DtFacts, DtError> {
         ram: [PhysRange::default(); MAX_RAM],
         ram_len: 0,
         uart: None,
+        fw_cfg: None,
         gicd: 0,
         gicr: PhysRange::default(),
         timer_intid: 0,
@@ -114,6 +116,10 @@ pub fn parse(addr: u64) -> Result<DtFacts, DtError> {
                 .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
         })
         .or_else(|| fdt.find_compatible(&["arm,pl011"]))
+        .and_then(|n| n.reg()?.next())
+        .map(|r| r.starting_address as u64);
+    facts.fw_cfg = fdt
+        .find_compatible(&["qemu,fw-cfg-mmio"])
         .and_then(|n| n.reg()?.next())
         .map(|r| r.starting_address as u64);
     let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or(DtError::NoGic)?;

@@ -80,3 +80,12 @@ pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
         None => Ok(value),
     }
 }
+
+/// Whether firmware tables at `r` may be read: on qemu-virt they live in
+/// RAM (the kernel's own pages, placed by the table loader).
+pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
+    crate::platform::get()
+        .ram
+        .iter()
+        .any(|ram| ram.start <= r.start && r.end <= ram.end)
+}

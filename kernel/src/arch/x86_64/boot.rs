@@ -1,7 +1,7 @@
 //! Boot on the boot CPU (from the 32-bit PVH entry, now in long mode) and
 //! on the secondaries (from the trampoline).
 use super::{apic, entry, exceptions, paging, time};
-use crate::platform::BootInfo;
+use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -85,6 +85,8 @@ struct Pvh {
     ram: Vec<PhysRange>,
     /// The start info, memory map and command line themselves.
     boot_data: Vec<PhysRange>,
+    /// The RSDP the PVH option ROM found (0: none).
+    rsdp: u64,
 }
 
 fn check_reach(what: &'static str, addr: u64, len: u64) -> Result<(), PvhError> {
@@ -144,6 +146,7 @@ fn read_start_info(addr: u64) -> Result<Pvh, PvhError> {
         cmdline,
         ram,
         boot_data,
+        rsdp: info.rsdp_paddr,
     })
 }
 
@@ -244,6 +247,11 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         cmdline: pvh.cmdline,
         cpus_present: present,
         cpus_note,
+        acpi: match pvh.rsdp {
+            0 => AcpiEntry::None,
+            a => AcpiEntry::Rsdp(a),
+        },
+        devicetree: None,
     })
 }
 

@@ -107,3 +107,9 @@ pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
         None => Ok(value),
     }
 }
+
+/// Whether firmware tables at `r` may be read: everything below 4 GiB is
+/// identity-mapped, and that is where a PC's firmware puts them.
+pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
+    r.start < r.end && r.end <= 1 << 32
+}

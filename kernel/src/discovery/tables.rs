@@ -1,0 +1,170 @@
+//! Finding the ACPI tables: from an RSDP firmware left, or, with no
+//! firmware, by running QEMU's table-loader script from fw_cfg ourselves.
+use crate::memory;
+use crate::platform::AcpiEntry;
+use acpi_tables::sdt::{self, HEADER_LEN, RSDP_V1_LEN, RSDP_V2_LEN};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use fw_cfg::loader::{self, Zone};
+use fw_cfg::FwCfg;
+use kernel::addr::PhysRange;
+use kernel::mm::PAGE_SIZE;
+
+/// Longest table we read: no real one comes near, a lying length must not
+/// make us walk off into unmapped memory.
+const MAX_TABLE: u32 = 1 << 20;
+/// Most tables a root table may list.
+const MAX_TABLES: usize = 256;
+
+/// One table as firmware placed it: header and checksum verified.
+pub struct RawTable {
+    pub addr: u64,
+    pub signature: [u8; 4],
+    pub bytes: &'static [u8],
+}
+
+pub struct TableSet {
+    /// How the tables were found, for the report.
+    pub source: String,
+    pub rsdp: u64,
+    pub tables: Vec<RawTable>,
+    /// Tables that failed their checks: reported, then left out.
+    pub problems: Vec<String>,
+}
+
+impl TableSet {
+    pub fn find(&self, sig: &[u8; 4]) -> Option<&'static [u8]> {
+        self.tables
+            .iter()
+            .find(|t| &t.signature == sig)
+            .map(|t| t.bytes)
+    }
+}
+
+/// Bytes of firmware memory, if the arch says that range is mapped.
+fn phys(addr: u64, len: usize) -> Result<&'static [u8], String> {
+    let range = PhysRange::new(addr, len as u64);
+    if addr == 0 || range.end < addr || !crate::arch::firmware_readable(range) {
+        return Err(format!(
+            "{len} bytes at {addr:#x} are not readable firmware memory"
+        ));
+    }
+    // SAFETY: the arch confirmed the range is identity-mapped memory; ACPI
+    // tables are never written after boot, so a shared 'static view is sound.
+    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+}
+
+/// A table at `addr`: its header first (for the length), then all of it.
+fn table_at(addr: u64) -> Result<&'static [u8], String> {
+    let head = phys(addr, HEADER_LEN)?;
+    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_TABLE {
+        return Err(format!(
+            "table at {addr:#x} ({}) claims {len} bytes",
+            String::from_utf8_lossy(&head[..4])
+        ));
+    }
+    phys(addr, (len as usize).max(HEADER_LEN))
+}
+
+pub fn load(entry: AcpiEntry) -> Result<TableSet, String> {
+    match entry {
+        AcpiEntry::Rsdp(addr) => walk(addr, "ACPI (RSDP from the boot information)".into()),
+        AcpiEntry::FwCfgMmio(base) => {
+            let rsdp = run_table_loader(base)?;
+            let how = format!("ACPI (fw_cfg at {base:#x}, table loader run by the kernel), RSDP");
+            walk(rsdp, how)
+        }
+        AcpiEntry::None => Err("the boot path found no ACPI entry point".into()),
+    }
+}
+
+/// Runs `etc/table-loader`: each file goes into pages of our own, pointers
+/// and checksums are patched, and the RSDP's address is returned.
+fn run_table_loader(base: u64) -> Result<u64, String> {
+    // SAFETY: the fw_cfg register block the devicetree names, mapped as device memory.
+    let transport = unsafe { fw_cfg::transport::Mmio::new(base as usize) };
+    let mut fw = FwCfg::new(transport).map_err(|e| e.to_string())?;
+    let script = fw
+        .read_file("etc/table-loader")
+        .map_err(|e| e.to_string())?;
+    let mut fetch_error = None;
+    let fetch = |name: &str| {
+        fw.read_file(name)
+            .map_err(|e| fetch_error = Some(e.to_string()))
+            .ok()
+    };
+    let place = |_: &str, size: usize, align: u64, _: Zone| {
+        let pages = size.div_ceil(PAGE_SIZE as usize).max(1);
+        memory::alloc_pages(pages, align.max(PAGE_SIZE))
+            .ok()
+            .map(|p| p.as_u64())
+    };
+    let loaded = loader::run(&script, fetch, place).map_err(|e| match &fetch_error {
+        Some(f) => format!("{e} ({f})"),
+        None => e.to_string(),
+    })?;
+    for blob in &loaded.blobs {
+        // SAFETY: `place` gave this blob freshly allocated pages of at least
+        // its size; nothing else refers to them. They stay allocated (as
+        // firmware would reserve them) for the whole run.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                blob.data.as_ptr(),
+                blob.addr as *mut u8,
+                blob.data.len(),
+            )
+        };
+    }
+    if loaded.skipped > 0 {
+        log::debug!(
+            "table loader: {} command(s) not needed without firmware skipped",
+            loaded.skipped
+        );
+    }
+    loaded
+        .find("etc/acpi/rsdp")
+        .map(|b| b.addr)
+        .ok_or_else(|| "the table loader allocated no etc/acpi/rsdp".into())
+}
+
+fn walk(rsdp_addr: u64, source: String) -> Result<TableSet, String> {
+    let v1 = phys(rsdp_addr, RSDP_V1_LEN)?;
+    let rsdp_len = if v1[15] >= 2 {
+        RSDP_V2_LEN
+    } else {
+        RSDP_V1_LEN
+    };
+    let rsdp = sdt::parse_rsdp(phys(rsdp_addr, rsdp_len)?).map_err(|e| e.to_string())?;
+    let (root_addr, root_sig) = rsdp.root_table();
+    let root = table_at(root_addr)?;
+    let addrs = sdt::parse_root_table(root, root_sig).map_err(|e| e.to_string())?;
+    let mut set = TableSet {
+        source,
+        rsdp: rsdp_addr,
+        tables: Vec::new(),
+        problems: Vec::new(),
+    };
+    if addrs.len() > MAX_TABLES {
+        set.problems.push(format!(
+            "root table lists {} tables; reading the first {MAX_TABLES}",
+            addrs.len()
+        ));
+    }
+    for &addr in addrs.iter().take(MAX_TABLES) {
+        match table_at(addr).and_then(|b| {
+            sdt::parse_table(b, None)
+                .map_err(|e| e.to_string())
+                .map(|(h, t)| (h, t))
+        }) {
+            Ok((h, t)) => set.tables.push(RawTable {
+                addr,
+                signature: h.signature,
+                bytes: t.data,
+            }),
+            Err(e) => set.problems.push(e),
+        }
+    }
+    Ok(set)
+}

@@ -1,0 +1,127 @@
+//! Platform discovery: what the firmware tables say matches what the board
+//! file told QEMU to create (`expect.*` on the command line).
+use crate::discovery::{self, describe, Topology};
+use crate::platform;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use kernel::cmdline;
+use kernel::ensure;
+use kernel::harness::{TestError, TestResult};
+
+fn topology() -> Result<&'static Topology, TestError> {
+    discovery::get().ok_or_else(|| TestError::fail("discovery did not run before the tests"))
+}
+
+fn expected(key: &str) -> Result<&'static str, TestError> {
+    let key = format!("expect.{key}");
+    cmdline::get(&platform::get().cmdline, &key).ok_or_else(|| {
+        TestError::skip(format!(
+            "no {key}= on the command line: not started by qemu-run"
+        ))
+    })
+}
+
+/// Sorted, comma-joined, so order in the tables does not matter.
+fn set(items: impl Iterator<Item = String>) -> String {
+    let mut v: Vec<String> = items.collect();
+    v.sort();
+    v.join(",")
+}
+
+/// Every table the root table lists was found and parsed without error.
+pub fn tables_parse_cleanly() -> TestResult {
+    let t = topology()?;
+    ensure!(t.source != "none", "no ACPI tables: {:?}", t.problems);
+    ensure!(t.problems.is_empty(), "problems: {:?}", t.problems);
+    Ok(())
+}
+
+/// The IOMMUs described are the ones the board's QEMU command line creates.
+pub fn iommus_match_board() -> TestResult {
+    let want = expected("iommus")?;
+    let t = topology()?;
+    let seen = set(t
+        .iommus
+        .iter()
+        .map(|u| format!("{}@{:#x}", u.kind.short(), u.base)));
+    let want = set(want
+        .split(',')
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(String::from));
+    kernel::ensure_eq!(seen, want, "IOMMUs in the firmware tables (kind@base)");
+    Ok(())
+}
+
+/// The ECAM windows described are the board's.
+pub fn ecam_matches_board() -> TestResult {
+    let want = expected("ecam")?;
+    let t = topology()?;
+    let seen = set(t
+        .ecam
+        .iter()
+        .map(|e| format!("{}@{:#x}:{}-{}", e.segment, e.base, e.start_bus, e.end_bus)));
+    let want = set(want
+        .split(',')
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(String::from));
+    kernel::ensure_eq!(seen, want, "ECAM windows in the MCFG (segment@base:buses)");
+    Ok(())
+}
+
+/// The SPCR names the board's console, or there is none where QEMU gives none.
+pub fn console_matches_board() -> TestResult {
+    let want = expected("console")?;
+    let t = topology()?;
+    let seen = match &t.console {
+        None => String::from("none"),
+        Some(c) => {
+            let kind = match c.kind {
+                acpi_tables::spcr::ConsoleKind::Pl011 => String::from("pl011"),
+                acpi_tables::spcr::ConsoleKind::Uart16550 => String::from("16550"),
+                acpi_tables::spcr::ConsoleKind::Other(n) => format!("type{n}"),
+            };
+            format!("{kind}@{:#x}", c.address)
+        }
+    };
+    kernel::ensure_eq!(seen, String::from(want), "console in the SPCR (kind@base)");
+    Ok(())
+}
+
+/// Every function on the first bus of each segment resolves to one of the
+/// described IOMMUs, with the requester id as its stream id (QEMU's IORT
+/// maps RIDs to StreamIDs one to one; on VT-d the source id is the RID).
+pub fn pci_functions_routed() -> TestResult {
+    let t = topology()?;
+    if t.ecam.is_empty() {
+        return Err(TestError::skip("no ECAM window described"));
+    }
+    let functions = discovery::route_bus0(t);
+    ensure!(
+        !functions.is_empty(),
+        "no PCI function answered on bus 0 of {:?}",
+        t.ecam
+    );
+    for f in &functions {
+        let name = format!("{:02x}:{:02x}.{}", f.bus, f.device, f.function);
+        ensure!(
+            f.problem.is_none(),
+            "{name}: {}",
+            f.problem.as_deref().unwrap_or("")
+        );
+        let Some((unit, stream)) = &f.iommu else {
+            return Err(TestError::fail(format!("{name} bypasses every IOMMU")));
+        };
+        ensure!(
+            t.iommus.contains(unit),
+            "{name} routes to {} which is not in the topology",
+            describe(unit)
+        );
+        let rid = (f.bus as u32) << 8 | (f.device as u32) << 3 | f.function as u32;
+        kernel::ensure_eq!(*stream, rid, "stream id of {name}");
+        if t.gicd.is_some() && !t.gic_its.is_empty() {
+            ensure!(f.msi.is_some(), "{name}: no ITS for its MSIs");
+        }
+    }
+    Ok(())
+}
