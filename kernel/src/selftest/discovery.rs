@@ -125,3 +125,24 @@ pub fn pci_functions_routed() -> TestResult {
     }
     Ok(())
 }
+
+/// Where the boot information gives an RSDP, a scan of the BIOS areas
+/// finds the same one (the fallback when no boot protocol says).
+pub fn rsdp_scan_agrees() -> TestResult {
+    let Some(scanned) = crate::arch::legacy_rsdp_scan() else {
+        return Err(TestError::skip(
+            "this architecture has no BIOS areas to scan",
+        ));
+    };
+    let crate::platform::AcpiEntry::Rsdp(given) = platform::get().acpi else {
+        return Err(TestError::skip(
+            "the boot information gave no RSDP to compare with",
+        ));
+    };
+    kernel::ensure_eq!(
+        scanned,
+        Some(given),
+        "RSDP found by scanning the EBDA and 0xe0000..0x100000"
+    );
+    Ok(())
+}

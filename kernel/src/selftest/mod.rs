@@ -47,6 +47,7 @@ pub static TESTS: &[Test] = &[
         "discovery::pci_functions_routed",
         discovery::pci_functions_routed,
     ),
+    Test::new("discovery::rsdp_scan_agrees", discovery::rsdp_scan_agrees),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,

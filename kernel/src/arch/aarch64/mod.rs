@@ -89,3 +89,8 @@ pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
         .iter()
         .any(|ram| ram.start <= r.start && r.end <= ram.end)
 }
+
+/// Arm has no BIOS areas to scan for an RSDP.
+pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
+    None
+}

@@ -248,7 +248,7 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         cpus_present: present,
         cpus_note,
         acpi: match pvh.rsdp {
-            0 => AcpiEntry::None,
+            0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
             a => AcpiEntry::Rsdp(a),
         },
         devicetree: None,
@@ -346,4 +346,23 @@ impl core::fmt::Write for SerialConsole {
         }
         Ok(())
     }
+}
+
+/// Where a PC BIOS leaves the RSDP when nobody told us: the first KiB of the
+/// EBDA, then the BIOS area 0xe0000..0x100000, on 16-byte boundaries.
+pub fn scan_rsdp() -> Option<u64> {
+    // SAFETY: the BDA word at 0x40e (the EBDA segment) is in identity-mapped low memory.
+    let ebda = u64::from(unsafe { core::ptr::read_unaligned(0x40e as *const u16) }) << 4;
+    let ebda = (0x80000..0xa0000)
+        .contains(&ebda)
+        .then_some(ebda..ebda + 1024);
+    ebda.into_iter()
+        .chain([0xe0000..0x100000])
+        .find_map(|area| {
+            area.step_by(16).find(|&addr| {
+                // SAFETY: 36 bytes inside the low MiB, identity-mapped and readable.
+                let bytes = unsafe { core::slice::from_raw_parts(addr as *const u8, 36) };
+                acpi_tables::sdt::parse_rsdp(bytes).is_ok()
+            })
+        })
 }

@@ -113,3 +113,8 @@ pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
 pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
     r.start < r.end && r.end <= 1 << 32
 }
+
+/// The RSDP found by scanning the BIOS areas (`None` inside: not found).
+pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
+    Some(boot::scan_rsdp())
+}
