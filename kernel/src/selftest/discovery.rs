@@ -146,3 +146,57 @@ pub fn rsdp_scan_agrees() -> TestResult {
     );
     Ok(())
 }
+
+/// Where the boot protocol also gave a devicetree, it and the ACPI tables
+/// describe the same machine: SMMUs, ECAM, GIC distributor and ITS, the
+/// console, and the same StreamID and ITS DeviceID for every bus-0 function.
+pub fn acpi_agrees_with_devicetree() -> TestResult {
+    let Some(dt) = crate::arch::devicetree() else {
+        return Err(TestError::skip("no devicetree on this board"));
+    };
+    let t = topology()?;
+    let acpi_smmus = set(t.iommus.iter().map(|u| format!("{:#x}", u.base)));
+    let dt_smmus = set(dt.smmus.iter().map(|s| format!("{:#x}", s.base)));
+    kernel::ensure_eq!(acpi_smmus, dt_smmus, "SMMU bases: IORT vs devicetree");
+    let acpi_ecam = set(t.ecam.iter().map(|e| format!("{:#x}", e.base)));
+    let dt_ecam = set(dt.pcie.iter().map(|h| format!("{:#x}", h.ecam.base)));
+    kernel::ensure_eq!(acpi_ecam, dt_ecam, "ECAM bases: MCFG vs devicetree");
+    if let devicetree::Gic::V3(gic) = &dt.gic {
+        kernel::ensure_eq!(
+            t.gicd,
+            Some(gic.distributor.base),
+            "GIC distributor: MADT vs devicetree"
+        );
+        let dt_its = set(gic.its.iter().map(|i| format!("{:#x}", i.base)));
+        kernel::ensure_eq!(
+            set(t.gic_its.iter().map(|b| format!("{b:#x}"))),
+            dt_its,
+            "ITS: MADT vs devicetree"
+        );
+    }
+    kernel::ensure_eq!(
+        t.console.as_ref().map(|c| c.address),
+        dt.console.as_ref().map(|c| c.base),
+        "console: SPCR vs devicetree stdout"
+    );
+    let Some(host) = dt.pcie.first() else {
+        return Ok(());
+    };
+    for f in discovery::route_bus0(t) {
+        let rid = (f.bus as u16) << 8 | (f.device as u16) << 3 | f.function as u16;
+        let dt_iommu = dt.iommu_for(host, rid).map(|i| (i.smmu_base, i.stream_id));
+        let acpi_iommu = f.iommu.as_ref().map(|(u, sid)| (Some(u.base), *sid));
+        kernel::ensure_eq!(
+            acpi_iommu,
+            dt_iommu,
+            "SMMU and StreamID of RID {rid:#x}: IORT vs iommu-map"
+        );
+        let dt_msi = dt.msi_for(host, rid).map(|m| m.device_id);
+        kernel::ensure_eq!(
+            f.msi.as_ref().map(|m| m.1),
+            dt_msi,
+            "ITS DeviceID of RID {rid:#x}: IORT vs msi-map"
+        );
+    }
+    Ok(())
+}

@@ -49,6 +49,10 @@ pub static TESTS: &[Test] = &[
     ),
     Test::new("discovery::rsdp_scan_agrees", discovery::rsdp_scan_agrees),
     Test::new(
+        "discovery::acpi_agrees_with_devicetree",
+        discovery::acpi_agrees_with_devicetree,
+    ),
+    Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
     ),

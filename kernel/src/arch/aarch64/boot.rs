@@ -39,13 +39,24 @@ fn set_vectors() {
 pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     TPIDR_EL1.set(0);
     set_vectors();
-    let facts = match dt::locate(x0, VIRT_RAM_BASE).and_then(dt::parse) {
-        Ok(f) => f,
-        Err(e) => early_fail(e),
-    };
-    mmu::build(facts.ram());
+    let (kstart, kend) = (
+        core::ptr::addr_of!(entry::__kernel_start) as u64,
+        core::ptr::addr_of!(entry::__kernel_end) as u64,
+    );
+    let dtb = dt::locate(x0, VIRT_RAM_BASE).unwrap_or_else(|e| early_fail(e));
+    // Until the devicetree is read, RAM is what we know holds RAM: our own
+    // image (with the heap) and the devicetree.
+    mmu::build(&[
+        PhysRange {
+            start: kstart,
+            end: kend,
+        },
+        dtb,
+    ]);
     mmu::enable();
     heap::init();
+    let facts = dt::parse(dtb).unwrap_or_else(|e| early_fail(e));
+    mmu::add_ram(&facts.ram);
     // SAFETY: the PL011 the devicetree names (or the board's), identity-mapped as device memory.
     let mut uart = unsafe { Pl011::new(facts.uart.unwrap_or(EARLY_UART) as usize) };
     uart.init();
@@ -66,14 +77,10 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     }
     let cpus_note = start_secondaries(facts, mpidr);
 
-    let (kstart, kend) = (
-        core::ptr::addr_of!(entry::__kernel_start) as u64,
-        core::ptr::addr_of!(entry::__kernel_end) as u64,
-    );
     crate::kmain(BootInfo {
         board: "qemu-virt",
         memory_source: "devicetree",
-        ram: facts.ram().to_vec(),
+        ram: facts.ram.clone(),
         reserved: vec![
             (
                 PhysRange {
@@ -86,7 +93,7 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         ],
         ram_slack: 0,
         cmdline: facts.bootargs.to_string(),
-        cpus_present: facts.cpus,
+        cpus_present: facts.mpidr.len(),
         cpus_note,
         acpi: facts.fw_cfg.map_or(AcpiEntry::None, AcpiEntry::FwCfgMmio),
         devicetree: Some(facts.dtb),
@@ -105,11 +112,13 @@ fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError>
 
 /// Starts every other CPU through PSCI and waits (bounded) for them.
 fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static str> {
-    let others = facts.mpidr[..facts.cpus]
+    let others = facts
+        .mpidr
         .iter()
         .filter(|&&m| m & MPIDR_AFFINITY != boot_mpidr);
     let Some(hvc) = facts.psci_hvc else {
-        return (facts.cpus > 1).then_some("the devicetree has no PSCI node to start them with");
+        return (facts.mpidr.len() > 1)
+            .then_some("the devicetree has no PSCI node to start them with");
     };
     let entry = core::ptr::addr_of!(entry::_secondary_start) as u64;
     let mut started = 1;
@@ -132,7 +141,7 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
         }
         core::hint::spin_loop();
     }
-    (started < facts.cpus).then_some("PSCI CPU_ON failed for some CPUs (see the boot log)")
+    (started < facts.mpidr.len()).then_some("PSCI CPU_ON failed for some CPUs (see the boot log)")
 }
 
 pub extern "C" fn secondary_cpu_entry(idx: u64) -> ! {

@@ -64,6 +64,31 @@ pub fn build(ram: &[PhysRange]) {
     }
 }
 
+/// Maps further RAM as normal memory once the devicetree is read (boot CPU,
+/// before the secondaries start). A slot that changes from one valid
+/// mapping to another goes through break-before-make.
+pub fn add_ram(ram: &[PhysRange]) {
+    // SAFETY: boot CPU only, no other CPU runs; the walker may read the
+    // table concurrently, which the break-before-make sequence accounts for.
+    let table = unsafe { &mut *core::ptr::addr_of_mut!(L1_LOW) };
+    for i in 0..512u64 {
+        let want = low_slot(i, ram);
+        let have = table.0[i as usize];
+        if want == 0 || want == have {
+            continue;
+        }
+        if have != 0 {
+            table.0[i as usize] = 0;
+            barrier::dsb(barrier::ISH);
+            // SAFETY: drops stale translations of this CPU; no other effect.
+            unsafe { core::arch::asm!("tlbi vmalle1", "dsb ish", "isb", options(nostack)) };
+        }
+        table.0[i as usize] = want;
+    }
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}
+
 /// Turns the MMU and caches on with the tables `build` made (every CPU).
 pub fn enable() {
     MAIR_EL1.write(

@@ -94,3 +94,8 @@ pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
 pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
     None
 }
+
+/// The devicetree the boot path parsed.
+pub fn devicetree() -> Option<&'static devicetree::Platform> {
+    dt::platform()
+}

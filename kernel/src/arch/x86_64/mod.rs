@@ -118,3 +118,8 @@ pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
 pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
     Some(boot::scan_rsdp())
 }
+
+/// PCs describe themselves through ACPI only.
+pub fn devicetree() -> Option<&'static devicetree::Platform> {
+    None
+}
