@@ -153,11 +153,7 @@ fn walk(rsdp_addr: u64, source: String) -> Result<TableSet, String> {
         ));
     }
     for &addr in addrs.iter().take(MAX_TABLES) {
-        match table_at(addr).and_then(|b| {
-            sdt::parse_table(b, None)
-                .map_err(|e| e.to_string())
-                .map(|(h, t)| (h, t))
-        }) {
+        match table_at(addr).and_then(|b| sdt::parse_table(b, None).map_err(|e| e.to_string())) {
             Ok((h, t)) => set.tables.push(RawTable {
                 addr,
                 signature: h.signature,

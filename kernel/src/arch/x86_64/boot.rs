@@ -357,7 +357,7 @@ pub fn scan_rsdp() -> Option<u64> {
         .contains(&ebda)
         .then_some(ebda..ebda + 1024);
     ebda.into_iter()
-        .chain([0xe0000..0x100000])
+        .chain(core::iter::once(0xe0000..0x100000))
         .find_map(|area| {
             area.step_by(16).find(|&addr| {
                 // SAFETY: 36 bytes inside the low MiB, identity-mapped and readable.
