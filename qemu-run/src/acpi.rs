@@ -313,17 +313,7 @@ pub fn decode(file: &str, bytes: &[u8]) -> Decoded {
     let header = sdt::parse_table(bytes, None);
     let (head_text, head_json) = match &header {
         Ok((h, _)) => (
-            format!(
-                "{} rev {} ({} bytes) OEM {:?} {:?} rev {:#x}, creator {:?} rev {:#x}\n",
-                h.signature_str(),
-                h.revision,
-                h.length,
-                h.oem_id,
-                h.oem_table_id,
-                h.oem_revision,
-                h.creator_id,
-                h.creator_revision
-            ),
+            format!("{h}\n"),
             serde_json::to_value(h).unwrap_or_default(),
         ),
         Err(e) => {

@@ -696,18 +696,10 @@ impl Dmar {
 
 impl fmt::Display for Dmar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = &self.header;
         write!(
             f,
-            "DMAR rev {} length {:#x} oem {:?} {:?} rev {:#x} creator {:?} rev {:#x}\n  \
-             host address width {} ({} bits) ",
-            h.revision,
-            h.length,
-            h.oem_id,
-            h.oem_table_id,
-            h.oem_revision,
-            h.creator_id,
-            h.creator_revision,
+            "{}\n  host address width {} ({} bits) ",
+            self.header,
             self.host_address_width,
             self.address_width_bits(),
         )?;

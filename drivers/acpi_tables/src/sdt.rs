@@ -28,6 +28,24 @@ impl SdtHeader {
     }
 }
 
+/// `DMAR rev 1 length 0x68 oem "BOCHS " "BXPC    " rev 0x1 creator "BXPC" rev 0x1`
+impl core::fmt::Display for SdtHeader {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} rev {} length {:#x} oem {:?} {:?} rev {:#x} creator {:?} rev {:#x}",
+            self.signature_str(),
+            self.revision,
+            self.length,
+            self.oem_id,
+            self.oem_table_id,
+            self.oem_revision,
+            self.creator_id,
+            self.creator_revision
+        )
+    }
+}
+
 /// Sum of all bytes, mod 256: zero for a valid table.
 pub fn checksum(data: &[u8]) -> u8 {
     data.iter().fold(0u8, |a, &b| a.wrapping_add(b))
