@@ -207,3 +207,48 @@ fn qemu_error_is_reported() {
         "{text}"
     );
 }
+
+/// A firmware table that lies (an IORT whose node count runs past it, with
+/// a valid checksum, added to q35's tables with `-acpitable`) is reported
+/// with table, offset and problem, and the kernel goes on with the rest:
+/// only the test that demands clean tables fails.
+#[test]
+fn corrupt_firmware_table_is_reported_and_survived() {
+    let fixture = tests::workspace_root().join("drivers/acpi_tables/fixtures/virt-smmuv3/IORT.bin");
+    let mut iort = std::fs::read(&fixture).expect("IORT fixture");
+    iort[36] = 9; // node count
+    iort[9] = 0;
+    let sum = iort.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    iort[9] = 0u8.wrapping_sub(sum);
+    let bad = scratch_dir().join("lying-iort.bin");
+    std::fs::write(&bad, &iort).unwrap();
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-q35",
+        "--filter",
+        "discovery::*",
+        "--timeout",
+        "60",
+        "--",
+        "-acpitable",
+        &format!("file={}", bad.display()),
+    ]);
+    let text = run.text();
+    assert_eq!(run.code, Some(1), "{text}");
+    assert!(
+        text.contains("IORT at offset 0x24: count 9 does not fit the table"),
+        "{text}"
+    );
+    let failed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("not ok"))
+        .collect();
+    assert_eq!(
+        failed,
+        ["not ok 1 - discovery::tables_parse_cleanly"],
+        "{text}"
+    );
+}
