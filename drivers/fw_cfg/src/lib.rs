@@ -16,6 +16,8 @@ use core::fmt;
 
 /// Well-known selectors.
 pub const SIGNATURE: u16 = 0x0000;
+/// Feature bits (`transport::FEATURE_DMA`).
+pub const ID: u16 = 0x0001;
 pub const FILE_DIR: u16 = 0x0019;
 pub const RAM_SIZE: u16 = 0x0003;
 pub const NB_CPUS: u16 = 0x0005;
