@@ -258,8 +258,9 @@ fn ecam_read32(w: &EcamWindow, bus: u8, dev: u8, func: u8, offset: u16) -> Optio
     if bus < w.start_bus || bus > w.end_bus || dev > 31 || func > 7 || offset > 0xffc {
         return None;
     }
+    // MCFG's base address is that of bus 0, even when the window starts later.
     let addr = w.base
-        + ((bus - w.start_bus) as u64) * (1 << 20)
+        + (bus as u64) * (1 << 20)
         + (dev as u64) * (1 << 15)
         + (func as u64) * (1 << 12)
         + (offset as u64 & !3);
