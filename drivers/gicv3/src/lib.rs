@@ -2,9 +2,13 @@
 //! interface is system registers and lives with the arch code.
 #![no_std]
 
+pub mod its;
+
+pub use its::{CommandRing, Its, ItsCommand, ItsError, ItsInfo, ItsMemory, LpiConfigTable, RdBase};
+
 use core::ptr::NonNull;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
-use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
 register_bitfields![u32,
@@ -16,6 +20,10 @@ register_bitfields![u32,
         ENABLE_GRP1 OFFSET(0) NUMBITS(1) []
     ],
     GICD_TYPER [
+        /// Number of INTID bits supported, minus one.
+        IDBITS OFFSET(19) NUMBITS(5) [],
+        /// LPIs supported.
+        LPIS OFFSET(17) NUMBITS(1) [],
         ITLINES OFFSET(0) NUMBITS(5) []
     ],
     GICR_WAKER [
@@ -23,15 +31,47 @@ register_bitfields![u32,
         PROCESSOR_SLEEP OFFSET(1) NUMBITS(1) []
     ],
     GICR_CTLR [
-        RWP OFFSET(3) NUMBITS(1) []
+        RWP OFFSET(3) NUMBITS(1) [],
+        ENABLE_LPIS OFFSET(0) NUMBITS(1) []
     ]
 ];
 
 register_bitfields![u64,
     GICR_TYPER [
         AFFINITY OFFSET(32) NUMBITS(32) [],
+        PROCESSOR_NUMBER OFFSET(8) NUMBITS(16) [],
         LAST OFFSET(4) NUMBITS(1) [],
-        VLPIS OFFSET(1) NUMBITS(1) []
+        /// GICR_INVLPIR, GICR_INVALLR and GICR_SYNCR are implemented.
+        DIRECT_LPI OFFSET(3) NUMBITS(1) [],
+        VLPIS OFFSET(1) NUMBITS(1) [],
+        PLPIS OFFSET(0) NUMBITS(1) []
+    ],
+    GICR_PROPBASER [
+        OUTER_CACHE OFFSET(56) NUMBITS(3) [],
+        /// Bits [51:12] of the LPI configuration table address.
+        PHYSICAL_ADDRESS OFFSET(12) NUMBITS(40) [],
+        SHAREABILITY OFFSET(10) NUMBITS(2) [],
+        INNER_CACHE OFFSET(7) NUMBITS(3) [],
+        /// Number of INTID bits, minus one.
+        ID_BITS OFFSET(0) NUMBITS(5) []
+    ],
+    GICR_PENDBASER [
+        /// Pending table zero: the table is known to be all zeroes.
+        PTZ OFFSET(62) NUMBITS(1) [],
+        OUTER_CACHE OFFSET(56) NUMBITS(3) [],
+        /// Bits [51:16] of the LPI pending table address.
+        PHYSICAL_ADDRESS OFFSET(16) NUMBITS(36) [],
+        SHAREABILITY OFFSET(10) NUMBITS(2) [],
+        INNER_CACHE OFFSET(7) NUMBITS(3) []
+    ],
+    GICR_INVLPIR [
+        INTID OFFSET(0) NUMBITS(32) []
+    ]
+];
+
+register_bitfields![u32,
+    GICR_SYNCR [
+        BUSY OFFSET(0) NUMBITS(1) []
     ]
 ];
 
@@ -68,6 +108,15 @@ register_structs! {
         (0x0010 => statusr: ReadWrite<u32>),
         (0x0014 => waker: ReadWrite<u32, GICR_WAKER::Register>),
         (0x0018 => _reserved0),
+        (0x0070 => propbaser: ReadWrite<u64, GICR_PROPBASER::Register>),
+        (0x0078 => pendbaser: ReadWrite<u64, GICR_PENDBASER::Register>),
+        (0x0080 => _reserved0a),
+        (0x00a0 => invlpir: WriteOnly<u64, GICR_INVLPIR::Register>),
+        (0x00a8 => _reserved0b),
+        (0x00b0 => invallr: WriteOnly<u64>),
+        (0x00b8 => _reserved0c),
+        (0x00c0 => syncr: ReadOnly<u32, GICR_SYNCR::Register>),
+        (0x00c4 => _reserved0d),
         (0x10080 => igroupr0: ReadWrite<u32>),
         (0x10084 => _reserved1),
         (0x10100 => isenabler0: ReadWrite<u32>),
@@ -102,6 +151,21 @@ pub enum GicError {
     NoRedistributor { affinity: u32 },
     /// An interrupt id outside the range the operation accepts.
     BadIntId(u32),
+    /// GICR_TYPER.PLPIS is clear: this redistributor has no physical LPIs.
+    LpisUnsupported,
+    /// GICR_CTLR.EnableLPIs is already set; PROPBASER/PENDBASER must not be
+    /// reprogrammed once LPIs are on.
+    LpisAlreadyEnabled,
+    /// GICR_CTLR.EnableLPIs did not read back as set.
+    LpiEnableFailed,
+    /// The caller's allocator returned nothing.
+    NoMemory,
+    /// A table address that does not meet the architecture's alignment.
+    Misaligned { addr: u64, align: u64 },
+    /// GICR_TYPER.DirectLPI is clear: invalidate through the ITS instead.
+    DirectLpiUnsupported,
+    /// GICR_SYNCR.Busy stayed set.
+    RedistributorSyncTimeout,
 }
 
 fn wait(mut done: impl FnMut() -> bool, err: GicError) -> Result<(), GicError> {
@@ -145,6 +209,17 @@ impl Distributor {
 
     pub fn iidr(&self) -> u32 {
         self.regs().iidr.get()
+    }
+
+    /// Number of INTID bits the GIC supports (GICD_TYPER.IDbits + 1); LPIs
+    /// exist only when this is at least 14.
+    pub fn intid_bits(&self) -> u32 {
+        self.regs().typer.read(GICD_TYPER::IDBITS) + 1
+    }
+
+    /// GICD_TYPER.LPIS.
+    pub fn lpis_supported(&self) -> bool {
+        self.regs().typer.is_set(GICD_TYPER::LPIS)
     }
 
     /// Affinity routing on, every SPI disabled, group 1, lowest-but-one priority,
@@ -287,6 +362,104 @@ impl Redistributor {
             GicError::RedistributorWriteTimeout,
         )
     }
+
+    /// GICR_TYPER.Processor_Number: the ITS target when GITS_TYPER.PTA is 0.
+    pub fn processor_number(&self) -> u16 {
+        self.regs().typer.read(GICR_TYPER::PROCESSOR_NUMBER) as u16
+    }
+
+    /// GICR_TYPER.PLPIS.
+    pub fn lpis_supported(&self) -> bool {
+        self.regs().typer.is_set(GICR_TYPER::PLPIS)
+    }
+
+    /// GICR_TYPER.DirectLPI: GICR_INVLPIR/INVALLR/SYNCR are usable.
+    pub fn direct_lpi(&self) -> bool {
+        self.regs().typer.is_set(GICR_TYPER::DIRECT_LPI)
+    }
+
+    /// GICR_CTLR.EnableLPIs.
+    pub fn lpis_enabled(&self) -> bool {
+        self.regs().ctlr.is_set(GICR_CTLR::ENABLE_LPIS)
+    }
+
+    /// Points this redistributor at the shared LPI configuration table and at
+    /// its own pending table (`pending_phys`: zeroed, 64 KiB aligned, at least
+    /// [`its::lpi_pending_table_bytes`] long), then sets EnableLPIs.
+    ///
+    /// Tables are programmed before LPIs are enabled and never after: if
+    /// EnableLPIs is already set this fails with `LpisAlreadyEnabled`.
+    /// Shareability is inner-shareable write-back (QEMU's model is coherent);
+    /// if the redistributor only accepts non-shareable, the tables are
+    /// programmed non-cacheable instead.
+    pub fn enable_lpis(&self, config: &LpiConfigTable, pending_phys: u64) -> Result<(), GicError> {
+        if !self.lpis_supported() {
+            return Err(GicError::LpisUnsupported);
+        }
+        if self.lpis_enabled() {
+            return Err(GicError::LpisAlreadyEnabled);
+        }
+        if !pending_phys.is_multiple_of(its::LPI_PENDING_ALIGN as u64) {
+            return Err(GicError::Misaligned {
+                addr: pending_phys,
+                align: its::LPI_PENDING_ALIGN as u64,
+            });
+        }
+        let r = self.regs();
+        let prop = its::propbaser_value(config.phys(), config.id_bits(), true);
+        r.propbaser.set(prop);
+        if r.propbaser.read(GICR_PROPBASER::SHAREABILITY) == 0 {
+            r.propbaser
+                .set(its::propbaser_value(config.phys(), config.id_bits(), false));
+        }
+        r.pendbaser.set(its::pendbaser_value(pending_phys, true));
+        if r.pendbaser.read(GICR_PENDBASER::SHAREABILITY) == 0 {
+            r.pendbaser.set(its::pendbaser_value(pending_phys, false));
+        }
+        // The tables' contents and the base registers must be visible before
+        // the redistributor starts reading them.
+        its::write_barrier();
+        r.ctlr.modify(GICR_CTLR::ENABLE_LPIS::SET);
+        self.wait_rwp()?;
+        if !self.lpis_enabled() {
+            return Err(GicError::LpiEnableFailed);
+        }
+        Ok(())
+    }
+
+    /// Like [`Self::enable_lpis`], allocating the pending table from `mem`.
+    /// Returns the pending table's physical address.
+    pub fn enable_lpis_alloc(
+        &self,
+        config: &LpiConfigTable,
+        mem: &mut dyn ItsMemory,
+    ) -> Result<u64, GicError> {
+        let bytes = its::lpi_pending_table_bytes(config.id_bits());
+        let (phys, _virt) = mem
+            .alloc_zeroed(bytes, its::LPI_PENDING_ALIGN)
+            .ok_or(GicError::NoMemory)?;
+        self.enable_lpis(config, phys)?;
+        Ok(phys)
+    }
+
+    /// Makes the redistributor re-read LPI `lpi`'s configuration byte
+    /// (GICR_INVLPIR, then a bounded wait on GICR_SYNCR). Needs DirectLPI;
+    /// otherwise use an ITS INV for the (device, event) that maps to it.
+    pub fn inv_lpi(&self, lpi: u32) -> Result<(), GicError> {
+        if lpi < its::LPI_BASE {
+            return Err(GicError::BadIntId(lpi));
+        }
+        if !self.direct_lpi() {
+            return Err(GicError::DirectLpiUnsupported);
+        }
+        its::write_barrier();
+        let r = self.regs();
+        r.invlpir.write(GICR_INVLPIR::INTID.val(lpi as u64));
+        wait(
+            || !r.syncr.is_set(GICR_SYNCR::BUSY),
+            GicError::RedistributorSyncTimeout,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -296,5 +469,77 @@ mod tests {
     fn layout() {
         assert_eq!(core::mem::size_of::<GicdRegs>(), 0x10000);
         assert_eq!(core::mem::size_of::<GicrRegs>(), 0x20000);
+        assert_eq!(core::mem::offset_of!(GicrRegs, propbaser), 0x70);
+        assert_eq!(core::mem::offset_of!(GicrRegs, pendbaser), 0x78);
+        assert_eq!(core::mem::offset_of!(GicrRegs, invlpir), 0xa0);
+        assert_eq!(core::mem::offset_of!(GicrRegs, syncr), 0xc0);
+        assert_eq!(core::mem::offset_of!(GicrRegs, igroupr0), 0x10080);
+    }
+
+    extern crate std;
+    use its::tests::{Arena, FAKE_RAM};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// One redistributor frame in plain memory; GICR_TYPER = `typer` | Last.
+    fn fake_gicr(typer: u64) -> Vec<u64> {
+        let mut f = vec![0u64; 0x20000 / 8];
+        f[1] = typer | (1 << 4);
+        f
+    }
+
+    fn get(f: &[u64], off: usize) -> u64 {
+        // SAFETY: inside the buffer, which the driver wrote through a raw pointer.
+        unsafe { f.as_ptr().add(off / 8).read_volatile() }
+    }
+
+    #[test]
+    fn lpis_enable_in_order_once() {
+        let mut mem = Arena::new(1 << 20);
+        let table = LpiConfigTable::alloc(&mut mem, 16).unwrap();
+        // No PLPIS.
+        let mut f = fake_gicr(0);
+        // SAFETY: a fake 128 KiB frame owned by the test.
+        let rd = unsafe { Redistributor::find(f.as_mut_ptr() as usize, 0x20000, 0) }.unwrap();
+        assert_eq!(
+            rd.enable_lpis(&table, FAKE_RAM),
+            Err(GicError::LpisUnsupported)
+        );
+
+        // PLPIS, processor number 3.
+        let mut f = fake_gicr(1 | (3 << 8));
+        // SAFETY: as above.
+        let rd = unsafe { Redistributor::find(f.as_mut_ptr() as usize, 0x20000, 0) }.unwrap();
+        assert_eq!(rd.processor_number(), 3);
+        assert_eq!(
+            rd.enable_lpis(&table, FAKE_RAM + 0x8000),
+            Err(GicError::Misaligned {
+                addr: FAKE_RAM + 0x8000,
+                align: 0x1_0000
+            })
+        );
+        let pend = rd.enable_lpis_alloc(&table, &mut mem).unwrap();
+        assert_eq!(pend % 0x1_0000, 0);
+        assert_eq!(get(&f, 0x70), its::propbaser_value(table.phys(), 16, true));
+        assert_eq!(get(&f, 0x78), its::pendbaser_value(pend, true));
+        assert_eq!(get(&f, 0x0) & 1, 1, "EnableLPIs");
+        // Never reprogrammed once enabled.
+        assert_eq!(
+            rd.enable_lpis(&table, pend),
+            Err(GicError::LpisAlreadyEnabled)
+        );
+        assert_eq!(rd.inv_lpi(8192), Err(GicError::DirectLpiUnsupported));
+    }
+
+    #[test]
+    fn direct_lpi_invalidate() {
+        let mut f = fake_gicr(1 | (1 << 3));
+        // SAFETY: a fake 128 KiB frame owned by the test.
+        let rd = unsafe { Redistributor::find(f.as_mut_ptr() as usize, 0x20000, 0) }.unwrap();
+        assert_eq!(rd.inv_lpi(8191), Err(GicError::BadIntId(8191)));
+        assert_eq!(rd.inv_lpi(8200), Ok(()));
+        assert_eq!(get(&f, 0xa0), 8200);
+        f[0xc0 / 8] = 1; // GICR_SYNCR.Busy stuck
+        assert_eq!(rd.inv_lpi(8200), Err(GicError::RedistributorSyncTimeout));
     }
 }
