@@ -69,6 +69,7 @@ mod run {
         if let Err(e) = memory::init(boot) {
             console::bail_out(format_args!("page allocator: {e}"));
         }
+        arch::init_late();
         let topology = crate::discovery::discover(boot);
         crate::discovery::report(topology);
         crate::discovery::report_functions(&crate::discovery::route_bus0(topology));

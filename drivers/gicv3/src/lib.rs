@@ -364,6 +364,11 @@ impl Redistributor {
     }
 
     /// GICR_TYPER.Processor_Number: the ITS target when GITS_TYPER.PTA is 0.
+    /// The address of this redistributor's frame (the ITS's RDbase when GITS_TYPER.PTA is set).
+    pub fn frame_addr(&self) -> u64 {
+        self.regs.as_ptr() as u64
+    }
+
     pub fn processor_number(&self) -> u16 {
         self.regs().typer.read(GICR_TYPER::PROCESSOR_NUMBER) as u16
     }

@@ -28,6 +28,10 @@ pub static TESTS: &[Test] = &[
     Test::new("mm::heap_round_trip", mm::heap_round_trip),
     Test::new("irq::timer_every_cpu", irq::timer_every_cpu),
     Test::new(
+        "irq::msi_doorbell_delivers_once",
+        irq::msi_doorbell_delivers_once,
+    ),
+    Test::new(
         "discovery::tables_parse_cleanly",
         discovery::tables_parse_cleanly,
     ),

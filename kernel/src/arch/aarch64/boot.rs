@@ -26,6 +26,11 @@ static MPIDR_OF: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp:
 
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
+/// The boot CPU's MPIDR affinity.
+pub fn boot_mpidr() -> u64 {
+    MPIDR_OF[0].load(Ordering::Relaxed)
+}
+
 /// PSCI through HVC (true) or SMC (false), once the devicetree was read.
 pub fn psci_conduit() -> Option<bool> {
     FACTS.get().and_then(|f| f.psci_hvc)

@@ -7,8 +7,9 @@ use spin::Once;
 
 static GICD: Once<Distributor> = Once::new();
 
-/// INTIDs 1020..1023 are special (spurious and friends), not interrupts.
-const SPURIOUS_FIRST: u64 = 1020;
+/// INTIDs 1020..=1023 are special (spurious and friends), not interrupts;
+/// LPIs start at 8192.
+const SPECIAL: core::ops::RangeInclusive<u64> = 1020..=1023;
 
 /// Interrupt priority for everything we enable (lower is more urgent).
 pub const DEFAULT_PRIORITY: u8 = 0x80;
@@ -61,11 +62,13 @@ pub fn handle_irq(cpu: usize) {
         let intid: u64;
         // SAFETY: reading IAR1 acknowledges the highest-priority pending interrupt.
         unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nostack)) };
-        if intid >= SPURIOUS_FIRST {
+        if SPECIAL.contains(&intid) {
             return;
         }
         if intid == super::timer::intid() as u64 {
             super::timer::on_tick(cpu);
+        } else if intid >= super::msi::LPI_BASE as u64 {
+            super::msi::on_lpi(intid as u32);
         } else {
             log::warn!("cpu {cpu}: unexpected interrupt {intid}");
         }

@@ -123,3 +123,19 @@ pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
 pub fn devicetree() -> Option<&'static devicetree::Platform> {
     None
 }
+
+/// Late platform bring-up: nothing yet (MSIs to the local APIC need no tables).
+pub fn init_late() {}
+
+/// Not yet on x86: the MSI path needs a device (issue 4).
+pub fn msi_loopback_setup() -> Result<u32, alloc::string::String> {
+    Err("no CPU-side MSI doorbell on x86 (needs a device)".into())
+}
+
+pub fn msi_fire(_event: u32) -> Result<(), alloc::string::String> {
+    Err("unsupported".into())
+}
+
+pub fn msi_count(_lpi: u32) -> u32 {
+    0
+}

@@ -1,0 +1,112 @@
+//! MSIs on Arm: the GICv3 ITS turns a device's write to GITS_TRANSLATER
+//! into an LPI. Brought up after the page allocator exists (its tables
+//! come from it), on the boot CPU only for now.
+use super::dt;
+use crate::memory;
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::{AtomicU32, Ordering};
+use gicv3::its::{Its, ItsMemory, LpiConfigTable};
+use gicv3::Redistributor;
+use kernel::mm::PAGE_SIZE;
+use spin::Mutex;
+
+/// LPI ids start here.
+pub const LPI_BASE: u32 = 8192;
+/// LPIs we count (one counter each), from `LPI_BASE`.
+const LPIS: usize = 64;
+/// LPI id bits: 8192 + a few thousand LPIs is plenty for the tests.
+const LPI_ID_BITS: u32 = 14;
+const LPI_PRIORITY: u8 = 0x80;
+
+static LPI_COUNT: [AtomicU32; LPIS] = [const { AtomicU32::new(0) }; LPIS];
+
+struct MsiState {
+    its: Its,
+    config: LpiConfigTable,
+}
+
+static STATE: Mutex<Option<MsiState>> = Mutex::new(None);
+
+/// Tables for the GIC from the page allocator (identity-mapped RAM).
+struct Pages;
+
+impl ItsMemory for Pages {
+    fn alloc_zeroed(&mut self, bytes: usize, align: usize) -> Option<(u64, *mut u8)> {
+        let pages = bytes.div_ceil(PAGE_SIZE as usize).max(1);
+        let p = memory::alloc_pages(pages, (align as u64).max(PAGE_SIZE))
+            .ok()?
+            .as_u64();
+        Some((p, p as *mut u8))
+    }
+}
+
+/// Called from the IRQ path for INTIDs from `LPI_BASE` up.
+pub fn on_lpi(intid: u32) {
+    if let Some(c) = LPI_COUNT.get((intid - LPI_BASE) as usize) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn lpi_count(lpi: u32) -> u32 {
+    lpi.checked_sub(LPI_BASE)
+        .and_then(|i| LPI_COUNT.get(i as usize))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// Brings up the ITS the devicetree names and LPIs on the boot CPU.
+pub fn init() -> Result<String, String> {
+    let platform = dt::platform().ok_or("no devicetree")?;
+    let devicetree::Gic::V3(gic) = &platform.gic else {
+        return Err("not a GICv3".into());
+    };
+    let its_node = gic.its.first().ok_or("the devicetree describes no ITS")?;
+    let rd_region = gic
+        .redistributors
+        .first()
+        .ok_or("no redistributor region")?;
+    let mpidr = super::boot::boot_mpidr();
+    let affinity = ((((mpidr >> 32) & 0xff) << 24) | (mpidr & 0xff_ffff)) as u32;
+    // SAFETY: the redistributor region from the devicetree, mapped as device memory.
+    let rd =
+        unsafe { Redistributor::find(rd_region.base as usize, rd_region.size as usize, affinity) }
+            .map_err(|e| format!("redistributor: {e:?}"))?;
+    // SAFETY: the ITS frame from the devicetree, identity-mapped as device
+    // memory (the low 1 GiB); only this state ever drives it.
+    let mut its = unsafe { Its::new(its_node.base as usize, its_node.base) };
+    let info = its
+        .init(&mut Pages)
+        .map_err(|e| format!("ITS at {:#x}: {e:?}", its_node.base))?;
+    let config =
+        LpiConfigTable::alloc(&mut Pages, LPI_ID_BITS).map_err(|e| format!("LPI table: {e:?}"))?;
+    rd.enable_lpis_alloc(&config, &mut Pages)
+        .map_err(|e| format!("LPIs on cpu 0: {e:?}"))?;
+    let target = its.rdbase_for(rd.frame_addr(), rd.processor_number());
+    its.map_collection(0, target)
+        .map_err(|e| format!("MAPC: {e:?}"))?;
+    *STATE.lock() = Some(MsiState { its, config });
+    Ok(format!("ITS at {:#x}: {info:?}", its_node.base))
+}
+
+/// Maps (device, event) to `lpi` on the boot CPU's collection, enabled.
+pub fn map(device: u32, event: u32, lpi: u32) -> Result<(), String> {
+    let mut guard = STATE.lock();
+    let st = guard.as_mut().ok_or("the ITS is not up")?;
+    st.its
+        .map_device(device, event + 1, &mut Pages)
+        .map_err(|e| format!("MAPD: {e:?}"))?;
+    st.its
+        .map_interrupt(device, event, lpi, 0)
+        .map_err(|e| format!("MAPTI: {e:?}"))?;
+    st.its
+        .set_lpi_config(&mut st.config, device, event, lpi, LPI_PRIORITY, true)
+        .map_err(|e| format!("LPI config: {e:?}"))
+}
+
+/// A CPU write to GITS_TRANSLATER: QEMU gives CPU writes requester id 0.
+pub fn translater_write(event: u32) -> Result<(), String> {
+    let guard = STATE.lock();
+    let st = guard.as_ref().ok_or("the ITS is not up")?;
+    st.its.write_translater(event);
+    Ok(())
+}
