@@ -1,0 +1,331 @@
+//! Depth-first enumeration with bus numbering.
+use crate::bar::{size_bars, Bar};
+use crate::caps::{capabilities, Capability, PortType};
+use crate::config::{Bdf, ConfigSpace, BUS_NUMBERS, CLASS_REVISION, HEADER_TYPE, VENDOR_ID};
+use crate::error::PciError;
+use alloc::vec::Vec;
+use core::ops::RangeInclusive;
+
+/// Choices for `enumerate` and `assign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep BAR addresses (and bridge windows) firmware already programmed
+    /// when they fit the host bridge windows; otherwise everything is
+    /// reassigned. Bus numbers firmware assigned are always kept when they
+    /// nest correctly.
+    pub keep_firmware_assignments: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            keep_firmware_assignments: true,
+        }
+    }
+}
+
+/// One function found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub bdf: Bdf,
+    pub vendor: u16,
+    pub device: u16,
+    /// Class, subclass, programming interface: 0xCCSSPP.
+    pub class: u32,
+    pub revision: u8,
+    /// Header layout (bit 7, multi-function, masked off): 0 endpoint,
+    /// 1 PCI-to-PCI bridge, 2 CardBus.
+    pub header_type: u8,
+    pub multifunction: bool,
+    /// The bridge whose secondary side this function is on; `None` on the
+    /// root bus.
+    pub parent: Option<Bdf>,
+    /// From the PCI Express capability, if any.
+    pub port_type: Option<PortType>,
+    pub caps: Vec<Capability>,
+    pub bars: Vec<Bar>,
+}
+
+impl Function {
+    /// The first capability `pick` accepts.
+    pub fn find_cap<T>(&self, pick: impl FnMut(&Capability) -> Option<T>) -> Option<T> {
+        self.caps.iter().find_map(pick)
+    }
+}
+
+/// What role a bridge plays, from its PCI Express port type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeKind {
+    RootPort,
+    SwitchUpstream,
+    SwitchDownstream,
+    /// A conventional PCI-to-PCI bridge (or any other type 1 function).
+    PciBridge,
+}
+
+/// One type 1 function and the buses behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bridge {
+    pub bdf: Bdf,
+    pub parent: Option<Bdf>,
+    pub secondary: u8,
+    pub subordinate: u8,
+    pub kind: BridgeKind,
+}
+
+/// The result of `enumerate`: every function (bridges included), every
+/// bridge, and every fault met on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub segment: u16,
+    pub root_buses: RangeInclusive<u8>,
+    pub policy: Policy,
+    pub functions: Vec<Function>,
+    pub bridges: Vec<Bridge>,
+    pub errors: Vec<PciError>,
+}
+
+impl Topology {
+    pub fn function(&self, bdf: Bdf) -> Option<&Function> {
+        self.functions.iter().find(|f| f.bdf == bdf)
+    }
+
+    pub fn bridge(&self, bdf: Bdf) -> Option<&Bridge> {
+        self.bridges.iter().find(|b| b.bdf == bdf)
+    }
+
+    /// The bridges from the root bus down to `bdf`'s parent, root first.
+    pub fn upstream_bridges(&self, bdf: Bdf) -> Vec<Bdf> {
+        let mut path = Vec::new();
+        let mut cur = self.function(bdf).and_then(|f| f.parent);
+        while let Some(b) = cur {
+            if path.contains(&b) || path.len() > 256 {
+                break;
+            }
+            path.push(b);
+            cur = self.function(b).and_then(|f| f.parent);
+        }
+        path.reverse();
+        path
+    }
+}
+
+struct Walk<'a, C: ConfigSpace + ?Sized> {
+    cfg: &'a mut C,
+    topo: Topology,
+    /// The next bus number not yet handed out.
+    next_free: u16,
+}
+
+/// Scans the segment from `root_buses.start()` depth-first. Bridges whose
+/// secondary bus is 0 get the next free bus number (subordinate set to the
+/// end of the range during the scan, then to the last bus found below);
+/// bridges with firmware numbers that nest keep them. BARs are sized and
+/// capabilities read for every function; a fault in one function is
+/// recorded in `errors` and the walk goes on. On each bus the bridges
+/// firmware numbered are walked first, so the unnumbered ones get numbers
+/// after theirs (as Linux does). `functions` lists each bus's functions
+/// before those of the buses behind it.
+pub fn enumerate<C: ConfigSpace + ?Sized>(
+    cfg: &mut C,
+    segment: u16,
+    root_buses: RangeInclusive<u8>,
+    policy: Policy,
+) -> Topology {
+    let root = *root_buses.start();
+    let last = *root_buses.end();
+    let mut walk = Walk {
+        cfg,
+        topo: Topology {
+            segment,
+            root_buses,
+            policy,
+            functions: Vec::new(),
+            bridges: Vec::new(),
+            errors: Vec::new(),
+        },
+        next_free: u16::from(root) + 1,
+    };
+    walk.scan_bus(root, None, root, last);
+    walk.topo
+}
+
+impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
+    /// Scans `bus`, behind `parent`, whose subtree may use buses up to
+    /// `limit`. `first` is the parent's secondary bus.
+    fn scan_bus(&mut self, bus: u8, parent: Option<Bdf>, first: u8, limit: u8) {
+        let mut bridges = Vec::new();
+        for device in 0..32 {
+            let Some(f0) = Bdf::new(bus, device, 0) else {
+                continue;
+            };
+            if !self.present(f0) {
+                continue;
+            }
+            let multi = self.cfg.read8(f0, HEADER_TYPE) & 0x80 != 0;
+            let functions = if multi { 8 } else { 1 };
+            for function in 0..functions {
+                let Some(bdf) = Bdf::new(bus, device, function) else {
+                    continue;
+                };
+                if function != 0 && !self.present(bdf) {
+                    continue;
+                }
+                if let Some(kind) = self.scan_function(bdf, parent) {
+                    bridges.push((bdf, kind));
+                }
+            }
+        }
+        // As Linux does: first the bridges firmware numbered (kept when
+        // they nest), then the others get numbers after all of those.
+        let mut rest = Vec::new();
+        for (bdf, kind) in bridges {
+            if !self.keep_firmware_buses(bdf, parent, kind, limit) {
+                rest.push((bdf, kind));
+            }
+        }
+        for (bdf, kind) in rest {
+            self.number_bridge(bdf, parent, kind, first, limit);
+        }
+    }
+
+    fn present(&self, bdf: Bdf) -> bool {
+        let vendor = self.cfg.read16(bdf, VENDOR_ID);
+        vendor != 0xffff && vendor != 0
+    }
+
+    /// Records the function; for a bridge, returns its kind.
+    fn scan_function(&mut self, bdf: Bdf, parent: Option<Bdf>) -> Option<BridgeKind> {
+        let id = self.cfg.read32(bdf, VENDOR_ID);
+        let class_rev = self.cfg.read32(bdf, CLASS_REVISION);
+        let header = self.cfg.read8(bdf, HEADER_TYPE);
+        let header_type = header & 0x7f;
+        let (caps, cap_errors) = capabilities(&*self.cfg, bdf);
+        for error in cap_errors {
+            self.topo.errors.push(PciError::Capability { bdf, error });
+        }
+        let bars = match size_bars(self.cfg, bdf, header_type) {
+            Ok(bars) => bars,
+            Err((bars, e)) => {
+                self.topo.errors.push(e);
+                bars
+            }
+        };
+        let port_type = caps.iter().find_map(|c| match c {
+            Capability::PciExpress { port_type, .. } => Some(*port_type),
+            _ => None,
+        });
+        self.topo.functions.push(Function {
+            bdf,
+            vendor: id as u16,
+            device: (id >> 16) as u16,
+            class: class_rev >> 8,
+            revision: class_rev as u8,
+            header_type,
+            multifunction: header & 0x80 != 0,
+            parent,
+            port_type,
+            caps,
+            bars,
+        });
+        (header_type == 1).then_some(match port_type {
+            Some(PortType::RootPort) => BridgeKind::RootPort,
+            Some(PortType::SwitchUpstream) => BridgeKind::SwitchUpstream,
+            Some(PortType::SwitchDownstream) => BridgeKind::SwitchDownstream,
+            _ => BridgeKind::PciBridge,
+        })
+    }
+
+    fn write_buses(&mut self, bdf: Bdf, primary: u8, secondary: u8, subordinate: u8) {
+        let old = self.cfg.read32(bdf, BUS_NUMBERS);
+        let value = (old & 0xff00_0000)
+            | u32::from(subordinate) << 16
+            | u32::from(secondary) << 8
+            | u32::from(primary);
+        self.cfg.write32(bdf, BUS_NUMBERS, value);
+    }
+
+    /// If firmware numbered the bridge and the numbers nest below its bus,
+    /// inside the parent's range and after the buses already used: keeps
+    /// them, scans behind it and returns true.
+    fn keep_firmware_buses(
+        &mut self,
+        bdf: Bdf,
+        parent: Option<Bdf>,
+        kind: BridgeKind,
+        limit: u8,
+    ) -> bool {
+        let numbers = self.cfg.read32(bdf, BUS_NUMBERS);
+        let secondary = (numbers >> 8) as u8;
+        let subordinate = (numbers >> 16) as u8;
+        let nests = secondary != 0
+            && secondary > bdf.bus()
+            && u16::from(secondary) >= self.next_free
+            && subordinate >= secondary
+            && subordinate <= limit;
+        if !nests {
+            return false;
+        }
+        self.topo.bridges.push(Bridge {
+            bdf,
+            parent,
+            secondary,
+            subordinate,
+            kind,
+        });
+        self.next_free = u16::from(secondary) + 1;
+        self.scan_bus(secondary, Some(bdf), secondary, subordinate);
+        self.next_free = u16::from(subordinate) + 1;
+        true
+    }
+
+    /// Gives the bridge the next free bus number (reporting firmware
+    /// numbers that did not nest) and scans behind it.
+    fn number_bridge(
+        &mut self,
+        bdf: Bdf,
+        parent: Option<Bdf>,
+        kind: BridgeKind,
+        first: u8,
+        limit: u8,
+    ) {
+        let bus = bdf.bus();
+        let numbers = self.cfg.read32(bdf, BUS_NUMBERS);
+        let secondary = (numbers >> 8) as u8;
+        let subordinate = (numbers >> 16) as u8;
+        if secondary != 0 {
+            self.topo.errors.push(PciError::BusNumbersNotNested {
+                bridge: bdf,
+                secondary,
+                subordinate,
+                parent_first: first,
+                parent_last: limit,
+            });
+        }
+        if self.next_free > u16::from(limit) {
+            self.topo
+                .errors
+                .push(PciError::BusesExhausted { bridge: bdf });
+            // Leave it closed: nothing behind it is reachable.
+            self.write_buses(bdf, bus, 0, 0);
+            return;
+        }
+        let secondary = self.next_free as u8;
+        self.next_free += 1;
+        // Open the bridge to everything the parent may forward while the
+        // subtree is scanned, then shrink it to what was found.
+        self.write_buses(bdf, bus, secondary, limit);
+        let index = self.topo.bridges.len();
+        self.topo.bridges.push(Bridge {
+            bdf,
+            parent,
+            secondary,
+            subordinate: limit,
+            kind,
+        });
+        self.scan_bus(secondary, Some(bdf), secondary, limit);
+        let subordinate = (self.next_free - 1) as u8;
+        self.write_buses(bdf, bus, secondary, subordinate);
+        self.topo.bridges[index].subordinate = subordinate;
+    }
+}
