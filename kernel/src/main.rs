@@ -30,6 +30,8 @@ mod memory;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]
+mod pcie;
+#[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
 mod selftest;
@@ -73,6 +75,7 @@ mod run {
         let topology = crate::discovery::discover(boot);
         crate::discovery::report(topology);
         crate::discovery::report_functions(&crate::discovery::route_bus0(topology));
+        crate::pcie::enumerate_all(topology);
         // `crash=unexpected` proves the crash path ends the run as failed.
         if kernel::cmdline::get(&boot.cmdline, "crash") == Some("unexpected") {
             let addr = arch::unmapped_addr();

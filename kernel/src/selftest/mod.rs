@@ -13,6 +13,7 @@ mod discovery;
 mod exceptions;
 mod irq;
 mod mm;
+mod pci;
 
 pub static TESTS: &[Test] = &[
     Test::new(
@@ -56,6 +57,7 @@ pub static TESTS: &[Test] = &[
         "discovery::acpi_agrees_with_devicetree",
         discovery::acpi_agrees_with_devicetree,
     ),
+    Test::new("pci::topology_matches_board", pci::topology_matches_board),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
