@@ -1,40 +1,81 @@
 //! PCI enumeration of every ECAM window discovery found. Bus numbers are
 //! kept where firmware set them (q35) and assigned where nobody did (virt
-//! booted with -kernel). BAR assignment and drivers come next.
-use crate::discovery::Topology;
+//! booted with -kernel); BARs likewise, from the host bridge windows the
+//! devicetree gives.
+use crate::discovery::{EcamWindow, Topology};
 use alloc::vec::Vec;
+use pci::assign::{assign, Window};
+use pci::ecam::Ecam;
 use pci::enumerate::{enumerate, Policy, Topology as Bus};
 use spin::Once;
 
-static BUSES: Once<Vec<Bus>> = Once::new();
-
-pub fn get() -> &'static [Bus] {
-    BUSES.get().map_or(&[], |v| v.as_slice())
+struct Segment {
+    window: EcamWindow,
+    bus: Bus,
 }
 
-pub fn enumerate_all(t: &Topology) -> &'static [Bus] {
-    BUSES.call_once(|| {
+static SEGMENTS: Once<Vec<Segment>> = Once::new();
+
+pub fn buses() -> impl Iterator<Item = &'static Bus> {
+    SEGMENTS.get().into_iter().flatten().map(|s| &s.bus)
+}
+
+fn ecam(w: &EcamWindow) -> Ecam {
+    // MCFG's base is bus 0's; the accessor wants the first bus's.
+    let base = w.base + (u64::from(w.start_bus) << 20);
+    // SAFETY: the ECAM window the firmware described, mapped as device memory
+    // by the arch code; config accesses are serialised by the callers (boot,
+    // then one test at a time).
+    unsafe { Ecam::new(base as usize, w.start_bus..=w.end_bus) }
+}
+
+/// Runs `f` with config access to `segment` and its enumeration.
+pub fn with_config<R>(segment: u16, f: impl FnOnce(&mut Ecam, &Bus) -> R) -> Option<R> {
+    let s = SEGMENTS
+        .get()?
+        .iter()
+        .find(|s| s.window.segment == segment)?;
+    Some(f(&mut ecam(&s.window), &s.bus))
+}
+
+/// The host bridge windows the devicetree gives for the bridge with this ECAM.
+fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
+    let dt = crate::arch::devicetree()?;
+    let host = dt
+        .pcie
+        .iter()
+        .find(|h| h.ecam.base == w.base + (u64::from(w.start_bus) << 20))?;
+    Some(host.windows.iter().filter_map(Window::from_dt).collect())
+}
+
+pub fn enumerate_all(t: &Topology) {
+    SEGMENTS.call_once(|| {
         let t0 = crate::arch::now_ns();
-        let buses: Vec<Bus> = t
+        let segments: Vec<Segment> = t
             .ecam
             .iter()
             .map(|w| {
-                // MCFG's base is bus 0's; the accessor wants the first bus's.
-                let base = w.base + (u64::from(w.start_bus) << 20);
-                // SAFETY: the ECAM window the firmware described, mapped as
-                // device memory by the arch code; only enumeration uses it now.
-                let mut ecam =
-                    unsafe { pci::ecam::Ecam::new(base as usize, w.start_bus..=w.end_bus) };
-                enumerate(
-                    &mut ecam,
+                let mut cfg = ecam(w);
+                let mut bus = enumerate(
+                    &mut cfg,
                     w.segment,
                     w.start_bus..=w.end_bus,
                     Policy::default(),
-                )
+                );
+                // Without a devicetree (PC firmware) the BARs firmware set stay.
+                if let Some(windows) = dt_windows(w) {
+                    let errors = assign(&mut cfg, &mut bus, &windows);
+                    bus.errors.extend(errors);
+                }
+                Segment {
+                    window: w.clone(),
+                    bus,
+                }
             })
             .collect();
         let us = (crate::arch::now_ns() - t0) / 1000;
-        for b in &buses {
+        for s in &segments {
+            let b = &s.bus;
             log::info!(
                 "pci segment {}: {} function(s), {} bridge(s), {} error(s) in {us} us",
                 b.segment,
@@ -53,11 +94,20 @@ pub fn enumerate_all(t: &Topology) -> &'static [Bus] {
                         .map(|p| alloc::format!(" behind {p}"))
                         .unwrap_or_default()
                 );
+                for bar in &f.bars {
+                    log::debug!(
+                        "    BAR{} {:?} size {:#x} at {:x?}",
+                        bar.index,
+                        bar.kind,
+                        bar.size,
+                        bar.cpu_address.or(bar.address)
+                    );
+                }
             }
             for e in &b.errors {
                 log::warn!("  error: {e}");
             }
         }
-        buses
-    })
+        segments
+    });
 }

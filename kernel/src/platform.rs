@@ -50,3 +50,13 @@ pub fn set(info: BootInfo) -> &'static BootInfo {
 pub fn get() -> &'static BootInfo {
     BOOT.get().expect("boot information read before kmain")
 }
+
+/// A message-signalled interrupt: the write a device makes to raise it,
+/// and the kernel's counter for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiVector {
+    pub address: u64,
+    pub data: u32,
+    /// What `arch::msi_count` takes.
+    pub id: u32,
+}

@@ -24,6 +24,7 @@ pub mod ecam;
 pub mod enumerate;
 pub mod error;
 pub mod features;
+pub mod msi;
 
 #[cfg(test)]
 mod fake;

@@ -109,19 +109,19 @@ pub fn init_late() {
     }
 }
 
-/// Prepares a message-signalled interrupt without a device: maps DeviceID 0
-/// (what QEMU gives CPU writes) event 0 to an LPI, which it returns;
-/// `msi_fire` then writes the doorbell and `msi_count` counts arrivals.
-pub fn msi_loopback_setup() -> Result<u32, alloc::string::String> {
-    let lpi = msi::LPI_BASE;
-    msi::map(0, 0, lpi)?;
-    Ok(lpi)
+/// A message-signalled interrupt for a device whose MSIs carry `device_id`
+/// (the ITS DeviceID the IORT or msi-map gives its requester id).
+pub fn msi_alloc(device_id: u32) -> Result<crate::platform::MsiVector, alloc::string::String> {
+    msi::alloc(device_id)
 }
 
-pub fn msi_fire(event: u32) -> Result<(), alloc::string::String> {
-    msi::translater_write(event)
+/// Makes the CPU raise `v` the way a device would, where the platform
+/// allows it: here a write to GITS_TRANSLATER, which QEMU tags with
+/// DeviceID 0.
+pub fn msi_fire(v: &crate::platform::MsiVector) -> Result<(), alloc::string::String> {
+    msi::translater_write(v.data)
 }
 
-pub fn msi_count(lpi: u32) -> u32 {
-    msi::lpi_count(lpi)
+pub fn msi_count(id: u32) -> u32 {
+    msi::lpi_count(id)
 }

@@ -3,6 +3,7 @@
 //! come from it), on the boot CPU only for now.
 use super::dt;
 use crate::memory;
+use crate::platform::MsiVector;
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -24,7 +25,13 @@ static LPI_COUNT: [AtomicU32; LPIS] = [const { AtomicU32::new(0) }; LPIS];
 struct MsiState {
     its: Its,
     config: LpiConfigTable,
+    /// DeviceIDs mapped so far, with the events each has used.
+    devices: alloc::vec::Vec<(u32, u32)>,
+    next_lpi: u32,
 }
+
+/// Events per device: the ITT is sized once, when the device is first mapped.
+const EVENTS_PER_DEVICE: u32 = 32;
 
 static STATE: Mutex<Option<MsiState>> = Mutex::new(None);
 
@@ -84,23 +91,54 @@ pub fn init() -> Result<String, String> {
     let target = its.rdbase_for(rd.frame_addr(), rd.processor_number());
     its.map_collection(0, target)
         .map_err(|e| format!("MAPC: {e:?}"))?;
-    *STATE.lock() = Some(MsiState { its, config });
+    *STATE.lock() = Some(MsiState {
+        its,
+        config,
+        devices: alloc::vec::Vec::new(),
+        next_lpi: LPI_BASE,
+    });
     Ok(format!("ITS at {:#x}: {info:?}", its_node.base))
 }
 
-/// Maps (device, event) to `lpi` on the boot CPU's collection, enabled.
-pub fn map(device: u32, event: u32, lpi: u32) -> Result<(), String> {
+/// A new LPI for `device_id` (the DeviceID its MSIs carry): the next event
+/// of that device, mapped to the boot CPU's collection and enabled.
+pub fn alloc(device_id: u32) -> Result<MsiVector, String> {
     let mut guard = STATE.lock();
     let st = guard.as_mut().ok_or("the ITS is not up")?;
+    let lpi = st.next_lpi;
+    if (lpi - LPI_BASE) as usize >= LPIS {
+        return Err(format!("all {LPIS} LPIs the kernel counts are in use"));
+    }
+    let event = match st.devices.iter_mut().find(|(d, _)| *d == device_id) {
+        Some((_, used)) if *used >= EVENTS_PER_DEVICE => {
+            return Err(format!(
+                "DeviceID {device_id:#x} has used its {EVENTS_PER_DEVICE} events"
+            ))
+        }
+        Some((_, used)) => {
+            *used += 1;
+            *used - 1
+        }
+        None => {
+            st.its
+                .map_device(device_id, EVENTS_PER_DEVICE, &mut Pages)
+                .map_err(|e| format!("MAPD {device_id:#x}: {e:?}"))?;
+            st.devices.push((device_id, 1));
+            0
+        }
+    };
     st.its
-        .map_device(device, event + 1, &mut Pages)
-        .map_err(|e| format!("MAPD: {e:?}"))?;
-    st.its
-        .map_interrupt(device, event, lpi, 0)
+        .map_interrupt(device_id, event, lpi, 0)
         .map_err(|e| format!("MAPTI: {e:?}"))?;
     st.its
-        .set_lpi_config(&mut st.config, device, event, lpi, LPI_PRIORITY, true)
-        .map_err(|e| format!("LPI config: {e:?}"))
+        .set_lpi_config(&mut st.config, device_id, event, lpi, LPI_PRIORITY, true)
+        .map_err(|e| format!("LPI config: {e:?}"))?;
+    st.next_lpi += 1;
+    Ok(MsiVector {
+        address: st.its.translater_phys(),
+        data: event,
+        id: lpi,
+    })
 }
 
 /// A CPU write to GITS_TRANSLATER: QEMU gives CPU writes requester id 0.

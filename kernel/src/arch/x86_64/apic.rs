@@ -142,6 +142,7 @@ pub fn init_boot() -> Result<(), ApicError> {
         return Err(ApicError::BaseOutsideMmioWindow(base));
     }
     BASE.store(base as usize, Ordering::Release);
+    BOOT_APIC_ID.store(id(), Ordering::Relaxed);
     Ok(())
 }
 
@@ -183,6 +184,20 @@ pub fn init_cpu() {
         .write(LVT::TIMER_MODE::Periodic + LVT::VECTOR.val(TIMER_VECTOR as u32));
     r.timer_initial.set(TICK_COUNT.load(Ordering::Relaxed));
 }
+
+/// Ends the interrupt being handled.
+pub fn eoi() {
+    if let Some(r) = regs() {
+        r.eoi.set(0);
+    }
+}
+
+/// The boot CPU's APIC id (MSIs are delivered there).
+pub fn boot_apic_id() -> u32 {
+    BOOT_APIC_ID.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+static BOOT_APIC_ID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 pub fn on_timer(cpu: usize) {
     crate::smp::timer_tick(cpu);

@@ -198,6 +198,10 @@ pub extern "C" fn handle_exception(frame: &mut Frame) {
             crash(frame, cpu)
         }
         apic::TIMER_VECTOR => apic::on_timer(cpu),
+        v if (MSI_FIRST..MSI_FIRST + MSI_VECTORS as u64).contains(&v) => {
+            MSI_COUNT[(v - MSI_FIRST) as usize].fetch_add(1, Ordering::Relaxed);
+            apic::eoi();
+        }
         // Spurious interrupts need no EOI.
         apic::SPURIOUS_VECTOR => {}
         _ => crash(frame, cpu),
@@ -283,4 +287,28 @@ fn crash(f: &Frame, cpu: usize) -> ! {
         "crash: {name} (vector {v}) on cpu {cpu} at RIP {:#x}, error code {:#x}",
         f.rip, f.error
     ))
+}
+
+/// IDT vectors handed out for MSIs: above the exceptions and the timer.
+const MSI_FIRST: u64 = 0x40;
+const MSI_VECTORS: usize = 64;
+static MSI_COUNT: [core::sync::atomic::AtomicU32; MSI_VECTORS] =
+    [const { core::sync::atomic::AtomicU32::new(0) }; MSI_VECTORS];
+static MSI_NEXT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The next free MSI vector.
+pub fn alloc_msi_vector() -> Result<u32, alloc::string::String> {
+    let n = MSI_NEXT.fetch_add(1, Ordering::Relaxed);
+    if n as usize >= MSI_VECTORS {
+        return Err(alloc::format!("all {MSI_VECTORS} MSI vectors are in use"));
+    }
+    Ok(MSI_FIRST as u32 + n)
+}
+
+/// Deliveries of MSI vector `vector` so far.
+pub fn msi_count(vector: u32) -> u32 {
+    (vector as u64)
+        .checked_sub(MSI_FIRST)
+        .and_then(|i| MSI_COUNT.get(i as usize))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
 }

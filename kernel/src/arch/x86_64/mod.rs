@@ -127,15 +127,22 @@ pub fn devicetree() -> Option<&'static devicetree::Platform> {
 /// Late platform bring-up: nothing yet (MSIs to the local APIC need no tables).
 pub fn init_late() {}
 
-/// Not yet on x86: the MSI path needs a device (issue 4).
-pub fn msi_loopback_setup() -> Result<u32, alloc::string::String> {
-    Err("no CPU-side MSI doorbell on x86 (needs a device)".into())
+/// A message-signalled interrupt: the next free IDT vector, delivered to
+/// the boot CPU's local APIC (compatibility format: interrupt remapping is off).
+pub fn msi_alloc(_device_id: u32) -> Result<crate::platform::MsiVector, alloc::string::String> {
+    exceptions::alloc_msi_vector().map(|vector| crate::platform::MsiVector {
+        address: 0xfee0_0000 | (u64::from(apic::boot_apic_id()) << 12),
+        data: vector,
+        id: vector,
+    })
 }
 
-pub fn msi_fire(_event: u32) -> Result<(), alloc::string::String> {
-    Err("unsupported".into())
+/// A CPU cannot send an MSI on x86: a write to 0xfee0_0000 reaches its own
+/// local APIC's registers, not the interrupt bus.
+pub fn msi_fire(_v: &crate::platform::MsiVector) -> Result<(), alloc::string::String> {
+    Err("on x86 only a device can send an MSI".into())
 }
 
-pub fn msi_count(_lpi: u32) -> u32 {
-    0
+pub fn msi_count(id: u32) -> u32 {
+    exceptions::msi_count(id)
 }
