@@ -111,3 +111,22 @@ pub fn enumerate_all(t: &Topology) {
         segments
     });
 }
+
+/// The edu device whose BAR0 enumeration placed at `bar0` (identity-mapped
+/// as device memory: inside a host bridge window the arch maps).
+pub fn edu_at(bar0: u64) -> Result<edu::Edu, edu::EduError> {
+    let known = buses().any(|b| {
+        b.functions.iter().any(|f| {
+            f.vendor == edu::VENDOR
+                && f.bars
+                    .iter()
+                    .any(|bar| bar.index == 0 && bar.cpu_address.or(bar.address) == Some(bar0))
+        })
+    });
+    if !known {
+        return Err(edu::EduError::NotEdu { id: 0 });
+    }
+    // SAFETY: BAR0 of an edu function enumeration found and placed, in MMIO
+    // the arch maps as device memory; the caller is its only driver.
+    unsafe { edu::Edu::new(bar0 as usize) }
+}

@@ -59,6 +59,10 @@ pub static TESTS: &[Test] = &[
     ),
     Test::new("pci::topology_matches_board", pci::topology_matches_board),
     Test::new(
+        "pci::edu_dma_round_trip_with_msi",
+        pci::edu_dma_round_trip_with_msi,
+    ),
+    Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
     ),
