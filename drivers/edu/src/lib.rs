@@ -74,8 +74,8 @@ impl Edu {
     /// # Safety
     /// `bar0` must be the mapped BAR0 of an edu function this value alone drives.
     pub unsafe fn new(bar0: usize) -> Result<Self, EduError> {
-        // SAFETY: the caller vouches for a valid, non-null MMIO address.
         let edu = Edu {
+            // SAFETY: the caller vouches for a valid, non-null MMIO address.
             regs: unsafe { NonNull::new_unchecked(bar0 as *mut EduRegs) },
         };
         let id = edu.regs().id.get();
