@@ -59,6 +59,14 @@ pub static TESTS: &[Test] = &[
     ),
     Test::new("pci::topology_matches_board", pci::topology_matches_board),
     Test::new(
+        "pci::bars_disjoint_and_inside_windows",
+        pci::bars_disjoint_and_inside_windows,
+    ),
+    Test::new(
+        "pci::root_port_capabilities_complete",
+        pci::root_port_capabilities_complete,
+    ),
+    Test::new(
         "pci::edu_dma_round_trip_with_msi",
         pci::edu_dma_round_trip_with_msi,
     ),

@@ -161,3 +161,107 @@ fn run_dma(dev: &edu::Edu, dir: edu::Direction, ram: u64, name: &str) -> TestRes
     dev.wait_dma(200, crate::arch::wait_for_interrupt)
         .map_err(|e| TestError::fail(format!("{name}: {dir:?} DMA: {e:?}")))
 }
+
+/// Assigned BARs do not overlap, and where the host bridge windows are
+/// known (devicetree) they lie inside them.
+pub fn bars_disjoint_and_inside_windows() -> TestResult {
+    let windows: Vec<(u64, u64)> = crate::arch::devicetree()
+        .map(|dt| {
+            dt.pcie
+                .iter()
+                .flat_map(|h| h.windows.iter())
+                .map(|w| (w.cpu_addr, w.cpu_addr.saturating_add(w.size)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ranges: Vec<(u64, u64, String, bool)> = Vec::new();
+    for bus in pcie::buses() {
+        for f in &bus.functions {
+            for bar in &f.bars {
+                let Some(at) = bar.cpu_address.or(bar.address) else {
+                    continue;
+                };
+                let io = matches!(bar.kind, pci::bar::BarKind::Io);
+                ranges.push((
+                    at,
+                    at.saturating_add(bar.size),
+                    format!("{} BAR{}", f.bdf, bar.index),
+                    io,
+                ));
+            }
+        }
+    }
+    ensure!(!ranges.is_empty(), "no BAR was assigned");
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            ensure!(
+                a.3 != b.3 || a.1 <= b.0 || b.1 <= a.0,
+                "{} [{:#x}, {:#x}) overlaps {} [{:#x}, {:#x})",
+                a.2,
+                a.0,
+                a.1,
+                b.2,
+                b.0,
+                b.1
+            );
+        }
+        if !windows.is_empty() && !a.3 {
+            ensure!(
+                windows.iter().any(|&(s, e)| s <= a.0 && a.1 <= e),
+                "{} [{:#x}, {:#x}) lies outside every host bridge window {:x?}",
+                a.2,
+                a.0,
+                a.1,
+                windows
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Capability lists are read to the end: every root port shows its PCI
+/// Express capability and, in the extended list, its ACS capability.
+pub fn root_port_capabilities_complete() -> TestResult {
+    use pci::caps::Capability;
+    let mut ports = 0;
+    for bus in pcie::buses() {
+        for br in bus
+            .bridges
+            .iter()
+            .filter(|b| matches!(b.kind, BridgeKind::RootPort))
+        {
+            let Some(f) = bus.functions.iter().find(|f| f.bdf == br.bdf) else {
+                continue;
+            };
+            ports += 1;
+            let names: Vec<String> = f
+                .caps
+                .iter()
+                .map(|c| {
+                    format!("{c:?}")
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap_or("")
+                        .into()
+                })
+                .collect();
+            ensure!(
+                f.caps
+                    .iter()
+                    .any(|c| matches!(c, Capability::PciExpress { .. })),
+                "root port {}: no PCIe capability in {names:?}",
+                f.bdf
+            );
+            ensure!(
+                f.caps.iter().any(|c| matches!(c, Capability::Acs { .. })),
+                "root port {}: no ACS in the extended list {names:?}",
+                f.bdf
+            );
+        }
+    }
+    ensure!(
+        ports > 0,
+        "no root port found (the board's test configuration adds two)"
+    );
+    Ok(())
+}
