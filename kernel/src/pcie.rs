@@ -20,7 +20,8 @@ pub fn buses() -> impl Iterator<Item = &'static Bus> {
     SEGMENTS.get().into_iter().flatten().map(|s| &s.bus)
 }
 
-fn ecam(w: &EcamWindow) -> Ecam {
+/// Config access to the window the firmware described.
+pub fn ecam(w: &EcamWindow) -> Ecam {
     // MCFG's base is bus 0's; the accessor wants the first bus's.
     let base = w.base + (u64::from(w.start_bus) << 20);
     // SAFETY: the ECAM window the firmware described, mapped as device memory

@@ -253,20 +253,11 @@ pub struct RoutedFunction {
     pub problem: Option<String>,
 }
 
-/// ECAM config-space read (bus, device, function, offset) of the segment's window.
+/// A config-space read through the PCI driver's ECAM accessor (which
+/// bounds-checks bus, device, function and offset).
 fn ecam_read32(w: &EcamWindow, bus: u8, dev: u8, func: u8, offset: u16) -> Option<u32> {
-    if bus < w.start_bus || bus > w.end_bus || dev > 31 || func > 7 || offset > 0xffc {
-        return None;
-    }
-    // MCFG's base address is that of bus 0, even when the window starts later.
-    let addr = w.base
-        + (bus as u64) * (1 << 20)
-        + (dev as u64) * (1 << 15)
-        + (func as u64) * (1 << 12)
-        + (offset as u64 & !3);
-    // SAFETY: inside the ECAM window the firmware described, which the arch
-    // identity-maps as device memory; config reads have no side effects.
-    Some(unsafe { core::ptr::read_volatile(addr as *const u32) })
+    let bdf = pci::config::Bdf::new(bus, dev, func)?;
+    crate::pcie::ecam(w).try_read32(bdf, offset).ok()
 }
 
 /// Probes the first bus of each ECAM window (full enumeration is the PCI
