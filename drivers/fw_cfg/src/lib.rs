@@ -37,6 +37,14 @@ pub trait Transport {
     fn read(&mut self, buf: &mut [u8]);
 }
 
+/// The feature bits (`FW_CFG_ID`), read before choosing a transport.
+pub fn features<T: Transport>(t: &mut T) -> u32 {
+    let mut b = [0u8; 4];
+    t.select(ID);
+    t.read(&mut b);
+    u32::from_le_bytes(b)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FwCfgError {
     /// The signature item does not read "QEMU": no fw_cfg here.

@@ -90,9 +90,8 @@ const DMA_DESC_LEN: u64 = 64;
 /// one per 8 bytes).
 fn run_table_loader(base: u64) -> Result<u64, String> {
     // SAFETY: the fw_cfg register block the devicetree names, mapped as device memory.
-    let plain = unsafe { fw_cfg::transport::Mmio::new(base as usize) };
-    let mut probe = FwCfg::new(plain).map_err(|e| e.to_string())?;
-    let dma = probe.read_u64_item(fw_cfg::ID, 4) as u32 & fw_cfg::transport::FEATURE_DMA != 0;
+    let mut plain = unsafe { fw_cfg::transport::Mmio::new(base as usize) };
+    let dma = fw_cfg::features(&mut plain) & fw_cfg::transport::FEATURE_DMA != 0;
     let bounce = if dma {
         memory::alloc_pages(DMA_PAGES, PAGE_SIZE).ok()
     } else {
@@ -115,7 +114,7 @@ fn run_table_loader(base: u64) -> Result<u64, String> {
             };
             load_with(FwCfg::new(t).map_err(|e| e.to_string())?)
         }
-        None => load_with(probe),
+        None => load_with(FwCfg::new(plain).map_err(|e| e.to_string())?),
     };
     if let Some(page) = bounce {
         let _ = memory::free_pages(page, DMA_PAGES);
