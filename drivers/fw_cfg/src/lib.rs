@@ -37,12 +37,24 @@ pub trait Transport {
     fn read(&mut self, buf: &mut [u8]);
 }
 
-/// The feature bits (`FW_CFG_ID`), read before choosing a transport.
+/// Reads a fixed-key item (CPU count, features...) after checking the
+/// signature, without reading the file directory.
+pub fn read_item<T: Transport>(t: &mut T, key: u16, buf: &mut [u8]) -> Result<(), FwCfgError> {
+    let mut sig = [0u8; 4];
+    t.select(SIGNATURE);
+    t.read(&mut sig);
+    if sig != SIGNATURE_VALUE {
+        return Err(FwCfgError::NoDevice { signature: sig });
+    }
+    t.select(key);
+    t.read(buf);
+    Ok(())
+}
+
+/// The feature bits (`FW_CFG_ID`; 0 without fw_cfg), read before choosing a transport.
 pub fn features<T: Transport>(t: &mut T) -> u32 {
     let mut b = [0u8; 4];
-    t.select(ID);
-    t.read(&mut b);
-    u32::from_le_bytes(b)
+    read_item(t, ID, &mut b).map_or(0, |()| u32::from_le_bytes(b))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,14 +162,6 @@ impl<T: Transport> FwCfg<T> {
         self.t.select(entry.select);
         self.t.read(&mut buf);
         Ok(buf)
-    }
-
-    /// A little-endian integer item (RAM size, CPU count...).
-    pub fn read_u64_item(&mut self, key: u16, width: usize) -> u64 {
-        let mut b = [0u8; 8];
-        self.t.select(key);
-        self.t.read(&mut b[..width.min(8)]);
-        u64::from_le_bytes(b)
     }
 }
 

@@ -12,7 +12,6 @@ use kernel::addr::PhysRange;
 use kernel::cmdline;
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550};
-use x86_64::instructions::port::Port;
 
 const COM1: u16 = 0x3f8;
 const PVH_MAGIC: u32 = 0x336e_c578;
@@ -154,24 +153,13 @@ fn read_start_info(addr: u64) -> Result<Pvh, PvhError> {
 /// to `qemu.cpus=` on the command line, then 1. The MADT is the general
 /// answer and comes with the ACPI work.
 fn cpus_present(cmdline_text: &str) -> usize {
-    const SELECTOR: u16 = 0x510;
-    const DATA: u16 = 0x511;
-    const SIGNATURE: u16 = 0x0000;
-    const NB_CPUS: u16 = 0x0005;
-    // SAFETY: QEMU's fw_cfg I/O ports; reads have no side effects beyond the
-    // item cursor. Without fw_cfg the signature check fails.
-    let from_fw_cfg = unsafe {
-        let mut sel = Port::<u16>::new(SELECTOR);
-        let mut data = Port::<u8>::new(DATA);
-        sel.write(SIGNATURE);
-        let sig = [data.read(), data.read(), data.read(), data.read()];
-        if &sig == b"QEMU" {
-            sel.write(NB_CPUS);
-            Some(usize::from(u16::from_le_bytes([data.read(), data.read()])))
-        } else {
-            None
-        }
-    };
+    // SAFETY: q35 has fw_cfg at its fixed ports; without it the signature
+    // check fails and nothing else is read.
+    let mut port = unsafe { fw_cfg::transport::PortIo::new() };
+    let mut n = [0u8; 2];
+    let from_fw_cfg = fw_cfg::read_item(&mut port, fw_cfg::NB_CPUS, &mut n)
+        .ok()
+        .map(|()| usize::from(u16::from_le_bytes(n)));
     from_fw_cfg
         .filter(|&n| n > 0)
         .or_else(|| cmdline::get(cmdline_text, "qemu.cpus").and_then(|n| n.parse().ok()))
