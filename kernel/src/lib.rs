@@ -9,4 +9,5 @@ extern crate alloc;
 pub mod addr;
 pub mod cmdline;
 pub mod harness;
+pub mod irq;
 pub mod mm;

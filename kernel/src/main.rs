@@ -24,6 +24,8 @@ mod fault;
 #[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
+mod interrupts;
+#[cfg(target_os = "none")]
 mod logger;
 #[cfg(target_os = "none")]
 mod memory;

@@ -20,6 +20,28 @@ pub fn buses() -> impl Iterator<Item = &'static Bus> {
     SEGMENTS.get().into_iter().flatten().map(|s| &s.bus)
 }
 
+/// Every function with this vendor and device id, with its segment, and
+/// the CPU address of its BAR `bar` (`None` when unassigned).
+pub fn functions_of(
+    vendor: u16,
+    device: u16,
+    bar: u8,
+) -> impl Iterator<Item = (u16, &'static pci::Function, Option<u64>)> {
+    buses().flat_map(move |b| {
+        b.functions
+            .iter()
+            .filter(move |f| f.vendor == vendor && f.device == device)
+            .map(move |f| {
+                let at = f
+                    .bars
+                    .iter()
+                    .find(|x| x.index == bar)
+                    .and_then(|x| x.cpu_address);
+                (b.segment, f, at)
+            })
+    })
+}
+
 /// Config access to the window the firmware described.
 pub fn ecam(w: &EcamWindow) -> Ecam {
     // MCFG's base is bus 0's; the accessor wants the first bus's.
@@ -67,6 +89,13 @@ pub fn enumerate_all(t: &Topology) {
                 if let Some(windows) = dt_windows(w) {
                     let errors = assign(&mut cfg, &mut bus, &windows);
                     bus.errors.extend(errors);
+                } else {
+                    // PC: memory and I/O addresses on PCI are the CPU's own.
+                    for f in &mut bus.functions {
+                        for b in &mut f.bars {
+                            b.cpu_address = b.address;
+                        }
+                    }
                 }
                 Segment {
                     window: w.clone(),
@@ -111,6 +140,31 @@ pub fn enumerate_all(t: &Topology) {
         }
         segments
     });
+}
+
+/// The igb function whose BAR0 enumeration placed at `bar0` (device
+/// memory inside a host bridge window the arch maps).
+pub fn igb_at(bar0: u64) -> Option<igb::Igb> {
+    let known = buses().any(|b| {
+        b.functions.iter().any(|f| {
+            f.vendor == igb::VENDOR
+                && f.device == igb::DEVICE
+                && f.bars
+                    .iter()
+                    .any(|bar| bar.index == 0 && bar.cpu_address == Some(bar0))
+        })
+    });
+    // SAFETY: BAR0 of an igb function enumeration found and placed, mapped
+    // as device memory; the MSI-X test is its only driver.
+    known.then(|| unsafe { igb::Igb::new(bar0 as usize) })
+}
+
+/// The MSI-X table and PBA of a function enumeration placed, mapped.
+pub fn msix_of(f: &pci::Function) -> Result<pci::msix::Msix, pci::PciError> {
+    let layout = pci::msix::locate(f)?;
+    // SAFETY: `locate` checked both structures lie inside assigned memory
+    // BARs, which are in host bridge windows the arch maps as device memory.
+    Ok(unsafe { pci::msix::Msix::new(layout) })
 }
 
 /// The edu device whose BAR0 enumeration placed at `bar0` (identity-mapped

@@ -33,6 +33,10 @@ pub enum PciError {
     MissingCapability { bdf: Bdf, id: u16 },
     /// The capability does not support what was asked (named).
     Unsupported { bdf: Bdf, what: &'static str },
+    /// The MSI-X capability points somewhere it cannot be (named).
+    BadMsix { bdf: Bdf, what: &'static str },
+    /// An MSI-X vector number at or past the table's size.
+    NoSuchVector { bdf: Bdf, vector: u16, vectors: u16 },
     /// A configuration access outside the ECAM window (bus not covered, or
     /// offset beyond 4 KiB or misaligned).
     OutOfRange { bdf: Bdf, offset: u16 },
@@ -68,6 +72,12 @@ impl fmt::Display for PciError {
                 write!(f, "{bdf}: no capability {id:#x}")
             }
             PciError::Unsupported { bdf, what } => write!(f, "{bdf}: {what} not supported"),
+            PciError::BadMsix { bdf, what } => write!(f, "{bdf}: MSI-X: {what}"),
+            PciError::NoSuchVector {
+                bdf,
+                vector,
+                vectors,
+            } => write!(f, "{bdf}: MSI-X vector {vector} of {vectors}"),
             PciError::OutOfRange { bdf, offset } => {
                 write!(
                     f,

@@ -3,13 +3,13 @@
 //! (standard and extended), BAR sizing, resource assignment from the host
 //! bridge windows, and a tiny driver-claim model.
 //!
-//! Everything but [`ecam`] is safe code over the [`ConfigSpace`] trait, so
+//! Everything but [`ecam`] and [`msix`]'s table access is safe code over the [`ConfigSpace`] trait, so
 //! it runs on the host against a fake configuration space in the tests.
 //! Every walk over device-provided data is bounded: a bad function gives a
 //! typed [`PciError`] and enumeration goes on with the rest of the bus.
 #![no_std]
-// `forbid` could not be relaxed for the one MMIO module, so `deny` it is:
-// only `ecam` allows unsafe code.
+// `forbid` could not be relaxed for the MMIO modules, so `deny` it is:
+// only `ecam` and `msix` (the vector table in BAR memory) allow unsafe code.
 #![deny(unsafe_code)]
 
 extern crate alloc;
@@ -25,6 +25,8 @@ pub mod enumerate;
 pub mod error;
 pub mod features;
 pub mod msi;
+#[allow(unsafe_code)]
+pub mod msix;
 
 #[cfg(test)]
 mod fake;

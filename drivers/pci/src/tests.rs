@@ -905,3 +905,141 @@ fn firmware_numbers_win_over_unnumbered_siblings() {
     assert!(topo.function(bdf(2, 0, 1)).is_some());
     assert!(topo.function(bdf(5, 0, 0)).is_some());
 }
+
+/// An endpoint with MSI and a 10-vector MSI-X whose table (offset 0) and
+/// PBA (offset 0x2000) share a 16 KiB BAR 3, as QEMU's igb has them.
+fn msix_endpoint(table: u32, pba: u32) -> FakeFn {
+    FakeFn::endpoint(0x8086, 0x10c9, 0x02_0000)
+        .mem32(0, 0x2_0000, false)
+        .mem32(3, 0x4000, false)
+        .cap(0x05, 0x0080, &[0, 0, 0, 0, 0])
+        .cap(0x11, 9, &[table, pba])
+        .pcie(0)
+}
+
+fn msix_topology(mut f: FakeFn) -> (Fake, Function) {
+    // MSI control's enable bit and MSI-X control's enable and function mask.
+    f.wmask[0x40 / 4] = 1 << 16;
+    f.wmask[0x58 / 4] = 0xc000 << 16;
+    let mut fake = Fake::default();
+    fake.add(None, 0, 0, f);
+    let mut topo = enumerate(&mut fake, 0, 0..=0, Policy::default());
+    assert_eq!(assign(&mut fake, &mut topo, &windows()), vec![]);
+    let f = topo.functions[0].clone();
+    (fake, f)
+}
+
+#[test]
+fn msix_layout_is_checked_against_the_bars() {
+    use crate::msix::locate;
+    let (_, f) = msix_topology(msix_endpoint(3, 0x2000 | 3));
+    let bar3 = f.bars.iter().find(|b| b.index == 3).unwrap();
+    let base = bar3.cpu_address.unwrap();
+    let l = locate(&f).unwrap();
+    assert_eq!((l.vectors, l.table, l.pba), (10, base, base + 0x2000));
+    assert_eq!(l.cap_offset, 0x58);
+
+    let bad = |table: u32, pba: u32| locate(&msix_topology(msix_endpoint(table, pba)).1);
+    let what = |r: Result<_, PciError>| match r {
+        Err(PciError::BadMsix { what, .. }) => what,
+        other => panic!("{other:?}"),
+    };
+    // 10 entries of 16 bytes from 0x3f80 run past the 16 KiB BAR.
+    assert_eq!(
+        what(bad(0x3f80 | 3, 0x2000 | 3)),
+        "the table runs past the end of its BAR"
+    );
+    assert_eq!(
+        what(bad(3, 0x4000 | 3)),
+        "the pending bit array runs past the end of its BAR"
+    );
+    assert_eq!(
+        what(bad(5, 0x2000 | 3)),
+        "the table's BAR indicator names no implemented BAR"
+    );
+    assert_eq!(
+        what(bad(3, 0x40 | 3)),
+        "the table and the pending bit array overlap"
+    );
+    // The rich endpoint's 16-vector table does not fit its 4 KiB BAR 0.
+    let mut fake = Fake::default();
+    fake.add(None, 0, 0, rich_endpoint());
+    let mut topo = enumerate(&mut fake, 0, 0..=0, Policy::default());
+    assert_eq!(assign(&mut fake, &mut topo, &windows()), vec![]);
+    assert_eq!(
+        what(locate(&topo.functions[0])),
+        "the table runs past the end of its BAR"
+    );
+    // A table in a BAR that was never placed.
+    let (_, mut f) = msix_topology(msix_endpoint(3, 0x2000 | 3));
+    f.bars.iter_mut().for_each(|b| b.cpu_address = None);
+    assert_eq!(
+        locate(&f),
+        Err(PciError::UnassignedBar { bdf: f.bdf, bar: 3 })
+    );
+    let (_, mut f) = msix_topology(msix_endpoint(3, 0x2000 | 3));
+    f.caps.clear();
+    assert!(matches!(
+        locate(&f),
+        Err(PciError::MissingCapability { id: 0x11, .. })
+    ));
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn msix_table_masking_and_pending_bits() {
+    use crate::msix::{locate, Msix};
+    let (mut fake, f) = msix_topology(msix_endpoint(3, 0x2000 | 3));
+    // Turn MSI on first: enabling MSI-X must turn it off.
+    fake.write16(f.bdf, 0x40 + 2, 1);
+    // Host memory stands in for BAR 3: the table, then the PBA at 0x2000.
+    let mut bar = vec![0u64; 0x4000 / 8];
+    for (i, q) in bar.iter_mut().enumerate().take(10 * 2) {
+        // Reset state: every vector masked, except two left live by "firmware".
+        if i % 2 == 1 && i != 3 && i != 7 {
+            *q = 1 << 32;
+        }
+    }
+    let base = bar.as_mut_ptr() as u64;
+    let layout = crate::msix::MsixLayout {
+        table: base,
+        pba: base + 0x2000,
+        ..locate(&f).unwrap()
+    };
+    // SAFETY: `bar` outlives `msix` and nothing else touches it meanwhile.
+    let msix = unsafe { Msix::new(layout) };
+    msix.enable(&mut fake, &f);
+    let control = fake.read16(f.bdf, 0x58 + 2);
+    assert_eq!(control & 0xc000, 0x8000, "enabled, function mask clear");
+    assert_eq!(fake.read16(f.bdf, 0x40 + 2) & 1, 0, "MSI turned off");
+    for v in 0..10 {
+        assert_eq!(
+            msix.is_masked(v),
+            Ok(true),
+            "vector {v} masked after enable"
+        );
+    }
+    msix.program(4, 0xfee0_1000_0000_0040, 0x4321).unwrap();
+    assert_eq!(msix.message(4), Ok((0xfee0_1000_0000_0040, 0x4321)));
+    assert_eq!(bar[8], 0xfee0_1000_0000_0040);
+    assert_eq!(msix.is_masked(4), Ok(true), "programming leaves it masked");
+    msix.unmask(4).unwrap();
+    assert_eq!(msix.is_masked(4), Ok(false));
+    assert_eq!(bar[9] >> 32, 0, "vector control word cleared");
+    assert_eq!(msix.pending(4), Ok(false));
+    bar[0x2000 / 8] = 1 << 4;
+    assert_eq!(msix.pending(4), Ok(true));
+    assert_eq!(msix.pending(5), Ok(false));
+    let none = Err(PciError::NoSuchVector {
+        bdf: f.bdf,
+        vector: 10,
+        vectors: 10,
+    });
+    assert_eq!(msix.unmask(10), none);
+    assert_eq!(msix.pending(10).map(|_| ()), none);
+    msix.set_function_mask(&mut fake, true);
+    assert_eq!(fake.read16(f.bdf, 0x58 + 2) & 0xc000, 0xc000);
+    msix.disable(&mut fake);
+    assert_eq!(fake.read16(f.bdf, 0x58 + 2) & 0xc000, 0);
+    assert_eq!(msix.is_masked(4), Ok(true));
+}

@@ -71,6 +71,10 @@ pub static TESTS: &[Test] = &[
         pci::edu_dma_round_trip_with_msi,
     ),
     Test::new(
+        "pci::msix_masked_vector_waits_for_unmask",
+        pci::msix_masked_vector_waits_for_unmask,
+    ),
+    Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
     ),

@@ -50,6 +50,7 @@ impl ItsMemory for Pages {
 
 /// Called from the IRQ path for INTIDs from `LPI_BASE` up.
 pub fn on_lpi(intid: u32) {
+    crate::interrupts::dispatch(intid);
     if let Some(c) = LPI_COUNT.get((intid - LPI_BASE) as usize) {
         c.fetch_add(1, Ordering::Relaxed);
     }

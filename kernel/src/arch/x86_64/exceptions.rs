@@ -199,6 +199,7 @@ pub extern "C" fn handle_exception(frame: &mut Frame) {
         }
         apic::TIMER_VECTOR => apic::on_timer(cpu),
         v if (MSI_FIRST..MSI_FIRST + MSI_VECTORS as u64).contains(&v) => {
+            crate::interrupts::dispatch(v as u32);
             MSI_COUNT[(v - MSI_FIRST) as usize].fetch_add(1, Ordering::Relaxed);
             apic::eoi();
         }
