@@ -11,3 +11,4 @@ pub mod cmdline;
 pub mod harness;
 pub mod irq;
 pub mod mm;
+pub mod stats;

@@ -27,6 +27,10 @@ pub enum Cmd {
     Boards,
     /// Build the kernel (unless --kernel is given), boot it and check the self-tests
     Run(RunArgs),
+    /// Build the kernel (unless --kernel is given), boot it in benchmark
+    /// mode (twice: real time, then virtual time under -icount) and print
+    /// the figures
+    Bench(BenchArgs),
     /// ACPI tables: capture a board's, or decode table files
     #[command(subcommand)]
     Acpi(AcpiCmd),
@@ -69,14 +73,21 @@ pub enum AcpiCmd {
     },
 }
 
+/// Which boards, and which kernel.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct OnBoards {
     /// Board name, or `all` for every board in turn
     #[arg(long, value_name = "NAME|all")]
     pub board: String,
     /// Kernel image to boot instead of building one (not with --board all)
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub on: OnBoards,
     /// Run only tests matching these comma-separated patterns
     #[arg(long, value_name = "PATTERN")]
     pub filter: Option<String>,
@@ -93,6 +104,22 @@ pub struct RunArgs {
     /// Extra words for the kernel command line
     #[arg(long, value_name = "TEXT")]
     pub append: Option<String>,
+    /// Extra QEMU arguments (after `--`)
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    pub qemu_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub on: OnBoards,
+    /// Run only benchmarks matching these comma-separated patterns
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+    /// Seconds before QEMU is killed, per board and pass
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
     /// Extra QEMU arguments (after `--`)
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
@@ -133,6 +160,7 @@ pub fn execute(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Run(args) => run_boards(&root, &boards, &args),
+        Cmd::Bench(args) => bench_boards(&root, &boards, &args),
         Cmd::Acpi(AcpiCmd::Capture {
             board,
             out,
@@ -220,8 +248,10 @@ pub fn board_list(boards: &[Board]) -> String {
 pub fn runner_args(board: &Board, elf: PathBuf, args: &[String]) -> RunArgs {
     let filter = args.first().filter(|a| looks_like_test_name(a)).cloned();
     RunArgs {
-        board: board.name.clone(),
-        kernel: Some(elf),
+        on: OnBoards {
+            board: board.name.clone(),
+            kernel: Some(elf),
+        },
         filter,
         exclude: None,
         timeout: 60,
@@ -238,11 +268,119 @@ fn looks_like_test_name(a: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_:*?,.".contains(c))
 }
 
-fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
-    let selected = board::select(boards, &args.board)?;
-    if args.kernel.is_some() && selected.len() > 1 {
+/// The boards named, and the QEMU each needs (found or installed first, so
+/// a missing one stops the run before any build or boot).
+fn boards_and_qemus<'a>(
+    boards: &'a [Board],
+    name: &str,
+    kernel: Option<&Path>,
+) -> Result<(Vec<&'a Board>, HashMap<&'a str, PathBuf>)> {
+    let selected = board::select(boards, name)?;
+    if kernel.is_some() && selected.len() > 1 {
         bail!("--kernel cannot be used with --board all: each board needs its own kernel");
     }
+    if let Some(k) = kernel {
+        board::check_kernel(k, selected[0])?;
+    }
+    let mut qemus: HashMap<&str, PathBuf> = HashMap::new();
+    for b in &selected {
+        if !qemus.contains_key(b.qemu.as_str()) {
+            qemus.insert(&b.qemu, qemu::ensure(&b.qemu)?);
+        }
+    }
+    Ok((selected, qemus))
+}
+
+/// The kernel the user gave, or one built for `b`; checked against the board.
+fn kernel_for(root: &Path, on: &OnBoards, b: &Board) -> Result<PathBuf> {
+    let kernel = match &on.kernel {
+        Some(k) => k.clone(),
+        None => build::build_kernel(root, b)?,
+    };
+    board::check_kernel(&kernel, b)?;
+    Ok(kernel)
+}
+
+/// One QEMU run, its command line shown first.
+fn boot(
+    qemu_bin: &Path,
+    b: &Board,
+    kernel: &Path,
+    request: &Request,
+    opts: &Options,
+) -> Result<run::Outcome> {
+    let inv = run::invocation(b, kernel, request)?;
+    eprintln!(
+        "qemu-run: {}: {}",
+        b.name,
+        run::shell_line(qemu_bin, &inv.args)
+    );
+    Ok(run::run(qemu_bin, &inv.args, opts))
+}
+
+fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool> {
+    use crate::bench::{self, Clock};
+    if let Some(f) = &args.filter {
+        run::check_pattern("filter", f)?;
+    }
+    let (selected, qemus) = boards_and_qemus(boards, &args.on.board, args.on.kernel.as_deref())?;
+    let opts = Options {
+        timeout: Duration::from_secs(args.timeout),
+        ..Options::default()
+    };
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for b in selected {
+        let qemu_bin = &qemus[b.qemu.as_str()];
+        let kernel = kernel_for(root, &args.on, b)?;
+        let mut ran = 0;
+        for clock in Clock::ALL {
+            let mut extra: Vec<String> = clock.qemu_args().iter().map(|a| a.to_string()).collect();
+            extra.extend(args.qemu_args.iter().cloned());
+            let request = Request {
+                filter: args.filter.clone(),
+                exclude: None,
+                append: Some(clock.cmdline_word().into()),
+                extra,
+            };
+            let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
+            let nothing_selected = outcome.tap.bail_out.is_none()
+                && outcome.tap.plan.as_ref().is_some_and(|p| p.count == 0)
+                && matches!(outcome.exit, tap::Exit::Status(s) if s == b.exit_pass);
+            if nothing_selected {
+                continue;
+            }
+            let verdict = tap::verdict(
+                &outcome.tap,
+                &outcome.exit,
+                b.exit_pass,
+                &outcome.stderr_head,
+            );
+            let figures = bench::parse_console(&outcome.console);
+            ran += figures.len();
+            rows.extend(figures.into_iter().map(|f| (b.name.clone(), f)));
+            let report = BoardReport {
+                board: b.name.clone(),
+                outcome,
+                verdict,
+            };
+            eprintln!("qemu-run: {}", verdict_line(&report));
+            ok &= report.verdict.pass;
+        }
+        if ran == 0 {
+            eprintln!(
+                "qemu-run: {}: FAIL: no benchmark matches --filter {:?}",
+                b.name,
+                args.filter.as_deref().unwrap_or("*")
+            );
+            ok = false;
+        }
+    }
+    print!("{}", bench::table(&rows));
+    Ok(ok)
+}
+
+fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
     let request = Request {
         filter: args.filter.clone(),
         exclude: args.exclude.clone(),
@@ -250,40 +388,19 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
         extra: args.qemu_args.clone(),
     };
     // Refuse a bad request before spending minutes on builds.
-    if let Some(b) = selected.first() {
+    if let Some(b) = board::select(boards, &args.on.board)?.first() {
         run::invocation(b, Path::new("kernel"), &request)?;
     }
-    if let Some(k) = &args.kernel {
-        board::check_kernel(k, selected[0])?;
-    }
+    let (selected, qemus) = boards_and_qemus(boards, &args.on.board, args.on.kernel.as_deref())?;
     let opts = Options {
         timeout: Duration::from_secs(args.timeout),
         ..Options::default()
     };
-
-    // Every board's QEMU first, so a missing one stops the run before any
-    // build or boot.
-    let mut qemus: HashMap<&str, PathBuf> = HashMap::new();
-    for b in &selected {
-        if !qemus.contains_key(b.qemu.as_str()) {
-            qemus.insert(&b.qemu, qemu::ensure(&b.qemu)?);
-        }
-    }
     let mut reports = Vec::new();
     for b in selected {
         let qemu_bin = &qemus[b.qemu.as_str()];
-        let kernel = match &args.kernel {
-            Some(k) => k.clone(),
-            None => build::build_kernel(root, b)?,
-        };
-        board::check_kernel(&kernel, b)?;
-        let inv = run::invocation(b, &kernel, &request)?;
-        eprintln!(
-            "qemu-run: {}: {}",
-            b.name,
-            run::shell_line(qemu_bin, &inv.args)
-        );
-        let outcome = run::run(qemu_bin, &inv.args, &opts);
+        let kernel = kernel_for(root, &args.on, b)?;
+        let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
         let verdict = tap::verdict(
             &outcome.tap,
             &outcome.exit,
@@ -349,7 +466,7 @@ mod tests {
         ])
         .unwrap();
         let Cmd::Run(a) = cli.command else { panic!() };
-        assert_eq!(a.board, "all");
+        assert_eq!(a.on.board, "all");
         assert_eq!(a.filter.as_deref(), Some("mm::*"));
         assert_eq!(a.timeout, 5);
         assert_eq!(a.qemu_args, ["-d", "guest_errors"]);
@@ -385,8 +502,8 @@ mod tests {
             .remove(0);
         let a = runner_args(&board, elf.clone(), &args);
         assert_eq!(a.filter.as_deref(), Some("mm::page_alloc"));
-        assert_eq!(a.kernel.as_deref(), Some(elf.as_path()));
-        assert_eq!(a.board, board.name);
+        assert_eq!(a.on.kernel.as_deref(), Some(elf.as_path()));
+        assert_eq!(a.on.board, board.name);
         assert_eq!(
             runner_args(&board, elf.clone(), &["--bench".into()]).filter,
             None

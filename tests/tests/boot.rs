@@ -252,3 +252,43 @@ fn corrupt_firmware_table_is_reported_and_survived() {
         "{text}"
     );
 }
+
+/// `qemu-run bench` boots every board twice (real time, then virtual time
+/// under -icount) and prints one row per benchmark and board; a filter that
+/// matches no benchmark fails and says so.
+#[test]
+fn benchmarks_report_figures() {
+    let _qemu = qemu_lock();
+    let run = qemu_run(&["bench", "--board", "all", "--timeout", "300"]);
+    let text = run.text();
+    assert_eq!(run.code, Some(0), "{text}");
+    for b in board_names() {
+        for name in ["irq::edu_msi_latency", "vclock::edu_dma_msi_round_trip"] {
+            let row = run
+                .stdout
+                .lines()
+                .find(|l| {
+                    let mut w = l.split_whitespace();
+                    w.next() == Some(b.as_str()) && w.next() == Some(name)
+                })
+                .unwrap_or_else(|| panic!("no row for {b} {name}:\n{text}"));
+            assert_eq!(row.split_whitespace().nth(2), Some("1000"), "{row}");
+        }
+    }
+    let run = qemu_run(&[
+        "bench",
+        "--board",
+        "qemu-virt",
+        "--filter",
+        "no_such_bench",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.text());
+    assert!(
+        run.stderr
+            .contains("qemu-virt: FAIL: no benchmark matches --filter \"no_such_bench\""),
+        "{}",
+        run.text()
+    );
+}

@@ -153,6 +153,12 @@ impl Edu {
         self.regs().irq_status.get()
     }
 
+    /// Sets `bits` in the interrupt status and raises the interrupt (an
+    /// MSI when enabled, sent at once).
+    pub fn raise_irq(&self, bits: u32) {
+        self.regs().irq_raise.set(bits);
+    }
+
     pub fn ack_irq(&self, bits: u32) {
         self.regs().irq_ack.set(bits);
     }

@@ -87,15 +87,11 @@ pub fn edu_dma_round_trip_with_msi() -> TestResult {
     for (segment, f, bar0) in pcie::functions_of(edu::VENDOR, edu::DEVICE, 0) {
         found += 1;
         let name = format!("edu {}", f.bdf);
-        let bar0 = bar0.ok_or_else(|| TestError::fail(format!("{name}: BAR0 unassigned")))?;
-        let vector = crate::arch::msi_alloc(msi_device_id(segment, f)).map_err(TestError::fail)?;
-        let claimed = pcie::with_config(segment, |cfg, topo| {
-            let claimed = pci::driver::claim(cfg, topo, f)?;
-            pci::msi::enable_msi(cfg, f, vector.address, vector.data as u16).map(|()| claimed)
-        })
-        .ok_or_else(|| TestError::fail("segment vanished"))?
-        .map_err(|e| TestError::fail(format!("{name}: {e}")))?;
-        let dev = pcie::edu_at(bar0).map_err(|e| TestError::fail(format!("{name}: {e:?}")))?;
+        let EduWithMsi {
+            dev,
+            vector,
+            claimed,
+        } = edu_with_msi(segment, f, bar0)?;
         let mut out =
             DmaBuffer::new(BUFFER_LEN, PAGE_SIZE).map_err(|e| TestError::fail(format!("{e}")))?;
         let back =
@@ -119,10 +115,7 @@ pub fn edu_dma_round_trip_with_msi() -> TestResult {
             );
             dev.ack_irq(IRQ_DMA);
         }
-        pcie::with_config(segment, |cfg, _| {
-            pci::msi::disable_msi(cfg, f.bdf, f);
-            pci::driver::release(cfg, claimed);
-        });
+        edu_release(segment, f, claimed);
         if let Some(i) = (0..BUFFER_LEN).find(|&i| back.as_slice()[i] != out.as_slice()[i]) {
             return Err(TestError::mismatch(
                 format!("{name}: byte {i} changed on the round trip"),
@@ -136,6 +129,42 @@ pub fn edu_dma_round_trip_with_msi() -> TestResult {
         "no edu device found (the board's test configuration adds two)"
     );
     Ok(())
+}
+
+/// An edu function claimed, with its MSI pointed at a fresh vector.
+pub(super) struct EduWithMsi {
+    pub dev: edu::Edu,
+    pub vector: crate::platform::MsiVector,
+    pub claimed: pci::Claimed,
+}
+
+pub(super) fn edu_with_msi(
+    segment: u16,
+    f: &pci::Function,
+    bar0: Option<u64>,
+) -> Result<EduWithMsi, TestError> {
+    let name = format!("edu {}", f.bdf);
+    let bar0 = bar0.ok_or_else(|| TestError::fail(format!("{name}: BAR0 unassigned")))?;
+    let vector = crate::arch::msi_alloc(msi_device_id(segment, f)).map_err(TestError::fail)?;
+    let claimed = pcie::with_config(segment, |cfg, topo| {
+        let claimed = pci::driver::claim(cfg, topo, f)?;
+        pci::msi::enable_msi(cfg, f, vector.address, vector.data as u16).map(|()| claimed)
+    })
+    .ok_or_else(|| TestError::fail("segment vanished"))?
+    .map_err(|e| TestError::fail(format!("{name}: {e}")))?;
+    let dev = pcie::edu_at(bar0).map_err(|e| TestError::fail(format!("{name}: {e:?}")))?;
+    Ok(EduWithMsi {
+        dev,
+        vector,
+        claimed,
+    })
+}
+
+pub(super) fn edu_release(segment: u16, f: &pci::Function, claimed: pci::Claimed) {
+    pcie::with_config(segment, |cfg, _| {
+        pci::msi::disable_msi(cfg, f.bdf, f);
+        pci::driver::release(cfg, claimed);
+    });
 }
 
 /// The ITS DeviceID of a function's MSIs (the IORT's answer); elsewhere unused.
