@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod cmdline;
+pub mod dma;
 pub mod harness;
 pub mod irq;
 pub mod mm;

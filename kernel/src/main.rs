@@ -20,6 +20,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod discovery;
 #[cfg(target_os = "none")]
+mod dma_engine;
+#[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
 mod heap;

@@ -92,6 +92,35 @@ impl DmaBuffer {
         unsafe { core::slice::from_raw_parts(self.phys.as_u64() as *const u8, self.len) }
     }
 
+    /// Reads bytes a device may be writing, with volatile loads, so a
+    /// polling loop sees each new value. `None` past the end.
+    pub fn read_volatile(&self, offset: usize, out: &mut [u8]) -> Option<()> {
+        if offset.checked_add(out.len())? > self.len {
+            return None;
+        }
+        let base = self.phys.as_u64() as *const u8;
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: inside our pages (checked above), identity-mapped RAM.
+            *b = unsafe { core::ptr::read_volatile(base.add(offset + i)) };
+        }
+        Some(())
+    }
+
+    /// Writes bytes a device will read, with volatile stores (ordered before
+    /// a later MMIO write that starts the device). `None` past the end.
+    pub fn write_volatile(&self, offset: usize, data: &[u8]) -> Option<()> {
+        if offset.checked_add(data.len())? > self.len {
+            return None;
+        }
+        let base = self.phys.as_u64() as *mut u8;
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: inside our pages (checked above), identity-mapped RAM;
+            // the device is not writing them (no operation targets them yet).
+            unsafe { core::ptr::write_volatile(base.add(offset + i), *b) };
+        }
+        Some(())
+    }
+
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes the access exclusive on the CPU side.
         unsafe { core::slice::from_raw_parts_mut(self.phys.as_u64() as *mut u8, self.len) }

@@ -142,21 +142,29 @@ pub fn enumerate_all(t: &Topology) {
     });
 }
 
+/// Whether enumeration placed BAR0 of a vendor:device function at `bar0`:
+/// the check before a driver maps it.
+fn bar0_placed(vendor: u16, device: u16, bar0: u64) -> bool {
+    functions_of(vendor, device, 0).any(|(_, _, at)| at == Some(bar0))
+}
+
 /// The igb function whose BAR0 enumeration placed at `bar0` (device
 /// memory inside a host bridge window the arch maps).
 pub fn igb_at(bar0: u64) -> Option<igb::Igb> {
-    let known = buses().any(|b| {
-        b.functions.iter().any(|f| {
-            f.vendor == igb::VENDOR
-                && f.device == igb::DEVICE
-                && f.bars
-                    .iter()
-                    .any(|bar| bar.index == 0 && bar.cpu_address == Some(bar0))
-        })
-    });
+    let known = bar0_placed(igb::VENDOR, igb::DEVICE, bar0);
     // SAFETY: BAR0 of an igb function enumeration found and placed, mapped
     // as device memory; the MSI-X test is its only driver.
     known.then(|| unsafe { igb::Igb::new(bar0 as usize) })
+}
+
+/// The pasid-dma function whose BAR0 enumeration placed at `bar0`.
+pub fn pasid_dma_at(bar0: u64) -> Result<pasid_dma::PasidDma, pasid_dma::PasidDmaError> {
+    if !bar0_placed(pasid_dma::VENDOR, pasid_dma::DEVICE, bar0) {
+        return Err(pasid_dma::PasidDmaError::NotPasidDma { id: 0 });
+    }
+    // SAFETY: BAR0 of a pasid-dma function enumeration found and placed,
+    // mapped as device memory; the caller is its only driver.
+    unsafe { pasid_dma::PasidDma::new(bar0 as usize) }
 }
 
 /// The MSI-X table and PBA of a function enumeration placed, mapped.

@@ -21,6 +21,10 @@ pub struct Board {
     pub boot: String,
     /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`).
     pub qemu: String,
+    /// Use the patched QEMU qemu-run builds (`qemu-run/patches/`) instead
+    /// of the system's.
+    #[serde(default)]
+    pub patched_qemu: bool,
     /// QEMU `-m` value; also passed to the kernel as `qemu.mem=`.
     pub memory: String,
     /// QEMU `-smp` value; also passed to the kernel as `qemu.cpus=`.

@@ -31,6 +31,9 @@ pub enum Cmd {
     /// mode (twice: real time, then virtual time under -icount) and print
     /// the figures
     Bench(BenchArgs),
+    /// The patched QEMU (qemu-run/patches/): what would be used, or build it
+    #[command(subcommand)]
+    Qemu(QemuCmd),
     /// ACPI tables: capture a board's, or decode table files
     #[command(subcommand)]
     Acpi(AcpiCmd),
@@ -41,6 +44,22 @@ pub enum Cmd {
         /// A test name pattern becomes --filter; anything else is ignored
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QemuCmd {
+    /// Say which QEMU each board would use, and the state of the cache
+    Status,
+    /// Build the patched QEMU into the cache (replacing the entry for the
+    /// current patch set)
+    Build {
+        /// Build from this QEMU source tarball instead of Debian's source package
+        #[arg(long, value_name = "TARBALL")]
+        qemu_src: Option<PathBuf>,
+        /// Only when the cache has no complete entry for the current patch set
+        #[arg(long)]
+        if_missing: bool,
     },
 }
 
@@ -161,6 +180,25 @@ pub fn execute(cli: Cli) -> Result<bool> {
         }
         Cmd::Run(args) => run_boards(&root, &boards, &args),
         Cmd::Bench(args) => bench_boards(&root, &boards, &args),
+        Cmd::Qemu(QemuCmd::Status) => {
+            print!("{}", qemu_status(&root, &boards)?);
+            Ok(true)
+        }
+        Cmd::Qemu(QemuCmd::Build {
+            qemu_src,
+            if_missing,
+        }) => {
+            let plan = crate::patched::Plan::new(&root)?;
+            if if_missing && qemu_src.is_none() && plan.info().is_some() {
+                eprintln!(
+                    "qemu-run: the patched QEMU is built: {}",
+                    plan.entry().display()
+                );
+                return Ok(true);
+            }
+            crate::patched::build(&root, &plan, qemu_src.as_deref())?;
+            Ok(true)
+        }
         Cmd::Acpi(AcpiCmd::Capture {
             board,
             out,
@@ -268,9 +306,53 @@ fn looks_like_test_name(a: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_:*?,.".contains(c))
 }
 
+/// Which QEMU each board would use, and the patched QEMU's cache entry.
+fn qemu_status(root: &Path, boards: &[Board]) -> Result<String> {
+    use std::fmt::Write as _;
+    let plan = crate::patched::Plan::new(root)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "patched QEMU: {} (Debian {} {} + {} patch(es) from qemu-run/patches)",
+        plan.key,
+        crate::patched::DEBIAN_SOURCE,
+        crate::patched::DEBIAN_VERSION,
+        plan.patches.len(),
+    );
+    let _ = writeln!(out, "  cache entry: {}", plan.entry().display());
+    match plan.info() {
+        Some(info) => {
+            let _ = writeln!(out, "  state: built");
+            for l in info.lines() {
+                let _ = writeln!(out, "    {l}");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  state: not built (the first run of a board that needs it builds it, as \
+                 does `cargo qemu-run qemu build`)"
+            );
+        }
+    }
+    for b in boards {
+        let what = if b.patched_qemu {
+            format!("patched {}", plan.binary(&b.qemu).display())
+        } else {
+            match qemu::check(&b.qemu) {
+                Ok(p) => format!("stock {}", p.display()),
+                Err(_) => format!("stock {} (not found: installed on first run)", b.qemu),
+            }
+        };
+        let _ = writeln!(out, "{}: {what}", b.name);
+    }
+    Ok(out)
+}
+
 /// The boards named, and the QEMU each needs (found or installed first, so
 /// a missing one stops the run before any build or boot).
 fn boards_and_qemus<'a>(
+    root: &Path,
     boards: &'a [Board],
     name: &str,
     kernel: Option<&Path>,
@@ -284,8 +366,13 @@ fn boards_and_qemus<'a>(
     }
     let mut qemus: HashMap<&str, PathBuf> = HashMap::new();
     for b in &selected {
-        if !qemus.contains_key(b.qemu.as_str()) {
-            qemus.insert(&b.qemu, qemu::ensure(&b.qemu)?);
+        if !qemus.contains_key(b.name.as_str()) {
+            let bin = if b.patched_qemu {
+                crate::patched::ensure(root, &b.qemu)?
+            } else {
+                qemu::ensure(&b.qemu)?
+            };
+            qemus.insert(&b.name, bin);
         }
     }
     Ok((selected, qemus))
@@ -323,7 +410,8 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
     if let Some(f) = &args.filter {
         run::check_pattern("filter", f)?;
     }
-    let (selected, qemus) = boards_and_qemus(boards, &args.on.board, args.on.kernel.as_deref())?;
+    let (selected, qemus) =
+        boards_and_qemus(root, boards, &args.on.board, args.on.kernel.as_deref())?;
     let opts = Options {
         timeout: Duration::from_secs(args.timeout),
         ..Options::default()
@@ -331,7 +419,7 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
     let mut rows = Vec::new();
     let mut ok = true;
     for b in selected {
-        let qemu_bin = &qemus[b.qemu.as_str()];
+        let qemu_bin = &qemus[b.name.as_str()];
         let kernel = kernel_for(root, &args.on, b)?;
         let mut ran = 0;
         for clock in Clock::ALL {
@@ -391,14 +479,15 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
     if let Some(b) = board::select(boards, &args.on.board)?.first() {
         run::invocation(b, Path::new("kernel"), &request)?;
     }
-    let (selected, qemus) = boards_and_qemus(boards, &args.on.board, args.on.kernel.as_deref())?;
+    let (selected, qemus) =
+        boards_and_qemus(root, boards, &args.on.board, args.on.kernel.as_deref())?;
     let opts = Options {
         timeout: Duration::from_secs(args.timeout),
         ..Options::default()
     };
     let mut reports = Vec::new();
     for b in selected {
-        let qemu_bin = &qemus[b.qemu.as_str()];
+        let qemu_bin = &qemus[b.name.as_str()];
         let kernel = kernel_for(root, &args.on, b)?;
         let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
         let verdict = tap::verdict(

@@ -11,6 +11,7 @@ pub mod board;
 pub mod build;
 pub mod cli;
 pub mod junit;
+pub mod patched;
 pub mod qemu;
 pub mod run;
 pub mod tap;

@@ -297,6 +297,21 @@ fn run_root(cmd: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Adds bookworm-backports (binary and source) on the mirror the Debian
+/// entry uses, unless some apt source has it already.
+pub fn add_backports_if_missing() -> Result<()> {
+    if !has_backports(&read_sources()) {
+        let debian =
+            fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+        let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+        let text = backports_sources(&choose_uri(&debian, &list));
+        eprintln!("qemu-run: adding {BACKPORTS_FILE}");
+        fs::write(BACKPORTS_FILE, text)
+            .map_err(|e| crate::Error(format!("{BACKPORTS_FILE}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Installs QEMU from bookworm-backports (root on Debian 12 only). A lock
 /// file keeps two runs (parallel tests, say) from running apt at once; the
 /// second one finds QEMU installed when it gets the lock.
@@ -316,15 +331,7 @@ pub fn install(name: &str) -> Result<()> {
     if check(name).is_ok() {
         return Ok(());
     }
-    if !has_backports(&read_sources()) {
-        let debian =
-            fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-        let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-        let text = backports_sources(&choose_uri(&debian, &list));
-        eprintln!("qemu-run: adding {BACKPORTS_FILE}");
-        fs::write(BACKPORTS_FILE, text)
-            .map_err(|e| crate::Error(format!("{BACKPORTS_FILE}: {e}")))?;
-    }
+    add_backports_if_missing()?;
     let update = vec!["apt-get".to_string(), "update".to_string()];
     let install = install_command();
     eprintln!(

@@ -409,6 +409,7 @@ mod tests {
             target: "aarch64-unknown-none".into(),
             boot: String::new(),
             qemu: "qemu-system-aarch64".into(),
+            patched_qemu: false,
             memory: "1G".into(),
             cpus: 2,
             machine: vec!["-M".into(), "virt".into()],

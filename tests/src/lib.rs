@@ -8,7 +8,8 @@
 //! builds the runner once with `cargo build -p qemu-run --release` into its
 //! own target directory (`target/tests-runner`): the outer `cargo test`
 //! holds the lock on `target/`, and a second target directory never waits
-//! for it. The runner in turn builds the kernel in `target/kernel`.
+//! for it. The runner in turn builds the kernel in `target/kernel`, and,
+//! once per machine, the patched QEMU the boards use (in the user's cache).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -46,7 +47,21 @@ pub fn qemu_run_bin() -> &'static Path {
             .status()
             .expect("run cargo to build qemu-run");
         assert!(status.success(), "building qemu-run failed: {status}");
-        target_dir.join("release").join("qemu-run")
+        let bin = target_dir.join("release").join("qemu-run");
+        // The boards run on the patched QEMU: build it once, up front, so no
+        // test's timing includes the build (and parallel tests do not queue
+        // on its lock). Its progress shows on stderr.
+        let status = Command::new(&bin)
+            .args(["qemu", "build", "--if-missing"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .status()
+            .expect("run qemu-run qemu build");
+        assert!(
+            status.success(),
+            "building the patched QEMU failed ({status}); its output is above"
+        );
+        bin
     })
 }
 

@@ -141,3 +141,15 @@ pub fn vclock_edu_dma_msi_round_trip() -> TestResult {
         .map_err(|e| TestError::fail(format!("{e:?}")))
     })
 }
+
+/// A 4 KiB pasid-dma copy, submission to completion record (polled).
+pub fn dma_copy_4k() -> TestResult {
+    let mut samples = super::dma::copy_samples(4096)?;
+    report("dma::copy_4k", &mut samples)
+}
+
+/// A 1 MiB pasid-dma copy, submission to completion record (polled).
+pub fn dma_copy_1m() -> TestResult {
+    let mut samples = super::dma::copy_samples(1 << 20)?;
+    report("dma::copy_1m", &mut samples)
+}

@@ -11,6 +11,7 @@ use kernel::harness::{select, TapWriter, Test};
 mod bench;
 mod boot;
 mod discovery;
+mod dma;
 mod exceptions;
 mod irq;
 mod mm;
@@ -76,6 +77,20 @@ pub static TESTS: &[Test] = &[
         pci::msix_masked_vector_waits_for_unmask,
     ),
     Test::new(
+        "dma::operations_round_trip_untagged",
+        dma::operations_round_trip_untagged,
+    ),
+    Test::new(
+        "dma::completion_interrupts_arrive_once",
+        dma::completion_interrupts_arrive_once,
+    ),
+    Test::new("dma::inject_error_statuses", dma::inject_error_statuses),
+    Test::new("dma::queues_run_concurrently", dma::queues_run_concurrently),
+    Test::new(
+        "dma::pasid_tagged_requests_without_translation",
+        dma::pasid_tagged_requests_without_translation,
+    ),
+    Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
     ),
@@ -84,6 +99,8 @@ pub static TESTS: &[Test] = &[
 /// Benchmarks, selected instead of the tests by `bench` on the command line.
 pub static BENCHES: &[Test] = &[
     Test::new("irq::edu_msi_latency", bench::irq_edu_msi_latency),
+    Test::new("dma::copy_4k", bench::dma_copy_4k),
+    Test::new("dma::copy_1m", bench::dma_copy_1m),
     Test::new(
         "vclock::edu_dma_msi_round_trip",
         bench::vclock_edu_dma_msi_round_trip,

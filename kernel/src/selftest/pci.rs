@@ -168,7 +168,7 @@ pub(super) fn edu_release(segment: u16, f: &pci::Function, claimed: pci::Claimed
 }
 
 /// The ITS DeviceID of a function's MSIs (the IORT's answer); elsewhere unused.
-fn msi_device_id(segment: u16, f: &pci::Function) -> u32 {
+pub(super) fn msi_device_id(segment: u16, f: &pci::Function) -> u32 {
     crate::discovery::get()
         .and_then(|t| t.iort.as_ref())
         .and_then(|i| i.resolve_pci(segment, u32::from(f.bdf.rid())).ok())

@@ -1,0 +1,112 @@
+//! The DMA engine abstraction the test suite drives: submit an operation,
+//! tagged with a PASID or not, wait for it with a bound, read its status.
+//! Devices (the project's pasid-dma engine, later a software model on the
+//! host) implement [`DmaEngine`]; tests never name the device.
+
+/// What to do. Addresses are as the device sees them (IOVAs once an IOMMU
+/// translates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmaOp {
+    Copy {
+        src: u64,
+        dst: u64,
+        len: u64,
+    },
+    /// `pattern` repeats from the first destination byte, little-endian.
+    Fill {
+        dst: u64,
+        len: u64,
+        pattern: u64,
+    },
+    Compare {
+        a: u64,
+        b: u64,
+        len: u64,
+    },
+    /// `size` (1, 2, 4 or 8) bytes of `value`, little-endian.
+    WriteImm {
+        dst: u64,
+        value: u64,
+        size: u8,
+    },
+}
+
+/// How the device tags the operation's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmaTag {
+    /// Requester id only: the device's primary domain.
+    Untagged,
+    /// Requester id and PASID: an aux domain.
+    Pasid { pasid: u32, privileged: bool },
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmaStatus {
+    Success,
+    /// A compare found the operands differ from this offset on.
+    Differs {
+        offset: u64,
+    },
+    ReadFault {
+        addr: u64,
+    },
+    WriteFault {
+        addr: u64,
+    },
+    /// The device refused the request as malformed.
+    Invalid,
+    /// The platform takes no requests with this PASID from the device.
+    PasidUnsupported,
+    /// The device's PASID capability is not enabled (or lacks privileged mode).
+    PasidDisabled,
+    /// A status code the driver does not know.
+    Other(u8),
+}
+
+/// A finished operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaResult {
+    pub status: DmaStatus,
+    /// Bytes done before the operation ended.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// No room for another operation until one completes.
+    Busy,
+    /// The operation did not complete within the bound.
+    Timeout { waited_ns: u64 },
+    /// The device or its driver failed (named).
+    Device(alloc::string::String),
+}
+
+impl core::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EngineError::Busy => f.write_str("the engine has no room for another operation"),
+            EngineError::Timeout { waited_ns } => {
+                write!(f, "no completion within {} ms", waited_ns / 1_000_000)
+            }
+            EngineError::Device(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A submitted operation, for [`DmaEngine::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(pub u64);
+
+pub trait DmaEngine {
+    fn submit(&mut self, op: &DmaOp, tag: DmaTag) -> Result<Ticket, EngineError>;
+
+    /// Waits at most `bound_ns` for the ticket's operation.
+    fn wait(&mut self, ticket: Ticket, bound_ns: u64) -> Result<DmaResult, EngineError>;
+
+    /// Submits and waits.
+    fn run(&mut self, op: &DmaOp, tag: DmaTag, bound_ns: u64) -> Result<DmaResult, EngineError> {
+        let t = self.submit(op, tag)?;
+        self.wait(t, bound_ns)
+    }
+}

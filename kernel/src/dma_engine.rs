@@ -1,0 +1,164 @@
+//! The pasid-dma device behind the [`kernel::dma::DmaEngine`] trait: one
+//! work queue, completion records in a page of RAM (slot per ticket),
+//! optionally an MSI-X vector per completion.
+use crate::arch;
+use crate::memory::DmaBuffer;
+use alloc::format;
+use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
+use kernel::mm::PAGE_SIZE;
+use pasid_dma::{Completion, Descriptor, Op, PasidDma, QueueMode, Status, Tag, COMPLETION_BYTES};
+
+/// Completion slots in the record page; also the most operations in flight.
+const SLOTS: u64 = PAGE_SIZE / COMPLETION_BYTES as u64;
+
+pub struct PasidDmaEngine {
+    dev: PasidDma,
+    queue: usize,
+    records: DmaBuffer,
+    next: u64,
+    /// Oldest ticket not yet waited for.
+    oldest: u64,
+    interrupt: Option<u16>,
+}
+
+impl PasidDmaEngine {
+    /// Drives queue `queue` of the device at `bar0` in `mode`; completions
+    /// send MSI-X vector `interrupt` if given.
+    pub fn new(
+        dev: PasidDma,
+        queue: usize,
+        mode: QueueMode,
+        interrupt: Option<u16>,
+    ) -> Result<Self, EngineError> {
+        let records = DmaBuffer::new(PAGE_SIZE as usize, PAGE_SIZE)
+            .map_err(|e| EngineError::Device(format!("completion records: {e}")))?;
+        dev.configure_queue(queue, mode)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+        Ok(PasidDmaEngine {
+            dev,
+            queue,
+            records,
+            next: 0,
+            oldest: 0,
+            interrupt,
+        })
+    }
+
+    pub fn device(&self) -> &PasidDma {
+        &self.dev
+    }
+
+    /// The device address of ticket `t`'s record.
+    fn slot(&self, t: u64) -> (usize, u64) {
+        let off = ((t % SLOTS) as usize) * COMPLETION_BYTES;
+        (off, self.records.phys().as_u64() + off as u64)
+    }
+
+    /// Submits a raw descriptor (for tests of the device's own checks);
+    /// its completion record and cookie are filled in here.
+    pub fn submit_descriptor(&mut self, mut d: Descriptor) -> Result<Ticket, EngineError> {
+        if self.next - self.oldest >= SLOTS {
+            return Err(EngineError::Busy);
+        }
+        let t = self.next;
+        let (off, iova) = self.slot(t);
+        self.records.write_volatile(off, &[0; COMPLETION_BYTES]);
+        d.completion = iova;
+        d.cookie = t;
+        self.dev
+            .submit(self.queue, &d)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+        self.next += 1;
+        Ok(Ticket(t))
+    }
+
+    /// Submits `d` exactly as given (its completion address and cookie
+    /// too), for tests of what the device does with bad ones.
+    pub fn submit_unrecorded(&mut self, d: &Descriptor) -> Result<(), EngineError> {
+        self.dev
+            .submit(self.queue, d)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))
+    }
+
+    /// The completion record of `t` as the device left it.
+    pub fn record(&self, t: Ticket) -> Completion {
+        let mut r = [0u8; COMPLETION_BYTES];
+        self.records.read_volatile(self.slot(t.0).0, &mut r);
+        Completion::decode(&r)
+    }
+
+    /// Waits (bounded) for `t`'s record and returns it whole.
+    pub fn wait_record(&mut self, t: Ticket, bound_ns: u64) -> Result<Completion, EngineError> {
+        let t0 = arch::now_ns();
+        loop {
+            let c = self.record(t);
+            if c.status != Status::Pending {
+                if t.0 == self.oldest {
+                    self.oldest += 1;
+                }
+                if c.cookie != t.0 {
+                    return Err(EngineError::Device(format!(
+                        "completion record of ticket {} carries cookie {}",
+                        t.0, c.cookie
+                    )));
+                }
+                return Ok(c);
+            }
+            let waited = arch::now_ns() - t0;
+            if waited > bound_ns {
+                return Err(EngineError::Timeout { waited_ns: waited });
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+fn to_device_op(op: &DmaOp) -> Op {
+    match *op {
+        DmaOp::Copy { src, dst, len } => Op::Copy { src, dst, len },
+        DmaOp::Fill { dst, len, pattern } => Op::Fill { dst, len, pattern },
+        DmaOp::Compare { a, b, len } => Op::Compare { a, b, len },
+        DmaOp::WriteImm { dst, value, size } => Op::WriteImm { dst, value, size },
+    }
+}
+
+/// The trait's view of a completion record.
+pub fn to_result(c: &Completion) -> DmaResult {
+    let status = match c.status {
+        Status::Success if c.differs => DmaStatus::Differs {
+            offset: c.fault_addr,
+        },
+        Status::Success => DmaStatus::Success,
+        Status::ReadFault => DmaStatus::ReadFault { addr: c.fault_addr },
+        Status::WriteFault => DmaStatus::WriteFault { addr: c.fault_addr },
+        Status::InvalidDescriptor => DmaStatus::Invalid,
+        Status::PasidUnsupported => DmaStatus::PasidUnsupported,
+        Status::PasidDisabled => DmaStatus::PasidDisabled,
+        Status::Pending => DmaStatus::Other(0),
+        Status::Unknown(c) => DmaStatus::Other(c),
+    };
+    DmaResult {
+        status,
+        bytes: c.bytes,
+    }
+}
+
+impl DmaEngine for PasidDmaEngine {
+    fn submit(&mut self, op: &DmaOp, tag: DmaTag) -> Result<Ticket, EngineError> {
+        let tag = match tag {
+            DmaTag::Untagged => Tag::Untagged,
+            DmaTag::Pasid { pasid, privileged } => Tag::Pasid { pasid, privileged },
+        };
+        self.submit_descriptor(Descriptor {
+            op: to_device_op(op),
+            tag,
+            completion: 0,
+            interrupt: self.interrupt,
+            cookie: 0,
+        })
+    }
+
+    fn wait(&mut self, ticket: Ticket, bound_ns: u64) -> Result<DmaResult, EngineError> {
+        self.wait_record(ticket, bound_ns).map(|c| to_result(&c))
+    }
+}

@@ -1,0 +1,738 @@
+//! The pasid-dma engine with the IOMMUs not translating (VT-d translation
+//! off, the SMMU not enabled): every operation, completion records and
+//! MSI-X completions, each error status on purpose, several queues at
+//! once, and what a PASID-tagged request does on each platform.
+use crate::dma_engine::{to_result, PasidDmaEngine};
+use crate::memory::DmaBuffer;
+use crate::pcie;
+use crate::platform::MsiVector;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag};
+use kernel::harness::{TestError, TestResult};
+use kernel::mm::PAGE_SIZE;
+use kernel::{cmdline, ensure, ensure_eq};
+use pasid_dma::{Descriptor, Op, QueueMode, Tag, ERROR};
+use pci::ConfigSpace;
+
+/// Bound on one operation (TCG, a few MiB at most).
+const BOUND_NS: u64 = 2_000_000_000;
+/// An address nothing decodes on either board: DMA there faults.
+const NOWHERE: u64 = 0x7000_0000_0000;
+
+/// A claimed pasid-dma function with MSI-X on, its first vector pointing
+/// at a fresh MSI.
+struct Open {
+    segment: u16,
+    f: &'static pci::Function,
+    bar0: u64,
+    claimed: Option<pci::Claimed>,
+    msix: pci::msix::Msix,
+    vector: MsiVector,
+}
+
+impl Open {
+    fn engine(
+        &self,
+        queue: usize,
+        mode: QueueMode,
+        interrupt: bool,
+    ) -> Result<PasidDmaEngine, TestError> {
+        let dev = pcie::pasid_dma_at(self.bar0).map_err(|e| fail(format!("{e:?}")))?;
+        PasidDmaEngine::new(dev, queue, mode, interrupt.then_some(0))
+            .map_err(|e| fail(format!("{e}")))
+    }
+
+    fn name(&self) -> String {
+        format!("pasid-dma {}", self.f.bdf)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Ok(dev) = pcie::pasid_dma_at(self.bar0) {
+            dev.reset();
+        }
+        let (f, msix, claimed) = (self.f, &self.msix, self.claimed.take());
+        pcie::with_config(self.segment, |cfg, _| {
+            let _ = pci::features::disable_pasid(cfg, f);
+            msix.disable(cfg);
+            if let Some(c) = claimed {
+                pci::driver::release(cfg, c);
+            }
+        });
+    }
+}
+
+fn fail(m: impl Into<String>) -> TestError {
+    TestError::fail(m)
+}
+
+/// Every pasid-dma function, widest PASID first; SKIP when there is none
+/// (a board on the stock QEMU).
+/// A function found: its segment, itself, and its BAR0's CPU address.
+type Found = (u16, &'static pci::Function, Option<u64>);
+
+fn devices() -> Result<Vec<Found>, TestError> {
+    let mut found: Vec<_> = pcie::functions_of(pasid_dma::VENDOR, pasid_dma::DEVICE, 0).collect();
+    if found.is_empty() {
+        return Err(TestError::skip(
+            "no pasid-dma device: it exists only in the patched QEMU (qemu-run/patches), \
+             which this board's file does not ask for",
+        ));
+    }
+    found.sort_by_key(|(_, f, _)| {
+        core::cmp::Reverse(f.find_cap(|c| match *c {
+            pci::Capability::Pasid {
+                max_pasid_width, ..
+            } => Some(max_pasid_width),
+            _ => None,
+        }))
+    });
+    Ok(found)
+}
+
+fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Open, TestError> {
+    let bar0 = bar0.ok_or_else(|| fail(format!("pasid-dma {}: BAR0 unassigned", f.bdf)))?;
+    let msix = pcie::msix_of(f).map_err(|e| fail(format!("{e}")))?;
+    let vector = crate::arch::msi_alloc(super::pci::msi_device_id(segment, f)).map_err(fail)?;
+    let claimed = pcie::with_config(segment, |cfg, topo| {
+        let c = pci::driver::claim(cfg, topo, f)?;
+        msix.enable(cfg, f);
+        Ok::<_, pci::PciError>(c)
+    })
+    .ok_or_else(|| fail("segment vanished"))?
+    .map_err(|e| fail(format!("{e}")))?;
+    msix.program(0, vector.address, vector.data)
+        .and_then(|()| msix.unmask(0))
+        .map_err(|e| fail(format!("{e}")))?;
+    let dev = pcie::pasid_dma_at(bar0).map_err(|e| fail(format!("{e:?}")))?;
+    dev.reset();
+    Ok(Open {
+        segment,
+        f,
+        bar0,
+        claimed: Some(claimed),
+        msix,
+        vector,
+    })
+}
+
+fn first() -> Result<Open, TestError> {
+    let (segment, f, bar0) = devices()?[0];
+    open(segment, f, bar0)
+}
+
+fn buffer(pages: usize) -> Result<DmaBuffer, TestError> {
+    DmaBuffer::new(pages * PAGE_SIZE as usize, PAGE_SIZE).map_err(|e| fail(format!("{e}")))
+}
+
+fn run(e: &mut PasidDmaEngine, op: DmaOp, tag: DmaTag) -> Result<DmaResult, TestError> {
+    e.run(&op, tag, BOUND_NS)
+        .map_err(|x| fail(format!("{op:?}: {x}")))
+}
+
+fn expect_ok(e: &mut PasidDmaEngine, op: DmaOp) -> TestResult {
+    let r = run(e, op, DmaTag::Untagged)?;
+    let len = match op {
+        DmaOp::Copy { len, .. } | DmaOp::Fill { len, .. } | DmaOp::Compare { len, .. } => len,
+        DmaOp::WriteImm { size, .. } => u64::from(size),
+    };
+    ensure_eq!(
+        r,
+        DmaResult {
+            status: DmaStatus::Success,
+            bytes: len
+        },
+        "{op:?}"
+    );
+    Ok(())
+}
+
+/// Copy (aligned, and unaligned across pages), fill, compare (equal and
+/// not), write-immediate of every size: the bytes land where they should
+/// and nowhere else, and each completion record says so.
+pub fn operations_round_trip_untagged() -> TestResult {
+    let o = first()?;
+    let mut e = o.engine(0, QueueMode::Dedicated(Tag::Untagged), false)?;
+    let mut src = buffer(3)?;
+    let dst = buffer(3)?;
+    for (i, b) in src.as_mut_slice().iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+    }
+    let (s, d) = (src.phys().as_u64(), dst.phys().as_u64());
+    let len = dst.len();
+    let mut got = alloc::vec![0u8; len];
+
+    expect_ok(
+        &mut e,
+        DmaOp::Copy {
+            src: s,
+            dst: d,
+            len: PAGE_SIZE,
+        },
+    )?;
+    dst.read_volatile(0, &mut got);
+    ensure!(
+        got[..4096] == src.as_slice()[..4096],
+        "{}: aligned 4 KiB copy differs",
+        o.name()
+    );
+
+    // 5000 bytes from src+100 to dst+300: both sides cross a page.
+    dst.write_volatile(0, &alloc::vec![0u8; len]);
+    expect_ok(
+        &mut e,
+        DmaOp::Copy {
+            src: s + 100,
+            dst: d + 300,
+            len: 5000,
+        },
+    )?;
+    dst.read_volatile(0, &mut got);
+    ensure!(
+        got[300..5300] == src.as_slice()[100..5100],
+        "{}: unaligned copy differs",
+        o.name()
+    );
+    ensure!(
+        got[..300].iter().chain(&got[5300..]).all(|&b| b == 0),
+        "{}: the copy wrote outside its destination",
+        o.name()
+    );
+
+    let pattern = 0x0123_4567_89ab_cdef_u64;
+    dst.write_volatile(0, &alloc::vec![0u8; len]);
+    expect_ok(
+        &mut e,
+        DmaOp::Fill {
+            dst: d + 3,
+            len: 1000,
+            pattern,
+        },
+    )?;
+    dst.read_volatile(0, &mut got);
+    let want: Vec<u8> = (0..1000).map(|i| pattern.to_le_bytes()[i % 8]).collect();
+    ensure!(
+        got[3..1003] == want[..],
+        "{}: fill pattern differs",
+        o.name()
+    );
+    ensure!(
+        got[..3].iter().chain(&got[1003..]).all(|&b| b == 0),
+        "{}: fill overran",
+        o.name()
+    );
+
+    dst.write_volatile(0, &src.as_slice()[..len]);
+    expect_ok(
+        &mut e,
+        DmaOp::Compare {
+            a: s,
+            b: d,
+            len: len as u64,
+        },
+    )?;
+    dst.write_volatile(7777, &[!src.as_slice()[7777]]);
+    let r = run(
+        &mut e,
+        DmaOp::Compare {
+            a: s,
+            b: d,
+            len: len as u64,
+        },
+        DmaTag::Untagged,
+    )?;
+    ensure_eq!(
+        r.status,
+        DmaStatus::Differs { offset: 7777 },
+        "{}: compare",
+        o.name()
+    );
+
+    for (k, size) in [1u8, 2, 4, 8].into_iter().enumerate() {
+        let at = 64 * k;
+        dst.write_volatile(at, &[0xee; 16]);
+        let value = 0x8877_6655_4433_2211_u64;
+        expect_ok(
+            &mut e,
+            DmaOp::WriteImm {
+                dst: d + at as u64,
+                value,
+                size,
+            },
+        )?;
+        let mut b = [0u8; 16];
+        dst.read_volatile(at, &mut b);
+        let n = usize::from(size);
+        ensure!(
+            b[..n] == value.to_le_bytes()[..n] && b[n..].iter().all(|&x| x == 0xee),
+            "{}: write-immediate of {size} byte(s): {b:02x?}",
+            o.name()
+        );
+    }
+    Ok(())
+}
+
+static COMPLETIONS: AtomicU32 = AtomicU32::new(0);
+
+fn on_completion(_id: u32, _ctx: usize) {
+    COMPLETIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Each completion that asks for MSI-X vector 0 sends it exactly once,
+/// and the handler registered for it runs.
+pub fn completion_interrupts_arrive_once() -> TestResult {
+    let o = first()?;
+    let mut e = o.engine(1, QueueMode::Shared, true)?;
+    let buf = buffer(1)?;
+    let d = buf.phys().as_u64();
+    crate::interrupts::register(o.vector.id, on_completion, 0).map_err(|x| fail(format!("{x}")))?;
+    let mut result = Ok(());
+    for round in 0..5u64 {
+        let (count, handled) = (
+            crate::arch::msi_count(o.vector.id),
+            COMPLETIONS.load(Ordering::Relaxed),
+        );
+        if let Err(x) = expect_ok(
+            &mut e,
+            DmaOp::WriteImm {
+                dst: d + 8 * round,
+                value: round,
+                size: 8,
+            },
+        ) {
+            result = Err(x);
+            break;
+        }
+        super::irq::wait_for_count(o.vector.id, count + 1);
+        let seen = (
+            crate::arch::msi_count(o.vector.id) - count,
+            COMPLETIONS.load(Ordering::Relaxed) - handled,
+        );
+        if seen != (1, 1) {
+            result = Err(TestError::mismatch(
+                format!(
+                    "{}: completion {round}: (MSI-X deliveries, handler runs)",
+                    o.name()
+                ),
+                "(1, 1)",
+                format!("{seen:?}"),
+            ));
+            break;
+        }
+    }
+    crate::interrupts::unregister(o.vector.id);
+    result
+}
+
+/// Each error the device can report, provoked on purpose: malformed
+/// descriptors, read and write faults with their address, PASID use
+/// before the capability is enabled, a descriptor to a disabled queue, a
+/// completion record nobody can write, DMA with bus mastering off.
+pub fn inject_error_statuses() -> TestResult {
+    let o = first()?;
+    let mut e = o.engine(0, QueueMode::Shared, false)?;
+    let buf = buffer(1)?;
+    let d = buf.phys().as_u64();
+    let name = o.name();
+    let max = e.device().max_len();
+
+    let raw = |op: Op| Descriptor {
+        op,
+        tag: Tag::Untagged,
+        completion: 0,
+        interrupt: None,
+        cookie: 0,
+    };
+    let cases: [(&str, Descriptor, DmaStatus, u64); 7] = [
+        (
+            "unknown opcode 9",
+            raw(Op::Raw { opcode: 9, len: 8 }),
+            DmaStatus::Invalid,
+            0,
+        ),
+        (
+            "a zero-length copy",
+            raw(Op::Copy {
+                src: d,
+                dst: d,
+                len: 0,
+            }),
+            DmaStatus::Invalid,
+            0,
+        ),
+        (
+            "a copy over the length limit",
+            raw(Op::Copy {
+                src: d,
+                dst: d,
+                len: max + 1,
+            }),
+            DmaStatus::Invalid,
+            0,
+        ),
+        (
+            "a 3-byte write-immediate",
+            raw(Op::WriteImm {
+                dst: d,
+                value: 1,
+                size: 3,
+            }),
+            DmaStatus::Invalid,
+            0,
+        ),
+        (
+            "a copy from nowhere",
+            raw(Op::Copy {
+                src: NOWHERE,
+                dst: d,
+                len: 64,
+            }),
+            DmaStatus::ReadFault { addr: NOWHERE },
+            0,
+        ),
+        (
+            "a copy to nowhere",
+            raw(Op::Copy {
+                src: d,
+                dst: NOWHERE,
+                len: 64,
+            }),
+            DmaStatus::WriteFault { addr: NOWHERE },
+            0,
+        ),
+        (
+            "a PASID-tagged copy before PASID is enabled",
+            Descriptor {
+                tag: Tag::Pasid {
+                    pasid: 1,
+                    privileged: false,
+                },
+                ..raw(Op::Copy {
+                    src: d,
+                    dst: d + 64,
+                    len: 64,
+                })
+            },
+            DmaStatus::PasidDisabled,
+            0,
+        ),
+    ];
+    for (what, desc, status, bytes) in cases {
+        let t = e
+            .submit_descriptor(desc)
+            .map_err(|x| fail(format!("{x}")))?;
+        let r = e
+            .wait(t, BOUND_NS)
+            .map_err(|x| fail(format!("{what}: {x}")))?;
+        ensure_eq!(r, DmaResult { status, bytes }, "{name}: {what}");
+    }
+
+    // A descriptor to a queue nobody enabled is dropped and flagged.
+    let dev = pcie::pasid_dma_at(o.bar0).map_err(|x| fail(format!("{x:?}")))?;
+    let dev = &dev;
+    dev.clear_errors(u32::MAX);
+    let mut idle = o.engine(3, QueueMode::Shared, false)?;
+    idle.device()
+        .disable_queue(3)
+        .map_err(|x| fail(format!("{x:?}")))?;
+    let t = idle
+        .submit(
+            &DmaOp::Fill {
+                dst: d,
+                len: 8,
+                pattern: 1,
+            },
+            DmaTag::Untagged,
+        )
+        .map_err(|x| fail(format!("{x}")))?;
+    let (bits, queue, _) = wait_error(dev, ERROR::QUEUE_DISABLED.mask)?;
+    ensure_eq!(
+        (bits & ERROR::QUEUE_DISABLED.mask, queue),
+        (1, 3),
+        "{name}: error register, queue"
+    );
+    ensure_eq!(
+        idle.record(t).status,
+        pasid_dma::Status::Pending,
+        "{name}: dropped descriptor's record"
+    );
+    dev.clear_errors(u32::MAX);
+
+    // A completion record to nowhere: the operation runs, the error says where.
+    e.submit_unrecorded(&Descriptor {
+        completion: NOWHERE,
+        ..raw(Op::Fill {
+            dst: d,
+            len: 8,
+            pattern: 0x55,
+        })
+    })
+    .map_err(|x| fail(format!("{x}")))?;
+    let (bits, _, addr) = wait_error(dev, 1 << 2)?;
+    ensure_eq!(
+        (bits & 4, addr),
+        (4, NOWHERE),
+        "{name}: completion fault bit and address"
+    );
+    dev.clear_errors(u32::MAX);
+
+    // Bus mastering off: nothing can be read, written or signalled.
+    set_bus_master(&o, false);
+    let t = e.submit(
+        &DmaOp::Fill {
+            dst: d,
+            len: 8,
+            pattern: 2,
+        },
+        DmaTag::Untagged,
+    );
+    let flagged = wait_error(dev, 1 << 3);
+    set_bus_master(&o, true);
+    let t = t.map_err(|x| fail(format!("{x}")))?;
+    let (bits, _, _) = flagged?;
+    ensure_eq!(bits & 8, 8, "{name}: bus-master-off bit");
+    ensure_eq!(
+        e.record(t).status,
+        pasid_dma::Status::Pending,
+        "{name}: record with bus mastering off"
+    );
+    Ok(())
+}
+
+fn set_bus_master(o: &Open, on: bool) {
+    let bdf = o.f.bdf;
+    pcie::with_config(o.segment, |cfg, _| {
+        let c = cfg.read16(bdf, 4) & !pci::config::CMD_BUS_MASTER;
+        let bit = if on { pci::config::CMD_BUS_MASTER } else { 0 };
+        cfg.write16(bdf, 4, c | bit);
+    });
+}
+
+/// Polls (bounded) until any of `mask` shows in the error register.
+fn wait_error(dev: &pasid_dma::PasidDma, mask: u32) -> Result<(u32, u32, u64), TestError> {
+    let t0 = crate::arch::now_ns();
+    loop {
+        let (bits, queue, addr) = dev.errors();
+        if bits & mask != 0 {
+            return Ok((bits, queue, addr));
+        }
+        if crate::arch::now_ns() - t0 > BOUND_NS {
+            return Err(fail(format!(
+                "error bit(s) {mask:#x} not set (error register {bits:#x})"
+            )));
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// All four queues, four copies queued on each before any is waited for:
+/// every copy completes and its data is right.
+pub fn queues_run_concurrently() -> TestResult {
+    let o = first()?;
+    let mut engines = Vec::new();
+    for q in 0..pasid_dma::QUEUES {
+        engines.push(o.engine(q, QueueMode::Dedicated(Tag::Untagged), false)?);
+    }
+    let mut src = buffer(4)?;
+    let dst = buffer(4)?;
+    for (i, b) in src.as_mut_slice().iter_mut().enumerate() {
+        *b = (i / 7) as u8 ^ 0x5a;
+    }
+    let chunk = 1024u64;
+    let mut tickets = Vec::new();
+    for k in 0..4u64 {
+        for (q, e) in engines.iter_mut().enumerate() {
+            let off = (k * pasid_dma::QUEUES as u64 + q as u64) * chunk;
+            let op = DmaOp::Copy {
+                src: src.phys().as_u64() + off,
+                dst: dst.phys().as_u64() + off,
+                len: chunk,
+            };
+            let t = e
+                .submit(&op, DmaTag::Untagged)
+                .map_err(|x| fail(format!("queue {q}: {x}")))?;
+            tickets.push((q, t));
+        }
+    }
+    for (q, t) in tickets {
+        let r = engines[q]
+            .wait(t, BOUND_NS)
+            .map_err(|x| fail(format!("queue {q}: {x}")))?;
+        ensure_eq!(
+            r,
+            DmaResult {
+                status: DmaStatus::Success,
+                bytes: chunk
+            },
+            "queue {q}"
+        );
+    }
+    let mut got = alloc::vec![0u8; dst.len()];
+    dst.read_volatile(0, &mut got);
+    ensure!(
+        got == src.as_slice(),
+        "{}: data after 16 concurrent copies differs",
+        o.name()
+    );
+    for (q, e) in engines.iter().enumerate() {
+        ensure_eq!(
+            e.device()
+                .completed(q)
+                .map_err(|x| fail(format!("{x:?}")))?,
+            4,
+            "queue {q} completed"
+        );
+    }
+    Ok(())
+}
+
+/// With PASID enabled and the IOMMU not translating, what a PASID-tagged
+/// request does is the platform's answer, which the board file states
+/// (`expect.pasid_tagged`): on q35 VT-d (x-pasid-mode, translation off)
+/// passes it through to the physical address like an untagged one; on
+/// virt the SMMUv3 model has no substreams and refuses every PASID but 0.
+/// A PASID wider than the device's capability is refused by the device,
+/// and a privileged request needs privileged mode enabled.
+pub fn pasid_tagged_requests_without_translation() -> TestResult {
+    let Some(want) = cmdline::get(&crate::platform::get().cmdline, "expect.pasid_tagged") else {
+        return Err(TestError::skip(
+            "no expect.pasid_tagged= on the command line: not started by qemu-run",
+        ));
+    };
+    for (segment, f, bar0) in devices()? {
+        let o = open(segment, f, bar0)?;
+        let name = o.name();
+        let width = f
+            .find_cap(|c| match *c {
+                pci::Capability::Pasid {
+                    max_pasid_width, ..
+                } => Some(max_pasid_width),
+                _ => None,
+            })
+            .ok_or_else(|| fail(format!("{name}: no PASID capability")))?;
+        pcie::with_config(segment, |cfg, _| {
+            pci::features::enable_pasid(cfg, f, false, false)
+        })
+        .ok_or_else(|| fail("segment vanished"))?
+        .map_err(|x| fail(format!("{x}")))?;
+        let mut e = o.engine(0, QueueMode::Shared, false)?;
+        let buf = buffer(1)?;
+        let d = buf.phys().as_u64();
+        let pasid = (1u32 << width.min(8)) - 1;
+        let tagged = |pasid, privileged| DmaTag::Pasid { pasid, privileged };
+        buf.write_volatile(0, &[0; 16]);
+        let r = run(
+            &mut e,
+            DmaOp::WriteImm {
+                dst: d,
+                value: 0xabcd,
+                size: 8,
+            },
+            tagged(pasid, false),
+        )?;
+        let mut b = [0u8; 8];
+        buf.read_volatile(0, &mut b);
+        match want {
+            "passthrough" => {
+                ensure_eq!(r.status, DmaStatus::Success, "{name}: PASID {pasid}");
+                ensure_eq!(
+                    u64::from_le_bytes(b),
+                    0xabcd,
+                    "{name}: PASID {pasid} write at the physical address"
+                );
+            }
+            "unsupported" => {
+                ensure_eq!(
+                    r.status,
+                    DmaStatus::PasidUnsupported,
+                    "{name}: PASID {pasid}"
+                );
+                ensure_eq!(
+                    u64::from_le_bytes(b),
+                    0,
+                    "{name}: PASID {pasid} must not write"
+                );
+                let r0 = run(
+                    &mut e,
+                    DmaOp::WriteImm {
+                        dst: d + 8,
+                        value: 7,
+                        size: 8,
+                    },
+                    tagged(0, false),
+                )?;
+                ensure_eq!(
+                    r0.status,
+                    DmaStatus::Success,
+                    "{name}: PASID 0 (substream 0)"
+                );
+            }
+            other => {
+                return Err(fail(format!(
+                    "expect.pasid_tagged={other}: want passthrough or unsupported"
+                )))
+            }
+        }
+        let one_byte = DmaOp::WriteImm {
+            dst: d,
+            value: 1,
+            size: 1,
+        };
+        if width < 20 {
+            let r = run(&mut e, one_byte, tagged(1 << width, false))?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::Invalid,
+                "{name}: PASID {} on a {width}-bit device",
+                1u32 << width
+            );
+        }
+        let r = run(&mut e, one_byte, tagged(1, true))?;
+        ensure_eq!(
+            r.status,
+            DmaStatus::PasidDisabled,
+            "{name}: privileged request, privileged mode off"
+        );
+    }
+    Ok(())
+}
+
+/// Times of 100 copies of `len` bytes, submission to completion record
+/// (for the benchmarks).
+pub fn copy_samples(len: u64) -> Result<Vec<u64>, TestError> {
+    let o = first()?;
+    let mut e = o.engine(0, QueueMode::Dedicated(Tag::Untagged), false)?;
+    let pages = (len / PAGE_SIZE).max(1) as usize;
+    let src = buffer(pages)?;
+    let dst = buffer(pages)?;
+    let op = DmaOp::Copy {
+        src: src.phys().as_u64(),
+        dst: dst.phys().as_u64(),
+        len,
+    };
+    let mut samples = Vec::with_capacity(100);
+    for _ in 0..100 {
+        let t0 = crate::arch::now_ns();
+        let t = e
+            .submit(&op, DmaTag::Untagged)
+            .map_err(|x| fail(format!("{x}")))?;
+        let c = e
+            .wait_record(t, BOUND_NS)
+            .map_err(|x| fail(format!("{x}")))?;
+        samples.push(crate::arch::now_ns() - t0);
+        let r = to_result(&c);
+        ensure_eq!(
+            r,
+            DmaResult {
+                status: DmaStatus::Success,
+                bytes: len
+            },
+            "copy of {len} bytes"
+        );
+    }
+    Ok(samples)
+}
