@@ -35,6 +35,10 @@ pub struct Board {
     pub io: Vec<String>,
     #[serde(default)]
     pub test_args: Vec<String>,
+    /// Test configuration that needs the patched QEMU's devices, added
+    /// only when the QEMU has them.
+    #[serde(default)]
+    pub patched_args: Vec<String>,
     /// QEMU's exit status when the kernel reports success.
     pub exit_pass: i32,
     /// QEMU's exit status when the kernel reports failure.
@@ -54,6 +58,9 @@ pub struct Board {
     /// file rather than against constants of their own.
     #[serde(default)]
     pub expect: std::collections::BTreeMap<String, String>,
+    /// What replaces entries of `expect` when `patched_args` are used.
+    #[serde(default)]
+    pub expect_patched: std::collections::BTreeMap<String, String>,
 }
 
 impl Board {

@@ -349,6 +349,45 @@ fn qemu_status(root: &Path, boards: &[Board]) -> Result<String> {
     Ok(out)
 }
 
+/// The QEMU a board runs on, and whether it has the patched devices.
+struct Qemu {
+    bin: PathBuf,
+    patched_devices: bool,
+}
+
+/// A board that asks for the patched QEMU gets it (built on first need),
+/// unless QEMU_DIR names a QEMU of the user's own: then its devices decide
+/// whether the board's `patched_args` go in (the tests that need them SKIP
+/// without them).
+fn qemu_for(root: &Path, b: &Board) -> Result<Qemu> {
+    if !b.patched_qemu {
+        return Ok(Qemu {
+            bin: qemu::ensure(&b.qemu)?,
+            patched_devices: false,
+        });
+    }
+    if std::env::var_os("QEMU_DIR").is_some_and(|d| !d.is_empty()) {
+        let bin = qemu::ensure(&b.qemu)?;
+        let patched_devices = qemu::has_device(&bin, "pasid-dma");
+        if !patched_devices {
+            eprintln!(
+                "qemu-run: {}: {} (QEMU_DIR) has no pasid-dma device: the board runs without \
+                 its patched test devices, and the tests that need them SKIP",
+                b.name,
+                bin.display()
+            );
+        }
+        return Ok(Qemu {
+            bin,
+            patched_devices,
+        });
+    }
+    Ok(Qemu {
+        bin: crate::patched::ensure(root, &b.qemu)?,
+        patched_devices: true,
+    })
+}
+
 /// The boards named, and the QEMU each needs (found or installed first, so
 /// a missing one stops the run before any build or boot).
 fn boards_and_qemus<'a>(
@@ -356,7 +395,7 @@ fn boards_and_qemus<'a>(
     boards: &'a [Board],
     name: &str,
     kernel: Option<&Path>,
-) -> Result<(Vec<&'a Board>, HashMap<&'a str, PathBuf>)> {
+) -> Result<(Vec<&'a Board>, HashMap<&'a str, Qemu>)> {
     let selected = board::select(boards, name)?;
     if kernel.is_some() && selected.len() > 1 {
         bail!("--kernel cannot be used with --board all: each board needs its own kernel");
@@ -364,15 +403,10 @@ fn boards_and_qemus<'a>(
     if let Some(k) = kernel {
         board::check_kernel(k, selected[0])?;
     }
-    let mut qemus: HashMap<&str, PathBuf> = HashMap::new();
+    let mut qemus: HashMap<&str, Qemu> = HashMap::new();
     for b in &selected {
         if !qemus.contains_key(b.name.as_str()) {
-            let bin = if b.patched_qemu {
-                crate::patched::ensure(root, &b.qemu)?
-            } else {
-                qemu::ensure(&b.qemu)?
-            };
-            qemus.insert(&b.name, bin);
+            qemus.insert(&b.name, qemu_for(root, b)?);
         }
     }
     Ok((selected, qemus))
@@ -419,7 +453,8 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
     let mut rows = Vec::new();
     let mut ok = true;
     for b in selected {
-        let qemu_bin = &qemus[b.name.as_str()];
+        let q = &qemus[b.name.as_str()];
+        let qemu_bin = &q.bin;
         let kernel = kernel_for(root, &args.on, b)?;
         let mut ran = 0;
         for clock in Clock::ALL {
@@ -430,6 +465,7 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
                 exclude: None,
                 append: Some(clock.cmdline_word().into()),
                 extra,
+                patched_devices: q.patched_devices,
             };
             let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
             let nothing_selected = outcome.tap.bail_out.is_none()
@@ -469,11 +505,12 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
 }
 
 fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
-    let request = Request {
+    let mut request = Request {
         filter: args.filter.clone(),
         exclude: args.exclude.clone(),
         append: args.append.clone(),
         extra: args.qemu_args.clone(),
+        patched_devices: false,
     };
     // Refuse a bad request before spending minutes on builds.
     if let Some(b) = board::select(boards, &args.on.board)?.first() {
@@ -487,8 +524,10 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
     };
     let mut reports = Vec::new();
     for b in selected {
-        let qemu_bin = &qemus[b.name.as_str()];
+        let q = &qemus[b.name.as_str()];
+        let qemu_bin = &q.bin;
         let kernel = kernel_for(root, &args.on, b)?;
+        request.patched_devices = q.patched_devices;
         let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
         let verdict = tap::verdict(
             &outcome.tap,

@@ -64,6 +64,9 @@ pub const BUILD_DEPS: [&str; 17] = [
     "xz-utils",
 ];
 pub const MESON: &str = "meson==1.8.3";
+/// configure wants it for `make check`; Debian's source patches that out,
+/// an upstream tarball does not.
+pub const PYCOTAP: &str = "pycotap==1.3.1";
 pub const TARGETS: [&str; 2] = ["qemu-system-aarch64", "qemu-system-x86_64"];
 /// Bumped when the build recipe changes in a way that changes the result.
 const RECIPE: &str = "recipe 2";
@@ -436,6 +439,18 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
                     .arg(&src)
                     .arg("--strip-components=1"),
             )?;
+            // Debian's "+ds" orig tarball lacks the edk2 blobs QEMU's build
+            // unpacks; one of Debian's own patches turns the unpacking off.
+            let rules = fs::read_to_string(src.join("pc-bios/meson.build")).unwrap_or_default();
+            let unpacks = rules.lines().any(|l| l.trim() == "if unpack_edk2_blobs");
+            if unpacks && !src.join("pc-bios/edk2-aarch64-code.fd.bz2").is_file() {
+                bail!(
+                    "{}: no pc-bios/edk2-*.fd.bz2: this looks like Debian's +ds orig tarball, \
+                     which builds only with Debian's patches applied; give an upstream \
+                     qemu-{QEMU_VERSION}.tar.xz, or leave out --qemu-src to use Debian's source package",
+                    t.display()
+                );
+            }
             format!("tarball {} (sha256 {})", t.display(), sha256_file(&t)?)
         }
         None => {
@@ -511,8 +526,8 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
     )?;
     let python = venv.join("bin").join("python3");
     steps.run(
-        &format!("installing {MESON} from PyPI"),
-        Command::new(&python).args(["-m", "pip", "install", "-q", MESON]),
+        &format!("installing {MESON} and {PYCOTAP} from PyPI"),
+        Command::new(&python).args(["-m", "pip", "install", "-q", MESON, PYCOTAP]),
     )?;
     let build_dir = work.join("build");
     fs::create_dir_all(&build_dir).map_err(|e| Error(format!("{}: {e}", build_dir.display())))?;

@@ -120,6 +120,16 @@ pub fn check(name: &str) -> std::result::Result<PathBuf, Problem> {
     }
 }
 
+/// Whether the QEMU at `bin` offers device `name` (`-device help`).
+pub fn has_device(bin: &Path, name: &str) -> bool {
+    Command::new(bin)
+        .args(["-machine", "none", "-device", "help"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("name \"{name}\"")))
+}
+
 /// The QEMU binary `name` (>= 10.0), installing it when allowed.
 pub fn ensure(name: &str) -> Result<PathBuf> {
     let problem = match check(name) {

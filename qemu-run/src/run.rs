@@ -20,6 +20,9 @@ pub struct Request {
     pub append: Option<String>,
     /// Extra QEMU arguments, appended last.
     pub extra: Vec<String>,
+    /// The QEMU has the patched devices: add the board's `patched_args`
+    /// and `expect_patched`.
+    pub patched_devices: bool,
 }
 
 /// A QEMU command line ready to run.
@@ -129,7 +132,11 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     words.push(format!("qemu.mem={mem}"));
     words.push(format!("qemu.cpus={cpus}"));
     // What the board's QEMU command line creates, for the discovery tests.
-    words.extend(board.expect.iter().map(|(k, v)| format!("expect.{k}={v}")));
+    let mut expect = board.expect.clone();
+    if req.patched_devices {
+        expect.extend(board.expect_patched.clone());
+    }
+    words.extend(expect.iter().map(|(k, v)| format!("expect.{k}={v}")));
     if let Some(a) = req
         .append
         .as_deref()
@@ -149,6 +156,9 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     }
     args.extend(board.io.iter().map(OsString::from));
     args.extend(board.test_args.iter().map(OsString::from));
+    if req.patched_devices {
+        args.extend(board.patched_args.iter().map(OsString::from));
+    }
     args.push("-kernel".into());
     args.push(kernel.as_os_str().to_owned());
     args.push("-append".into());
@@ -415,13 +425,41 @@ mod tests {
             machine: vec!["-M".into(), "virt".into()],
             io: vec!["-serial".into(), "stdio".into()],
             test_args: vec!["-device".into(), "edu".into()],
+            patched_args: vec!["-device".into(), "pasid-dma".into()],
             exit_pass: 0,
             exit_fail: 1,
             fw_cfg_mmio: None,
             fw_cfg_io: None,
             acpi_capture_setup: Vec::new(),
             expect: Default::default(),
+            expect_patched: Default::default(),
         }
+    }
+
+    #[test]
+    fn patched_devices_only_when_the_qemu_has_them() {
+        let board = Board {
+            expect: [("pci".to_string(), "a".to_string())].into(),
+            expect_patched: [("pci".to_string(), "a,b".to_string())].into(),
+            ..board()
+        };
+        let stock = invocation(&board, Path::new("k"), &Request::default()).unwrap();
+        assert!(!strs(&stock.args).contains(&"pasid-dma".to_string()));
+        assert!(stock.cmdline.ends_with("expect.pci=a"), "{}", stock.cmdline);
+        let req = Request {
+            patched_devices: true,
+            ..Request::default()
+        };
+        let patched = invocation(&board, Path::new("k"), &req).unwrap();
+        let args = strs(&patched.args);
+        let edu = args.iter().position(|a| a == "edu").unwrap();
+        let dma = args.iter().position(|a| a == "pasid-dma").unwrap();
+        assert!(edu < dma && dma < args.iter().position(|a| a == "-kernel").unwrap());
+        assert!(
+            patched.cmdline.ends_with("expect.pci=a,b"),
+            "{}",
+            patched.cmdline
+        );
     }
 
     fn strs(args: &[OsString]) -> Vec<String> {
@@ -462,6 +500,7 @@ mod tests {
             exclude: Some("arch::timer".into()),
             append: Some(" log=debug crash=unexpected ".into()),
             extra: vec!["-d".into(), "guest_errors".into()],
+            patched_devices: false,
         };
         let inv = invocation(&board(), Path::new("k"), &req).unwrap();
         assert_eq!(

@@ -31,7 +31,9 @@ register_bitfields![u32,
         QUEUE_DEPTH OFFSET(24) NUMBITS(8) []
     ],
     pub CTRL [
-        RESET OFFSET(0) NUMBITS(1) []
+        RESET OFFSET(0) NUMBITS(1) [],
+        /// Queues take descriptors but run none (a test hook).
+        PAUSE OFFSET(1) NUMBITS(1) []
     ],
     pub ERROR [
         QUEUE_DISABLED OFFSET(0) NUMBITS(1) [],
@@ -69,7 +71,7 @@ register_structs! {
         (0x004 => pub version: ReadOnly<u32>),
         (0x008 => pub cap: ReadOnly<u32, CAP::Register>),
         (0x00c => pub max_len: ReadOnly<u32>),
-        (0x010 => pub ctrl: WriteOnly<u32, CTRL::Register>),
+        (0x010 => pub ctrl: ReadWrite<u32, CTRL::Register>),
         (0x014 => pub error: ReadWrite<u32, ERROR::Register>),
         (0x018 => pub error_queue: ReadOnly<u32>),
         (0x01c => _reserved0),
@@ -126,6 +128,12 @@ pub enum Tag {
     /// Requester id and PASID, privileged or not.
     Pasid { pasid: u32, privileged: bool },
 }
+
+/// Error register bits (RW1C).
+pub const ERR_QUEUE_DISABLED: u32 = 1 << 0;
+pub const ERR_QUEUE_FULL: u32 = 1 << 1;
+pub const ERR_COMPLETION_FAULT: u32 = 1 << 2;
+pub const ERR_BUS_MASTER_OFF: u32 = 1 << 3;
 
 pub const OP_FLAG_PASID: u32 = 1 << 8;
 pub const OP_FLAG_PRIV: u32 = 1 << 9;
@@ -326,6 +334,20 @@ impl PasidDma {
         self.regs().ctrl.write(CTRL::RESET::SET);
     }
 
+    /// Paused, the queues keep what is submitted and run nothing until
+    /// resumed: how a test fills a queue or watches it busy.
+    pub fn set_paused(&self, paused: bool) {
+        self.regs().ctrl.write(if paused {
+            CTRL::PAUSE::SET
+        } else {
+            CTRL::PAUSE::CLEAR
+        });
+    }
+
+    pub fn paused(&self) -> bool {
+        self.regs().ctrl.is_set(CTRL::PAUSE)
+    }
+
     fn queue(&self, q: usize) -> Result<&WorkQueueRegs, PasidDmaError> {
         self.regs().wq.get(q).ok_or(PasidDmaError::NoSuchQueue(q))
     }
@@ -360,6 +382,11 @@ impl PasidDma {
     /// Descriptors queued or running on `q`.
     pub fn pending(&self, q: usize) -> Result<u32, PasidDmaError> {
         Ok(self.queue(q)?.status.read(WQ_STATUS::PENDING))
+    }
+
+    /// The queue has descriptors waiting or running.
+    pub fn busy(&self, q: usize) -> Result<bool, PasidDmaError> {
+        Ok(self.queue(q)?.status.is_set(WQ_STATUS::BUSY))
     }
 
     pub fn completed(&self, q: usize) -> Result<u32, PasidDmaError> {

@@ -87,6 +87,10 @@ pub static TESTS: &[Test] = &[
     Test::new("dma::inject_error_statuses", dma::inject_error_statuses),
     Test::new("dma::queues_run_concurrently", dma::queues_run_concurrently),
     Test::new(
+        "dma::inject_queue_full_while_paused",
+        dma::inject_queue_full_while_paused,
+    ),
+    Test::new(
         "dma::pasid_tagged_requests_without_translation",
         dma::pasid_tagged_requests_without_translation,
     ),
