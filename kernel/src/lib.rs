@@ -10,6 +10,7 @@ pub mod addr;
 pub mod cmdline;
 pub mod dma;
 pub mod harness;
+pub mod iommu;
 pub mod irq;
 pub mod mm;
 pub mod stats;

@@ -1,0 +1,3 @@
+//! The IOMMU core: I/O page tables now; domains, aux domains and the PASID
+//! allocator build on them (issue 6).
+pub mod pgtable;

@@ -1,0 +1,153 @@
+//! Arm VMSAv8-64 translation table descriptors with the 4 KiB granule,
+//! four levels (48-bit input), as an SMMUv3 walks them: stage 1 (a
+//! context descriptor's TTB0) and stage 2 (an STE's S2TTB). Arm ARM
+//! D8.3 ("Translation table descriptor formats").
+//!
+//! Stage 1 uses MAIR index 0 for normal memory and 1 for device memory;
+//! the driver programs MAIR to match ([`MAIR`]). Stage 1 has no "write
+//! only": any valid entry can be read.
+use super::{Format, Prot, Pte};
+
+/// MAIR for stage 1: attribute 0 normal write-back read/write-allocate,
+/// attribute 1 device nGnRE.
+pub const MAIR: u64 = 0xff | (0x04 << 8);
+
+const VALID: u64 = 1 << 0;
+/// Table (levels 0-2) or page (level 3); clear for a block.
+const TABLE_OR_PAGE: u64 = 1 << 1;
+const ATTR_INDX_SHIFT: u32 = 2;
+/// Stage 1 AP[1]: unprivileged (EL0) access.
+const AP_UNPRIV: u64 = 1 << 6;
+/// Stage 1 AP[2]: read-only.
+const AP_RDONLY: u64 = 1 << 7;
+/// Stage 2 S2AP: read, write.
+const S2AP_READ: u64 = 1 << 6;
+const S2AP_WRITE: u64 = 1 << 7;
+/// Stage 2 MemAttr[5:2].
+const S2_MEMATTR_SHIFT: u32 = 2;
+const S2_MEMATTR_NORMAL_WB: u64 = 0xf;
+const S2_MEMATTR_DEVICE_NGNRE: u64 = 0x1;
+const SH_INNER: u64 = 3 << 8;
+const AF: u64 = 1 << 10;
+const NG: u64 = 1 << 11;
+const PXN: u64 = 1 << 53;
+/// UXN at stage 1, XN[1] at stage 2.
+const XN: u64 = 1 << 54;
+const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// Which stage's attribute and permission encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    One,
+    Two,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArmLpae {
+    pub stage: Stage,
+}
+
+impl ArmLpae {
+    pub const S1: ArmLpae = ArmLpae { stage: Stage::One };
+    pub const S2: ArmLpae = ArmLpae { stage: Stage::Two };
+}
+
+impl Format for ArmLpae {
+    fn name(&self) -> &'static str {
+        match self.stage {
+            Stage::One => "Arm VMSAv8-64 stage 1, 4 KiB granule",
+            Stage::Two => "Arm VMSAv8-64 stage 2, 4 KiB granule",
+        }
+    }
+
+    fn levels(&self) -> usize {
+        4
+    }
+
+    fn oas(&self) -> u32 {
+        48
+    }
+
+    /// 1 GiB blocks at level 1, 2 MiB at level 2; none at level 0.
+    fn leaf_allowed(&self, level: usize) -> bool {
+        level >= 1
+    }
+
+    fn encode_table(&self, table: u64, _level: usize) -> u64 {
+        (table & ADDR_MASK) | TABLE_OR_PAGE | VALID
+    }
+
+    fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
+        let kind = if level == 3 { TABLE_OR_PAGE } else { 0 };
+        let mut e = (pa & ADDR_MASK) | kind | VALID | AF;
+        match self.stage {
+            Stage::One => {
+                e |= NG;
+                if prot.device {
+                    e |= 1 << ATTR_INDX_SHIFT;
+                } else {
+                    e |= SH_INNER;
+                }
+                if !prot.write {
+                    e |= AP_RDONLY;
+                }
+                if !prot.privileged {
+                    e |= AP_UNPRIV;
+                }
+                if !prot.exec {
+                    e |= XN | PXN;
+                }
+            }
+            Stage::Two => {
+                if prot.device {
+                    e |= S2_MEMATTR_DEVICE_NGNRE << S2_MEMATTR_SHIFT;
+                } else {
+                    e |= (S2_MEMATTR_NORMAL_WB << S2_MEMATTR_SHIFT) | SH_INNER;
+                }
+                if prot.read {
+                    e |= S2AP_READ;
+                }
+                if prot.write {
+                    e |= S2AP_WRITE;
+                }
+                if !prot.exec {
+                    e |= XN;
+                }
+            }
+        }
+        e
+    }
+
+    fn decode(&self, e: u64, level: usize) -> Pte {
+        if e & VALID == 0 {
+            return Pte::Invalid;
+        }
+        let table_or_page = e & TABLE_OR_PAGE != 0;
+        match (level, table_or_page) {
+            (3, true) | (1..=2, false) => {}
+            (0..=2, true) => return Pte::Table(e & ADDR_MASK),
+            // A block at level 0, or the reserved encoding at level 3.
+            _ => return Pte::Invalid,
+        }
+        let prot = match self.stage {
+            Stage::One => Prot {
+                read: true,
+                write: e & AP_RDONLY == 0,
+                exec: e & (XN | PXN) == 0,
+                privileged: e & AP_UNPRIV == 0,
+                device: (e >> ATTR_INDX_SHIFT) & 7 == 1,
+            },
+            Stage::Two => Prot {
+                read: e & S2AP_READ != 0,
+                write: e & S2AP_WRITE != 0,
+                exec: e & XN == 0,
+                privileged: false,
+                device: (e >> S2_MEMATTR_SHIFT) & 0xf == S2_MEMATTR_DEVICE_NGNRE,
+            },
+        };
+        Pte::Leaf {
+            pa: e & ADDR_MASK,
+            prot,
+        }
+    }
+}
