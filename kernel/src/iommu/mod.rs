@@ -1,4 +1,10 @@
-//! The IOMMU core: I/O page tables now; domains, aux domains and the PASID
-//! allocator build on them (issue 6).
+//! The IOMMU core: domains and aux domains ([`domain`]), the PASID
+//! allocator ([`pasid`]), IOVA allocation for DMA domains ([`iova`]) and
+//! the I/O page tables ([`pgtable`]). It knows no hardware: drivers
+//! implement [`domain::IommuHw`].
+pub mod conformance;
+pub mod domain;
+pub mod iova;
+pub mod model;
 pub mod pasid;
 pub mod pgtable;

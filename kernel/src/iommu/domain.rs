@@ -1,0 +1,756 @@
+//! Domains, primary and aux attachment, device features: the rules of
+//! `../shared/DESIGN.md` ("Domain and aux-domain semantics") as code. The
+//! core decides; the hardware driver ([`IommuHw`]) programs what it is
+//! told and invalidates when asked.
+use super::iova::IovaAllocator;
+use super::pasid::{PasidAllocator, PasidError};
+use super::pgtable::arm::ArmLpae;
+use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
+use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory};
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A device as the core knows it: an index the platform assigns (one per
+/// PCI function behind this IOMMU).
+pub type DeviceId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainKind {
+    /// Every request faults.
+    Blocked,
+    /// Requests pass through untranslated.
+    Identity,
+    /// The caller maps.
+    Unmanaged,
+    /// The core hands out IOVAs ([`Iommu::dma_map`]).
+    Dma,
+}
+
+impl DomainKind {
+    fn paging(self) -> bool {
+        matches!(self, DomainKind::Unmanaged | DomainKind::Dma)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Aux domains through PASIDs.
+    Aux,
+    Sva,
+    Ats,
+    Pri,
+}
+
+/// The page-table formats a driver can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Arm(ArmLpae),
+    X86FirstLevel(X86FirstLevel),
+    VtdSecondLevel(VtdSecondLevel),
+}
+
+impl Format for TableFormat {
+    fn name(&self) -> &'static str {
+        match self {
+            TableFormat::Arm(f) => f.name(),
+            TableFormat::X86FirstLevel(f) => f.name(),
+            TableFormat::VtdSecondLevel(f) => f.name(),
+        }
+    }
+    fn levels(&self) -> usize {
+        match self {
+            TableFormat::Arm(f) => f.levels(),
+            TableFormat::X86FirstLevel(f) => f.levels(),
+            TableFormat::VtdSecondLevel(f) => f.levels(),
+        }
+    }
+    fn oas(&self) -> u32 {
+        match self {
+            TableFormat::Arm(f) => f.oas(),
+            TableFormat::X86FirstLevel(f) => f.oas(),
+            TableFormat::VtdSecondLevel(f) => f.oas(),
+        }
+    }
+    fn leaf_allowed(&self, level: usize) -> bool {
+        match self {
+            TableFormat::Arm(f) => f.leaf_allowed(level),
+            TableFormat::X86FirstLevel(f) => f.leaf_allowed(level),
+            TableFormat::VtdSecondLevel(f) => f.leaf_allowed(level),
+        }
+    }
+    fn encode_table(&self, table: u64, level: usize) -> u64 {
+        match self {
+            TableFormat::Arm(f) => f.encode_table(table, level),
+            TableFormat::X86FirstLevel(f) => f.encode_table(table, level),
+            TableFormat::VtdSecondLevel(f) => f.encode_table(table, level),
+        }
+    }
+    fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
+        match self {
+            TableFormat::Arm(f) => f.encode_leaf(pa, level, prot),
+            TableFormat::X86FirstLevel(f) => f.encode_leaf(pa, level, prot),
+            TableFormat::VtdSecondLevel(f) => f.encode_leaf(pa, level, prot),
+        }
+    }
+    fn decode(&self, entry: u64, level: usize) -> Pte {
+        match self {
+            TableFormat::Arm(f) => f.decode(entry, level),
+            TableFormat::X86FirstLevel(f) => f.decode(entry, level),
+            TableFormat::VtdSecondLevel(f) => f.decode(entry, level),
+        }
+    }
+}
+
+/// What a driver is told about a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainRef {
+    pub id: DomainId,
+    pub kind: DomainKind,
+    /// The page table's root, for paging domains.
+    pub root: Option<u64>,
+    pub format: TableFormat,
+    /// The hardware tag (ASID on SMMUv3 stage 1, domain id on VT-d).
+    pub tag: u32,
+}
+
+/// Where a domain is attached: the device, and the PASID for an aux
+/// attachment (none for primary).
+pub type Attachment = (DeviceId, Option<u32>);
+
+/// Why the IOMMU refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultReason {
+    /// The device's domain is blocked.
+    Blocked,
+    /// No translation for this PASID on this device.
+    NoPasid,
+    /// Nothing mapped at the address.
+    NotMapped,
+    /// Mapped, but not for this access (a write to a read-only page).
+    Permission,
+}
+
+/// A fault as the driver decodes it from its event queue or fault
+/// recording registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub dev: DeviceId,
+    pub pasid: Option<u32>,
+    pub iova: u64,
+    pub write: bool,
+    pub reason: FaultReason,
+}
+
+/// A hardware error, as the driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HwError(pub String);
+
+/// The hardware side of the core, one implementation per IOMMU.
+pub trait IommuHw {
+    /// The format of new paging domains' tables.
+    fn format(&self) -> TableFormat;
+    /// PASID bits the IOMMU supports (SSIDSIZE, PSS + 1); 0 for none.
+    fn pasid_bits(&self) -> u8;
+    fn tables(&mut self) -> &mut dyn TableMemory;
+    /// A fresh ASID or domain id.
+    fn alloc_tag(&mut self) -> Result<u32, HwError>;
+    fn free_tag(&mut self, tag: u32);
+    /// Makes `d` the translation of `dev`'s requests without PASID,
+    /// replacing the previous one atomically.
+    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError>;
+    /// Allocates `dev`'s PASID structures and enables its PASID capability.
+    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), HwError>;
+    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), HwError>;
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError>;
+    /// Removes the PASID's translation and every cached copy of it.
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError>;
+    /// Invalidates `gather.ranges` of `d` wherever it is attached, and
+    /// returns once the invalidation completed.
+    fn invalidate(
+        &mut self,
+        d: &DomainRef,
+        attached: &[Attachment],
+        gather: &Gather,
+    ) -> Result<(), HwError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IommuError {
+    UnknownDevice(DeviceId),
+    DeviceExists(DeviceId),
+    UnknownDomain(DomainId),
+    /// The device has aux domains attached: replacing its primary domain
+    /// or disabling AUX must wait until they are detached.
+    Busy {
+        dev: DeviceId,
+        aux_domains: usize,
+    },
+    /// The domain is attached somewhere (or is the default blocked domain).
+    DomainInUse {
+        domain: DomainId,
+        attachments: usize,
+    },
+    AuxDisabled(DeviceId),
+    /// Aux attachment takes unmanaged and DMA domains only.
+    WrongDomainType {
+        domain: DomainId,
+        kind: DomainKind,
+    },
+    /// The operation needs a paging domain.
+    NotPaging {
+        domain: DomainId,
+        kind: DomainKind,
+    },
+    /// The domain's PASID does not fit the device's or the IOMMU's width.
+    PasidTooWide {
+        pasid: u32,
+        device_bits: u8,
+        iommu_bits: u8,
+    },
+    AlreadyAttached {
+        domain: DomainId,
+        dev: DeviceId,
+    },
+    NotAttached {
+        domain: DomainId,
+        dev: DeviceId,
+    },
+    Unsupported(Feature),
+    /// No IOVA space left in a DMA domain.
+    NoIova {
+        size: u64,
+    },
+    Pasid(PasidError),
+    PageTable(PgError),
+    Hw(HwError),
+}
+
+impl fmt::Display for IommuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IommuError::UnknownDevice(d) => write!(f, "device {d} is unknown"),
+            IommuError::DeviceExists(d) => write!(f, "device {d} is known already"),
+            IommuError::UnknownDomain(d) => write!(f, "domain {} does not exist", d.0),
+            IommuError::Busy { dev, aux_domains } => write!(
+                f,
+                "device {dev} is busy: {aux_domains} aux domain(s) attached; detach them first"
+            ),
+            IommuError::DomainInUse {
+                domain,
+                attachments,
+            } => write!(
+                f,
+                "domain {} is in use ({attachments} attachment(s))",
+                domain.0
+            ),
+            IommuError::AuxDisabled(d) => write!(f, "device {d} does not have AUX enabled"),
+            IommuError::WrongDomainType { domain, kind } => {
+                write!(
+                    f,
+                    "domain {} is {kind:?}: aux attach needs unmanaged or DMA",
+                    domain.0
+                )
+            }
+            IommuError::NotPaging { domain, kind } => {
+                write!(f, "domain {} is {kind:?}: it has no page table", domain.0)
+            }
+            IommuError::PasidTooWide {
+                pasid,
+                device_bits,
+                iommu_bits,
+            } => write!(
+                f,
+                "PASID {pasid:#x} does not fit (device {device_bits} bits, IOMMU {iommu_bits} bits)"
+            ),
+            IommuError::AlreadyAttached { domain, dev } => {
+                write!(
+                    f,
+                    "domain {} is already aux-attached to device {dev}",
+                    domain.0
+                )
+            }
+            IommuError::NotAttached { domain, dev } => {
+                write!(f, "domain {} is not aux-attached to device {dev}", domain.0)
+            }
+            IommuError::Unsupported(feat) => write!(f, "{feat:?} is not supported"),
+            IommuError::NoIova { size } => write!(f, "no IOVA space for {size:#x} bytes"),
+            IommuError::Pasid(e) => write!(f, "{e}"),
+            IommuError::PageTable(e) => write!(f, "{e}"),
+            IommuError::Hw(e) => write!(f, "hardware: {}", e.0),
+        }
+    }
+}
+
+impl From<PgError> for IommuError {
+    fn from(e: PgError) -> Self {
+        IommuError::PageTable(e)
+    }
+}
+impl From<HwError> for IommuError {
+    fn from(e: HwError) -> Self {
+        IommuError::Hw(e)
+    }
+}
+impl From<PasidError> for IommuError {
+    fn from(e: PasidError) -> Self {
+        IommuError::Pasid(e)
+    }
+}
+
+struct Domain {
+    kind: DomainKind,
+    table: Option<PageTable<TableFormat>>,
+    tag: u32,
+    pasid: Option<u32>,
+    primary_of: Vec<DeviceId>,
+    aux_of: Vec<DeviceId>,
+    iova: Option<IovaAllocator>,
+}
+
+struct Device {
+    pasid_bits: u8,
+    primary: DomainId,
+    aux_enabled: bool,
+    aux: Vec<DomainId>,
+}
+
+/// The page table of paging domain `id`.
+fn paging_table(
+    domains: &mut BTreeMap<DomainId, Domain>,
+    id: DomainId,
+) -> Result<&mut PageTable<TableFormat>, IommuError> {
+    let d = domains.get_mut(&id).ok_or(IommuError::UnknownDomain(id))?;
+    let kind = d.kind;
+    d.table
+        .as_mut()
+        .ok_or(IommuError::NotPaging { domain: id, kind })
+}
+
+/// IOVA space DMA domains hand out from: above the first 1 MiB, below 4 GiB
+/// (what a 32-bit device can reach as well).
+pub const DMA_IOVA_BASE: u64 = 0x10_0000;
+pub const DMA_IOVA_END: u64 = 0x1_0000_0000;
+
+/// One IOMMU's domains and devices.
+pub struct Iommu<H: IommuHw> {
+    pub hw: H,
+    domains: BTreeMap<DomainId, Domain>,
+    devices: BTreeMap<DeviceId, Device>,
+    pasids: PasidAllocator,
+    next: u32,
+    blocked: DomainId,
+}
+
+impl<H: IommuHw> Iommu<H> {
+    /// PASIDs for aux domains come from `[pasid_min, pasid_max]`.
+    pub fn new(hw: H, pasid_min: u32, pasid_max: u32) -> Result<Self, IommuError> {
+        let mut iommu = Iommu {
+            hw,
+            domains: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            pasids: PasidAllocator::new(pasid_min, pasid_max)?,
+            next: 1,
+            blocked: DomainId(0),
+        };
+        iommu.blocked = iommu.domain_alloc(DomainKind::Blocked)?;
+        Ok(iommu)
+    }
+
+    /// The domain every device starts in.
+    pub fn default_domain(&self) -> DomainId {
+        self.blocked
+    }
+
+    fn dref(&self, id: DomainId) -> Result<DomainRef, IommuError> {
+        let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        Ok(DomainRef {
+            id,
+            kind: d.kind,
+            root: d.table.as_ref().map(|t| t.root()),
+            format: self.hw.format(),
+            tag: d.tag,
+        })
+    }
+
+    /// Registers a device (its PASID capability's width, 0 for none) and
+    /// puts it in the blocked domain.
+    pub fn add_device(&mut self, dev: DeviceId, pasid_bits: u8) -> Result<(), IommuError> {
+        if self.devices.contains_key(&dev) {
+            return Err(IommuError::DeviceExists(dev));
+        }
+        let r = self.dref(self.blocked)?;
+        self.hw.set_primary(dev, &r)?;
+        self.devices.insert(
+            dev,
+            Device {
+                pasid_bits,
+                primary: self.blocked,
+                aux_enabled: false,
+                aux: Vec::new(),
+            },
+        );
+        if let Some(d) = self.domains.get_mut(&self.blocked) {
+            d.primary_of.push(dev);
+        }
+        Ok(())
+    }
+
+    pub fn domain_alloc(&mut self, kind: DomainKind) -> Result<DomainId, IommuError> {
+        let id = DomainId(self.next);
+        let (table, tag) = if kind.paging() {
+            let fmt = self.hw.format();
+            let table = PageTable::new(fmt, self.hw.tables())?;
+            match self.hw.alloc_tag() {
+                Ok(tag) => (Some(table), tag),
+                Err(e) => {
+                    let mut g = Gather::default();
+                    table.destroy(self.hw.tables(), &mut g);
+                    g.release(self.hw.tables());
+                    return Err(e.into());
+                }
+            }
+        } else {
+            (None, 0)
+        };
+        self.next += 1;
+        self.domains.insert(
+            id,
+            Domain {
+                kind,
+                table,
+                tag,
+                pasid: None,
+                primary_of: Vec::new(),
+                aux_of: Vec::new(),
+                iova: (kind == DomainKind::Dma)
+                    .then(|| IovaAllocator::new(DMA_IOVA_BASE, DMA_IOVA_END)),
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn domain_kind(&self, id: DomainId) -> Result<DomainKind, IommuError> {
+        Ok(self
+            .domains
+            .get(&id)
+            .ok_or(IommuError::UnknownDomain(id))?
+            .kind)
+    }
+
+    /// Frees a domain that nothing is attached to.
+    pub fn domain_free(&mut self, id: DomainId) -> Result<(), IommuError> {
+        let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        let attachments = d.primary_of.len() + d.aux_of.len();
+        if attachments > 0 || id == self.blocked {
+            return Err(IommuError::DomainInUse {
+                domain: id,
+                attachments,
+            });
+        }
+        let r = self.dref(id)?;
+        let d = self
+            .domains
+            .remove(&id)
+            .ok_or(IommuError::UnknownDomain(id))?;
+        if let Some(table) = d.table {
+            let mut g = Gather::default();
+            table.destroy(self.hw.tables(), &mut g);
+            // Nothing is attached, but the tag's entries may linger.
+            let r = self.hw.invalidate(&r, &[], &g);
+            g.release(self.hw.tables());
+            self.hw.free_tag(d.tag);
+            r?;
+        }
+        Ok(())
+    }
+
+    pub fn map(
+        &mut self,
+        id: DomainId,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        prot: Prot,
+    ) -> Result<(), IommuError> {
+        let table = paging_table(&mut self.domains, id)?;
+        table.map(self.hw.tables(), iova, pa, size, prot)?;
+        Ok(())
+    }
+
+    /// Unmaps, invalidates every attachment's caches once, then frees the
+    /// tables the unmap emptied.
+    pub fn unmap(&mut self, id: DomainId, iova: u64, size: u64) -> Result<(), IommuError> {
+        let mut g = Gather::default();
+        let table = paging_table(&mut self.domains, id)?;
+        table.unmap(self.hw.tables(), iova, size, &mut g)?;
+        self.flush(id, &mut g)
+    }
+
+    /// Invalidates what `g` gathered for domain `id`, then releases its tables.
+    fn flush(&mut self, id: DomainId, g: &mut Gather) -> Result<(), IommuError> {
+        let r = self.dref(id)?;
+        let attached = self.attachments(id);
+        let res = self.hw.invalidate(&r, &attached, g);
+        // Released only after the invalidation completed; on a hardware
+        // error the tables are kept (leaked) rather than risk reuse.
+        if res.is_ok() {
+            g.release(self.hw.tables());
+        }
+        res.map_err(Into::into)
+    }
+
+    /// Every place `id` is attached.
+    pub fn attachments(&self, id: DomainId) -> Vec<Attachment> {
+        let Some(d) = self.domains.get(&id) else {
+            return Vec::new();
+        };
+        let mut v: Vec<Attachment> = d.primary_of.iter().map(|&dev| (dev, None)).collect();
+        v.extend(d.aux_of.iter().map(|&dev| (dev, d.pasid)));
+        v
+    }
+
+    pub fn iova_to_phys(&mut self, id: DomainId, iova: u64) -> Result<Option<u64>, IommuError> {
+        let table = paging_table(&mut self.domains, id)?;
+        Ok(table.iova_to_phys(self.hw.tables(), iova))
+    }
+
+    /// DMA domains: maps `size` bytes at `pa` at an IOVA the core picks
+    /// (aligned to the mapping's size, up to 2 MiB, so blocks can be used).
+    pub fn dma_map(
+        &mut self,
+        id: DomainId,
+        pa: u64,
+        size: u64,
+        prot: Prot,
+    ) -> Result<u64, IommuError> {
+        let d = self
+            .domains
+            .get_mut(&id)
+            .ok_or(IommuError::UnknownDomain(id))?;
+        let Some(alloc) = d.iova.as_mut() else {
+            return Err(IommuError::WrongDomainType {
+                domain: id,
+                kind: d.kind,
+            });
+        };
+        let align = size.next_power_of_two().clamp(4096, 2 << 20);
+        let iova = alloc
+            .alloc(size, align)
+            .ok_or(IommuError::NoIova { size })?;
+        if let Err(e) = self.map(id, iova, pa, size, prot) {
+            if let Some(a) = self.domains.get_mut(&id).and_then(|d| d.iova.as_mut()) {
+                a.free(iova, size);
+            }
+            return Err(e);
+        }
+        Ok(iova)
+    }
+
+    pub fn dma_unmap(&mut self, id: DomainId, iova: u64, size: u64) -> Result<(), IommuError> {
+        let kind = self.domain_kind(id)?;
+        if kind != DomainKind::Dma {
+            return Err(IommuError::WrongDomainType { domain: id, kind });
+        }
+        self.unmap(id, iova, size)?;
+        if let Some(a) = self.domains.get_mut(&id).and_then(|d| d.iova.as_mut()) {
+            a.free(iova, size);
+        }
+        Ok(())
+    }
+
+    fn device(&self, dev: DeviceId) -> Result<&Device, IommuError> {
+        self.devices.get(&dev).ok_or(IommuError::UnknownDevice(dev))
+    }
+
+    /// Makes `id` the primary domain of `dev` (atomic replace). Refused
+    /// while aux domains are attached to `dev`.
+    pub fn attach_device(&mut self, id: DomainId, dev: DeviceId) -> Result<(), IommuError> {
+        let device = self.device(dev)?;
+        if !device.aux.is_empty() {
+            return Err(IommuError::Busy {
+                dev,
+                aux_domains: device.aux.len(),
+            });
+        }
+        let old = device.primary;
+        if old == id {
+            self.dref(id)?;
+            return Ok(());
+        }
+        let r = self.dref(id)?;
+        self.hw.set_primary(dev, &r)?;
+        if let Some(d) = self.domains.get_mut(&old) {
+            d.primary_of.retain(|&x| x != dev);
+        }
+        if let Some(d) = self.domains.get_mut(&id) {
+            d.primary_of.push(dev);
+        }
+        if let Some(device) = self.devices.get_mut(&dev) {
+            device.primary = id;
+        }
+        Ok(())
+    }
+
+    /// Puts `dev` back in the blocked domain.
+    pub fn detach_device(&mut self, dev: DeviceId) -> Result<(), IommuError> {
+        self.attach_device(self.blocked, dev)
+    }
+
+    pub fn primary_domain(&self, dev: DeviceId) -> Result<DomainId, IommuError> {
+        Ok(self.device(dev)?.primary)
+    }
+
+    pub fn dev_has_feature(&self, dev: DeviceId, feat: Feature) -> Result<bool, IommuError> {
+        let device = self.device(dev)?;
+        Ok(match feat {
+            Feature::Aux => device.pasid_bits > 0 && self.hw.pasid_bits() > 0,
+            Feature::Sva | Feature::Ats | Feature::Pri => false,
+        })
+    }
+
+    pub fn dev_feature_enabled(&self, dev: DeviceId, feat: Feature) -> Result<bool, IommuError> {
+        Ok(feat == Feature::Aux && self.device(dev)?.aux_enabled)
+    }
+
+    pub fn dev_enable_feature(&mut self, dev: DeviceId, feat: Feature) -> Result<(), IommuError> {
+        if !self.dev_has_feature(dev, feat)? {
+            return Err(IommuError::Unsupported(feat));
+        }
+        if self.device(dev)?.aux_enabled {
+            return Ok(());
+        }
+        self.hw.enable_aux(dev)?;
+        if let Some(d) = self.devices.get_mut(&dev) {
+            d.aux_enabled = true;
+        }
+        Ok(())
+    }
+
+    pub fn dev_disable_feature(&mut self, dev: DeviceId, feat: Feature) -> Result<(), IommuError> {
+        if feat != Feature::Aux {
+            return Err(IommuError::Unsupported(feat));
+        }
+        let device = self.device(dev)?;
+        if !device.aux.is_empty() {
+            return Err(IommuError::Busy {
+                dev,
+                aux_domains: device.aux.len(),
+            });
+        }
+        if !device.aux_enabled {
+            return Ok(());
+        }
+        self.hw.disable_aux(dev)?;
+        if let Some(d) = self.devices.get_mut(&dev) {
+            d.aux_enabled = false;
+        }
+        Ok(())
+    }
+
+    /// Attaches `id` to `dev` through the domain's PASID (allocated at its
+    /// first aux attachment, the same on every device) and returns it.
+    pub fn aux_attach_device(&mut self, id: DomainId, dev: DeviceId) -> Result<u32, IommuError> {
+        let device = self.device(dev)?;
+        if !device.aux_enabled {
+            return Err(IommuError::AuxDisabled(dev));
+        }
+        let device_bits = device.pasid_bits;
+        let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        if !d.kind.paging() {
+            return Err(IommuError::WrongDomainType {
+                domain: id,
+                kind: d.kind,
+            });
+        }
+        if d.aux_of.contains(&dev) {
+            return Err(IommuError::AlreadyAttached { domain: id, dev });
+        }
+        let (pasid, fresh) = match d.pasid {
+            Some(p) => (p, false),
+            None => (self.pasids.alloc()?, true),
+        };
+        let iommu_bits = self.hw.pasid_bits();
+        let fits = |bits: u8| bits >= 32 || u64::from(pasid) < 1u64 << bits;
+        let result = if !fits(device_bits) || !fits(iommu_bits) {
+            Err(IommuError::PasidTooWide {
+                pasid,
+                device_bits,
+                iommu_bits,
+            })
+        } else {
+            let r = self.dref(id)?;
+            self.hw.set_pasid(dev, pasid, &r).map_err(IommuError::from)
+        };
+        if let Err(e) = result {
+            if fresh {
+                let _ = self.pasids.free(pasid);
+            }
+            return Err(e);
+        }
+        if let Some(d) = self.domains.get_mut(&id) {
+            d.pasid = Some(pasid);
+            d.aux_of.push(dev);
+        }
+        if let Some(device) = self.devices.get_mut(&dev) {
+            device.aux.push(id);
+        }
+        Ok(pasid)
+    }
+
+    pub fn aux_get_pasid(&self, id: DomainId, dev: DeviceId) -> Result<Option<u32>, IommuError> {
+        self.device(dev)?;
+        let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        Ok(if d.aux_of.contains(&dev) {
+            d.pasid
+        } else {
+            None
+        })
+    }
+
+    /// Detaches `id` from `dev`; the PASID goes back to the allocator when
+    /// this was the domain's last aux attachment.
+    pub fn aux_detach_device(&mut self, id: DomainId, dev: DeviceId) -> Result<(), IommuError> {
+        self.device(dev)?;
+        let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        let (Some(pasid), true) = (d.pasid, d.aux_of.contains(&dev)) else {
+            return Err(IommuError::NotAttached { domain: id, dev });
+        };
+        let r = self.dref(id)?;
+        self.hw.clear_pasid(dev, pasid, &r)?;
+        let last = if let Some(d) = self.domains.get_mut(&id) {
+            d.aux_of.retain(|&x| x != dev);
+            d.aux_of.is_empty()
+        } else {
+            false
+        };
+        if let Some(device) = self.devices.get_mut(&dev) {
+            device.aux.retain(|&x| x != id);
+        }
+        if last {
+            if let Some(d) = self.domains.get_mut(&id) {
+                d.pasid = None;
+            }
+            self.pasids.free(pasid)?;
+        }
+        Ok(())
+    }
+
+    /// PASIDs in use (for leak checks).
+    pub fn pasids_in_use(&self) -> u32 {
+        self.pasids.used()
+    }
+
+    /// Page-table pages in use by paging domains.
+    pub fn table_pages(&self) -> usize {
+        self.domains
+            .values()
+            .filter_map(|d| d.table.as_ref())
+            .map(|t| t.tables())
+            .sum()
+    }
+}

@@ -1,0 +1,435 @@
+//! A software IOMMU and DMA engine, for running the core and the
+//! conformance suite on the host before (and besides) real hardware.
+//!
+//! The model walks the core's own page tables in a simulated physical
+//! memory, caches translations in a TLB tagged like real hardware (by
+//! domain tag and address), and forgets them only when the core asks it
+//! to invalidate. A core that forgot an invalidation therefore sees stale
+//! translations here, as it would on an SMMU or VT-d unit.
+use super::domain::{
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
+};
+use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};
+use crate::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Blocked,
+    Identity,
+    Paged { root: u64, tag: u32 },
+}
+
+/// Simulated physical memory, page tables, contexts, TLB and fault log.
+pub struct ModelState {
+    pages: BTreeMap<u64, Box<[u8; PAGE_SIZE as usize]>>,
+    next_page: u64,
+    format: TableFormat,
+    pasid_bits: u8,
+    primary: BTreeMap<DeviceId, Context>,
+    pasids: BTreeMap<(DeviceId, u32), Context>,
+    aux_enabled: BTreeSet<DeviceId>,
+    tlb: BTreeMap<(u32, u64), (u64, Prot)>,
+    next_tag: u32,
+    pub faults: Vec<Fault>,
+    pub invalidations: u32,
+    pub tables_live: usize,
+}
+
+pub type Shared = Rc<RefCell<ModelState>>;
+
+impl ModelState {
+    pub fn new(format: TableFormat, pasid_bits: u8) -> Shared {
+        Rc::new(RefCell::new(ModelState {
+            pages: BTreeMap::new(),
+            next_page: 0x4000_0000,
+            format,
+            pasid_bits,
+            primary: BTreeMap::new(),
+            pasids: BTreeMap::new(),
+            aux_enabled: BTreeSet::new(),
+            tlb: BTreeMap::new(),
+            next_tag: 1,
+            faults: Vec::new(),
+            invalidations: 0,
+            tables_live: 0,
+        }))
+    }
+
+    /// `count` zeroed, contiguous pages at a multiple of `align`.
+    pub fn alloc_pages(&mut self, count: u64, align: u64) -> u64 {
+        let base = (self.next_page + align - 1) & !(align - 1);
+        for k in 0..count {
+            self.pages
+                .insert(base + k * PAGE_SIZE, Box::new([0; PAGE_SIZE as usize]));
+        }
+        self.next_page = base + count * PAGE_SIZE;
+        base
+    }
+
+    pub fn free_pages(&mut self, base: u64, count: u64) {
+        for k in 0..count {
+            self.pages.remove(&(base + k * PAGE_SIZE));
+        }
+    }
+
+    pub fn pages_live(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// CPU access to simulated RAM; `None` where there is none.
+    pub fn read(&self, pa: u64, out: &mut [u8]) -> Option<()> {
+        for (i, b) in out.iter_mut().enumerate() {
+            let a = pa + i as u64;
+            *b = self.pages.get(&(a & !(PAGE_SIZE - 1)))?[(a % PAGE_SIZE) as usize];
+        }
+        Some(())
+    }
+
+    pub fn write(&mut self, pa: u64, data: &[u8]) -> Option<()> {
+        for (i, &b) in data.iter().enumerate() {
+            let a = pa + i as u64;
+            self.pages.get_mut(&(a & !(PAGE_SIZE - 1)))?[(a % PAGE_SIZE) as usize] = b;
+        }
+        Some(())
+    }
+
+    fn entry(&self, table: u64, index: usize) -> u64 {
+        let mut b = [0u8; 8];
+        self.read(table + 8 * index as u64, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn walk(&self, root: u64, iova: u64) -> Option<(u64, Prot)> {
+        let f = self.format;
+        let levels = f.levels();
+        if iova >> f.ias() != 0 {
+            return None;
+        }
+        let mut table = root;
+        for level in 0..levels {
+            let shift = level_shift(levels, level);
+            let e = self.entry(table, ((iova >> shift) as usize) & (ENTRIES - 1));
+            match f.decode(e, level) {
+                Pte::Table(next) if level + 1 < levels => table = next,
+                Pte::Leaf { pa, prot } => return Some((pa + (iova & ((1 << shift) - 1)), prot)),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// What the IOMMU does with one access of `dev` (tagged with `pasid`
+    /// or not) to `iova`: the physical address, or a recorded fault.
+    pub fn translate(
+        &mut self,
+        dev: DeviceId,
+        pasid: Option<u32>,
+        iova: u64,
+        write: bool,
+    ) -> Result<u64, Fault> {
+        let ctx = match pasid {
+            None => self.primary.get(&dev).copied().unwrap_or(Context::Blocked),
+            Some(p) => match self.pasids.get(&(dev, p)) {
+                Some(&c) => c,
+                None => return Err(self.fault(dev, pasid, iova, write, FaultReason::NoPasid)),
+            },
+        };
+        let (root, tag) = match ctx {
+            Context::Blocked => {
+                return Err(self.fault(dev, pasid, iova, write, FaultReason::Blocked))
+            }
+            Context::Identity => return Ok(iova),
+            Context::Paged { root, tag } => (root, tag),
+        };
+        let page = iova & !(PAGE_SIZE - 1);
+        let hit = self.tlb.get(&(tag, page)).copied();
+        let (pa, prot) = match hit.or_else(|| self.walk(root, page)) {
+            Some(t) => t,
+            None => return Err(self.fault(dev, pasid, iova, write, FaultReason::NotMapped)),
+        };
+        if (write && !prot.write) || (!write && !prot.read) {
+            return Err(self.fault(dev, pasid, iova, write, FaultReason::Permission));
+        }
+        self.tlb.insert((tag, page), (pa, prot));
+        Ok(pa + (iova & (PAGE_SIZE - 1)))
+    }
+
+    fn fault(
+        &mut self,
+        dev: DeviceId,
+        pasid: Option<u32>,
+        iova: u64,
+        write: bool,
+        reason: FaultReason,
+    ) -> Fault {
+        let f = Fault {
+            dev,
+            pasid,
+            iova,
+            write,
+            reason,
+        };
+        self.faults.push(f);
+        f
+    }
+}
+
+/// The model IOMMU: what a driver would be, for the core.
+pub struct ModelIommu {
+    pub state: Shared,
+    tables: ModelTables,
+}
+
+/// Page-table pages in the model's physical memory.
+pub struct ModelTables(Shared);
+
+impl TableMemory for ModelTables {
+    fn alloc(&mut self) -> Option<u64> {
+        let mut s = self.0.borrow_mut();
+        s.tables_live += 1;
+        Some(s.alloc_pages(1, PAGE_SIZE))
+    }
+    fn free(&mut self, table: u64) {
+        let mut s = self.0.borrow_mut();
+        s.tables_live -= 1;
+        s.free_pages(table, 1);
+    }
+    fn read(&self, table: u64, index: usize) -> u64 {
+        self.0.borrow().entry(table, index)
+    }
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        self.0
+            .borrow_mut()
+            .write(table + 8 * index as u64, &value.to_le_bytes());
+    }
+}
+
+impl ModelIommu {
+    pub fn new(state: Shared) -> Self {
+        ModelIommu {
+            tables: ModelTables(state.clone()),
+            state,
+        }
+    }
+}
+
+fn context(d: &DomainRef) -> Context {
+    match (d.kind, d.root) {
+        (DomainKind::Identity, _) => Context::Identity,
+        (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {
+            Context::Paged { root, tag: d.tag }
+        }
+        _ => Context::Blocked,
+    }
+}
+
+impl IommuHw for ModelIommu {
+    fn format(&self) -> TableFormat {
+        self.state.borrow().format
+    }
+
+    fn pasid_bits(&self) -> u8 {
+        self.state.borrow().pasid_bits
+    }
+
+    fn tables(&mut self) -> &mut dyn TableMemory {
+        &mut self.tables
+    }
+
+    fn alloc_tag(&mut self) -> Result<u32, HwError> {
+        let mut s = self.state.borrow_mut();
+        s.next_tag += 1;
+        Ok(s.next_tag)
+    }
+
+    fn free_tag(&mut self, tag: u32) {
+        self.state.borrow_mut().tlb.retain(|&(t, _), _| t != tag);
+    }
+
+    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError> {
+        self.state.borrow_mut().primary.insert(dev, context(d));
+        Ok(())
+    }
+
+    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+        self.state.borrow_mut().aux_enabled.insert(dev);
+        Ok(())
+    }
+
+    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+        let mut s = self.state.borrow_mut();
+        if s.pasids.keys().any(|&(d, _)| d == dev) {
+            return Err(HwError(format!("device {dev}: PASID entries still live")));
+        }
+        s.aux_enabled.remove(&dev);
+        Ok(())
+    }
+
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
+        let mut s = self.state.borrow_mut();
+        if !s.aux_enabled.contains(&dev) {
+            return Err(HwError(format!("device {dev}: PASID table not set up")));
+        }
+        s.pasids.insert((dev, pasid), context(d));
+        Ok(())
+    }
+
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, _d: &DomainRef) -> Result<(), HwError> {
+        self.state.borrow_mut().pasids.remove(&(dev, pasid));
+        Ok(())
+    }
+
+    fn invalidate(
+        &mut self,
+        d: &DomainRef,
+        _attached: &[Attachment],
+        gather: &Gather,
+    ) -> Result<(), HwError> {
+        let mut s = self.state.borrow_mut();
+        s.invalidations += 1;
+        let tag = d.tag;
+        s.tlb.retain(|&(t, page), _| {
+            t != tag
+                || !gather
+                    .ranges
+                    .iter()
+                    .any(|&(a, len)| page >= a && page < a + len)
+        });
+        Ok(())
+    }
+}
+
+/// A DMA engine in the model: operations run at once, access by access,
+/// through [`ModelState::translate`].
+pub struct ModelDma {
+    state: Shared,
+    dev: DeviceId,
+    pasid_bits: u8,
+    results: BTreeMap<u64, DmaResult>,
+    next: u64,
+}
+
+impl ModelDma {
+    pub fn new(state: Shared, dev: DeviceId, pasid_bits: u8) -> Self {
+        ModelDma {
+            state,
+            dev,
+            pasid_bits,
+            results: BTreeMap::new(),
+            next: 0,
+        }
+    }
+
+    fn execute(&self, op: &DmaOp, tag: DmaTag) -> DmaResult {
+        let pasid = match tag {
+            DmaTag::Untagged => None,
+            DmaTag::Pasid { pasid, .. } => {
+                if self.pasid_bits == 0 || u64::from(pasid) >= 1u64 << self.pasid_bits {
+                    return DmaResult {
+                        status: DmaStatus::Invalid,
+                        bytes: 0,
+                    };
+                }
+                if !self.state.borrow().aux_enabled.contains(&self.dev) {
+                    return DmaResult {
+                        status: DmaStatus::PasidDisabled,
+                        bytes: 0,
+                    };
+                }
+                Some(pasid)
+            }
+        };
+        let mut s = self.state.borrow_mut();
+        let dev = self.dev;
+        // One byte at a time through the IOMMU: slow, and exactly right.
+        let read = |s: &mut ModelState, a: u64| -> Result<u8, DmaStatus> {
+            let pa = s
+                .translate(dev, pasid, a, false)
+                .map_err(|_| DmaStatus::ReadFault { addr: a })?;
+            let mut b = [0u8];
+            s.read(pa, &mut b).ok_or(DmaStatus::ReadFault { addr: a })?;
+            Ok(b[0])
+        };
+        let write = |s: &mut ModelState, a: u64, v: u8| -> Result<(), DmaStatus> {
+            let pa = s
+                .translate(dev, pasid, a, true)
+                .map_err(|_| DmaStatus::WriteFault { addr: a })?;
+            s.write(pa, &[v]).ok_or(DmaStatus::WriteFault { addr: a })
+        };
+        let (len, mut step): (u64, _) = match *op {
+            DmaOp::Copy { src, dst, len } => (
+                len,
+                Box::new(move |s: &mut ModelState, i: u64| {
+                    let v = read(s, src + i)?;
+                    write(s, dst + i, v)
+                }) as Box<dyn FnMut(&mut ModelState, u64) -> Result<(), DmaStatus>>,
+            ),
+            DmaOp::Fill { dst, len, pattern } => (
+                len,
+                Box::new(move |s: &mut ModelState, i: u64| {
+                    write(s, dst + i, pattern.to_le_bytes()[(i % 8) as usize])
+                }),
+            ),
+            DmaOp::WriteImm { dst, value, size } => (
+                u64::from(size),
+                Box::new(move |s: &mut ModelState, i: u64| {
+                    write(s, dst + i, value.to_le_bytes()[i as usize])
+                }),
+            ),
+            DmaOp::Compare { a, b, len } => {
+                for i in 0..len {
+                    let (x, y) = match (read(&mut s, a + i), read(&mut s, b + i)) {
+                        (Ok(x), Ok(y)) => (x, y),
+                        (Err(e), _) | (_, Err(e)) => {
+                            return DmaResult {
+                                status: e,
+                                bytes: i,
+                            }
+                        }
+                    };
+                    if x != y {
+                        return DmaResult {
+                            status: DmaStatus::Differs { offset: i },
+                            bytes: i,
+                        };
+                    }
+                }
+                return DmaResult {
+                    status: DmaStatus::Success,
+                    bytes: len,
+                };
+            }
+        };
+        for i in 0..len {
+            if let Err(status) = step(&mut s, i) {
+                // Faults are reported per page, at the first byte that faulted.
+                return DmaResult { status, bytes: i };
+            }
+        }
+        DmaResult {
+            status: DmaStatus::Success,
+            bytes: len,
+        }
+    }
+}
+
+impl DmaEngine for ModelDma {
+    fn submit(&mut self, op: &DmaOp, tag: DmaTag) -> Result<Ticket, EngineError> {
+        let r = self.execute(op, tag);
+        self.next += 1;
+        self.results.insert(self.next, r);
+        Ok(Ticket(self.next))
+    }
+
+    fn wait(&mut self, ticket: Ticket, _bound_ns: u64) -> Result<DmaResult, EngineError> {
+        self.results
+            .remove(&ticket.0)
+            .ok_or_else(|| EngineError::Device(format!("no operation {}", ticket.0)))
+    }
+}
