@@ -74,6 +74,14 @@ pub fn cases<P: Platform>() -> Vec<Case<P>> {
         ),
         ("iommu::many_aux_domains", many_aux_domains::<P>),
         (
+            "iommu::pasid_at_the_top_of_the_range",
+            pasid_at_the_top_of_the_range::<P>
+        ),
+        (
+            "iommu::dma_domain_hands_out_iovas",
+            dma_domain_hands_out_iovas::<P>
+        ),
+        (
             "iommu::blocked_faults_identity_passes",
             blocked_faults_identity_passes::<P>
         ),
@@ -607,6 +615,100 @@ pub fn many_aux_domains<P: Platform>(p: &mut P) -> TestResult {
     }
     release(p, &doms)?;
     p.free_pages(pages, N);
+    Ok(())
+}
+
+/// 10: a PASID at the top of the 20-bit range works (two-level PASID
+/// structures on real hardware): the allocator's range is moved to the
+/// top for the test.
+pub fn pasid_at_the_top_of_the_range<P: Platform>(p: &mut P) -> TestResult {
+    let (x, _, _) = p.devices();
+    let saved = p.iommu().pasid_range();
+    p.iommu()
+        .set_pasid_range(0xfff00, 0xfffff)
+        .map_err(core_err)?;
+    let result = (|| {
+        p.iommu()
+            .dev_enable_feature(x, Feature::Aux)
+            .map_err(core_err)?;
+        let d = paging(p)?;
+        let page = p.alloc_pages(1, PAGE_SIZE)?;
+        p.iommu()
+            .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
+            .map_err(core_err)?;
+        let pasid = p.iommu().aux_attach_device(d, x).map_err(core_err)?;
+        ensure_eq!(pasid, 0xfff00, "the first PASID of the range");
+        ensure_eq!(
+            write_u64(p, x, IOVA, 0xf00, tagged(pasid))?,
+            ok(8),
+            "write under PASID {pasid:#x}"
+        );
+        ensure_eq!(read_u64(p, page), 0xf00, "the page behind PASID {pasid:#x}");
+        release(p, &[d])?;
+        p.free_pages(page, 1);
+        Ok(())
+    })();
+    let restored = p
+        .iommu()
+        .set_pasid_range(saved.0, saved.1)
+        .map_err(core_err);
+    result.and(restored)
+}
+
+/// DMA domains pick IOVAs themselves: distinct, aligned, reaching the
+/// right pages; unmapped IOVAs fault and their space is reused.
+pub fn dma_domain_hands_out_iovas<P: Platform>(p: &mut P) -> TestResult {
+    let (x, _, _) = p.devices();
+    let d = p.iommu().domain_alloc(DomainKind::Dma).map_err(core_err)?;
+    p.iommu().attach_device(d, x).map_err(core_err)?;
+    let pages = p.alloc_pages(3, PAGE_SIZE)?;
+    let mut iovas = Vec::new();
+    for k in 0..3 {
+        let iova = p
+            .iommu()
+            .dma_map(d, pages + k * PAGE_SIZE, PAGE_SIZE, Prot::RW)
+            .map_err(core_err)?;
+        ensure_eq!(iova % PAGE_SIZE, 0, "IOVA alignment");
+        iovas.push(iova);
+        ensure_eq!(
+            write_u64(p, x, iova, 0x40 + k, DmaTag::Untagged)?,
+            ok(8),
+            "write to IOVA {iova:#x}"
+        );
+    }
+    let mut sorted = iovas.clone();
+    sorted.dedup();
+    ensure_eq!(sorted.len(), 3, "distinct IOVAs: {iovas:?}");
+    for k in 0..3 {
+        ensure_eq!(read_u64(p, pages + k * PAGE_SIZE), 0x40 + k, "page {k}");
+    }
+    p.iommu()
+        .dma_unmap(d, iovas[1], PAGE_SIZE)
+        .map_err(core_err)?;
+    let r = write_u64(p, x, iovas[1], 0, DmaTag::Untagged)?;
+    ensure_eq!(
+        r.status,
+        DmaStatus::WriteFault { addr: iovas[1] },
+        "write after dma_unmap"
+    );
+    expect_fault(p, x, None, iovas[1], true)?;
+    let again = p
+        .iommu()
+        .dma_map(d, pages, PAGE_SIZE, Prot::RO)
+        .map_err(core_err)?;
+    ensure_eq!(again, iovas[1], "the freed IOVA is reused");
+    for &iova in &[iovas[0], iovas[2], again] {
+        p.iommu().dma_unmap(d, iova, PAGE_SIZE).map_err(core_err)?;
+    }
+    ensure!(
+        matches!(
+            p.iommu().dma_map(d, pages, 1 << 40, Prot::RW),
+            Err(IommuError::NoIova { .. })
+        ),
+        "a map bigger than the IOVA space"
+    );
+    release(p, &[d])?;
+    p.free_pages(pages, 3);
     Ok(())
 }
 

@@ -740,6 +740,20 @@ impl<H: IommuHw> Iommu<H> {
         Ok(())
     }
 
+    /// Moves the PASID range; only while no PASID is allocated.
+    pub fn set_pasid_range(&mut self, min: u32, max: u32) -> Result<(), IommuError> {
+        let used = self.pasids.used();
+        if used > 0 {
+            return Err(IommuError::Pasid(PasidError::InUse { allocated: used }));
+        }
+        self.pasids = PasidAllocator::new(min, max)?;
+        Ok(())
+    }
+
+    pub fn pasid_range(&self) -> (u32, u32) {
+        self.pasids.range()
+    }
+
     /// PASIDs in use (for leak checks).
     pub fn pasids_in_use(&self) -> u32 {
         self.pasids.used()

@@ -23,6 +23,8 @@ pub enum PasidError {
     OutOfRange(u32),
     /// Released but not allocated.
     NotAllocated(u32),
+    /// The range cannot change while PASIDs are allocated.
+    InUse { allocated: u32 },
 }
 
 impl fmt::Display for PasidError {
@@ -35,6 +37,9 @@ impl fmt::Display for PasidError {
             PasidError::Exhausted => f.write_str("no PASID left in the range"),
             PasidError::OutOfRange(p) => write!(f, "PASID {p:#x} is outside the allocator's range"),
             PasidError::NotAllocated(p) => write!(f, "PASID {p:#x} is not allocated"),
+            PasidError::InUse { allocated } => {
+                write!(f, "{allocated} PASID(s) allocated: the range cannot change")
+            }
         }
     }
 }
