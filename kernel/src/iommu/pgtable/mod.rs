@@ -175,6 +175,15 @@ impl Gather {
     }
 }
 
+/// Whether `table` has no valid entry, looking first near `hint` (where an
+/// entry was just cleared): unmaps usually run in order, so a live
+/// neighbour is usually right there.
+fn table_empty<M: TableMemory + ?Sized>(mem: &M, table: u64, hint: usize) -> bool {
+    (hint..ENTRIES)
+        .chain(0..hint)
+        .all(|k| mem.read(table, k) == 0)
+}
+
 /// A translation found by [`PageTable::lookup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
@@ -255,6 +264,17 @@ impl<F: Format> PageTable<F> {
         if self.fmt.oas() < 64 && pa_end > 1u64 << self.fmt.oas() {
             return Err(PgError::OutOfRange { iova: pa, size });
         }
+        // One leaf covers it all: install_leaf checks the slot is free, so
+        // the separate walk for overlaps is not needed.
+        let level = self.leaf_level_for(iova, pa, size);
+        if size == 1u64 << self.shift(level) {
+            return match self.install_leaf(mem, iova, pa, level, prot) {
+                Err(PgError::Overlap { .. }) => Err(PgError::Overlap {
+                    iova: self.first_mapped(mem, iova, size).unwrap_or(iova),
+                }),
+                r => r,
+            };
+        }
         if let Some(at) = self.first_mapped(mem, iova, size) {
             return Err(PgError::Overlap { iova: at });
         }
@@ -333,6 +353,9 @@ impl<F: Format> PageTable<F> {
         self.tables += fresh.len();
         let leaf_table = fresh.last().copied().unwrap_or(table);
         let i = self.index(va, level);
+        if fresh.is_empty() && mem.read(leaf_table, i) != 0 {
+            return Err(PgError::Overlap { iova: va });
+        }
         mem.write(leaf_table, i, self.fmt.encode_leaf(pa, level, prot));
         if let Some(&top) = fresh.first() {
             mem.write(table, self.index(va, l), self.fmt.encode_table(top, l));
@@ -427,6 +450,9 @@ impl<F: Format> PageTable<F> {
             return Err(PgError::Misaligned { iova, pa: 0, size });
         }
         self.check_range(iova, size)?;
+        if self.unmap_one_leaf(mem, iova, size, gather) {
+            return Ok(());
+        }
         if let Some(at) = self.first_unmapped(mem, iova, size) {
             return Err(PgError::NotMapped { iova: at });
         }
@@ -450,6 +476,44 @@ impl<F: Format> PageTable<F> {
             mem.free(t);
         }
         Ok(())
+    }
+
+    /// The common case: exactly one leaf maps `[iova, iova + size)`. Clears
+    /// it, frees the tables that leaves empty, and says whether it did.
+    fn unmap_one_leaf<M: TableMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        gather: &mut Gather,
+    ) -> bool {
+        let mut path = [(0u64, 0usize); 8];
+        let mut table = self.root;
+        for l in 0..self.fmt.levels() {
+            let i = self.index(iova, l);
+            path[l] = (table, i);
+            match self.fmt.decode(mem.read(table, i), l) {
+                Pte::Table(next) if l + 1 < self.fmt.levels() => table = next,
+                Pte::Leaf { .. } if 1u64 << self.shift(l) == size && iova & (size - 1) == 0 => {
+                    mem.write(table, i, 0);
+                    gather.add_range(iova, size);
+                    // Prune upwards while tables empty out (never the root).
+                    for up in (1..=l).rev() {
+                        let (t, idx) = path[up];
+                        if !table_empty(mem, t, idx) {
+                            break;
+                        }
+                        let (parent, pidx) = path[up - 1];
+                        mem.write(parent, pidx, 0);
+                        gather.freed_tables.push(t);
+                        self.tables -= 1;
+                    }
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// At most how many tables splitting will need: a block cut by an end
@@ -509,7 +573,7 @@ impl<F: Format> PageTable<F> {
                 }
                 Pte::Table(next) => {
                     self.unmap_in(mem, next, level + 1, va, stop, gather, spare);
-                    if (0..ENTRIES).all(|k| mem.read(next, k) == 0) {
+                    if table_empty(mem, next, self.index(va, level + 1)) {
                         mem.write(table, i, 0);
                         gather.freed_tables.push(next);
                         self.tables -= 1;
