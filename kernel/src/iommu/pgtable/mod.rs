@@ -199,6 +199,10 @@ pub struct PageTable<F: Format> {
     fmt: F,
     root: u64,
     tables: usize,
+    /// The last-level table that served the latest walk, with the region
+    /// it covers (`va >> shift(levels - 2)`): consecutive pages share it,
+    /// so most walks start there. Forgotten whenever a table is unlinked.
+    leaf_table: core::cell::Cell<Option<(u64, u64)>>,
 }
 
 impl<F: Format> PageTable<F> {
@@ -208,6 +212,7 @@ impl<F: Format> PageTable<F> {
             fmt,
             root,
             tables: 1,
+            leaf_table: core::cell::Cell::new(None),
         })
     }
 
@@ -227,6 +232,18 @@ impl<F: Format> PageTable<F> {
 
     fn shift(&self, level: usize) -> u32 {
         level_shift(self.fmt.levels(), level)
+    }
+
+    fn region(&self, va: u64) -> u64 {
+        va >> self.shift(self.fmt.levels() - 2)
+    }
+
+    /// The cached last-level table for `va`, if it covers it.
+    fn cached_leaf_table(&self, va: u64) -> Option<u64> {
+        match self.leaf_table.get() {
+            Some((region, table)) if region == self.region(va) => Some(table),
+            _ => None,
+        }
     }
 
     fn index(&self, iova: u64, level: usize) -> usize {
@@ -315,6 +332,17 @@ impl<F: Format> PageTable<F> {
         level: usize,
         prot: Prot,
     ) -> Result<(), PgError> {
+        let last = self.fmt.levels() - 1;
+        if level == last {
+            if let Some(t) = self.cached_leaf_table(va) {
+                let i = self.index(va, level);
+                if mem.read(t, i) != 0 {
+                    return Err(PgError::Overlap { iova: va });
+                }
+                mem.write(t, i, self.fmt.encode_leaf(pa, level, prot));
+                return Ok(());
+            }
+        }
         // Follow existing tables as far as they go.
         let mut table = self.root;
         let mut l = 0;
@@ -360,6 +388,9 @@ impl<F: Format> PageTable<F> {
         if let Some(&top) = fresh.first() {
             mem.write(table, self.index(va, l), self.fmt.encode_table(top, l));
         }
+        if level == last {
+            self.leaf_table.set(Some((self.region(va), leaf_table)));
+        }
         Ok(())
     }
 
@@ -404,10 +435,22 @@ impl<F: Format> PageTable<F> {
     /// The entry that decides `va` and its level: a leaf, or the invalid
     /// entry where the walk stopped.
     fn walk<M: TableMemory + ?Sized>(&self, mem: &M, va: u64) -> (Pte, usize) {
+        let last = self.fmt.levels() - 1;
+        if let Some(t) = self.cached_leaf_table(va) {
+            return (
+                self.fmt.decode(mem.read(t, self.index(va, last)), last),
+                last,
+            );
+        }
         let mut table = self.root;
         for l in 0..self.fmt.levels() {
             match self.fmt.decode(mem.read(table, self.index(va, l)), l) {
-                Pte::Table(next) if l + 1 < self.fmt.levels() => table = next,
+                Pte::Table(next) if l + 1 < self.fmt.levels() => {
+                    if l + 1 == last {
+                        self.leaf_table.set(Some((self.region(va), next)));
+                    }
+                    table = next
+                }
                 Pte::Table(_) => return (Pte::Invalid, l),
                 other => return (other, l),
             }
@@ -471,6 +514,8 @@ impl<F: Format> PageTable<F> {
                 }
             }
         }
+        // Splits and frees below: forget the cached table.
+        self.leaf_table.set(None);
         self.unmap_in(mem, self.root, 0, iova, iova + size, gather, &mut spare);
         for t in spare {
             mem.free(t);
@@ -487,13 +532,34 @@ impl<F: Format> PageTable<F> {
         size: u64,
         gather: &mut Gather,
     ) -> bool {
+        let last = self.fmt.levels() - 1;
+        if size == PAGE_SIZE {
+            if let Some(t) = self.cached_leaf_table(iova) {
+                let i = self.index(iova, last);
+                // Only when the table keeps other entries: emptying it
+                // needs the path up, for pruning.
+                let others = (i + 1..ENTRIES).chain(0..i).any(|k| mem.read(t, k) != 0);
+                if others {
+                    if let Pte::Leaf { .. } = self.fmt.decode(mem.read(t, i), last) {
+                        mem.write(t, i, 0);
+                        gather.add_range(iova, size);
+                        return true;
+                    }
+                }
+            }
+        }
         let mut path = [(0u64, 0usize); 8];
         let mut table = self.root;
         for l in 0..self.fmt.levels() {
             let i = self.index(iova, l);
             path[l] = (table, i);
             match self.fmt.decode(mem.read(table, i), l) {
-                Pte::Table(next) if l + 1 < self.fmt.levels() => table = next,
+                Pte::Table(next) if l + 1 < self.fmt.levels() => {
+                    if l + 1 == last {
+                        self.leaf_table.set(Some((self.region(iova), next)));
+                    }
+                    table = next
+                }
                 Pte::Leaf { .. } if 1u64 << self.shift(l) == size && iova & (size - 1) == 0 => {
                     mem.write(table, i, 0);
                     gather.add_range(iova, size);
@@ -507,6 +573,7 @@ impl<F: Format> PageTable<F> {
                         mem.write(parent, pidx, 0);
                         gather.freed_tables.push(t);
                         self.tables -= 1;
+                        self.leaf_table.set(None);
                     }
                     return true;
                 }
