@@ -60,6 +60,7 @@ impl Format for ArmLpae {
         }
     }
 
+    #[inline]
     fn levels(&self) -> usize {
         4
     }
@@ -69,14 +70,17 @@ impl Format for ArmLpae {
     }
 
     /// 1 GiB blocks at level 1, 2 MiB at level 2; none at level 0.
+    #[inline]
     fn leaf_allowed(&self, level: usize) -> bool {
         level >= 1
     }
 
+    #[inline]
     fn encode_table(&self, table: u64, _level: usize) -> u64 {
         (table & ADDR_MASK) | TABLE_OR_PAGE | VALID
     }
 
+    #[inline]
     fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
         let kind = if level == 3 { TABLE_OR_PAGE } else { 0 };
         let mut e = (pa & ADDR_MASK) | kind | VALID | AF;
@@ -118,6 +122,7 @@ impl Format for ArmLpae {
         e
     }
 
+    #[inline]
     fn decode(&self, e: u64, level: usize) -> Pte {
         if e & VALID == 0 {
             return Pte::Invalid;

@@ -93,6 +93,7 @@ pub trait Format {
 }
 
 /// log2 of the size an entry at `level` maps.
+#[inline]
 pub fn level_shift(levels: usize, level: usize) -> u32 {
     PAGE_SHIFT + BITS_PER_LEVEL * (levels - 1 - level) as u32
 }
@@ -118,6 +119,8 @@ pub enum PgError {
     NotMapped { iova: u64 },
     /// No memory for a table.
     NoMemory,
+    /// A mapping that allows neither reads nor writes (unmap instead).
+    NoAccess { iova: u64 },
 }
 
 impl fmt::Display for PgError {
@@ -133,6 +136,9 @@ impl fmt::Display for PgError {
             PgError::Overlap { iova } => write!(f, "iova {iova:#x} is mapped already"),
             PgError::NotMapped { iova } => write!(f, "iova {iova:#x} is not mapped"),
             PgError::NoMemory => f.write_str("no memory for a page table"),
+            PgError::NoAccess { iova } => {
+                write!(f, "iova {iova:#x}: a mapping must allow reads or writes")
+            }
         }
     }
 }
@@ -151,6 +157,7 @@ pub struct Gather {
 impl Gather {
     /// Adds `[iova, iova + size)`, merging with the previous range when
     /// they touch (unmaps usually come in order).
+    #[inline]
     pub fn add_range(&mut self, iova: u64, size: u64) {
         if let Some(last) = self.ranges.last_mut() {
             if last.0 + last.1 == iova {
@@ -178,10 +185,16 @@ impl Gather {
 /// Whether `table` has no valid entry, looking first near `hint` (where an
 /// entry was just cleared): unmaps usually run in order, so a live
 /// neighbour is usually right there.
+#[inline]
 fn table_empty<M: TableMemory + ?Sized>(mem: &M, table: u64, hint: usize) -> bool {
     (hint..ENTRIES)
         .chain(0..hint)
         .all(|k| mem.read(table, k) == 0)
+}
+
+/// Whether every entry of `table` but `skip` is zero.
+fn table_empty_but<M: TableMemory + ?Sized>(mem: &M, table: u64, skip: usize) -> bool {
+    (0..ENTRIES).all(|k| k == skip || mem.read(table, k) == 0)
 }
 
 /// A translation found by [`PageTable::lookup`].
@@ -230,15 +243,18 @@ impl<F: Format> PageTable<F> {
         self.tables
     }
 
+    #[inline]
     fn shift(&self, level: usize) -> u32 {
         level_shift(self.fmt.levels(), level)
     }
 
+    #[inline]
     fn region(&self, va: u64) -> u64 {
         va >> self.shift(self.fmt.levels() - 2)
     }
 
     /// The cached last-level table for `va`, if it covers it.
+    #[inline]
     fn cached_leaf_table(&self, va: u64) -> Option<u64> {
         match self.leaf_table.get() {
             Some((region, table)) if region == self.region(va) => Some(table),
@@ -246,6 +262,7 @@ impl<F: Format> PageTable<F> {
         }
     }
 
+    #[inline]
     fn index(&self, iova: u64, level: usize) -> usize {
         ((iova >> self.shift(level)) as usize) & (ENTRIES - 1)
     }
@@ -273,6 +290,9 @@ impl<F: Format> PageTable<F> {
     ) -> Result<(), PgError> {
         if size == 0 || (iova | pa | size) & (PAGE_SIZE - 1) != 0 {
             return Err(PgError::Misaligned { iova, pa, size });
+        }
+        if !prot.read && !prot.write {
+            return Err(PgError::NoAccess { iova });
         }
         self.check_range(iova, size)?;
         let pa_end = pa
@@ -492,6 +512,10 @@ impl<F: Format> PageTable<F> {
         if size == 0 || (iova | size) & (PAGE_SIZE - 1) != 0 {
             return Err(PgError::Misaligned { iova, pa: 0, size });
         }
+        // A page in the cached table: in range by construction.
+        if size == PAGE_SIZE && self.unmap_cached_page(mem, iova, gather) {
+            return Ok(());
+        }
         self.check_range(iova, size)?;
         if self.unmap_one_leaf(mem, iova, size, gather) {
             return Ok(());
@@ -523,6 +547,34 @@ impl<F: Format> PageTable<F> {
         Ok(())
     }
 
+    /// The commonest case: a 4 KiB page in the cached last-level table,
+    /// which keeps other entries (emptying it needs the path up, for
+    /// pruning). Every entry this engine writes at the last level is a
+    /// valid page (map refuses no-access mappings), so non-zero is mapped.
+    #[inline]
+    fn unmap_cached_page<M: TableMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        gather: &mut Gather,
+    ) -> bool {
+        let Some(t) = self.cached_leaf_table(iova) else {
+            return false;
+        };
+        let i = self.index(iova, self.fmt.levels() - 1);
+        if mem.read(t, i) == 0 {
+            return false;
+        }
+        let neighbour =
+            (i + 1 < ENTRIES && mem.read(t, i + 1) != 0) || (i > 0 && mem.read(t, i - 1) != 0);
+        if !neighbour && table_empty_but(mem, t, i) {
+            return false;
+        }
+        mem.write(t, i, 0);
+        gather.add_range(iova, PAGE_SIZE);
+        true
+    }
+
     /// The common case: exactly one leaf maps `[iova, iova + size)`. Clears
     /// it, frees the tables that leaves empty, and says whether it did.
     fn unmap_one_leaf<M: TableMemory + ?Sized>(
@@ -533,21 +585,6 @@ impl<F: Format> PageTable<F> {
         gather: &mut Gather,
     ) -> bool {
         let last = self.fmt.levels() - 1;
-        if size == PAGE_SIZE {
-            if let Some(t) = self.cached_leaf_table(iova) {
-                let i = self.index(iova, last);
-                // Only when the table keeps other entries: emptying it
-                // needs the path up, for pruning.
-                let others = (i + 1..ENTRIES).chain(0..i).any(|k| mem.read(t, k) != 0);
-                if others {
-                    if let Pte::Leaf { .. } = self.fmt.decode(mem.read(t, i), last) {
-                        mem.write(t, i, 0);
-                        gather.add_range(iova, size);
-                        return true;
-                    }
-                }
-            }
-        }
         let mut path = [(0u64, 0usize); 8];
         let mut table = self.root;
         for l in 0..self.fmt.levels() {

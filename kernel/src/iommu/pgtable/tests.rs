@@ -326,6 +326,10 @@ fn bad_requests_change_nothing() {
         Err(PgError::Misaligned { .. })
     ));
     assert_eq!(
+        pt.map(&mut mem, 0, 0, K4, prot(false, false, true, false, false)),
+        Err(PgError::NoAccess { iova: 0 })
+    );
+    assert_eq!(
         pt.map(&mut mem, (1 << 39) - K4, 0, 2 * K4, Prot::RW),
         Err(PgError::OutOfRange {
             iova: (1 << 39) - K4,

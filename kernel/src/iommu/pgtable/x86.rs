@@ -37,6 +37,7 @@ impl Format for X86FirstLevel {
         "x86-64 4-level paging (VT-d first level)"
     }
 
+    #[inline]
     fn levels(&self) -> usize {
         4
     }
@@ -45,15 +46,18 @@ impl Format for X86FirstLevel {
         52
     }
 
+    #[inline]
     fn leaf_allowed(&self, level: usize) -> bool {
         level == 2 || (level == 1 && self.gib_pages)
     }
 
     /// Intermediate entries allow everything; the leaf decides.
+    #[inline]
     fn encode_table(&self, table: u64, _level: usize) -> u64 {
         (table & ADDR_MASK) | FL_P | FL_RW | FL_US | FL_A
     }
 
+    #[inline]
     fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
         let mut e = (pa & ADDR_MASK) | FL_P | FL_A;
         if level < 3 {
@@ -75,6 +79,7 @@ impl Format for X86FirstLevel {
         e
     }
 
+    #[inline]
     fn decode(&self, e: u64, level: usize) -> Pte {
         if e & FL_P == 0 {
             return Pte::Invalid;
@@ -124,6 +129,7 @@ impl VtdSecondLevel {
         })
     }
 
+    #[inline]
     fn leaf_size_ok(&self, level: usize) -> bool {
         match self.levels - 1 - level {
             0 => true,
@@ -143,6 +149,7 @@ impl Format for VtdSecondLevel {
         }
     }
 
+    #[inline]
     fn levels(&self) -> usize {
         self.levels
     }
@@ -151,14 +158,17 @@ impl Format for VtdSecondLevel {
         52
     }
 
+    #[inline]
     fn leaf_allowed(&self, level: usize) -> bool {
         self.leaf_size_ok(level)
     }
 
+    #[inline]
     fn encode_table(&self, table: u64, _level: usize) -> u64 {
         (table & ADDR_MASK) | SL_R | SL_W
     }
 
+    #[inline]
     fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
         let mut e = pa & ADDR_MASK;
         if level + 1 < self.levels {
@@ -176,6 +186,7 @@ impl Format for VtdSecondLevel {
         e
     }
 
+    #[inline]
     fn decode(&self, e: u64, level: usize) -> Pte {
         if e & (SL_R | SL_W) == 0 {
             return Pte::Invalid;
