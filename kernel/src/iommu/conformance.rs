@@ -26,6 +26,14 @@ pub trait Platform {
     /// PASID capability (`None` if the platform has none).
     fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>);
     fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError>;
+    /// Runs `op` asking for a completion interrupt; says whether exactly
+    /// one arrived.
+    fn dma_with_interrupt(
+        &mut self,
+        dev: DeviceId,
+        op: DmaOp,
+        tag: DmaTag,
+    ) -> Result<(DmaResult, bool), EngineError>;
     /// `count` zeroed contiguous pages at a multiple of `align`.
     fn alloc_pages(&mut self, count: u64, align: u64) -> Result<u64, TestError>;
     fn free_pages(&mut self, base: u64, count: u64);
@@ -73,6 +81,10 @@ pub fn cases<P: Platform>() -> Vec<Case<P>> {
             aux_get_pasid_and_pasid_reuse::<P>
         ),
         ("iommu::many_aux_domains", many_aux_domains::<P>),
+        (
+            "iommu::interrupts_with_aux_domains",
+            interrupts_with_aux_domains::<P>
+        ),
         (
             "iommu::pasid_at_the_top_of_the_range",
             pasid_at_the_top_of_the_range::<P>
@@ -287,31 +299,12 @@ pub fn read_only_mapping_faults_on_write<P: Platform>(p: &mut P) -> TestResult {
 /// untagged traffic to it still uses the primary domain.
 pub fn aux_domains_are_kept_apart<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
-    let primary = paging(p)?;
-    let aux: Vec<DomainId> = (0..3).map(|_| paging(p)).collect::<Result<_, _>>()?;
-    let pages = p.alloc_pages(4, PAGE_SIZE)?;
-    p.iommu()
-        .map(primary, IOVA, pages, PAGE_SIZE, Prot::RW)
-        .map_err(core_err)?;
-    for (k, &d) in aux.iter().enumerate() {
-        p.iommu()
-            .map(
-                d,
-                IOVA,
-                pages + (k as u64 + 1) * PAGE_SIZE,
-                PAGE_SIZE,
-                Prot::RW,
-            )
-            .map_err(core_err)?;
-    }
-    p.iommu().attach_device(primary, x).map_err(core_err)?;
-    p.iommu()
-        .dev_enable_feature(x, Feature::Aux)
-        .map_err(core_err)?;
-    let mut pasids = Vec::new();
-    for &d in &aux {
-        pasids.push(p.iommu().aux_attach_device(d, x).map_err(core_err)?);
-    }
+    let Setup {
+        primary,
+        aux,
+        pages,
+        pasids,
+    } = primary_and_aux(p, x, 3)?;
     let mut sorted = pasids.clone();
     sorted.sort();
     sorted.dedup();
@@ -581,6 +574,74 @@ pub fn aux_get_pasid_and_pasid_reuse<P: Platform>(p: &mut P) -> TestResult {
     let again = p.iommu().aux_attach_device(other, x).map_err(core_err)?;
     ensure_eq!(again, px.min(po), "the released PASID comes back");
     release(p, &[d, other])
+}
+
+/// 9: completion interrupts keep arriving while aux domains are attached
+/// and the primary domain is unmanaged: the core maps the MSI doorbell in
+/// the primary domain where MSIs are translated (Arm), and MSIs carry no
+/// PASID whatever the request's tag was.
+pub fn interrupts_with_aux_domains<P: Platform>(p: &mut P) -> TestResult {
+    let (x, _, _) = p.devices();
+    let Setup {
+        primary,
+        aux,
+        pages,
+        pasids,
+    } = primary_and_aux(p, x, 2)?;
+    let mut tags = alloc::vec![DmaTag::Untagged];
+    tags.extend(pasids.iter().map(|&pasid| tagged(pasid)));
+    for (k, &tag) in tags.iter().enumerate() {
+        let op = DmaOp::WriteImm {
+            dst: IOVA,
+            value: k as u64,
+            size: 8,
+        };
+        let (r, irq) = p
+            .dma_with_interrupt(x, op, tag)
+            .map_err(|e| TestError::fail(format!("{e}")))?;
+        ensure_eq!(r, ok(8), "write with {tag:?}");
+        ensure!(irq, "no completion interrupt for the write with {tag:?}");
+    }
+    ensure!(p.take_faults().is_empty(), "unexpected faults");
+    release(p, &aux)?;
+    release(p, &[primary])?;
+    p.free_pages(pages, 3);
+    Ok(())
+}
+
+/// A primary domain and `n` aux domains on `dev`, each mapping [`IOVA`] to
+/// its own page (the primary's first).
+struct Setup {
+    primary: DomainId,
+    aux: Vec<DomainId>,
+    pages: u64,
+    pasids: Vec<u32>,
+}
+
+fn primary_and_aux<P: Platform>(p: &mut P, dev: DeviceId, n: usize) -> Result<Setup, TestError> {
+    let primary = paging(p)?;
+    let aux: Vec<DomainId> = (0..n).map(|_| paging(p)).collect::<Result<_, _>>()?;
+    let pages = p.alloc_pages(n as u64 + 1, PAGE_SIZE)?;
+    for (k, &d) in core::iter::once(&primary).chain(&aux).enumerate() {
+        let pa = pages + k as u64 * PAGE_SIZE;
+        p.iommu()
+            .map(d, IOVA, pa, PAGE_SIZE, Prot::RW)
+            .map_err(core_err)?;
+    }
+    p.iommu().attach_device(primary, dev).map_err(core_err)?;
+    p.iommu()
+        .dev_enable_feature(dev, Feature::Aux)
+        .map_err(core_err)?;
+    let mut pasids = Vec::new();
+    for &d in &aux {
+        pasids.push(p.iommu().aux_attach_device(d, dev).map_err(core_err)?);
+    }
+    Ok(Setup {
+        primary,
+        aux,
+        pages,
+        pasids,
+    })
 }
 
 /// 11: 256 aux domains on one device at once, each verified by DMA to its
@@ -1014,6 +1075,9 @@ pub mod host {
     impl ModelPlatform {
         pub fn new(format: TableFormat) -> Self {
             let state = ModelState::new(format, 20);
+            // MSIs through translation, as with the GIC ITS (GITS_TRANSLATER
+            // on QEMU virt), outside the model's RAM.
+            state.borrow_mut().msi_doorbell = Some(0x0808_0040);
             let mut iommu =
                 Iommu::new(ModelIommu::new(state.clone()), 1, (1 << 20) - 1).expect("core");
             let widths = [20u8, 20, 4];
@@ -1040,6 +1104,14 @@ pub mod host {
         }
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
             self.engines[dev as usize].run(&op, tag, 0)
+        }
+        fn dma_with_interrupt(
+            &mut self,
+            dev: DeviceId,
+            op: DmaOp,
+            tag: DmaTag,
+        ) -> Result<(DmaResult, bool), EngineError> {
+            Ok(self.engines[dev as usize].run_with_interrupt(&op, tag))
         }
         fn alloc_pages(&mut self, count: u64, align: u64) -> Result<u64, TestError> {
             Ok(self.state.borrow_mut().alloc_pages(count, align))

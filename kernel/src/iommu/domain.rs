@@ -6,7 +6,7 @@ use super::iova::IovaAllocator;
 use super::pasid::{PasidAllocator, PasidError};
 use super::pgtable::arm::ArmLpae;
 use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
-use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory};
+use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory, PAGE_SIZE};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -169,6 +169,13 @@ pub trait IommuHw {
     fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError>;
     /// Removes the PASID's translation and every cached copy of it.
     fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError>;
+    /// Where the device's MSIs are written, if they go through DMA
+    /// translation (the GIC ITS doorbell on Arm): the core maps that page,
+    /// at the same address, in every primary paging domain so MSIs keep
+    /// working. `None` where MSIs bypass translation (x86).
+    fn msi_doorbell(&self) -> Option<u64> {
+        None
+    }
     /// Invalidates `gather.ranges` of `d` wherever it is attached, and
     /// returns once the invalidation completed.
     fn invalidate(
@@ -310,6 +317,8 @@ struct Domain {
     primary_of: Vec<DeviceId>,
     aux_of: Vec<DeviceId>,
     iova: Option<IovaAllocator>,
+    /// The MSI doorbell page is mapped (while primary somewhere).
+    msi_mapped: bool,
 }
 
 struct Device {
@@ -427,8 +436,14 @@ impl<H: IommuHw> Iommu<H> {
                 pasid: None,
                 primary_of: Vec::new(),
                 aux_of: Vec::new(),
-                iova: (kind == DomainKind::Dma)
-                    .then(|| IovaAllocator::new(DMA_IOVA_BASE, DMA_IOVA_END)),
+                iova: (kind == DomainKind::Dma).then(|| {
+                    let mut a = IovaAllocator::new(DMA_IOVA_BASE, DMA_IOVA_END);
+                    if let Some(db) = self.hw.msi_doorbell() {
+                        a.reserve(db & !(PAGE_SIZE - 1), PAGE_SIZE);
+                    }
+                    a
+                }),
+                msi_mapped: false,
             },
         );
         Ok(id)
@@ -583,12 +598,45 @@ impl<H: IommuHw> Iommu<H> {
             return Ok(());
         }
         let r = self.dref(id)?;
-        self.hw.set_primary(dev, &r)?;
-        if let Some(d) = self.domains.get_mut(&old) {
-            d.primary_of.retain(|&x| x != dev);
+        // MSIs must keep reaching the doorbell through the new domain.
+        let doorbell = self.hw.msi_doorbell().map(|db| db & !(PAGE_SIZE - 1));
+        let map_doorbell = r.kind.paging()
+            && doorbell.is_some()
+            && self.domains.get(&id).is_some_and(|d| !d.msi_mapped);
+        if let (true, Some(db)) = (map_doorbell, doorbell) {
+            let device = Prot {
+                read: true,
+                write: true,
+                exec: false,
+                privileged: false,
+                device: true,
+            };
+            self.map(id, db, db, PAGE_SIZE, device)?;
+        }
+        if let Err(e) = self.hw.set_primary(dev, &r) {
+            if let (true, Some(db)) = (map_doorbell, doorbell) {
+                let _ = self.unmap(id, db, PAGE_SIZE);
+            }
+            return Err(e.into());
         }
         if let Some(d) = self.domains.get_mut(&id) {
             d.primary_of.push(dev);
+            d.msi_mapped |= map_doorbell;
+        }
+        let old_unused = self.domains.get_mut(&old).is_some_and(|d| {
+            d.primary_of.retain(|&x| x != dev);
+            d.primary_of.is_empty() && d.msi_mapped
+        });
+        if let (true, Some(db)) = (old_unused, doorbell) {
+            // Primary nowhere now: the doorbell goes from its tables (the
+            // caller may have unmapped it already).
+            match self.unmap(old, db, PAGE_SIZE) {
+                Ok(()) | Err(IommuError::PageTable(PgError::NotMapped { .. })) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(d) = self.domains.get_mut(&old) {
+                d.msi_mapped = false;
+            }
         }
         if let Some(device) = self.devices.get_mut(&dev) {
             device.primary = id;

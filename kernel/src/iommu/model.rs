@@ -39,6 +39,10 @@ pub struct ModelState {
     pub faults: Vec<Fault>,
     pub invalidations: u32,
     pub tables_live: usize,
+    /// Where MSIs are written (through DMA translation, as on Arm), and
+    /// how many reached it per device.
+    pub msi_doorbell: Option<u64>,
+    pub msis: BTreeMap<DeviceId, u32>,
 }
 
 pub type Shared = Rc<RefCell<ModelState>>;
@@ -58,6 +62,8 @@ impl ModelState {
             faults: Vec::new(),
             invalidations: 0,
             tables_live: 0,
+            msi_doorbell: None,
+            msis: BTreeMap::new(),
         }))
     }
 
@@ -242,6 +248,10 @@ impl IommuHw for ModelIommu {
         &mut self.tables
     }
 
+    fn msi_doorbell(&self) -> Option<u64> {
+        self.state.borrow().msi_doorbell
+    }
+
     fn alloc_tag(&mut self) -> Result<u32, HwError> {
         let mut s = self.state.borrow_mut();
         s.next_tag += 1;
@@ -416,6 +426,26 @@ impl ModelDma {
             status: DmaStatus::Success,
             bytes: len,
         }
+    }
+}
+
+impl ModelDma {
+    /// Runs `op`, then sends the completion MSI the way a device does: a
+    /// write to the doorbell, requester id only (MSIs carry no PASID),
+    /// through the device's primary domain. Says whether it arrived.
+    pub fn run_with_interrupt(&mut self, op: &DmaOp, tag: DmaTag) -> (DmaResult, bool) {
+        let r = self.execute(op, tag);
+        let mut s = self.state.borrow_mut();
+        let Some(db) = s.msi_doorbell else {
+            // MSIs that bypass translation always arrive.
+            *s.msis.entry(self.dev).or_insert(0) += 1;
+            return (r, true);
+        };
+        let arrived = s.translate(self.dev, None, db, true).is_ok();
+        if arrived {
+            *s.msis.entry(self.dev).or_insert(0) += 1;
+        }
+        (r, arrived)
     }
 }
 
