@@ -194,7 +194,11 @@ fn table_empty<M: TableMemory + ?Sized>(mem: &M, table: u64, hint: usize) -> boo
 
 /// Whether every entry of `table` but `skip` is zero.
 fn table_empty_but<M: TableMemory + ?Sized>(mem: &M, table: u64, skip: usize) -> bool {
-    (0..ENTRIES).all(|k| k == skip || mem.read(table, k) == 0)
+    // No early exit: the whole-table OR vectorizes, and the early exit
+    // would rarely come (this runs when the neighbours are empty).
+    (0..ENTRIES).fold(0, |acc, k| {
+        acc | if k == skip { 0 } else { mem.read(table, k) }
+    }) == 0
 }
 
 /// A translation found by [`PageTable::lookup`].
@@ -502,6 +506,7 @@ impl<F: Format> PageTable<F> {
     /// Unmaps `[iova, iova + size)`, splitting blocks it covers in part.
     /// Nothing changes if any part of the range is unmapped. What changed
     /// goes into `gather`.
+    #[inline]
     pub fn unmap<M: TableMemory + ?Sized>(
         &mut self,
         mem: &mut M,
@@ -516,6 +521,19 @@ impl<F: Format> PageTable<F> {
         if size == PAGE_SIZE && self.unmap_cached_page(mem, iova, gather) {
             return Ok(());
         }
+        self.unmap_walk(mem, iova, size, gather)
+    }
+
+    /// Everything but the cached-page case, out of line so the common
+    /// path stays small.
+    #[inline(never)]
+    fn unmap_walk<M: TableMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        gather: &mut Gather,
+    ) -> Result<(), PgError> {
         self.check_range(iova, size)?;
         if self.unmap_one_leaf(mem, iova, size, gather) {
             return Ok(());
