@@ -1,0 +1,287 @@
+//! Command queue entries (IHI 0070, 4): two doublewords each.
+use crate::field;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Re-read the STE of `sid` (`leaf`: only its leaf entry changed).
+    CfgiSte { sid: u32, leaf: bool },
+    /// Re-read the CD of `ssid` on `sid`.
+    CfgiCd { sid: u32, ssid: u32, leaf: bool },
+    /// Re-read every CD of `sid`.
+    CfgiCdAll { sid: u32 },
+    /// Re-read every STE and CD.
+    CfgiAll,
+    /// Stage-1 TLB entries of `asid` (in `vmid`, 0 without stage 2).
+    TlbiNhAsid { asid: u16, vmid: u16 },
+    /// Stage-1 TLB entries of `asid` at `addr`. With `range`, `num` + 1
+    /// units of 2^(`scale` * 5 + 12) bytes from `addr` (IDR3.RIL); `ttl`
+    /// names the level of the leaf (0 when unknown).
+    TlbiNhVa {
+        asid: u16,
+        vmid: u16,
+        addr: u64,
+        leaf: bool,
+        range: Option<Range>,
+    },
+    /// Stage-2 entries of `vmid` at IPA `addr`.
+    TlbiS2Ipa {
+        vmid: u16,
+        addr: u64,
+        leaf: bool,
+        range: Option<Range>,
+    },
+    /// Everything cached for `vmid`, both stages.
+    TlbiS12Vmall { vmid: u16 },
+    /// Every non-secure, non-hypervisor TLB entry.
+    TlbiNsnhAll,
+    /// Waits for every earlier command. `msi`: write `data` to `addr` when
+    /// done (completion by interrupt or memory write); else poll CONS.
+    Sync { msi: Option<(u64, u32)> },
+}
+
+/// A range invalidation (TLBI with IDR3.RIL): NUM, SCALE, TG and TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub num: u8,
+    pub scale: u8,
+    /// Translation granule: 1 = 4 KiB.
+    pub tg: u8,
+    pub ttl: u8,
+}
+
+pub const CFGI_STE: u64 = 0x03;
+pub const CFGI_ALL: u64 = 0x04;
+pub const CFGI_CD: u64 = 0x05;
+pub const CFGI_CD_ALL: u64 = 0x06;
+pub const TLBI_NH_ASID: u64 = 0x11;
+pub const TLBI_NH_VA: u64 = 0x12;
+pub const TLBI_S12_VMALL: u64 = 0x28;
+pub const TLBI_S2_IPA: u64 = 0x2a;
+pub const TLBI_NSNH_ALL: u64 = 0x30;
+pub const CMD_SYNC: u64 = 0x46;
+
+/// CMD_SYNC completion signal: none (poll), or the MSI it writes.
+const CS_NONE: u64 = 0;
+const CS_IRQ: u64 = 1;
+/// Shareability and attributes of the completion write: inner shareable,
+/// normal write-back.
+const MSH_INNER: u64 = 3;
+const MSIATTR_OIWB: u64 = 0xf;
+
+fn tlbi_range(w0: u64, w1: u64, r: Option<Range>) -> (u64, u64) {
+    match r {
+        None => (w0, w1),
+        Some(r) => (
+            w0 | field(u64::from(r.num), 16, 12) | field(u64::from(r.scale), 24, 20),
+            w1 | field(u64::from(r.ttl), 9, 8) | field(u64::from(r.tg), 11, 10),
+        ),
+    }
+}
+
+impl Command {
+    pub fn encode(&self) -> [u64; 2] {
+        match *self {
+            Command::CfgiSte { sid, leaf } => {
+                [CFGI_STE | field(u64::from(sid), 63, 32), u64::from(leaf)]
+            }
+            Command::CfgiCd { sid, ssid, leaf } => [
+                CFGI_CD | field(u64::from(ssid), 31, 12) | field(u64::from(sid), 63, 32),
+                u64::from(leaf),
+            ],
+            Command::CfgiCdAll { sid } => [CFGI_CD_ALL | field(u64::from(sid), 63, 32), 0],
+            // CFGI_STE_RANGE with a range of 2^32 StreamIDs.
+            Command::CfgiAll => [CFGI_ALL, 31],
+            Command::TlbiNhAsid { asid, vmid } => [
+                TLBI_NH_ASID | field(u64::from(vmid), 47, 32) | field(u64::from(asid), 63, 48),
+                0,
+            ],
+            Command::TlbiNhVa {
+                asid,
+                vmid,
+                addr,
+                leaf,
+                range,
+            } => {
+                let (w0, w1) = tlbi_range(
+                    TLBI_NH_VA | field(u64::from(vmid), 47, 32) | field(u64::from(asid), 63, 48),
+                    (addr & !0xfff) | u64::from(leaf),
+                    range,
+                );
+                [w0, w1]
+            }
+            Command::TlbiS2Ipa {
+                vmid,
+                addr,
+                leaf,
+                range,
+            } => {
+                let (w0, w1) = tlbi_range(
+                    TLBI_S2_IPA | field(u64::from(vmid), 47, 32),
+                    (addr & 0x000f_ffff_ffff_f000) | u64::from(leaf),
+                    range,
+                );
+                [w0, w1]
+            }
+            Command::TlbiS12Vmall { vmid } => [TLBI_S12_VMALL | field(u64::from(vmid), 47, 32), 0],
+            Command::TlbiNsnhAll => [TLBI_NSNH_ALL, 0],
+            Command::Sync { msi: None } => [CMD_SYNC | field(CS_NONE, 13, 12), 0],
+            Command::Sync {
+                msi: Some((addr, data)),
+            } => [
+                CMD_SYNC
+                    | field(CS_IRQ, 13, 12)
+                    | field(MSH_INNER, 23, 22)
+                    | field(MSIATTR_OIWB, 27, 24)
+                    | field(u64::from(data), 63, 32),
+                addr & 0x000f_ffff_ffff_fffc,
+            ],
+        }
+    }
+
+    /// The opcode of an encoded command (for error reports).
+    pub fn opcode_name(op: u8) -> &'static str {
+        match u64::from(op) {
+            CFGI_STE => "CFGI_STE",
+            CFGI_ALL => "CFGI_ALL",
+            CFGI_CD => "CFGI_CD",
+            CFGI_CD_ALL => "CFGI_CD_ALL",
+            TLBI_NH_ASID => "TLBI_NH_ASID",
+            TLBI_NH_VA => "TLBI_NH_VA",
+            TLBI_S12_VMALL => "TLBI_S12_VMALL",
+            TLBI_S2_IPA => "TLBI_S2_IPA",
+            TLBI_NSNH_ALL => "TLBI_NSNH_ALL",
+            CMD_SYNC => "CMD_SYNC",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A command error reported in CMDQ_CONS.ERR (IHI 0070, 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandError {
+    None,
+    /// CERROR_ILL: unknown opcode or reserved field set.
+    Illegal,
+    /// CERROR_ABT: the command fetch aborted.
+    Abort,
+    /// CERROR_ATC_INV_SYNC: an ATC invalidation timed out.
+    AtcInvalidationSync,
+    Other(u8),
+}
+
+impl CommandError {
+    /// From SMMU_CMDQ_CONS.ERR (bits 30:24).
+    pub fn from_cons(cons: u32) -> CommandError {
+        match (cons >> 24) & 0x7f {
+            0 => CommandError::None,
+            1 => CommandError::Illegal,
+            2 => CommandError::Abort,
+            3 => CommandError::AtcInvalidationSync,
+            x => CommandError::Other(x as u8),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings() {
+        assert_eq!(
+            Command::CfgiSte {
+                sid: 0x10,
+                leaf: true
+            }
+            .encode(),
+            [0x10_0000_0003, 1]
+        );
+        assert_eq!(
+            Command::CfgiCd {
+                sid: 0x208,
+                ssid: 0xfffff,
+                leaf: true
+            }
+            .encode(),
+            [0x208_ffff_f005, 1]
+        );
+        assert_eq!(Command::CfgiCdAll { sid: 8 }.encode(), [0x8_0000_0006, 0]);
+        assert_eq!(Command::CfgiAll.encode(), [4, 31]);
+        assert_eq!(
+            Command::TlbiNhAsid {
+                asid: 0x1234,
+                vmid: 0
+            }
+            .encode(),
+            [0x1234_0000_0000_0011, 0]
+        );
+        assert_eq!(
+            Command::TlbiNhVa {
+                asid: 7,
+                vmid: 0,
+                addr: 0x4000_1234,
+                leaf: true,
+                range: None
+            }
+            .encode(),
+            [0x0007_0000_0000_0012, 0x4000_1001]
+        );
+        let r = Range {
+            num: 3,
+            scale: 1,
+            tg: 1,
+            ttl: 3,
+        };
+        assert_eq!(
+            Command::TlbiNhVa {
+                asid: 7,
+                vmid: 0,
+                addr: 0x4000_0000,
+                leaf: true,
+                range: Some(r)
+            }
+            .encode(),
+            [
+                0x0007_0000_0000_0012 | (3 << 12) | (1 << 20),
+                0x4000_0000 | 1 | (3 << 8) | (1 << 10)
+            ]
+        );
+        assert_eq!(
+            Command::TlbiS2Ipa {
+                vmid: 2,
+                addr: 0x8000_0000,
+                leaf: false,
+                range: None
+            }
+            .encode(),
+            [0x2_0000_002a, 0x8000_0000]
+        );
+        assert_eq!(
+            Command::TlbiS12Vmall { vmid: 2 }.encode(),
+            [0x2_0000_0028, 0]
+        );
+        assert_eq!(Command::Sync { msi: None }.encode(), [0x46, 0]);
+        assert_eq!(
+            Command::Sync {
+                msi: Some((0x4000_0040, 0xabcd))
+            }
+            .encode(),
+            [
+                0x46 | (1 << 12) | (3 << 22) | (0xf << 24) | (0xabcd << 32),
+                0x4000_0040
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_from_cons() {
+        assert_eq!(CommandError::from_cons(0x0000_0005), CommandError::None);
+        assert_eq!(CommandError::from_cons(0x0100_0005), CommandError::Illegal);
+        assert_eq!(CommandError::from_cons(0x0200_0000), CommandError::Abort);
+        assert_eq!(
+            CommandError::from_cons(0x0300_0000),
+            CommandError::AtcInvalidationSync
+        );
+        assert_eq!(Command::opcode_name(0x46), "CMD_SYNC");
+    }
+}

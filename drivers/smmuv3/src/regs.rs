@@ -1,0 +1,118 @@
+//! The SMMUv3 register map (IHI 0070, 6.2): page 0, and the queue
+//! pointers that live in page 1 (64 KiB up).
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
+
+register_bitfields![u32,
+    pub CR0 [
+        SMMUEN OFFSET(0) NUMBITS(1) [],
+        PRIQEN OFFSET(1) NUMBITS(1) [],
+        EVENTQEN OFFSET(2) NUMBITS(1) [],
+        CMDQEN OFFSET(3) NUMBITS(1) [],
+        ATSCHK OFFSET(4) NUMBITS(1) []
+    ],
+    pub CR1 [
+        QUEUE_IC OFFSET(0) NUMBITS(2) [],
+        QUEUE_OC OFFSET(2) NUMBITS(2) [],
+        QUEUE_SH OFFSET(4) NUMBITS(2) [],
+        TABLE_IC OFFSET(6) NUMBITS(2) [],
+        TABLE_OC OFFSET(8) NUMBITS(2) [],
+        TABLE_SH OFFSET(10) NUMBITS(2) []
+    ],
+    pub CR2 [
+        E2H OFFSET(0) NUMBITS(1) [],
+        RECINVSID OFFSET(1) NUMBITS(1) [],
+        PTM OFFSET(2) NUMBITS(1) []
+    ],
+    pub GBPA [
+        ABORT OFFSET(20) NUMBITS(1) [],
+        UPDATE OFFSET(31) NUMBITS(1) []
+    ],
+    pub IRQ_CTRL [
+        GERROR_IRQEN OFFSET(0) NUMBITS(1) [],
+        PRIQ_IRQEN OFFSET(1) NUMBITS(1) [],
+        EVENTQ_IRQEN OFFSET(2) NUMBITS(1) []
+    ],
+    pub GERROR [
+        CMDQ_ERR OFFSET(0) NUMBITS(1) [],
+        EVENTQ_ABT_ERR OFFSET(2) NUMBITS(1) [],
+        PRIQ_ABT_ERR OFFSET(3) NUMBITS(1) [],
+        MSI_CMDQ_ABT_ERR OFFSET(4) NUMBITS(1) [],
+        MSI_EVENTQ_ABT_ERR OFFSET(5) NUMBITS(1) [],
+        MSI_PRIQ_ABT_ERR OFFSET(6) NUMBITS(1) [],
+        MSI_GERROR_ABT_ERR OFFSET(7) NUMBITS(1) [],
+        SFM_ERR OFFSET(8) NUMBITS(1) []
+    ],
+    pub STRTAB_BASE_CFG [
+        LOG2SIZE OFFSET(0) NUMBITS(6) [],
+        SPLIT OFFSET(6) NUMBITS(5) [],
+        FMT OFFSET(16) NUMBITS(2) [
+            Linear = 0,
+            TwoLevel = 1
+        ]
+    ]
+];
+
+register_structs! {
+    /// Page 0.
+    pub SmmuRegs {
+        (0x000 => pub idr: [ReadOnly<u32>; 6]),
+        (0x018 => pub iidr: ReadOnly<u32>),
+        (0x01c => pub aidr: ReadOnly<u32>),
+        (0x020 => pub cr0: ReadWrite<u32, CR0::Register>),
+        (0x024 => pub cr0ack: ReadOnly<u32, CR0::Register>),
+        (0x028 => pub cr1: ReadWrite<u32, CR1::Register>),
+        (0x02c => pub cr2: ReadWrite<u32, CR2::Register>),
+        (0x030 => _reserved0),
+        (0x040 => pub statusr: ReadOnly<u32>),
+        (0x044 => pub gbpa: ReadWrite<u32, GBPA::Register>),
+        (0x048 => pub agbpa: ReadWrite<u32>),
+        (0x04c => _reserved1),
+        (0x050 => pub irq_ctrl: ReadWrite<u32, IRQ_CTRL::Register>),
+        (0x054 => pub irq_ctrlack: ReadOnly<u32, IRQ_CTRL::Register>),
+        (0x058 => _reserved2),
+        (0x060 => pub gerror: ReadOnly<u32, GERROR::Register>),
+        (0x064 => pub gerrorn: ReadWrite<u32, GERROR::Register>),
+        (0x068 => pub gerror_irq_cfg0: ReadWrite<u64>),
+        (0x070 => pub gerror_irq_cfg1: ReadWrite<u32>),
+        (0x074 => pub gerror_irq_cfg2: ReadWrite<u32>),
+        (0x078 => _reserved3),
+        (0x080 => pub strtab_base: ReadWrite<u64>),
+        (0x088 => pub strtab_base_cfg: ReadWrite<u32, STRTAB_BASE_CFG::Register>),
+        (0x08c => _reserved4),
+        (0x090 => pub cmdq_base: ReadWrite<u64>),
+        (0x098 => pub cmdq_prod: ReadWrite<u32>),
+        (0x09c => pub cmdq_cons: ReadWrite<u32>),
+        (0x0a0 => pub eventq_base: ReadWrite<u64>),
+        (0x0a8 => _eventq_pointers_in_page1),
+        (0x0b0 => pub eventq_irq_cfg0: ReadWrite<u64>),
+        (0x0b8 => pub eventq_irq_cfg1: ReadWrite<u32>),
+        (0x0bc => pub eventq_irq_cfg2: ReadWrite<u32>),
+        (0x0c0 => _reserved5),
+        (0x100 => @END),
+    },
+    /// The start of page 1 (SMMU base + 64 KiB).
+    pub SmmuPage1 {
+        (0x000 => _reserved0),
+        (0x0a8 => pub eventq_prod: ReadWrite<u32>),
+        (0x0ac => pub eventq_cons: ReadWrite<u32>),
+        (0x0b0 => _reserved1),
+        (0x0c8 => pub priq_prod: ReadWrite<u32>),
+        (0x0cc => pub priq_cons: ReadWrite<u32>),
+        (0x0d0 => @END),
+    }
+}
+
+/// Page 1's offset from the SMMU's base.
+pub const PAGE1: usize = 0x1_0000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        assert_eq!(core::mem::size_of::<SmmuRegs>(), 0x100);
+        assert_eq!(core::mem::size_of::<SmmuPage1>(), 0xd0);
+    }
+}

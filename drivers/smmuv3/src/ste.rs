@@ -1,0 +1,225 @@
+//! Stream table entries (IHI 0070, 5.2) and level-1 stream table
+//! descriptors (5.1). An STE is eight little-endian doublewords; dword 0
+//! holds V, so a driver writes the others first, then dword 0, then
+//! issues CFGI_STE and CMD_SYNC ([`Ste::write_order`]).
+use crate::field;
+
+/// What an SMMU does with a stream's untagged traffic when stage 1 uses
+/// substreams (STE.S1DSS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S1Dss {
+    /// Untagged traffic faults.
+    Terminate,
+    /// Untagged traffic bypasses stage 1.
+    Bypass,
+    /// Untagged traffic uses substream 0: the primary domain.
+    Substream0,
+}
+
+/// The CD table an STE points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CdTable {
+    /// Physical address (64-byte aligned for linear, 4 KiB for 2-level).
+    pub base: u64,
+    /// log2 of the number of substreams (S1CDMax); 0 means one CD.
+    pub log2_cds: u8,
+    pub two_level: bool,
+    pub s1dss: S1Dss,
+}
+
+/// Stage-2 translation settings (the VTCR fields and S2TTB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage2 {
+    pub vmid: u16,
+    /// Input address bits (T0SZ = 64 - ias).
+    pub ias: u8,
+    /// Output address size: the IDR5.OAS encoding (PS).
+    pub ps: u8,
+    /// Starting level (SL0 for 4 KiB: 0 = level 2, 1 = level 1, 2 = level 0).
+    pub sl0: u8,
+    pub ttb: u64,
+}
+
+/// One stream table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ste(pub [u64; 8]);
+
+const V: u64 = 1;
+const CFG_ABORT: u64 = 0;
+const CFG_BYPASS: u64 = 4;
+const CFG_S1: u64 = 5;
+const CFG_S2: u64 = 6;
+const CFG_NESTED: u64 = 7;
+/// Cacheability of CD fetches: write-back read-allocate.
+const CACHE_WBRA: u64 = 1;
+const SH_INNER: u64 = 3;
+/// SHCFG: use the incoming shareability.
+const SHCFG_INCOMING: u64 = 1;
+
+impl Ste {
+    /// Every access of the stream aborts (and is reported).
+    pub fn abort() -> Ste {
+        Ste([V | field(CFG_ABORT, 3, 1), 0, 0, 0, 0, 0, 0, 0])
+    }
+
+    /// Accesses pass through untranslated.
+    pub fn bypass() -> Ste {
+        Ste([
+            V | field(CFG_BYPASS, 3, 1),
+            field(SHCFG_INCOMING, 45, 44),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ])
+    }
+
+    fn s1_words(cd: &CdTable) -> (u64, u64) {
+        let fmt = if cd.two_level { 2 } else { 0 };
+        let dss = match cd.s1dss {
+            S1Dss::Terminate => 0,
+            S1Dss::Bypass => 1,
+            S1Dss::Substream0 => 2,
+        };
+        let w0 = field(fmt, 5, 4)
+            | (cd.base & 0x000f_ffff_ffff_ffc0)
+            | field(u64::from(cd.log2_cds), 63, 59);
+        let w1 = field(dss, 1, 0)
+            | field(CACHE_WBRA, 3, 2)
+            | field(CACHE_WBRA, 5, 4)
+            | field(SH_INNER, 7, 6)
+            // Faults terminate, they do not stall.
+            | (1 << 27)
+            | field(SHCFG_INCOMING, 45, 44);
+        (w0, w1)
+    }
+
+    fn s2_words(s2: &Stage2) -> (u64, u64) {
+        let vtcr = field(64 - u64::from(s2.ias), 5, 0)
+            | field(u64::from(s2.sl0), 7, 6)
+            | field(CACHE_WBRA, 9, 8)
+            | field(CACHE_WBRA, 11, 10)
+            | field(SH_INNER, 13, 12)
+            // TG 0: 4 KiB.
+            | field(u64::from(s2.ps), 18, 16);
+        let w2 = field(u64::from(s2.vmid), 15, 0)
+            | (vtcr << 32)
+            // S2AA64, S2PTW (protected table walk), S2R (record faults).
+            | (1 << 51)
+            | (1 << 54)
+            | (1 << 58);
+        (w2, s2.ttb & 0x000f_ffff_ffff_fff0)
+    }
+
+    /// Stage 1 through the CD table `cd`.
+    pub fn stage1(cd: &CdTable) -> Ste {
+        let (w0, w1) = Self::s1_words(cd);
+        Ste([V | field(CFG_S1, 3, 1) | w0, w1, 0, 0, 0, 0, 0, 0])
+    }
+
+    pub fn stage2(s2: &Stage2) -> Ste {
+        let (w2, w3) = Self::s2_words(s2);
+        Ste([
+            V | field(CFG_S2, 3, 1),
+            field(SHCFG_INCOMING, 45, 44),
+            w2,
+            w3,
+            0,
+            0,
+            0,
+            0,
+        ])
+    }
+
+    /// Stage 1 (the CD table) over stage 2.
+    pub fn nested(cd: &CdTable, s2: &Stage2) -> Ste {
+        let (w0, w1) = Self::s1_words(cd);
+        let (w2, w3) = Self::s2_words(s2);
+        Ste([V | field(CFG_NESTED, 3, 1) | w0, w1, w2, w3, 0, 0, 0, 0])
+    }
+
+    pub fn valid(&self) -> bool {
+        self.0[0] & V != 0
+    }
+
+    /// Dwords in the order a live entry is rewritten: everything but
+    /// dword 0 first, dword 0 (with V and Config) last.
+    pub const fn write_order() -> [usize; 8] {
+        [1, 2, 3, 4, 5, 6, 7, 0]
+    }
+}
+
+/// A level-1 stream table descriptor: `span` is log2 of the STEs in the
+/// level-2 table plus one (0 means none: the streams are invalid).
+pub fn l1_descriptor(l2_table: u64, l2_log2_stes: u8) -> u64 {
+    field(u64::from(l2_log2_stes) + 1, 4, 0) | (l2_table & 0x000f_ffff_ffff_ffc0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abort_and_bypass() {
+        assert_eq!(Ste::abort().0, [1, 0, 0, 0, 0, 0, 0, 0]);
+        let b = Ste::bypass();
+        assert_eq!(b.0[0], 0b1001);
+        assert_eq!(b.0[1], 1 << 44);
+        assert!(b.valid());
+    }
+
+    #[test]
+    fn stage1_with_substreams() {
+        let s = Ste::stage1(&CdTable {
+            base: 0x4012_3000,
+            log2_cds: 20,
+            two_level: true,
+            s1dss: S1Dss::Substream0,
+        });
+        // V, Config 5 (0b101 << 1), S1Fmt 2 (<< 4), S1ContextPtr, S1CDMax 20 (<< 59).
+        assert_eq!(s.0[0], 1 | (5 << 1) | (2 << 4) | 0x4012_3000 | (20 << 59));
+        // S1DSS 2, S1CIR/S1COR WBRA, S1CSH inner, S1STALLD, SHCFG incoming.
+        assert_eq!(
+            s.0[1],
+            2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 27) | (1 << 44)
+        );
+        assert_eq!(&s.0[2..], &[0; 6]);
+    }
+
+    #[test]
+    fn stage2_and_nested() {
+        let s2 = Stage2 {
+            vmid: 0x1234,
+            ias: 48,
+            ps: 4,
+            sl0: 2,
+            ttb: 0x8000_1000,
+        };
+        let s = Ste::stage2(&s2);
+        assert_eq!(s.0[0], 1 | (6 << 1));
+        let vtcr: u64 = 16 | (2 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (4 << 16);
+        assert_eq!(
+            s.0[2],
+            0x1234 | (vtcr << 32) | (1 << 51) | (1 << 54) | (1 << 58)
+        );
+        assert_eq!(s.0[3], 0x8000_1000);
+        let cd = CdTable {
+            base: 0x4000_0040,
+            log2_cds: 0,
+            two_level: false,
+            s1dss: S1Dss::Terminate,
+        };
+        let n = Ste::nested(&cd, &s2);
+        assert_eq!(n.0[0], 1 | (7 << 1) | 0x4000_0040);
+        assert_eq!((n.0[2], n.0[3]), (s.0[2], s.0[3]));
+        assert_eq!(Ste::write_order()[7], 0);
+    }
+
+    #[test]
+    fn l1_descriptors() {
+        // 256 STEs per level-2 table: span 9.
+        assert_eq!(l1_descriptor(0x4000_2000, 8), 0x4000_2000 | 9);
+    }
+}
