@@ -8,13 +8,18 @@
 //! - [`cd`]: context descriptors for AArch64 stage 1 with the 4 KiB
 //!   granule, and level-1 CD table descriptors;
 //! - [`cmd`]: command queue entries;
+//! - [`cmdq`]: the command queue protocol (batches ending in one CMD_SYNC,
+//!   bounded waits, refused commands reported and skipped);
 //! - [`event`]: event queue records decoded into typed events;
 //! - [`queue`]: producer/consumer index arithmetic with the wrap bit;
 //! - [`regs`]: the register map (tock-registers).
 #![no_std]
 
+extern crate alloc;
+
 pub mod cd;
 pub mod cmd;
+pub mod cmdq;
 pub mod event;
 pub mod idr;
 pub mod queue;

@@ -1,0 +1,275 @@
+//! The command queue protocol (IHI 0070, 3.5 and 7.1) over [`CmdqHw`]:
+//! commands are written at PROD, a CMD_SYNC ends each batch, PROD is
+//! published, and the driver waits (bounded) until CONS passes the sync.
+//! A command the SMMU rejects (CMDQ_CONS.ERR, GERROR.CMDQ_ERR) is
+//! reported with its opcode and replaced by a CMD_SYNC, the error is
+//! acknowledged through GERRORN, and the queue runs on.
+use crate::cmd::{Command, CommandError};
+use crate::queue::Queue;
+
+/// The registers and memory of one command queue.
+pub trait CmdqHw {
+    fn read_prod(&self) -> u32;
+    fn write_prod(&mut self, prod: u32);
+    fn read_cons(&self) -> u32;
+    fn write_entry(&mut self, slot: usize, cmd: [u64; 2]);
+    fn read_entry(&self, slot: usize) -> [u64; 2];
+    /// GERROR.CMDQ_ERR differs from GERRORN.CMDQ_ERR: an error is active.
+    fn cmdq_error_active(&self) -> bool;
+    /// Toggles GERRORN.CMDQ_ERR to match GERROR (acknowledges the error).
+    fn acknowledge_cmdq_error(&mut self);
+    /// Called between polls (a short delay, or nothing on the host).
+    fn pause(&mut self) {}
+}
+
+/// A command the SMMU refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    pub error: CommandError,
+    pub opcode: u8,
+    pub entry: [u64; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdqError {
+    /// CONS did not pass the sync within the bound.
+    Timeout { prod: u32, cons: u32 },
+    /// More commands than the queue holds in one batch.
+    TooMany { commands: usize, room: u32 },
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Commands written, the CMD_SYNC included.
+    pub commands: u32,
+    pub syncs: u32,
+    /// Commands the SMMU refused (each replaced by a CMD_SYNC).
+    pub rejected: alloc::vec::Vec<Rejected>,
+}
+
+pub struct CommandQueue {
+    pub queue: Queue,
+    /// Polls before giving up on a batch.
+    pub max_polls: u32,
+    /// Totals since creation, for the per-batch figures.
+    pub issued: u64,
+    pub synced: u64,
+}
+
+impl CommandQueue {
+    pub fn new(log2size: u8, max_polls: u32) -> Self {
+        CommandQueue {
+            queue: Queue { log2size },
+            max_polls,
+            issued: 0,
+            synced: 0,
+        }
+    }
+
+    /// Writes `cmds` and one CMD_SYNC, publishes them, and waits until
+    /// the SMMU consumed all of them.
+    pub fn submit<H: CmdqHw + ?Sized>(
+        &mut self,
+        hw: &mut H,
+        cmds: &[Command],
+    ) -> Result<Report, CmdqError> {
+        let room = self.queue.entries() - self.queue.used(hw.read_prod(), hw.read_cons());
+        if cmds.len() as u64 + 1 > u64::from(room) {
+            return Err(CmdqError::TooMany {
+                commands: cmds.len() + 1,
+                room,
+            });
+        }
+        let mut prod = hw.read_prod();
+        for c in cmds
+            .iter()
+            .chain(core::iter::once(&Command::Sync { msi: None }))
+        {
+            hw.write_entry(self.queue.slot(prod), c.encode());
+            prod = self.queue.next(prod);
+        }
+        hw.write_prod(prod);
+        let mut report = Report {
+            commands: cmds.len() as u32 + 1,
+            syncs: 1,
+            rejected: alloc::vec::Vec::new(),
+        };
+        self.issued += u64::from(report.commands);
+        self.synced += 1;
+        let mut polls = 0;
+        loop {
+            let cons = hw.read_cons();
+            if hw.cmdq_error_active() {
+                // CONS names the refused command: report it, put a
+                // harmless CMD_SYNC in its place, acknowledge.
+                let slot = self.queue.slot(cons);
+                let entry = hw.read_entry(slot);
+                report.rejected.push(Rejected {
+                    error: CommandError::from_cons(cons),
+                    opcode: entry[0] as u8,
+                    entry,
+                });
+                hw.write_entry(slot, Command::Sync { msi: None }.encode());
+                hw.acknowledge_cmdq_error();
+                continue;
+            }
+            if self.queue.used(prod, cons) == 0 {
+                return Ok(report);
+            }
+            polls += 1;
+            if polls > self.max_polls {
+                return Err(CmdqError::Timeout { prod, cons });
+            }
+            hw.pause();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// An SMMU that consumes commands `per_poll` at a time, refusing
+    /// opcode 0xff as CERROR_ILL.
+    struct Fake {
+        q: Queue,
+        mem: Vec<[u64; 2]>,
+        prod: u32,
+        cons: u32,
+        err: bool,
+        per_poll: u32,
+        seen: Vec<u8>,
+        stuck: bool,
+    }
+
+    impl Fake {
+        fn new(log2: u8, per_poll: u32) -> Fake {
+            Fake {
+                q: Queue { log2size: log2 },
+                mem: vec![[0; 2]; 1 << log2],
+                prod: 0,
+                cons: 0,
+                err: false,
+                per_poll,
+                seen: Vec::new(),
+                stuck: false,
+            }
+        }
+
+        fn consume(&mut self) {
+            for _ in 0..self.per_poll {
+                if self.err || self.stuck || self.q.used(self.prod, self.cons) == 0 {
+                    return;
+                }
+                let e = self.mem[self.q.slot(self.cons)];
+                if e[0] as u8 == 0xff {
+                    self.err = true;
+                    self.cons = (self.cons & 0x00ff_ffff) | (1 << 24);
+                    return;
+                }
+                self.seen.push(e[0] as u8);
+                self.cons = self.q.next(self.cons & 0x00ff_ffff);
+            }
+        }
+    }
+
+    impl CmdqHw for Fake {
+        fn read_prod(&self) -> u32 {
+            self.prod
+        }
+        fn write_prod(&mut self, prod: u32) {
+            self.prod = prod;
+        }
+        fn read_cons(&self) -> u32 {
+            self.cons
+        }
+        fn write_entry(&mut self, slot: usize, cmd: [u64; 2]) {
+            self.mem[slot] = cmd;
+        }
+        fn read_entry(&self, slot: usize) -> [u64; 2] {
+            self.mem[slot]
+        }
+        fn cmdq_error_active(&self) -> bool {
+            self.err
+        }
+        fn acknowledge_cmdq_error(&mut self) {
+            self.err = false;
+            self.cons &= 0x00ff_ffff;
+        }
+        fn pause(&mut self) {
+            self.consume();
+        }
+    }
+
+    #[test]
+    fn a_batch_ends_with_one_sync() {
+        let mut hw = Fake::new(3, 2);
+        let mut q = CommandQueue::new(3, 100);
+        let r = q
+            .submit(
+                &mut hw,
+                &[
+                    Command::CfgiSte { sid: 1, leaf: true },
+                    Command::TlbiNhAsid { asid: 1, vmid: 0 },
+                ],
+            )
+            .unwrap();
+        assert_eq!((r.commands, r.syncs), (3, 1));
+        assert_eq!(hw.seen, [0x03, 0x11, 0x46]);
+        // Around the ring several times: indexes wrap.
+        for k in 0..10 {
+            q.submit(&mut hw, &[Command::CfgiCdAll { sid: k }]).unwrap();
+        }
+        assert_eq!(hw.seen.len(), 3 + 20);
+        assert_eq!((q.issued, q.synced), (23, 11));
+    }
+
+    #[test]
+    fn an_illegal_command_is_reported_skipped_and_the_rest_runs() {
+        let mut hw = Fake::new(3, 8);
+        let mut q = CommandQueue::new(3, 100);
+        // An opcode the fake refuses, already queued ahead of the batch.
+        hw.write_entry(0, [0xff, 0]);
+        hw.prod = 1;
+        let r = q
+            .submit(
+                &mut hw,
+                &[Command::CfgiSte {
+                    sid: 2,
+                    leaf: false,
+                }],
+            )
+            .unwrap();
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(r.rejected[0].error, CommandError::Illegal);
+        assert_eq!(r.rejected[0].opcode, 0xff);
+        assert_eq!(
+            hw.seen,
+            [0x46, 0x03, 0x46],
+            "replaced by a sync, then the batch"
+        );
+    }
+
+    #[test]
+    fn bounded_wait_and_room() {
+        let mut hw = Fake::new(2, 1);
+        hw.stuck = true;
+        let mut q = CommandQueue::new(2, 5);
+        assert!(matches!(
+            q.submit(&mut hw, &[]),
+            Err(CmdqError::Timeout { .. })
+        ));
+        let mut hw = Fake::new(2, 1);
+        let cmds = [Command::TlbiNsnhAll; 4];
+        assert_eq!(
+            q.submit(&mut hw, &cmds),
+            Err(CmdqError::TooMany {
+                commands: 5,
+                room: 4
+            })
+        );
+    }
+}
