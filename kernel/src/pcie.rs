@@ -167,6 +167,19 @@ pub fn pasid_dma_at(bar0: u64) -> Result<pasid_dma::PasidDma, pasid_dma::PasidDm
     unsafe { pasid_dma::PasidDma::new(bar0 as usize) }
 }
 
+/// The SMMUv3 whose register frame discovery found at `base` (identity-
+/// mapped as device memory with the rest of the low MMIO).
+pub fn smmuv3_at(base: u64) -> Option<smmuv3::probe::Smmu> {
+    let known = crate::discovery::get().is_some_and(|t| {
+        t.iommus
+            .iter()
+            .any(|u| u.kind == crate::discovery::IommuKind::SmmuV3 && u.base == base)
+    });
+    // SAFETY: an SMMUv3 frame the firmware tables name, mapped as device
+    // memory; the self-tests read its ID registers only.
+    known.then(|| unsafe { smmuv3::probe::Smmu::new(base as usize) })
+}
+
 /// The MSI-X table and PBA of a function enumeration placed, mapped.
 pub fn msix_of(f: &pci::Function) -> Result<pci::msix::Msix, pci::PciError> {
     let layout = pci::msix::locate(f)?;

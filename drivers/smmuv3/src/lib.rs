@@ -12,8 +12,11 @@
 //!   bounded waits, refused commands reported and skipped);
 //! - [`event`]: event queue records decoded into typed events;
 //! - [`queue`]: producer/consumer index arithmetic with the wrap bit;
-//! - [`regs`]: the register map (tock-registers).
+//! - [`regs`]: the register map (tock-registers);
+//! - [`probe`]: reading a live SMMU's identification.
 #![no_std]
+// Only `probe` touches MMIO.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
@@ -22,6 +25,8 @@ pub mod cmd;
 pub mod cmdq;
 pub mod event;
 pub mod idr;
+#[allow(unsafe_code)]
+pub mod probe;
 pub mod queue;
 pub mod regs;
 pub mod ste;

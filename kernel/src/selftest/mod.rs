@@ -16,6 +16,7 @@ mod exceptions;
 mod irq;
 mod mm;
 mod pci;
+mod smmu;
 
 pub static TESTS: &[Test] = &[
     Test::new(
@@ -93,6 +94,10 @@ pub static TESTS: &[Test] = &[
     Test::new(
         "dma::pasid_tagged_requests_without_translation",
         dma::pasid_tagged_requests_without_translation,
+    ),
+    Test::new(
+        "iommu::smmuv3_identifies_itself",
+        smmu::smmuv3_identifies_itself,
     ),
     Test::new(
         "exceptions::bad_access_caught",
