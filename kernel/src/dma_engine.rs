@@ -44,6 +44,13 @@ impl PasidDmaEngine {
         })
     }
 
+    /// The device address of the completion-record page (to map it where
+    /// the engine's requests are translated).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub fn record_page(&self) -> u64 {
+        self.records.phys().as_u64()
+    }
+
     pub fn device(&self) -> &PasidDma {
         &self.dev
     }

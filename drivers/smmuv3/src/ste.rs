@@ -90,8 +90,8 @@ impl Ste {
             | field(CACHE_WBRA, 3, 2)
             | field(CACHE_WBRA, 5, 4)
             | field(SH_INNER, 7, 6)
-            // Faults terminate, they do not stall.
-            | (1 << 27)
+            // S1STALLD stays 0: it is RES0 where the SMMU has no stall
+            // model, and CD.S = 0 already makes faults terminate.
             | field(SHCFG_INCOMING, 45, 44);
         (w0, w1)
     }
@@ -180,11 +180,8 @@ mod tests {
         });
         // V, Config 5 (0b101 << 1), S1Fmt 2 (<< 4), S1ContextPtr, S1CDMax 20 (<< 59).
         assert_eq!(s.0[0], 1 | (5 << 1) | (2 << 4) | 0x4012_3000 | (20 << 59));
-        // S1DSS 2, S1CIR/S1COR WBRA, S1CSH inner, S1STALLD, SHCFG incoming.
-        assert_eq!(
-            s.0[1],
-            2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 27) | (1 << 44)
-        );
+        // S1DSS 2, S1CIR/S1COR WBRA, S1CSH inner, SHCFG incoming.
+        assert_eq!(s.0[1], 2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 44));
         assert_eq!(&s.0[2..], &[0; 6]);
     }
 

@@ -27,9 +27,9 @@ const NOWHERE: u64 = 0x7000_0000_0000;
 
 /// A claimed pasid-dma function with MSI-X on, its first vector pointing
 /// at a fresh MSI.
-struct Open {
-    segment: u16,
-    f: &'static pci::Function,
+pub(super) struct Open {
+    pub(super) segment: u16,
+    pub(super) f: &'static pci::Function,
     bar0: u64,
     claimed: Option<pci::Claimed>,
     msix: pci::msix::Msix,
@@ -37,7 +37,7 @@ struct Open {
 }
 
 impl Open {
-    fn engine(
+    pub(super) fn engine(
         &self,
         queue: usize,
         mode: QueueMode,
@@ -123,7 +123,7 @@ fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Op
     })
 }
 
-fn first() -> Result<Open, TestError> {
+pub(super) fn first() -> Result<Open, TestError> {
     let (segment, f, bar0) = devices()?[0];
     open(segment, f, bar0)
 }

@@ -100,6 +100,10 @@ pub static TESTS: &[Test] = &[
         smmu::smmuv3_identifies_itself,
     ),
     Test::new(
+        "iommu::smmuv3_stage1_dma_inject_faults",
+        smmu::smmuv3_stage1_dma,
+    ),
+    Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
     ),

@@ -62,3 +62,184 @@ pub fn smmuv3_identifies_itself() -> TestResult {
     }
     Ok(())
 }
+
+/// Stage-1 DMA through the SMMUv3 with the core on top: a pasid-dma
+/// device in an unmanaged domain writes through its mapping to the right
+/// physical page; an unmapped IOVA faults, and the SMMU reports the
+/// stream, the address and a write; after the unmap the IOVA faults too.
+/// Every other stream bypasses meanwhile, and translation is off again
+/// afterwards.
+pub fn smmuv3_stage1_dma() -> TestResult {
+    #[cfg(target_arch = "aarch64")]
+    {
+        stage1::run()
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        Err(TestError::skip("this board has no SMMUv3"))
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod stage1 {
+    use super::super::dma;
+    use crate::arch::smmu::SmmuHw;
+    use crate::memory::DmaBuffer;
+    use crate::{discovery, pcie};
+    use alloc::format;
+    use alloc::vec::Vec;
+    use kernel::dma::{DmaEngine, DmaOp, DmaStatus, DmaTag};
+    use kernel::harness::{TestError, TestResult};
+    use kernel::iommu::domain::{DomainKind, Iommu};
+    use kernel::iommu::pgtable::Prot;
+    use kernel::mm::PAGE_SIZE;
+    use kernel::{ensure, ensure_eq};
+    use pasid_dma::{QueueMode, Tag};
+    use smmuv3::event::EventKind;
+    use smmuv3::ste::Ste;
+
+    const IOVA: u64 = 0x1000_0000;
+    const BOUND_NS: u64 = 2_000_000_000;
+
+    fn hw_err(e: impl core::fmt::Debug) -> TestError {
+        TestError::fail(format!("{e:?}"))
+    }
+
+    /// The StreamID the IORT gives a PCI function.
+    fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
+        discovery::get()?
+            .iort
+            .as_ref()?
+            .resolve_pci(segment, u32::from(f.bdf.rid()))
+            .ok()?
+            .smmu
+            .map(|s| s.stream_id)
+    }
+
+    pub fn run() -> TestResult {
+        let Some(base) = discovery::get().and_then(|t| {
+            t.iommus
+                .iter()
+                .find(|u| u.kind == discovery::IommuKind::SmmuV3)
+                .map(|u| u.base)
+        }) else {
+            return Err(TestError::skip("this board has no SMMUv3"));
+        };
+        let open = dma::first()?;
+        let sid = stream_id(open.segment, open.f)
+            .ok_or_else(|| TestError::fail("the IORT gives the pasid-dma device no StreamID"))?;
+        let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
+        let mut hw = SmmuHw::new(smmu, base).map_err(hw_err)?;
+        // Every other function keeps working untranslated.
+        let mut others = Vec::new();
+        for bus in pcie::buses() {
+            for f in &bus.functions {
+                if let Some(s) = stream_id(bus.segment, f) {
+                    hw.write_ste(s, &Ste::bypass()).map_err(hw_err)?;
+                    others.push(s);
+                }
+            }
+        }
+        hw.enable().map_err(hw_err)?;
+        let (cmds0, syncs0) = hw.command_counts();
+        let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(hw_err)?;
+        let result = (|| -> TestResult {
+            iommu.add_device(sid, 0).map_err(hw_err)?;
+            let mut e = open.engine(0, QueueMode::Dedicated(Tag::Untagged), false)?;
+            let page = DmaBuffer::new(PAGE_SIZE as usize, PAGE_SIZE)
+                .map_err(|x| TestError::fail(format!("{x}")))?;
+            let d = iommu.domain_alloc(DomainKind::Unmanaged).map_err(hw_err)?;
+            iommu
+                .map(d, IOVA, page.phys().as_u64(), PAGE_SIZE, Prot::RW)
+                .map_err(hw_err)?;
+            // Completion records are DMA too: their page at its own address.
+            let rec = e.record_page();
+            iommu
+                .map(d, rec, rec, PAGE_SIZE, Prot::RW)
+                .map_err(hw_err)?;
+            iommu.attach_device(d, sid).map_err(hw_err)?;
+
+            let write = |at: u64, value: u64| DmaOp::WriteImm {
+                dst: at,
+                value,
+                size: 8,
+            };
+            let r = e
+                .run(&write(IOVA + 8, 0x5a5a_0001), DmaTag::Untagged, BOUND_NS)
+                .map_err(hw_err)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::Success,
+                "write through the stage-1 mapping"
+            );
+            let mut b = [0u8; 8];
+            page.read_volatile(8, &mut b);
+            ensure_eq!(
+                u64::from_le_bytes(b),
+                0x5a5a_0001,
+                "the value at the mapped physical page"
+            );
+
+            let hole = IOVA + 0x10_0000;
+            let r = e
+                .run(&write(hole, 1), DmaTag::Untagged, BOUND_NS)
+                .map_err(hw_err)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::WriteFault { addr: hole },
+                "write to an unmapped IOVA"
+            );
+            let events = iommu.hw.drain_events();
+            ensure!(
+                events.iter().any(|ev| ev.kind == EventKind::Translation
+                    && ev.sid == sid
+                    && ev.addr == hole
+                    && !ev.read),
+                "no F_TRANSLATION for stream {sid:#x} at {hole:#x} (write): {events:?}"
+            );
+
+            let (c1, s1) = iommu.hw.command_counts();
+            iommu.unmap(d, IOVA, PAGE_SIZE).map_err(hw_err)?;
+            let (c2, s2) = iommu.hw.command_counts();
+            ensure_eq!(s2 - s1, 1, "CMD_SYNCs for one unmap batch");
+            log::info!(
+                "SMMU: one unmap batch: {} command(s), {} sync(s)",
+                c2 - c1,
+                s2 - s1
+            );
+            let r = e
+                .run(&write(IOVA, 2), DmaTag::Untagged, BOUND_NS)
+                .map_err(hw_err)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::WriteFault { addr: IOVA },
+                "write after the unmap"
+            );
+            let events = iommu.hw.drain_events();
+            ensure!(
+                events.iter().any(|ev| ev.kind == EventKind::Translation
+                    && ev.sid == sid
+                    && ev.addr == IOVA),
+                "no F_TRANSLATION after the unmap: {events:?}"
+            );
+            iommu.detach_device(sid).map_err(hw_err)?;
+            iommu.unmap(d, rec, PAGE_SIZE).map_err(hw_err)?;
+            iommu.domain_free(d).map_err(hw_err)?;
+            Ok(())
+        })();
+        // Back to bypass and translation off, whatever happened.
+        let (cmds, syncs) = iommu.hw.command_counts();
+        log::info!(
+            "SMMU: {} command(s), {} sync(s) during the test",
+            cmds - cmds0,
+            syncs - syncs0
+        );
+        let restore = iommu
+            .hw
+            .write_ste(sid, &Ste::bypass())
+            .and_then(|()| iommu.hw.disable())
+            .map_err(hw_err);
+        drop(open);
+        result.and(restore)
+    }
+}

@@ -8,6 +8,7 @@ mod gic;
 mod mmu;
 mod msi;
 mod psci;
+pub mod smmu;
 mod timer;
 
 use crate::fault::{self, FaultInfo};

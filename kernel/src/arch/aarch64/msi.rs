@@ -143,6 +143,11 @@ pub fn alloc(device_id: u32) -> Result<MsiVector, String> {
 }
 
 /// A CPU write to GITS_TRANSLATER: QEMU gives CPU writes requester id 0.
+/// GITS_TRANSLATER's physical address: where devices write their MSIs.
+pub fn doorbell() -> Option<u64> {
+    STATE.lock().as_ref().map(|st| st.its.translater_phys())
+}
+
 pub fn translater_write(event: u32) -> Result<(), String> {
     let guard = STATE.lock();
     let st = guard.as_ref().ok_or("the ITS is not up")?;
