@@ -74,29 +74,41 @@ impl CommandQueue {
         hw: &mut H,
         cmds: &[Command],
     ) -> Result<Report, CmdqError> {
+        let mut raw: alloc::vec::Vec<[u64; 2]> = cmds.iter().map(Command::encode).collect();
+        raw.push(Command::Sync { msi: None }.encode());
+        self.submit_encoded(hw, &raw)
+    }
+
+    /// Like [`CommandQueue::submit`] for entries already encoded (the
+    /// last should be a CMD_SYNC): how a test queues a malformed command.
+    pub fn submit_encoded<H: CmdqHw + ?Sized>(
+        &mut self,
+        hw: &mut H,
+        entries: &[[u64; 2]],
+    ) -> Result<Report, CmdqError> {
         let room = self.queue.entries() - self.queue.used(hw.read_prod(), hw.read_cons());
-        if cmds.len() as u64 + 1 > u64::from(room) {
+        if entries.len() as u64 > u64::from(room) {
             return Err(CmdqError::TooMany {
-                commands: cmds.len() + 1,
+                commands: entries.len(),
                 room,
             });
         }
         let mut prod = hw.read_prod();
-        for c in cmds
-            .iter()
-            .chain(core::iter::once(&Command::Sync { msi: None }))
-        {
-            hw.write_entry(self.queue.slot(prod), c.encode());
+        for &e in entries {
+            hw.write_entry(self.queue.slot(prod), e);
             prod = self.queue.next(prod);
         }
         hw.write_prod(prod);
         let mut report = Report {
-            commands: cmds.len() as u32 + 1,
-            syncs: 1,
+            commands: entries.len() as u32,
+            syncs: entries
+                .iter()
+                .filter(|e| e[0] & 0xff == crate::cmd::CMD_SYNC)
+                .count() as u32,
             rejected: alloc::vec::Vec::new(),
         };
         self.issued += u64::from(report.commands);
-        self.synced += 1;
+        self.synced += u64::from(report.syncs);
         let mut polls = 0;
         loop {
             let cons = hw.read_cons();

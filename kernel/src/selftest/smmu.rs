@@ -67,6 +67,7 @@ pub fn smmuv3_identifies_itself() -> TestResult {
 /// device in an unmanaged domain writes through its mapping to the right
 /// physical page; an unmapped IOVA faults, and the SMMU reports the
 /// stream, the address and a write; after the unmap the IOVA faults too.
+/// An illegal command is reported and skipped, and later commands run.
 /// Every other stream bypasses meanwhile, and translation is off again
 /// afterwards.
 pub fn smmuv3_stage1_dma() -> TestResult {
@@ -221,6 +222,28 @@ mod stage1 {
                     && ev.sid == sid
                     && ev.addr == IOVA),
                 "no F_TRANSLATION after the unmap: {events:?}"
+            );
+            // An illegal command (opcode 0xff) between two good ones: it
+            // is reported and skipped, and the ones after it complete.
+            let good = smmuv3::cmd::Command::CfgiSte { sid, leaf: true }.encode();
+            let sync = smmuv3::cmd::Command::Sync { msi: None }.encode();
+            let rejected = iommu
+                .hw
+                .raw_commands(&[good, [0xff, 0], good, sync])
+                .map_err(hw_err)?;
+            ensure!(
+                rejected.len() == 1
+                    && rejected[0].opcode == 0xff
+                    && rejected[0].error == smmuv3::cmd::CommandError::Illegal,
+                "the illegal command's report: {rejected:?}"
+            );
+            let r = e
+                .run(&write(rec + 0x800, 3), DmaTag::Untagged, BOUND_NS)
+                .map_err(hw_err)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::Success,
+                "DMA after the refused command"
             );
             iommu.detach_device(sid).map_err(hw_err)?;
             iommu.unmap(d, rec, PAGE_SIZE).map_err(hw_err)?;

@@ -240,6 +240,22 @@ impl SmmuHw {
         Ok(())
     }
 
+    /// Queues already-encoded entries (a test's malformed command among
+    /// them) and returns what the SMMU refused.
+    pub fn raw_commands(
+        &mut self,
+        entries: &[[u64; 2]],
+    ) -> Result<Vec<smmuv3::cmdq::Rejected>, HwError> {
+        let mut q = Cmdq {
+            smmu: &self.smmu,
+            mem: self.cmdq_mem,
+        };
+        self.cmdq
+            .submit_encoded(&mut q, entries)
+            .map(|r| r.rejected)
+            .map_err(|e| HwError(format!("command queue: {e:?}")))
+    }
+
     /// Commands and syncs issued so far.
     pub fn command_counts(&self) -> (u64, u64) {
         (self.cmdq.issued, self.cmdq.synced)
