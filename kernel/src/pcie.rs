@@ -180,6 +180,19 @@ pub fn smmuv3_at(base: u64) -> Option<smmuv3::probe::Smmu> {
     known.then(|| unsafe { smmuv3::probe::Smmu::new(base as usize) })
 }
 
+/// The VT-d unit whose registers discovery found at `base` (identity-mapped
+/// as uncached memory below 4 GiB).
+pub fn vtd_at(base: u64) -> Option<vtd::probe::Unit> {
+    let known = crate::discovery::get().is_some_and(|t| {
+        t.iommus
+            .iter()
+            .any(|u| u.kind == crate::discovery::IommuKind::VtdDrhd && u.base == base)
+    });
+    // SAFETY: a DRHD register page the DMAR names, mapped uncached; the
+    // self-tests read its identification only.
+    known.then(|| unsafe { vtd::probe::Unit::new(base as usize) })
+}
+
 /// The MSI-X table and PBA of a function enumeration placed, mapped.
 pub fn msix_of(f: &pci::Function) -> Result<pci::msix::Msix, pci::PciError> {
     let layout = pci::msix::locate(f)?;

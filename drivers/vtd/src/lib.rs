@@ -6,14 +6,19 @@
 //! - [`entries`]: scalable-mode root and context entries, PASID directory
 //!   and PASID table entries (first level, second level, pass-through);
 //! - [`qi`]: invalidation-queue descriptors;
-//! - [`fault`]: primary fault records.
+//! - [`fault`]: primary fault records;
+//! - [`regs`]: the register map; [`probe`]: reading a live unit.
 #![no_std]
-#![forbid(unsafe_code)]
+// Only `probe` touches MMIO.
+#![deny(unsafe_code)]
 
 pub mod caps;
 pub mod entries;
 pub mod fault;
+#[allow(unsafe_code)]
+pub mod probe;
 pub mod qi;
+pub mod regs;
 
 /// Bits `[hi:lo]` of `word`.
 #[inline]

@@ -13,10 +13,10 @@ mod boot;
 mod discovery;
 mod dma;
 mod exceptions;
+mod iommu;
 mod irq;
 mod mm;
 mod pci;
-mod smmu;
 
 pub static TESTS: &[Test] = &[
     Test::new(
@@ -97,11 +97,12 @@ pub static TESTS: &[Test] = &[
     ),
     Test::new(
         "iommu::smmuv3_identifies_itself",
-        smmu::smmuv3_identifies_itself,
+        iommu::smmuv3_identifies_itself,
     ),
+    Test::new("iommu::vtd_identifies_itself", iommu::vtd_identifies_itself),
     Test::new(
         "iommu::smmuv3_stage1_dma_inject_faults",
-        smmu::smmuv3_stage1_dma,
+        iommu::smmuv3_stage1_dma,
     ),
     Test::new(
         "exceptions::bad_access_caught",

@@ -1,23 +1,30 @@
-//! The Arm SMMUv3, read from the hardware (the driver itself is issue 7).
+//! The IOMMUs themselves, read and driven from the hardware (the drivers
+//! are issues 7 and 8).
 use crate::{discovery, pcie};
 use kernel::harness::{TestError, TestResult};
 use kernel::{ensure, ensure_eq};
+
+/// The register bases of the IOMMUs of `kind` the firmware tables name;
+/// SKIP when there is none.
+fn units(kind: discovery::IommuKind, name: &str) -> Result<alloc::vec::Vec<u64>, TestError> {
+    let topo = discovery::get().ok_or_else(|| TestError::fail("no discovery"))?;
+    let units: alloc::vec::Vec<u64> = topo
+        .iommus
+        .iter()
+        .filter(|u| u.kind == kind)
+        .map(|u| u.base)
+        .collect();
+    if units.is_empty() {
+        return Err(TestError::skip(alloc::format!("this board has no {name}")));
+    }
+    Ok(units)
+}
 
 /// Each SMMUv3 the IORT names identifies itself: its ID registers decode
 /// into features a stage-1 driver can use (AArch64 tables, 4 KiB granule),
 /// with command and event queues, and translation still off.
 pub fn smmuv3_identifies_itself() -> TestResult {
-    let topo = discovery::get().ok_or_else(|| TestError::fail("no discovery"))?;
-    let units: alloc::vec::Vec<u64> = topo
-        .iommus
-        .iter()
-        .filter(|u| u.kind == discovery::IommuKind::SmmuV3)
-        .map(|u| u.base)
-        .collect();
-    if units.is_empty() {
-        return Err(TestError::skip("this board has no SMMUv3"));
-    }
-    for base in units {
+    for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
         let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
         let (idr, iidr) = smmu.id_registers();
         let f = smmu.features().map_err(|e| {
@@ -58,6 +65,58 @@ pub fn smmuv3_identifies_itself() -> TestResult {
             smmu.enabled(),
             false,
             "SMMU at {base:#x} enabled before any driver"
+        );
+    }
+    Ok(())
+}
+
+/// Each VT-d unit the DMAR names identifies itself: scalable mode with
+/// PASIDs, queued invalidation, at least one translation level, and DMA
+/// remapping still off.
+pub fn vtd_identifies_itself() -> TestResult {
+    for base in units(discovery::IommuKind::VtdDrhd, "VT-d unit")? {
+        let unit = pcie::vtd_at(base).ok_or_else(|| TestError::fail("unit vanished"))?;
+        let (c, e) = unit.caps();
+        let (major, minor) = unit.version();
+        log::info!(
+            "VT-d {major}.{minor} at {base:#x}: {} domains, SAGAW {:#b}, MGAW {}, SL large pages {:#b}, \
+             FL 1G {}, {} fault record(s) at {:#x}; scalable {}, PASID {} ({} bits), FL {}, SL {}, \
+             QI {}, PT {}, device-TLB {}, PRS {}, nested {}, coherent {}",
+            c.domains,
+            c.sagaw,
+            c.mgaw,
+            c.second_level_large_pages,
+            c.first_level_1g,
+            c.fault_records,
+            c.fault_record_offset,
+            e.scalable_mode,
+            e.pasid,
+            e.pasid_bits,
+            e.first_level,
+            e.second_level,
+            e.queued_invalidation,
+            e.pass_through,
+            e.device_tlb,
+            e.page_requests,
+            e.nested,
+            e.coherent
+        );
+        ensure!(
+            e.scalable_mode && e.pasid && e.queued_invalidation,
+            "VT-d at {base:#x}: scalable mode, PASID and QI needed: {e:?}"
+        );
+        ensure!(
+            e.first_level || e.second_level,
+            "VT-d at {base:#x}: no translation level: {e:?}"
+        );
+        ensure!(
+            c.fault_records >= 1,
+            "VT-d at {base:#x}: no fault recording register"
+        );
+        ensure_eq!(
+            unit.translating(),
+            false,
+            "VT-d at {base:#x} translating before any driver"
         );
     }
     Ok(())
