@@ -1,6 +1,12 @@
 //! The pasid-dma device behind the [`kernel::dma::DmaEngine`] trait: one
 //! work queue, completion records in a page of RAM (slot per ticket),
 //! optionally an MSI-X vector per completion.
+//!
+//! An engine made [`PasidDmaEngine::unrecorded`] writes no records: it
+//! runs one operation at a time and reads the outcome from the queue's
+//! last-completion registers. The IOMMU conformance suite uses it, so
+//! that the device's only DMA is the operation under test, whatever
+//! domain (blocked, or without the record page) serves the request.
 use crate::arch;
 use crate::memory::DmaBuffer;
 use alloc::format;
@@ -19,6 +25,9 @@ pub struct PasidDmaEngine {
     /// Oldest ticket not yet waited for.
     oldest: u64,
     interrupt: Option<u16>,
+    /// Unrecorded mode: the queue's completed count before the operation
+    /// in flight.
+    unrecorded: Option<u32>,
 }
 
 impl PasidDmaEngine {
@@ -41,7 +50,75 @@ impl PasidDmaEngine {
             next: 0,
             oldest: 0,
             interrupt,
+            unrecorded: None,
         })
+    }
+
+    /// As [`PasidDmaEngine::new`], but operations write no completion
+    /// record; one runs at a time.
+    pub fn unrecorded(
+        dev: PasidDma,
+        queue: usize,
+        mode: QueueMode,
+        interrupt: Option<u16>,
+    ) -> Result<Self, EngineError> {
+        let mut e = Self::new(dev, queue, mode, interrupt)?;
+        e.unrecorded = Some(e.completed()?);
+        Ok(e)
+    }
+
+    fn completed(&self) -> Result<u32, EngineError> {
+        self.dev
+            .completed(self.queue)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))
+    }
+
+    fn submit_unrecorded_op(&mut self, d: Descriptor) -> Result<Ticket, EngineError> {
+        if self.next != self.oldest {
+            return Err(EngineError::Busy);
+        }
+        self.unrecorded = Some(self.completed()?);
+        self.push(d, None)
+    }
+
+    /// Submits `d` as the next ticket, with its record at `completion`.
+    fn push(&mut self, mut d: Descriptor, completion: Option<u64>) -> Result<Ticket, EngineError> {
+        let t = self.next;
+        d.completion = completion;
+        d.cookie = t;
+        self.dev
+            .submit(self.queue, &d)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+        self.next += 1;
+        Ok(Ticket(t))
+    }
+
+    fn wait_unrecorded(
+        &mut self,
+        t: Ticket,
+        before: u32,
+        bound_ns: u64,
+    ) -> Result<Completion, EngineError> {
+        let t0 = arch::now_ns();
+        while self.completed()? == before {
+            let waited = arch::now_ns() - t0;
+            if waited > bound_ns {
+                return Err(EngineError::Timeout { waited_ns: waited });
+            }
+            core::hint::spin_loop();
+        }
+        self.oldest = self.next;
+        let c = self
+            .dev
+            .last_completion(self.queue)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+        if c.cookie != t.0 {
+            return Err(EngineError::Device(format!(
+                "last completion carries cookie {}, not ticket {}",
+                c.cookie, t.0
+            )));
+        }
+        Ok(c)
     }
 
     /// The device address of the completion-record page (to map it where
@@ -63,20 +140,13 @@ impl PasidDmaEngine {
 
     /// Submits a raw descriptor (for tests of the device's own checks);
     /// its completion record and cookie are filled in here.
-    pub fn submit_descriptor(&mut self, mut d: Descriptor) -> Result<Ticket, EngineError> {
+    pub fn submit_descriptor(&mut self, d: Descriptor) -> Result<Ticket, EngineError> {
         if self.next - self.oldest >= SLOTS {
             return Err(EngineError::Busy);
         }
-        let t = self.next;
-        let (off, iova) = self.slot(t);
+        let (off, iova) = self.slot(self.next);
         self.records.write_volatile(off, &[0; COMPLETION_BYTES]);
-        d.completion = iova;
-        d.cookie = t;
-        self.dev
-            .submit(self.queue, &d)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
-        self.next += 1;
-        Ok(Ticket(t))
+        self.push(d, Some(iova))
     }
 
     /// Submits `d` exactly as given (its completion address and cookie
@@ -156,16 +226,25 @@ impl DmaEngine for PasidDmaEngine {
             DmaTag::Untagged => Tag::Untagged,
             DmaTag::Pasid { pasid, privileged } => Tag::Pasid { pasid, privileged },
         };
-        self.submit_descriptor(Descriptor {
+        let d = Descriptor {
             op: to_device_op(op),
             tag,
-            completion: 0,
+            completion: None,
             interrupt: self.interrupt,
             cookie: 0,
-        })
+        };
+        if self.unrecorded.is_some() {
+            self.submit_unrecorded_op(d)
+        } else {
+            self.submit_descriptor(d)
+        }
     }
 
     fn wait(&mut self, ticket: Ticket, bound_ns: u64) -> Result<DmaResult, EngineError> {
-        self.wait_record(ticket, bound_ns).map(|c| to_result(&c))
+        match self.unrecorded {
+            Some(before) => self.wait_unrecorded(ticket, before, bound_ns),
+            None => self.wait_record(ticket, bound_ns),
+        }
+        .map(|c| to_result(&c))
     }
 }

@@ -71,6 +71,38 @@ fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
     Some(host.windows.iter().filter_map(Window::from_dt).collect())
 }
 
+/// Numbers the buses of every devicetree host bridge, before the ACPI
+/// tables are read. QEMU builds its tables when they are first read, and
+/// the IORT maps each host bridge's RIDs by the bus range programmed at
+/// that moment: without this, functions behind bridges on virt (booted
+/// without firmware) would have no StreamID in the IORT. [`enumerate_all`]
+/// keeps these numbers (they nest correctly).
+pub fn number_buses_early() {
+    let Some(dt) = crate::arch::devicetree() else {
+        return;
+    };
+    for h in &dt.pcie {
+        let start = *h.bus_range.start();
+        let w = EcamWindow {
+            segment: h.domain.unwrap_or(0) as u16,
+            base: h.ecam.base - (u64::from(start) << 20),
+            start_bus: start,
+            end_bus: *h.bus_range.end(),
+        };
+        let bus = enumerate(
+            &mut ecam(&w),
+            w.segment,
+            w.start_bus..=w.end_bus,
+            Policy::default(),
+        );
+        log::info!(
+            "pci segment {}: {} bridge(s) numbered before the ACPI tables are read",
+            w.segment,
+            bus.bridges.len()
+        );
+    }
+}
+
 pub fn enumerate_all(t: &Topology) {
     SEGMENTS.call_once(|| {
         let t0 = crate::arch::now_ns();

@@ -66,6 +66,11 @@ register_structs! {
         (0x00 => pub words: [WriteOnly<u64>; 8]),
         (0x40 => @END),
     },
+    /// A queue's last completion, laid out as a completion record.
+    pub LastCompletion {
+        (0x00 => pub words: [ReadOnly<u64>; 4]),
+        (0x20 => @END),
+    },
     pub PasidDmaRegs {
         (0x000 => pub id: ReadOnly<u32>),
         (0x004 => pub version: ReadOnly<u32>),
@@ -80,6 +85,8 @@ register_structs! {
         (0x028 => _reserved1),
         (0x100 => pub wq: [WorkQueueRegs; QUEUES]),
         (0x180 => _reserved2),
+        (0x200 => pub last: [LastCompletion; QUEUES]),
+        (0x280 => _reserved3),
         (0x1000 => pub portal: [Portal; QUEUES]),
         (0x1100 => @END),
     }
@@ -146,8 +153,10 @@ pub struct Descriptor {
     pub op: Op,
     /// Used by queues in shared mode; dedicated queues use their own.
     pub tag: Tag,
-    /// Device address of the 32-byte completion record (32-byte aligned).
-    pub completion: u64,
+    /// Device address of the 32-byte completion record (32-byte aligned);
+    /// `None` writes no record (the queue's last-completion registers
+    /// still tell the outcome).
+    pub completion: Option<u64>,
     /// MSI-X vector to send on completion.
     pub interrupt: Option<u16>,
     /// Copied into the completion record.
@@ -165,7 +174,10 @@ impl Descriptor {
             Op::WriteImm { dst, value, size } => (4, 0, dst, u64::from(size), value),
             Op::Raw { opcode, len } => (opcode, 0, 0, len, 0),
         };
-        let mut flags = u32::from(opcode) | OP_FLAG_COMPLETION;
+        let mut flags = u32::from(opcode);
+        if self.completion.is_some() {
+            flags |= OP_FLAG_COMPLETION;
+        }
         let mut pasid = 0;
         if let Tag::Pasid {
             pasid: p,
@@ -191,7 +203,7 @@ impl Descriptor {
             dst,
             len,
             pattern,
-            self.completion,
+            self.completion.unwrap_or(0),
             vector,
             self.cookie,
         ]
@@ -393,6 +405,17 @@ impl PasidDma {
         Ok(self.queue(q)?.completed.get())
     }
 
+    /// The last completion of queue `q`, whether or not it was recorded
+    /// in memory (device version 1.1 and later).
+    pub fn last_completion(&self, q: usize) -> Result<Completion, PasidDmaError> {
+        self.queue(q)?;
+        let mut r = [0u8; COMPLETION_BYTES];
+        for (i, w) in self.regs().last[q].words.iter().enumerate() {
+            r[8 * i..8 * i + 8].copy_from_slice(&w.get().to_le_bytes());
+        }
+        Ok(Completion::decode(&r))
+    }
+
     /// Writes `d` to queue `q`'s portal; the last qword submits it.
     pub fn submit(&self, q: usize, d: &Descriptor) -> Result<(), PasidDmaError> {
         self.queue(q)?;
@@ -425,6 +448,7 @@ mod tests {
     fn layout() {
         assert_eq!(core::mem::size_of::<WorkQueueRegs>(), 0x20);
         assert_eq!(core::mem::size_of::<Portal>(), 0x40);
+        assert_eq!(core::mem::size_of::<LastCompletion>(), 0x20);
         assert_eq!(core::mem::size_of::<PasidDmaRegs>(), 0x1100);
     }
 
@@ -440,7 +464,7 @@ mod tests {
                 pasid: 0xabcde,
                 privileged: true,
             },
-            completion: 0x3000,
+            completion: Some(0x3000),
             interrupt: Some(5),
             cookie: 0x1122_3344,
         };
@@ -464,11 +488,17 @@ mod tests {
                 size: 2,
             },
             tag: Tag::Untagged,
-            completion: 0x40,
+            completion: Some(0x40),
             interrupt: None,
             cookie: 0,
         };
         assert_eq!(w.encode()[..5], [0x804, 0, 8, 2, 0xfeed]);
+        let unrecorded = Descriptor {
+            completion: None,
+            ..w
+        };
+        assert_eq!(unrecorded.encode()[0], 0x004, "no COMPLETION flag");
+        assert_eq!(unrecorded.encode()[5], 0);
     }
 
     #[test]

@@ -47,6 +47,21 @@ impl Cd {
         Cd([w0, c.ttb0 & 0x000f_ffff_ffff_fff0, 0, c.mair, 0, 0, 0, 0])
     }
 
+    /// A valid CD with both translation tables disabled (EPD0, EPD1) and
+    /// faults recorded: every access takes a translation fault that names
+    /// its address, which an invalid CD's C_BAD_CD would not.
+    pub fn blocking(asid: u16) -> Cd {
+        let w0 = (1 << 14)
+            | (1 << 30)
+            | (1 << 31)
+            | (1 << 41)
+            | (1 << 45)
+            | (1 << 46)
+            | (1 << 47)
+            | field(u64::from(asid), 63, 48);
+        Cd([w0, 0, 0, 0, 0, 0, 0, 0])
+    }
+
     /// The CD of an unused substream.
     pub fn invalid() -> Cd {
         Cd([0; 8])
@@ -96,5 +111,13 @@ mod tests {
         assert_eq!(cd.0[3], 0x04ff);
         assert!(cd.valid() && !Cd::invalid().valid());
         assert_eq!(l1_descriptor(0x4001_2000), 0x4001_2001);
+        let b = Cd::blocking(7);
+        assert!(b.valid());
+        assert_eq!(
+            b.0[0] & ((1 << 14) | (1 << 30)),
+            (1 << 14) | (1 << 30),
+            "EPD0, EPD1"
+        );
+        assert_eq!(b.0[0] >> 48, 7);
     }
 }

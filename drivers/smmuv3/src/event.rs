@@ -90,10 +90,14 @@ pub struct Event {
 
 impl Event {
     pub fn decode(r: &[u64; 4]) -> Event {
+        let kind = EventKind::from_id(bits(r[0], 7, 0) as u8);
+        // C_BAD_SUBSTREAMID has no SSV bit: its SubstreamID is always the
+        // request's.
+        let ssv = bits(r[0], 11, 11) == 1 || kind == EventKind::BadSubstreamId;
         Event {
-            kind: EventKind::from_id(bits(r[0], 7, 0) as u8),
+            kind,
             sid: bits(r[0], 63, 32) as u32,
-            ssid: (bits(r[0], 11, 11) == 1).then_some(bits(r[0], 31, 12) as u32),
+            ssid: ssv.then_some(bits(r[0], 31, 12) as u32),
             addr: r[2],
             read: bits(r[1], 35, 35) == 1,
             privileged: bits(r[1], 33, 33) == 1,
@@ -135,6 +139,11 @@ mod tests {
         assert!(!e.read && e.stage2 && e.privileged);
         assert_eq!(e.ipa, 0x8000_2000);
         assert_eq!(EventKind::from_id(0x08), EventKind::BadSubstreamId);
+        let bad = Event::decode(&[0x08 | (0x42 << 12) | (8 << 32), 0, 0, 0]);
+        assert_eq!(
+            (bad.kind, bad.ssid),
+            (EventKind::BadSubstreamId, Some(0x42))
+        );
         assert_eq!(EventKind::from_id(0x0a), EventKind::BadCd);
         assert_eq!(EventKind::from_id(0x09), EventKind::CdFetch);
         assert_eq!(EventKind::from_id(0x99), EventKind::Unknown(0x99));

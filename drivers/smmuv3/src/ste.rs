@@ -16,6 +16,27 @@ pub enum S1Dss {
     Substream0,
 }
 
+/// STE.S1Fmt: how the context-descriptor table is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CdFmt {
+    Linear,
+    /// A level-1 table of descriptors to 4 KiB leaf tables (64 CDs each).
+    TwoLevel4k,
+    /// The same with 64 KiB leaf tables (1024 CDs each).
+    TwoLevel64k,
+}
+
+impl CdFmt {
+    /// log2 of the CDs in one leaf table (two-level formats).
+    pub const fn leaf_log2(self) -> u8 {
+        match self {
+            CdFmt::Linear => 0,
+            CdFmt::TwoLevel4k => 6,
+            CdFmt::TwoLevel64k => 10,
+        }
+    }
+}
+
 /// The CD table an STE points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CdTable {
@@ -23,7 +44,7 @@ pub struct CdTable {
     pub base: u64,
     /// log2 of the number of substreams (S1CDMax); 0 means one CD.
     pub log2_cds: u8,
-    pub two_level: bool,
+    pub fmt: CdFmt,
     pub s1dss: S1Dss,
 }
 
@@ -77,7 +98,11 @@ impl Ste {
     }
 
     fn s1_words(cd: &CdTable) -> (u64, u64) {
-        let fmt = if cd.two_level { 2 } else { 0 };
+        let fmt = match cd.fmt {
+            CdFmt::Linear => 0,
+            CdFmt::TwoLevel4k => 1,
+            CdFmt::TwoLevel64k => 2,
+        };
         let dss = match cd.s1dss {
             S1Dss::Terminate => 0,
             S1Dss::Bypass => 1,
@@ -175,7 +200,7 @@ mod tests {
         let s = Ste::stage1(&CdTable {
             base: 0x4012_3000,
             log2_cds: 20,
-            two_level: true,
+            fmt: CdFmt::TwoLevel64k,
             s1dss: S1Dss::Substream0,
         });
         // V, Config 5 (0b101 << 1), S1Fmt 2 (<< 4), S1ContextPtr, S1CDMax 20 (<< 59).
@@ -205,7 +230,7 @@ mod tests {
         let cd = CdTable {
             base: 0x4000_0040,
             log2_cds: 0,
-            two_level: false,
+            fmt: CdFmt::Linear,
             s1dss: S1Dss::Terminate,
         };
         let n = Ste::nested(&cd, &s2);

@@ -33,7 +33,7 @@ pub(super) struct Open {
     bar0: u64,
     claimed: Option<pci::Claimed>,
     msix: pci::msix::Msix,
-    vector: MsiVector,
+    pub(super) vector: MsiVector,
 }
 
 impl Open {
@@ -48,7 +48,44 @@ impl Open {
             .map_err(|e| fail(format!("{e}")))
     }
 
-    fn name(&self) -> String {
+    /// An engine on `queue` in shared mode that writes no completion
+    /// records (see [`PasidDmaEngine::unrecorded`]).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub(super) fn unrecorded_engine(
+        &self,
+        queue: usize,
+        interrupt: bool,
+    ) -> Result<PasidDmaEngine, TestError> {
+        let dev = pcie::pasid_dma_at(self.bar0).map_err(|e| fail(format!("{e:?}")))?;
+        PasidDmaEngine::unrecorded(dev, queue, QueueMode::Shared, interrupt.then_some(0))
+            .map_err(|e| fail(format!("{e}")))
+    }
+
+    /// The Max PASID Width of the function's PASID capability (0: none).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub(super) fn pasid_width(&self) -> u8 {
+        self.f
+            .find_cap(|c| match *c {
+                pci::Capability::Pasid {
+                    max_pasid_width, ..
+                } => Some(max_pasid_width),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Sets PASID Enable in the function's PASID capability.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub(super) fn enable_pasid(&self) -> TestResult {
+        let f = self.f;
+        pcie::with_config(self.segment, |cfg, _| {
+            pci::features::enable_pasid(cfg, f, false, false)
+        })
+        .ok_or_else(|| fail("segment vanished"))?
+        .map_err(|x| fail(format!("{x}")))
+    }
+
+    pub(super) fn name(&self) -> String {
         format!("pasid-dma {}", self.f.bdf)
     }
 }
@@ -126,6 +163,15 @@ fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Op
 pub(super) fn first() -> Result<Open, TestError> {
     let (segment, f, bar0) = devices()?[0];
     open(segment, f, bar0)
+}
+
+/// Every pasid-dma function, opened, widest PASID first.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(super) fn open_all() -> Result<Vec<Open>, TestError> {
+    devices()?
+        .into_iter()
+        .map(|(segment, f, bar0)| open(segment, f, bar0))
+        .collect()
 }
 
 fn buffer(pages: usize) -> Result<DmaBuffer, TestError> {
@@ -346,7 +392,7 @@ pub fn inject_error_statuses() -> TestResult {
     let raw = |op: Op| Descriptor {
         op,
         tag: Tag::Untagged,
-        completion: 0,
+        completion: None,
         interrupt: None,
         cookie: 0,
     };
@@ -467,7 +513,7 @@ pub fn inject_error_statuses() -> TestResult {
 
     // A completion record to nowhere: the operation runs, the error says where.
     e.submit_unrecorded(&Descriptor {
-        completion: NOWHERE,
+        completion: Some(NOWHERE),
         ..raw(Op::Fill {
             dst: d,
             len: 8,
@@ -667,11 +713,12 @@ pub fn queues_run_concurrently() -> TestResult {
 
 /// With PASID enabled and the IOMMU not translating, what a PASID-tagged
 /// request does is the platform's answer, which the board file states
-/// (`expect.pasid_tagged`): on q35 VT-d (x-pasid-mode, translation off)
-/// passes it through to the physical address like an untagged one; on
-/// virt the SMMUv3 model has no substreams and refuses every PASID but 0.
-/// A PASID wider than the device's capability is refused by the device,
-/// and a privileged request needs privileged mode enabled.
+/// (`expect.pasid_tagged`): `passthrough:N` when PASIDs of N bits reach
+/// the physical address like untagged requests (q35's VT-d with 8 bits,
+/// virt's SMMUv3 with our substream patch and 20), and wider ones are
+/// refused; `unsupported` when only PASID 0 is taken (an SMMUv3 without
+/// substreams). A PASID wider than the device's capability is refused by
+/// the device, and a privileged request needs privileged mode enabled.
 pub fn pasid_tagged_requests_without_translation() -> TestResult {
     let Some(want) = cmdline::get(&crate::platform::get().cmdline, "expect.pasid_tagged") else {
         return Err(TestError::skip(
@@ -697,7 +744,11 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
         let mut e = o.engine(0, QueueMode::Shared, false)?;
         let buf = buffer(1)?;
         let d = buf.phys().as_u64();
-        let pasid = (1u32 << width.min(8)) - 1;
+        let platform_bits = match want.split_once(':') {
+            Some(("passthrough", n)) => n.parse::<u8>().ok().filter(|&n| (1..=20).contains(&n)),
+            _ => None,
+        };
+        let pasid = (1u32 << width.min(platform_bits.unwrap_or(0))) - 1;
         let tagged = |pasid, privileged| DmaTag::Pasid { pasid, privileged };
         buf.write_volatile(0, &[0; 16]);
         let r = run(
@@ -712,7 +763,7 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
         let mut b = [0u8; 8];
         buf.read_volatile(0, &mut b);
         match want {
-            "passthrough" => {
+            _ if platform_bits.is_some() => {
                 ensure_eq!(r.status, DmaStatus::Success, "{name}: PASID {pasid}");
                 ensure_eq!(
                     u64::from_le_bytes(b),
@@ -748,7 +799,7 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
             }
             other => {
                 return Err(fail(format!(
-                    "expect.pasid_tagged={other}: want passthrough or unsupported"
+                    "expect.pasid_tagged={other}: want passthrough:BITS or unsupported"
                 )))
             }
         }
@@ -757,14 +808,16 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
             value: 1,
             size: 1,
         };
-        if width > 8 {
-            // Beyond what either platform takes: VT-d in QEMU 10.2 offers
-            // 8-bit PASIDs (ECAP.PSS), the SMMUv3 model only PASID 0.
-            let r = run(&mut e, one_byte, tagged(1 << 8, false))?;
+        let bits = platform_bits.unwrap_or(0);
+        if width > bits && bits > 0 {
+            // Beyond what the platform takes (VT-d in QEMU 10.2 offers
+            // 8-bit PASIDs, ECAP.PSS).
+            let r = run(&mut e, one_byte, tagged(1 << bits, false))?;
             ensure_eq!(
                 r.status,
                 DmaStatus::PasidUnsupported,
-                "{name}: PASID 256, wider than the platform takes"
+                "{name}: PASID {}, wider than the platform takes",
+                1u32 << bits
             );
         }
         if width < 20 {

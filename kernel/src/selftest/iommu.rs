@@ -141,7 +141,7 @@ pub fn smmuv3_stage1_dma() -> TestResult {
 }
 
 #[cfg(target_arch = "aarch64")]
-mod stage1 {
+pub(super) mod stage1 {
     use super::super::dma;
     use crate::arch::smmu::SmmuHw;
     use crate::memory::DmaBuffer;
@@ -166,7 +166,7 @@ mod stage1 {
     }
 
     /// The StreamID the IORT gives a PCI function.
-    fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
+    pub(in crate::selftest) fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
         discovery::get()?
             .iort
             .as_ref()?
@@ -176,15 +176,21 @@ mod stage1 {
             .map(|s| s.stream_id)
     }
 
+    /// The register base of the first SMMUv3 the firmware names; SKIP
+    /// when there is none.
+    pub(in crate::selftest) fn smmu_base() -> Result<u64, TestError> {
+        discovery::get()
+            .and_then(|t| {
+                t.iommus
+                    .iter()
+                    .find(|u| u.kind == discovery::IommuKind::SmmuV3)
+                    .map(|u| u.base)
+            })
+            .ok_or_else(|| TestError::skip("this board has no SMMUv3"))
+    }
+
     pub fn run() -> TestResult {
-        let Some(base) = discovery::get().and_then(|t| {
-            t.iommus
-                .iter()
-                .find(|u| u.kind == discovery::IommuKind::SmmuV3)
-                .map(|u| u.base)
-        }) else {
-            return Err(TestError::skip("this board has no SMMUv3"));
-        };
+        let base = smmu_base()?;
         let open = dma::first()?;
         let sid = stream_id(open.segment, open.f)
             .ok_or_else(|| TestError::fail("the IORT gives the pasid-dma device no StreamID"))?;

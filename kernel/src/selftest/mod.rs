@@ -10,6 +10,7 @@ use kernel::harness::{select, TapWriter, Test};
 
 mod bench;
 mod boot;
+mod conformance;
 mod discovery;
 mod dma;
 mod exceptions;
@@ -104,6 +105,64 @@ pub static TESTS: &[Test] = &[
         "iommu::smmuv3_stage1_dma_inject_faults",
         iommu::smmuv3_stage1_dma,
     ),
+    Test::new(
+        "iommu::primary_dma_lands_and_unmapped_faults",
+        conformance::primary_dma_lands_and_unmapped_faults,
+    ),
+    Test::new(
+        "iommu::read_only_mapping_faults_on_write",
+        conformance::read_only_mapping_faults_on_write,
+    ),
+    Test::new(
+        "iommu::aux_domains_are_kept_apart",
+        conformance::aux_domains_are_kept_apart,
+    ),
+    Test::new(
+        "iommu::primary_on_one_aux_on_another",
+        conformance::primary_on_one_aux_on_another,
+    ),
+    Test::new(
+        "iommu::unmap_invalidates_and_remap_lands_anew",
+        conformance::unmap_invalidates_and_remap_lands_anew,
+    ),
+    Test::new(
+        "iommu::busy_while_aux_attached",
+        conformance::busy_while_aux_attached,
+    ),
+    Test::new(
+        "iommu::narrow_device_refuses_wide_pasid",
+        conformance::narrow_device_refuses_wide_pasid,
+    ),
+    Test::new(
+        "iommu::aux_get_pasid_and_pasid_reuse",
+        conformance::aux_get_pasid_and_pasid_reuse,
+    ),
+    Test::new("iommu::many_aux_domains", conformance::many_aux_domains),
+    Test::new(
+        "iommu::interrupts_with_aux_domains",
+        conformance::interrupts_with_aux_domains,
+    ),
+    Test::new(
+        "iommu::pasid_at_the_top_of_the_range",
+        conformance::pasid_at_the_top_of_the_range,
+    ),
+    Test::new(
+        "iommu::dma_domain_hands_out_iovas",
+        conformance::dma_domain_hands_out_iovas,
+    ),
+    Test::new(
+        "iommu::blocked_faults_identity_passes",
+        conformance::blocked_faults_identity_passes,
+    ),
+    Test::new(
+        "iommu::blocks_and_dma_across_them",
+        conformance::blocks_and_dma_across_them,
+    ),
+    Test::new(
+        "iommu::bad_requests_are_refused",
+        conformance::bad_requests_are_refused,
+    ),
+    Test::new("iommu::randomized_soak", conformance::randomized_soak),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,

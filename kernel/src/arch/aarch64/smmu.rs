@@ -10,19 +10,19 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use kernel::iommu::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, HwError, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
 };
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
 use kernel::iommu::pgtable::{Gather, TableMemory, ENTRIES, PAGE_SIZE};
-use smmuv3::cd::{Cd, CdConfig};
+use smmuv3::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
 use smmuv3::cmd::Command;
 use smmuv3::cmdq::{CmdqHw, CommandQueue};
-use smmuv3::event::Event;
+use smmuv3::event::{Event, EventKind};
 use smmuv3::idr::Features;
 use smmuv3::probe::Smmu;
 use smmuv3::queue::Queue;
 use smmuv3::regs::{SmmuPage1, CR0, CR1, CR2, STRTAB_BASE_CFG};
-use smmuv3::ste::{l1_descriptor, CdTable, S1Dss, Ste};
+use smmuv3::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Ste};
 use tock_registers::interfaces::{Readable, Writeable};
 
 /// StreamIDs per level-2 stream table (one PCI bus).
@@ -54,14 +54,20 @@ fn read_u64(pa: u64) -> u64 {
     unsafe { core::ptr::read_volatile(pa as *const u64) }
 }
 
-/// Page-table pages from the page allocator.
-pub struct KernelTables;
+/// Page-table pages from the page allocator, counted.
+#[derive(Default)]
+pub struct KernelTables {
+    pub live: u64,
+}
 
 impl TableMemory for KernelTables {
     fn alloc(&mut self) -> Option<u64> {
-        memory::alloc_pages(1, PAGE_SIZE).ok().map(|p| p.as_u64())
+        let t = memory::alloc_pages(1, PAGE_SIZE).ok()?.as_u64();
+        self.live += 1;
+        Some(t)
     }
     fn free(&mut self, table: u64) {
+        self.live -= 1;
         let _ = memory::free_pages(kernel::addr::PhysAddr(table), 1);
     }
     fn read(&self, table: u64, index: usize) -> u64 {
@@ -120,8 +126,10 @@ pub struct SmmuHw {
     evtq: Queue,
     evtq_mem: u64,
     tables: KernelTables,
-    /// The one-entry CD table of each stream under stage 1.
-    cd_tables: BTreeMap<u32, u64>,
+    /// The streams the core manages.
+    streams: BTreeMap<u32, Stream>,
+    /// Bytes of CD tables held.
+    cd_bytes: u64,
     next_asid: u16,
 }
 
@@ -134,6 +142,18 @@ impl SmmuHw {
             .map_err(|e| HwError(format!("SMMU at {base:#x}: {e:?}")))?;
         if smmu.enabled() {
             return Err(HwError(format!("SMMU at {base:#x} is already enabled")));
+        }
+        // Queues left on by an earlier user must be off before their base
+        // registers are written.
+        let r = smmu.regs();
+        if r.cr0.get() != 0 {
+            r.cr0.set(0);
+            if !(0..MAX_POLLS).any(|_| r.cr0ack.get() == 0) {
+                return Err(HwError(format!(
+                    "SMMU at {base:#x}: queues do not turn off (CR0ACK {:#x})",
+                    r.cr0ack.get()
+                )));
+            }
         }
         let l1_entries = 1u64 << features.sid_bits.saturating_sub(SPLIT);
         let l1 = alloc_zeroed(l1_entries * 8, 64)?;
@@ -177,8 +197,9 @@ impl SmmuHw {
             cmdq_mem,
             evtq,
             evtq_mem,
-            tables: KernelTables,
-            cd_tables: BTreeMap::new(),
+            tables: KernelTables::default(),
+            streams: BTreeMap::new(),
+            cd_bytes: 0,
             next_asid: 0,
         };
         hw.page1().eventq_prod.set(0);
@@ -330,14 +351,300 @@ impl SmmuHw {
     }
 }
 
+/// What a managed stream's untagged traffic gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Primary {
+    Blocked,
+    Identity,
+    Paging { asid: u16, root: u64 },
+}
+
+/// A stream the core manages: its primary domain and its CD table. CD 0
+/// is the primary domain (S1DSS substream 0); CDs 1.. are aux domains.
+/// The table grows with the PASIDs in use: one 4 KiB page of 64 CDs
+/// (linear) until a PASID reaches 64, then two levels with 4 KiB leaves
+/// (the first leaf is the old linear page), with a level-1 table sized to
+/// the largest PASID so far.
+struct Stream {
+    primary: Primary,
+    aux: bool,
+    /// Leaf tables (64 CDs each) by level-1 index; leaf 0 always exists.
+    leaves: BTreeMap<u32, u64>,
+    /// S1CDMax: 0 until AUX is enabled.
+    log2: u8,
+    /// The level-1 table and its entries, once there are two levels.
+    l1: Option<(u64, u32)>,
+    /// Attached PASIDs and their ASIDs.
+    pasids: BTreeMap<u32, u16>,
+}
+
+/// CDs per leaf table (S1Fmt 4 KiB leaves).
+const LEAF_LOG2: u8 = CdFmt::TwoLevel4k.leaf_log2();
+/// The ASID of blocking CDs: they never translate, so nothing is cached.
+const BLOCKING_ASID: u16 = 0;
+
+impl SmmuHw {
+    fn stream(&mut self, sid: u32) -> Result<&mut Stream, HwError> {
+        if !self.streams.contains_key(&sid) {
+            let leaf = self.alloc_meta(PAGE_SIZE)?;
+            let st = Stream {
+                primary: Primary::Blocked,
+                aux: false,
+                leaves: BTreeMap::from([(0, leaf)]),
+                log2: 0,
+                l1: None,
+                pasids: BTreeMap::new(),
+            };
+            self.streams.insert(sid, st);
+        }
+        Ok(self.streams.get_mut(&sid).expect("inserted above"))
+    }
+
+    /// Zeroed memory for CD tables, counted in [`SmmuHw::cd_table_bytes`].
+    fn alloc_meta(&mut self, bytes: u64) -> Result<u64, HwError> {
+        let pa = alloc_zeroed(bytes, bytes.next_power_of_two())?;
+        self.cd_bytes += bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        Ok(pa)
+    }
+
+    fn free_meta(&mut self, pa: u64, bytes: u64) {
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        let _ = memory::free_pages(kernel::addr::PhysAddr(pa), pages as usize);
+        self.cd_bytes -= pages * PAGE_SIZE;
+    }
+
+    /// Page-table pages held by the core's domains.
+    pub fn tables_live(&self) -> u64 {
+        self.tables.live
+    }
+
+    /// Bytes of CD tables (leaves and level-1 tables) held now.
+    pub fn cd_table_bytes(&self) -> u64 {
+        self.cd_bytes
+    }
+
+    /// The STE for a managed stream's current state.
+    fn stream_ste(st: &Stream) -> Ste {
+        let (base, fmt) = match st.l1 {
+            Some((l1, _)) => (l1, CdFmt::TwoLevel4k),
+            None => (st.leaves[&0], CdFmt::Linear),
+        };
+        let mut ste = Ste::stage1(&CdTable {
+            base,
+            log2_cds: st.log2,
+            fmt,
+            s1dss: if st.primary == Primary::Identity {
+                S1Dss::Bypass
+            } else {
+                S1Dss::Substream0
+            },
+        });
+        if st.primary == Primary::Identity && !st.aux {
+            // Dword 1 keeps its stage-1 fields (ignored in bypass), so a
+            // later switch to stage 1 changes dword 0 alone.
+            ste.0[0] = Ste::bypass().0[0];
+        }
+        ste
+    }
+
+    fn update_ste(&mut self, sid: u32) -> Result<(), HwError> {
+        let ste = Self::stream_ste(&self.streams[&sid]);
+        self.write_ste(sid, &ste)
+    }
+
+    /// The CD slot of `ssid`, allocating its leaf table (and linking it
+    /// into the level-1 table) on first use; says whether a level-1
+    /// descriptor was written.
+    fn cd_slot(&mut self, sid: u32, ssid: u32) -> Result<(u64, bool), HwError> {
+        let leaf_index = ssid >> LEAF_LOG2;
+        let existing = self.streams[&sid].leaves.get(&leaf_index).copied();
+        let (leaf, linked) = match existing {
+            Some(leaf) => (leaf, false),
+            None => {
+                let leaf = self.alloc_meta(PAGE_SIZE)?;
+                let st = self.streams.get_mut(&sid).expect("managed stream");
+                st.leaves.insert(leaf_index, leaf);
+                let (l1, _) = st.l1.ok_or_else(|| {
+                    HwError(format!(
+                        "stream {sid:#x}: SSID {ssid} beyond a linear CD table"
+                    ))
+                })?;
+                barrier();
+                write_u64(l1 + 8 * u64::from(leaf_index), cd_l1_descriptor(leaf));
+                (leaf, true)
+            }
+        };
+        Ok((leaf + 64 * u64::from(ssid & ((1 << LEAF_LOG2) - 1)), linked))
+    }
+
+    /// Writes CD `ssid` of `sid` and makes the SMMU re-read it, with
+    /// `extra` commands in the same batch. A live valid CD is made invalid
+    /// first, so the SMMU never sees half of the old one and half of the
+    /// new (a new TTB0 under the old ASID).
+    fn write_cd(&mut self, sid: u32, ssid: u32, cd: &Cd, extra: &[Command]) -> Result<(), HwError> {
+        let (slot, linked) = self.cd_slot(sid, ssid)?;
+        let cfgi = Command::CfgiCd {
+            sid,
+            ssid,
+            leaf: !linked,
+        };
+        if read_u64(slot) & (1 << 31) != 0 {
+            write_u64(slot, 0);
+            barrier();
+            if cd.valid() {
+                self.commands(&[cfgi])?;
+            }
+        }
+        for i in Cd::write_order() {
+            if i == 0 {
+                barrier();
+            }
+            write_u64(slot + 8 * i as u64, cd.0[i]);
+        }
+        let mut cmds = Vec::with_capacity(1 + extra.len());
+        cmds.push(cfgi);
+        cmds.extend_from_slice(extra);
+        self.commands(&cmds)
+    }
+
+    fn paging_cd(&self, asid: u16, root: u64) -> Cd {
+        Cd::new(&CdConfig {
+            asid,
+            ttb0: root,
+            ias: 48,
+            ips: self.oas_encoding(),
+            mair: MAIR,
+        })
+    }
+
+    /// Makes the CD table of `sid` hold SSID `ssid`: S1CDMax grows, to two
+    /// levels past 64 CDs, with a level-1 table for at least 2^10 CDs so
+    /// that it is not rebuilt at every new power of two.
+    fn grow(&mut self, sid: u32, ssid: u32) -> Result<(), HwError> {
+        let need = (32 - ssid.leading_zeros()) as u8;
+        let st = &self.streams[&sid];
+        if need <= st.log2 {
+            return Ok(());
+        }
+        if need > self.features.ssid_bits {
+            return Err(HwError(format!(
+                "stream {sid:#x}: SSID {ssid} needs {need} bits, the SMMU has {}",
+                self.features.ssid_bits
+            )));
+        }
+        if need <= LEAF_LOG2 {
+            self.streams.get_mut(&sid).expect("managed").log2 =
+                LEAF_LOG2.min(self.features.ssid_bits);
+            return self.update_ste(sid);
+        }
+        if !self.features.cd_two_level {
+            return Err(HwError(format!(
+                "stream {sid:#x}: SSID {ssid} needs a two-level CD table (IDR0.CD2L is 0)"
+            )));
+        }
+        let log2 = need.max(10).min(self.features.ssid_bits);
+        let entries = 1u32 << (log2 - LEAF_LOG2);
+        let bytes = 8 * u64::from(entries);
+        let l1 = self.alloc_meta(bytes)?;
+        let st = self.streams.get_mut(&sid).expect("managed");
+        for (&i, &leaf) in &st.leaves {
+            write_u64(l1 + 8 * u64::from(i), cd_l1_descriptor(leaf));
+        }
+        let old = st.l1.replace((l1, entries));
+        st.log2 = log2;
+        // One 64-bit write of dword 0 switches pointer, format and size.
+        self.update_ste(sid)?;
+        if let Some((old_l1, old_entries)) = old {
+            self.free_meta(old_l1, 8 * u64::from(old_entries));
+        }
+        Ok(())
+    }
+
+    /// The stream's CD tables, back to one linear leaf with CD 0.
+    fn shrink(&mut self, sid: u32) -> Result<(), HwError> {
+        let st = self.streams.get_mut(&sid).expect("managed");
+        st.log2 = 0;
+        let l1 = st.l1.take();
+        let leaves: Vec<(u32, u64)> = st
+            .leaves
+            .iter()
+            .map(|(&i, &p)| (i, p))
+            .filter(|&(i, _)| i != 0)
+            .collect();
+        st.leaves.retain(|&i, _| i == 0);
+        self.update_ste(sid)?;
+        if let Some((l1, entries)) = l1 {
+            self.free_meta(l1, 8 * u64::from(entries));
+        }
+        for (_, leaf) in leaves {
+            self.free_meta(leaf, PAGE_SIZE);
+        }
+        // CDs 1..63 of leaf 0 were invalidated when their PASIDs went.
+        Ok(())
+    }
+
+    /// The stream goes back to bypass and its CD tables are freed (a
+    /// test's teardown).
+    pub fn release_stream(&mut self, sid: u32) -> Result<(), HwError> {
+        let Some(st) = self.streams.remove(&sid) else {
+            return Ok(());
+        };
+        self.write_ste(sid, &Ste::bypass())?;
+        if let Some((l1, entries)) = st.l1 {
+            self.free_meta(l1, 8 * u64::from(entries));
+        }
+        for (_, leaf) in st.leaves {
+            self.free_meta(leaf, PAGE_SIZE);
+        }
+        Ok(())
+    }
+
+    /// Events since the last call, as the core's faults. Events that are
+    /// not about a request (or that the core has no words for) are logged.
+    pub fn take_faults(&mut self) -> Vec<Fault> {
+        let mut out = Vec::new();
+        for ev in self.drain_events() {
+            let st = self.streams.get(&ev.sid);
+            let attached = |p: u32| st.is_some_and(|s| s.pasids.contains_key(&p));
+            let reason = match ev.kind {
+                EventKind::Translation | EventKind::AddressSize => match ev.ssid {
+                    None if st.is_some_and(|s| s.primary == Primary::Blocked) => {
+                        FaultReason::Blocked
+                    }
+                    Some(p) if !attached(p) => FaultReason::NoPasid,
+                    _ => FaultReason::NotMapped,
+                },
+                EventKind::Permission | EventKind::Access => FaultReason::Permission,
+                EventKind::StreamDisabled => FaultReason::Blocked,
+                EventKind::BadSubstreamId | EventKind::BadCd => FaultReason::NoPasid,
+                _ => {
+                    log::warn!("SMMU event not about a translation: {ev:?}");
+                    continue;
+                }
+            };
+            out.push(Fault {
+                dev: ev.sid,
+                pasid: ev.ssid,
+                iova: ev.addr,
+                write: !ev.read,
+                reason,
+            });
+        }
+        out
+    }
+}
+
 impl IommuHw for SmmuHw {
     fn format(&self) -> TableFormat {
         TableFormat::Arm(ArmLpae::S1)
     }
 
     fn pasid_bits(&self) -> u8 {
-        // Substreams need the one-entry CD tables to grow first (issue 7).
-        0
+        if self.features.cd_two_level {
+            self.features.ssid_bits
+        } else {
+            self.features.ssid_bits.min(LEAF_LOG2)
+        }
     }
 
     fn tables(&mut self) -> &mut dyn TableMemory {
@@ -360,64 +667,89 @@ impl IommuHw for SmmuHw {
     }
 
     fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError> {
-        let ste = match (d.kind, d.root) {
-            (DomainKind::Identity, _) => Ste::bypass(),
-            (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {
-                let cd_table = match self.cd_tables.get(&dev) {
-                    Some(&t) => t,
-                    None => {
-                        let t = alloc_zeroed(64, 64)?;
-                        self.cd_tables.insert(dev, t);
-                        t
-                    }
-                };
-                let cd = Cd::new(&CdConfig {
-                    asid: d.tag as u16,
-                    ttb0: root,
-                    ias: 48,
-                    ips: self.oas_encoding(),
-                    mair: MAIR,
-                });
-                for i in Cd::write_order() {
-                    if i == 0 {
-                        barrier();
-                    }
-                    write_u64(cd_table + 8 * i as u64, cd.0[i]);
-                }
-                self.commands(&[Command::CfgiCd {
-                    sid: dev,
-                    ssid: 0,
-                    leaf: true,
-                }])?;
-                Ste::stage1(&CdTable {
-                    base: cd_table,
-                    log2_cds: 0,
-                    two_level: false,
-                    s1dss: S1Dss::Substream0,
-                })
-            }
-            _ => Ste::abort(),
+        let primary = match (d.kind, d.root) {
+            (DomainKind::Identity, _) => Primary::Identity,
+            (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => Primary::Paging {
+                asid: d.tag as u16,
+                root,
+            },
+            _ => Primary::Blocked,
         };
-        self.write_ste(dev, &ste)
+        self.stream(dev)?;
+        // CD 0 first: the STE may already point at it.
+        match primary {
+            Primary::Paging { asid, root } => {
+                let cd = self.paging_cd(asid, root);
+                self.write_cd(dev, 0, &cd, &[])?;
+            }
+            Primary::Blocked => self.write_cd(dev, 0, &Cd::blocking(BLOCKING_ASID), &[])?,
+            Primary::Identity => {}
+        }
+        self.streams.get_mut(&dev).expect("managed").primary = primary;
+        self.update_ste(dev)
     }
 
     fn enable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
-        Err(HwError(format!(
-            "stream {dev}: substreams are not driven yet"
-        )))
+        if self.pasid_bits() == 0 {
+            return Err(HwError(format!(
+                "stream {dev:#x}: this SMMU has no substreams (IDR1.SSIDSIZE 0)"
+            )));
+        }
+        let st = self.stream(dev)?;
+        st.aux = true;
+        self.grow(dev, 1)?;
+        self.update_ste(dev)
     }
 
-    fn disable_aux(&mut self, _dev: DeviceId) -> Result<(), HwError> {
+    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+        let Some(st) = self.streams.get_mut(&dev) else {
+            return Ok(());
+        };
+        st.aux = false;
+        self.shrink(dev)
+    }
+
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
+        let root = d
+            .root
+            .ok_or_else(|| HwError(format!("PASID {pasid}: not a paging domain")))?;
+        if !self.streams.get(&dev).is_some_and(|s| s.aux) {
+            return Err(HwError(format!("stream {dev:#x}: AUX is not enabled")));
+        }
+        self.grow(dev, pasid)?;
+        let cd = self.paging_cd(d.tag as u16, root);
+        self.write_cd(dev, pasid, &cd, &[])?;
+        self.streams
+            .get_mut(&dev)
+            .expect("managed")
+            .pasids
+            .insert(pasid, d.tag as u16);
         Ok(())
     }
 
-    fn set_pasid(&mut self, dev: DeviceId, _pasid: u32, _d: &DomainRef) -> Result<(), HwError> {
-        Err(HwError(format!(
-            "stream {dev}: substreams are not driven yet"
-        )))
-    }
-
-    fn clear_pasid(&mut self, _dev: DeviceId, _pasid: u32, _d: &DomainRef) -> Result<(), HwError> {
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
+        if !self
+            .streams
+            .get(&dev)
+            .is_some_and(|s| s.pasids.contains_key(&pasid))
+        {
+            return Ok(());
+        }
+        // The CD goes, then whatever the TLBs hold under its ASID.
+        self.write_cd(
+            dev,
+            pasid,
+            &Cd::invalid(),
+            &[Command::TlbiNhAsid {
+                asid: d.tag as u16,
+                vmid: 0,
+            }],
+        )?;
+        self.streams
+            .get_mut(&dev)
+            .expect("managed")
+            .pasids
+            .remove(&pasid);
         Ok(())
     }
 
