@@ -339,3 +339,32 @@ fn benchmarks_report_figures() {
         run.text()
     );
 }
+
+/// Our programming never upsets QEMU's models by accident: with the tests
+/// that provoke model errors on purpose (`inject` in their names) left
+/// out, QEMU's guest-error log stays empty on every board.
+#[test]
+fn no_guest_errors_outside_inject_tests() {
+    let _qemu = qemu_lock();
+    for b in board_names() {
+        let log = scratch_dir().join(format!("guest-errors-{b}.log"));
+        let _ = std::fs::remove_file(&log);
+        let run = qemu_run(&[
+            "run",
+            "--board",
+            &b,
+            "--exclude",
+            "inject",
+            "--timeout",
+            "120",
+            "--",
+            "-d",
+            "guest_errors",
+            "-D",
+            log.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, Some(0), "{b}:\n{}", run.text());
+        let errors = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(errors.is_empty(), "{b}: QEMU logged guest errors:\n{errors}");
+    }
+}

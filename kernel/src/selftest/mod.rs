@@ -106,11 +106,11 @@ pub static TESTS: &[Test] = &[
         iommu::smmuv3_stage1_dma,
     ),
     Test::new(
-        "iommu::primary_dma_lands_and_unmapped_faults",
+        "iommu::primary_dma_lands_and_unmapped_inject_faults",
         conformance::primary_dma_lands_and_unmapped_faults,
     ),
     Test::new(
-        "iommu::read_only_mapping_faults_on_write",
+        "iommu::read_only_mapping_inject_faults_on_write",
         conformance::read_only_mapping_faults_on_write,
     ),
     Test::new(
@@ -118,11 +118,11 @@ pub static TESTS: &[Test] = &[
         conformance::aux_domains_are_kept_apart,
     ),
     Test::new(
-        "iommu::primary_on_one_aux_on_another",
+        "iommu::primary_on_one_aux_on_another_inject_faults",
         conformance::primary_on_one_aux_on_another,
     ),
     Test::new(
-        "iommu::unmap_invalidates_and_remap_lands_anew",
+        "iommu::unmap_invalidates_and_remap_lands_anew_inject_faults",
         conformance::unmap_invalidates_and_remap_lands_anew,
     ),
     Test::new(
@@ -147,11 +147,11 @@ pub static TESTS: &[Test] = &[
         conformance::pasid_at_the_top_of_the_range,
     ),
     Test::new(
-        "iommu::dma_domain_hands_out_iovas",
+        "iommu::dma_domain_hands_out_iovas_inject_faults",
         conformance::dma_domain_hands_out_iovas,
     ),
     Test::new(
-        "iommu::blocked_faults_identity_passes",
+        "iommu::blocked_inject_faults_identity_passes",
         conformance::blocked_faults_identity_passes,
     ),
     Test::new(
@@ -162,7 +162,10 @@ pub static TESTS: &[Test] = &[
         "iommu::bad_requests_are_refused",
         conformance::bad_requests_are_refused,
     ),
-    Test::new("iommu::randomized_soak", conformance::randomized_soak),
+    Test::new(
+        "iommu::randomized_soak_inject_faults",
+        conformance::randomized_soak,
+    ),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
