@@ -365,6 +365,9 @@ fn no_guest_errors_outside_inject_tests() {
         ]);
         assert_eq!(run.code, Some(0), "{b}:\n{}", run.text());
         let errors = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(errors.is_empty(), "{b}: QEMU logged guest errors:\n{errors}");
+        assert!(
+            errors.is_empty(),
+            "{b}: QEMU logged guest errors:\n{errors}"
+        );
     }
 }

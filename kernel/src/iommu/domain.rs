@@ -375,6 +375,12 @@ impl<H: IommuHw> Iommu<H> {
         self.blocked
     }
 
+    /// What the driver is told about domain `id` (its kind, table root
+    /// and hardware tag).
+    pub fn domain_ref(&self, id: DomainId) -> Result<DomainRef, IommuError> {
+        self.dref(id)
+    }
+
     fn dref(&self, id: DomainId) -> Result<DomainRef, IommuError> {
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         Ok(DomainRef {

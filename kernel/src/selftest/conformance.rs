@@ -50,7 +50,7 @@ cases!(
 );
 
 #[cfg(target_arch = "aarch64")]
-mod board {
+pub(super) mod board {
     use super::super::dma::{self, Open};
     use super::super::iommu::stage1::{smmu_base, stream_id};
     use crate::arch::smmu::SmmuHw;
@@ -242,7 +242,7 @@ mod board {
 
     /// Runs one case on a fresh platform and tears it down, whatever
     /// happened; a leak fails the case.
-    pub fn run(case: fn(&mut SmmuPlatform) -> TestResult) -> TestResult {
+    pub fn run(case: impl FnOnce(&mut SmmuPlatform) -> TestResult) -> TestResult {
         let mut p = setup()?;
         let result = case(&mut p);
         let leftover_pages = p.pages.len();

@@ -18,6 +18,7 @@ mod iommu;
 mod irq;
 mod mm;
 mod pci;
+mod smmuv3;
 
 pub static TESTS: &[Test] = &[
     Test::new(
@@ -165,6 +166,15 @@ pub static TESTS: &[Test] = &[
     Test::new(
         "iommu::randomized_soak_inject_faults",
         conformance::randomized_soak,
+    ),
+    Test::new("iommu::smmuv3_inject_fault_types", smmuv3::fault_types),
+    Test::new(
+        "iommu::smmuv3_cd_update_needs_cfgi",
+        smmuv3::cd_update_needs_cfgi,
+    ),
+    Test::new(
+        "iommu::smmuv3_inject_event_queue_overflow",
+        smmuv3::event_queue_overflow,
     ),
     Test::new(
         "exceptions::bad_access_caught",

@@ -130,6 +130,8 @@ pub struct SmmuHw {
     streams: BTreeMap<u32, Stream>,
     /// Bytes of CD tables held.
     cd_bytes: u64,
+    /// Event queue overflows noticed.
+    pub overflows: u32,
     next_asid: u16,
 }
 
@@ -200,6 +202,7 @@ impl SmmuHw {
             tables: KernelTables::default(),
             streams: BTreeMap::new(),
             cd_bytes: 0,
+            overflows: 0,
             next_asid: 0,
         };
         hw.page1().eventq_prod.set(0);
@@ -319,6 +322,7 @@ impl SmmuHw {
         let p1 = self.page1();
         let prod = p1.eventq_prod.get();
         let mut cons = p1.eventq_cons.get();
+        let acked = cons & smmuv3::queue::OVERFLOW;
         while !self.evtq.empty(prod, cons) {
             let at = self.evtq_mem + 32 * self.evtq.slot(cons) as u64;
             let rec = [
@@ -330,8 +334,13 @@ impl SmmuHw {
             out.push(Event::decode(&rec));
             cons = self.evtq.next(cons);
         }
-        // Keep the overflow flag in step with PROD's (acknowledges it).
+        // OVFLG differing from our OVACKFLG: events were lost. Keeping
+        // the flags in step acknowledges it.
         let ovf = prod & smmuv3::queue::OVERFLOW;
+        if ovf != acked {
+            self.overflows += 1;
+            log::warn!("SMMU event queue overflowed: events were lost");
+        }
         self.page1()
             .eventq_cons
             .set((cons & !smmuv3::queue::OVERFLOW) | ovf);
@@ -597,6 +606,55 @@ impl SmmuHw {
             self.free_meta(leaf, PAGE_SIZE);
         }
         Ok(())
+    }
+
+    /// Entries of the event queue.
+    pub fn event_queue_entries(&self) -> u32 {
+        1 << self.evtq.log2size
+    }
+
+    /// Where CD `ssid` of a managed stream lives, if its leaf exists (for
+    /// tests that edit CDs behind the driver's back).
+    pub fn cd_address(&self, sid: u32, ssid: u32) -> Option<u64> {
+        let leaf = self.streams.get(&sid)?.leaves.get(&(ssid >> LEAF_LOG2))?;
+        Some(leaf + 64 * u64::from(ssid & ((1 << LEAF_LOG2) - 1)))
+    }
+
+    /// Writes `words` at `pa`, in order, inside a CD table or stream table
+    /// the driver owns, and optionally runs `cmds` after: how a test
+    /// changes a live structure without the driver's ordering rules.
+    pub fn poke(&mut self, pa: u64, words: &[u64], cmds: &[Command]) -> Result<(), HwError> {
+        let owned = self.streams.values().any(|st| {
+            st.leaves
+                .values()
+                .any(|&l| (l..l + PAGE_SIZE).contains(&pa))
+                || st
+                    .l1
+                    .is_some_and(|(l1, n)| (l1..l1 + 8 * u64::from(n)).contains(&pa))
+        });
+        if !owned {
+            return Err(HwError(format!(
+                "{pa:#x} is not in a CD table of this driver"
+            )));
+        }
+        for (i, &w) in words.iter().enumerate() {
+            write_u64(pa + 8 * i as u64, w);
+        }
+        barrier();
+        if cmds.is_empty() {
+            Ok(())
+        } else {
+            self.commands(cmds)
+        }
+    }
+
+    /// Rewrites the STE of a managed stream from the driver's state (after
+    /// a test wrote another).
+    pub fn restore_ste(&mut self, sid: u32) -> Result<(), HwError> {
+        if !self.streams.contains_key(&sid) {
+            return Err(HwError(format!("stream {sid:#x} is not managed")));
+        }
+        self.update_ste(sid)
     }
 
     /// Events since the last call, as the core's faults. Events that are

@@ -1,0 +1,465 @@
+//! SMMUv3 driver tests on the conformance platform (the driver under the
+//! core, the pasid-dma devices as streams): every fault type the model
+//! raises, with its fields; the configuration cache of a live substream;
+//! event queue overflow.
+use kernel::harness::TestResult;
+
+macro_rules! board_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(target_arch = "aarch64")]
+            pub fn $name() -> TestResult {
+                super::conformance::board::run(on_board::$name)
+            }
+            #[cfg(not(target_arch = "aarch64"))]
+            pub fn $name() -> TestResult {
+                Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
+            }
+        )*
+    };
+}
+
+board_tests!(fault_types, cd_update_needs_cfgi, event_queue_overflow);
+
+#[cfg(target_arch = "aarch64")]
+mod on_board {
+    use super::super::conformance::board::SmmuPlatform;
+    use alloc::format;
+    use alloc::vec::Vec;
+    use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag};
+    use kernel::harness::{TestError, TestResult};
+    use kernel::iommu::conformance::Platform;
+    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, IommuError};
+    use kernel::iommu::pgtable::arm::MAIR;
+    use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
+    use kernel::{ensure, ensure_eq};
+    use smmuv3::cd::{Cd, CdConfig};
+    use smmuv3::cmd::Command;
+    use smmuv3::event::{Event, EventKind};
+    use smmuv3::ste::{CdFmt, CdTable, S1Dss, Ste};
+
+    const IOVA: u64 = 0x4000_0000;
+    /// Inside the 44-bit output range, but no RAM or device decodes it.
+    const UNBACKED: u64 = 0x10_0000_0000;
+
+    fn core(e: IommuError) -> TestError {
+        TestError::fail(format!("{e}"))
+    }
+
+    fn hw(e: impl core::fmt::Debug) -> TestError {
+        TestError::fail(format!("{e:?}"))
+    }
+
+    fn write(
+        p: &mut SmmuPlatform,
+        dev: DeviceId,
+        iova: u64,
+        value: u64,
+        tag: DmaTag,
+    ) -> Result<DmaResult, TestError> {
+        p.dma(
+            dev,
+            DmaOp::WriteImm {
+                dst: iova,
+                value,
+                size: 8,
+            },
+            tag,
+        )
+        .map_err(|e| TestError::fail(format!("write {iova:#x}: {e}")))
+    }
+
+    fn read(
+        p: &mut SmmuPlatform,
+        dev: DeviceId,
+        iova: u64,
+        tag: DmaTag,
+    ) -> Result<DmaResult, TestError> {
+        p.dma(
+            dev,
+            DmaOp::Compare {
+                a: iova,
+                b: iova,
+                len: 8,
+            },
+            tag,
+        )
+        .map_err(|e| TestError::fail(format!("read {iova:#x}: {e}")))
+    }
+
+    fn tagged(pasid: u32) -> DmaTag {
+        DmaTag::Pasid {
+            pasid,
+            privileged: false,
+        }
+    }
+
+    fn phys_u64(p: &mut SmmuPlatform, pa: u64) -> u64 {
+        let mut b = [0u8; 8];
+        p.read_phys(pa, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Exactly one event since the last drain, of `kind` from `sid`, with
+    /// this SubstreamID; its address and direction when given.
+    fn expect_event(
+        p: &mut SmmuPlatform,
+        what: &str,
+        kind: EventKind,
+        sid: u32,
+        ssid: Option<u32>,
+        addr: Option<u64>,
+        read: Option<bool>,
+    ) -> Result<Event, TestError> {
+        let events: Vec<Event> = p.iommu().hw.drain_events();
+        let ok = events.len() == 1 && {
+            let e = &events[0];
+            e.kind == kind
+                && e.sid == sid
+                && e.ssid == ssid
+                && addr.is_none_or(|a| e.addr == a)
+                && read.is_none_or(|r| e.read == r)
+        };
+        ensure!(
+            ok,
+            "{what}: expected one {kind:?} (SID {sid:#x}, SSID {ssid:?}, address {addr:x?}, read {read:?}), got {events:x?}"
+        );
+        log::info!("SMMU {what}: {:x?}", events[0]);
+        Ok(events[0])
+    }
+
+    /// Each fault the model raises, provoked on purpose and reported with
+    /// its stream, substream, address and direction: translation,
+    /// permission, address size and walk abort on a substream; a bad CD
+    /// and a substream beyond the table; a CD fetch abort, a disabled
+    /// stream (S1DSS terminate) and a bad STE on the untagged stream.
+    pub fn fault_types(p: &mut SmmuPlatform) -> TestResult {
+        let (x, _, _) = p.devices();
+        let page = p.alloc_pages(1, PAGE_SIZE)?;
+        let d = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let e = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let iommu = p.iommu();
+        iommu
+            .map(d, IOVA, page, PAGE_SIZE, Prot::RO)
+            .map_err(core)?;
+        // Inside OAS 48 of the format, beyond the SMMU's 44 bits.
+        iommu
+            .map(d, IOVA + 2 * PAGE_SIZE, 1 << 45, PAGE_SIZE, Prot::RW)
+            .map_err(core)?;
+        iommu
+            .map(e, IOVA, page, PAGE_SIZE, Prot::RW)
+            .map_err(core)?;
+        iommu.dev_enable_feature(x, Feature::Aux).map_err(core)?;
+        let pd = iommu.aux_attach_device(d, x).map_err(core)?;
+        let pe = iommu.aux_attach_device(e, x).map_err(core)?;
+        let result = (|| -> TestResult {
+            let hole = IOVA + PAGE_SIZE;
+            let r = write(p, x, hole, 1, tagged(pd))?;
+            ensure_eq!(r.status, DmaStatus::WriteFault { addr: hole }, "unmapped");
+            expect_event(
+                p,
+                "unmapped, tagged",
+                EventKind::Translation,
+                x,
+                Some(pd),
+                Some(hole),
+                Some(false),
+            )?;
+
+            let r = write(p, x, IOVA, 1, tagged(pd))?;
+            ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "read-only");
+            expect_event(
+                p,
+                "write to read-only",
+                EventKind::Permission,
+                x,
+                Some(pd),
+                Some(IOVA),
+                Some(false),
+            )?;
+
+            let big = IOVA + 2 * PAGE_SIZE;
+            let r = read(p, x, big, tagged(pd))?;
+            ensure_eq!(r.status, DmaStatus::ReadFault { addr: big }, "beyond OAS");
+            expect_event(
+                p,
+                "output beyond OAS",
+                EventKind::AddressSize,
+                x,
+                Some(pd),
+                Some(big),
+                Some(true),
+            )?;
+
+            // Substream pe's tables moved to where nothing answers.
+            let slot = p
+                .iommu()
+                .hw
+                .cd_address(x, pe)
+                .ok_or_else(|| TestError::fail("no CD for the aux domain"))?;
+            let tag = p.iommu().domain_ref(e).map_err(core)?.tag as u16;
+            p.iommu()
+                .hw
+                .poke(
+                    slot + 8,
+                    &[UNBACKED],
+                    &[
+                        Command::CfgiCd {
+                            sid: x,
+                            ssid: pe,
+                            leaf: true,
+                        },
+                        Command::TlbiNhAsid { asid: tag, vmid: 0 },
+                    ],
+                )
+                .map_err(hw)?;
+            let r = read(p, x, IOVA, tagged(pe))?;
+            ensure_eq!(r.status, DmaStatus::ReadFault { addr: IOVA }, "walk abort");
+            let ev = expect_event(
+                p,
+                "table walk abort",
+                EventKind::WalkExternalAbort,
+                x,
+                Some(pe),
+                Some(IOVA),
+                Some(true),
+            )?;
+            ensure_eq!(ev.class, 1, "F_WALK_EABT class (translation table)");
+
+            // A free CD slot inside the table, and a substream beyond it.
+            let unused = pe + 1;
+            let r = write(p, x, IOVA, 1, tagged(unused))?;
+            ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "bad CD");
+            expect_event(
+                p,
+                "invalid CD",
+                EventKind::BadCd,
+                x,
+                Some(unused),
+                None,
+                None,
+            )?;
+            let beyond = 1 << 6;
+            let r = write(p, x, IOVA, 1, tagged(beyond))?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::WriteFault { addr: IOVA },
+                "bad substream"
+            );
+            expect_event(
+                p,
+                "substream beyond S1CDMax",
+                EventKind::BadSubstreamId,
+                x,
+                Some(beyond),
+                None,
+                None,
+            )?;
+
+            // STEs the driver would not write.
+            let leaf0 = p
+                .iommu()
+                .hw
+                .cd_address(x, 0)
+                .ok_or_else(|| TestError::fail("no CD table"))?;
+            let cases = [
+                (
+                    "CD table where nothing answers",
+                    CdTable {
+                        base: UNBACKED,
+                        log2_cds: 0,
+                        fmt: CdFmt::Linear,
+                        s1dss: S1Dss::Substream0,
+                    },
+                    EventKind::CdFetch,
+                    Some(UNBACKED),
+                ),
+                (
+                    "S1DSS terminate",
+                    CdTable {
+                        base: leaf0,
+                        log2_cds: 6,
+                        fmt: CdFmt::Linear,
+                        s1dss: S1Dss::Terminate,
+                    },
+                    EventKind::StreamDisabled,
+                    None,
+                ),
+                (
+                    "S1CDMax beyond SSIDSIZE",
+                    CdTable {
+                        base: leaf0,
+                        log2_cds: 21,
+                        fmt: CdFmt::Linear,
+                        s1dss: S1Dss::Substream0,
+                    },
+                    EventKind::BadSte,
+                    None,
+                ),
+            ];
+            for (what, table, kind, addr) in cases {
+                p.iommu()
+                    .hw
+                    .write_ste(x, &Ste::stage1(&table))
+                    .map_err(hw)?;
+                let r = write(p, x, IOVA, 1, DmaTag::Untagged)?;
+                ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "{what}");
+                expect_event(p, what, kind, x, None, addr, None)?;
+                p.iommu().hw.restore_ste(x).map_err(hw)?;
+            }
+            Ok(())
+        })();
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .aux_detach_device(d, x)
+            .and_then(|()| iommu.aux_detach_device(e, x))
+            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
+            .and_then(|()| iommu.domain_free(d))
+            .and_then(|()| iommu.domain_free(e))
+            .map_err(core);
+        p.free_pages(page, 1);
+        result.and(cleanup)
+    }
+
+    /// A CD rewritten under a live substream changes nothing until
+    /// CFGI_CD: the SMMU keeps using its cached configuration, then takes
+    /// the new one.
+    pub fn cd_update_needs_cfgi(p: &mut SmmuPlatform) -> TestResult {
+        let (x, _, _) = p.devices();
+        let pages = p.alloc_pages(2, PAGE_SIZE)?;
+        let (pa, pb) = (pages, pages + PAGE_SIZE);
+        let a = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let b = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let iommu = p.iommu();
+        iommu.map(a, IOVA, pa, PAGE_SIZE, Prot::RW).map_err(core)?;
+        iommu.map(b, IOVA, pb, PAGE_SIZE, Prot::RW).map_err(core)?;
+        iommu.dev_enable_feature(x, Feature::Aux).map_err(core)?;
+        let pasid = iommu.aux_attach_device(a, x).map_err(core)?;
+        let result = (|| -> TestResult {
+            ensure_eq!(
+                write(p, x, IOVA, 1, tagged(pasid))?.status,
+                DmaStatus::Success,
+                "through A"
+            );
+            ensure_eq!(phys_u64(p, pa), 1, "A's page");
+            let rb = p.iommu().domain_ref(b).map_err(core)?;
+            let cd_b = Cd::new(&CdConfig {
+                asid: rb.tag as u16,
+                ttb0: rb.root.ok_or_else(|| TestError::fail("B has no table"))?,
+                ias: 48,
+                ips: 4,
+                mair: MAIR,
+            });
+            let slot = p
+                .iommu()
+                .hw
+                .cd_address(x, pasid)
+                .ok_or_else(|| TestError::fail("no CD slot"))?;
+            p.iommu().hw.poke(slot, &cd_b.0, &[]).map_err(hw)?;
+            ensure_eq!(
+                write(p, x, IOVA, 2, tagged(pasid))?.status,
+                DmaStatus::Success,
+                "before CFGI_CD"
+            );
+            ensure_eq!(
+                (phys_u64(p, pa), phys_u64(p, pb)),
+                (2, 0),
+                "before CFGI_CD the cached CD (domain A) still applies"
+            );
+            let cfgi = Command::CfgiCd {
+                sid: x,
+                ssid: pasid,
+                leaf: true,
+            };
+            p.iommu().hw.poke(slot, &[], &[cfgi]).map_err(hw)?;
+            ensure_eq!(
+                write(p, x, IOVA, 3, tagged(pasid))?.status,
+                DmaStatus::Success,
+                "after CFGI_CD"
+            );
+            ensure_eq!(
+                (phys_u64(p, pa), phys_u64(p, pb)),
+                (2, 3),
+                "after CFGI_CD domain B applies"
+            );
+            Ok(())
+        })();
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .aux_detach_device(a, x)
+            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
+            .and_then(|()| iommu.domain_free(a))
+            .and_then(|()| iommu.domain_free(b))
+            .map_err(core);
+        p.free_pages(pages, 2);
+        result.and(cleanup)
+    }
+
+    /// More faults than the event queue holds, with nobody draining: the
+    /// queue fills, the overflow flag is noticed once, the events that fit
+    /// are all there, and recording works normally afterwards.
+    pub fn event_queue_overflow(p: &mut SmmuPlatform) -> TestResult {
+        let (x, _, _) = p.devices();
+        let d = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        p.iommu().attach_device(d, x).map_err(core)?;
+        let result = (|| -> TestResult {
+            p.iommu().hw.drain_events();
+            let entries = p.iommu().hw.event_queue_entries();
+            let before = p.iommu().hw.overflows;
+            for i in 0..u64::from(entries) + 8 {
+                let at = IOVA + i * PAGE_SIZE;
+                let r = write(p, x, at, i, DmaTag::Untagged)?;
+                ensure_eq!(r.status, DmaStatus::WriteFault { addr: at }, "fault {i}");
+            }
+            let events = p.iommu().hw.drain_events();
+            ensure_eq!(events.len(), entries as usize, "events kept (a full queue)");
+            ensure!(
+                events
+                    .iter()
+                    .enumerate()
+                    .all(|(i, e)| e.kind == EventKind::Translation
+                        && e.addr == IOVA + i as u64 * PAGE_SIZE),
+                "the kept events are the first ones, in order"
+            );
+            ensure_eq!(p.iommu().hw.overflows - before, 1, "overflows noticed");
+            let r = write(p, x, IOVA, 0, DmaTag::Untagged)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::WriteFault { addr: IOVA },
+                "after the overflow"
+            );
+            expect_event(
+                p,
+                "after the overflow",
+                EventKind::Translation,
+                x,
+                None,
+                Some(IOVA),
+                Some(false),
+            )?;
+            ensure_eq!(p.iommu().hw.overflows - before, 1, "no second overflow");
+            Ok(())
+        })();
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .detach_device(x)
+            .and_then(|()| iommu.domain_free(d))
+            .map_err(core);
+        result.and(cleanup)
+    }
+}
