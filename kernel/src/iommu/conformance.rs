@@ -127,7 +127,8 @@ fn dma<P: Platform>(
         .map_err(|e| TestError::fail(format!("device {dev}: {op:?}: {e}")))
 }
 
-fn write_u64<P: Platform>(
+/// Writes `value` (8 bytes) at `iova` from `dev`.
+pub fn write_u64<P: Platform>(
     p: &mut P,
     dev: DeviceId,
     iova: u64,
@@ -146,7 +147,8 @@ fn write_u64<P: Platform>(
     )
 }
 
-fn read_u64<P: Platform>(p: &mut P, pa: u64) -> u64 {
+/// The 8 bytes at physical address `pa`, as the CPU reads them.
+pub fn read_u64<P: Platform>(p: &mut P, pa: u64) -> u64 {
     let mut b = [0u8; 8];
     p.read_phys(pa, &mut b);
     u64::from_le_bytes(b)
@@ -159,7 +161,8 @@ fn ok(bytes: u64) -> DmaResult {
     }
 }
 
-fn tagged(pasid: u32) -> DmaTag {
+/// A PASID-tagged, unprivileged request.
+pub fn tagged(pasid: u32) -> DmaTag {
     DmaTag::Pasid {
         pasid,
         privileged: false,

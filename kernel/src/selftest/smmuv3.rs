@@ -28,7 +28,7 @@ mod on_board {
     use alloc::vec::Vec;
     use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
-    use kernel::iommu::conformance::Platform;
+    use kernel::iommu::conformance::{read_u64, tagged, write_u64, Platform};
     use kernel::iommu::domain::{DeviceId, DomainKind, Feature, IommuError};
     use kernel::iommu::pgtable::arm::MAIR;
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
@@ -50,25 +50,6 @@ mod on_board {
         TestError::fail(format!("{e:?}"))
     }
 
-    fn write(
-        p: &mut SmmuPlatform,
-        dev: DeviceId,
-        iova: u64,
-        value: u64,
-        tag: DmaTag,
-    ) -> Result<DmaResult, TestError> {
-        p.dma(
-            dev,
-            DmaOp::WriteImm {
-                dst: iova,
-                value,
-                size: 8,
-            },
-            tag,
-        )
-        .map_err(|e| TestError::fail(format!("write {iova:#x}: {e}")))
-    }
-
     fn read(
         p: &mut SmmuPlatform,
         dev: DeviceId,
@@ -85,19 +66,6 @@ mod on_board {
             tag,
         )
         .map_err(|e| TestError::fail(format!("read {iova:#x}: {e}")))
-    }
-
-    fn tagged(pasid: u32) -> DmaTag {
-        DmaTag::Pasid {
-            pasid,
-            privileged: false,
-        }
-    }
-
-    fn phys_u64(p: &mut SmmuPlatform, pa: u64) -> u64 {
-        let mut b = [0u8; 8];
-        p.read_phys(pa, &mut b);
-        u64::from_le_bytes(b)
     }
 
     /// Exactly one event since the last drain, of `kind` from `sid`, with
@@ -160,7 +128,7 @@ mod on_board {
         let pe = iommu.aux_attach_device(e, x).map_err(core)?;
         let result = (|| -> TestResult {
             let hole = IOVA + PAGE_SIZE;
-            let r = write(p, x, hole, 1, tagged(pd))?;
+            let r = write_u64(p, x, hole, 1, tagged(pd))?;
             ensure_eq!(r.status, DmaStatus::WriteFault { addr: hole }, "unmapped");
             expect_event(
                 p,
@@ -172,7 +140,7 @@ mod on_board {
                 Some(false),
             )?;
 
-            let r = write(p, x, IOVA, 1, tagged(pd))?;
+            let r = write_u64(p, x, IOVA, 1, tagged(pd))?;
             ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "read-only");
             expect_event(
                 p,
@@ -234,7 +202,7 @@ mod on_board {
 
             // A free CD slot inside the table, and a substream beyond it.
             let unused = pe + 1;
-            let r = write(p, x, IOVA, 1, tagged(unused))?;
+            let r = write_u64(p, x, IOVA, 1, tagged(unused))?;
             ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "bad CD");
             expect_event(
                 p,
@@ -246,7 +214,7 @@ mod on_board {
                 None,
             )?;
             let beyond = 1 << 6;
-            let r = write(p, x, IOVA, 1, tagged(beyond))?;
+            let r = write_u64(p, x, IOVA, 1, tagged(beyond))?;
             ensure_eq!(
                 r.status,
                 DmaStatus::WriteFault { addr: IOVA },
@@ -308,7 +276,7 @@ mod on_board {
                     .hw
                     .write_ste(x, &Ste::stage1(&table))
                     .map_err(hw)?;
-                let r = write(p, x, IOVA, 1, DmaTag::Untagged)?;
+                let r = write_u64(p, x, IOVA, 1, DmaTag::Untagged)?;
                 ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "{what}");
                 expect_event(p, what, kind, x, None, addr, None)?;
                 p.iommu().hw.restore_ste(x).map_err(hw)?;
@@ -349,11 +317,11 @@ mod on_board {
         let pasid = iommu.aux_attach_device(a, x).map_err(core)?;
         let result = (|| -> TestResult {
             ensure_eq!(
-                write(p, x, IOVA, 1, tagged(pasid))?.status,
+                write_u64(p, x, IOVA, 1, tagged(pasid))?.status,
                 DmaStatus::Success,
                 "through A"
             );
-            ensure_eq!(phys_u64(p, pa), 1, "A's page");
+            ensure_eq!(read_u64(p, pa), 1, "A's page");
             let rb = p.iommu().domain_ref(b).map_err(core)?;
             let cd_b = Cd::new(&CdConfig {
                 asid: rb.tag as u16,
@@ -369,12 +337,12 @@ mod on_board {
                 .ok_or_else(|| TestError::fail("no CD slot"))?;
             p.iommu().hw.poke(slot, &cd_b.0, &[]).map_err(hw)?;
             ensure_eq!(
-                write(p, x, IOVA, 2, tagged(pasid))?.status,
+                write_u64(p, x, IOVA, 2, tagged(pasid))?.status,
                 DmaStatus::Success,
                 "before CFGI_CD"
             );
             ensure_eq!(
-                (phys_u64(p, pa), phys_u64(p, pb)),
+                (read_u64(p, pa), read_u64(p, pb)),
                 (2, 0),
                 "before CFGI_CD the cached CD (domain A) still applies"
             );
@@ -385,12 +353,12 @@ mod on_board {
             };
             p.iommu().hw.poke(slot, &[], &[cfgi]).map_err(hw)?;
             ensure_eq!(
-                write(p, x, IOVA, 3, tagged(pasid))?.status,
+                write_u64(p, x, IOVA, 3, tagged(pasid))?.status,
                 DmaStatus::Success,
                 "after CFGI_CD"
             );
             ensure_eq!(
-                (phys_u64(p, pa), phys_u64(p, pb)),
+                (read_u64(p, pa), read_u64(p, pb)),
                 (2, 3),
                 "after CFGI_CD domain B applies"
             );
@@ -423,7 +391,7 @@ mod on_board {
             let before = p.iommu().hw.overflows;
             for i in 0..u64::from(entries) + 8 {
                 let at = IOVA + i * PAGE_SIZE;
-                let r = write(p, x, at, i, DmaTag::Untagged)?;
+                let r = write_u64(p, x, at, i, DmaTag::Untagged)?;
                 ensure_eq!(r.status, DmaStatus::WriteFault { addr: at }, "fault {i}");
             }
             let events = p.iommu().hw.drain_events();
@@ -437,7 +405,7 @@ mod on_board {
                 "the kept events are the first ones, in order"
             );
             ensure_eq!(p.iommu().hw.overflows - before, 1, "overflows noticed");
-            let r = write(p, x, IOVA, 0, DmaTag::Untagged)?;
+            let r = write_u64(p, x, IOVA, 0, DmaTag::Untagged)?;
             ensure_eq!(
                 r.status,
                 DmaStatus::WriteFault { addr: IOVA },
