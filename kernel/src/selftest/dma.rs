@@ -134,10 +134,26 @@ fn devices() -> Result<Vec<Found>, TestError> {
     Ok(found)
 }
 
+/// MSI vectors given to pasid-dma functions, by segment and requester id:
+/// a function keeps its vector from one test to the next, so opening it
+/// again costs no interrupt (the ITS and the kernel's counters are few).
+static VECTORS: spin::Mutex<Vec<(u16, u16, MsiVector)>> = spin::Mutex::new(Vec::new());
+
+fn vector_of(segment: u16, f: &pci::Function) -> Result<MsiVector, TestError> {
+    let rid = f.bdf.rid();
+    let mut vectors = VECTORS.lock();
+    if let Some(&(_, _, v)) = vectors.iter().find(|(s, r, _)| *s == segment && *r == rid) {
+        return Ok(v);
+    }
+    let v = crate::arch::msi_alloc(super::pci::msi_device_id(segment, f)).map_err(fail)?;
+    vectors.push((segment, rid, v));
+    Ok(v)
+}
+
 fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Open, TestError> {
     let bar0 = bar0.ok_or_else(|| fail(format!("pasid-dma {}: BAR0 unassigned", f.bdf)))?;
     let msix = pcie::msix_of(f).map_err(|e| fail(format!("{e}")))?;
-    let vector = crate::arch::msi_alloc(super::pci::msi_device_id(segment, f)).map_err(fail)?;
+    let vector = vector_of(segment, f)?;
     let claimed = pcie::with_config(segment, |cfg, topo| {
         let c = pci::driver::claim(cfg, topo, f)?;
         msix.enable(cfg, f);
