@@ -78,6 +78,56 @@ fn tlbi_range(w0: u64, w1: u64, r: Option<Range>) -> (u64, u64) {
     }
 }
 
+/// TLBI_NH_VA commands covering `[iova, iova + size)` of `asid` (4 KiB
+/// pages). With `ril` (IDR3.RIL) each command covers up to 31 × 2^SCALE
+/// pages, the largest run the remaining page count allows; without it one
+/// command per page. `leaf`: only last-level entries changed (no table was
+/// freed). `None` when more than `max` commands would be needed: the caller
+/// then invalidates the whole ASID.
+pub fn tlbi_nh_va_range(
+    asid: u16,
+    vmid: u16,
+    iova: u64,
+    size: u64,
+    leaf: bool,
+    ril: bool,
+    max: usize,
+) -> Option<alloc::vec::Vec<Command>> {
+    let mut out = alloc::vec::Vec::new();
+    let mut addr = iova & !0xfff;
+    let mut pages = (iova + size - addr).div_ceil(0x1000);
+    while pages > 0 {
+        if out.len() == max {
+            return None;
+        }
+        let (range, covered) = if ril {
+            let scale = pages.trailing_zeros().min(31);
+            let num = (pages >> scale) & 0x1f;
+            (
+                Some(Range {
+                    num: (num - 1) as u8,
+                    scale: scale as u8,
+                    tg: 1,
+                    ttl: 0,
+                }),
+                num << scale,
+            )
+        } else {
+            (None, 1)
+        };
+        out.push(Command::TlbiNhVa {
+            asid,
+            vmid,
+            addr,
+            leaf,
+            range,
+        });
+        addr += covered << 12;
+        pages -= covered;
+    }
+    Some(out)
+}
+
 impl Command {
     pub fn encode(&self) -> [u64; 2] {
         match *self {
@@ -185,6 +235,56 @@ impl CommandError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pages a list of TLBI_NH_VA commands covers, in order.
+    fn covered(cmds: &[Command]) -> alloc::vec::Vec<(u64, u64)> {
+        cmds.iter()
+            .map(|c| match *c {
+                Command::TlbiNhVa { addr, range, .. } => {
+                    let pages = range.map_or(1, |r| (u64::from(r.num) + 1) << r.scale);
+                    (addr, pages)
+                }
+                _ => panic!("{c:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranged_invalidation_covers_exactly_the_range() {
+        for pages in [1u64, 2, 3, 31, 32, 33, 100, 512, 513, 4096, 262_143] {
+            let iova = 0x4000_0000;
+            let cmds = tlbi_nh_va_range(3, 0, iova, pages << 12, true, true, 64).unwrap();
+            let mut at = iova;
+            for (addr, n) in covered(&cmds) {
+                assert_eq!(addr, at, "{pages} pages: contiguous");
+                at += n << 12;
+            }
+            assert_eq!(at, iova + (pages << 12), "{pages} pages: exact");
+            assert!(
+                cmds.len() <= 64 && cmds.len() as u32 <= pages.count_ones() * 2 + 1,
+                "{pages}: {}",
+                cmds.len()
+            );
+        }
+        // 4 pages in one command: NUM 3 (4 - 1) at SCALE 0... or 1 at SCALE 2.
+        let one = tlbi_nh_va_range(3, 0, 0x1000, 0x4000, false, true, 8).unwrap();
+        assert_eq!(one.len(), 1);
+        let w = one[0].encode();
+        assert_eq!((w[0] >> 12) & 0x1f, 0, "NUM");
+        assert_eq!((w[0] >> 20) & 0x1f, 2, "SCALE");
+        assert_eq!((w[1] >> 10) & 3, 1, "TG 4 KiB");
+        assert_eq!(w[1] & 1, 0, "not leaf-only");
+    }
+
+    #[test]
+    fn without_ril_one_command_per_page_and_a_cap() {
+        let cmds = tlbi_nh_va_range(3, 0, 0x2000, 0x3000, true, false, 8).unwrap();
+        assert_eq!(covered(&cmds), [(0x2000, 1), (0x3000, 1), (0x4000, 1)]);
+        assert_eq!(tlbi_nh_va_range(3, 0, 0, 9 << 12, true, false, 8), None);
+        // An unaligned range covers every page it touches.
+        let cmds = tlbi_nh_va_range(3, 0, 0x1800, 0x1000, true, false, 8).unwrap();
+        assert_eq!(covered(&cmds), [(0x1000, 1), (0x2000, 1)]);
+    }
 
     #[test]
     fn encodings() {

@@ -15,7 +15,7 @@ use kernel::iommu::domain::{
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
 use kernel::iommu::pgtable::{Gather, TableMemory, ENTRIES, PAGE_SIZE};
 use smmuv3::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
-use smmuv3::cmd::Command;
+use smmuv3::cmd::{tlbi_nh_va_range, Command};
 use smmuv3::cmdq::{CmdqHw, CommandQueue};
 use smmuv3::event::{Event, EventKind};
 use smmuv3::idr::Features;
@@ -29,6 +29,8 @@ use tock_registers::interfaces::{Readable, Writeable};
 const SPLIT: u8 = 8;
 const CMDQ_LOG2: u8 = 8;
 const EVTQ_LOG2: u8 = 7;
+/// More TLBI_NH_VA than this for one unmap batch: invalidate the ASID.
+const MAX_TLBI_PER_BATCH: usize = 64;
 /// Polls of CR0ACK or CMDQ_CONS before giving up (each poll is an MMIO read).
 const MAX_POLLS: u32 = 1_000_000;
 
@@ -820,11 +822,35 @@ impl IommuHw for SmmuHw {
         if gather.is_empty() {
             return Ok(());
         }
-        // One TLBI for the ASID and one sync per batch.
-        self.commands(&[Command::TlbiNhAsid {
-            asid: d.tag as u16,
-            vmid: 0,
-        }])
+        // TLBI_NH_VA for the gathered ranges (ranged where IDR3.RIL says
+        // so; not leaf-only when tables were freed, so walk caches go
+        // too), the whole ASID when that would take too many commands;
+        // one CMD_SYNC for the batch.
+        let asid = d.tag as u16;
+        let leaf = gather.freed_tables.is_empty();
+        let mut cmds = Vec::new();
+        for &(iova, size) in &gather.ranges {
+            let room = MAX_TLBI_PER_BATCH.saturating_sub(cmds.len());
+            match tlbi_nh_va_range(
+                asid,
+                0,
+                iova,
+                size,
+                leaf,
+                self.features.range_invalidation,
+                room,
+            ) {
+                Some(c) => cmds.extend(c),
+                None => {
+                    cmds.clear();
+                    break;
+                }
+            }
+        }
+        if cmds.is_empty() {
+            cmds.push(Command::TlbiNhAsid { asid, vmid: 0 });
+        }
+        self.commands(&cmds)
     }
 
     fn msi_doorbell(&self) -> Option<u64> {
