@@ -177,6 +177,10 @@ pub static TESTS: &[Test] = &[
         smmuv3::event_queue_overflow,
     ),
     Test::new(
+        "iommu::smmuv3_aux_domain_metadata",
+        smmuv3::aux_domain_metadata,
+    ),
+    Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
     ),
@@ -187,6 +191,10 @@ pub static BENCHES: &[Test] = &[
     Test::new("irq::edu_msi_latency", bench::irq_edu_msi_latency),
     Test::new("dma::copy_4k", bench::dma_copy_4k),
     Test::new("dma::copy_1m", bench::dma_copy_1m),
+    Test::new(
+        "smmu::copy_1m_stage1_and_bypass",
+        smmuv3::copy_1m_stage1_and_bypass,
+    ),
     Test::new(
         "vclock::edu_dma_msi_round_trip",
         bench::vclock_edu_dma_msi_round_trip,
