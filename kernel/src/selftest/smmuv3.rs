@@ -476,7 +476,7 @@ mod on_board {
             let (cd_end, _) = metadata(p);
             log::info!(
                 "SMMU metadata per aux domain with one mapped page: first {} B of CD table + {} B of \
-                 page tables, second {} B + {} B; the device's CD table: {} B in all ({} B before AUX)",
+                 page tables, second {} B + {} B; CD tables of all managed streams: {} B ({} B before AUX)",
                 costs[0].0,
                 costs[0].1,
                 costs[1].0,
