@@ -93,6 +93,40 @@ pub fn tlbi_nh_va_range(
     ril: bool,
     max: usize,
 ) -> Option<alloc::vec::Vec<Command>> {
+    tlbi_range_commands(iova, size, ril, max, |addr, range| Command::TlbiNhVa {
+        asid,
+        vmid,
+        addr,
+        leaf,
+        range,
+    })
+}
+
+/// The same for stage 2: TLBI_S2_IPA commands for `[ipa, ipa + size)` of
+/// `vmid`.
+pub fn tlbi_s2_ipa_range(
+    vmid: u16,
+    ipa: u64,
+    size: u64,
+    leaf: bool,
+    ril: bool,
+    max: usize,
+) -> Option<alloc::vec::Vec<Command>> {
+    tlbi_range_commands(ipa, size, ril, max, |addr, range| Command::TlbiS2Ipa {
+        vmid,
+        addr,
+        leaf,
+        range,
+    })
+}
+
+fn tlbi_range_commands(
+    iova: u64,
+    size: u64,
+    ril: bool,
+    max: usize,
+    make: impl Fn(u64, Option<Range>) -> Command,
+) -> Option<alloc::vec::Vec<Command>> {
     let mut out = alloc::vec::Vec::new();
     let mut addr = iova & !0xfff;
     let mut pages = (iova + size - addr).div_ceil(0x1000);
@@ -115,13 +149,7 @@ pub fn tlbi_nh_va_range(
         } else {
             (None, 1)
         };
-        out.push(Command::TlbiNhVa {
-            asid,
-            vmid,
-            addr,
-            leaf,
-            range,
-        });
+        out.push(make(addr, range));
         addr += covered << 12;
         pages -= covered;
     }
@@ -240,7 +268,7 @@ mod tests {
     fn covered(cmds: &[Command]) -> alloc::vec::Vec<(u64, u64)> {
         cmds.iter()
             .map(|c| match *c {
-                Command::TlbiNhVa { addr, range, .. } => {
+                Command::TlbiNhVa { addr, range, .. } | Command::TlbiS2Ipa { addr, range, .. } => {
                     let pages = range.map_or(1, |r| (u64::from(r.num) + 1) << r.scale);
                     (addr, pages)
                 }
@@ -281,6 +309,9 @@ mod tests {
         let cmds = tlbi_nh_va_range(3, 0, 0x2000, 0x3000, true, false, 8).unwrap();
         assert_eq!(covered(&cmds), [(0x2000, 1), (0x3000, 1), (0x4000, 1)]);
         assert_eq!(tlbi_nh_va_range(3, 0, 0, 9 << 12, true, false, 8), None);
+        let s2 = tlbi_s2_ipa_range(9, 0x8000_0000, 0x20_0000, false, true, 8).unwrap();
+        assert_eq!(covered(&s2), [(0x8000_0000, 512)]);
+        assert_eq!(s2[0].encode()[0] & 0xff, TLBI_S2_IPA);
         // An unaligned range covers every page it touches.
         let cmds = tlbi_nh_va_range(3, 0, 0x1800, 0x1000, true, false, 8).unwrap();
         assert_eq!(covered(&cmds), [(0x1000, 1), (0x2000, 1)]);

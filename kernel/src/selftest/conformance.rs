@@ -10,50 +10,83 @@
 //! of its own. They read each outcome from the device's last-completion
 //! registers instead, so the operation under test is the device's only
 //! DMA.
-use kernel::harness::TestResult;
+/// Which stages the SMMU driver gives domains for a run of the suite
+/// (the VT-d driver will have its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Stage1,
+    /// Primary domains only: stage 2 has no substreams.
+    Stage2,
+    Nested,
+}
 
-/// One wrapper per case, under the name the suite gives it.
+/// One wrapper per case and mode, in a module named after the mode.
 macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[cfg(target_arch = "aarch64")]
-            pub fn $name() -> TestResult {
-                board::run(kernel::iommu::conformance::$name::<board::SmmuPlatform>)
-            }
-            #[cfg(not(target_arch = "aarch64"))]
-            pub fn $name() -> TestResult {
-                Err(kernel::harness::TestError::skip(
-                    "the VT-d driver does not run the conformance suite yet (issue 8)",
-                ))
-            }
-        )*
+    ($module:ident, $mode:expr; $($name:ident),* $(,)?) => {
+        pub mod $module {
+            use kernel::harness::TestResult;
+            $(
+                #[cfg(target_arch = "aarch64")]
+                pub fn $name() -> TestResult {
+                    super::board::run_in(
+                        $mode,
+                        kernel::iommu::conformance::$name::<super::board::SmmuPlatform>,
+                    )
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                pub fn $name() -> TestResult {
+                    let _ = $mode;
+                    Err(kernel::harness::TestError::skip(
+                        "the VT-d driver does not run the conformance suite yet (issue 8)",
+                    ))
+                }
+            )*
+        }
     };
 }
 
-cases!(
+/// Calls `$m!` with its arguments and every case of the suite.
+macro_rules! every_case {
+    ($m:ident, $($args:tt)*) => {
+        $m!($($args)*;
+            primary_dma_lands_and_unmapped_faults,
+            read_only_mapping_faults_on_write,
+            aux_domains_are_kept_apart,
+            primary_on_one_aux_on_another,
+            unmap_invalidates_and_remap_lands_anew,
+            busy_while_aux_attached,
+            narrow_device_refuses_wide_pasid,
+            aux_get_pasid_and_pasid_reuse,
+            many_aux_domains,
+            interrupts_with_aux_domains,
+            pasid_at_the_top_of_the_range,
+            dma_domain_hands_out_iovas,
+            blocked_faults_identity_passes,
+            blocks_and_dma_across_them,
+            bad_requests_are_refused,
+            randomized_soak,
+        );
+    };
+}
+
+every_case!(cases, stage1, super::Mode::Stage1);
+every_case!(cases, nested, super::Mode::Nested);
+
+cases!(stage2, super::Mode::Stage2;
     primary_dma_lands_and_unmapped_faults,
     read_only_mapping_faults_on_write,
-    aux_domains_are_kept_apart,
-    primary_on_one_aux_on_another,
     unmap_invalidates_and_remap_lands_anew,
-    busy_while_aux_attached,
-    narrow_device_refuses_wide_pasid,
-    aux_get_pasid_and_pasid_reuse,
-    many_aux_domains,
-    interrupts_with_aux_domains,
-    pasid_at_the_top_of_the_range,
     dma_domain_hands_out_iovas,
-    blocked_faults_identity_passes,
     blocks_and_dma_across_them,
     bad_requests_are_refused,
-    randomized_soak,
 );
 
 #[cfg(target_arch = "aarch64")]
 pub(super) mod board {
     use super::super::dma::{self, Open};
     use super::super::iommu::stage1::{smmu_base, stream_id};
-    use crate::arch::smmu::SmmuHw;
+    use super::Mode;
+    use crate::arch::smmu::{SmmuHw, Translation};
     use crate::dma_engine::PasidDmaEngine;
     use crate::memory::DmaBuffer;
     use crate::pcie;
@@ -175,7 +208,7 @@ pub(super) mod board {
         }
     }
 
-    fn setup() -> Result<SmmuPlatform, TestError> {
+    fn setup(mode: Mode) -> Result<SmmuPlatform, TestError> {
         let base = smmu_base()?;
         let opens = dma::open_all()?;
         if opens.len() < 2 {
@@ -211,7 +244,14 @@ pub(super) mod board {
         let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
         let mut hw = SmmuHw::new(smmu, base).map_err(fail)?;
         let ready = (|| {
-            if hw.features.ssid_bits == 0 {
+            let translation = match mode {
+                Mode::Stage1 => Translation::Stage1,
+                Mode::Stage2 => Translation::Stage2,
+                Mode::Nested => Translation::Nested,
+            };
+            hw.set_translation(translation)
+                .map_err(|e| TestError::skip(e.0))?;
+            if mode != Mode::Stage2 && hw.features.ssid_bits == 0 {
                 return Err(TestError::skip(
                     "this SMMU has no substreams (IDR1.SSIDSIZE 0): QEMU without our patch?",
                 ));
@@ -222,12 +262,14 @@ pub(super) mod board {
             hw.enable().map_err(fail)
         })();
         if let Err(e) = ready {
+            hw.release_s2();
             let _ = hw.disable();
             return Err(e);
         }
         let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(fail)?;
         for d in &devs {
             if let Err(e) = iommu.add_device(d.sid, d.open.pasid_width()) {
+                iommu.hw.release_s2();
                 let _ = iommu.hw.disable();
                 return Err(fail(e));
             }
@@ -240,10 +282,15 @@ pub(super) mod board {
         })
     }
 
-    /// Runs one case on a fresh platform and tears it down, whatever
-    /// happened; a leak fails the case.
+    /// Runs one case on a fresh platform with stage 1 and tears it down.
     pub fn run(case: impl FnOnce(&mut SmmuPlatform) -> TestResult) -> TestResult {
-        let mut p = setup()?;
+        run_in(Mode::Stage1, case)
+    }
+
+    /// Runs one case on a fresh platform whose domains use `mode`'s
+    /// stages and tears it down, whatever happened; a leak fails the case.
+    pub fn run_in(mode: Mode, case: impl FnOnce(&mut SmmuPlatform) -> TestResult) -> TestResult {
+        let mut p = setup(mode)?;
         let result = case(&mut p);
         let leftover_pages = p.pages.len();
         let hw = &mut p.iommu.hw;
@@ -254,6 +301,7 @@ pub(super) mod board {
         for &s in &p.others {
             teardown = teardown.and(hw.write_ste(s, &Ste::bypass()));
         }
+        hw.release_s2();
         teardown = teardown.and(hw.disable());
         let (tables, cd_bytes) = (hw.tables_live(), hw.cd_table_bytes());
         let teardown = teardown.map_err(fail).and_then(|()| {

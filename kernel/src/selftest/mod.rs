@@ -108,64 +108,155 @@ pub static TESTS: &[Test] = &[
     ),
     Test::new(
         "iommu::primary_dma_lands_and_unmapped_inject_faults",
-        conformance::primary_dma_lands_and_unmapped_faults,
+        conformance::stage1::primary_dma_lands_and_unmapped_faults,
     ),
     Test::new(
         "iommu::read_only_mapping_inject_faults_on_write",
-        conformance::read_only_mapping_faults_on_write,
+        conformance::stage1::read_only_mapping_faults_on_write,
     ),
     Test::new(
         "iommu::aux_domains_are_kept_apart",
-        conformance::aux_domains_are_kept_apart,
+        conformance::stage1::aux_domains_are_kept_apart,
     ),
     Test::new(
         "iommu::primary_on_one_aux_on_another_inject_faults",
-        conformance::primary_on_one_aux_on_another,
+        conformance::stage1::primary_on_one_aux_on_another,
     ),
     Test::new(
         "iommu::unmap_invalidates_and_remap_lands_anew_inject_faults",
-        conformance::unmap_invalidates_and_remap_lands_anew,
+        conformance::stage1::unmap_invalidates_and_remap_lands_anew,
     ),
     Test::new(
         "iommu::busy_while_aux_attached",
-        conformance::busy_while_aux_attached,
+        conformance::stage1::busy_while_aux_attached,
     ),
     Test::new(
         "iommu::narrow_device_refuses_wide_pasid",
-        conformance::narrow_device_refuses_wide_pasid,
+        conformance::stage1::narrow_device_refuses_wide_pasid,
     ),
     Test::new(
         "iommu::aux_get_pasid_and_pasid_reuse",
-        conformance::aux_get_pasid_and_pasid_reuse,
+        conformance::stage1::aux_get_pasid_and_pasid_reuse,
     ),
-    Test::new("iommu::many_aux_domains", conformance::many_aux_domains),
+    Test::new(
+        "iommu::many_aux_domains",
+        conformance::stage1::many_aux_domains,
+    ),
     Test::new(
         "iommu::interrupts_with_aux_domains",
-        conformance::interrupts_with_aux_domains,
+        conformance::stage1::interrupts_with_aux_domains,
     ),
     Test::new(
         "iommu::pasid_at_the_top_of_the_range",
-        conformance::pasid_at_the_top_of_the_range,
+        conformance::stage1::pasid_at_the_top_of_the_range,
     ),
     Test::new(
         "iommu::dma_domain_hands_out_iovas_inject_faults",
-        conformance::dma_domain_hands_out_iovas,
+        conformance::stage1::dma_domain_hands_out_iovas,
     ),
     Test::new(
         "iommu::blocked_inject_faults_identity_passes",
-        conformance::blocked_faults_identity_passes,
+        conformance::stage1::blocked_faults_identity_passes,
     ),
     Test::new(
         "iommu::blocks_and_dma_across_them",
-        conformance::blocks_and_dma_across_them,
+        conformance::stage1::blocks_and_dma_across_them,
     ),
     Test::new(
         "iommu::bad_requests_are_refused",
-        conformance::bad_requests_are_refused,
+        conformance::stage1::bad_requests_are_refused,
     ),
     Test::new(
         "iommu::randomized_soak_inject_faults",
-        conformance::randomized_soak,
+        conformance::stage1::randomized_soak,
+    ),
+    Test::new(
+        "iommu::nested::primary_dma_lands_and_unmapped_inject_faults",
+        conformance::nested::primary_dma_lands_and_unmapped_faults,
+    ),
+    Test::new(
+        "iommu::nested::read_only_mapping_inject_faults_on_write",
+        conformance::nested::read_only_mapping_faults_on_write,
+    ),
+    Test::new(
+        "iommu::nested::aux_domains_are_kept_apart",
+        conformance::nested::aux_domains_are_kept_apart,
+    ),
+    Test::new(
+        "iommu::nested::primary_on_one_aux_on_another_inject_faults",
+        conformance::nested::primary_on_one_aux_on_another,
+    ),
+    Test::new(
+        "iommu::nested::unmap_invalidates_and_remap_lands_anew_inject_faults",
+        conformance::nested::unmap_invalidates_and_remap_lands_anew,
+    ),
+    Test::new(
+        "iommu::nested::busy_while_aux_attached",
+        conformance::nested::busy_while_aux_attached,
+    ),
+    Test::new(
+        "iommu::nested::narrow_device_refuses_wide_pasid",
+        conformance::nested::narrow_device_refuses_wide_pasid,
+    ),
+    Test::new(
+        "iommu::nested::aux_get_pasid_and_pasid_reuse",
+        conformance::nested::aux_get_pasid_and_pasid_reuse,
+    ),
+    Test::new(
+        "iommu::nested::many_aux_domains",
+        conformance::nested::many_aux_domains,
+    ),
+    Test::new(
+        "iommu::nested::interrupts_with_aux_domains",
+        conformance::nested::interrupts_with_aux_domains,
+    ),
+    Test::new(
+        "iommu::nested::pasid_at_the_top_of_the_range",
+        conformance::nested::pasid_at_the_top_of_the_range,
+    ),
+    Test::new(
+        "iommu::nested::dma_domain_hands_out_iovas_inject_faults",
+        conformance::nested::dma_domain_hands_out_iovas,
+    ),
+    Test::new(
+        "iommu::nested::blocked_inject_faults_identity_passes",
+        conformance::nested::blocked_faults_identity_passes,
+    ),
+    Test::new(
+        "iommu::nested::blocks_and_dma_across_them",
+        conformance::nested::blocks_and_dma_across_them,
+    ),
+    Test::new(
+        "iommu::nested::bad_requests_are_refused",
+        conformance::nested::bad_requests_are_refused,
+    ),
+    Test::new(
+        "iommu::nested::randomized_soak_inject_faults",
+        conformance::nested::randomized_soak,
+    ),
+    Test::new(
+        "iommu::stage2::primary_dma_lands_and_unmapped_inject_faults",
+        conformance::stage2::primary_dma_lands_and_unmapped_faults,
+    ),
+    Test::new(
+        "iommu::stage2::read_only_mapping_inject_faults_on_write",
+        conformance::stage2::read_only_mapping_faults_on_write,
+    ),
+    Test::new(
+        "iommu::stage2::unmap_invalidates_and_remap_lands_anew_inject_faults",
+        conformance::stage2::unmap_invalidates_and_remap_lands_anew,
+    ),
+    Test::new(
+        "iommu::stage2::dma_domain_hands_out_iovas_inject_faults",
+        conformance::stage2::dma_domain_hands_out_iovas,
+    ),
+    Test::new(
+        "iommu::stage2::blocks_and_dma_across_them",
+        conformance::stage2::blocks_and_dma_across_them,
+    ),
+    Test::new(
+        "iommu::stage2::bad_requests_are_refused",
+        conformance::stage2::bad_requests_are_refused,
     ),
     Test::new("iommu::smmuv3_inject_fault_types", smmuv3::fault_types),
     Test::new(

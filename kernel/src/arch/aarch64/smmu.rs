@@ -13,16 +13,16 @@ use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
 };
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
-use kernel::iommu::pgtable::{Gather, TableMemory, ENTRIES, PAGE_SIZE};
+use kernel::iommu::pgtable::{Gather, PageTable, Prot, TableMemory, ENTRIES, PAGE_SIZE};
 use smmuv3::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
-use smmuv3::cmd::{tlbi_nh_va_range, Command};
+use smmuv3::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
 use smmuv3::cmdq::{CmdqHw, CommandQueue};
 use smmuv3::event::{Event, EventKind};
 use smmuv3::idr::Features;
 use smmuv3::probe::Smmu;
 use smmuv3::queue::Queue;
 use smmuv3::regs::{SmmuPage1, CR0, CR1, CR2, STRTAB_BASE_CFG};
-use smmuv3::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Ste};
+use smmuv3::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
 use tock_registers::interfaces::{Readable, Writeable};
 
 /// StreamIDs per level-2 stream table (one PCI bus).
@@ -135,7 +135,30 @@ pub struct SmmuHw {
     /// Event queue overflows noticed.
     pub overflows: u32,
     next_asid: u16,
+    translation: Translation,
+    /// Stage 2: the empty table blocked streams walk (VMID 0), so their
+    /// faults are reported with addresses. Nested: the identity table
+    /// of RAM under every stream's stage 1 (VMID [`NESTED_VMID`]).
+    s2_root: Option<u64>,
+    /// Pages of `s2_root`'s table (not counted in `tables`).
+    s2_tables: KernelTables,
+    s2_table: Option<PageTable<ArmLpae>>,
 }
+
+/// Which stages domains use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translation {
+    /// Domains are stage-1 tables under CDs; substreams are aux domains.
+    Stage1,
+    /// Domains are stage-2 tables (VMIDs); no substreams.
+    Stage2,
+    /// Stage 1 as above, over a stage 2 that maps RAM and the MSI doorbell
+    /// one to one: the configuration a hypervisor gives a guest's SMMU.
+    Nested,
+}
+
+/// The VMID of the nested mode's stage 2.
+const NESTED_VMID: u16 = 1;
 
 impl SmmuHw {
     /// Takes over the SMMU (which must be disabled) and builds its
@@ -206,6 +229,14 @@ impl SmmuHw {
             cd_bytes: 0,
             overflows: 0,
             next_asid: 0,
+            translation: if features.stage1 {
+                Translation::Stage1
+            } else {
+                Translation::Stage2
+            },
+            s2_root: None,
+            s2_tables: KernelTables::default(),
+            s2_table: None,
         };
         hw.page1().eventq_prod.set(0);
         hw.page1().eventq_cons.set(0);
@@ -362,6 +393,101 @@ impl SmmuHw {
     }
 }
 
+impl SmmuHw {
+    /// Chooses the stages domains use; before any stream is managed.
+    pub fn set_translation(&mut self, t: Translation) -> Result<(), HwError> {
+        if !self.streams.is_empty() {
+            return Err(HwError("streams are managed already".into()));
+        }
+        let f = &self.features;
+        let (s1, s2) = match t {
+            Translation::Stage1 => (true, false),
+            Translation::Stage2 => (false, true),
+            Translation::Nested => (true, true),
+        };
+        if (s1 && !f.stage1) || (s2 && !f.stage2) {
+            return Err(HwError(format!(
+                "{t:?} needs stage 1 {s1} / stage 2 {s2}; this SMMU has {} / {}",
+                f.stage1, f.stage2
+            )));
+        }
+        self.release_s2();
+        match t {
+            Translation::Stage1 => {}
+            Translation::Stage2 => {
+                let root = self
+                    .s2_tables
+                    .alloc()
+                    .ok_or_else(|| HwError("out of memory".into()))?;
+                self.s2_root = Some(root);
+            }
+            Translation::Nested => self.build_nested_s2()?,
+        }
+        self.translation = t;
+        Ok(())
+    }
+
+    /// The nested mode's stage 2: every RAM region the page allocator
+    /// manages (where tables, CDs and DMA buffers live) and the MSI
+    /// doorbell, one to one, in the largest blocks that fit.
+    fn build_nested_s2(&mut self) -> Result<(), HwError> {
+        let err = |e| HwError(format!("nested stage 2: {e:?}"));
+        let mut table = PageTable::new(ArmLpae::S2, &mut self.s2_tables).map_err(err)?;
+        for r in memory::managed_regions() {
+            let start = r.start & !(PAGE_SIZE - 1);
+            let end = r.end.next_multiple_of(PAGE_SIZE);
+            table
+                .map(&mut self.s2_tables, start, start, end - start, Prot::RW)
+                .map_err(err)?;
+        }
+        if let Some(db) = super::msi::doorbell() {
+            let page = db & !(PAGE_SIZE - 1);
+            table
+                .map(&mut self.s2_tables, page, page, PAGE_SIZE, Prot::RW)
+                .map_err(err)?;
+        }
+        self.s2_root = Some(table.root());
+        self.s2_table = Some(table);
+        Ok(())
+    }
+
+    /// Frees the stage-2 tables of the nested and stage-2 modes.
+    pub fn release_s2(&mut self) {
+        let mut gather = Gather::default();
+        if let Some(t) = self.s2_table.take() {
+            t.destroy(&mut self.s2_tables, &mut gather);
+        } else if let Some(root) = self.s2_root {
+            gather.freed_tables.push(root);
+        }
+        self.s2_root = None;
+        if !gather.is_empty() {
+            let _ = self.commands(&[Command::TlbiS12Vmall { vmid: NESTED_VMID }]);
+        }
+        gather.release(&mut self.s2_tables);
+    }
+
+    /// The VMID stage-1 TLB entries are tagged with.
+    fn s1_vmid(&self) -> u16 {
+        if self.translation == Translation::Nested {
+            NESTED_VMID
+        } else {
+            0
+        }
+    }
+
+    fn stage2(&self, vmid: u16, root: u64) -> Stage2 {
+        Stage2 {
+            vmid,
+            // The input size may not exceed the output size (IDR5.OAS).
+            ias: self.features.oas.min(48),
+            ps: self.oas_encoding(),
+            // Start at level 0 (4 KiB granule).
+            sl0: 2,
+            ttb: root,
+        }
+    }
+}
+
 /// What a managed stream's untagged traffic gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Primary {
@@ -435,12 +561,19 @@ impl SmmuHw {
     }
 
     /// The STE for a managed stream's current state.
-    fn stream_ste(st: &Stream) -> Ste {
+    fn stream_ste(&self, st: &Stream) -> Ste {
+        if self.translation == Translation::Stage2 {
+            return match st.primary {
+                Primary::Identity => Ste::bypass(),
+                Primary::Paging { asid: vmid, root } => Ste::stage2(&self.stage2(vmid, root)),
+                Primary::Blocked => Ste::stage2(&self.stage2(0, self.s2_root.unwrap_or(0))),
+            };
+        }
         let (base, fmt) = match st.l1 {
             Some((l1, _)) => (l1, CdFmt::TwoLevel4k),
             None => (st.leaves[&0], CdFmt::Linear),
         };
-        let mut ste = Ste::stage1(&CdTable {
+        let cd = CdTable {
             base,
             log2_cds: st.log2,
             fmt,
@@ -449,8 +582,19 @@ impl SmmuHw {
             } else {
                 S1Dss::Substream0
             },
-        });
-        if st.primary == Primary::Identity && !st.aux {
+        };
+        let identity_only = st.primary == Primary::Identity && !st.aux;
+        if self.translation == Translation::Nested {
+            let s2 = self.stage2(NESTED_VMID, self.s2_root.unwrap_or(0));
+            let mut nested = Ste::nested(&cd, &s2);
+            if identity_only {
+                // Stage 2 alone: the "identity" of a guest is its IPA space.
+                nested.0[0] = Ste::stage2(&s2).0[0];
+            }
+            return nested;
+        }
+        let mut ste = Ste::stage1(&cd);
+        if identity_only {
             // Dword 1 keeps its stage-1 fields (ignored in bypass), so a
             // later switch to stage 1 changes dword 0 alone.
             ste.0[0] = Ste::bypass().0[0];
@@ -459,7 +603,7 @@ impl SmmuHw {
     }
 
     fn update_ste(&mut self, sid: u32) -> Result<(), HwError> {
-        let ste = Self::stream_ste(&self.streams[&sid]);
+        let ste = self.stream_ste(&self.streams[&sid]);
         self.write_ste(sid, &ste)
     }
 
@@ -696,11 +840,16 @@ impl SmmuHw {
 
 impl IommuHw for SmmuHw {
     fn format(&self) -> TableFormat {
-        TableFormat::Arm(ArmLpae::S1)
+        match self.translation {
+            Translation::Stage2 => TableFormat::Arm(ArmLpae::S2),
+            _ => TableFormat::Arm(ArmLpae::S1),
+        }
     }
 
     fn pasid_bits(&self) -> u8 {
-        if self.features.cd_two_level {
+        if self.translation == Translation::Stage2 {
+            0
+        } else if self.features.cd_two_level {
             self.features.ssid_bits
         } else {
             self.features.ssid_bits.min(LEAF_LOG2)
@@ -720,10 +869,14 @@ impl IommuHw for SmmuHw {
     }
 
     fn free_tag(&mut self, tag: u32) {
-        let _ = self.commands(&[Command::TlbiNhAsid {
-            asid: tag as u16,
-            vmid: 0,
-        }]);
+        let cmd = match self.translation {
+            Translation::Stage2 => Command::TlbiS12Vmall { vmid: tag as u16 },
+            _ => Command::TlbiNhAsid {
+                asid: tag as u16,
+                vmid: self.s1_vmid(),
+            },
+        };
+        let _ = self.commands(&[cmd]);
     }
 
     fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError> {
@@ -736,6 +889,10 @@ impl IommuHw for SmmuHw {
             _ => Primary::Blocked,
         };
         self.stream(dev)?;
+        if self.translation == Translation::Stage2 {
+            self.streams.get_mut(&dev).expect("managed").primary = primary;
+            return self.update_ste(dev);
+        }
         // CD 0 first: the STE may already point at it.
         match primary {
             Primary::Paging { asid, root } => {
@@ -802,7 +959,7 @@ impl IommuHw for SmmuHw {
             &Cd::invalid(),
             &[Command::TlbiNhAsid {
                 asid: d.tag as u16,
-                vmid: 0,
+                vmid: self.s1_vmid(),
             }],
         )?;
         self.streams
@@ -826,20 +983,21 @@ impl IommuHw for SmmuHw {
         // so; not leaf-only when tables were freed, so walk caches go
         // too), the whole ASID when that would take too many commands;
         // one CMD_SYNC for the batch.
-        let asid = d.tag as u16;
-        let leaf = gather.freed_tables.is_empty();
+        let tag = d.tag as u16;
+        let (stage2, vmid) = (self.translation == Translation::Stage2, self.s1_vmid());
+        let (leaf, ril) = (
+            gather.freed_tables.is_empty(),
+            self.features.range_invalidation,
+        );
         let mut cmds = Vec::new();
         for &(iova, size) in &gather.ranges {
             let room = MAX_TLBI_PER_BATCH.saturating_sub(cmds.len());
-            match tlbi_nh_va_range(
-                asid,
-                0,
-                iova,
-                size,
-                leaf,
-                self.features.range_invalidation,
-                room,
-            ) {
+            let more = if stage2 {
+                tlbi_s2_ipa_range(tag, iova, size, leaf, ril, room)
+            } else {
+                tlbi_nh_va_range(tag, vmid, iova, size, leaf, ril, room)
+            };
+            match more {
                 Some(c) => cmds.extend(c),
                 None => {
                     cmds.clear();
@@ -848,7 +1006,11 @@ impl IommuHw for SmmuHw {
             }
         }
         if cmds.is_empty() {
-            cmds.push(Command::TlbiNhAsid { asid, vmid: 0 });
+            cmds.push(if stage2 {
+                Command::TlbiS12Vmall { vmid: tag }
+            } else {
+                Command::TlbiNhAsid { asid: tag, vmid }
+            });
         }
         self.commands(&cmds)
     }
