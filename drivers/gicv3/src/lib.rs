@@ -270,6 +270,14 @@ impl Distributor {
         self.wait_rwp()
     }
 
+    pub fn disable_spi(&self, intid: u32) -> Result<(), GicError> {
+        if !(32..self.lines()).contains(&intid) {
+            return Err(GicError::BadIntId(intid));
+        }
+        self.regs().icenabler[(intid / 32) as usize].set(1 << (intid % 32));
+        self.wait_rwp()
+    }
+
     fn wait_rwp(&self) -> Result<(), GicError> {
         wait(
             || !self.regs().ctlr.is_set(GICD_CTLR::RWP),

@@ -52,6 +52,10 @@ pub struct CommandQueue {
     pub queue: Queue,
     /// Polls before giving up on a batch.
     pub max_polls: u32,
+    /// The CMD_SYNC that closes each batch: polled (no signal) by default;
+    /// `Command::Sync { msi: Some(..) }` asks for the completion
+    /// interrupt (CS = SIG_IRQ).
+    pub sync: Command,
     /// Totals since creation, for the per-batch figures.
     pub issued: u64,
     pub synced: u64,
@@ -62,6 +66,7 @@ impl CommandQueue {
         CommandQueue {
             queue: Queue { log2size },
             max_polls,
+            sync: Command::Sync { msi: None },
             issued: 0,
             synced: 0,
         }
@@ -75,7 +80,7 @@ impl CommandQueue {
         cmds: &[Command],
     ) -> Result<Report, CmdqError> {
         let mut raw: alloc::vec::Vec<[u64; 2]> = cmds.iter().map(Command::encode).collect();
-        raw.push(Command::Sync { msi: None }.encode());
+        raw.push(self.sync.encode());
         self.submit_encoded(hw, &raw)
     }
 

@@ -259,6 +259,7 @@ pub static TESTS: &[Test] = &[
         conformance::stage2::bad_requests_are_refused,
     ),
     Test::new("iommu::smmuv3_inject_fault_types", smmuv3::fault_types),
+    Test::new("iommu::smmuv3_inject_interrupts", smmuv3::interrupts),
     Test::new(
         "iommu::smmuv3_cd_update_needs_cfgi",
         smmuv3::cd_update_needs_cfgi,

@@ -26,11 +26,14 @@ board_tests!(
     event_queue_overflow,
     aux_domain_metadata,
     copy_1m_stage1_and_bypass,
+    interrupts,
 );
 
 #[cfg(target_arch = "aarch64")]
 mod on_board {
     use super::super::conformance::board::SmmuPlatform;
+    use crate::arch::smmu::WiredIrqs;
+    use acpi_tables::iort::NodeKind;
     use alloc::format;
     use alloc::vec::Vec;
     use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag};
@@ -563,5 +566,79 @@ mod on_board {
         p.free_pages(src, PAGES);
         p.free_pages(dst, PAGES);
         result.and(cleanup)
+    }
+
+    /// The SMMU's wired interrupts, from its IORT node.
+    fn wired_irqs(base: u64) -> Option<WiredIrqs> {
+        let iort = crate::discovery::get()?.iort.as_ref()?;
+        iort.nodes.iter().find_map(|n| match &n.kind {
+            NodeKind::SmmuV3(s) if s.base == base => Some(WiredIrqs {
+                event: s.event_gsiv,
+                gerror: s.gerr_gsiv,
+                sync: s.sync_gsiv,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Waits (bounded) until `f` says the counts moved far enough.
+    fn wait_counts(p: &mut SmmuPlatform, f: impl Fn((u32, u32, u32)) -> bool) -> (u32, u32, u32) {
+        let t0 = crate::arch::now_ns();
+        loop {
+            let c = p.iommu().hw.interrupt_counts().unwrap_or_default();
+            if f(c) || crate::arch::now_ns() - t0 > 100_000_000 {
+                return c;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The wired interrupts the IORT names: each command batch ends in a
+    /// CMD_SYNC that signals its completion interrupt once; a fault raises
+    /// the event interrupt; a refused command raises the global-error
+    /// interrupt. Polling again afterwards.
+    pub fn interrupts(p: &mut SmmuPlatform) -> TestResult {
+        let (x, _, _) = p.devices();
+        let base = super::super::iommu::stage1::smmu_base()?;
+        let irqs = wired_irqs(base)
+            .ok_or_else(|| TestError::fail(format!("no IORT node for the SMMU at {base:#x}")))?;
+        log::info!("SMMU interrupts (IORT GSIVs): {irqs:?}");
+        p.iommu().hw.enable_interrupts(irqs, true).map_err(hw)?;
+        let result = (|| -> TestResult {
+            let (e0, g0, s0) = p.iommu().hw.interrupt_counts().unwrap_or_default();
+            for i in 1..=3 {
+                p.iommu()
+                    .hw
+                    .commands(&[Command::CfgiSte { sid: x, leaf: true }])
+                    .map_err(hw)?;
+                let (_, _, s) = wait_counts(p, |c| c.2 >= s0 + i);
+                ensure_eq!(s - s0, i, "completion interrupts after {i} batch(es)");
+            }
+            // The device sits in the blocked domain: its write faults.
+            let r = write_u64(p, x, IOVA, 1, DmaTag::Untagged)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::WriteFault { addr: IOVA },
+                "blocked write"
+            );
+            let (e, _, _) = wait_counts(p, |c| c.0 > e0);
+            ensure_eq!(e - e0, 1, "event interrupts for one fault");
+            ensure_eq!(p.take_faults().len(), 1, "the fault behind it");
+            let sync = Command::Sync { msi: None }.encode();
+            let rejected = p.iommu().hw.raw_commands(&[[0xff, 0], sync]).map_err(hw)?;
+            ensure_eq!(rejected.len(), 1, "refused commands");
+            let (_, g, _) = wait_counts(p, |c| c.1 > g0);
+            ensure_eq!(g - g0, 1, "global-error interrupts for one refused command");
+            Ok(())
+        })();
+        let off = p.iommu().hw.disable_interrupts().map_err(hw);
+        result.and(off)?;
+        // Polling again: batches complete without the interrupt.
+        p.iommu()
+            .hw
+            .commands(&[Command::CfgiSte { sid: x, leaf: true }])
+            .map_err(hw)?;
+        ensure_eq!(p.iommu().hw.interrupt_counts(), None, "interrupts off");
+        Ok(())
     }
 }

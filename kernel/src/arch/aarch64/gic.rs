@@ -56,6 +56,43 @@ pub fn init_cpu(gicr_base: u64, gicr_size: u64, mpidr: u64) -> Result<Redistribu
     Ok(gicr)
 }
 
+/// SPIs the kernel counts, from 32.
+const SPIS: usize = 256;
+static SPI_COUNT: [core::sync::atomic::AtomicU32; SPIS] =
+    [const { core::sync::atomic::AtomicU32::new(0) }; SPIS];
+
+fn on_spi(intid: u32) {
+    crate::interrupts::dispatch(intid);
+    match SPI_COUNT.get((intid - 32) as usize) {
+        Some(c) => {
+            c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        None => log::warn!("SPI {intid} beyond the ones the kernel counts"),
+    }
+}
+
+/// Deliveries of SPI `intid` so far.
+pub fn spi_count(intid: u32) -> u32 {
+    intid
+        .checked_sub(32)
+        .and_then(|i| SPI_COUNT.get(i as usize))
+        .map_or(0, |c| c.load(core::sync::atomic::Ordering::Relaxed))
+}
+
+/// Routes wired interrupt `intid` to the boot CPU and enables it.
+pub fn enable_spi(intid: u32, edge: bool) -> Result<(), GicError> {
+    let gicd = GICD.get().ok_or(GicError::BadIntId(intid))?;
+    let mpidr = super::boot::boot_mpidr();
+    gicd.route_spi(intid, mpidr & 0xff_00ff_ffff)?;
+    gicd.enable_spi(intid, DEFAULT_PRIORITY, edge)
+}
+
+pub fn disable_spi(intid: u32) -> Result<(), GicError> {
+    GICD.get()
+        .ok_or(GicError::BadIntId(intid))?
+        .disable_spi(intid)
+}
+
 /// Takes and dispatches every pending interrupt on this CPU.
 pub fn handle_irq(cpu: usize) {
     loop {
@@ -69,6 +106,8 @@ pub fn handle_irq(cpu: usize) {
             super::timer::on_tick(cpu);
         } else if intid >= super::msi::LPI_BASE as u64 {
             super::msi::on_lpi(intid as u32);
+        } else if (32..1020).contains(&intid) {
+            on_spi(intid as u32);
         } else {
             log::warn!("cpu {cpu}: unexpected interrupt {intid}");
         }

@@ -21,7 +21,7 @@ use smmuv3::event::{Event, EventKind};
 use smmuv3::idr::Features;
 use smmuv3::probe::Smmu;
 use smmuv3::queue::Queue;
-use smmuv3::regs::{SmmuPage1, CR0, CR1, CR2, STRTAB_BASE_CFG};
+use smmuv3::regs::{SmmuPage1, CR0, CR1, CR2, IRQ_CTRL, STRTAB_BASE_CFG};
 use smmuv3::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
 use tock_registers::interfaces::{Readable, Writeable};
 
@@ -84,6 +84,8 @@ impl TableMemory for KernelTables {
 struct Cmdq<'a> {
     smmu: &'a Smmu,
     mem: u64,
+    /// Completion by interrupt: the sync SPI and its count before the batch.
+    sync_irq: Option<(u32, u32)>,
 }
 
 impl CmdqHw for Cmdq<'_> {
@@ -115,6 +117,29 @@ impl CmdqHw for Cmdq<'_> {
         let r = self.smmu.regs();
         r.gerrorn.set(r.gerrorn.get() ^ 1);
     }
+    fn pause(&mut self) {
+        // With completion by interrupt, wait (bounded) for the sync SPI
+        // before looking at CONS again.
+        if let Some((intid, before)) = self.sync_irq {
+            let t0 = super::now_ns();
+            while super::gic::spi_count(intid) == before && super::now_ns() - t0 < SYNC_IRQ_WAIT_NS
+            {
+                core::hint::spin_loop();
+            }
+            self.sync_irq = None;
+        }
+    }
+}
+
+/// How long a batch waits for its completion interrupt before polling.
+const SYNC_IRQ_WAIT_NS: u64 = 10_000_000;
+
+/// The wired interrupts of an SMMU (the IORT node's GSIVs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WiredIrqs {
+    pub event: u32,
+    pub gerror: u32,
+    pub sync: u32,
 }
 
 pub struct SmmuHw {
@@ -134,6 +159,8 @@ pub struct SmmuHw {
     cd_bytes: u64,
     /// Event queue overflows noticed.
     pub overflows: u32,
+    /// Wired interrupts in use.
+    irqs: Option<WiredIrqs>,
     next_asid: u16,
     translation: Translation,
     /// Stage 2: the empty table blocked streams walk (VMID 0), so their
@@ -228,6 +255,7 @@ impl SmmuHw {
             streams: BTreeMap::new(),
             cd_bytes: 0,
             overflows: 0,
+            irqs: None,
             next_asid: 0,
             translation: if features.stage1 {
                 Translation::Stage1
@@ -271,17 +299,80 @@ impl SmmuHw {
         self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value | CR0::SMMUEN::SET.value)
     }
 
+    /// Enables the event and global-error interrupts (edge-triggered
+    /// SPIs on QEMU) and, with `sync_by_irq`, ends each command batch with
+    /// a CMD_SYNC that signals its completion interrupt.
+    pub fn enable_interrupts(&mut self, irqs: WiredIrqs, sync_by_irq: bool) -> Result<(), HwError> {
+        if self.features.msi {
+            // CS = SIG_IRQ would write an MSI to the (unset) MSIADDR.
+            return Err(HwError(
+                "this SMMU signals by MSI; only wired interrupts are driven".into(),
+            ));
+        }
+        for g in [irqs.event, irqs.gerror, irqs.sync] {
+            super::gic::enable_spi(g, true).map_err(|e| HwError(format!("SPI {g}: {e:?}")))?;
+        }
+        self.irqs = Some(irqs);
+        self.set_irq_ctrl(IRQ_CTRL::EVENTQ_IRQEN::SET.value | IRQ_CTRL::GERROR_IRQEN::SET.value)?;
+        if sync_by_irq {
+            // Wired: no MSI address.
+            self.cmdq.sync = Command::Sync { msi: Some((0, 0)) };
+        }
+        Ok(())
+    }
+
+    /// Back to polling; interrupts off.
+    pub fn disable_interrupts(&mut self) -> Result<(), HwError> {
+        self.cmdq.sync = Command::Sync { msi: None };
+        let Some(irqs) = self.irqs.take() else {
+            return Ok(());
+        };
+        let r = self.set_irq_ctrl(0);
+        for g in [irqs.event, irqs.gerror, irqs.sync] {
+            let _ = super::gic::disable_spi(g);
+        }
+        r
+    }
+
+    /// Deliveries of the (event, global error, sync) interrupts so far.
+    pub fn interrupt_counts(&self) -> Option<(u32, u32, u32)> {
+        let i = self.irqs?;
+        let c = super::gic::spi_count;
+        Some((c(i.event), c(i.gerror), c(i.sync)))
+    }
+
+    fn set_irq_ctrl(&mut self, value: u32) -> Result<(), HwError> {
+        let r = self.smmu.regs();
+        r.irq_ctrl.set(value);
+        if (0..MAX_POLLS).any(|_| r.irq_ctrlack.get() == value) {
+            Ok(())
+        } else {
+            Err(HwError(format!(
+                "IRQ_CTRL {value:#x} not acknowledged (IRQ_CTRLACK {:#x})",
+                r.irq_ctrlack.get()
+            )))
+        }
+    }
+
     /// Translation off (the global bypass applies), queues off.
     pub fn disable(&mut self) -> Result<(), HwError> {
+        self.disable_interrupts()?;
         self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
         self.set_cr0(0)
     }
 
     /// Runs `cmds` and one CMD_SYNC; a refused command is an error.
     pub fn commands(&mut self, cmds: &[Command]) -> Result<(), HwError> {
+        let sync_irq = match (self.irqs, self.cmdq.sync) {
+            (Some(i), Command::Sync { msi: Some(_) }) => {
+                Some((i.sync, super::gic::spi_count(i.sync)))
+            }
+            _ => None,
+        };
         let mut q = Cmdq {
             smmu: &self.smmu,
             mem: self.cmdq_mem,
+            sync_irq,
         };
         let report = self
             .cmdq
@@ -306,6 +397,7 @@ impl SmmuHw {
         let mut q = Cmdq {
             smmu: &self.smmu,
             mem: self.cmdq_mem,
+            sync_irq: None,
         };
         self.cmdq
             .submit_encoded(&mut q, entries)
