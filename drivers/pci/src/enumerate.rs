@@ -324,8 +324,44 @@ impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
             kind,
         });
         self.scan_bus(secondary, Some(bdf), secondary, limit);
-        let subordinate = (self.next_free - 1) as u8;
+        let mut subordinate = (self.next_free - 1) as u8;
+        // A bus reservation (QEMU's bridges, for hotplug) widens the range
+        // as far as the parent allows.
+        if let Some(reserve) = self.qemu_bus_reserve(bdf) {
+            let want = u16::from(secondary) + reserve.min(256) as u16 - 1;
+            subordinate = subordinate.max(want.min(u16::from(limit)) as u8);
+            self.next_free = u16::from(subordinate) + 1;
+        }
         self.write_buses(bdf, bus, secondary, subordinate);
         self.topo.bridges[index].subordinate = subordinate;
+    }
+
+    /// The bus count a QEMU bridge asks firmware to reserve behind it: the
+    /// Red Hat vendor-specific capability of type 1 (resource reserve),
+    /// whose `bus_res` dword follows the header. `None` when absent or
+    /// unset (all ones).
+    fn qemu_bus_reserve(&mut self, bdf: Bdf) -> Option<u32> {
+        const VENDOR_SPECIFIC: u32 = 0x09;
+        const RESOURCE_RESERVE: u32 = 1;
+        if self.cfg.read32(bdf, 0x04) & (1 << 20) == 0 {
+            return None;
+        }
+        let mut at = self.cfg.read32(bdf, 0x34) & 0xfc;
+        // A capability list is at most 48 entries long.
+        for _ in 0..48 {
+            if at < 0x40 {
+                return None;
+            }
+            let header = self.cfg.read32(bdf, at as u16);
+            if header & 0xff == VENDOR_SPECIFIC
+                && (header >> 24) & 0xff == RESOURCE_RESERVE
+                && (header >> 16) & 0xff >= 8
+            {
+                let reserve = self.cfg.read32(bdf, at as u16 + 4);
+                return (reserve != u32::MAX && reserve != 0).then_some(reserve);
+            }
+            at = (header >> 8) & 0xfc;
+        }
+        None
     }
 }

@@ -129,6 +129,35 @@ fn bdf_display_and_rid() {
     assert_eq!(Bdf::new(0, 0, 8), None);
 }
 
+/// A root port with QEMU's resource-reserve capability (vendor-specific,
+/// length 20, type 1) asking for `buses` bus numbers, the rest unset.
+fn reserving_port(buses: u32) -> FakeFn {
+    FakeFn::bridge(Some(RP)).cap(
+        0x09,
+        1 << 8 | 20,
+        &[buses, u32::MAX, u32::MAX, u32::MAX, u32::MAX],
+    )
+}
+
+#[test]
+fn qemu_bus_reservation_widens_a_bridge() {
+    let mut fake = Fake::default();
+    let a = fake.add(None, 1, 0, reserving_port(100));
+    fake.add(Some(a), 0, 0, FakeFn::endpoint(0x1234, 0x5a51, 0x08_8000));
+    let b = fake.add(None, 2, 0, FakeFn::bridge(Some(RP)));
+    fake.add(Some(b), 0, 0, FakeFn::endpoint(0x1234, 0x5a51, 0x08_8000));
+    let topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    assert_eq!(topo.errors, vec![]);
+    assert_eq!(buses(&fake, a), (0, 1, 100));
+    assert_eq!(buses(&fake, b), (0, 101, 101));
+    assert!(topo.functions.iter().any(|f| f.bdf == bdf(101, 0, 0)));
+    // A reservation past the parent's range stops at its end.
+    let mut fake = Fake::default();
+    let a = fake.add(None, 1, 0, reserving_port(1000));
+    enumerate(&mut fake, 0, 0..=255, Policy::default());
+    assert_eq!(buses(&fake, a), (0, 1, 255));
+}
+
 #[test]
 fn enumeration_numbers_buses_depth_first() {
     let Tree {

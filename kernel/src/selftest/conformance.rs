@@ -98,6 +98,7 @@ pub(super) mod board {
     use kernel::iommu::conformance::Platform;
     use kernel::iommu::domain::{DeviceId, Fault, Iommu};
     use kernel::mm::PAGE_SIZE;
+    use smmuv3::idr::StreamTableLevels;
     use smmuv3::ste::Ste;
 
     const BOUND_NS: u64 = 2_000_000_000;
@@ -208,7 +209,7 @@ pub(super) mod board {
         }
     }
 
-    fn setup(mode: Mode) -> Result<SmmuPlatform, TestError> {
+    fn setup(mode: Mode, table: Option<StreamTableLevels>) -> Result<SmmuPlatform, TestError> {
         let base = smmu_base()?;
         let opens = dma::open_all()?;
         if opens.len() < 2 {
@@ -242,7 +243,7 @@ pub(super) mod board {
             }
         }
         let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
-        let mut hw = SmmuHw::new(smmu, base).map_err(fail)?;
+        let mut hw = SmmuHw::with_stream_table(smmu, base, table).map_err(fail)?;
         let ready = (|| {
             let translation = match mode {
                 Mode::Stage1 => Translation::Stage1,
@@ -290,7 +291,16 @@ pub(super) mod board {
     /// Runs one case on a fresh platform whose domains use `mode`'s
     /// stages and tears it down, whatever happened; a leak fails the case.
     pub fn run_in(mode: Mode, case: impl FnOnce(&mut SmmuPlatform) -> TestResult) -> TestResult {
-        let mut p = setup(mode)?;
+        run_with(mode, None, case)
+    }
+
+    /// [`run_in`] with the stream table format forced.
+    pub fn run_with(
+        mode: Mode,
+        table: Option<StreamTableLevels>,
+        case: impl FnOnce(&mut SmmuPlatform) -> TestResult,
+    ) -> TestResult {
+        let mut p = setup(mode, table)?;
         let result = case(&mut p);
         let leftover_pages = p.pages.len();
         let hw = &mut p.iommu.hw;

@@ -261,6 +261,10 @@ pub static TESTS: &[Test] = &[
     Test::new("iommu::smmuv3_inject_fault_types", smmuv3::fault_types),
     Test::new("iommu::smmuv3_inject_interrupts", smmuv3::interrupts),
     Test::new(
+        "iommu::smmuv3_stream_tables_inject_faults",
+        smmuv3::stream_tables,
+    ),
+    Test::new(
         "iommu::smmuv3_cd_update_needs_cfgi",
         smmuv3::cd_update_needs_cfgi,
     ),

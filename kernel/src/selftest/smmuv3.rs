@@ -29,6 +29,24 @@ board_tests!(
     interrupts,
 );
 
+/// The stream tables: the default two-level table serves a device whose
+/// StreamID is past 0x8000, and a forced linear table of 2^SIDSIZE STEs
+/// runs the first conformance case.
+#[cfg(target_arch = "aarch64")]
+pub fn stream_tables() -> TestResult {
+    super::conformance::board::run(on_board::two_level_high_stream_id)?;
+    super::conformance::board::run_with(
+        super::conformance::Mode::Stage1,
+        Some(smmuv3::idr::StreamTableLevels::Linear),
+        on_board::linear_stream_table,
+    )
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+pub fn stream_tables() -> TestResult {
+    Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
+}
+
 #[cfg(target_arch = "aarch64")]
 mod on_board {
     use super::super::conformance::board::SmmuPlatform;
@@ -640,5 +658,68 @@ mod on_board {
             .map_err(hw)?;
         ensure_eq!(p.iommu().hw.interrupt_counts(), None, "interrupts off");
         Ok(())
+    }
+
+    /// The device with the highest StreamID gets an STE in a level-2
+    /// table far into the level-1 table, and its DMA lands.
+    pub fn two_level_high_stream_id(p: &mut SmmuPlatform) -> TestResult {
+        ensure!(
+            !p.iommu().hw.linear_stream_table(),
+            "the default stream table is linear"
+        );
+        let (x, y, n) = p.devices();
+        let high = [Some(x), Some(y), n]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(x);
+        ensure!(
+            high >= 0x8000,
+            "no device with a StreamID past 0x8000 (highest {high:#x}): the board's bus-reserve is gone?"
+        );
+        let page = p.alloc_pages(1, PAGE_SIZE)?;
+        let d = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let result = (|| -> TestResult {
+            p.iommu()
+                .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
+                .map_err(core)?;
+            p.iommu().attach_device(d, high).map_err(core)?;
+            let r = write_u64(p, high, IOVA, 0x5151, DmaTag::Untagged)?;
+            ensure_eq!(
+                r.status,
+                DmaStatus::Success,
+                "write from StreamID {high:#x}"
+            );
+            ensure_eq!(read_u64(p, page), 0x5151, "the page");
+            log::info!(
+                "SMMU two-level stream table: StreamID {high:#x} at level-1 index {}; {} bytes of stream table",
+                high >> 8,
+                p.iommu().hw.stream_table_bytes()
+            );
+            Ok(())
+        })();
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .detach_device(high)
+            .and_then(|()| iommu.domain_free(d))
+            .map_err(core);
+        p.free_pages(page, 1);
+        result.and(cleanup)
+    }
+
+    /// With a linear stream table, the first case of the suite.
+    pub fn linear_stream_table(p: &mut SmmuPlatform) -> TestResult {
+        ensure!(
+            p.iommu().hw.linear_stream_table(),
+            "the forced table is not linear"
+        );
+        log::info!(
+            "SMMU linear stream table: {} bytes",
+            p.iommu().hw.stream_table_bytes()
+        );
+        kernel::iommu::conformance::primary_dma_lands_and_unmapped_faults(p)
     }
 }

@@ -18,7 +18,7 @@ use smmuv3::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
 use smmuv3::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
 use smmuv3::cmdq::{CmdqHw, CommandQueue};
 use smmuv3::event::{Event, EventKind};
-use smmuv3::idr::Features;
+use smmuv3::idr::{Features, StreamTableLevels};
 use smmuv3::probe::Smmu;
 use smmuv3::queue::Queue;
 use smmuv3::regs::{SmmuPage1, CR0, CR1, CR2, IRQ_CTRL, STRTAB_BASE_CFG};
@@ -146,7 +146,10 @@ pub struct SmmuHw {
     smmu: Smmu,
     page1: NonNull<SmmuPage1>,
     pub features: Features,
+    /// The stream table (linear) or its level-1 table.
     l1: u64,
+    strtab_bytes: u64,
+    linear: bool,
     l2: BTreeMap<u32, u64>,
     cmdq: CommandQueue,
     cmdq_mem: u64,
@@ -191,9 +194,35 @@ impl SmmuHw {
     /// Takes over the SMMU (which must be disabled) and builds its
     /// structures; translation stays off until [`SmmuHw::enable`].
     pub fn new(smmu: Smmu, base: u64) -> Result<SmmuHw, HwError> {
+        Self::with_stream_table(smmu, base, None)
+    }
+
+    /// As [`SmmuHw::new`], with the stream table format forced (a test of
+    /// the linear table on an SMMU that has both). By default it is
+    /// two-level, unless the SMMU has only linear tables or its StreamIDs
+    /// fit one level-2 table.
+    pub fn with_stream_table(
+        smmu: Smmu,
+        base: u64,
+        format: Option<StreamTableLevels>,
+    ) -> Result<SmmuHw, HwError> {
         let features = smmu
             .features()
             .map_err(|e| HwError(format!("SMMU at {base:#x}: {e:?}")))?;
+        let linear = match format {
+            Some(StreamTableLevels::Linear) => true,
+            Some(StreamTableLevels::TwoLevel)
+                if features.stream_table == StreamTableLevels::Linear =>
+            {
+                return Err(HwError(format!(
+                    "SMMU at {base:#x} has linear stream tables only"
+                )))
+            }
+            Some(StreamTableLevels::TwoLevel) => false,
+            None => {
+                features.stream_table == StreamTableLevels::Linear || features.sid_bits <= SPLIT
+            }
+        };
         if smmu.enabled() {
             return Err(HwError(format!("SMMU at {base:#x} is already enabled")));
         }
@@ -209,8 +238,13 @@ impl SmmuHw {
                 )));
             }
         }
-        let l1_entries = 1u64 << features.sid_bits.saturating_sub(SPLIT);
-        let l1 = alloc_zeroed(l1_entries * 8, 64)?;
+        // Linear: one STE per StreamID, aligned to the table's size.
+        let strtab_bytes = if linear {
+            64 << features.sid_bits
+        } else {
+            8 << features.sid_bits.saturating_sub(SPLIT)
+        };
+        let l1 = alloc_zeroed(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
         let cmdq_mem = alloc_zeroed(16 << CMDQ_LOG2, 32)?;
         let evtq_mem = alloc_zeroed(32 << EVTQ_LOG2, 32)?;
         let r = smmu.regs();
@@ -225,9 +259,11 @@ impl SmmuHw {
         r.cr2.write(CR2::RECINVSID::SET);
         r.strtab_base.set((1 << 62) | l1);
         r.strtab_base_cfg.write(
-            STRTAB_BASE_CFG::FMT::TwoLevel
-                + STRTAB_BASE_CFG::SPLIT.val(u32::from(SPLIT))
-                + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(features.sid_bits)),
+            if linear {
+                STRTAB_BASE_CFG::FMT::Linear
+            } else {
+                STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(u32::from(SPLIT))
+            } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(features.sid_bits)),
         );
         let cmdq = CommandQueue::new(CMDQ_LOG2, MAX_POLLS);
         let evtq = Queue {
@@ -246,6 +282,8 @@ impl SmmuHw {
             page1,
             features,
             l1,
+            strtab_bytes,
+            linear,
             l2: BTreeMap::new(),
             cmdq,
             cmdq_mem,
@@ -412,6 +450,15 @@ impl SmmuHw {
 
     /// The STE slot of `sid`, allocating its level-2 table on first use.
     fn ste_slot(&mut self, sid: u32) -> Result<u64, HwError> {
+        if sid >> self.features.sid_bits != 0 {
+            return Err(HwError(format!(
+                "StreamID {sid:#x} is wider than the SMMU's {} bits",
+                self.features.sid_bits
+            )));
+        }
+        if self.linear {
+            return Ok(self.l1 + 64 * u64::from(sid));
+        }
         let l1_index = sid >> SPLIT;
         let l2 = match self.l2.get(&l1_index) {
             Some(&t) => t,
@@ -576,6 +623,58 @@ impl SmmuHw {
             // Start at level 0 (4 KiB granule).
             sl0: 2,
             ttb: root,
+        }
+    }
+}
+
+impl SmmuHw {
+    /// Whether the stream table is linear (else two-level).
+    pub fn linear_stream_table(&self) -> bool {
+        self.linear
+    }
+
+    /// Bytes of stream table: the linear table or the level-1 table plus
+    /// the level-2 tables allocated so far.
+    pub fn stream_table_bytes(&self) -> u64 {
+        self.strtab_bytes + self.l2.len() as u64 * (64 << SPLIT)
+    }
+}
+
+/// Turns the SMMU off and frees what it walked. If it does not turn off,
+/// the memory is left to it (and the failure is logged), never freed
+/// under a live SMMU.
+impl Drop for SmmuHw {
+    fn drop(&mut self) {
+        if let Err(e) = self.disable() {
+            log::error!(
+                "SMMU does not turn off ({}): its tables stay allocated",
+                e.0
+            );
+            return;
+        }
+        self.release_s2();
+        let free = |pa: u64, bytes: u64| {
+            let _ = memory::free_pages(
+                kernel::addr::PhysAddr(pa),
+                bytes.div_ceil(PAGE_SIZE) as usize,
+            );
+        };
+        free(self.l1, self.strtab_bytes);
+        for &t in self.l2.values() {
+            free(t, 64 << SPLIT);
+        }
+        free(self.cmdq_mem, 16 << CMDQ_LOG2);
+        free(self.evtq_mem, 32 << EVTQ_LOG2);
+        let streams: Vec<u32> = self.streams.keys().copied().collect();
+        for sid in streams {
+            if let Some(st) = self.streams.remove(&sid) {
+                if let Some((l1, entries)) = st.l1 {
+                    self.free_meta(l1, 8 * u64::from(entries));
+                }
+                for (_, leaf) in st.leaves {
+                    self.free_meta(leaf, PAGE_SIZE);
+                }
+            }
         }
     }
 }
