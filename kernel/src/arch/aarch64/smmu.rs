@@ -310,6 +310,37 @@ impl SmmuHw {
         hw.set_cr0(CR0::CMDQEN::SET.value)?;
         hw.commands(&[Command::CfgiAll, Command::TlbiNsnhAll])?;
         hw.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
+        let f = &hw.features;
+        // The tests build a driver per case: say it in full once.
+        static REPORTED: core::sync::atomic::AtomicBool =
+            core::sync::atomic::AtomicBool::new(false);
+        let level = if REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \
+             stage 2 {} (VMID {} bits), domains on {:?}; SSID {} bits, {} CD tables; IAS 48 / OAS {} \
+             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused)",
+            if linear { "linear" } else { "two-level" },
+            f.sid_bits,
+            strtab_bytes,
+            f.stage1,
+            f.asid_bits,
+            f.stage2,
+            f.vmid_bits,
+            hw.translation,
+            f.ssid_bits,
+            if f.cd_two_level { "linear and two-level" } else { "linear" },
+            f.oas,
+            if f.coherent { "" } else { "not " },
+            f.range_invalidation,
+            f.ats,
+            f.pri,
+            f.httu
+        );
         Ok(hw)
     }
 
@@ -488,8 +519,35 @@ impl SmmuHw {
         self.commands(&[Command::CfgiSte { sid, leaf: true }])
     }
 
+    /// Global errors other than CMDQ_ERR (which the command queue
+    /// protocol handles): logged with their names and acknowledged.
+    /// Returns the GERROR bits that were active.
+    pub fn check_global_errors(&mut self) -> u32 {
+        const NAMES: [(u32, &str); 7] = [
+            (1 << 2, "EVENTQ_ABT_ERR (an event could not be written)"),
+            (1 << 3, "PRIQ_ABT_ERR"),
+            (1 << 4, "MSI_CMDQ_ABT_ERR"),
+            (1 << 5, "MSI_EVENTQ_ABT_ERR"),
+            (1 << 6, "MSI_PRIQ_ABT_ERR"),
+            (1 << 7, "MSI_GERROR_ABT_ERR"),
+            (1 << 8, "SFM_ERR (the SMMU entered service failure mode)"),
+        ];
+        let r = self.smmu.regs();
+        let active = (r.gerror.get() ^ r.gerrorn.get()) & !1;
+        for (bit, name) in NAMES {
+            if active & bit != 0 {
+                log::error!("SMMU global error: {name}");
+            }
+        }
+        if active != 0 {
+            r.gerrorn.set(r.gerrorn.get() ^ active);
+        }
+        active
+    }
+
     /// Events the SMMU reported since the last call.
     pub fn drain_events(&mut self) -> Vec<Event> {
+        self.check_global_errors();
         let mut out = Vec::new();
         let p1 = self.page1();
         let prod = p1.eventq_prod.get();
@@ -919,6 +977,8 @@ impl SmmuHw {
             .collect();
         st.leaves.retain(|&i, _| i == 0);
         self.update_ste(sid)?;
+        // Nothing cached from the tables about to be freed.
+        self.commands(&[Command::CfgiCdAll { sid }])?;
         if let Some((l1, entries)) = l1 {
             self.free_meta(l1, 8 * u64::from(entries));
         }
@@ -936,6 +996,7 @@ impl SmmuHw {
             return Ok(());
         };
         self.write_ste(sid, &Ste::bypass())?;
+        self.commands(&[Command::CfgiCdAll { sid }])?;
         if let Some((l1, entries)) = st.l1 {
             self.free_meta(l1, 8 * u64::from(entries));
         }
