@@ -134,3 +134,33 @@ impl Drop for DmaBuffer {
         }
     }
 }
+
+/// Page-table pages from the page allocator, counted (so a test can
+/// tell that a driver and the core gave every table back).
+#[derive(Default)]
+pub struct KernelTables {
+    pub live: u64,
+}
+
+impl kernel::iommu::pgtable::TableMemory for KernelTables {
+    fn alloc(&mut self) -> Option<u64> {
+        let t = alloc_pages(1, PAGE_SIZE).ok()?.as_u64();
+        self.live += 1;
+        Some(t)
+    }
+    fn free(&mut self, table: u64) {
+        self.live -= 1;
+        let _ = free_pages(PhysAddr(table), 1);
+    }
+    fn read(&self, table: u64, index: usize) -> u64 {
+        debug_assert!(index < kernel::iommu::pgtable::ENTRIES);
+        // SAFETY: `table` is a page this allocator handed out for tables
+        // (identity-mapped RAM), and `index` is within it.
+        unsafe { core::ptr::read_volatile((table + 8 * index as u64) as *const u64) }
+    }
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        debug_assert!(index < kernel::iommu::pgtable::ENTRIES);
+        // SAFETY: as for `read`.
+        unsafe { core::ptr::write_volatile((table + 8 * index as u64) as *mut u64, value) }
+    }
+}

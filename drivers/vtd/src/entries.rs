@@ -91,9 +91,10 @@ impl PasidEntry {
         e[1] = u64::from(self.did);
         match self.translation {
             Translation::FirstLevel { root, privileged } => {
-                // PGTT 1; FLPM 0 (4-level); SRE for supervisor requests;
-                // NXE so XD bits are honoured.
-                e[0] = PRESENT | (1 << 6);
+                // PGTT 1; AW 2 (48 bits, what 4-level paging covers: units
+                // check the IOVA against it); FLPM 0 (4-level); SRE for
+                // supervisor requests; NXE so XD bits are honoured.
+                e[0] = PRESENT | (2 << 2) | (1 << 6);
                 e[2] = (root & PAGE_MASK) | u64::from(privileged) | (1 << 5);
             }
             Translation::SecondLevel { root, levels } => {
@@ -102,7 +103,8 @@ impl PasidEntry {
                 e[0] = PRESENT | (aw << 2) | (2 << 6) | (root & PAGE_MASK);
             }
             Translation::PassThrough => {
-                e[0] = PRESENT | (4 << 6);
+                // AW 2: the address width checked before passing through.
+                e[0] = PRESENT | (2 << 2) | (4 << 6);
             }
         }
         e
@@ -152,7 +154,7 @@ mod tests {
             },
         }
         .encode();
-        assert_eq!(fl[0], 1 | (1 << 6));
+        assert_eq!(fl[0], 1 | (2 << 2) | (1 << 6));
         assert_eq!(fl[1], 7);
         assert_eq!(fl[2], 0x5000_0000 | (1 << 5));
         let sl = PasidEntry {
@@ -170,7 +172,7 @@ mod tests {
             translation: Translation::PassThrough,
         }
         .encode();
-        assert_eq!(pt[0], 1 | (4 << 6));
+        assert_eq!(pt[0], 1 | (2 << 2) | (4 << 6));
         assert_eq!(PasidEntry::write_order()[7], 0);
     }
 }

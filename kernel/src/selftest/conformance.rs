@@ -10,8 +10,12 @@
 //! of its own. They read each outcome from the device's last-completion
 //! registers instead, so the operation under test is the device's only
 //! DMA.
-/// Which stages the SMMU driver gives domains for a run of the suite
-/// (the VT-d driver will have its own).
+//!
+//! The platform is generic over [`board::BoardIommu`], which each driver
+//! implements: the SMMUv3 on Arm, VT-d on x86.
+/// Which stages domains use for a run of the suite. The SMMU driver
+/// takes all three; the VT-d driver uses the level its unit offers (the
+/// board's `x-flts`) and runs `Stage1` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Stage1,
@@ -26,24 +30,35 @@ macro_rules! cases {
         pub mod $module {
             use kernel::harness::TestResult;
             $(
-                #[cfg(target_arch = "aarch64")]
                 pub fn $name() -> TestResult {
                     super::board::run_in(
                         $mode,
-                        kernel::iommu::conformance::$name::<super::board::SmmuPlatform>,
+                        kernel::iommu::conformance::$name::<super::board::Board>,
                     )
-                }
-                #[cfg(not(target_arch = "aarch64"))]
-                pub fn $name() -> TestResult {
-                    let _ = $mode;
-                    Err(kernel::harness::TestError::skip(
-                        "the VT-d driver does not run the conformance suite yet (issue 8)",
-                    ))
                 }
             )*
         }
     };
 }
+
+/// Driver tests that run on one architecture's board platform: a wrapper
+/// per test that runs `on_board::$name` on a fresh platform there, and
+/// reports SKIP with `$skip` elsewhere.
+macro_rules! board_tests {
+    ($arch:literal, $skip:literal; $($name:ident),* $(,)?) => {
+        $(
+            #[cfg(target_arch = $arch)]
+            pub fn $name() -> kernel::harness::TestResult {
+                super::conformance::board::run(on_board::$name)
+            }
+            #[cfg(not(target_arch = $arch))]
+            pub fn $name() -> kernel::harness::TestResult {
+                Err(kernel::harness::TestError::skip($skip))
+            }
+        )*
+    };
+}
+pub(super) use board_tests;
 
 /// Calls `$m!` with its arguments and every case of the suite.
 macro_rules! every_case {
@@ -81,12 +96,9 @@ cases!(stage2, super::Mode::Stage2;
     bad_requests_are_refused,
 );
 
-#[cfg(target_arch = "aarch64")]
 pub(super) mod board {
     use super::super::dma::{self, Open};
-    use super::super::iommu::stage1::{smmu_base, stream_id};
     use super::Mode;
-    use crate::arch::smmu::{SmmuHw, Translation};
     use crate::dma_engine::PasidDmaEngine;
     use crate::memory::DmaBuffer;
     use crate::pcie;
@@ -96,38 +108,76 @@ pub(super) mod board {
     use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaTag, EngineError};
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::conformance::Platform;
-    use kernel::iommu::domain::{DeviceId, Fault, Iommu};
+    use kernel::iommu::domain::{DeviceId, Fault, HwError, Iommu, IommuHw};
     use kernel::mm::PAGE_SIZE;
-    use smmuv3::idr::StreamTableLevels;
-    use smmuv3::ste::Ste;
 
     const BOUND_NS: u64 = 2_000_000_000;
 
+    /// How the driver is set up for a run.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Options {
+        pub mode: Mode,
+        /// SMMUv3: force a linear stream table.
+        pub linear_stream_table: bool,
+    }
+
+    /// What the platform needs of a driver beyond the core's interface.
+    pub trait BoardIommu: IommuHw + Sized {
+        /// Takes over the board's IOMMU, translation still off; SKIP when
+        /// the board has none or it cannot run `opts`.
+        fn open(opts: Options) -> Result<Self, TestError>;
+        /// The id the IOMMU knows a PCI function by (StreamID, source id).
+        fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
+        /// Leaves a function the core does not manage untranslated.
+        fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError>;
+        fn enable(&mut self) -> Result<(), HwError>;
+        /// A device back as the driver found it, its structures freed.
+        fn release(&mut self, dev: DeviceId) -> Result<(), HwError>;
+        /// Translation off; driver-wide structures (stage 2) freed.
+        fn shutdown(&mut self) -> Result<(), HwError>;
+        /// Page-table pages and bytes of other translation structures
+        /// (CD or PASID tables) still held.
+        fn held(&self) -> (u64, u64);
+        fn faults(&mut self) -> Vec<Fault>;
+        /// After each DMA (VT-d reads its fault registers before the next
+        /// fault overwrites or is merged into a pending one).
+        fn after_dma(&mut self) {}
+    }
+
     struct Dev {
-        sid: u32,
+        id: DeviceId,
         open: Open,
         plain: PasidDmaEngine,
         signalling: PasidDmaEngine,
     }
 
-    pub struct SmmuPlatform {
-        iommu: Iommu<SmmuHw>,
+    pub struct BoardPlatform<H: BoardIommu> {
+        iommu: Iommu<H>,
         devs: Vec<Dev>,
         /// Pages handed to the case, by base address.
         pages: BTreeMap<u64, DmaBuffer>,
-        /// StreamIDs of every other function (bypass during the case).
-        others: Vec<u32>,
+        /// Every other function (untranslated during the case).
+        others: Vec<DeviceId>,
     }
 
-    fn fail(e: impl core::fmt::Debug) -> TestError {
+    #[cfg(target_arch = "aarch64")]
+    pub type Board = BoardPlatform<crate::arch::smmu::SmmuHw>;
+    #[cfg(target_arch = "x86_64")]
+    pub type Board = BoardPlatform<crate::arch::vtd::VtdHw>;
+    #[cfg(target_arch = "aarch64")]
+    pub type SmmuPlatform = Board;
+    #[cfg(target_arch = "x86_64")]
+    pub type VtdPlatform = Board;
+
+    pub fn fail(e: impl core::fmt::Debug) -> TestError {
         TestError::fail(format!("{e:?}"))
     }
 
-    impl SmmuPlatform {
+    impl<H: BoardIommu> BoardPlatform<H> {
         fn dev(&mut self, id: DeviceId) -> Result<&mut Dev, EngineError> {
             self.devs
                 .iter_mut()
-                .find(|d| d.sid == id)
+                .find(|d| d.id == id)
                 .ok_or_else(|| EngineError::Device(format!("no device {id:#x}")))
         }
 
@@ -138,23 +188,25 @@ pub(super) mod board {
         }
     }
 
-    impl Platform for SmmuPlatform {
-        type Hw = SmmuHw;
+    impl<H: BoardIommu> Platform for BoardPlatform<H> {
+        type Hw = H;
 
-        fn iommu(&mut self) -> &mut Iommu<SmmuHw> {
+        fn iommu(&mut self) -> &mut Iommu<H> {
             &mut self.iommu
         }
 
         fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>) {
             (
-                self.devs[0].sid,
-                self.devs[1].sid,
-                self.devs.get(2).map(|d| d.sid),
+                self.devs[0].id,
+                self.devs[1].id,
+                self.devs.get(2).map(|d| d.id),
             )
         }
 
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
-            self.dev(dev)?.plain.run(&op, tag, BOUND_NS)
+            let r = self.dev(dev)?.plain.run(&op, tag, BOUND_NS);
+            self.iommu.hw.after_dma();
+            r
         }
 
         fn dma_with_interrupt(
@@ -166,7 +218,9 @@ pub(super) mod board {
             let d = self.dev(dev)?;
             let id = d.open.vector.id;
             let before = crate::arch::msi_count(id);
-            let r = d.signalling.run(&op, tag, BOUND_NS)?;
+            let r = d.signalling.run(&op, tag, BOUND_NS);
+            self.iommu.hw.after_dma();
+            let r = r?;
             super::super::irq::wait_for_count(id, before + 1);
             Ok((r, crate::arch::msi_count(id) - before == 1))
         }
@@ -205,12 +259,11 @@ pub(super) mod board {
         }
 
         fn take_faults(&mut self) -> Vec<Fault> {
-            self.iommu.hw.take_faults()
+            self.iommu.hw.faults()
         }
     }
 
-    fn setup(mode: Mode, table: Option<StreamTableLevels>) -> Result<SmmuPlatform, TestError> {
-        let base = smmu_base()?;
+    fn setup<H: BoardIommu>(opts: Options) -> Result<BoardPlatform<H>, TestError> {
         let opens = dma::open_all()?;
         if opens.len() < 2 {
             return Err(TestError::skip(format!(
@@ -220,14 +273,14 @@ pub(super) mod board {
         }
         let mut devs = Vec::new();
         for open in opens {
-            let sid = stream_id(open.segment, open.f).ok_or_else(|| {
-                TestError::fail(format!("the IORT gives {} no StreamID", open.name()))
+            let id = H::device_id(open.segment, open.f).ok_or_else(|| {
+                TestError::fail(format!("the firmware gives {} no IOMMU id", open.name()))
             })?;
             open.enable_pasid()?;
             let plain = open.unrecorded_engine(0, false)?;
             let signalling = open.unrecorded_engine(1, true)?;
             devs.push(Dev {
-                sid,
+                id,
                 open,
                 plain,
                 signalling,
@@ -236,46 +289,33 @@ pub(super) mod board {
         let mut others = Vec::new();
         for bus in pcie::buses() {
             for f in &bus.functions {
-                match stream_id(bus.segment, f) {
-                    Some(s) if !devs.iter().any(|d| d.sid == s) => others.push(s),
+                match H::device_id(bus.segment, f) {
+                    Some(s) if !devs.iter().any(|d| d.id == s) && !others.contains(&s) => {
+                        others.push(s)
+                    }
                     _ => {}
                 }
             }
         }
-        let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
-        let mut hw = SmmuHw::with_stream_table(smmu, base, table).map_err(fail)?;
+        let mut hw = H::open(opts)?;
         let ready = (|| {
-            let translation = match mode {
-                Mode::Stage1 => Translation::Stage1,
-                Mode::Stage2 => Translation::Stage2,
-                Mode::Nested => Translation::Nested,
-            };
-            hw.set_translation(translation)
-                .map_err(|e| TestError::skip(e.0))?;
-            if mode != Mode::Stage2 && hw.features.ssid_bits == 0 {
-                return Err(TestError::skip(
-                    "this SMMU has no substreams (IDR1.SSIDSIZE 0): QEMU without our patch?",
-                ));
-            }
             for &s in &others {
-                hw.write_ste(s, &Ste::bypass()).map_err(fail)?;
+                hw.pass_through(s).map_err(fail)?;
             }
             hw.enable().map_err(fail)
         })();
         if let Err(e) = ready {
-            hw.release_s2();
-            let _ = hw.disable();
+            let _ = hw.shutdown();
             return Err(e);
         }
         let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(fail)?;
         for d in &devs {
-            if let Err(e) = iommu.add_device(d.sid, d.open.pasid_width()) {
-                iommu.hw.release_s2();
-                let _ = iommu.hw.disable();
+            if let Err(e) = iommu.add_device(d.id, d.open.pasid_width()) {
+                let _ = iommu.hw.shutdown();
                 return Err(fail(e));
             }
         }
-        Ok(SmmuPlatform {
+        Ok(BoardPlatform {
             iommu,
             devs,
             pages: BTreeMap::new(),
@@ -284,40 +324,38 @@ pub(super) mod board {
     }
 
     /// Runs one case on a fresh platform with stage 1 and tears it down.
-    pub fn run(case: impl FnOnce(&mut SmmuPlatform) -> TestResult) -> TestResult {
+    pub fn run(case: impl FnOnce(&mut Board) -> TestResult) -> TestResult {
         run_in(Mode::Stage1, case)
     }
 
     /// Runs one case on a fresh platform whose domains use `mode`'s
     /// stages and tears it down, whatever happened; a leak fails the case.
-    pub fn run_in(mode: Mode, case: impl FnOnce(&mut SmmuPlatform) -> TestResult) -> TestResult {
-        run_with(mode, None, case)
+    pub fn run_in(mode: Mode, case: impl FnOnce(&mut Board) -> TestResult) -> TestResult {
+        run_with(
+            Options {
+                mode,
+                linear_stream_table: false,
+            },
+            case,
+        )
     }
 
-    /// [`run_in`] with the stream table format forced.
-    pub fn run_with(
-        mode: Mode,
-        table: Option<StreamTableLevels>,
-        case: impl FnOnce(&mut SmmuPlatform) -> TestResult,
-    ) -> TestResult {
-        let mut p = setup(mode, table)?;
+    /// [`run_in`] with all the options.
+    pub fn run_with(opts: Options, case: impl FnOnce(&mut Board) -> TestResult) -> TestResult {
+        let mut p: Board = setup(opts)?;
         let result = case(&mut p);
         let leftover_pages = p.pages.len();
         let hw = &mut p.iommu.hw;
         let mut teardown = Ok(());
-        for d in &p.devs {
-            teardown = teardown.and(hw.release_stream(d.sid));
+        for d in p.devs.iter().map(|d| d.id).chain(p.others.iter().copied()) {
+            teardown = teardown.and(hw.release(d));
         }
-        for &s in &p.others {
-            teardown = teardown.and(hw.write_ste(s, &Ste::bypass()));
-        }
-        hw.release_s2();
-        teardown = teardown.and(hw.disable());
-        let (tables, cd_bytes) = (hw.tables_live(), hw.cd_table_bytes());
+        teardown = teardown.and(hw.shutdown());
+        let (tables, meta) = hw.held();
         let teardown = teardown.map_err(fail).and_then(|()| {
-            if result.is_ok() && (tables != 0 || cd_bytes != 0 || leftover_pages != 0) {
+            if result.is_ok() && (tables != 0 || meta != 0 || leftover_pages != 0) {
                 Err(TestError::fail(format!(
-                    "leaked: {tables} page-table page(s), {cd_bytes} bytes of CD tables, \
+                    "leaked: {tables} page-table page(s), {meta} bytes of CD or PASID tables, \
                      {leftover_pages} of the case's page run(s)"
                 )))
             } else {
@@ -325,5 +363,260 @@ pub(super) mod board {
             }
         });
         result.and(teardown)
+    }
+
+    /// What one aux domain costs on `p`'s IOMMU: its share of the
+    /// device's CD or PASID tables (`held().1`) and the page tables for one
+    /// mapped page, as the first and the second aux domain of a device are
+    /// attached. A second aux domain must need no table memory of the
+    /// driver's, and one page table per level.
+    pub fn aux_domain_metadata(p: &mut Board, what: &str) -> TestResult {
+        use kernel::iommu::domain::{DomainKind, Feature};
+        use kernel::iommu::pgtable::{Format, Prot};
+        const IOVA: u64 = 0x4000_0000;
+        let core = |e| TestError::fail(format!("{e}"));
+        let (x, _, _) = p.devices();
+        let page = p.alloc_pages(1, PAGE_SIZE)?;
+        let metadata = |p: &mut Board| {
+            let iommu = p.iommu();
+            (iommu.hw.held().1, iommu.table_pages() as u64 * PAGE_SIZE)
+        };
+        let mut doms = Vec::new();
+        let result = (|| -> TestResult {
+            let (meta0, pt0) = metadata(p);
+            p.iommu()
+                .dev_enable_feature(x, Feature::Aux)
+                .map_err(core)?;
+            let mut costs = Vec::new();
+            for _ in 0..2 {
+                let (m1, t1) = metadata(p);
+                let d = p
+                    .iommu()
+                    .domain_alloc(DomainKind::Unmanaged)
+                    .map_err(core)?;
+                doms.push(d);
+                p.iommu()
+                    .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
+                    .map_err(core)?;
+                p.iommu().aux_attach_device(d, x).map_err(core)?;
+                let (m2, t2) = metadata(p);
+                costs.push((m2 - m1, t2 - t1));
+            }
+            let (meta_end, _) = metadata(p);
+            let levels = p.iommu().hw.format().levels() as u64;
+            log::info!(
+                "{what} metadata per aux domain with one mapped page: first {} B of {what} tables + {} B \
+                 of page tables, second {} B + {} B; {what} tables of all managed devices: {} B ({} B \
+                 before AUX)",
+                costs[0].0,
+                costs[0].1,
+                costs[1].0,
+                costs[1].1,
+                meta_end,
+                meta0
+            );
+            kernel::ensure_eq!(pt0, 0, "page tables before");
+            kernel::ensure_eq!(costs[1].0, 0, "{what} table bytes for a second aux domain");
+            kernel::ensure_eq!(
+                costs[1].1,
+                levels * PAGE_SIZE,
+                "page tables for one page ({levels} levels)"
+            );
+            Ok(())
+        })();
+        let iommu = p.iommu();
+        let mut cleanup = Ok(());
+        for &d in &doms {
+            cleanup = cleanup
+                .and_then(|()| iommu.aux_detach_device(d, x))
+                .and_then(|()| iommu.domain_free(d));
+        }
+        let cleanup = cleanup
+            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
+            .map_err(core);
+        p.free_pages(page, 1);
+        result.and(cleanup)
+    }
+
+    /// 100 copies of 1 MiB through a translating primary domain, then 100
+    /// with the device in an identity domain, on the same device in the
+    /// same run; reported as benchmarks `translated` and `direct`.
+    pub fn copy_1m_bench(p: &mut Board, translated: &str, direct: &str) -> TestResult {
+        use kernel::dma::DmaStatus;
+        use kernel::iommu::domain::DomainKind;
+        use kernel::iommu::pgtable::Prot;
+        const LEN: u64 = 1 << 20;
+        const PAGES: u64 = LEN / PAGE_SIZE;
+        const IOVA: u64 = 0x4000_0000;
+        let core = |e| TestError::fail(format!("{e}"));
+        let (x, _, _) = p.devices();
+        let src = p.alloc_pages(PAGES, 2 << 20)?;
+        let dst = p.alloc_pages(PAGES, 2 << 20)?;
+        let d = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let id = p.iommu().domain_alloc(DomainKind::Identity).map_err(core)?;
+        let result = (|| -> TestResult {
+            let iommu = p.iommu();
+            iommu.map(d, IOVA, src, LEN, Prot::RO).map_err(core)?;
+            iommu
+                .map(d, IOVA + (2 << 20), dst, LEN, Prot::RW)
+                .map_err(core)?;
+            let runs = [
+                (translated, d, IOVA, IOVA + (2 << 20)),
+                (direct, id, src, dst),
+            ];
+            for (name, dom, from, to) in runs {
+                p.iommu().attach_device(dom, x).map_err(core)?;
+                let op = DmaOp::Copy {
+                    src: from,
+                    dst: to,
+                    len: LEN,
+                };
+                let mut samples = Vec::with_capacity(100);
+                for _ in 0..100 {
+                    let t0 = crate::arch::now_ns();
+                    let r = p
+                        .dma(x, op, DmaTag::Untagged)
+                        .map_err(|e| TestError::fail(format!("{name}: {e}")))?;
+                    samples.push(crate::arch::now_ns() - t0);
+                    kernel::ensure_eq!(r.status, DmaStatus::Success, "{name}");
+                }
+                let stats = kernel::stats::Stats::of(&mut samples)
+                    .ok_or_else(|| TestError::fail("no samples"))?;
+                crate::kprint!("# bench {name} {stats}\n");
+            }
+            Ok(())
+        })();
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .detach_device(x)
+            .and_then(|()| iommu.domain_free(d))
+            .and_then(|()| iommu.domain_free(id))
+            .map_err(core);
+        p.free_pages(src, PAGES);
+        p.free_pages(dst, PAGES);
+        result.and(cleanup)
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    mod smmu {
+        use super::super::super::iommu::stage1::{smmu_base, stream_id};
+        use super::super::Mode;
+        use super::{fail, BoardIommu, Options};
+        use crate::arch::smmu::{SmmuHw, Translation};
+        use crate::pcie;
+        use alloc::vec::Vec;
+        use kernel::harness::TestError;
+        use kernel::iommu::domain::{DeviceId, Fault, HwError};
+        use smmuv3::idr::StreamTableLevels;
+        use smmuv3::ste::Ste;
+
+        impl BoardIommu for SmmuHw {
+            fn open(opts: Options) -> Result<Self, TestError> {
+                let base = smmu_base()?;
+                let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
+                let table = opts
+                    .linear_stream_table
+                    .then_some(StreamTableLevels::Linear);
+                let mut hw = SmmuHw::with_stream_table(smmu, base, table).map_err(fail)?;
+                let translation = match opts.mode {
+                    Mode::Stage1 => Translation::Stage1,
+                    Mode::Stage2 => Translation::Stage2,
+                    Mode::Nested => Translation::Nested,
+                };
+                hw.set_translation(translation)
+                    .map_err(|e| TestError::skip(e.0))?;
+                if opts.mode != Mode::Stage2 && hw.features.ssid_bits == 0 {
+                    return Err(TestError::skip(
+                        "this SMMU has no substreams (IDR1.SSIDSIZE 0): QEMU without our patch?",
+                    ));
+                }
+                Ok(hw)
+            }
+            fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId> {
+                stream_id(segment, f)
+            }
+            fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError> {
+                self.write_ste(dev, &Ste::bypass())
+            }
+            fn enable(&mut self) -> Result<(), HwError> {
+                SmmuHw::enable(self)
+            }
+            fn release(&mut self, dev: DeviceId) -> Result<(), HwError> {
+                self.release_stream(dev)?;
+                self.write_ste(dev, &Ste::bypass())
+            }
+            fn shutdown(&mut self) -> Result<(), HwError> {
+                self.release_s2();
+                self.disable()
+            }
+            fn held(&self) -> (u64, u64) {
+                (self.tables_live(), self.cd_table_bytes())
+            }
+            fn faults(&mut self) -> Vec<Fault> {
+                self.take_faults()
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod vtd {
+        use super::super::Mode;
+        use super::{fail, BoardIommu, Options};
+        use crate::arch::vtd::VtdHw;
+        use crate::{discovery, pcie};
+        use alloc::vec::Vec;
+        use kernel::harness::TestError;
+        use kernel::iommu::domain::{DeviceId, Fault, HwError};
+
+        impl BoardIommu for VtdHw {
+            fn open(opts: Options) -> Result<Self, TestError> {
+                if opts.mode != Mode::Stage1 {
+                    return Err(TestError::skip(
+                        "VT-d runs the level its unit offers (the board's x-flts), as Stage1",
+                    ));
+                }
+                let base = discovery::get()
+                    .and_then(|t| {
+                        t.iommus
+                            .iter()
+                            .find(|u| u.kind == discovery::IommuKind::VtdDrhd)
+                            .map(|u| u.base)
+                    })
+                    .ok_or_else(|| TestError::skip("this board has no VT-d unit"))?;
+                let unit = pcie::vtd_at(base).ok_or_else(|| TestError::fail("unit vanished"))?;
+                VtdHw::new(unit, base).map_err(fail)
+            }
+            fn device_id(_segment: u16, f: &pci::Function) -> Option<DeviceId> {
+                // The DMAR on q35 covers every function (INCLUDE_PCI_ALL):
+                // the source id is the requester id.
+                Some(u32::from(f.bdf.rid()))
+            }
+            fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError> {
+                VtdHw::pass_through(self, dev as u16)
+            }
+            fn enable(&mut self) -> Result<(), HwError> {
+                VtdHw::enable(self)
+            }
+            fn release(&mut self, dev: DeviceId) -> Result<(), HwError> {
+                self.release_device(dev as u16)
+            }
+            fn shutdown(&mut self) -> Result<(), HwError> {
+                self.disable()
+            }
+            fn held(&self) -> (u64, u64) {
+                (self.tables_live(), self.pasid_table_bytes())
+            }
+            fn faults(&mut self) -> Vec<Fault> {
+                self.take_faults()
+            }
+            fn after_dma(&mut self) {
+                if !self.defer_fault_collection {
+                    self.collect_faults();
+                }
+            }
+        }
     }
 }

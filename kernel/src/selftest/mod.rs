@@ -19,6 +19,7 @@ mod irq;
 mod mm;
 mod pci;
 mod smmuv3;
+mod vtd;
 
 pub static TESTS: &[Test] = &[
     Test::new(
@@ -276,6 +277,18 @@ pub static TESTS: &[Test] = &[
         "iommu::smmuv3_aux_domain_metadata",
         smmuv3::aux_domain_metadata,
     ),
+    Test::new("iommu::vtd_inject_fault_records", vtd::fault_records),
+    Test::new(
+        "iommu::vtd_inject_invalid_descriptor",
+        vtd::invalid_descriptor,
+    ),
+    Test::new("iommu::vtd_inject_fault_overflow", vtd::fault_overflow),
+    Test::new("iommu::vtd_inject_fault_event_msi", vtd::fault_event_msi),
+    Test::new(
+        "iommu::vtd_pasid_entry_change_needs_invalidation",
+        vtd::pasid_entry_change_needs_invalidation,
+    ),
+    Test::new("iommu::vtd_aux_domain_metadata", vtd::aux_domain_metadata),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,
@@ -290,6 +303,10 @@ pub static BENCHES: &[Test] = &[
     Test::new(
         "smmu::copy_1m_stage1_and_bypass",
         smmuv3::copy_1m_stage1_and_bypass,
+    ),
+    Test::new(
+        "vtd::copy_1m_translated_and_pass_through",
+        vtd::copy_1m_translated_and_pass_through,
     ),
     Test::new(
         "vclock::edu_dma_msi_round_trip",

@@ -5,22 +5,8 @@
 //! copies through stage 1 against bypass.
 use kernel::harness::TestResult;
 
-macro_rules! board_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[cfg(target_arch = "aarch64")]
-            pub fn $name() -> TestResult {
-                super::conformance::board::run(on_board::$name)
-            }
-            #[cfg(not(target_arch = "aarch64"))]
-            pub fn $name() -> TestResult {
-                Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
-            }
-        )*
-    };
-}
-
-board_tests!(
+super::conformance::board_tests!(
+    "aarch64", "this board has no SMMUv3";
     fault_types,
     cd_update_needs_cfgi,
     event_queue_overflow,
@@ -36,8 +22,10 @@ board_tests!(
 pub fn stream_tables() -> TestResult {
     super::conformance::board::run(on_board::two_level_high_stream_id)?;
     super::conformance::board::run_with(
-        super::conformance::Mode::Stage1,
-        Some(smmuv3::idr::StreamTableLevels::Linear),
+        super::conformance::board::Options {
+            mode: super::conformance::Mode::Stage1,
+            linear_stream_table: true,
+        },
         on_board::linear_stream_table,
     )
 }
@@ -459,131 +447,18 @@ mod on_board {
         result.and(cleanup)
     }
 
-    /// What one aux domain costs: its share of the device's CD table and
-    /// the page tables for one mapped page, measured by the driver and the
-    /// core as the first and the second aux domain of a device are
-    /// attached.
+    /// What an aux domain costs (see the shared measure).
     pub fn aux_domain_metadata(p: &mut SmmuPlatform) -> TestResult {
-        let (x, _, _) = p.devices();
-        let page = p.alloc_pages(1, PAGE_SIZE)?;
-        let metadata = |p: &mut SmmuPlatform| {
-            let iommu = p.iommu();
-            (
-                iommu.hw.cd_table_bytes(),
-                iommu.table_pages() as u64 * PAGE_SIZE,
-            )
-        };
-        let mut doms = Vec::new();
-        let result = (|| -> TestResult {
-            let (cd0, pt0) = metadata(p);
-            p.iommu()
-                .dev_enable_feature(x, Feature::Aux)
-                .map_err(core)?;
-            let mut costs = Vec::new();
-            for _ in 0..2 {
-                let (cd1, pt1) = metadata(p);
-                let d = p
-                    .iommu()
-                    .domain_alloc(DomainKind::Unmanaged)
-                    .map_err(core)?;
-                doms.push(d);
-                p.iommu()
-                    .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
-                    .map_err(core)?;
-                p.iommu().aux_attach_device(d, x).map_err(core)?;
-                let (cd2, pt2) = metadata(p);
-                costs.push((cd2 - cd1, pt2 - pt1));
-            }
-            let (cd_end, _) = metadata(p);
-            log::info!(
-                "SMMU metadata per aux domain with one mapped page: first {} B of CD table + {} B of \
-                 page tables, second {} B + {} B; CD tables of all managed streams: {} B ({} B before AUX)",
-                costs[0].0,
-                costs[0].1,
-                costs[1].0,
-                costs[1].1,
-                cd_end,
-                cd0
-            );
-            ensure_eq!(pt0, 0, "page tables before");
-            // One leaf of 64 CDs serves PASIDs 1..63: no CD memory per aux
-            // domain, one level per page-table page.
-            ensure_eq!(costs[1].0, 0, "CD bytes for a second aux domain");
-            ensure_eq!(
-                costs[1].1,
-                4 * PAGE_SIZE,
-                "page tables for one page (4 levels)"
-            );
-            Ok(())
-        })();
-        let iommu = p.iommu();
-        let mut cleanup = Ok(());
-        for &d in &doms {
-            cleanup = cleanup
-                .and_then(|()| iommu.aux_detach_device(d, x))
-                .and_then(|()| iommu.domain_free(d));
-        }
-        let cleanup = cleanup
-            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
-            .map_err(core);
-        p.free_pages(page, 1);
-        result.and(cleanup)
+        super::super::conformance::board::aux_domain_metadata(p, "SMMU CD")
     }
 
-    /// 100 copies of 1 MiB through a stage-1 mapping, then 100 with the
-    /// stream in bypass, on the same device in the same run.
+    /// 1 MiB copies through stage 1 against bypass.
     pub fn copy_1m_stage1_and_bypass(p: &mut SmmuPlatform) -> TestResult {
-        const LEN: u64 = 1 << 20;
-        const PAGES: u64 = LEN / PAGE_SIZE;
-        let (x, _, _) = p.devices();
-        let src = p.alloc_pages(PAGES, 2 << 20)?;
-        let dst = p.alloc_pages(PAGES, 2 << 20)?;
-        let d = p
-            .iommu()
-            .domain_alloc(DomainKind::Unmanaged)
-            .map_err(core)?;
-        let id = p.iommu().domain_alloc(DomainKind::Identity).map_err(core)?;
-        let result = (|| -> TestResult {
-            let iommu = p.iommu();
-            iommu.map(d, IOVA, src, LEN, Prot::RO).map_err(core)?;
-            iommu
-                .map(d, IOVA + (2 << 20), dst, LEN, Prot::RW)
-                .map_err(core)?;
-            let runs = [
-                ("smmu::copy_1m_stage1", d, IOVA, IOVA + (2 << 20)),
-                ("smmu::copy_1m_bypass", id, src, dst),
-            ];
-            for (name, dom, from, to) in runs {
-                p.iommu().attach_device(dom, x).map_err(core)?;
-                let op = DmaOp::Copy {
-                    src: from,
-                    dst: to,
-                    len: LEN,
-                };
-                let mut samples = Vec::with_capacity(100);
-                for _ in 0..100 {
-                    let t0 = crate::arch::now_ns();
-                    let r = p
-                        .dma(x, op, DmaTag::Untagged)
-                        .map_err(|e| TestError::fail(format!("{name}: {e}")))?;
-                    samples.push(crate::arch::now_ns() - t0);
-                    ensure_eq!(r.status, DmaStatus::Success, "{name}");
-                }
-                let stats = kernel::stats::Stats::of(&mut samples)
-                    .ok_or_else(|| TestError::fail("no samples"))?;
-                crate::kprint!("# bench {name} {stats}\n");
-            }
-            Ok(())
-        })();
-        let iommu = p.iommu();
-        let cleanup = iommu
-            .detach_device(x)
-            .and_then(|()| iommu.domain_free(d))
-            .and_then(|()| iommu.domain_free(id))
-            .map_err(core);
-        p.free_pages(src, PAGES);
-        p.free_pages(dst, PAGES);
-        result.and(cleanup)
+        super::super::conformance::board::copy_1m_bench(
+            p,
+            "smmu::copy_1m_stage1",
+            "smmu::copy_1m_bypass",
+        )
     }
 
     /// The SMMU's wired interrupts, from its IORT node.

@@ -4,7 +4,7 @@
 //! manage are given bypass STEs, so enabling the SMMU leaves other
 //! devices' DMA alone; `disable` turns translation off again (the global
 //! bypass applies).
-use crate::memory;
+use crate::memory::{self, KernelTables};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
@@ -13,7 +13,7 @@ use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
 };
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
-use kernel::iommu::pgtable::{Gather, PageTable, Prot, TableMemory, ENTRIES, PAGE_SIZE};
+use kernel::iommu::pgtable::{Gather, PageTable, Prot, TableMemory, PAGE_SIZE};
 use smmuv3::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
 use smmuv3::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
 use smmuv3::cmdq::{CmdqHw, CommandQueue};
@@ -54,31 +54,6 @@ fn write_u64(pa: u64, value: u64) {
 fn read_u64(pa: u64) -> u64 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(pa as *const u64) }
-}
-
-/// Page-table pages from the page allocator, counted.
-#[derive(Default)]
-pub struct KernelTables {
-    pub live: u64,
-}
-
-impl TableMemory for KernelTables {
-    fn alloc(&mut self) -> Option<u64> {
-        let t = memory::alloc_pages(1, PAGE_SIZE).ok()?.as_u64();
-        self.live += 1;
-        Some(t)
-    }
-    fn free(&mut self, table: u64) {
-        self.live -= 1;
-        let _ = memory::free_pages(kernel::addr::PhysAddr(table), 1);
-    }
-    fn read(&self, table: u64, index: usize) -> u64 {
-        debug_assert!(index < ENTRIES);
-        read_u64(table + 8 * index as u64)
-    }
-    fn write(&mut self, table: u64, index: usize, value: u64) {
-        write_u64(table + 8 * index as u64, value)
-    }
 }
 
 struct Cmdq<'a> {
@@ -314,11 +289,7 @@ impl SmmuHw {
         // The tests build a driver per case: say it in full once.
         static REPORTED: core::sync::atomic::AtomicBool =
             core::sync::atomic::AtomicBool::new(false);
-        let level = if REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
-            log::Level::Debug
-        } else {
-            log::Level::Info
-        };
+        let level = crate::logger::once(&REPORTED);
         log::log!(
             level,
             "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \
