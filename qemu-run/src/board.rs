@@ -67,6 +67,21 @@ impl Board {
     pub fn parse(text: &str, origin: &Path) -> Result<Board> {
         let board: Board = toml::from_str(text)
             .map_err(|e| crate::Error(format!("{}: {}", origin.display(), e.message())))?;
+        board.check(origin)
+    }
+
+    /// A board from an already merged table (see [`resolve_extends`]).
+    fn from_table(table: toml::Table, origin: &Path) -> Result<Board> {
+        let board: Board = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                crate::Error(format!("{}: {}", origin.display(), e.message()))
+            })?;
+        board.check(origin)
+    }
+
+    fn check(self, origin: &Path) -> Result<Board> {
+        let board = self;
         if board.cpus == 0 {
             bail!("{}: cpus must be at least 1", origin.display());
         }
@@ -109,7 +124,8 @@ pub fn load_boards(root: &Path) -> Result<Vec<Board>> {
         }
         let text = fs::read_to_string(&path)
             .map_err(|e| crate::Error(format!("{}: {e}", path.display())))?;
-        let board = Board::parse(&text, &path)?;
+        let table = resolve_extends(&dir, &text, &path, 0)?;
+        let board = Board::from_table(table, &path)?;
         // The file name is what people type; keep it and `name` in step.
         if path.file_stem().is_some_and(|s| s != board.name.as_str()) {
             bail!(
@@ -125,6 +141,53 @@ pub fn load_boards(root: &Path) -> Result<Vec<Board>> {
     }
     boards.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(boards)
+}
+
+/// Tables of facts that a board which `extends` another merges key by key
+/// (everything else it names replaces the base's value).
+const MERGED_TABLES: [&str; 3] = ["expect", "expect_patched", "memory_map"];
+
+/// A board file as a table, with `extends = "BASE"` resolved: BASE's
+/// table (from `dir/BASE.toml`, itself resolved), overridden by this
+/// file's keys. How a board variant (another IOMMU setting, say) states
+/// only what differs.
+fn resolve_extends(dir: &Path, text: &str, origin: &Path, depth: u32) -> Result<toml::Table> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| crate::Error(format!("{}: {}", origin.display(), e.message())))?;
+    let Some(base) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let Some(base) = base.as_str().map(str::to_string) else {
+        bail!("{}: extends must name a board", origin.display());
+    };
+    if depth >= 4 {
+        bail!(
+            "{}: extends {base:?}: boards extend each other too deeply (a cycle?)",
+            origin.display()
+        );
+    }
+    let base_path = dir.join(format!("{base}.toml"));
+    let base_text = fs::read_to_string(&base_path).map_err(|e| {
+        crate::Error(format!(
+            "{}: extends {base:?}: {}: {e}",
+            origin.display(),
+            base_path.display()
+        ))
+    })?;
+    let mut merged = resolve_extends(dir, &base_text, &base_path, depth + 1)?;
+    for (key, value) in table {
+        match (merged.get_mut(&key), value) {
+            (Some(toml::Value::Table(into)), toml::Value::Table(from))
+                if MERGED_TABLES.contains(&key.as_str()) =>
+            {
+                into.extend(from);
+            }
+            (_, value) => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    Ok(merged)
 }
 
 /// The boards `--board NAME|all` selects.
@@ -253,6 +316,39 @@ uart = "pl011"
 
     pub fn virt() -> Board {
         Board::parse(VIRT, Path::new("virt.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_board_extends_another() {
+        let dir = std::env::temp_dir().join(format!("qemu-run-extends-{}", std::process::id()));
+        fs::create_dir_all(dir.join("boards")).unwrap();
+        let with_expect = format!("{VIRT}[expect]\niommus = \"smmuv3\"\necam = \"0\"\n");
+        fs::write(dir.join("boards/qemu-virt.toml"), with_expect).unwrap();
+        fs::write(
+            dir.join("boards/qemu-virt-s2.toml"),
+            "extends = \"qemu-virt\"\nname = \"qemu-virt-s2\"\nmachine = [\"-M\", \"virt,x=1\"]\n\
+             [expect]\necam = \"1\"\n",
+        )
+        .unwrap();
+        let boards = load_boards(&dir).unwrap();
+        let v = &boards[1];
+        assert_eq!(v.name, "qemu-virt-s2");
+        assert_eq!(v.machine, ["-M", "virt,x=1"], "replaced");
+        assert_eq!(v.io, ["-serial", "stdio"], "inherited");
+        assert_eq!(v.expect["iommus"], "smmuv3", "merged: kept");
+        assert_eq!(v.expect["ecam"], "1", "merged: overridden");
+        // Unknown bases and cycles are refused with the file named.
+        fs::write(dir.join("boards/qemu-virt-s2.toml"), "extends = \"nope\"\n").unwrap();
+        let e = load_boards(&dir).unwrap_err();
+        assert!(e.0.contains("qemu-virt-s2.toml: extends \"nope\""), "{e}");
+        fs::write(
+            dir.join("boards/qemu-virt-s2.toml"),
+            "extends = \"qemu-virt-s2\"\n",
+        )
+        .unwrap();
+        let e = load_boards(&dir).unwrap_err();
+        assert!(e.0.contains("too deeply"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

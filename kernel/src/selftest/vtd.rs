@@ -26,7 +26,6 @@ mod on_board {
     use kernel::iommu::domain::{DeviceId, DomainKind, Feature, IommuError};
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
     use kernel::{ensure, ensure_eq};
-    use vtd::entries::{PasidEntry, Translation};
     use vtd::fault::FaultRecord;
     use vtd::qi::Descriptor;
 
@@ -290,14 +289,8 @@ mod on_board {
             ensure_eq!(read_u64(p, pa), 1, "A's page");
             let ra = p.iommu().domain_ref(a).map_err(core)?;
             let rb = p.iommu().domain_ref(b).map_err(core)?;
-            let entry_b = PasidEntry {
-                did: rb.tag as u16,
-                translation: Translation::FirstLevel {
-                    root: rb.root.ok_or_else(|| TestError::fail("B has no table"))?,
-                    privileged: false,
-                },
-            }
-            .encode();
+            let root_b = rb.root.ok_or_else(|| TestError::fail("B has no table"))?;
+            let entry_b = p.iommu().hw.paging_entry(rb.tag as u16, root_b).encode();
             let at = p
                 .iommu()
                 .hw
@@ -315,17 +308,13 @@ mod on_board {
                 "before the invalidation domain A still applies"
             );
             let old = ra.tag as u16;
-            p.iommu()
-                .hw
-                .submit(&[
-                    Descriptor::PasidCachePasid { did: old, pasid },
-                    Descriptor::PasidIotlbAll { did: old, pasid },
-                    Descriptor::PasidCachePasid {
-                        did: rb.tag as u16,
-                        pasid,
-                    },
-                ])
-                .map_err(fail)?;
+            let hw = &mut p.iommu().hw;
+            hw.flush_pasid(old, pasid).map_err(fail)?;
+            hw.submit(&[Descriptor::PasidCachePasid {
+                did: rb.tag as u16,
+                pasid,
+            }])
+            .map_err(fail)?;
             ensure_eq!(
                 write_u64(p, x, IOVA, 3, tagged(pasid))?.status,
                 DmaStatus::Success,
@@ -337,28 +326,12 @@ mod on_board {
                 "after the invalidation domain B applies"
             );
             // Back as the driver wrote it, so detaching finds A's DID.
-            let entry_a = PasidEntry {
-                did: old,
-                translation: Translation::FirstLevel {
-                    root: ra.root.ok_or_else(|| TestError::fail("A has no table"))?,
-                    privileged: false,
-                },
-            }
-            .encode();
+            let root_a = ra.root.ok_or_else(|| TestError::fail("A has no table"))?;
+            let entry_a = p.iommu().hw.paging_entry(old, root_a).encode();
             p.iommu().hw.poke(at, &entry_a).map_err(fail)?;
-            p.iommu()
-                .hw
-                .submit(&[
-                    Descriptor::PasidCachePasid {
-                        did: rb.tag as u16,
-                        pasid,
-                    },
-                    Descriptor::PasidIotlbAll {
-                        did: rb.tag as u16,
-                        pasid,
-                    },
-                    Descriptor::PasidCachePasid { did: old, pasid },
-                ])
+            let hw = &mut p.iommu().hw;
+            hw.flush_pasid(rb.tag as u16, pasid).map_err(fail)?;
+            hw.submit(&[Descriptor::PasidCachePasid { did: old, pasid }])
                 .map_err(fail)?;
             Ok(())
         })();

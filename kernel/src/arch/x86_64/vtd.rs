@@ -562,14 +562,7 @@ impl VtdHw {
         if let Some(did) = old {
             write_u64(slot, 0);
             fence();
-            let mut descs = alloc::vec![
-                Descriptor::PasidCachePasid { did, pasid },
-                Descriptor::PasidIotlbAll { did, pasid },
-            ];
-            if matches!(self.format, TableFormat::VtdSecondLevel(_)) {
-                descs.push(Descriptor::IotlbDomain { did });
-            }
-            self.submit(&descs)?;
+            self.flush_pasid(did, pasid)?;
             self.devices
                 .get_mut(&sid)
                 .expect("known")
@@ -599,7 +592,22 @@ impl VtdHw {
         Ok(())
     }
 
-    fn paging_entry(&self, did: u16, root: u64) -> PasidEntry {
+    /// Drops what the unit caches of PASID `pasid` under `did`: its PASID
+    /// cache entry and its IOTLB entries (of the whole DID on second
+    /// level, where PASID-based invalidation does not reach).
+    pub fn flush_pasid(&mut self, did: u16, pasid: u32) -> Result<(), HwError> {
+        let mut descs = alloc::vec![
+            Descriptor::PasidCachePasid { did, pasid },
+            Descriptor::PasidIotlbAll { did, pasid },
+        ];
+        if matches!(self.format, TableFormat::VtdSecondLevel(_)) {
+            descs.push(Descriptor::IotlbDomain { did });
+        }
+        self.submit(&descs)
+    }
+
+    /// The PASID entry of a paging domain in the unit's translation level.
+    pub fn paging_entry(&self, did: u16, root: u64) -> PasidEntry {
         PasidEntry {
             did,
             translation: match self.format {
