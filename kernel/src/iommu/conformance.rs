@@ -1177,6 +1177,57 @@ mod tests {
         }));
     }
 
+    /// Direct regions (RMRRs): mapped one to one in every paging domain
+    /// that becomes the device's primary, so its DMA there lands; kept out
+    /// of DMA IOVA space; not for PASID requests; and an attach whose
+    /// region collides with a mapping fails with nothing left behind.
+    #[test]
+    fn direct_regions_follow_the_primary_domain() {
+        let mut p = ModelPlatform::new(TableFormat::X86FirstLevel(X86FirstLevel {
+            gib_pages: true,
+        }));
+        let (x, _, _) = p.devices();
+        let rmrr = p.alloc_pages(2, PAGE_SIZE).unwrap();
+        p.state
+            .borrow_mut()
+            .direct
+            .insert(x, alloc::vec![(rmrr, 2 * PAGE_SIZE)]);
+        let d = p.iommu().domain_alloc(DomainKind::Unmanaged).unwrap();
+        p.iommu().attach_device(d, x).unwrap();
+        assert_eq!(
+            write_u64(&mut p, x, rmrr + PAGE_SIZE, 0x77, DmaTag::Untagged).unwrap(),
+            ok(8)
+        );
+        assert_eq!(read_u64(&mut p, rmrr + PAGE_SIZE), 0x77);
+        // PASID requests do not see it.
+        p.iommu().dev_enable_feature(x, Feature::Aux).unwrap();
+        let aux = paging(&mut p).unwrap();
+        let pasid = p.iommu().aux_attach_device(aux, x).unwrap();
+        let r = write_u64(&mut p, x, rmrr, 1, tagged(pasid)).unwrap();
+        assert_eq!(r.status, DmaStatus::WriteFault { addr: rmrr });
+        p.take_faults();
+        p.iommu().aux_detach_device(aux, x).unwrap();
+        p.iommu().dev_disable_feature(x, Feature::Aux).unwrap();
+        // A DMA domain never hands out the region's IOVAs.
+        let dma = p.iommu().domain_alloc(DomainKind::Dma).unwrap();
+        p.iommu().attach_device(dma, x).unwrap();
+        for _ in 0..64 {
+            let iova = p.iommu().dma_map(dma, rmrr, PAGE_SIZE, Prot::RW).unwrap();
+            assert!(!(rmrr..rmrr + 2 * PAGE_SIZE).contains(&iova), "{iova:#x}");
+        }
+        // A colliding mapping: the attach fails and changes nothing.
+        let clash = paging(&mut p).unwrap();
+        p.iommu()
+            .map(clash, rmrr, rmrr, PAGE_SIZE, Prot::RW)
+            .unwrap();
+        assert!(p.iommu().attach_device(clash, x).is_err());
+        assert_eq!(p.iommu().primary_domain(x).unwrap(), dma);
+        assert_eq!(
+            p.iommu().iova_to_phys(clash, rmrr + PAGE_SIZE).unwrap(),
+            None
+        );
+    }
+
     /// The model catches a core that forgets to invalidate: with the
     /// invalidation dropped, test 5 sees the stale translation.
     #[test]

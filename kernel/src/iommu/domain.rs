@@ -176,6 +176,13 @@ pub trait IommuHw {
     fn msi_doorbell(&self) -> Option<u64> {
         None
     }
+    /// Regions `dev` must keep reaching at their own addresses whatever
+    /// its primary domain is (VT-d RMRRs, as `(base, size)`): the core maps
+    /// them one to one in every paging domain that becomes the device's
+    /// primary. Requests with a PASID are not covered.
+    fn direct_regions(&self, _dev: DeviceId) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
     /// Invalidates `gather.ranges` of `d` wherever it is attached, and
     /// returns once the invalidation completed.
     fn invalidate(
@@ -319,6 +326,9 @@ struct Domain {
     iova: Option<IovaAllocator>,
     /// The MSI doorbell page is mapped (while primary somewhere).
     msi_mapped: bool,
+    /// Direct regions mapped for devices this domain is or was primary of
+    /// (they stay until the domain is freed).
+    direct: Vec<(u64, u64)>,
 }
 
 struct Device {
@@ -450,6 +460,7 @@ impl<H: IommuHw> Iommu<H> {
                     a
                 }),
                 msi_mapped: false,
+                direct: Vec::new(),
             },
         );
         Ok(id)
@@ -619,9 +630,28 @@ impl<H: IommuHw> Iommu<H> {
             };
             self.map(id, db, db, PAGE_SIZE, device)?;
         }
+        let direct = if r.kind.paging() {
+            match self.map_direct_regions(id, dev) {
+                Ok(mapped) => mapped,
+                Err(e) => {
+                    if let (true, Some(db)) = (map_doorbell, doorbell) {
+                        let _ = self.unmap(id, db, PAGE_SIZE);
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         if let Err(e) = self.hw.set_primary(dev, &r) {
             if let (true, Some(db)) = (map_doorbell, doorbell) {
                 let _ = self.unmap(id, db, PAGE_SIZE);
+            }
+            for &(base, size) in &direct {
+                let _ = self.unmap(id, base, size);
+            }
+            if let Some(d) = self.domains.get_mut(&id) {
+                d.direct.retain(|r| !direct.contains(r));
             }
             return Err(e.into());
         }
@@ -648,6 +678,48 @@ impl<H: IommuHw> Iommu<H> {
             device.primary = id;
         }
         Ok(())
+    }
+
+    /// Maps `dev`'s direct regions one to one in paging domain `id` (those
+    /// not mapped there already), and keeps them out of its DMA IOVA
+    /// space; returns what was mapped now. All or nothing.
+    fn map_direct_regions(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<Vec<(u64, u64)>, IommuError> {
+        let mut done: Vec<(u64, u64)> = Vec::new();
+        for (base, size) in self.hw.direct_regions(dev) {
+            let base_page = base & !(PAGE_SIZE - 1);
+            let region = (
+                base_page,
+                (base + size).next_multiple_of(PAGE_SIZE) - base_page,
+            );
+            if self
+                .domains
+                .get(&id)
+                .is_some_and(|d| d.direct.contains(&region))
+            {
+                continue;
+            }
+            if let Some(a) = self.domains.get_mut(&id).and_then(|d| d.iova.as_mut()) {
+                a.reserve(region.0, region.1);
+            }
+            if let Err(e) = self.map(id, region.0, region.0, region.1, Prot::RW) {
+                for &(b, s) in &done {
+                    let _ = self.unmap(id, b, s);
+                }
+                if let Some(d) = self.domains.get_mut(&id) {
+                    d.direct.retain(|r| !done.contains(r));
+                }
+                return Err(e);
+            }
+            if let Some(d) = self.domains.get_mut(&id) {
+                d.direct.push(region);
+            }
+            done.push(region);
+        }
+        Ok(done)
     }
 
     /// Puts `dev` back in the blocked domain.

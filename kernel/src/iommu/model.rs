@@ -43,6 +43,8 @@ pub struct ModelState {
     /// how many reached it per device.
     pub msi_doorbell: Option<u64>,
     pub msis: BTreeMap<DeviceId, u32>,
+    /// Direct regions (RMRRs) per device.
+    pub direct: BTreeMap<DeviceId, Vec<(u64, u64)>>,
 }
 
 pub type Shared = Rc<RefCell<ModelState>>;
@@ -64,6 +66,7 @@ impl ModelState {
             tables_live: 0,
             msi_doorbell: None,
             msis: BTreeMap::new(),
+            direct: BTreeMap::new(),
         }))
     }
 
@@ -250,6 +253,15 @@ impl IommuHw for ModelIommu {
 
     fn msi_doorbell(&self) -> Option<u64> {
         self.state.borrow().msi_doorbell
+    }
+
+    fn direct_regions(&self, dev: DeviceId) -> Vec<(u64, u64)> {
+        self.state
+            .borrow()
+            .direct
+            .get(&dev)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn alloc_tag(&mut self) -> Result<u32, HwError> {

@@ -142,6 +142,9 @@ pub(super) mod board {
         /// After each DMA (VT-d reads its fault registers before the next
         /// fault overwrites or is merged into a pending one).
         fn after_dma(&mut self) {}
+        /// What the firmware says of a device the core will manage (VT-d:
+        /// its RMRRs).
+        fn learn_device(&mut self, _segment: u16, _f: &pci::Function, _id: DeviceId) {}
     }
 
     struct Dev {
@@ -307,6 +310,9 @@ pub(super) mod board {
         if let Err(e) = ready {
             let _ = hw.shutdown();
             return Err(e);
+        }
+        for d in &devs {
+            hw.learn_device(d.open.segment, d.open.f, d.id);
         }
         let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(fail)?;
         for d in &devs {
@@ -616,6 +622,33 @@ pub(super) mod board {
                 if !self.defer_fault_collection {
                     self.collect_faults();
                 }
+            }
+            fn learn_device(&mut self, segment: u16, f: &pci::Function, id: DeviceId) {
+                let Some(dmar) = discovery::get().and_then(|t| t.dmar.as_ref()) else {
+                    return;
+                };
+                // Bridges' bus numbers, from the enumeration.
+                let bus_of = |sub: bool| {
+                    move |seg: u16, bus: u8, dev: u8, func: u8| -> Option<u8> {
+                        let bdf = pci::Bdf::new(bus, dev, func)?;
+                        pcie::buses()
+                            .filter(|b| b.segment == seg)
+                            .flat_map(|b| b.bridges.iter())
+                            .find(|br| br.bdf == bdf)
+                            .map(|br| if sub { br.subordinate } else { br.secondary })
+                    }
+                };
+                let bdf = acpi_tables::dmar::Bdf {
+                    bus: f.bdf.bus(),
+                    device: f.bdf.device(),
+                    function: f.bdf.function(),
+                };
+                let regions = dmar
+                    .rmrrs_for(segment, bdf, &bus_of(false), &bus_of(true))
+                    .into_iter()
+                    .map(|r| (r.base, r.limit + 1 - r.base))
+                    .collect();
+                self.set_rmrrs(id as u16, regions);
             }
         }
     }

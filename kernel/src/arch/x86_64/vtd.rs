@@ -160,6 +160,8 @@ pub struct VtdHw {
     /// Leave fault records in the registers after each DMA (a test of
     /// their overflow).
     pub defer_fault_collection: bool,
+    /// Reserved memory regions (RMRRs) each device must keep reaching.
+    rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
 }
 
 impl VtdHw {
@@ -238,6 +240,7 @@ impl VtdHw {
             pending: Vec::new(),
             fault_vector: None,
             defer_fault_collection: false,
+            rmrrs: BTreeMap::new(),
         };
         let r = hw.unit.regs();
         r.rtaddr.set(root | RTADDR_SMT);
@@ -668,6 +671,16 @@ impl VtdHw {
         Ok(())
     }
 
+    /// The RMRRs the DMAR names for `sid` (`(base, size)`): the core maps
+    /// them one to one in its primary domains.
+    pub fn set_rmrrs(&mut self, sid: u16, regions: Vec<(u64, u64)>) {
+        if regions.is_empty() {
+            self.rmrrs.remove(&sid);
+        } else {
+            self.rmrrs.insert(sid, regions);
+        }
+    }
+
     /// Page-table pages held by the core's domains.
     pub fn tables_live(&self) -> u64 {
         self.tables.live
@@ -871,6 +884,10 @@ impl IommuHw for VtdHw {
 
     fn pasid_bits(&self) -> u8 {
         self.ecaps.pasid_bits
+    }
+
+    fn direct_regions(&self, dev: DeviceId) -> Vec<(u64, u64)> {
+        self.rmrrs.get(&(dev as u16)).cloned().unwrap_or_default()
     }
 
     fn tables(&mut self) -> &mut dyn TableMemory {
