@@ -643,10 +643,15 @@ mod tests {
     fn board_listing() {
         let boards = crate::board::load_boards(&board::workspace_root()).unwrap();
         let list = board_list(&boards);
-        assert!(
-            list.starts_with("name       arch     description\n"),
-            "{list}"
-        );
-        assert!(list.contains("qemu-virt  aarch64  QEMU virt"));
+        let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["name", "arch", "description"], "{list}");
+        let virt = list.lines().find(|l| l.starts_with("qemu-virt ")).unwrap();
+        let cols: Vec<&str> = virt.split_whitespace().take(4).collect();
+        assert_eq!(cols, ["qemu-virt", "aarch64", "QEMU", "virt"], "{list}");
+        // Columns line up: every description starts where the header's does.
+        let at = list.find("description").unwrap();
+        for l in list.lines().skip(1) {
+            assert!(l.len() > at && l.as_bytes()[at - 1] == b' ', "{list}");
+        }
     }
 }

@@ -289,6 +289,7 @@ pub static TESTS: &[Test] = &[
         vtd::pasid_entry_change_needs_invalidation,
     ),
     Test::new("iommu::vtd_aux_domain_metadata", vtd::aux_domain_metadata),
+    Test::new("iommu::vtd_pasid_near_the_top", vtd::pasid_near_the_top),
     Test::new(
         "exceptions::bad_access_caught",
         exceptions::bad_access_caught,

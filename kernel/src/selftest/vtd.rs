@@ -14,6 +14,7 @@ super::conformance::board_tests!(
     pasid_entry_change_needs_invalidation,
     aux_domain_metadata,
     copy_1m_translated_and_pass_through,
+    pasid_near_the_top,
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -358,5 +359,56 @@ mod on_board {
             "vtd::copy_1m_translated",
             "vtd::copy_1m_pass_through",
         )
+    }
+
+    /// A PASID near 2^20 needs a PASID directory entry far past the first
+    /// page: the directory grows to the device's 20 bits (2^14 entries)
+    /// and a second PASID table appears; DMA under that PASID lands.
+    pub fn pasid_near_the_top(p: &mut VtdPlatform) -> TestResult {
+        let (x, _, _) = p.devices();
+        let sid = x as u16;
+        let page = p.alloc_pages(1, PAGE_SIZE)?;
+        let d = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let result = (|| -> TestResult {
+            p.iommu().set_pasid_range(0xffff0, 0xfffff).map_err(core)?;
+            p.iommu()
+                .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
+                .map_err(core)?;
+            p.iommu()
+                .dev_enable_feature(x, Feature::Aux)
+                .map_err(core)?;
+            let before = p.iommu().hw.pasid_directory(sid);
+            let pasid = p.iommu().aux_attach_device(d, x).map_err(core)?;
+            let after = p.iommu().hw.pasid_directory(sid);
+            log::info!("VT-d PASID {pasid:#x}: directory and tables {before:?} -> {after:?}");
+            ensure!(pasid >= 0xffff0, "PASID {pasid:#x}");
+            ensure_eq!(after.map(|a| a.0), Some(1 << 14), "directory entries");
+            ensure_eq!(
+                after.map(|a| a.1),
+                before.map(|b| b.1 + 1),
+                "PASID tables (a second one)"
+            );
+            ensure_eq!(
+                write_u64(p, x, IOVA + 8, 0x7a, tagged(pasid))?.status,
+                DmaStatus::Success,
+                "write"
+            );
+            ensure_eq!(read_u64(p, page + 8), 0x7a, "the page");
+            p.iommu().aux_detach_device(d, x).map_err(core)?;
+            p.iommu()
+                .dev_disable_feature(x, Feature::Aux)
+                .map_err(core)?;
+            Ok(())
+        })();
+        let cleanup = p
+            .iommu()
+            .domain_free(d)
+            .and_then(|()| p.iommu().set_pasid_range(1, (1 << 20) - 1))
+            .map_err(core);
+        p.free_pages(page, 1);
+        result.and(cleanup)
     }
 }

@@ -681,6 +681,13 @@ impl VtdHw {
         }
     }
 
+    /// Entries of `sid`'s PASID directory and PASID tables allocated.
+    pub fn pasid_directory(&self, sid: u16) -> Option<(u32, usize)> {
+        self.devices
+            .get(&sid)
+            .map(|d| (d.dir_entries, d.tables.len()))
+    }
+
     /// Page-table pages held by the core's domains.
     pub fn tables_live(&self) -> u64 {
         self.tables.live
