@@ -397,6 +397,9 @@ impl SmmuHw {
     /// Translation off (the global bypass applies), queues off.
     pub fn disable(&mut self) -> Result<(), HwError> {
         self.disable_interrupts()?;
+        if self.smmu.regs().cr0.get() == 0 {
+            return Ok(());
+        }
         self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
         self.set_cr0(0)
     }
