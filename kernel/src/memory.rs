@@ -135,16 +135,34 @@ impl Drop for DmaBuffer {
     }
 }
 
+/// Flushes every cache line of `[pa, pa + len)` (see
+/// `arch::flush_cache_line`): for memory a non-snooping device reads.
+pub fn flush_range(pa: u64, len: u64) {
+    const LINE: u64 = 64;
+    let mut at = pa & !(LINE - 1);
+    while at < pa + len {
+        crate::arch::flush_cache_line(at);
+        at += LINE;
+    }
+}
+
 /// Page-table pages from the page allocator, counted (so a test can
 /// tell that a driver and the core gave every table back).
 #[derive(Default)]
 pub struct KernelTables {
     pub live: u64,
+    /// The IOMMU walking these tables does not snoop the CPU's caches:
+    /// every write is cleaned to memory.
+    pub non_coherent: bool,
 }
 
 impl kernel::iommu::pgtable::TableMemory for KernelTables {
     fn alloc(&mut self) -> Option<u64> {
         let t = alloc_pages(1, PAGE_SIZE).ok()?.as_u64();
+        if self.non_coherent {
+            // The zeroes must be in memory before the IOMMU walks the page.
+            flush_range(t, PAGE_SIZE);
+        }
         self.live += 1;
         Some(t)
     }
@@ -160,7 +178,11 @@ impl kernel::iommu::pgtable::TableMemory for KernelTables {
     }
     fn write(&mut self, table: u64, index: usize, value: u64) {
         debug_assert!(index < kernel::iommu::pgtable::ENTRIES);
+        let at = table + 8 * index as u64;
         // SAFETY: as for `read`.
-        unsafe { core::ptr::write_volatile((table + 8 * index as u64) as *mut u64, value) }
+        unsafe { core::ptr::write_volatile(at as *mut u64, value) }
+        if self.non_coherent {
+            crate::arch::flush_cache_line(at);
+        }
     }
 }

@@ -63,6 +63,17 @@ pub fn wait_for_interrupt() {
     aarch64_cpu::asm::wfi();
 }
 
+/// Cleans and invalidates the data cache line holding `pa` to the point of
+/// coherency, for a device that does not snoop (a non-coherent IOMMU's
+/// tables and queues): what the CPU wrote reaches memory, and what the
+/// device wrote is read from memory.
+pub fn flush_cache_line(pa: u64) {
+    // SAFETY: DC CIVAC on an identity-mapped address writes back and
+    // drops a line; it changes no data.
+    unsafe { core::arch::asm!("dc civac, {}", in(reg) pa, options(nostack)) };
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+}
+
 pub fn unmapped_addr() -> u64 {
     mmu::unmapped_addr(&crate::platform::get().ram)
 }

@@ -41,17 +41,31 @@ fn barrier() {
 
 fn alloc_zeroed(bytes: u64, align: u64) -> Result<u64, HwError> {
     let pages = bytes.div_ceil(PAGE_SIZE) as usize;
-    memory::alloc_pages(pages, align.max(PAGE_SIZE))
+    let pa = memory::alloc_pages(pages, align.max(PAGE_SIZE))
         .map(|p| p.as_u64())
-        .map_err(|e| HwError(format!("SMMU memory: {e}")))
+        .map_err(|e| HwError(format!("SMMU memory: {e}")))?;
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        memory::flush_range(pa, pages as u64 * PAGE_SIZE);
+    }
+    Ok(pa)
 }
+
+/// Set when a unit this driver took over does not snoop the CPU's
+/// caches: then every structure write is cleaned to memory.
+static NON_COHERENT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 fn write_u64(pa: u64, value: u64) {
     // SAFETY: `pa` is in pages this driver allocated (identity-mapped RAM).
     unsafe { core::ptr::write_volatile(pa as *mut u64, value) }
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        super::flush_cache_line(pa);
+    }
 }
 
 fn read_u64(pa: u64) -> u64 {
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        super::flush_cache_line(pa);
+    }
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(pa as *const u64) }
 }
@@ -213,6 +227,9 @@ impl SmmuHw {
                 )));
             }
         }
+        if !features.coherent {
+            NON_COHERENT.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
         // Linear: one STE per StreamID, aligned to the table's size.
         let strtab_bytes = if linear {
             64 << features.sid_bits
@@ -264,7 +281,10 @@ impl SmmuHw {
             cmdq_mem,
             evtq,
             evtq_mem,
-            tables: KernelTables::default(),
+            tables: KernelTables {
+                live: 0,
+                non_coherent: !features.coherent,
+            },
             streams: BTreeMap::new(),
             cd_bytes: 0,
             overflows: 0,
@@ -276,7 +296,10 @@ impl SmmuHw {
                 Translation::Stage2
             },
             s2_root: None,
-            s2_tables: KernelTables::default(),
+            s2_tables: KernelTables {
+                live: 0,
+                non_coherent: !features.coherent,
+            },
             s2_table: None,
         };
         hw.page1().eventq_prod.set(0);

@@ -67,6 +67,17 @@ pub fn interrupts_restore(enabled: bool) {
 /// Sleeps until an interrupt. `sti; hlt` back to back: STI takes effect
 /// after the next instruction, so an interrupt already pending wakes the
 /// HLT instead of slipping in before it. The interrupt state is kept.
+/// Writes back and drops the cache line holding `pa`, for a device that
+/// does not snoop (a non-coherent IOMMU's tables and queues, ECAP.C = 0).
+pub fn flush_cache_line(pa: u64) {
+    // SAFETY: CLFLUSH on an identity-mapped address writes back and drops
+    // a line; it changes no data. The fence orders it before what follows.
+    unsafe {
+        core::arch::x86_64::_mm_clflush(pa as *const u8);
+        core::arch::x86_64::_mm_mfence();
+    }
+}
+
 pub fn wait_for_interrupt() {
     let was = interrupts::are_enabled();
     interrupts::enable_and_hlt();

@@ -63,9 +63,13 @@ const FECTL_IM: u32 = 1 << 31;
 
 fn alloc_zeroed(bytes: u64) -> Result<u64, HwError> {
     let pages = bytes.div_ceil(PAGE_SIZE) as usize;
-    memory::alloc_pages(pages, PAGE_SIZE)
+    let pa = memory::alloc_pages(pages, PAGE_SIZE)
         .map(|p| p.as_u64())
-        .map_err(|e| HwError(format!("VT-d memory: {e}")))
+        .map_err(|e| HwError(format!("VT-d memory: {e}")))?;
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        memory::flush_range(pa, pages as u64 * PAGE_SIZE);
+    }
+    Ok(pa)
 }
 
 fn free(pa: u64, bytes: u64) {
@@ -75,17 +79,30 @@ fn free(pa: u64, bytes: u64) {
     );
 }
 
+/// Set when a unit this driver took over does not snoop the CPU's
+/// caches: then every structure write is cleaned to memory.
+static NON_COHERENT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 fn write_u64(pa: u64, value: u64) {
     // SAFETY: `pa` is in pages this driver allocated (identity-mapped RAM).
     unsafe { core::ptr::write_volatile(pa as *mut u64, value) }
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        super::flush_cache_line(pa);
+    }
 }
 
 fn read_u64(pa: u64) -> u64 {
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        super::flush_cache_line(pa);
+    }
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(pa as *const u64) }
 }
 
 fn read_u32(pa: u64) -> u32 {
+    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
+        super::flush_cache_line(pa);
+    }
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(pa as *const u32) }
 }
@@ -211,6 +228,9 @@ impl VtdHw {
                 gib_pages: caps.second_level_large_pages & 2 != 0,
             })
         };
+        if !ecaps.coherent {
+            NON_COHERENT.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
         let root = alloc_zeroed(PAGE_SIZE)?;
         let empty = alloc_zeroed(PAGE_SIZE)?;
         let iq = alloc_zeroed(PAGE_SIZE)?;
@@ -230,7 +250,10 @@ impl VtdHw {
             status,
             seq: 0,
             gcmd: 0,
-            tables: KernelTables::default(),
+            tables: KernelTables {
+                live: 0,
+                non_coherent: !ecaps.coherent,
+            },
             meta_bytes: 0,
             next_did: BLOCKED_DID,
             descriptors: 0,
