@@ -1,9 +1,10 @@
 //! The IOMMU conformance suite (`kernel::iommu::conformance`) on the
 //! board's IOMMU with its pasid-dma devices. Each case gets a fresh
 //! platform: the driver takes over the IOMMU, the two widest devices and
-//! the narrow one are added to the core, and afterwards every stream goes
-//! back to bypass, translation is turned off, and leaks are checked (page
-//! tables, CD tables, the case's own pages).
+//! the narrow one are added to the core, every other function is left
+//! untranslated, and afterwards every device goes back as it was found,
+//! translation is turned off, and leaks are checked (page tables, CD or
+//! PASID tables, the case's own pages).
 //!
 //! The engines write no completion records: a record is DMA too, and in
 //! a blocked or sparsely mapped domain it would fault or need a mapping
@@ -13,6 +14,7 @@
 //!
 //! The platform is generic over [`board::BoardIommu`], which each driver
 //! implements: the SMMUv3 on Arm, VT-d on x86.
+
 /// Which stages domains use for a run of the suite. The SMMU driver
 /// takes all three; the VT-d driver uses the level its unit offers (the
 /// board's `x-flts`) and runs `Stage1` only.
