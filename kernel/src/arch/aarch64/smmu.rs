@@ -1,9 +1,17 @@
-//! A first SMMUv3 driver (issue 7 builds it out): a two-level stream
-//! table, the command and event queues, stage-1 STEs with a one-entry CD
-//! table, and the core's `IommuHw` on top. Streams the core does not
-//! manage are given bypass STEs, so enabling the SMMU leaves other
-//! devices' DMA alone; `disable` turns translation off again (the global
-//! bypass applies).
+//! The SMMUv3 driver: the core's `IommuHw` for one SMMU.
+//!
+//! - A two-level (or linear) stream table, the command and event queues,
+//!   and the wired interrupts the IORT names.
+//! - Domains on stage 1 (CD tables that grow with the PASIDs in use: CD 0
+//!   is the primary domain, substreams 1.. the aux domains), on stage 2,
+//!   or nested (stage 1 over an identity stage 2).
+//! - Invalidation from the core's gather: ranged TLBI per range and one
+//!   CMD_SYNC per batch; events decoded into the core's faults.
+//!
+//! Streams the core does not manage are given bypass STEs by the caller,
+//! so enabling the SMMU leaves other devices' DMA alone; `disable` turns
+//! translation off again (the global bypass applies). `docs/smmuv3.md`
+//! has the details.
 use crate::memory::{self, KernelTables};
 use alloc::collections::BTreeMap;
 use alloc::format;
