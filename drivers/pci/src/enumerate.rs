@@ -341,27 +341,16 @@ impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
     /// whose `bus_res` dword follows the header. `None` when absent or
     /// unset (all ones).
     fn qemu_bus_reserve(&mut self, bdf: Bdf) -> Option<u32> {
-        const VENDOR_SPECIFIC: u32 = 0x09;
-        const RESOURCE_RESERVE: u32 = 1;
-        if self.cfg.read32(bdf, 0x04) & (1 << 20) == 0 {
-            return None;
-        }
-        let mut at = self.cfg.read32(bdf, 0x34) & 0xfc;
-        // A capability list is at most 48 entries long.
-        for _ in 0..48 {
-            if at < 0x40 {
-                return None;
-            }
-            let header = self.cfg.read32(bdf, at as u16);
-            if header & 0xff == VENDOR_SPECIFIC
-                && (header >> 24) & 0xff == RESOURCE_RESERVE
-                && (header >> 16) & 0xff >= 8
-            {
-                let reserve = self.cfg.read32(bdf, at as u16 + 4);
-                return (reserve != u32::MAX && reserve != 0).then_some(reserve);
-            }
-            at = (header >> 8) & 0xfc;
-        }
-        None
+        const VENDOR_SPECIFIC: u16 = 0x09;
+        const RESOURCE_RESERVE: u8 = 1;
+        let cap = crate::caps::StdCapIter::new(&*self.cfg, bdf)
+            .map_while(Result::ok)
+            .find(|c| {
+                c.id == VENDOR_SPECIFIC
+                    && self.cfg.read8(bdf, c.offset + 2) >= 8
+                    && self.cfg.read8(bdf, c.offset + 3) == RESOURCE_RESERVE
+            })?;
+        let reserve = self.cfg.read32(bdf, cap.offset + 4);
+        (reserve != u32::MAX && reserve != 0).then_some(reserve)
     }
 }
