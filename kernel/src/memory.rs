@@ -135,54 +135,94 @@ impl Drop for DmaBuffer {
     }
 }
 
-/// Flushes every cache line of `[pa, pa + len)` (see
-/// `arch::flush_cache_line`): for memory a non-snooping device reads.
-pub fn flush_range(pa: u64, len: u64) {
-    const LINE: u64 = 64;
-    let mut at = pa & !(LINE - 1);
-    while at < pa + len {
-        crate::arch::flush_cache_line(at);
-        at += LINE;
+/// Memory an IOMMU walks or writes (its tables, queues, status words):
+/// allocation zeroed, and 64-bit accesses that keep a non-snooping IOMMU
+/// in step with the CPU's caches.
+pub mod iommu {
+    use super::{alloc_pages, free_pages, AllocError, PhysAddr, PAGE_SIZE};
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    /// Set once an IOMMU that does not snoop the CPU's caches is driven:
+    /// from then on every access below flushes its cache line.
+    static NON_COHERENT: AtomicBool = AtomicBool::new(false);
+
+    pub fn set_non_coherent() {
+        NON_COHERENT.store(true, Ordering::Relaxed);
+    }
+
+    pub fn non_coherent() -> bool {
+        NON_COHERENT.load(Ordering::Relaxed)
+    }
+
+    /// `bytes` of zeroed memory at a multiple of `align` (at least a page),
+    /// in memory before the IOMMU can read it.
+    pub fn alloc_zeroed(bytes: u64, align: u64) -> Result<u64, AllocError> {
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        let pa = alloc_pages(pages as usize, align.max(PAGE_SIZE))?.as_u64();
+        if non_coherent() {
+            flush_range(pa, pages * PAGE_SIZE);
+        }
+        Ok(pa)
+    }
+
+    /// Gives back what [`alloc_zeroed`] handed out for `bytes`.
+    pub fn free(pa: u64, bytes: u64) {
+        let _ = free_pages(PhysAddr(pa), bytes.div_ceil(PAGE_SIZE) as usize);
+    }
+
+    pub fn write_u64(pa: u64, value: u64) {
+        // SAFETY: `pa` is in identity-mapped RAM a driver allocated with
+        // `alloc_zeroed` (or the page allocator) for its IOMMU.
+        unsafe { core::ptr::write_volatile(pa as *mut u64, value) }
+        if non_coherent() {
+            crate::arch::flush_cache_line(pa);
+        }
+    }
+
+    pub fn read_u64(pa: u64) -> u64 {
+        if non_coherent() {
+            crate::arch::flush_cache_line(pa);
+        }
+        // SAFETY: as for `write_u64`.
+        unsafe { core::ptr::read_volatile(pa as *const u64) }
+    }
+
+    /// Flushes every cache line of `[pa, pa + len)` (see
+    /// `arch::flush_cache_line`).
+    fn flush_range(pa: u64, len: u64) {
+        const LINE: u64 = 64;
+        let mut at = pa & !(LINE - 1);
+        while at < pa + len {
+            crate::arch::flush_cache_line(at);
+            at += LINE;
+        }
     }
 }
 
 /// Page-table pages from the page allocator, counted (so a test can
-/// tell that a driver and the core gave every table back).
+/// tell that a driver and the core gave every table back). Reads and
+/// writes go through [`iommu`], so a non-snooping IOMMU sees them.
 #[derive(Default)]
 pub struct KernelTables {
     pub live: u64,
-    /// The IOMMU walking these tables does not snoop the CPU's caches:
-    /// every write is cleaned to memory.
-    pub non_coherent: bool,
 }
 
 impl kernel::iommu::pgtable::TableMemory for KernelTables {
     fn alloc(&mut self) -> Option<u64> {
-        let t = alloc_pages(1, PAGE_SIZE).ok()?.as_u64();
-        if self.non_coherent {
-            // The zeroes must be in memory before the IOMMU walks the page.
-            flush_range(t, PAGE_SIZE);
-        }
+        let t = iommu::alloc_zeroed(PAGE_SIZE, PAGE_SIZE).ok()?;
         self.live += 1;
         Some(t)
     }
     fn free(&mut self, table: u64) {
         self.live -= 1;
-        let _ = free_pages(PhysAddr(table), 1);
+        iommu::free(table, PAGE_SIZE);
     }
     fn read(&self, table: u64, index: usize) -> u64 {
         debug_assert!(index < kernel::iommu::pgtable::ENTRIES);
-        // SAFETY: `table` is a page this allocator handed out for tables
-        // (identity-mapped RAM), and `index` is within it.
-        unsafe { core::ptr::read_volatile((table + 8 * index as u64) as *const u64) }
+        iommu::read_u64(table + 8 * index as u64)
     }
     fn write(&mut self, table: u64, index: usize, value: u64) {
         debug_assert!(index < kernel::iommu::pgtable::ENTRIES);
-        let at = table + 8 * index as u64;
-        // SAFETY: as for `read`.
-        unsafe { core::ptr::write_volatile(at as *mut u64, value) }
-        if self.non_coherent {
-            crate::arch::flush_cache_line(at);
-        }
+        iommu::write_u64(table + 8 * index as u64, value)
     }
 }

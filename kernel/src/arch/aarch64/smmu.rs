@@ -12,6 +12,7 @@
 //! so enabling the SMMU leaves other devices' DMA alone; `disable` turns
 //! translation off again (the global bypass applies). `docs/smmuv3.md`
 //! has the details.
+use crate::memory::iommu::{read_u64, write_u64};
 use crate::memory::{self, KernelTables};
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -48,34 +49,7 @@ fn barrier() {
 }
 
 fn alloc_zeroed(bytes: u64, align: u64) -> Result<u64, HwError> {
-    let pages = bytes.div_ceil(PAGE_SIZE) as usize;
-    let pa = memory::alloc_pages(pages, align.max(PAGE_SIZE))
-        .map(|p| p.as_u64())
-        .map_err(|e| HwError(format!("SMMU memory: {e}")))?;
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        memory::flush_range(pa, pages as u64 * PAGE_SIZE);
-    }
-    Ok(pa)
-}
-
-/// Set when a unit this driver took over does not snoop the CPU's
-/// caches: then every structure write is cleaned to memory.
-static NON_COHERENT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-fn write_u64(pa: u64, value: u64) {
-    // SAFETY: `pa` is in pages this driver allocated (identity-mapped RAM).
-    unsafe { core::ptr::write_volatile(pa as *mut u64, value) }
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        super::flush_cache_line(pa);
-    }
-}
-
-fn read_u64(pa: u64) -> u64 {
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        super::flush_cache_line(pa);
-    }
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(pa as *const u64) }
+    memory::iommu::alloc_zeroed(bytes, align).map_err(|e| HwError(format!("SMMU memory: {e}")))
 }
 
 struct Cmdq<'a> {
@@ -236,7 +210,7 @@ impl SmmuHw {
             }
         }
         if !features.coherent {
-            NON_COHERENT.store(true, core::sync::atomic::Ordering::Relaxed);
+            memory::iommu::set_non_coherent();
         }
         // Linear: one STE per StreamID, aligned to the table's size.
         let strtab_bytes = if linear {
@@ -289,10 +263,7 @@ impl SmmuHw {
             cmdq_mem,
             evtq,
             evtq_mem,
-            tables: KernelTables {
-                live: 0,
-                non_coherent: !features.coherent,
-            },
+            tables: KernelTables::default(),
             streams: BTreeMap::new(),
             cd_bytes: 0,
             overflows: 0,
@@ -304,10 +275,7 @@ impl SmmuHw {
                 Translation::Stage2
             },
             s2_root: None,
-            s2_tables: KernelTables {
-                live: 0,
-                non_coherent: !features.coherent,
-            },
+            s2_tables: KernelTables::default(),
             s2_table: None,
         };
         hw.page1().eventq_prod.set(0);
@@ -716,12 +684,7 @@ impl Drop for SmmuHw {
             return;
         }
         self.release_s2();
-        let free = |pa: u64, bytes: u64| {
-            let _ = memory::free_pages(
-                kernel::addr::PhysAddr(pa),
-                bytes.div_ceil(PAGE_SIZE) as usize,
-            );
-        };
+        let free = memory::iommu::free;
         free(self.l1, self.strtab_bytes);
         for &t in self.l2.values() {
             free(t, 64 << SPLIT);
@@ -799,9 +762,8 @@ impl SmmuHw {
     }
 
     fn free_meta(&mut self, pa: u64, bytes: u64) {
-        let pages = bytes.div_ceil(PAGE_SIZE);
-        let _ = memory::free_pages(kernel::addr::PhysAddr(pa), pages as usize);
-        self.cd_bytes -= pages * PAGE_SIZE;
+        memory::iommu::free(pa, bytes);
+        self.cd_bytes -= bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     }
 
     /// Page-table pages held by the core's domains.

@@ -16,6 +16,7 @@
 //!   descriptor the unit refuses (IQE) is reported, replaced and skipped.
 //! - Faults are read from the fault recording registers, cleared, and
 //!   turned into the core's faults; overflow (PFO) is counted.
+use crate::memory::iommu::{free, read_u64, write_u64};
 use crate::memory::{self, KernelTables};
 use crate::platform::MsiVector;
 use alloc::collections::BTreeMap;
@@ -62,49 +63,7 @@ const FSTS_ITE: u32 = 1 << 6;
 const FECTL_IM: u32 = 1 << 31;
 
 fn alloc_zeroed(bytes: u64) -> Result<u64, HwError> {
-    let pages = bytes.div_ceil(PAGE_SIZE) as usize;
-    let pa = memory::alloc_pages(pages, PAGE_SIZE)
-        .map(|p| p.as_u64())
-        .map_err(|e| HwError(format!("VT-d memory: {e}")))?;
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        memory::flush_range(pa, pages as u64 * PAGE_SIZE);
-    }
-    Ok(pa)
-}
-
-fn free(pa: u64, bytes: u64) {
-    let _ = memory::free_pages(
-        kernel::addr::PhysAddr(pa),
-        bytes.div_ceil(PAGE_SIZE) as usize,
-    );
-}
-
-/// Set when a unit this driver took over does not snoop the CPU's
-/// caches: then every structure write is cleaned to memory.
-static NON_COHERENT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-fn write_u64(pa: u64, value: u64) {
-    // SAFETY: `pa` is in pages this driver allocated (identity-mapped RAM).
-    unsafe { core::ptr::write_volatile(pa as *mut u64, value) }
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        super::flush_cache_line(pa);
-    }
-}
-
-fn read_u64(pa: u64) -> u64 {
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        super::flush_cache_line(pa);
-    }
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(pa as *const u64) }
-}
-
-fn read_u32(pa: u64) -> u32 {
-    if NON_COHERENT.load(core::sync::atomic::Ordering::Relaxed) {
-        super::flush_cache_line(pa);
-    }
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(pa as *const u32) }
+    memory::iommu::alloc_zeroed(bytes, PAGE_SIZE).map_err(|e| HwError(format!("VT-d memory: {e}")))
 }
 
 fn fence() {
@@ -229,7 +188,7 @@ impl VtdHw {
             })
         };
         if !ecaps.coherent {
-            NON_COHERENT.store(true, core::sync::atomic::Ordering::Relaxed);
+            memory::iommu::set_non_coherent();
         }
         let root = alloc_zeroed(PAGE_SIZE)?;
         let empty = alloc_zeroed(PAGE_SIZE)?;
@@ -250,10 +209,7 @@ impl VtdHw {
             status,
             seq: 0,
             gcmd: 0,
-            tables: KernelTables {
-                live: 0,
-                non_coherent: !ecaps.coherent,
-            },
+            tables: KernelTables::default(),
             meta_bytes: 0,
             next_did: BLOCKED_DID,
             descriptors: 0,
@@ -396,7 +352,7 @@ impl VtdHw {
         self.unit.regs().iqt.set(u64::from(self.iq_tail) << 5);
         let refused_before = self.refused.len();
         let mut polls = 0;
-        while read_u32(self.status) != seq {
+        while (read_u64(self.status) as u32) != seq {
             let fsts = self.fsts();
             if fsts & FSTS_IQE != 0 {
                 // IQH names the refused descriptor: report it, put an
