@@ -446,6 +446,97 @@ pub(super) mod board {
         result.and(cleanup)
     }
 
+    /// The two domains and the PASID of a live-change test.
+    pub struct LiveChange {
+        pub dev: DeviceId,
+        pub pasid: u32,
+        /// (What the SMMU test restores needs no A: detaching does it.)
+        #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+        pub a: kernel::iommu::domain::DomainRef,
+        pub b: kernel::iommu::domain::DomainRef,
+    }
+
+    /// A translation structure rewritten under a live PASID changes
+    /// nothing until the IOMMU is told: domain A (attached at the PASID)
+    /// and B map the same IOVA to two pages; `rewrite` points the PASID at
+    /// B behind the driver's back, a write still lands in A's page;
+    /// `invalidate` tells the IOMMU, and the next write lands in B's.
+    /// `restore` puts back what the driver wrote before the teardown.
+    pub fn live_change_needs_invalidation(
+        p: &mut Board,
+        invalidation: &str,
+        rewrite: impl FnOnce(&mut Board, &LiveChange) -> TestResult,
+        invalidate: impl FnOnce(&mut Board, &LiveChange) -> TestResult,
+        restore: impl FnOnce(&mut Board, &LiveChange) -> TestResult,
+    ) -> TestResult {
+        use kernel::dma::DmaStatus;
+        use kernel::ensure_eq;
+        use kernel::iommu::conformance::{read_u64, tagged, write_u64};
+        use kernel::iommu::domain::{DomainKind, Feature};
+        use kernel::iommu::pgtable::Prot;
+        const IOVA: u64 = 0x4000_0000;
+        let core = |e| TestError::fail(format!("{e}"));
+        let (x, _, _) = p.devices();
+        let pages = p.alloc_pages(2, PAGE_SIZE)?;
+        let (pa, pb) = (pages, pages + PAGE_SIZE);
+        let a = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let b = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let result = (|| -> TestResult {
+            let iommu = p.iommu();
+            iommu.map(a, IOVA, pa, PAGE_SIZE, Prot::RW).map_err(core)?;
+            iommu.map(b, IOVA, pb, PAGE_SIZE, Prot::RW).map_err(core)?;
+            iommu.dev_enable_feature(x, Feature::Aux).map_err(core)?;
+            let pasid = iommu.aux_attach_device(a, x).map_err(core)?;
+            let live = LiveChange {
+                dev: x,
+                pasid,
+                a: iommu.domain_ref(a).map_err(core)?,
+                b: iommu.domain_ref(b).map_err(core)?,
+            };
+            let write = |p: &mut Board, value| write_u64(p, x, IOVA, value, tagged(pasid));
+            ensure_eq!(write(p, 1)?.status, DmaStatus::Success, "through A");
+            ensure_eq!(read_u64(p, pa), 1, "A's page");
+            rewrite(p, &live)?;
+            ensure_eq!(
+                write(p, 2)?.status,
+                DmaStatus::Success,
+                "before {invalidation}"
+            );
+            ensure_eq!(
+                (read_u64(p, pa), read_u64(p, pb)),
+                (2, 0),
+                "before {invalidation} domain A still applies"
+            );
+            invalidate(p, &live)?;
+            ensure_eq!(
+                write(p, 3)?.status,
+                DmaStatus::Success,
+                "after {invalidation}"
+            );
+            ensure_eq!(
+                (read_u64(p, pa), read_u64(p, pb)),
+                (2, 3),
+                "after {invalidation} domain B applies"
+            );
+            restore(p, &live)
+        })();
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .aux_detach_device(a, x)
+            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
+            .and_then(|()| iommu.domain_free(a))
+            .and_then(|()| iommu.domain_free(b))
+            .map_err(core);
+        p.free_pages(pages, 2);
+        result.and(cleanup)
+    }
+
     /// 100 copies of 1 MiB through a translating primary domain, then 100
     /// with the device in an identity domain, on the same device in the
     /// same run; reported as benchmarks `translated` and `direct`.

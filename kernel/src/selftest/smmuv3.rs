@@ -315,80 +315,39 @@ mod on_board {
     /// CFGI_CD: the SMMU keeps using its cached configuration, then takes
     /// the new one.
     pub fn cd_update_needs_cfgi(p: &mut SmmuPlatform) -> TestResult {
-        let (x, _, _) = p.devices();
-        let pages = p.alloc_pages(2, PAGE_SIZE)?;
-        let (pa, pb) = (pages, pages + PAGE_SIZE);
-        let a = p
-            .iommu()
-            .domain_alloc(DomainKind::Unmanaged)
-            .map_err(core)?;
-        let b = p
-            .iommu()
-            .domain_alloc(DomainKind::Unmanaged)
-            .map_err(core)?;
-        let iommu = p.iommu();
-        iommu.map(a, IOVA, pa, PAGE_SIZE, Prot::RW).map_err(core)?;
-        iommu.map(b, IOVA, pb, PAGE_SIZE, Prot::RW).map_err(core)?;
-        iommu.dev_enable_feature(x, Feature::Aux).map_err(core)?;
-        let pasid = iommu.aux_attach_device(a, x).map_err(core)?;
-        let result = (|| -> TestResult {
-            ensure_eq!(
-                write_u64(p, x, IOVA, 1, tagged(pasid))?.status,
-                DmaStatus::Success,
-                "through A"
-            );
-            ensure_eq!(read_u64(p, pa), 1, "A's page");
-            let rb = p.iommu().domain_ref(b).map_err(core)?;
-            let cd_b = Cd::new(&CdConfig {
-                asid: rb.tag as u16,
-                ttb0: rb.root.ok_or_else(|| TestError::fail("B has no table"))?,
-                ias: 48,
-                ips: 4,
-                mair: MAIR,
-            });
-            let slot = p
-                .iommu()
+        use super::super::conformance::board::{live_change_needs_invalidation, LiveChange};
+        let slot = |p: &mut SmmuPlatform, l: &LiveChange| {
+            p.iommu()
                 .hw
-                .cd_address(x, pasid)
-                .ok_or_else(|| TestError::fail("no CD slot"))?;
-            p.iommu().hw.poke(slot, &cd_b.0, &[]).map_err(hw)?;
-            ensure_eq!(
-                write_u64(p, x, IOVA, 2, tagged(pasid))?.status,
-                DmaStatus::Success,
-                "before CFGI_CD"
-            );
-            ensure_eq!(
-                (read_u64(p, pa), read_u64(p, pb)),
-                (2, 0),
-                "before CFGI_CD the cached CD (domain A) still applies"
-            );
-            let cfgi = Command::CfgiCd {
-                sid: x,
-                ssid: pasid,
-                leaf: true,
-            };
-            p.iommu().hw.poke(slot, &[], &[cfgi]).map_err(hw)?;
-            ensure_eq!(
-                write_u64(p, x, IOVA, 3, tagged(pasid))?.status,
-                DmaStatus::Success,
-                "after CFGI_CD"
-            );
-            ensure_eq!(
-                (read_u64(p, pa), read_u64(p, pb)),
-                (2, 3),
-                "after CFGI_CD domain B applies"
-            );
-            Ok(())
-        })();
-        let iommu = p.iommu();
-        let cleanup = iommu
-            .aux_detach_device(a, x)
-            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
-            .and_then(|()| iommu.domain_free(a))
-            .and_then(|()| iommu.domain_free(b))
-            .map_err(core);
-        p.free_pages(pages, 2);
-        result.and(cleanup)
+                .cd_address(l.dev, l.pasid)
+                .ok_or_else(|| TestError::fail("no CD slot"))
+        };
+        live_change_needs_invalidation(
+            p,
+            "CFGI_CD",
+            |p, l| {
+                let cd_b = Cd::new(&CdConfig {
+                    asid: l.b.tag as u16,
+                    ttb0: l.b.root.ok_or_else(|| TestError::fail("B has no table"))?,
+                    ias: 48,
+                    ips: 4,
+                    mair: MAIR,
+                });
+                let at = slot(p, l)?;
+                p.iommu().hw.poke(at, &cd_b.0, &[]).map_err(hw)
+            },
+            |p, l| {
+                let cfgi = Command::CfgiCd {
+                    sid: l.dev,
+                    ssid: l.pasid,
+                    leaf: true,
+                };
+                let at = slot(p, l)?;
+                p.iommu().hw.poke(at, &[], &[cfgi]).map_err(hw)
+            },
+            // Detaching invalidates the CD and A's ASID; freeing B, B's.
+            |_, _| Ok(()),
+        )
     }
 
     /// More faults than the event queue holds, with nobody draining: the

@@ -265,86 +265,40 @@ mod on_board {
     /// changes nothing until the PASID cache and the IOTLB are told; then
     /// the writes land in the other domain's page.
     pub fn pasid_entry_change_needs_invalidation(p: &mut VtdPlatform) -> TestResult {
-        let (x, _, _) = p.devices();
-        let pages = p.alloc_pages(2, PAGE_SIZE)?;
-        let (pa, pb) = (pages, pages + PAGE_SIZE);
-        let a = p
-            .iommu()
-            .domain_alloc(DomainKind::Unmanaged)
-            .map_err(core)?;
-        let b = p
-            .iommu()
-            .domain_alloc(DomainKind::Unmanaged)
-            .map_err(core)?;
-        let result = (|| -> TestResult {
-            let iommu = p.iommu();
-            iommu.map(a, IOVA, pa, PAGE_SIZE, Prot::RW).map_err(core)?;
-            iommu.map(b, IOVA, pb, PAGE_SIZE, Prot::RW).map_err(core)?;
-            iommu.dev_enable_feature(x, Feature::Aux).map_err(core)?;
-            let pasid = iommu.aux_attach_device(a, x).map_err(core)?;
-            ensure_eq!(
-                write_u64(p, x, IOVA, 1, tagged(pasid))?.status,
-                DmaStatus::Success,
-                "through A"
-            );
-            ensure_eq!(read_u64(p, pa), 1, "A's page");
-            let ra = p.iommu().domain_ref(a).map_err(core)?;
-            let rb = p.iommu().domain_ref(b).map_err(core)?;
-            let root_b = rb.root.ok_or_else(|| TestError::fail("B has no table"))?;
-            let entry_b = p.iommu().hw.paging_entry(rb.tag as u16, root_b).encode();
-            let at = p
-                .iommu()
-                .hw
-                .pasid_entry_address(x as u16, pasid)
-                .ok_or_else(|| TestError::fail("no PASID entry"))?;
-            p.iommu().hw.poke(at, &entry_b).map_err(fail)?;
-            ensure_eq!(
-                write_u64(p, x, IOVA, 2, tagged(pasid))?.status,
-                DmaStatus::Success,
-                "before"
-            );
-            ensure_eq!(
-                (read_u64(p, pa), read_u64(p, pb)),
-                (2, 0),
-                "before the invalidation domain A still applies"
-            );
-            let old = ra.tag as u16;
+        use super::super::conformance::board::{live_change_needs_invalidation, LiveChange};
+        // Writes the entry of `to` at the PASID and returns the old DID.
+        let point_at =
+            |p: &mut VtdPlatform, l: &LiveChange, to: &kernel::iommu::domain::DomainRef| {
+                let root = to.root.ok_or_else(|| TestError::fail("no table"))?;
+                let entry = p.iommu().hw.paging_entry(to.tag as u16, root).encode();
+                let at = p
+                    .iommu()
+                    .hw
+                    .pasid_entry_address(l.dev as u16, l.pasid)
+                    .ok_or_else(|| TestError::fail("no PASID entry"))?;
+                p.iommu().hw.poke(at, &entry).map_err(fail)
+            };
+        // The PASID cache and IOTLB forget `from`; the PASID cache learns `to`.
+        let switch = |p: &mut VtdPlatform, l: &LiveChange, from: u32, to: u32| {
             let hw = &mut p.iommu().hw;
-            hw.flush_pasid(old, pasid).map_err(fail)?;
+            hw.flush_pasid(from as u16, l.pasid).map_err(fail)?;
             hw.submit(&[Descriptor::PasidCachePasid {
-                did: rb.tag as u16,
-                pasid,
+                did: to as u16,
+                pasid: l.pasid,
             }])
-            .map_err(fail)?;
-            ensure_eq!(
-                write_u64(p, x, IOVA, 3, tagged(pasid))?.status,
-                DmaStatus::Success,
-                "after"
-            );
-            ensure_eq!(
-                (read_u64(p, pa), read_u64(p, pb)),
-                (2, 3),
-                "after the invalidation domain B applies"
-            );
+            .map_err(fail)
+        };
+        live_change_needs_invalidation(
+            p,
+            "the PASID-cache and IOTLB invalidation",
+            |p, l| point_at(p, l, &l.b),
+            |p, l| switch(p, l, l.a.tag, l.b.tag),
             // Back as the driver wrote it, so detaching finds A's DID.
-            let root_a = ra.root.ok_or_else(|| TestError::fail("A has no table"))?;
-            let entry_a = p.iommu().hw.paging_entry(old, root_a).encode();
-            p.iommu().hw.poke(at, &entry_a).map_err(fail)?;
-            let hw = &mut p.iommu().hw;
-            hw.flush_pasid(rb.tag as u16, pasid).map_err(fail)?;
-            hw.submit(&[Descriptor::PasidCachePasid { did: old, pasid }])
-                .map_err(fail)?;
-            Ok(())
-        })();
-        let iommu = p.iommu();
-        let cleanup = iommu
-            .aux_detach_device(a, x)
-            .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
-            .and_then(|()| iommu.domain_free(a))
-            .and_then(|()| iommu.domain_free(b))
-            .map_err(core);
-        p.free_pages(pages, 2);
-        result.and(cleanup)
+            |p, l| {
+                point_at(p, l, &l.a)?;
+                switch(p, l, l.b.tag, l.a.tag)
+            },
+        )
     }
 
     /// What an aux domain costs (see the shared measure).
