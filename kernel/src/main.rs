@@ -76,7 +76,7 @@ mod run {
             console::bail_out(format_args!("page allocator: {e}"));
         }
         arch::init_late();
-        crate::pcie::number_buses_early();
+        crate::pcie::enumerate_early();
         let topology = crate::discovery::discover(boot);
         crate::discovery::report(topology);
         crate::discovery::report_functions(&crate::discovery::route_bus0(topology));

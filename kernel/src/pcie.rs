@@ -71,80 +71,91 @@ fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
     Some(host.windows.iter().filter_map(Window::from_dt).collect())
 }
 
-/// Numbers the buses of every devicetree host bridge, before the ACPI
-/// tables are read. QEMU builds its tables when they are first read, and
-/// the IORT maps each host bridge's RIDs by the bus range programmed at
-/// that moment: without this, functions behind bridges on virt (booted
-/// without firmware) would have no StreamID in the IORT. [`enumerate_all`]
-/// keeps these numbers (they nest correctly).
-pub fn number_buses_early() {
+/// Segments enumerated from the devicetree before the ACPI tables were
+/// read (see [`enumerate_early`]), waiting for [`enumerate_all`].
+static EARLY: spin::Mutex<Vec<Segment>> = spin::Mutex::new(Vec::new());
+
+/// Enumerates every devicetree host bridge before the ACPI tables are
+/// read. QEMU builds its tables when they are first read, and the IORT
+/// maps each host bridge's RIDs by the bus range programmed at that
+/// moment: without this, functions behind bridges on virt (booted without
+/// firmware, so nobody numbered the buses) would have no StreamID in the
+/// IORT. [`enumerate_all`] takes these segments over instead of scanning
+/// them again.
+pub fn enumerate_early() {
     let Some(dt) = crate::arch::devicetree() else {
         return;
     };
-    for h in &dt.pcie {
-        let start = *h.bus_range.start();
-        let w = EcamWindow {
-            segment: h.domain.unwrap_or(0) as u16,
-            base: h.ecam.base - (u64::from(start) << 20),
-            start_bus: start,
-            end_bus: *h.bus_range.end(),
-        };
-        let bus = enumerate(
-            &mut ecam(&w),
-            w.segment,
-            w.start_bus..=w.end_bus,
-            Policy::default(),
-        );
-        log::info!(
-            "pci segment {}: {} bridge(s) numbered before the ACPI tables are read",
-            w.segment,
-            bus.bridges.len()
-        );
+    let segments = dt
+        .pcie
+        .iter()
+        .map(|h| {
+            let start = *h.bus_range.start();
+            enumerate_window(&EcamWindow {
+                segment: h.domain.unwrap_or(0) as u16,
+                base: h.ecam.base - (u64::from(start) << 20),
+                start_bus: start,
+                end_bus: *h.bus_range.end(),
+            })
+        })
+        .collect();
+    *EARLY.lock() = segments;
+}
+
+/// Scans one ECAM window: bus numbers, capabilities, BARs (assigned from
+/// the devicetree's host bridge windows where there is one).
+fn enumerate_window(w: &EcamWindow) -> Segment {
+    let t0 = crate::arch::now_ns();
+    let mut cfg = ecam(w);
+    let mut bus = enumerate(
+        &mut cfg,
+        w.segment,
+        w.start_bus..=w.end_bus,
+        Policy::default(),
+    );
+    // Without a devicetree (PC firmware) the BARs firmware set stay.
+    if let Some(windows) = dt_windows(w) {
+        let errors = assign(&mut cfg, &mut bus, &windows);
+        bus.errors.extend(errors);
+    } else {
+        // PC: memory and I/O addresses on PCI are the CPU's own.
+        for f in &mut bus.functions {
+            for b in &mut f.bars {
+                b.cpu_address = b.address;
+            }
+        }
+    }
+    log::info!(
+        "pci segment {}: {} function(s), {} bridge(s), {} error(s) in {} us",
+        bus.segment,
+        bus.functions.len(),
+        bus.bridges.len(),
+        bus.errors.len(),
+        (crate::arch::now_ns() - t0) / 1000
+    );
+    Segment {
+        window: w.clone(),
+        bus,
     }
 }
 
+/// Every ECAM window discovery found, enumerated (or taken over from
+/// [`enumerate_early`] when it is the same window), then reported.
 pub fn enumerate_all(t: &Topology) {
     SEGMENTS.call_once(|| {
-        let t0 = crate::arch::now_ns();
-        let segments: Vec<Segment> = t
+        let mut early = core::mem::take(&mut *EARLY.lock());
+        let mut segments: Vec<Segment> = t
             .ecam
             .iter()
-            .map(|w| {
-                let mut cfg = ecam(w);
-                let mut bus = enumerate(
-                    &mut cfg,
-                    w.segment,
-                    w.start_bus..=w.end_bus,
-                    Policy::default(),
-                );
-                // Without a devicetree (PC firmware) the BARs firmware set stay.
-                if let Some(windows) = dt_windows(w) {
-                    let errors = assign(&mut cfg, &mut bus, &windows);
-                    bus.errors.extend(errors);
-                } else {
-                    // PC: memory and I/O addresses on PCI are the CPU's own.
-                    for f in &mut bus.functions {
-                        for b in &mut f.bars {
-                            b.cpu_address = b.address;
-                        }
-                    }
-                }
-                Segment {
-                    window: w.clone(),
-                    bus,
-                }
+            .map(|w| match early.iter().position(|s| s.window == *w) {
+                Some(i) => early.swap_remove(i),
+                None => enumerate_window(w),
             })
             .collect();
-        let us = (crate::arch::now_ns() - t0) / 1000;
+        // A devicetree host bridge the MCFG does not name is still a bus.
+        segments.extend(early);
         for s in &segments {
             let b = &s.bus;
-            log::info!(
-                "pci segment {}: {} function(s), {} bridge(s), {} error(s) in {us} us",
-                b.segment,
-                b.functions.len(),
-                b.bridges.len(),
-                b.errors.len()
-            );
             for f in &b.functions {
                 log::info!(
                     "  {} {:04x}:{:04x} class {:06x}{}",
