@@ -49,11 +49,8 @@ mod on_board {
         let records = p.iommu().hw.take_records();
         let ok = records.len() == 1 && {
             let r = &records[0];
-            // QEMU records requests without PASID as RID_PASID 0 with the
-            // PASID-present bit set.
-            let seen = if r.pasid == Some(0) { None } else { r.pasid };
             u32::from(r.source_id) == sid
-                && seen == pasid
+                && r.pasid == pasid
                 && r.addr == addr & !(PAGE_SIZE - 1)
                 && r.read == read
                 && reasons.contains(&r.reason)

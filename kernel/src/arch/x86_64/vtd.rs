@@ -737,7 +737,12 @@ impl VtdHw {
                     core::ptr::read_volatile(self.mmio64(at + 8)),
                 )
             };
-            let record = FaultRecord::decode(lo, hi);
+            let mut record = FaultRecord::decode(lo, hi);
+            // Requests without PASID are processed as RID_PASID 0, and
+            // units may record them with PASID 0 present: they had none.
+            if record.pasid == Some(0) {
+                record.pasid = None;
+            }
             if record.valid {
                 self.pending.push(record);
                 // F is write-1-to-clear.
@@ -772,12 +777,7 @@ impl VtdHw {
         let records = self.take_records();
         records
             .into_iter()
-            .filter_map(|mut r| {
-                // Requests without PASID are processed as RID_PASID 0, and
-                // units may report them with PASID 0: the core says None.
-                if r.pasid == Some(0) {
-                    r.pasid = None;
-                }
+            .filter_map(|r| {
                 let dev = self.devices.get(&r.source_id);
                 let reason = match (r.reason, r.pasid) {
                     // PASID entry (or directory entry) not present or, as
