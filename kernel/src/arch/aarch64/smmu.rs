@@ -14,7 +14,7 @@
 //! has the details.
 use crate::memory::iommu::{read_u64, write_u64};
 use crate::memory::{self, KernelTables};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -728,8 +728,8 @@ struct Stream {
     log2: u8,
     /// The level-1 table and its entries, once there are two levels.
     l1: Option<(u64, u32)>,
-    /// Attached PASIDs and their ASIDs.
-    pasids: BTreeMap<u32, u16>,
+    /// Attached PASIDs.
+    pasids: BTreeSet<u32>,
 }
 
 /// CDs per leaf table (S1Fmt 4 KiB leaves).
@@ -747,7 +747,7 @@ impl SmmuHw {
                 leaves: BTreeMap::from([(0, leaf)]),
                 log2: 0,
                 l1: None,
-                pasids: BTreeMap::new(),
+                pasids: BTreeSet::new(),
             };
             self.streams.insert(sid, st);
         }
@@ -1028,7 +1028,7 @@ impl SmmuHw {
         let mut out = Vec::new();
         for ev in self.drain_events() {
             let st = self.streams.get(&ev.sid);
-            let attached = |p: u32| st.is_some_and(|s| s.pasids.contains_key(&p));
+            let attached = |p: u32| st.is_some_and(|s| s.pasids.contains(&p));
             let reason = match ev.kind {
                 EventKind::Translation | EventKind::AddressSize => match ev.ssid {
                     None if st.is_some_and(|s| s.primary == Primary::Blocked) => {
@@ -1159,7 +1159,7 @@ impl IommuHw for SmmuHw {
             .get_mut(&dev)
             .expect("managed")
             .pasids
-            .insert(pasid, d.tag as u16);
+            .insert(pasid);
         Ok(())
     }
 
@@ -1167,7 +1167,7 @@ impl IommuHw for SmmuHw {
         if !self
             .streams
             .get(&dev)
-            .is_some_and(|s| s.pasids.contains_key(&pasid))
+            .is_some_and(|s| s.pasids.contains(&pasid))
         {
             return Ok(());
         }

@@ -131,8 +131,6 @@ pub struct VtdHw {
     pub fault_overflows: u32,
     /// Faults read from the recording registers, not yet taken.
     pending: Vec<FaultRecord>,
-    /// The fault event MSI, when enabled.
-    fault_vector: Option<MsiVector>,
     /// Leave fault records in the registers after each DMA (a test of
     /// their overflow).
     pub defer_fault_collection: bool,
@@ -217,7 +215,6 @@ impl VtdHw {
             refused: Vec::new(),
             fault_overflows: 0,
             pending: Vec::new(),
-            fault_vector: None,
             defer_fault_collection: false,
             rmrrs: BTreeMap::new(),
         };
@@ -714,13 +711,11 @@ impl VtdHw {
             core::ptr::write_volatile(self.mmio32(0x44), (v.address >> 32) as u32);
             core::ptr::write_volatile(self.mmio32(0x38), 0);
         }
-        self.fault_vector = Some(v);
     }
 
     pub fn disable_fault_interrupt(&mut self) {
         // SAFETY: FECTL of this unit.
         unsafe { core::ptr::write_volatile(self.mmio32(0x38), FECTL_IM) };
-        self.fault_vector = None;
     }
 
     /// Reads every fault recording register that holds a fault, clears
