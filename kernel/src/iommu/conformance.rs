@@ -113,7 +113,8 @@ pub fn cases<P: Platform>() -> Vec<Case<P>> {
 const IOVA: u64 = 0x4000_0000;
 const PATTERN: u8 = 0xa5;
 
-fn core_err(e: IommuError) -> TestError {
+/// A core refusal as a test failure.
+pub fn core_err(e: IommuError) -> TestError {
     TestError::fail(format!("{e}"))
 }
 

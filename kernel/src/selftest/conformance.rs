@@ -382,7 +382,7 @@ pub(super) mod board {
         use kernel::iommu::domain::{DomainKind, Feature};
         use kernel::iommu::pgtable::{Format, Prot};
         const IOVA: u64 = 0x4000_0000;
-        let core = |e| TestError::fail(format!("{e}"));
+        let core = kernel::iommu::conformance::core_err;
         let (x, _, _) = p.devices();
         let page = p.alloc_pages(1, PAGE_SIZE)?;
         let metadata = |p: &mut Board| {
@@ -475,7 +475,7 @@ pub(super) mod board {
         use kernel::iommu::domain::{DomainKind, Feature};
         use kernel::iommu::pgtable::Prot;
         const IOVA: u64 = 0x4000_0000;
-        let core = |e| TestError::fail(format!("{e}"));
+        let core = kernel::iommu::conformance::core_err;
         let (x, _, _) = p.devices();
         let pages = p.alloc_pages(2, PAGE_SIZE)?;
         let (pa, pb) = (pages, pages + PAGE_SIZE);
@@ -547,7 +547,7 @@ pub(super) mod board {
         const LEN: u64 = 1 << 20;
         const PAGES: u64 = LEN / PAGE_SIZE;
         const IOVA: u64 = 0x4000_0000;
-        let core = |e| TestError::fail(format!("{e}"));
+        let core = kernel::iommu::conformance::core_err;
         let (x, _, _) = p.devices();
         let src = p.alloc_pages(PAGES, 2 << 20)?;
         let dst = p.alloc_pages(PAGES, 2 << 20)?;

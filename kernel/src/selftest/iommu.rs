@@ -142,6 +142,7 @@ pub fn smmuv3_stage1_dma() -> TestResult {
 
 #[cfg(target_arch = "aarch64")]
 pub(super) mod stage1 {
+    use super::super::conformance::board::fail as hw_err;
     use super::super::dma;
     use crate::arch::smmu::SmmuHw;
     use crate::memory::DmaBuffer;
@@ -160,10 +161,6 @@ pub(super) mod stage1 {
 
     const IOVA: u64 = 0x1000_0000;
     const BOUND_NS: u64 = 2_000_000_000;
-
-    fn hw_err(e: impl core::fmt::Debug) -> TestError {
-        TestError::fail(format!("{e:?}"))
-    }
 
     /// The StreamID the IORT gives a PCI function.
     pub(in crate::selftest) fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {

@@ -37,6 +37,7 @@ pub fn stream_tables() -> TestResult {
 
 #[cfg(target_arch = "aarch64")]
 mod on_board {
+    use super::super::conformance::board::fail as hw;
     use super::super::conformance::board::SmmuPlatform;
     use crate::arch::smmu::WiredIrqs;
     use acpi_tables::iort::NodeKind;
@@ -44,8 +45,8 @@ mod on_board {
     use alloc::vec::Vec;
     use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
-    use kernel::iommu::conformance::{read_u64, tagged, write_u64, Platform};
-    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, IommuError};
+    use kernel::iommu::conformance::{core_err as core, read_u64, tagged, write_u64, Platform};
+    use kernel::iommu::domain::{DeviceId, DomainKind, Feature};
     use kernel::iommu::pgtable::arm::MAIR;
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
     use kernel::{ensure, ensure_eq};
@@ -57,14 +58,6 @@ mod on_board {
     const IOVA: u64 = 0x4000_0000;
     /// Inside the 44-bit output range, but no RAM or device decodes it.
     const UNBACKED: u64 = 0x10_0000_0000;
-
-    fn core(e: IommuError) -> TestError {
-        TestError::fail(format!("{e}"))
-    }
-
-    fn hw(e: impl core::fmt::Debug) -> TestError {
-        TestError::fail(format!("{e:?}"))
-    }
 
     fn read(
         p: &mut SmmuPlatform,

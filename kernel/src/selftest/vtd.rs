@@ -20,21 +20,16 @@ super::conformance::board_tests!(
 #[cfg(target_arch = "x86_64")]
 mod on_board {
     use super::super::conformance::board::{fail, VtdPlatform};
-    use alloc::format;
     use kernel::dma::{DmaOp, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
-    use kernel::iommu::conformance::{read_u64, tagged, write_u64, Platform};
-    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, IommuError};
+    use kernel::iommu::conformance::{core_err as core, read_u64, tagged, write_u64, Platform};
+    use kernel::iommu::domain::{DeviceId, DomainKind, Feature};
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
     use kernel::{ensure, ensure_eq};
     use vtd::fault::FaultRecord;
     use vtd::qi::Descriptor;
 
     const IOVA: u64 = 0x4000_0000;
-
-    fn core(e: IommuError) -> TestError {
-        TestError::fail(format!("{e}"))
-    }
 
     /// Exactly one fault record since the last look, with these fields.
     fn expect_record(
