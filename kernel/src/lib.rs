@@ -9,6 +9,7 @@ extern crate alloc;
 pub mod addr;
 pub mod cmdline;
 pub mod dma;
+pub mod hal;
 pub mod harness;
 pub mod iommu;
 pub mod irq;

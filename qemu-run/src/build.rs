@@ -13,7 +13,7 @@ pub fn target_dir(root: &Path) -> PathBuf {
     root.join("target").join("kernel")
 }
 
-/// Where `cargo build -p kernel --release --target T` leaves the image.
+/// Where `cargo build -p image --release --target T` leaves the image.
 pub fn kernel_image(root: &Path, target: &str) -> PathBuf {
     target_dir(root).join(target).join("release").join("kernel")
 }
@@ -23,7 +23,7 @@ pub fn build_command(root: &Path, target: &str) -> Vec<String> {
         "cargo".into(),
         "build".into(),
         "-p".into(),
-        "kernel".into(),
+        "image".into(),
         "--release".into(),
         "--target".into(),
         target.into(),
@@ -124,7 +124,7 @@ mod tests {
         );
         assert_eq!(
             build_command(root, "x86_64-unknown-none").join(" "),
-            "cargo build -p kernel --release --target x86_64-unknown-none --target-dir /w/target/kernel"
+            "cargo build -p image --release --target x86_64-unknown-none --target-dir /w/target/kernel"
         );
     }
 

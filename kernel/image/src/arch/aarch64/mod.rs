@@ -4,7 +4,7 @@ mod boot;
 mod dt;
 mod entry;
 mod exceptions;
-mod gic;
+pub mod gic;
 mod mmu;
 mod msi;
 mod psci;
@@ -67,6 +67,12 @@ pub fn wait_for_interrupt() {
 /// coherency, for a device that does not snoop (a non-coherent IOMMU's
 /// tables and queues): what the CPU wrote reaches memory, and what the
 /// device wrote is read from memory.
+/// Orders earlier stores to memory a device reads before later MMIO
+/// accesses (DSB SY).
+pub fn dma_barrier() {
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+}
+
 pub fn flush_cache_line(pa: u64) {
     // SAFETY: DC CIVAC on an identity-mapped address writes back and
     // drops a line; it changes no data.

@@ -24,6 +24,8 @@ mod dma_engine;
 #[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
+mod hal;
+#[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
 mod interrupts;

@@ -12,7 +12,7 @@ fn main() {
         "x86_64-unknown-none" => "x86_64-pvh.ld",
         other => panic!("no linker script for target {other}"),
     };
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../linker");
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../linker");
     let path = dir.join(script);
     println!("cargo:rerun-if-changed={}", path.display());
     println!("cargo:rustc-link-arg-bins=-T{}", path.display());

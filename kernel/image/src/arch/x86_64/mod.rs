@@ -69,6 +69,13 @@ pub fn interrupts_restore(enabled: bool) {
 /// HLT instead of slipping in before it. The interrupt state is kept.
 /// Writes back and drops the cache line holding `pa`, for a device that
 /// does not snoop (a non-coherent IOMMU's tables and queues, ECAP.C = 0).
+/// Orders earlier stores to memory a device reads before later MMIO
+/// accesses: x86 keeps write-back stores in order before uncached ones,
+/// so only the compiler must not reorder (a full fence costs little).
+pub fn dma_barrier() {
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}
+
 pub fn flush_cache_line(pa: u64) {
     // SAFETY: CLFLUSH on an identity-mapped address writes back and drops
     // a line; it changes no data. The fence orders it before what follows.
