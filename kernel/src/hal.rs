@@ -20,6 +20,8 @@ pub enum HalError {
     OutOfBounds { offset: u64, len: u64 },
     /// The interrupt line cannot be used.
     Interrupt { line: u32 },
+    /// An address in none of the driver's regions.
+    NotOwned { pa: u64 },
 }
 
 impl fmt::Display for HalError {
@@ -30,6 +32,7 @@ impl fmt::Display for HalError {
                 write!(f, "access at {offset:#x} past a region of {len:#x} bytes")
             }
             HalError::Interrupt { line } => write!(f, "interrupt line {line} cannot be used"),
+            HalError::NotOwned { pa } => write!(f, "{pa:#x} is in none of the driver's regions"),
         }
     }
 }
@@ -71,7 +74,7 @@ pub fn check_bounds(offset: u64, len: u64, size: u64, word: bool) -> Result<(), 
 }
 
 /// What a driver is handed.
-pub trait Hal {
+pub trait Hal: Clone {
     type Region: DmaRegion;
     /// `bytes` of zeroed memory at a multiple of `align` (at least a page),
     /// in memory (not only in the CPU's caches) when it is returned.
@@ -98,16 +101,84 @@ pub trait Hal {
     }
 }
 
-/// Page-table memory from a [`Hal`]: the walker's coherency decides how
+/// The regions one driver owns, found by the physical addresses it hands
+/// the hardware: a driver keeps addresses in its structures (as the
+/// hardware does) and every access goes through the region that holds the
+/// address, bounds-checked. An address outside every region is refused.
+pub struct RegionSet<R: DmaRegion> {
+    regions: BTreeMap<u64, R>,
+}
+
+impl<R: DmaRegion> Default for RegionSet<R> {
+    fn default() -> Self {
+        RegionSet {
+            regions: BTreeMap::new(),
+        }
+    }
+}
+
+impl<R: DmaRegion> RegionSet<R> {
+    /// Keeps `r`; returns its physical address.
+    pub fn insert(&mut self, r: R) -> u64 {
+        let pa = r.phys().as_u64();
+        self.regions.insert(pa, r);
+        pa
+    }
+
+    /// Gives back the region that starts at `pa`.
+    pub fn remove(&mut self, pa: u64) -> Option<R> {
+        self.regions.remove(&pa)
+    }
+
+    /// The region holding `pa`, and the offset of `pa` in it.
+    fn find(&self, pa: u64) -> Option<(u64, u64)> {
+        let (&base, r) = self.regions.range(..=pa).next_back()?;
+        (pa - base < r.len()).then_some((base, pa - base))
+    }
+
+    pub fn contains(&self, pa: u64) -> bool {
+        self.find(pa).is_some()
+    }
+
+    pub fn read_u64(&self, pa: u64) -> Result<u64, HalError> {
+        let (base, off) = self.find(pa).ok_or(HalError::NotOwned { pa })?;
+        self.regions[&base].read_u64(off)
+    }
+
+    pub fn write_u64(&mut self, pa: u64, value: u64) -> Result<(), HalError> {
+        let (base, off) = self.find(pa).ok_or(HalError::NotOwned { pa })?;
+        self.regions
+            .get_mut(&base)
+            .ok_or(HalError::NotOwned { pa })?
+            .write_u64(off, value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Every region, out of the set (to leak them on purpose when the
+    /// hardware may still be reading them).
+    pub fn take_all(&mut self) -> BTreeMap<u64, R> {
+        core::mem::take(&mut self.regions)
+    }
+}
+
+/// Page-table memory from a [`Hal`] (a handle to it: the image's is a
+/// unit struct, the fake an `Rc`): the walker's coherency decides how
 /// entries are written.
-pub struct HalTables<'h, H: Hal> {
-    hal: &'h H,
+pub struct HalTables<H: Hal> {
+    hal: H,
     coherency: Coherency,
     live: BTreeMap<u64, H::Region>,
 }
 
-impl<'h, H: Hal> HalTables<'h, H> {
-    pub fn new(hal: &'h H, coherency: Coherency) -> Self {
+impl<H: Hal> HalTables<H> {
+    pub fn new(hal: H, coherency: Coherency) -> Self {
         HalTables {
             hal,
             coherency,
@@ -129,12 +200,9 @@ fn table_entry<R: DmaRegion>(
     live.get(&table).map(|r| (r, 8 * index as u64))
 }
 
-impl<H: Hal> TableMemory for HalTables<'_, H> {
+impl<H: Hal> TableMemory for HalTables<H> {
     fn alloc(&mut self) -> Option<u64> {
-        let r = self
-            .hal
-            .alloc(PAGE_SIZE, PAGE_SIZE, self.coherency)
-            .ok()?;
+        let r = self.hal.alloc(PAGE_SIZE, PAGE_SIZE, self.coherency).ok()?;
         let pa = r.phys().as_u64();
         self.live.insert(pa, r);
         Some(pa)
@@ -180,10 +248,17 @@ pub mod fake {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum MemEvent {
         /// A 64-bit store of `value` at physical address `pa`.
-        Store { pa: u64, value: u64 },
+        Store {
+            pa: u64,
+            value: u64,
+        },
         Barrier,
         /// A mark a test's fake device adds (an invalidation it saw).
-        Mark { what: u32, a: u64, b: u64 },
+        Mark {
+            what: u32,
+            a: u64,
+            b: u64,
+        },
     }
 
     #[derive(Default)]
@@ -283,8 +358,7 @@ pub mod fake {
             check_bounds(offset, data.len() as u64, self.len, false)?;
             let mut s = self.shared.borrow_mut();
             let o = offset as usize;
-            s.mem.get_mut(&self.pa).expect("live region")[o..o + data.len()]
-                .copy_from_slice(data);
+            s.mem.get_mut(&self.pa).expect("live region")[o..o + data.len()].copy_from_slice(data);
             Ok(())
         }
     }
@@ -358,6 +432,16 @@ mod tests {
             ]
         );
         assert_eq!(hal.live_regions(), 1);
+        let mut set = RegionSet::default();
+        let pa = set.insert(r);
+        set.write_u64(pa + 16, 7).unwrap();
+        assert_eq!(set.read_u64(pa + 16).unwrap(), 7);
+        assert_eq!(
+            set.read_u64(pa + 4096),
+            Err(HalError::NotOwned { pa: pa + 4096 })
+        );
+        assert!(set.write_u64(pa - 8, 1).is_err());
+        let r = set.remove(pa).unwrap();
         drop(r);
         assert_eq!(hal.live_regions(), 0);
     }
@@ -367,7 +451,7 @@ mod tests {
         use crate::iommu::pgtable::arm::ArmLpae;
         use crate::iommu::pgtable::{Gather, PageTable, Prot};
         let hal = FakeHal::new();
-        let mut mem = HalTables::new(&hal, Coherency::Coherent);
+        let mut mem = HalTables::new(hal.clone(), Coherency::Coherent);
         let mut t = PageTable::new(ArmLpae::S1, &mut mem).unwrap();
         t.map(&mut mem, 0x4000_0000, 0x8000_0000, 0x1000, Prot::RW)
             .unwrap();

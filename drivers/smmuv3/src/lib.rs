@@ -1,5 +1,5 @@
-//! Arm SMMUv3 (Arm IHI 0070): what the driver for issue 7 builds on. The
-//! in-memory formats are typed encoders and decoders, tested bit by bit on
+//! The Arm SMMUv3 driver (Arm IHI 0070). The in-memory formats are typed
+//! encoders and decoders, tested bit by bit on
 //! the host:
 //!
 //! - [`idr`]: the ID registers decoded into the features the driver uses;
@@ -13,7 +13,9 @@
 //! - [`event`]: event queue records decoded into typed events;
 //! - [`queue`]: producer/consumer index arithmetic with the wrap bit;
 //! - [`regs`]: the register map (tock-registers);
-//! - [`probe`]: reading a live SMMU's identification.
+//! - [`probe`]: reading a live SMMU's identification;
+//! - [`driver`]: the driver itself, the core's `IommuHw` for one SMMU,
+//!   generic over the kernel's HAL (memory, barrier, clock, interrupts).
 #![no_std]
 // Only `probe` touches MMIO.
 #![deny(unsafe_code)]
@@ -23,6 +25,7 @@ extern crate alloc;
 pub mod cd;
 pub mod cmd;
 pub mod cmdq;
+pub mod driver;
 pub mod event;
 pub mod idr;
 #[allow(unsafe_code)]

@@ -1,12 +1,14 @@
 //! Reading a live SMMU's identification (the first step of a probe).
 use crate::idr::{Features, Unusable};
-use crate::regs::SmmuRegs;
+use crate::regs::{SmmuPage1, SmmuRegs, PAGE1};
 use core::ptr::NonNull;
 use tock_registers::interfaces::Readable;
 
 /// The register pages of one SMMU, mapped.
 pub struct Smmu {
     regs: NonNull<SmmuRegs>,
+    page1: NonNull<SmmuPage1>,
+    base: usize,
 }
 
 // SAFETY: owns its MMIO mapping; callers serialise access.
@@ -20,12 +22,26 @@ impl Smmu {
         Smmu {
             // SAFETY: the caller vouches for a valid, non-null address.
             regs: unsafe { NonNull::new_unchecked(base as *mut SmmuRegs) },
+            // SAFETY: page 1 of the same frame, which the caller vouches for.
+            page1: unsafe { NonNull::new_unchecked((base + PAGE1) as *mut SmmuPage1) },
+            base,
         }
     }
 
     pub fn regs(&self) -> &SmmuRegs {
         // SAFETY: `new`'s contract.
         unsafe { self.regs.as_ref() }
+    }
+
+    /// Register page 1 (the event and PRI queue indexes).
+    pub fn page1(&self) -> &SmmuPage1 {
+        // SAFETY: `new`'s contract covers both pages.
+        unsafe { self.page1.as_ref() }
+    }
+
+    /// The register frame's physical address (for messages).
+    pub fn base(&self) -> u64 {
+        self.base as u64
     }
 
     /// IDR0..5 and IIDR, raw.

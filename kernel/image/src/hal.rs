@@ -27,8 +27,9 @@ impl KernelRegion {
         // SAFETY: `offset` is in bounds and 8-byte aligned (checked by the
         // callers), inside pages this region owns; identity-mapped RAM.
         unsafe {
-            self.bytes
-                .map(|p| NonNull::new_unchecked(p.as_ptr().cast::<u8>().add(offset as usize).cast::<u64>()))
+            self.bytes.map(|p| {
+                NonNull::new_unchecked(p.as_ptr().cast::<u8>().add(offset as usize).cast::<u64>())
+            })
         }
     }
 
@@ -103,7 +104,12 @@ impl Drop for KernelRegion {
 impl Hal for KernelHal {
     type Region = KernelRegion;
 
-    fn alloc(&self, bytes: u64, align: u64, coherency: Coherency) -> Result<KernelRegion, HalError> {
+    fn alloc(
+        &self,
+        bytes: u64,
+        align: u64,
+        coherency: Coherency,
+    ) -> Result<KernelRegion, HalError> {
         let pages = bytes.div_ceil(PAGE_SIZE).max(1) as usize;
         let phys = memory::alloc_pages(pages, align.max(PAGE_SIZE))
             .map_err(|_| HalError::NoMemory { bytes })?;

@@ -114,7 +114,7 @@ const IOVA: u64 = 0x4000_0000;
 const PATTERN: u8 = 0xa5;
 
 /// A core refusal as a test failure.
-pub fn core_err(e: IommuError) -> TestError {
+pub fn core_err<E: core::fmt::Display>(e: IommuError<E>) -> TestError {
     TestError::fail(format!("{e}"))
 }
 
@@ -1233,11 +1233,13 @@ mod tests {
     /// invalidation dropped, test 5 sees the stale translation.
     #[test]
     fn a_missed_invalidation_is_caught() {
-        use crate::iommu::domain::{Attachment, DomainRef, HwError};
+        use crate::iommu::domain::{Attachment, DomainRef};
+        use crate::iommu::model::ModelError as HwError;
         use crate::iommu::model::ModelIommu;
         use crate::iommu::pgtable::Gather;
         struct Forgetful(ModelIommu);
         impl IommuHw for Forgetful {
+            type Error = HwError;
             fn format(&self) -> TableFormat {
                 self.0.format()
             }

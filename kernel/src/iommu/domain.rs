@@ -8,7 +8,6 @@ use super::pgtable::arm::ArmLpae;
 use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory, PAGE_SIZE};
 use alloc::collections::BTreeMap;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -146,29 +145,28 @@ pub struct Fault {
     pub reason: FaultReason,
 }
 
-/// A hardware error, as the driver reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HwError(pub String);
-
 /// The hardware side of the core, one implementation per IOMMU.
 pub trait IommuHw {
+    /// The driver's own error: a small `Copy` value that says what the
+    /// hardware (or the driver's use of it) refused.
+    type Error: Copy + fmt::Debug + fmt::Display + PartialEq;
     /// The format of new paging domains' tables.
     fn format(&self) -> TableFormat;
     /// PASID bits the IOMMU supports (SSIDSIZE, PSS + 1); 0 for none.
     fn pasid_bits(&self) -> u8;
     fn tables(&mut self) -> &mut dyn TableMemory;
     /// A fresh ASID or domain id.
-    fn alloc_tag(&mut self) -> Result<u32, HwError>;
+    fn alloc_tag(&mut self) -> Result<u32, Self::Error>;
     fn free_tag(&mut self, tag: u32);
     /// Makes `d` the translation of `dev`'s requests without PASID,
     /// replacing the previous one atomically.
-    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError>;
+    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), Self::Error>;
     /// Allocates `dev`'s PASID structures and enables its PASID capability.
-    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), HwError>;
-    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), HwError>;
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError>;
+    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
+    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), Self::Error>;
     /// Removes the PASID's translation and every cached copy of it.
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError>;
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), Self::Error>;
     /// Where the device's MSIs are written, if they go through DMA
     /// translation (the GIC ITS doorbell on Arm): the core maps that page,
     /// at the same address, in every primary paging domain so MSIs keep
@@ -190,11 +188,11 @@ pub trait IommuHw {
         d: &DomainRef,
         attached: &[Attachment],
         gather: &Gather,
-    ) -> Result<(), HwError>;
+    ) -> Result<(), Self::Error>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IommuError {
+pub enum IommuError<E> {
     UnknownDevice(DeviceId),
     DeviceExists(DeviceId),
     UnknownDomain(DomainId),
@@ -241,10 +239,11 @@ pub enum IommuError {
     },
     Pasid(PasidError),
     PageTable(PgError),
-    Hw(HwError),
+    /// The driver refused (its own error).
+    Hw(E),
 }
 
-impl fmt::Display for IommuError {
+impl<E: fmt::Display> fmt::Display for IommuError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IommuError::UnknownDevice(d) => write!(f, "device {d} is unknown"),
@@ -295,22 +294,17 @@ impl fmt::Display for IommuError {
             IommuError::NoIova { size } => write!(f, "no IOVA space for {size:#x} bytes"),
             IommuError::Pasid(e) => write!(f, "{e}"),
             IommuError::PageTable(e) => write!(f, "{e}"),
-            IommuError::Hw(e) => write!(f, "hardware: {}", e.0),
+            IommuError::Hw(e) => write!(f, "hardware: {e}"),
         }
     }
 }
 
-impl From<PgError> for IommuError {
+impl<E> From<PgError> for IommuError<E> {
     fn from(e: PgError) -> Self {
         IommuError::PageTable(e)
     }
 }
-impl From<HwError> for IommuError {
-    fn from(e: HwError) -> Self {
-        IommuError::Hw(e)
-    }
-}
-impl From<PasidError> for IommuError {
+impl<E> From<PasidError> for IommuError<E> {
     fn from(e: PasidError) -> Self {
         IommuError::Pasid(e)
     }
@@ -339,10 +333,10 @@ struct Device {
 }
 
 /// The page table of paging domain `id`.
-fn paging_table(
+fn paging_table<E>(
     domains: &mut BTreeMap<DomainId, Domain>,
     id: DomainId,
-) -> Result<&mut PageTable<TableFormat>, IommuError> {
+) -> Result<&mut PageTable<TableFormat>, IommuError<E>> {
     let d = domains.get_mut(&id).ok_or(IommuError::UnknownDomain(id))?;
     let kind = d.kind;
     d.table
@@ -367,7 +361,7 @@ pub struct Iommu<H: IommuHw> {
 
 impl<H: IommuHw> Iommu<H> {
     /// PASIDs for aux domains come from `[pasid_min, pasid_max]`.
-    pub fn new(hw: H, pasid_min: u32, pasid_max: u32) -> Result<Self, IommuError> {
+    pub fn new(hw: H, pasid_min: u32, pasid_max: u32) -> Result<Self, IommuError<H::Error>> {
         let mut iommu = Iommu {
             hw,
             domains: BTreeMap::new(),
@@ -387,11 +381,11 @@ impl<H: IommuHw> Iommu<H> {
 
     /// What the driver is told about domain `id` (its kind, table root
     /// and hardware tag).
-    pub fn domain_ref(&self, id: DomainId) -> Result<DomainRef, IommuError> {
+    pub fn domain_ref(&self, id: DomainId) -> Result<DomainRef, IommuError<H::Error>> {
         self.dref(id)
     }
 
-    fn dref(&self, id: DomainId) -> Result<DomainRef, IommuError> {
+    fn dref(&self, id: DomainId) -> Result<DomainRef, IommuError<H::Error>> {
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         Ok(DomainRef {
             id,
@@ -404,12 +398,16 @@ impl<H: IommuHw> Iommu<H> {
 
     /// Registers a device (its PASID capability's width, 0 for none) and
     /// puts it in the blocked domain.
-    pub fn add_device(&mut self, dev: DeviceId, pasid_bits: u8) -> Result<(), IommuError> {
+    pub fn add_device(
+        &mut self,
+        dev: DeviceId,
+        pasid_bits: u8,
+    ) -> Result<(), IommuError<H::Error>> {
         if self.devices.contains_key(&dev) {
             return Err(IommuError::DeviceExists(dev));
         }
         let r = self.dref(self.blocked)?;
-        self.hw.set_primary(dev, &r)?;
+        self.hw.set_primary(dev, &r).map_err(IommuError::Hw)?;
         self.devices.insert(
             dev,
             Device {
@@ -425,7 +423,7 @@ impl<H: IommuHw> Iommu<H> {
         Ok(())
     }
 
-    pub fn domain_alloc(&mut self, kind: DomainKind) -> Result<DomainId, IommuError> {
+    pub fn domain_alloc(&mut self, kind: DomainKind) -> Result<DomainId, IommuError<H::Error>> {
         let id = DomainId(self.next);
         let (table, tag) = if kind.paging() {
             let fmt = self.hw.format();
@@ -436,7 +434,7 @@ impl<H: IommuHw> Iommu<H> {
                     let mut g = Gather::default();
                     table.destroy(self.hw.tables(), &mut g);
                     g.release(self.hw.tables());
-                    return Err(e.into());
+                    return Err(IommuError::Hw(e));
                 }
             }
         } else {
@@ -466,7 +464,7 @@ impl<H: IommuHw> Iommu<H> {
         Ok(id)
     }
 
-    pub fn domain_kind(&self, id: DomainId) -> Result<DomainKind, IommuError> {
+    pub fn domain_kind(&self, id: DomainId) -> Result<DomainKind, IommuError<H::Error>> {
         Ok(self
             .domains
             .get(&id)
@@ -475,7 +473,7 @@ impl<H: IommuHw> Iommu<H> {
     }
 
     /// Frees a domain that nothing is attached to.
-    pub fn domain_free(&mut self, id: DomainId) -> Result<(), IommuError> {
+    pub fn domain_free(&mut self, id: DomainId) -> Result<(), IommuError<H::Error>> {
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         let attachments = d.primary_of.len() + d.aux_of.len();
         if attachments > 0 || id == self.blocked {
@@ -496,7 +494,7 @@ impl<H: IommuHw> Iommu<H> {
             let r = self.hw.invalidate(&r, &[], &g);
             g.release(self.hw.tables());
             self.hw.free_tag(d.tag);
-            r?;
+            r.map_err(IommuError::Hw)?;
         }
         Ok(())
     }
@@ -508,7 +506,7 @@ impl<H: IommuHw> Iommu<H> {
         pa: u64,
         size: u64,
         prot: Prot,
-    ) -> Result<(), IommuError> {
+    ) -> Result<(), IommuError<H::Error>> {
         let table = paging_table(&mut self.domains, id)?;
         table.map(self.hw.tables(), iova, pa, size, prot)?;
         Ok(())
@@ -516,7 +514,12 @@ impl<H: IommuHw> Iommu<H> {
 
     /// Unmaps, invalidates every attachment's caches once, then frees the
     /// tables the unmap emptied.
-    pub fn unmap(&mut self, id: DomainId, iova: u64, size: u64) -> Result<(), IommuError> {
+    pub fn unmap(
+        &mut self,
+        id: DomainId,
+        iova: u64,
+        size: u64,
+    ) -> Result<(), IommuError<H::Error>> {
         let mut g = Gather::default();
         let table = paging_table(&mut self.domains, id)?;
         table.unmap(self.hw.tables(), iova, size, &mut g)?;
@@ -524,7 +527,7 @@ impl<H: IommuHw> Iommu<H> {
     }
 
     /// Invalidates what `g` gathered for domain `id`, then releases its tables.
-    fn flush(&mut self, id: DomainId, g: &mut Gather) -> Result<(), IommuError> {
+    fn flush(&mut self, id: DomainId, g: &mut Gather) -> Result<(), IommuError<H::Error>> {
         let r = self.dref(id)?;
         let attached = self.attachments(id);
         let res = self.hw.invalidate(&r, &attached, g);
@@ -533,7 +536,7 @@ impl<H: IommuHw> Iommu<H> {
         if res.is_ok() {
             g.release(self.hw.tables());
         }
-        res.map_err(Into::into)
+        res.map_err(IommuError::Hw)
     }
 
     /// Every place `id` is attached.
@@ -546,7 +549,11 @@ impl<H: IommuHw> Iommu<H> {
         v
     }
 
-    pub fn iova_to_phys(&mut self, id: DomainId, iova: u64) -> Result<Option<u64>, IommuError> {
+    pub fn iova_to_phys(
+        &mut self,
+        id: DomainId,
+        iova: u64,
+    ) -> Result<Option<u64>, IommuError<H::Error>> {
         let table = paging_table(&mut self.domains, id)?;
         Ok(table.iova_to_phys(self.hw.tables(), iova))
     }
@@ -559,7 +566,7 @@ impl<H: IommuHw> Iommu<H> {
         pa: u64,
         size: u64,
         prot: Prot,
-    ) -> Result<u64, IommuError> {
+    ) -> Result<u64, IommuError<H::Error>> {
         let d = self
             .domains
             .get_mut(&id)
@@ -583,7 +590,12 @@ impl<H: IommuHw> Iommu<H> {
         Ok(iova)
     }
 
-    pub fn dma_unmap(&mut self, id: DomainId, iova: u64, size: u64) -> Result<(), IommuError> {
+    pub fn dma_unmap(
+        &mut self,
+        id: DomainId,
+        iova: u64,
+        size: u64,
+    ) -> Result<(), IommuError<H::Error>> {
         let kind = self.domain_kind(id)?;
         if kind != DomainKind::Dma {
             return Err(IommuError::WrongDomainType { domain: id, kind });
@@ -595,13 +607,17 @@ impl<H: IommuHw> Iommu<H> {
         Ok(())
     }
 
-    fn device(&self, dev: DeviceId) -> Result<&Device, IommuError> {
+    fn device(&self, dev: DeviceId) -> Result<&Device, IommuError<H::Error>> {
         self.devices.get(&dev).ok_or(IommuError::UnknownDevice(dev))
     }
 
     /// Makes `id` the primary domain of `dev` (atomic replace). Refused
     /// while aux domains are attached to `dev`.
-    pub fn attach_device(&mut self, id: DomainId, dev: DeviceId) -> Result<(), IommuError> {
+    pub fn attach_device(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<(), IommuError<H::Error>> {
         let device = self.device(dev)?;
         if !device.aux.is_empty() {
             return Err(IommuError::Busy {
@@ -653,7 +669,7 @@ impl<H: IommuHw> Iommu<H> {
             if let Some(d) = self.domains.get_mut(&id) {
                 d.direct.retain(|r| !direct.contains(r));
             }
-            return Err(e.into());
+            return Err(IommuError::Hw(e));
         }
         if let Some(d) = self.domains.get_mut(&id) {
             d.primary_of.push(dev);
@@ -687,7 +703,7 @@ impl<H: IommuHw> Iommu<H> {
         &mut self,
         id: DomainId,
         dev: DeviceId,
-    ) -> Result<Vec<(u64, u64)>, IommuError> {
+    ) -> Result<Vec<(u64, u64)>, IommuError<H::Error>> {
         let mut done: Vec<(u64, u64)> = Vec::new();
         for (base, size) in self.hw.direct_regions(dev) {
             let base_page = base & !(PAGE_SIZE - 1);
@@ -723,15 +739,19 @@ impl<H: IommuHw> Iommu<H> {
     }
 
     /// Puts `dev` back in the blocked domain.
-    pub fn detach_device(&mut self, dev: DeviceId) -> Result<(), IommuError> {
+    pub fn detach_device(&mut self, dev: DeviceId) -> Result<(), IommuError<H::Error>> {
         self.attach_device(self.blocked, dev)
     }
 
-    pub fn primary_domain(&self, dev: DeviceId) -> Result<DomainId, IommuError> {
+    pub fn primary_domain(&self, dev: DeviceId) -> Result<DomainId, IommuError<H::Error>> {
         Ok(self.device(dev)?.primary)
     }
 
-    pub fn dev_has_feature(&self, dev: DeviceId, feat: Feature) -> Result<bool, IommuError> {
+    pub fn dev_has_feature(
+        &self,
+        dev: DeviceId,
+        feat: Feature,
+    ) -> Result<bool, IommuError<H::Error>> {
         let device = self.device(dev)?;
         Ok(match feat {
             Feature::Aux => device.pasid_bits > 0 && self.hw.pasid_bits() > 0,
@@ -739,25 +759,37 @@ impl<H: IommuHw> Iommu<H> {
         })
     }
 
-    pub fn dev_feature_enabled(&self, dev: DeviceId, feat: Feature) -> Result<bool, IommuError> {
+    pub fn dev_feature_enabled(
+        &self,
+        dev: DeviceId,
+        feat: Feature,
+    ) -> Result<bool, IommuError<H::Error>> {
         Ok(feat == Feature::Aux && self.device(dev)?.aux_enabled)
     }
 
-    pub fn dev_enable_feature(&mut self, dev: DeviceId, feat: Feature) -> Result<(), IommuError> {
+    pub fn dev_enable_feature(
+        &mut self,
+        dev: DeviceId,
+        feat: Feature,
+    ) -> Result<(), IommuError<H::Error>> {
         if !self.dev_has_feature(dev, feat)? {
             return Err(IommuError::Unsupported(feat));
         }
         if self.device(dev)?.aux_enabled {
             return Ok(());
         }
-        self.hw.enable_aux(dev)?;
+        self.hw.enable_aux(dev).map_err(IommuError::Hw)?;
         if let Some(d) = self.devices.get_mut(&dev) {
             d.aux_enabled = true;
         }
         Ok(())
     }
 
-    pub fn dev_disable_feature(&mut self, dev: DeviceId, feat: Feature) -> Result<(), IommuError> {
+    pub fn dev_disable_feature(
+        &mut self,
+        dev: DeviceId,
+        feat: Feature,
+    ) -> Result<(), IommuError<H::Error>> {
         if feat != Feature::Aux {
             return Err(IommuError::Unsupported(feat));
         }
@@ -771,7 +803,7 @@ impl<H: IommuHw> Iommu<H> {
         if !device.aux_enabled {
             return Ok(());
         }
-        self.hw.disable_aux(dev)?;
+        self.hw.disable_aux(dev).map_err(IommuError::Hw)?;
         if let Some(d) = self.devices.get_mut(&dev) {
             d.aux_enabled = false;
         }
@@ -780,7 +812,11 @@ impl<H: IommuHw> Iommu<H> {
 
     /// Attaches `id` to `dev` through the domain's PASID (allocated at its
     /// first aux attachment, the same on every device) and returns it.
-    pub fn aux_attach_device(&mut self, id: DomainId, dev: DeviceId) -> Result<u32, IommuError> {
+    pub fn aux_attach_device(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<u32, IommuError<H::Error>> {
         let device = self.device(dev)?;
         if !device.aux_enabled {
             return Err(IommuError::AuxDisabled(dev));
@@ -810,7 +846,7 @@ impl<H: IommuHw> Iommu<H> {
             })
         } else {
             let r = self.dref(id)?;
-            self.hw.set_pasid(dev, pasid, &r).map_err(IommuError::from)
+            self.hw.set_pasid(dev, pasid, &r).map_err(IommuError::Hw)
         };
         if let Err(e) = result {
             if fresh {
@@ -828,7 +864,11 @@ impl<H: IommuHw> Iommu<H> {
         Ok(pasid)
     }
 
-    pub fn aux_get_pasid(&self, id: DomainId, dev: DeviceId) -> Result<Option<u32>, IommuError> {
+    pub fn aux_get_pasid(
+        &self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<Option<u32>, IommuError<H::Error>> {
         self.device(dev)?;
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         Ok(if d.aux_of.contains(&dev) {
@@ -840,14 +880,20 @@ impl<H: IommuHw> Iommu<H> {
 
     /// Detaches `id` from `dev`; the PASID goes back to the allocator when
     /// this was the domain's last aux attachment.
-    pub fn aux_detach_device(&mut self, id: DomainId, dev: DeviceId) -> Result<(), IommuError> {
+    pub fn aux_detach_device(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<(), IommuError<H::Error>> {
         self.device(dev)?;
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         let (Some(pasid), true) = (d.pasid, d.aux_of.contains(&dev)) else {
             return Err(IommuError::NotAttached { domain: id, dev });
         };
         let r = self.dref(id)?;
-        self.hw.clear_pasid(dev, pasid, &r)?;
+        self.hw
+            .clear_pasid(dev, pasid, &r)
+            .map_err(IommuError::Hw)?;
         let last = if let Some(d) = self.domains.get_mut(&id) {
             d.aux_of.retain(|&x| x != dev);
             d.aux_of.is_empty()
@@ -867,7 +913,7 @@ impl<H: IommuHw> Iommu<H> {
     }
 
     /// Moves the PASID range; only while no PASID is allocated.
-    pub fn set_pasid_range(&mut self, min: u32, max: u32) -> Result<(), IommuError> {
+    pub fn set_pasid_range(&mut self, min: u32, max: u32) -> Result<(), IommuError<H::Error>> {
         let used = self.pasids.used();
         if used > 0 {
             return Err(IommuError::Pasid(PasidError::InUse { allocated: used }));

@@ -7,7 +7,7 @@
 //! to invalidate. A core that forgot an invalidation therefore sees stale
 //! translations here, as it would on an SMMU or VT-d unit.
 use super::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, TableFormat,
 };
 use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};
 use crate::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
@@ -238,7 +238,27 @@ fn context(d: &DomainRef) -> Context {
     }
 }
 
+/// What the model refuses: the core asked for PASID work out of order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelError {
+    /// AUX disabled on a device with PASID entries still live.
+    PasidsLive(DeviceId),
+    /// A PASID entry for a device whose PASID table is not set up.
+    NoPasidTable(DeviceId),
+}
+
+impl core::fmt::Display for ModelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ModelError::PasidsLive(dev) => write!(f, "device {dev}: PASID entries still live"),
+            ModelError::NoPasidTable(dev) => write!(f, "device {dev}: PASID table not set up"),
+        }
+    }
+}
+
 impl IommuHw for ModelIommu {
+    type Error = ModelError;
+
     fn format(&self) -> TableFormat {
         self.state.borrow().format
     }
@@ -264,7 +284,7 @@ impl IommuHw for ModelIommu {
             .unwrap_or_default()
     }
 
-    fn alloc_tag(&mut self) -> Result<u32, HwError> {
+    fn alloc_tag(&mut self) -> Result<u32, ModelError> {
         let mut s = self.state.borrow_mut();
         s.next_tag += 1;
         Ok(s.next_tag)
@@ -274,35 +294,35 @@ impl IommuHw for ModelIommu {
         self.state.borrow_mut().tlb.retain(|&(t, _), _| t != tag);
     }
 
-    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError> {
+    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), ModelError> {
         self.state.borrow_mut().primary.insert(dev, context(d));
         Ok(())
     }
 
-    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), ModelError> {
         self.state.borrow_mut().aux_enabled.insert(dev);
         Ok(())
     }
 
-    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), ModelError> {
         let mut s = self.state.borrow_mut();
         if s.pasids.keys().any(|&(d, _)| d == dev) {
-            return Err(HwError(format!("device {dev}: PASID entries still live")));
+            return Err(ModelError::PasidsLive(dev));
         }
         s.aux_enabled.remove(&dev);
         Ok(())
     }
 
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), ModelError> {
         let mut s = self.state.borrow_mut();
         if !s.aux_enabled.contains(&dev) {
-            return Err(HwError(format!("device {dev}: PASID table not set up")));
+            return Err(ModelError::NoPasidTable(dev));
         }
         s.pasids.insert((dev, pasid), context(d));
         Ok(())
     }
 
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, _d: &DomainRef) -> Result<(), HwError> {
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, _d: &DomainRef) -> Result<(), ModelError> {
         self.state.borrow_mut().pasids.remove(&(dev, pasid));
         Ok(())
     }
@@ -312,7 +332,7 @@ impl IommuHw for ModelIommu {
         d: &DomainRef,
         _attached: &[Attachment],
         gather: &Gather,
-    ) -> Result<(), HwError> {
+    ) -> Result<(), ModelError> {
         let mut s = self.state.borrow_mut();
         s.invalidations += 1;
         let tag = d.tag;

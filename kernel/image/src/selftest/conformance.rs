@@ -110,7 +110,7 @@ pub(super) mod board {
     use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaTag, EngineError};
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::conformance::Platform;
-    use kernel::iommu::domain::{DeviceId, Fault, HwError, Iommu, IommuHw};
+    use kernel::iommu::domain::{DeviceId, Fault, Iommu, IommuHw};
     use kernel::mm::PAGE_SIZE;
 
     const BOUND_NS: u64 = 2_000_000_000;
@@ -131,12 +131,12 @@ pub(super) mod board {
         /// The id the IOMMU knows a PCI function by (StreamID, source id).
         fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
         /// Leaves a function the core does not manage untranslated.
-        fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError>;
-        fn enable(&mut self) -> Result<(), HwError>;
+        fn pass_through(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
+        fn enable(&mut self) -> Result<(), Self::Error>;
         /// A device back as the driver found it, its structures freed.
-        fn release(&mut self, dev: DeviceId) -> Result<(), HwError>;
+        fn release(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
         /// Translation off; driver-wide structures (stage 2) freed.
-        fn shutdown(&mut self) -> Result<(), HwError>;
+        fn shutdown(&mut self) -> Result<(), Self::Error>;
         /// Page-table pages and bytes of other translation structures
         /// (CD or PASID tables) still held.
         fn held(&self) -> (u64, u64);
@@ -166,7 +166,7 @@ pub(super) mod board {
     }
 
     #[cfg(target_arch = "aarch64")]
-    pub type Board = BoardPlatform<crate::arch::smmu::SmmuHw>;
+    pub type Board = BoardPlatform<smmuv3::driver::SmmuHw<crate::hal::KernelHal>>;
     #[cfg(target_arch = "x86_64")]
     pub type Board = BoardPlatform<crate::arch::vtd::VtdHw>;
     #[cfg(target_arch = "aarch64")]
@@ -604,29 +604,33 @@ pub(super) mod board {
         use super::super::super::iommu::stage1::{smmu_base, stream_id};
         use super::super::Mode;
         use super::{fail, BoardIommu, Options};
-        use crate::arch::smmu::{SmmuHw, Translation};
+        use crate::hal::KernelHal;
         use crate::pcie;
+        use alloc::format;
         use alloc::vec::Vec;
         use kernel::harness::TestError;
-        use kernel::iommu::domain::{DeviceId, Fault, HwError};
+        use kernel::iommu::domain::{DeviceId, Fault};
+        use smmuv3::driver::{SmmuError, SmmuHw, Translation};
         use smmuv3::idr::StreamTableLevels;
         use smmuv3::ste::Ste;
 
-        impl BoardIommu for SmmuHw {
+        impl BoardIommu for SmmuHw<KernelHal> {
             fn open(opts: Options) -> Result<Self, TestError> {
                 let base = smmu_base()?;
                 let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
                 let table = opts
                     .linear_stream_table
                     .then_some(StreamTableLevels::Linear);
-                let mut hw = SmmuHw::with_stream_table(smmu, base, table).map_err(fail)?;
+                let mut hw =
+                    SmmuHw::with_stream_table(smmu, KernelHal, crate::arch::msi_doorbell(), table)
+                        .map_err(fail)?;
                 let translation = match opts.mode {
                     Mode::Stage1 => Translation::Stage1,
                     Mode::Stage2 => Translation::Stage2,
                     Mode::Nested => Translation::Nested,
                 };
                 hw.set_translation(translation)
-                    .map_err(|e| TestError::skip(e.0))?;
+                    .map_err(|e| TestError::skip(format!("{e}")))?;
                 if opts.mode != Mode::Stage2 && hw.features.ssid_bits == 0 {
                     return Err(TestError::skip(
                         "this SMMU has no substreams (IDR1.SSIDSIZE 0): QEMU without our patch?",
@@ -637,17 +641,17 @@ pub(super) mod board {
             fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId> {
                 stream_id(segment, f)
             }
-            fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError> {
+            fn pass_through(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
                 self.write_ste(dev, &Ste::bypass())
             }
-            fn enable(&mut self) -> Result<(), HwError> {
+            fn enable(&mut self) -> Result<(), SmmuError> {
                 SmmuHw::enable(self)
             }
-            fn release(&mut self, dev: DeviceId) -> Result<(), HwError> {
+            fn release(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
                 self.release_stream(dev)?;
                 self.write_ste(dev, &Ste::bypass())
             }
-            fn shutdown(&mut self) -> Result<(), HwError> {
+            fn shutdown(&mut self) -> Result<(), SmmuError> {
                 self.release_s2();
                 self.disable()
             }
@@ -664,11 +668,12 @@ pub(super) mod board {
     mod vtd {
         use super::super::Mode;
         use super::{fail, BoardIommu, Options};
+        use crate::arch::vtd::HwError;
         use crate::arch::vtd::VtdHw;
         use crate::{discovery, pcie};
         use alloc::vec::Vec;
         use kernel::harness::TestError;
-        use kernel::iommu::domain::{DeviceId, Fault, HwError};
+        use kernel::iommu::domain::{DeviceId, Fault};
 
         impl BoardIommu for VtdHw {
             fn open(opts: Options) -> Result<Self, TestError> {

@@ -144,7 +144,7 @@ pub fn smmuv3_stage1_dma() -> TestResult {
 pub(super) mod stage1 {
     use super::super::conformance::board::fail as hw_err;
     use super::super::dma;
-    use crate::arch::smmu::SmmuHw;
+    use crate::hal::KernelHal;
     use crate::memory::DmaBuffer;
     use crate::{discovery, pcie};
     use alloc::format;
@@ -156,6 +156,7 @@ pub(super) mod stage1 {
     use kernel::mm::PAGE_SIZE;
     use kernel::{ensure, ensure_eq};
     use pasid_dma::{QueueMode, Tag};
+    use smmuv3::driver::SmmuHw;
     use smmuv3::event::EventKind;
     use smmuv3::ste::Ste;
 
@@ -192,7 +193,7 @@ pub(super) mod stage1 {
         let sid = stream_id(open.segment, open.f)
             .ok_or_else(|| TestError::fail("the IORT gives the pasid-dma device no StreamID"))?;
         let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
-        let mut hw = SmmuHw::new(smmu, base).map_err(hw_err)?;
+        let mut hw = SmmuHw::new(smmu, KernelHal, crate::arch::msi_doorbell()).map_err(hw_err)?;
         // Every other function keeps working untranslated.
         let mut others = Vec::new();
         for bus in pcie::buses() {

@@ -39,7 +39,6 @@ pub fn stream_tables() -> TestResult {
 mod on_board {
     use super::super::conformance::board::fail as hw;
     use super::super::conformance::board::SmmuPlatform;
-    use crate::arch::smmu::WiredIrqs;
     use acpi_tables::iort::NodeKind;
     use alloc::format;
     use alloc::vec::Vec;
@@ -52,6 +51,7 @@ mod on_board {
     use kernel::{ensure, ensure_eq};
     use smmuv3::cd::{Cd, CdConfig};
     use smmuv3::cmd::Command;
+    use smmuv3::driver::WiredIrqs;
     use smmuv3::event::{Event, EventKind};
     use smmuv3::ste::{CdFmt, CdTable, S1Dss, Ste};
 

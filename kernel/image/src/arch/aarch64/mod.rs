@@ -8,7 +8,7 @@ pub mod gic;
 mod mmu;
 mod msi;
 mod psci;
-pub mod smmu;
+
 mod timer;
 
 use crate::fault::{self, FaultInfo};
@@ -67,6 +67,12 @@ pub fn wait_for_interrupt() {
 /// coherency, for a device that does not snoop (a non-coherent IOMMU's
 /// tables and queues): what the CPU wrote reaches memory, and what the
 /// device wrote is read from memory.
+/// Where devices write their MSIs (GITS_TRANSLATER), once the ITS is up:
+/// an SMMU translates these writes, so its domains must map the page.
+pub fn msi_doorbell() -> Option<u64> {
+    msi::doorbell()
+}
+
 /// Orders earlier stores to memory a device reads before later MMIO
 /// accesses (DSB SY).
 pub fn dma_barrier() {

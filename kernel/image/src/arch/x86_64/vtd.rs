@@ -23,7 +23,7 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
 use kernel::iommu::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, TableFormat,
 };
 use kernel::iommu::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use kernel::iommu::pgtable::{Gather, TableMemory, PAGE_SIZE};
@@ -35,6 +35,23 @@ use vtd::entries::{
 use vtd::fault::FaultRecord;
 use vtd::probe::Unit;
 use vtd::qi::Descriptor;
+
+/// The driver's error until it moves into `drivers/vtd` with a typed
+/// enum of its own: a message, kept for the rest of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HwError(pub &'static str);
+
+impl HwError {
+    fn new(s: alloc::string::String) -> Self {
+        HwError(s.leak())
+    }
+}
+
+impl core::fmt::Display for HwError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.0)
+    }
+}
 
 /// Polls of a status before giving up (each one a memory or MMIO read).
 const MAX_POLLS: u32 = 10_000_000;
@@ -63,7 +80,8 @@ const FSTS_ITE: u32 = 1 << 6;
 const FECTL_IM: u32 = 1 << 31;
 
 fn alloc_zeroed(bytes: u64) -> Result<u64, HwError> {
-    memory::iommu::alloc_zeroed(bytes, PAGE_SIZE).map_err(|e| HwError(format!("VT-d memory: {e}")))
+    memory::iommu::alloc_zeroed(bytes, PAGE_SIZE)
+        .map_err(|e| HwError::new(format!("VT-d memory: {e}")))
 }
 
 fn fence() {
@@ -160,13 +178,15 @@ impl VtdHw {
             }
         }
         if !missing.is_empty() {
-            return Err(HwError(format!(
+            return Err(HwError::new(format!(
                 "VT-d at {base:#x} cannot be driven: no {}",
                 missing.join(", no ")
             )));
         }
         if unit.translating() {
-            return Err(HwError(format!("VT-d at {base:#x} is already translating")));
+            return Err(HwError::new(format!(
+                "VT-d at {base:#x} is already translating"
+            )));
         }
         let format = if ecaps.first_level {
             TableFormat::X86FirstLevel(X86FirstLevel {
@@ -276,7 +296,7 @@ impl VtdHw {
                 return Ok(());
             }
         }
-        Err(HwError(format!(
+        Err(HwError::new(format!(
             "VT-d at {:#x}: GCMD {:#x} not reflected in GSTS {:#x}",
             self.base,
             self.gcmd | one_shot,
@@ -323,7 +343,7 @@ impl VtdHw {
     /// descriptor among them); returns what the unit refused.
     pub fn submit_encoded(&mut self, entries: &[[u64; 4]]) -> Result<Vec<Refused>, HwError> {
         if entries.len() as u32 + 1 >= IQ_ENTRIES {
-            return Err(HwError(format!(
+            return Err(HwError::new(format!(
                 "{} descriptors do not fit the invalidation queue",
                 entries.len()
             )));
@@ -386,7 +406,7 @@ impl VtdHw {
             }
             polls += 1;
             if polls > MAX_POLLS {
-                return Err(HwError(format!(
+                return Err(HwError::new(format!(
                     "VT-d at {:#x}: invalidation wait {seq} not done (IQH {:#x}, IQT {:#x}, FSTS {fsts:#x})",
                     self.base,
                     self.unit.regs().iqh.get(),
@@ -606,7 +626,7 @@ impl VtdHw {
     /// RID_PASID entry is pass-through.
     pub fn pass_through(&mut self, sid: u16) -> Result<(), HwError> {
         if !self.ecaps.pass_through {
-            return Err(HwError("the unit has no pass-through (ECAP.PT)".into()));
+            return Err(HwError("the unit has no pass-through (ECAP.PT)"));
         }
         self.device(sid, 0)?;
         self.set_entry(
@@ -690,7 +710,7 @@ impl VtdHw {
             .values()
             .any(|d| d.tables.values().any(|&t| (t..t + PAGE_SIZE).contains(&pa)));
         if !owned {
-            return Err(HwError(format!(
+            return Err(HwError::new(format!(
                 "{pa:#x} is not in a PASID table of this driver"
             )));
         }
@@ -859,6 +879,8 @@ impl Drop for VtdHw {
 }
 
 impl IommuHw for VtdHw {
+    type Error = HwError;
+
     fn format(&self) -> TableFormat {
         self.format
     }
@@ -877,7 +899,7 @@ impl IommuHw for VtdHw {
 
     fn alloc_tag(&mut self) -> Result<u32, HwError> {
         if u32::from(self.next_did) + 1 >= self.caps.domains {
-            return Err(HwError(format!(
+            return Err(HwError::new(format!(
                 "out of domain ids ({})",
                 self.caps.domains
             )));
@@ -944,7 +966,7 @@ impl IommuHw for VtdHw {
     fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
         let root = d
             .root
-            .ok_or_else(|| HwError(format!("PASID {pasid}: not a paging domain")))?;
+            .ok_or_else(|| HwError::new(format!("PASID {pasid}: not a paging domain")))?;
         let sid = dev as u16;
         self.device(sid, self.ecaps.pasid_bits)?;
         let entry = self.paging_entry(d.tag as u16, root);

@@ -12,26 +12,24 @@
 //! so enabling the SMMU leaves other devices' DMA alone; `disable` turns
 //! translation off again (the global bypass applies). `docs/smmuv3.md`
 //! has the details.
-use crate::memory::iommu::{read_u64, write_u64};
-use crate::memory::{self, KernelTables};
+use crate::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
+use crate::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
+use crate::cmdq::{CmdqError, CmdqHw, CommandQueue, Rejected};
+use crate::event::{Event, EventKind};
+use crate::idr::{Features, StreamTableLevels, Unusable};
+use crate::probe::Smmu;
+use crate::queue::Queue;
+use crate::regs::{CR0, CR1, CR2, IRQ_CTRL, STRTAB_BASE_CFG};
+use crate::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
 use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::format;
 use alloc::vec::Vec;
-use core::ptr::NonNull;
+use core::fmt;
+use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, HwError, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, TableFormat,
 };
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
-use kernel::iommu::pgtable::{Gather, PageTable, Prot, TableMemory, PAGE_SIZE};
-use smmuv3::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
-use smmuv3::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
-use smmuv3::cmdq::{CmdqHw, CommandQueue};
-use smmuv3::event::{Event, EventKind};
-use smmuv3::idr::{Features, StreamTableLevels};
-use smmuv3::probe::Smmu;
-use smmuv3::queue::Queue;
-use smmuv3::regs::{SmmuPage1, CR0, CR1, CR2, IRQ_CTRL, STRTAB_BASE_CFG};
-use smmuv3::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
+use kernel::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use tock_registers::interfaces::{Readable, Writeable};
 
 /// StreamIDs per level-2 stream table (one PCI bus).
@@ -43,41 +41,185 @@ const MAX_TLBI_PER_BATCH: usize = 64;
 /// Polls of CR0ACK or CMDQ_CONS before giving up (each poll is an MMIO read).
 const MAX_POLLS: u32 = 1_000_000;
 
-fn barrier() {
-    // Table and queue writes must reach memory before the SMMU is told.
-    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+/// What the SMMU (or the driver's use of it) refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmmuError {
+    /// Memory for a table or queue, or an access outside the driver's own.
+    Memory(HalError),
+    /// The ID registers describe an SMMU this driver cannot use.
+    Unusable(Unusable),
+    /// A two-level stream table was asked of an SMMU with linear ones only.
+    LinearOnly,
+    /// CR0 (or IRQ_CTRL) was not acknowledged within the bound.
+    NotAcknowledged {
+        register: &'static str,
+        value: u32,
+        ack: u32,
+    },
+    /// The SMMU signals by MSI; only wired interrupts are driven.
+    MsiOnly,
+    /// An interrupt line could not be enabled.
+    Interrupt(HalError),
+    /// The command queue did not consume a batch within the bound.
+    CmdqTimeout {
+        prod: u32,
+        cons: u32,
+    },
+    /// A batch larger than the command queue.
+    CmdqTooMany {
+        commands: usize,
+        room: u32,
+    },
+    /// The SMMU refused a command (CMDQ_ERR).
+    Refused(Rejected),
+    StreamIdTooWide {
+        sid: u32,
+        bits: u8,
+    },
+    /// A SubstreamID beyond what the SMMU or the CD table format holds.
+    SubstreamTooWide {
+        sid: u32,
+        ssid: u32,
+        bits: u8,
+    },
+    /// Two-level CD tables needed, IDR0.CD2L is 0.
+    NoTwoLevelCd {
+        sid: u32,
+    },
+    /// No substreams at all (IDR1.SSIDSIZE 0, or stage 2).
+    NoSubstreams {
+        sid: u32,
+    },
+    AuxNotEnabled {
+        sid: u32,
+    },
+    NotPaging {
+        pasid: u32,
+    },
+    NotManaged {
+        sid: u32,
+    },
+    /// Translation stages chosen after streams were managed.
+    StreamsManaged,
+    /// The stages asked for are not implemented by this SMMU.
+    StagesMissing {
+        stage1: bool,
+        stage2: bool,
+    },
+    OutOfAsids,
+    /// Building the nested mode's stage 2 failed.
+    Stage2(PgError),
 }
 
-fn alloc_zeroed(bytes: u64, align: u64) -> Result<u64, HwError> {
-    memory::iommu::alloc_zeroed(bytes, align).map_err(|e| HwError(format!("SMMU memory: {e}")))
+impl fmt::Display for SmmuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SmmuError::Memory(e) => write!(f, "SMMU memory: {e}"),
+            SmmuError::Unusable(u) => write!(f, "SMMU unusable: {u:?}"),
+            SmmuError::LinearOnly => f.write_str("the SMMU has linear stream tables only"),
+            SmmuError::NotAcknowledged {
+                register,
+                value,
+                ack,
+            } => write!(
+                f,
+                "{register} {value:#x} not acknowledged ({register}ACK {ack:#x})"
+            ),
+            SmmuError::MsiOnly => {
+                f.write_str("this SMMU signals by MSI; only wired interrupts are driven")
+            }
+            SmmuError::Interrupt(e) => write!(f, "SMMU interrupt: {e}"),
+            SmmuError::CmdqTimeout { prod, cons } => write!(
+                f,
+                "command queue: not consumed in time (PROD {prod:#x} CONS {cons:#x})"
+            ),
+            SmmuError::CmdqTooMany { commands, room } => write!(
+                f,
+                "command queue: {commands} commands in one batch, room for {room}"
+            ),
+            SmmuError::Refused(r) => write!(
+                f,
+                "SMMU refused {} ({:?})",
+                Command::opcode_name(r.opcode),
+                r.error
+            ),
+            SmmuError::StreamIdTooWide { sid, bits } => {
+                write!(f, "StreamID {sid:#x} is wider than the SMMU's {bits} bits")
+            }
+            SmmuError::SubstreamTooWide { sid, ssid, bits } => write!(
+                f,
+                "stream {sid:#x}: SSID {ssid} does not fit {bits} bits of substreams"
+            ),
+            SmmuError::NoTwoLevelCd { sid } => write!(
+                f,
+                "stream {sid:#x}: a two-level CD table is needed (IDR0.CD2L is 0)"
+            ),
+            SmmuError::NoSubstreams { sid } => write!(
+                f,
+                "stream {sid:#x}: no substreams (IDR1.SSIDSIZE 0, or stage 2)"
+            ),
+            SmmuError::AuxNotEnabled { sid } => write!(f, "stream {sid:#x}: AUX is not enabled"),
+            SmmuError::NotPaging { pasid } => write!(f, "PASID {pasid}: not a paging domain"),
+            SmmuError::NotManaged { sid } => write!(f, "stream {sid:#x} is not managed"),
+            SmmuError::StreamsManaged => f.write_str("streams are managed already"),
+            SmmuError::StagesMissing { stage1, stage2 } => write!(
+                f,
+                "needs stage 1 {stage1} / stage 2 {stage2}, which this SMMU lacks"
+            ),
+            SmmuError::OutOfAsids => f.write_str("out of ASIDs"),
+            SmmuError::Stage2(e) => write!(f, "nested stage 2: {e}"),
+        }
+    }
 }
 
-struct Cmdq<'a> {
+impl From<HalError> for SmmuError {
+    fn from(e: HalError) -> Self {
+        SmmuError::Memory(e)
+    }
+}
+
+impl From<CmdqError> for SmmuError {
+    fn from(e: CmdqError) -> Self {
+        match e {
+            CmdqError::Timeout { prod, cons } => SmmuError::CmdqTimeout { prod, cons },
+            CmdqError::TooMany { commands, room } => SmmuError::CmdqTooMany { commands, room },
+        }
+    }
+}
+
+struct Cmdq<'a, H: Hal> {
     smmu: &'a Smmu,
-    mem: u64,
+    hal: &'a H,
+    mem: &'a mut RegionSet<H::Region>,
+    base: u64,
     /// Completion by interrupt: the sync SPI and its count before the batch.
     sync_irq: Option<(u32, u32)>,
 }
 
-impl CmdqHw for Cmdq<'_> {
+impl<H: Hal> CmdqHw for Cmdq<'_, H> {
     fn read_prod(&self) -> u32 {
         self.smmu.regs().cmdq_prod.get()
     }
     fn write_prod(&mut self, prod: u32) {
-        barrier();
+        // The entries must reach memory before the SMMU is told.
+        self.hal.barrier();
         self.smmu.regs().cmdq_prod.set(prod);
     }
     fn read_cons(&self) -> u32 {
         self.smmu.regs().cmdq_cons.get()
     }
     fn write_entry(&mut self, slot: usize, cmd: [u64; 2]) {
-        write_u64(self.mem + 16 * slot as u64, cmd[0]);
-        write_u64(self.mem + 16 * slot as u64 + 8, cmd[1]);
+        // `slot` is below the queue's entries (queue arithmetic), and the
+        // queue's region holds them all: these stores cannot miss.
+        let at = self.base + 16 * slot as u64;
+        let _ = self.mem.write_u64(at, cmd[0]);
+        let _ = self.mem.write_u64(at + 8, cmd[1]);
     }
     fn read_entry(&self, slot: usize) -> [u64; 2] {
+        let at = self.base + 16 * slot as u64;
         [
-            read_u64(self.mem + 16 * slot as u64),
-            read_u64(self.mem + 16 * slot as u64 + 8),
+            self.mem.read_u64(at).unwrap_or(0),
+            self.mem.read_u64(at + 8).unwrap_or(0),
         ]
     }
     fn cmdq_error_active(&self) -> bool {
@@ -92,9 +234,8 @@ impl CmdqHw for Cmdq<'_> {
         // With completion by interrupt, wait (bounded) for the sync SPI
         // before looking at CONS again.
         if let Some((intid, before)) = self.sync_irq {
-            let t0 = super::now_ns();
-            while super::gic::spi_count(intid) == before && super::now_ns() - t0 < SYNC_IRQ_WAIT_NS
-            {
+            let t0 = self.hal.now_ns();
+            while self.hal.irq_count(intid) == before && self.hal.now_ns() - t0 < SYNC_IRQ_WAIT_NS {
                 core::hint::spin_loop();
             }
             self.sync_irq = None;
@@ -113,10 +254,14 @@ pub struct WiredIrqs {
     pub sync: u32,
 }
 
-pub struct SmmuHw {
+pub struct SmmuHw<H: Hal> {
     smmu: Smmu,
-    page1: NonNull<SmmuPage1>,
+    hal: H,
     pub features: Features,
+    /// How the SMMU walks memory: coherent or not (IDR0.COHACC).
+    coherency: Coherency,
+    /// Every stream table, queue and CD table the SMMU walks.
+    mem: RegionSet<H::Region>,
     /// The stream table (linear) or its level-1 table.
     l1: u64,
     strtab_bytes: u64,
@@ -126,7 +271,7 @@ pub struct SmmuHw {
     cmdq_mem: u64,
     evtq: Queue,
     evtq_mem: u64,
-    tables: KernelTables,
+    tables: HalTables<H>,
     /// The streams the core manages.
     streams: BTreeMap<u32, Stream>,
     /// Bytes of CD tables held.
@@ -135,6 +280,9 @@ pub struct SmmuHw {
     pub overflows: u32,
     /// Wired interrupts in use.
     irqs: Option<WiredIrqs>,
+    /// Where translated devices' MSIs go (the GIC ITS doorbell), if the
+    /// platform has one: mapped in primary domains and the nested stage 2.
+    msi_doorbell: Option<u64>,
     next_asid: u16,
     translation: Translation,
     /// Stage 2: the empty table blocked streams walk (VMID 0), so their
@@ -142,7 +290,7 @@ pub struct SmmuHw {
     /// of RAM under every stream's stage 1 (VMID [`NESTED_VMID`]).
     s2_root: Option<u64>,
     /// Pages of `s2_root`'s table (not counted in `tables`).
-    s2_tables: KernelTables,
+    s2_tables: HalTables<H>,
     s2_table: Option<PageTable<ArmLpae>>,
 }
 
@@ -161,11 +309,13 @@ pub enum Translation {
 /// The VMID of the nested mode's stage 2.
 const NESTED_VMID: u16 = 1;
 
-impl SmmuHw {
+impl<H: Hal> SmmuHw<H> {
     /// Takes over the SMMU (which must be disabled) and builds its
     /// structures; translation stays off until [`SmmuHw::enable`].
-    pub fn new(smmu: Smmu, base: u64) -> Result<SmmuHw, HwError> {
-        Self::with_stream_table(smmu, base, None)
+    /// `msi_doorbell` is where translated devices' MSIs are written (the
+    /// GIC ITS's GITS_TRANSLATER), if they go through the SMMU.
+    pub fn new(smmu: Smmu, hal: H, msi_doorbell: Option<u64>) -> Result<Self, SmmuError> {
+        Self::with_stream_table(smmu, hal, msi_doorbell, None)
     }
 
     /// As [`SmmuHw::new`], with the stream table format forced (a test of
@@ -174,20 +324,18 @@ impl SmmuHw {
     /// fit one level-2 table.
     pub fn with_stream_table(
         smmu: Smmu,
-        base: u64,
+        hal: H,
+        msi_doorbell: Option<u64>,
         format: Option<StreamTableLevels>,
-    ) -> Result<SmmuHw, HwError> {
-        let features = smmu
-            .features()
-            .map_err(|e| HwError(format!("SMMU at {base:#x}: {e:?}")))?;
+    ) -> Result<Self, SmmuError> {
+        let base = smmu.base();
+        let features = smmu.features().map_err(SmmuError::Unusable)?;
         let linear = match format {
             Some(StreamTableLevels::Linear) => true,
             Some(StreamTableLevels::TwoLevel)
                 if features.stream_table == StreamTableLevels::Linear =>
             {
-                return Err(HwError(format!(
-                    "SMMU at {base:#x} has linear stream tables only"
-                )))
+                return Err(SmmuError::LinearOnly)
             }
             Some(StreamTableLevels::TwoLevel) => false,
             None => {
@@ -195,7 +343,11 @@ impl SmmuHw {
             }
         };
         if smmu.enabled() {
-            return Err(HwError(format!("SMMU at {base:#x} is already enabled")));
+            return Err(SmmuError::NotAcknowledged {
+                register: "CR0 (already enabled: SMMUEN)",
+                value: 0,
+                ack: smmu.regs().cr0ack.get(),
+            });
         }
         // Queues left on by an earlier user must be off before their base
         // registers are written.
@@ -203,25 +355,31 @@ impl SmmuHw {
         if r.cr0.get() != 0 {
             r.cr0.set(0);
             if !(0..MAX_POLLS).any(|_| r.cr0ack.get() == 0) {
-                return Err(HwError(format!(
-                    "SMMU at {base:#x}: queues do not turn off (CR0ACK {:#x})",
-                    r.cr0ack.get()
-                )));
+                return Err(SmmuError::NotAcknowledged {
+                    register: "CR0",
+                    value: 0,
+                    ack: r.cr0ack.get(),
+                });
             }
         }
-        if !features.coherent {
-            memory::iommu::set_non_coherent();
-        }
+        let coherency = if features.coherent {
+            Coherency::Coherent
+        } else {
+            Coherency::NonCoherent
+        };
+        let mut mem = RegionSet::default();
+        let mut alloc = |bytes: u64, align: u64| -> Result<u64, SmmuError> {
+            Ok(mem.insert(hal.alloc(bytes, align, coherency)?))
+        };
         // Linear: one STE per StreamID, aligned to the table's size.
         let strtab_bytes = if linear {
             64 << features.sid_bits
         } else {
             8 << features.sid_bits.saturating_sub(SPLIT)
         };
-        let l1 = alloc_zeroed(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
-        let cmdq_mem = alloc_zeroed(16 << CMDQ_LOG2, 32)?;
-        let evtq_mem = alloc_zeroed(32 << EVTQ_LOG2, 32)?;
-        let r = smmu.regs();
+        let l1 = alloc(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
+        let cmdq_mem = alloc(16 << CMDQ_LOG2, 32)?;
+        let evtq_mem = alloc(32 << EVTQ_LOG2, 32)?;
         r.cr1.write(
             CR1::QUEUE_IC.val(1)
                 + CR1::QUEUE_OC.val(1)
@@ -247,14 +405,14 @@ impl SmmuHw {
         r.cmdq_prod.set(0);
         r.cmdq_cons.set(0);
         r.eventq_base.set(evtq.base_register(evtq_mem));
-        // SAFETY: page 1 of the same SMMU frame.
-        let page1 = unsafe {
-            NonNull::new_unchecked((base as usize + smmuv3::regs::PAGE1) as *mut SmmuPage1)
-        };
         let mut hw = SmmuHw {
             smmu,
-            page1,
+            tables: HalTables::new(hal.clone(), coherency),
+            s2_tables: HalTables::new(hal.clone(), coherency),
+            hal,
             features,
+            coherency,
+            mem,
             l1,
             strtab_bytes,
             linear,
@@ -263,11 +421,11 @@ impl SmmuHw {
             cmdq_mem,
             evtq,
             evtq_mem,
-            tables: KernelTables::default(),
             streams: BTreeMap::new(),
             cd_bytes: 0,
             overflows: 0,
             irqs: None,
+            msi_doorbell,
             next_asid: 0,
             translation: if features.stage1 {
                 Translation::Stage1
@@ -275,12 +433,11 @@ impl SmmuHw {
                 Translation::Stage2
             },
             s2_root: None,
-            s2_tables: KernelTables::default(),
             s2_table: None,
         };
-        hw.page1().eventq_prod.set(0);
-        hw.page1().eventq_cons.set(0);
-        barrier();
+        hw.smmu.page1().eventq_prod.set(0);
+        hw.smmu.page1().eventq_cons.set(0);
+        hw.hal.barrier();
         hw.set_cr0(CR0::CMDQEN::SET.value)?;
         hw.commands(&[Command::CfgiAll, Command::TlbiNsnhAll])?;
         hw.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
@@ -288,7 +445,11 @@ impl SmmuHw {
         // The tests build a driver per case: say it in full once.
         static REPORTED: core::sync::atomic::AtomicBool =
             core::sync::atomic::AtomicBool::new(false);
-        let level = crate::logger::once(&REPORTED);
+        let level = if REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
         log::log!(
             level,
             "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \
@@ -313,13 +474,28 @@ impl SmmuHw {
         );
         Ok(hw)
     }
+}
 
-    fn page1(&self) -> &SmmuPage1 {
-        // SAFETY: `new` derived it from the SMMU's frame.
-        unsafe { self.page1.as_ref() }
+impl<H: Hal> SmmuHw<H> {
+    /// Zeroed memory the SMMU walks; its address.
+    fn alloc(&mut self, bytes: u64, align: u64) -> Result<u64, SmmuError> {
+        let r = self.hal.alloc(bytes, align, self.coherency)?;
+        Ok(self.mem.insert(r))
     }
 
-    fn set_cr0(&mut self, value: u32) -> Result<(), HwError> {
+    fn free(&mut self, pa: u64) {
+        self.mem.remove(pa);
+    }
+
+    fn write_u64(&mut self, pa: u64, value: u64) -> Result<(), SmmuError> {
+        Ok(self.mem.write_u64(pa, value)?)
+    }
+
+    fn read_u64(&self, pa: u64) -> Result<u64, SmmuError> {
+        Ok(self.mem.read_u64(pa)?)
+    }
+
+    fn set_cr0(&mut self, value: u32) -> Result<(), SmmuError> {
         let r = self.smmu.regs();
         r.cr0.set(value);
         for _ in 0..MAX_POLLS {
@@ -327,29 +503,32 @@ impl SmmuHw {
                 return Ok(());
             }
         }
-        Err(HwError(format!(
-            "CR0 {value:#x} not acknowledged (CR0ACK {:#x})",
-            r.cr0ack.get()
-        )))
+        Err(SmmuError::NotAcknowledged {
+            register: "CR0",
+            value,
+            ack: r.cr0ack.get(),
+        })
     }
 
     /// Translation on.
-    pub fn enable(&mut self) -> Result<(), HwError> {
+    pub fn enable(&mut self) -> Result<(), SmmuError> {
         self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value | CR0::SMMUEN::SET.value)
     }
 
     /// Enables the event and global-error interrupts (edge-triggered
     /// SPIs on QEMU) and, with `sync_by_irq`, ends each command batch with
     /// a CMD_SYNC that signals its completion interrupt.
-    pub fn enable_interrupts(&mut self, irqs: WiredIrqs, sync_by_irq: bool) -> Result<(), HwError> {
+    pub fn enable_interrupts(
+        &mut self,
+        irqs: WiredIrqs,
+        sync_by_irq: bool,
+    ) -> Result<(), SmmuError> {
         if self.features.msi {
             // CS = SIG_IRQ would write an MSI to the (unset) MSIADDR.
-            return Err(HwError(
-                "this SMMU signals by MSI; only wired interrupts are driven".into(),
-            ));
+            return Err(SmmuError::MsiOnly);
         }
         for g in [irqs.event, irqs.gerror, irqs.sync] {
-            super::gic::enable_spi(g, true).map_err(|e| HwError(format!("SPI {g}: {e:?}")))?;
+            self.hal.irq_enable(g, true).map_err(SmmuError::Interrupt)?;
         }
         self.irqs = Some(irqs);
         self.set_irq_ctrl(IRQ_CTRL::EVENTQ_IRQEN::SET.value | IRQ_CTRL::GERROR_IRQEN::SET.value)?;
@@ -361,14 +540,14 @@ impl SmmuHw {
     }
 
     /// Back to polling; interrupts off.
-    pub fn disable_interrupts(&mut self) -> Result<(), HwError> {
+    pub fn disable_interrupts(&mut self) -> Result<(), SmmuError> {
         self.cmdq.sync = Command::Sync { msi: None };
         let Some(irqs) = self.irqs.take() else {
             return Ok(());
         };
         let r = self.set_irq_ctrl(0);
         for g in [irqs.event, irqs.gerror, irqs.sync] {
-            let _ = super::gic::disable_spi(g);
+            self.hal.irq_disable(g);
         }
         r
     }
@@ -376,25 +555,26 @@ impl SmmuHw {
     /// Deliveries of the (event, global error, sync) interrupts so far.
     pub fn interrupt_counts(&self) -> Option<(u32, u32, u32)> {
         let i = self.irqs?;
-        let c = super::gic::spi_count;
+        let c = |line| self.hal.irq_count(line);
         Some((c(i.event), c(i.gerror), c(i.sync)))
     }
 
-    fn set_irq_ctrl(&mut self, value: u32) -> Result<(), HwError> {
+    fn set_irq_ctrl(&mut self, value: u32) -> Result<(), SmmuError> {
         let r = self.smmu.regs();
         r.irq_ctrl.set(value);
         if (0..MAX_POLLS).any(|_| r.irq_ctrlack.get() == value) {
             Ok(())
         } else {
-            Err(HwError(format!(
-                "IRQ_CTRL {value:#x} not acknowledged (IRQ_CTRLACK {:#x})",
-                r.irq_ctrlack.get()
-            )))
+            Err(SmmuError::NotAcknowledged {
+                register: "IRQ_CTRL",
+                value,
+                ack: r.irq_ctrlack.get(),
+            })
         }
     }
 
     /// Translation off (the global bypass applies), queues off.
-    pub fn disable(&mut self) -> Result<(), HwError> {
+    pub fn disable(&mut self) -> Result<(), SmmuError> {
         self.disable_interrupts()?;
         if self.smmu.regs().cr0.get() == 0 {
             return Ok(());
@@ -404,47 +584,40 @@ impl SmmuHw {
     }
 
     /// Runs `cmds` and one CMD_SYNC; a refused command is an error.
-    pub fn commands(&mut self, cmds: &[Command]) -> Result<(), HwError> {
+    pub fn commands(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
         let sync_irq = match (self.irqs, self.cmdq.sync) {
-            (Some(i), Command::Sync { msi: Some(_) }) => {
-                Some((i.sync, super::gic::spi_count(i.sync)))
-            }
+            (Some(i), Command::Sync { msi: Some(_) }) => Some((i.sync, self.hal.irq_count(i.sync))),
             _ => None,
         };
         let mut q = Cmdq {
             smmu: &self.smmu,
-            mem: self.cmdq_mem,
+            hal: &self.hal,
+            mem: &mut self.mem,
+            base: self.cmdq_mem,
             sync_irq,
         };
-        let report = self
-            .cmdq
-            .submit(&mut q, cmds)
-            .map_err(|e| HwError(format!("command queue: {e:?}")))?;
-        if let Some(r) = report.rejected.first() {
-            return Err(HwError(format!(
-                "SMMU refused {} ({:?})",
-                Command::opcode_name(r.opcode),
-                r.error
-            )));
+        let report = self.cmdq.submit(&mut q, cmds)?;
+        if let Some(&r) = report.rejected.first() {
+            return Err(SmmuError::Refused(r));
         }
         Ok(())
     }
 
     /// Queues already-encoded entries (a test's malformed command among
     /// them) and returns what the SMMU refused.
-    pub fn raw_commands(
-        &mut self,
-        entries: &[[u64; 2]],
-    ) -> Result<Vec<smmuv3::cmdq::Rejected>, HwError> {
+    #[cfg(feature = "test-hooks")]
+    pub fn raw_commands(&mut self, entries: &[[u64; 2]]) -> Result<Vec<Rejected>, SmmuError> {
         let mut q = Cmdq {
             smmu: &self.smmu,
-            mem: self.cmdq_mem,
+            hal: &self.hal,
+            mem: &mut self.mem,
+            base: self.cmdq_mem,
             sync_irq: None,
         };
-        self.cmdq
+        Ok(self
+            .cmdq
             .submit_encoded(&mut q, entries)
-            .map(|r| r.rejected)
-            .map_err(|e| HwError(format!("command queue: {e:?}")))
+            .map(|r| r.rejected)?)
     }
 
     /// Commands and syncs issued so far.
@@ -453,12 +626,12 @@ impl SmmuHw {
     }
 
     /// The STE slot of `sid`, allocating its level-2 table on first use.
-    fn ste_slot(&mut self, sid: u32) -> Result<u64, HwError> {
-        if sid >> self.features.sid_bits != 0 {
-            return Err(HwError(format!(
-                "StreamID {sid:#x} is wider than the SMMU's {} bits",
-                self.features.sid_bits
-            )));
+    fn ste_slot(&mut self, sid: u32) -> Result<u64, SmmuError> {
+        if u64::from(sid) >> self.features.sid_bits != 0 {
+            return Err(SmmuError::StreamIdTooWide {
+                sid,
+                bits: self.features.sid_bits,
+            });
         }
         if self.linear {
             return Ok(self.l1 + 64 * u64::from(sid));
@@ -467,11 +640,11 @@ impl SmmuHw {
         let l2 = match self.l2.get(&l1_index) {
             Some(&t) => t,
             None => {
-                let t = alloc_zeroed(64 << SPLIT, 64 << SPLIT)?;
+                let t = self.alloc(64 << SPLIT, 64 << SPLIT)?;
                 self.l2.insert(l1_index, t);
-                barrier();
-                write_u64(self.l1 + 8 * u64::from(l1_index), l1_descriptor(t, SPLIT));
-                barrier();
+                self.hal.barrier();
+                self.write_u64(self.l1 + 8 * u64::from(l1_index), l1_descriptor(t, SPLIT))?;
+                self.hal.barrier();
                 // The level-1 descriptor changed: the SMMU may cache it.
                 self.commands(&[Command::CfgiSte { sid, leaf: false }])?;
                 t
@@ -481,13 +654,13 @@ impl SmmuHw {
     }
 
     /// Writes `ste` for `sid` (dword 0 last) and makes the SMMU re-read it.
-    pub fn write_ste(&mut self, sid: u32, ste: &Ste) -> Result<(), HwError> {
+    pub fn write_ste(&mut self, sid: u32, ste: &Ste) -> Result<(), SmmuError> {
         let slot = self.ste_slot(sid)?;
         for i in Ste::write_order() {
             if i == 0 {
-                barrier();
+                self.hal.barrier();
             }
-            write_u64(slot + 8 * i as u64, ste.0[i]);
+            self.write_u64(slot + 8 * i as u64, ste.0[i])?;
         }
         self.commands(&[Command::CfgiSte { sid, leaf: true }])
     }
@@ -522,31 +695,31 @@ impl SmmuHw {
     pub fn drain_events(&mut self) -> Vec<Event> {
         self.check_global_errors();
         let mut out = Vec::new();
-        let p1 = self.page1();
+        let p1 = self.smmu.page1();
         let prod = p1.eventq_prod.get();
         let mut cons = p1.eventq_cons.get();
-        let acked = cons & smmuv3::queue::OVERFLOW;
+        let acked = cons & crate::queue::OVERFLOW;
         while !self.evtq.empty(prod, cons) {
             let at = self.evtq_mem + 32 * self.evtq.slot(cons) as u64;
-            let rec = [
-                read_u64(at),
-                read_u64(at + 8),
-                read_u64(at + 16),
-                read_u64(at + 24),
-            ];
+            let mut rec = [0; 4];
+            for (i, w) in rec.iter_mut().enumerate() {
+                // Inside the event queue's region (queue arithmetic).
+                *w = self.read_u64(at + 8 * i as u64).unwrap_or(0);
+            }
             out.push(Event::decode(&rec));
             cons = self.evtq.next(cons);
         }
         // OVFLG differing from our OVACKFLG: events were lost. Keeping
         // the flags in step acknowledges it.
-        let ovf = prod & smmuv3::queue::OVERFLOW;
+        let ovf = prod & crate::queue::OVERFLOW;
         if ovf != acked {
             self.overflows += 1;
             log::warn!("SMMU event queue overflowed: events were lost");
         }
-        self.page1()
+        self.smmu
+            .page1()
             .eventq_cons
-            .set((cons & !smmuv3::queue::OVERFLOW) | ovf);
+            .set((cons & !crate::queue::OVERFLOW) | ovf);
         out
     }
 
@@ -563,11 +736,11 @@ impl SmmuHw {
     }
 }
 
-impl SmmuHw {
+impl<H: Hal> SmmuHw<H> {
     /// Chooses the stages domains use; before any stream is managed.
-    pub fn set_translation(&mut self, t: Translation) -> Result<(), HwError> {
+    pub fn set_translation(&mut self, t: Translation) -> Result<(), SmmuError> {
         if !self.streams.is_empty() {
-            return Err(HwError("streams are managed already".into()));
+            return Err(SmmuError::StreamsManaged);
         }
         let f = &self.features;
         let (s1, s2) = match t {
@@ -576,10 +749,10 @@ impl SmmuHw {
             Translation::Nested => (true, true),
         };
         if (s1 && !f.stage1) || (s2 && !f.stage2) {
-            return Err(HwError(format!(
-                "{t:?} needs stage 1 {s1} / stage 2 {s2}; this SMMU has {} / {}",
-                f.stage1, f.stage2
-            )));
+            return Err(SmmuError::StagesMissing {
+                stage1: s1 && !f.stage1,
+                stage2: s2 && !f.stage2,
+            });
         }
         self.release_s2();
         match t {
@@ -588,7 +761,7 @@ impl SmmuHw {
                 let root = self
                     .s2_tables
                     .alloc()
-                    .ok_or_else(|| HwError("out of memory".into()))?;
+                    .ok_or(SmmuError::Stage2(PgError::NoMemory))?;
                 self.s2_root = Some(root);
             }
             Translation::Nested => self.build_nested_s2()?,
@@ -600,17 +773,17 @@ impl SmmuHw {
     /// The nested mode's stage 2: every RAM region the page allocator
     /// manages (where tables, CDs and DMA buffers live) and the MSI
     /// doorbell, one to one, in the largest blocks that fit.
-    fn build_nested_s2(&mut self) -> Result<(), HwError> {
-        let err = |e| HwError(format!("nested stage 2: {e:?}"));
+    fn build_nested_s2(&mut self) -> Result<(), SmmuError> {
+        let err = SmmuError::Stage2;
         let mut table = PageTable::new(ArmLpae::S2, &mut self.s2_tables).map_err(err)?;
-        for r in memory::managed_regions() {
+        for r in self.hal.ram() {
             let start = r.start & !(PAGE_SIZE - 1);
             let end = r.end.next_multiple_of(PAGE_SIZE);
             table
                 .map(&mut self.s2_tables, start, start, end - start, Prot::RW)
                 .map_err(err)?;
         }
-        if let Some(db) = super::msi::doorbell() {
+        if let Some(db) = self.msi_doorbell {
             let page = db & !(PAGE_SIZE - 1);
             table
                 .map(&mut self.s2_tables, page, page, PAGE_SIZE, Prot::RW)
@@ -658,7 +831,7 @@ impl SmmuHw {
     }
 }
 
-impl SmmuHw {
+impl<H: Hal> SmmuHw<H> {
     /// Whether the stream table is linear (else two-level).
     pub fn linear_stream_table(&self) -> bool {
         self.linear
@@ -674,34 +847,25 @@ impl SmmuHw {
 /// Turns the SMMU off and frees what it walked. If it does not turn off,
 /// the memory is left to it (and the failure is logged), never freed
 /// under a live SMMU.
-impl Drop for SmmuHw {
+impl<H: Hal> Drop for SmmuHw<H> {
     fn drop(&mut self) {
         if let Err(e) = self.disable() {
-            log::error!(
-                "SMMU does not turn off ({}): its tables stay allocated",
-                e.0
-            );
+            log::error!("SMMU does not turn off ({e}): its tables stay allocated");
+            // Leaked on purpose: the SMMU may still walk them.
+            core::mem::forget(self.mem.take_all());
+            core::mem::forget(core::mem::replace(
+                &mut self.tables,
+                HalTables::new(self.hal.clone(), self.coherency),
+            ));
+            core::mem::forget(self.s2_table.take());
+            core::mem::forget(core::mem::replace(
+                &mut self.s2_tables,
+                HalTables::new(self.hal.clone(), self.coherency),
+            ));
             return;
         }
         self.release_s2();
-        let free = memory::iommu::free;
-        free(self.l1, self.strtab_bytes);
-        for &t in self.l2.values() {
-            free(t, 64 << SPLIT);
-        }
-        free(self.cmdq_mem, 16 << CMDQ_LOG2);
-        free(self.evtq_mem, 32 << EVTQ_LOG2);
-        let streams: Vec<u32> = self.streams.keys().copied().collect();
-        for sid in streams {
-            if let Some(st) = self.streams.remove(&sid) {
-                if let Some((l1, entries)) = st.l1 {
-                    self.free_meta(l1, 8 * u64::from(entries));
-                }
-                for (_, leaf) in st.leaves {
-                    self.free_meta(leaf, PAGE_SIZE);
-                }
-            }
-        }
+        // The stream table, queues and CD tables go with `mem`.
     }
 }
 
@@ -737,8 +901,8 @@ const LEAF_LOG2: u8 = CdFmt::TwoLevel4k.leaf_log2();
 /// The ASID of blocking CDs: they never translate, so nothing is cached.
 const BLOCKING_ASID: u16 = 0;
 
-impl SmmuHw {
-    fn stream(&mut self, sid: u32) -> Result<&mut Stream, HwError> {
+impl<H: Hal> SmmuHw<H> {
+    fn stream(&mut self, sid: u32) -> Result<&mut Stream, SmmuError> {
         if !self.streams.contains_key(&sid) {
             let leaf = self.alloc_meta(PAGE_SIZE)?;
             let st = Stream {
@@ -755,20 +919,20 @@ impl SmmuHw {
     }
 
     /// Zeroed memory for CD tables, counted in [`SmmuHw::cd_table_bytes`].
-    fn alloc_meta(&mut self, bytes: u64) -> Result<u64, HwError> {
-        let pa = alloc_zeroed(bytes, bytes.next_power_of_two())?;
+    fn alloc_meta(&mut self, bytes: u64) -> Result<u64, SmmuError> {
+        let pa = self.alloc(bytes, bytes.next_power_of_two())?;
         self.cd_bytes += bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         Ok(pa)
     }
 
     fn free_meta(&mut self, pa: u64, bytes: u64) {
-        memory::iommu::free(pa, bytes);
+        self.free(pa);
         self.cd_bytes -= bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
     }
 
     /// Page-table pages held by the core's domains.
     pub fn tables_live(&self) -> u64 {
-        self.tables.live
+        self.tables.live()
     }
 
     /// Bytes of CD tables (leaves and level-1 tables) held now.
@@ -818,7 +982,7 @@ impl SmmuHw {
         ste
     }
 
-    fn update_ste(&mut self, sid: u32) -> Result<(), HwError> {
+    fn update_ste(&mut self, sid: u32) -> Result<(), SmmuError> {
         let ste = self.stream_ste(&self.streams[&sid]);
         self.write_ste(sid, &ste)
     }
@@ -826,7 +990,7 @@ impl SmmuHw {
     /// The CD slot of `ssid`, allocating its leaf table (and linking it
     /// into the level-1 table) on first use; says whether a level-1
     /// descriptor was written.
-    fn cd_slot(&mut self, sid: u32, ssid: u32) -> Result<(u64, bool), HwError> {
+    fn cd_slot(&mut self, sid: u32, ssid: u32) -> Result<(u64, bool), SmmuError> {
         let leaf_index = ssid >> LEAF_LOG2;
         let existing = self.streams[&sid].leaves.get(&leaf_index).copied();
         let (leaf, linked) = match existing {
@@ -835,13 +999,13 @@ impl SmmuHw {
                 let leaf = self.alloc_meta(PAGE_SIZE)?;
                 let st = self.streams.get_mut(&sid).expect("managed stream");
                 st.leaves.insert(leaf_index, leaf);
-                let (l1, _) = st.l1.ok_or_else(|| {
-                    HwError(format!(
-                        "stream {sid:#x}: SSID {ssid} beyond a linear CD table"
-                    ))
+                let (l1, _) = st.l1.ok_or(SmmuError::SubstreamTooWide {
+                    sid,
+                    ssid,
+                    bits: LEAF_LOG2,
                 })?;
-                barrier();
-                write_u64(l1 + 8 * u64::from(leaf_index), cd_l1_descriptor(leaf));
+                self.hal.barrier();
+                self.write_u64(l1 + 8 * u64::from(leaf_index), cd_l1_descriptor(leaf))?;
                 (leaf, true)
             }
         };
@@ -852,25 +1016,31 @@ impl SmmuHw {
     /// `extra` commands in the same batch. A live valid CD is made invalid
     /// first, so the SMMU never sees half of the old one and half of the
     /// new (a new TTB0 under the old ASID).
-    fn write_cd(&mut self, sid: u32, ssid: u32, cd: &Cd, extra: &[Command]) -> Result<(), HwError> {
+    fn write_cd(
+        &mut self,
+        sid: u32,
+        ssid: u32,
+        cd: &Cd,
+        extra: &[Command],
+    ) -> Result<(), SmmuError> {
         let (slot, linked) = self.cd_slot(sid, ssid)?;
         let cfgi = Command::CfgiCd {
             sid,
             ssid,
             leaf: !linked,
         };
-        if read_u64(slot) & (1 << 31) != 0 {
-            write_u64(slot, 0);
-            barrier();
+        if self.read_u64(slot)? & (1 << 31) != 0 {
+            self.write_u64(slot, 0)?;
+            self.hal.barrier();
             if cd.valid() {
                 self.commands(&[cfgi])?;
             }
         }
         for i in Cd::write_order() {
             if i == 0 {
-                barrier();
+                self.hal.barrier();
             }
-            write_u64(slot + 8 * i as u64, cd.0[i]);
+            self.write_u64(slot + 8 * i as u64, cd.0[i])?;
         }
         let mut cmds = Vec::with_capacity(1 + extra.len());
         cmds.push(cfgi);
@@ -891,17 +1061,18 @@ impl SmmuHw {
     /// Makes the CD table of `sid` hold SSID `ssid`: S1CDMax grows, to two
     /// levels past 64 CDs, with a level-1 table for at least 2^10 CDs so
     /// that it is not rebuilt at every new power of two.
-    fn grow(&mut self, sid: u32, ssid: u32) -> Result<(), HwError> {
+    fn grow(&mut self, sid: u32, ssid: u32) -> Result<(), SmmuError> {
         let need = (32 - ssid.leading_zeros()) as u8;
         let st = &self.streams[&sid];
         if need <= st.log2 {
             return Ok(());
         }
         if need > self.features.ssid_bits {
-            return Err(HwError(format!(
-                "stream {sid:#x}: SSID {ssid} needs {need} bits, the SMMU has {}",
-                self.features.ssid_bits
-            )));
+            return Err(SmmuError::SubstreamTooWide {
+                sid,
+                ssid,
+                bits: self.features.ssid_bits,
+            });
         }
         if need <= LEAF_LOG2 {
             self.streams.get_mut(&sid).expect("managed").log2 =
@@ -909,18 +1080,21 @@ impl SmmuHw {
             return self.update_ste(sid);
         }
         if !self.features.cd_two_level {
-            return Err(HwError(format!(
-                "stream {sid:#x}: SSID {ssid} needs a two-level CD table (IDR0.CD2L is 0)"
-            )));
+            return Err(SmmuError::NoTwoLevelCd { sid });
         }
         let log2 = need.max(10).min(self.features.ssid_bits);
         let entries = 1u32 << (log2 - LEAF_LOG2);
         let bytes = 8 * u64::from(entries);
         let l1 = self.alloc_meta(bytes)?;
-        let st = self.streams.get_mut(&sid).expect("managed");
-        for (&i, &leaf) in &st.leaves {
-            write_u64(l1 + 8 * u64::from(i), cd_l1_descriptor(leaf));
+        let leaves: Vec<(u32, u64)> = self.streams[&sid]
+            .leaves
+            .iter()
+            .map(|(&i, &leaf)| (i, leaf))
+            .collect();
+        for (i, leaf) in leaves {
+            self.write_u64(l1 + 8 * u64::from(i), cd_l1_descriptor(leaf))?;
         }
+        let st = self.streams.get_mut(&sid).expect("managed");
         let old = st.l1.replace((l1, entries));
         st.log2 = log2;
         // One 64-bit write of dword 0 switches pointer, format and size.
@@ -932,7 +1106,7 @@ impl SmmuHw {
     }
 
     /// The stream's CD tables, back to one linear leaf with CD 0.
-    fn shrink(&mut self, sid: u32) -> Result<(), HwError> {
+    fn shrink(&mut self, sid: u32) -> Result<(), SmmuError> {
         let st = self.streams.get_mut(&sid).expect("managed");
         st.log2 = 0;
         let l1 = st.l1.take();
@@ -958,7 +1132,7 @@ impl SmmuHw {
 
     /// The stream goes back to bypass and its CD tables are freed (a
     /// test's teardown).
-    pub fn release_stream(&mut self, sid: u32) -> Result<(), HwError> {
+    pub fn release_stream(&mut self, sid: u32) -> Result<(), SmmuError> {
         let Some(st) = self.streams.remove(&sid) else {
             return Ok(());
         };
@@ -980,6 +1154,7 @@ impl SmmuHw {
 
     /// Where CD `ssid` of a managed stream lives, if its leaf exists (for
     /// tests that edit CDs behind the driver's back).
+    #[cfg(feature = "test-hooks")]
     pub fn cd_address(&self, sid: u32, ssid: u32) -> Option<u64> {
         let leaf = self.streams.get(&sid)?.leaves.get(&(ssid >> LEAF_LOG2))?;
         Some(leaf + 64 * u64::from(ssid & ((1 << LEAF_LOG2) - 1)))
@@ -988,7 +1163,8 @@ impl SmmuHw {
     /// Writes `words` at `pa`, in order, inside a CD table or stream table
     /// the driver owns, and optionally runs `cmds` after: how a test
     /// changes a live structure without the driver's ordering rules.
-    pub fn poke(&mut self, pa: u64, words: &[u64], cmds: &[Command]) -> Result<(), HwError> {
+    #[cfg(feature = "test-hooks")]
+    pub fn poke(&mut self, pa: u64, words: &[u64], cmds: &[Command]) -> Result<(), SmmuError> {
         let owned = self.streams.values().any(|st| {
             st.leaves
                 .values()
@@ -998,14 +1174,12 @@ impl SmmuHw {
                     .is_some_and(|(l1, n)| (l1..l1 + 8 * u64::from(n)).contains(&pa))
         });
         if !owned {
-            return Err(HwError(format!(
-                "{pa:#x} is not in a CD table of this driver"
-            )));
+            return Err(SmmuError::Memory(HalError::NotOwned { pa }));
         }
         for (i, &w) in words.iter().enumerate() {
-            write_u64(pa + 8 * i as u64, w);
+            self.write_u64(pa + 8 * i as u64, w)?;
         }
-        barrier();
+        self.hal.barrier();
         if cmds.is_empty() {
             Ok(())
         } else {
@@ -1015,9 +1189,10 @@ impl SmmuHw {
 
     /// Rewrites the STE of a managed stream from the driver's state (after
     /// a test wrote another).
-    pub fn restore_ste(&mut self, sid: u32) -> Result<(), HwError> {
+    #[cfg(feature = "test-hooks")]
+    pub fn restore_ste(&mut self, sid: u32) -> Result<(), SmmuError> {
         if !self.streams.contains_key(&sid) {
-            return Err(HwError(format!("stream {sid:#x} is not managed")));
+            return Err(SmmuError::NotManaged { sid });
         }
         self.update_ste(sid)
     }
@@ -1057,7 +1232,9 @@ impl SmmuHw {
     }
 }
 
-impl IommuHw for SmmuHw {
+impl<H: Hal> IommuHw for SmmuHw<H> {
+    type Error = SmmuError;
+
     fn format(&self) -> TableFormat {
         match self.translation {
             Translation::Stage2 => TableFormat::Arm(ArmLpae::S2),
@@ -1079,11 +1256,8 @@ impl IommuHw for SmmuHw {
         &mut self.tables
     }
 
-    fn alloc_tag(&mut self) -> Result<u32, HwError> {
-        self.next_asid = self
-            .next_asid
-            .checked_add(1)
-            .ok_or_else(|| HwError("out of ASIDs".into()))?;
+    fn alloc_tag(&mut self) -> Result<u32, SmmuError> {
+        self.next_asid = self.next_asid.checked_add(1).ok_or(SmmuError::OutOfAsids)?;
         Ok(u32::from(self.next_asid))
     }
 
@@ -1098,7 +1272,7 @@ impl IommuHw for SmmuHw {
         let _ = self.commands(&[cmd]);
     }
 
-    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), HwError> {
+    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), SmmuError> {
         let primary = match (d.kind, d.root) {
             (DomainKind::Identity, _) => Primary::Identity,
             (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => Primary::Paging {
@@ -1125,11 +1299,9 @@ impl IommuHw for SmmuHw {
         self.update_ste(dev)
     }
 
-    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
         if self.pasid_bits() == 0 {
-            return Err(HwError(format!(
-                "stream {dev:#x}: this SMMU has no substreams (IDR1.SSIDSIZE 0)"
-            )));
+            return Err(SmmuError::NoSubstreams { sid: dev });
         }
         let st = self.stream(dev)?;
         st.aux = true;
@@ -1137,7 +1309,7 @@ impl IommuHw for SmmuHw {
         self.update_ste(dev)
     }
 
-    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), HwError> {
+    fn disable_aux(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
         let Some(st) = self.streams.get_mut(&dev) else {
             return Ok(());
         };
@@ -1145,12 +1317,10 @@ impl IommuHw for SmmuHw {
         self.shrink(dev)
     }
 
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
-        let root = d
-            .root
-            .ok_or_else(|| HwError(format!("PASID {pasid}: not a paging domain")))?;
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), SmmuError> {
+        let root = d.root.ok_or(SmmuError::NotPaging { pasid })?;
         if !self.streams.get(&dev).is_some_and(|s| s.aux) {
-            return Err(HwError(format!("stream {dev:#x}: AUX is not enabled")));
+            return Err(SmmuError::AuxNotEnabled { sid: dev });
         }
         self.grow(dev, pasid)?;
         let cd = self.paging_cd(d.tag as u16, root);
@@ -1163,7 +1333,7 @@ impl IommuHw for SmmuHw {
         Ok(())
     }
 
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), HwError> {
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), SmmuError> {
         if !self
             .streams
             .get(&dev)
@@ -1194,7 +1364,7 @@ impl IommuHw for SmmuHw {
         d: &DomainRef,
         _attached: &[Attachment],
         gather: &Gather,
-    ) -> Result<(), HwError> {
+    ) -> Result<(), SmmuError> {
         if gather.is_empty() {
             return Ok(());
         }
@@ -1236,6 +1406,6 @@ impl IommuHw for SmmuHw {
 
     fn msi_doorbell(&self) -> Option<u64> {
         // GITS_TRANSLATER, which the MSIs of translated devices must reach.
-        super::msi::doorbell()
+        self.msi_doorbell
     }
 }
