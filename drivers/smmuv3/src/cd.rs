@@ -76,6 +76,21 @@ impl Cd {
     }
 }
 
+/// The bits of a CD the SMMU reads (for
+/// [`kernel::iommu::entry::write_entry`]): all of dwords 0, 1, 3 and 4
+/// (control, TTB0, MAIR, AMAIR) of a valid CD, and TTB1 unless EPD1.
+impl kernel::iommu::entry::EntryFormat<8> for Cd {
+    const VALID: (usize, u64) = (0, 1 << 31);
+
+    fn used(e: &[u64; 8]) -> [u64; 8] {
+        if e[0] & (1 << 31) == 0 {
+            return [1 << 31, 0, 0, 0, 0, 0, 0, 0];
+        }
+        let ttb1 = if e[0] & (1 << 30) == 0 { !0 } else { 0 };
+        [!0, !0, ttb1, !0, !0, 0, 0, 0]
+    }
+}
+
 /// A level-1 CD table descriptor pointing at a 4 KiB leaf table (64 CDs).
 pub fn l1_descriptor(l2_table: u64) -> u64 {
     (l2_table & 0x000f_ffff_ffff_f000) | 1

@@ -176,6 +176,44 @@ impl Ste {
     }
 }
 
+/// The bits of an STE the SMMU reads for the configuration it selects
+/// (for [`kernel::iommu::entry::write_entry`]).
+impl kernel::iommu::entry::EntryFormat<8> for Ste {
+    const VALID: (usize, u64) = (0, V);
+
+    fn used(e: &[u64; 8]) -> [u64; 8] {
+        let mut u = [0u64; 8];
+        u[0] = V;
+        if e[0] & V == 0 {
+            return u;
+        }
+        // V and Config.
+        u[0] |= field(!0, 3, 0);
+        // MemAttr, MTCFG, ALLOCCFG, SHCFG, NSCFG, PRIVCFG, INSTCFG: the
+        // attribute overrides of incoming transactions.
+        let overrides = field(!0, 51, 32);
+        let cfg = (e[0] >> 1) & 7;
+        let s1 = cfg == CFG_S1 || cfg == CFG_NESTED;
+        let s2 = cfg == CFG_S2 || cfg == CFG_NESTED;
+        if cfg == CFG_BYPASS {
+            u[1] |= overrides;
+        }
+        if s1 {
+            // S1Fmt, S1ContextPtr, S1CDMax.
+            u[0] |= field(!0, 63, 59) | field(!0, 51, 4);
+            // S1DSS, S1CIR/COR/CSH, S1STALLD, EATS, STRW.
+            u[1] |= field(!0, 7, 0) | (1 << 27) | field(!0, 31, 28) | overrides;
+        }
+        if s2 {
+            // EATS; S2VMID, the VTCR fields, S2AA64 .. S2R; S2TTB.
+            u[1] |= field(!0, 29, 28) | overrides;
+            u[2] |= field(!0, 15, 0) | field(!0, 58, 32);
+            u[3] |= field(!0, 51, 4);
+        }
+        u
+    }
+}
+
 /// A level-1 stream table descriptor: `span` is log2 of the STEs in the
 /// level-2 table plus one (0 means none: the streams are invalid).
 pub fn l1_descriptor(l2_table: u64, l2_log2_stes: u8) -> u64 {

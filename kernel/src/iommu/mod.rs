@@ -1,9 +1,11 @@
 //! The IOMMU core: domains and aux domains ([`domain`]), the PASID
 //! allocator ([`pasid`]), IOVA allocation for DMA domains ([`iova`]) and
-//! the I/O page tables ([`pgtable`]). It knows no hardware: drivers
+//! the I/O page tables ([`pgtable`]), and the ordering of live entry
+//! updates every driver uses ([`entry`]). It knows no hardware: drivers
 //! implement [`domain::IommuHw`].
 pub mod conformance;
 pub mod domain;
+pub mod entry;
 pub mod iova;
 pub mod model;
 pub mod pasid;

@@ -28,6 +28,7 @@ use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, TableFormat,
 };
+use kernel::iommu::entry::{write_entry, EntryFormat, EntryTarget};
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
 use kernel::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use tock_registers::interfaces::{Readable, Writeable};
@@ -653,16 +654,36 @@ impl<H: Hal> SmmuHw<H> {
         Ok(l2 + 64 * u64::from(sid & ((1 << SPLIT) - 1)))
     }
 
-    /// Writes `ste` for `sid` (dword 0 last) and makes the SMMU re-read it.
+    /// Makes the STE of `sid` hold `ste`, in an order no fetch can see
+    /// torn ([`write_entry`]), each step made visible by CFGI_STE and a
+    /// CMD_SYNC.
     pub fn write_ste(&mut self, sid: u32, ste: &Ste) -> Result<(), SmmuError> {
         let slot = self.ste_slot(sid)?;
-        for i in Ste::write_order() {
-            if i == 0 {
-                self.hal.barrier();
-            }
-            self.write_u64(slot + 8 * i as u64, ste.0[i])?;
+        let cfgi = Command::CfgiSte { sid, leaf: true };
+        self.write_entry::<Ste>(slot, cfgi, &ste.0)
+    }
+
+    /// Rewrites the 8-dword entry at `slot` to `target`, syncing with
+    /// `cfgi` and a CMD_SYNC.
+    fn write_entry<F: EntryFormat<8>>(
+        &mut self,
+        slot: u64,
+        cfgi: Command,
+        target: &[u64; 8],
+    ) -> Result<(), SmmuError> {
+        let mut current = [0; 8];
+        for (i, w) in current.iter_mut().enumerate() {
+            *w = self.read_u64(slot + 8 * i as u64)?;
         }
-        self.commands(&[Command::CfgiSte { sid, leaf: true }])
+        write_entry::<8, F, _>(
+            &mut LiveEntry {
+                hw: self,
+                slot,
+                cfgi,
+            },
+            current,
+            target,
+        )
     }
 
     /// Global errors other than CMDQ_ERR (which the command queue
@@ -817,18 +838,6 @@ impl<H: Hal> SmmuHw<H> {
             0
         }
     }
-
-    fn stage2(&self, vmid: u16, root: u64) -> Stage2 {
-        Stage2 {
-            vmid,
-            // The input size may not exceed the output size (IDR5.OAS).
-            ias: self.features.oas.min(48),
-            ps: self.oas_encoding(),
-            // Start at level 0 (4 KiB granule).
-            sl0: 2,
-            ttb: root,
-        }
-    }
 }
 
 impl<H: Hal> SmmuHw<H> {
@@ -867,6 +876,93 @@ impl<H: Hal> Drop for SmmuHw<H> {
         self.release_s2();
         // The stream table, queues and CD tables go with `mem`.
     }
+}
+
+/// One live 8-dword entry (STE or CD) of the SMMU's, for the entry writer.
+struct LiveEntry<'a, H: Hal> {
+    hw: &'a mut SmmuHw<H>,
+    slot: u64,
+    cfgi: Command,
+}
+
+impl<H: Hal> EntryTarget<8> for LiveEntry<'_, H> {
+    type Error = SmmuError;
+    fn write(&mut self, word: usize, value: u64) -> Result<(), SmmuError> {
+        self.hw.write_u64(self.slot + 8 * word as u64, value)
+    }
+    fn sync(&mut self) -> Result<(), SmmuError> {
+        // `commands` orders the stores before the SMMU sees the batch.
+        self.hw.commands(&[self.cfgi])
+    }
+}
+
+/// What the STEs of a driver instance share: the stages in use and the
+/// stage-2 settings.
+#[derive(Debug, Clone, Copy)]
+struct SteParams {
+    translation: Translation,
+    /// Stage-2 input size (no more than the output size, IDR5.OAS).
+    s2_ias: u8,
+    /// IDR5.OAS as the PS encoding.
+    s2_ps: u8,
+    /// Stage 2: the empty table of blocked streams; nested: the identity
+    /// table under stage 1.
+    s2_root: u64,
+}
+
+impl SteParams {
+    fn stage2(&self, vmid: u16, root: u64) -> Stage2 {
+        Stage2 {
+            vmid,
+            ias: self.s2_ias,
+            ps: self.s2_ps,
+            // Start at level 0 (4 KiB granule).
+            sl0: 2,
+            ttb: root,
+        }
+    }
+}
+
+/// The STE of a managed stream in state `st`.
+fn stream_ste(p: &SteParams, st: &Stream) -> Ste {
+    if p.translation == Translation::Stage2 {
+        return match st.primary {
+            Primary::Identity => Ste::bypass(),
+            Primary::Paging { asid: vmid, root } => Ste::stage2(&p.stage2(vmid, root)),
+            Primary::Blocked => Ste::stage2(&p.stage2(0, p.s2_root)),
+        };
+    }
+    let (base, fmt) = match st.l1 {
+        Some((l1, _)) => (l1, CdFmt::TwoLevel4k),
+        None => (st.leaves.get(&0).copied().unwrap_or(0), CdFmt::Linear),
+    };
+    let cd = CdTable {
+        base,
+        log2_cds: st.log2,
+        fmt,
+        s1dss: if st.primary == Primary::Identity {
+            S1Dss::Bypass
+        } else {
+            S1Dss::Substream0
+        },
+    };
+    let identity_only = st.primary == Primary::Identity && !st.aux;
+    if p.translation == Translation::Nested {
+        let s2 = p.stage2(NESTED_VMID, p.s2_root);
+        let mut nested = Ste::nested(&cd, &s2);
+        if identity_only {
+            // Stage 2 alone: the "identity" of a guest is its IPA space.
+            nested.0[0] = Ste::stage2(&s2).0[0];
+        }
+        return nested;
+    }
+    let mut ste = Ste::stage1(&cd);
+    if identity_only {
+        // Dword 1 keeps its stage-1 fields (ignored in bypass), so a
+        // later switch to stage 1 changes dword 0 alone.
+        ste.0[0] = Ste::bypass().0[0];
+    }
+    ste
 }
 
 /// What a managed stream's untagged traffic gets.
@@ -942,44 +1038,16 @@ impl<H: Hal> SmmuHw<H> {
 
     /// The STE for a managed stream's current state.
     fn stream_ste(&self, st: &Stream) -> Ste {
-        if self.translation == Translation::Stage2 {
-            return match st.primary {
-                Primary::Identity => Ste::bypass(),
-                Primary::Paging { asid: vmid, root } => Ste::stage2(&self.stage2(vmid, root)),
-                Primary::Blocked => Ste::stage2(&self.stage2(0, self.s2_root.unwrap_or(0))),
-            };
+        stream_ste(&self.ste_params(), st)
+    }
+
+    fn ste_params(&self) -> SteParams {
+        SteParams {
+            translation: self.translation,
+            s2_ias: self.features.oas.min(48),
+            s2_ps: self.oas_encoding(),
+            s2_root: self.s2_root.unwrap_or(0),
         }
-        let (base, fmt) = match st.l1 {
-            Some((l1, _)) => (l1, CdFmt::TwoLevel4k),
-            None => (st.leaves[&0], CdFmt::Linear),
-        };
-        let cd = CdTable {
-            base,
-            log2_cds: st.log2,
-            fmt,
-            s1dss: if st.primary == Primary::Identity {
-                S1Dss::Bypass
-            } else {
-                S1Dss::Substream0
-            },
-        };
-        let identity_only = st.primary == Primary::Identity && !st.aux;
-        if self.translation == Translation::Nested {
-            let s2 = self.stage2(NESTED_VMID, self.s2_root.unwrap_or(0));
-            let mut nested = Ste::nested(&cd, &s2);
-            if identity_only {
-                // Stage 2 alone: the "identity" of a guest is its IPA space.
-                nested.0[0] = Ste::stage2(&s2).0[0];
-            }
-            return nested;
-        }
-        let mut ste = Ste::stage1(&cd);
-        if identity_only {
-            // Dword 1 keeps its stage-1 fields (ignored in bypass), so a
-            // later switch to stage 1 changes dword 0 alone.
-            ste.0[0] = Ste::bypass().0[0];
-        }
-        ste
     }
 
     fn update_ste(&mut self, sid: u32) -> Result<(), SmmuError> {
@@ -1012,10 +1080,9 @@ impl<H: Hal> SmmuHw<H> {
         Ok((leaf + 64 * u64::from(ssid & ((1 << LEAF_LOG2) - 1)), linked))
     }
 
-    /// Writes CD `ssid` of `sid` and makes the SMMU re-read it, with
-    /// `extra` commands in the same batch. A live valid CD is made invalid
-    /// first, so the SMMU never sees half of the old one and half of the
-    /// new (a new TTB0 under the old ASID).
+    /// Writes CD `ssid` of `sid` (in an order no fetch can see torn) and
+    /// makes the SMMU re-read it; then runs `extra` (the invalidation of
+    /// what the old CD left in the TLBs).
     fn write_cd(
         &mut self,
         sid: u32,
@@ -1029,23 +1096,12 @@ impl<H: Hal> SmmuHw<H> {
             ssid,
             leaf: !linked,
         };
-        if self.read_u64(slot)? & (1 << 31) != 0 {
-            self.write_u64(slot, 0)?;
-            self.hal.barrier();
-            if cd.valid() {
-                self.commands(&[cfgi])?;
-            }
+        self.write_entry::<Cd>(slot, cfgi, &cd.0)?;
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            self.commands(extra)
         }
-        for i in Cd::write_order() {
-            if i == 0 {
-                self.hal.barrier();
-            }
-            self.write_u64(slot + 8 * i as u64, cd.0[i])?;
-        }
-        let mut cmds = Vec::with_capacity(1 + extra.len());
-        cmds.push(cfgi);
-        cmds.extend_from_slice(extra);
-        self.commands(&cmds)
     }
 
     fn paging_cd(&self, asid: u16, root: u64) -> Cd {
@@ -1409,3 +1465,6 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         self.msi_doorbell
     }
 }
+
+#[cfg(test)]
+mod tests;

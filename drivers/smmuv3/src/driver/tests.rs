@@ -1,0 +1,192 @@
+//! The driver's live-entry updates, replayed against what an SMMU could
+//! fetch (in the manner of Linux's arm-smmu-v3-test.c): for every switch
+//! the driver makes on a live stream, each state a fetch could combine
+//! between two syncs is the old entry, the new one, or invalid.
+use super::{stream_ste, Primary, SteParams, Stream, Translation, LEAF_LOG2};
+use crate::cd::{Cd, CdConfig};
+use crate::ste::Ste;
+use alloc::collections::{BTreeMap, BTreeSet};
+use kernel::iommu::entry::check::{check, syncs, writer_is_safe, Step, Torn};
+use kernel::iommu::pgtable::arm::MAIR;
+
+const LEAF0: u64 = 0x8000_0000;
+const L1: u64 = 0x8010_0000;
+
+fn params(translation: Translation) -> SteParams {
+    SteParams {
+        translation,
+        s2_ias: 44,
+        s2_ps: 4,
+        s2_root: 0x9000_0000,
+    }
+}
+
+fn stream(primary: Primary, aux: bool, log2: u8, l1: bool) -> Stream {
+    Stream {
+        primary,
+        aux,
+        leaves: BTreeMap::from([(0, LEAF0)]),
+        log2,
+        l1: l1.then_some((L1, 16)),
+        pasids: BTreeSet::new(),
+    }
+}
+
+fn ste(t: Translation, st: &Stream) -> [u64; 8] {
+    stream_ste(&params(t), st).0
+}
+
+const PAGING_A: Primary = Primary::Paging {
+    asid: 1,
+    root: 0xa000_0000,
+};
+const PAGING_B: Primary = Primary::Paging {
+    asid: 2,
+    root: 0xb000_0000,
+};
+
+/// Every switch of `states` to every other is safe; returns the syncs of
+/// each, in order.
+fn all_switches(states: &[[u64; 8]], f: fn([u64; 8], [u64; 8]) -> Result<usize, Torn<8>>) {
+    for (i, a) in states.iter().enumerate() {
+        for (j, b) in states.iter().enumerate() {
+            if i != j {
+                if let Err(e) = f(*a, *b) {
+                    panic!("switch {i} -> {j}: {e:?}\n  from {a:x?}\n  to   {b:x?}");
+                }
+            }
+        }
+    }
+}
+
+fn ste_switch(a: [u64; 8], b: [u64; 8]) -> Result<usize, Torn<8>> {
+    writer_is_safe::<Ste, 8>(a, b).map(|s| syncs(&s))
+}
+
+fn cd_switch(a: [u64; 8], b: [u64; 8]) -> Result<usize, Torn<8>> {
+    writer_is_safe::<Cd, 8>(a, b).map(|s| syncs(&s))
+}
+
+#[test]
+fn stage1_blocked_identity_paging_switches() {
+    let t = Translation::Stage1;
+    let states = [
+        ste(t, &stream(Primary::Blocked, false, 0, false)),
+        ste(t, &stream(Primary::Identity, false, 0, false)),
+        ste(t, &stream(PAGING_A, false, 0, false)),
+        ste(t, &stream(Primary::Identity, true, LEAF_LOG2, false)),
+        ste(t, &stream(PAGING_A, true, LEAF_LOG2, false)),
+        Ste::bypass().0,
+        Ste::abort().0,
+        [0; 8],
+    ];
+    all_switches(&states, ste_switch);
+    // Identity to paging (the primary changes, CD 0 already written) is
+    // hitless: S1DSS (unused in bypass) first, then dword 0 alone.
+    let steps = writer_is_safe::<Ste, 8>(states[1], states[2]).unwrap();
+    assert_eq!(syncs(&steps), 2);
+    assert!(steps
+        .iter()
+        .all(|s| !matches!(s, Step::Write { word: 0, value } if value & 1 == 0)));
+}
+
+#[test]
+fn stage2_primary_replace_breaks_before_make() {
+    let t = Translation::Stage2;
+    let states = [
+        ste(t, &stream(Primary::Blocked, false, 0, false)),
+        ste(t, &stream(Primary::Identity, false, 0, false)),
+        ste(t, &stream(PAGING_A, false, 0, false)),
+        ste(t, &stream(PAGING_B, false, 0, false)),
+    ];
+    all_switches(&states, ste_switch);
+    // VMID and S2TTB are in two dwords: invalid, rest, valid.
+    assert_eq!(ste_switch(states[2], states[3]), Ok(3));
+}
+
+#[test]
+fn nested_and_stage_changes() {
+    let n = Translation::Nested;
+    let states = [
+        ste(n, &stream(Primary::Blocked, false, 0, false)),
+        ste(n, &stream(Primary::Identity, false, 0, false)),
+        ste(n, &stream(PAGING_A, true, LEAF_LOG2, false)),
+        ste(n, &stream(Primary::Identity, true, 10, true)),
+        // The same stream under the other modes.
+        ste(Translation::Stage1, &stream(PAGING_A, false, 0, false)),
+        ste(Translation::Stage2, &stream(PAGING_A, false, 0, false)),
+        Ste::bypass().0,
+    ];
+    all_switches(&states, ste_switch);
+}
+
+#[test]
+fn cd_table_growth_is_one_dword() {
+    let t = Translation::Stage1;
+    let linear1 = ste(t, &stream(PAGING_A, false, 0, false));
+    let linear64 = ste(t, &stream(PAGING_A, true, LEAF_LOG2, false));
+    let two_level = ste(t, &stream(PAGING_A, true, 10, true));
+    // S1CDMax, S1Fmt and S1ContextPtr share dword 0: growing and
+    // shrinking the CD table is hitless.
+    assert_eq!(ste_switch(linear1, linear64), Ok(1));
+    assert_eq!(ste_switch(linear64, two_level), Ok(1));
+    assert_eq!(ste_switch(two_level, linear1), Ok(1));
+}
+
+fn paging_cd(asid: u16, root: u64) -> [u64; 8] {
+    Cd::new(&CdConfig {
+        asid,
+        ttb0: root,
+        ias: 48,
+        ips: 4,
+        mair: MAIR,
+    })
+    .0
+}
+
+#[test]
+fn context_descriptor_switches() {
+    // CD 0: blocked, primary replace; CD n: aux attach, detach, reuse.
+    let states = [
+        Cd::blocking(0).0,
+        paging_cd(1, 0xa000_0000),
+        paging_cd(2, 0xb000_0000),
+        Cd::invalid().0,
+    ];
+    all_switches(&states, cd_switch);
+    // Attach to a free substream: the valid dword last, after a sync.
+    let steps = writer_is_safe::<Cd, 8>(states[3], states[1]).unwrap();
+    assert_eq!(steps.last(), Some(&Step::Sync));
+    assert!(matches!(
+        steps[steps.len() - 2],
+        Step::Write { word: 0, .. }
+    ));
+    // Detach: invalid first.
+    let steps = writer_is_safe::<Cd, 8>(states[1], states[3]).unwrap();
+    assert_eq!(steps[0], Step::Write { word: 0, value: 0 });
+}
+
+/// The writer the driver had before: every dword but 0, then dword 0,
+/// one CFGI and sync. The recorder catches it tearing a stage-2 primary
+/// replace (new S2TTB with the old VMID).
+#[test]
+fn a_torn_stage2_replace_is_caught() {
+    let t = Translation::Stage2;
+    let a = ste(t, &stream(PAGING_A, false, 0, false));
+    let b = ste(t, &stream(PAGING_B, false, 0, false));
+    let mut steps: alloc::vec::Vec<Step> = Ste::write_order()
+        .iter()
+        .filter(|&&i| a[i] != b[i])
+        .map(|&i| Step::Write {
+            word: i,
+            value: b[i],
+        })
+        .collect();
+    steps.push(Step::Sync);
+    match check::<Ste, 8>(&a, &b, &steps) {
+        Err(Torn::Mixed { seen, .. }) => {
+            assert!(seen[2] != a[2] || seen[3] != a[3], "a mix of old and new");
+        }
+        other => panic!("the torn update passed: {other:?}"),
+    }
+}
