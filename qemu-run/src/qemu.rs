@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The oldest QEMU the boards are known to work with (Debian backports).
 pub const MIN_VERSION: (u32, u32) = (10, 0);
@@ -158,10 +158,10 @@ pub fn ensure(name: &str) -> Result<PathBuf> {
     }
     install(name)?;
     check(name).map_err(|p| {
-        crate::Error(format!(
+        anyhow!(
             "after installing QEMU from bookworm-backports: {}",
             p.describe(name, None)
-        ))
+        )
     })
 }
 
@@ -300,7 +300,7 @@ fn run_root(cmd: &[String]) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(crate::stderr_stdio()?)
         .status()
-        .map_err(|e| crate::Error(format!("{}: {e}", cmd[0])))?;
+        .with_context(|| cmd[0].clone())?;
     if !status.success() {
         bail!("`{}` failed ({status})", cmd.join(" "));
     }
@@ -316,8 +316,7 @@ pub fn add_backports_if_missing() -> Result<()> {
         let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
         let text = backports_sources(&choose_uri(&debian, &list));
         eprintln!("qemu-run: adding {BACKPORTS_FILE}");
-        fs::write(BACKPORTS_FILE, text)
-            .map_err(|e| crate::Error(format!("{BACKPORTS_FILE}: {e}")))?;
+        fs::write(BACKPORTS_FILE, text).context(BACKPORTS_FILE)?;
     }
     Ok(())
 }
@@ -327,16 +326,16 @@ pub fn add_backports_if_missing() -> Result<()> {
 /// second one finds QEMU installed when it gets the lock.
 pub fn install(name: &str) -> Result<()> {
     let lock_file = lock_path();
-    let lock_err = |e: std::io::Error| crate::Error(format!("{}: {e}", lock_file.display()));
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_file)
-        .map_err(lock_err)?;
+        .with_context(|| lock_file.display().to_string())?;
     if lock.try_lock().is_err() {
         eprintln!("qemu-run: waiting for another qemu-run installing QEMU");
-        lock.lock().map_err(lock_err)?;
+        lock.lock()
+            .with_context(|| lock_file.display().to_string())?;
     }
     if check(name).is_ok() {
         return Ok(());
