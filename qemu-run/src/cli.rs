@@ -551,7 +551,7 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
 
     print!("{}", crate::summary_table(&reports));
     if let Some(path) = &args.junit {
-        std::fs::write(path, junit::render(&reports))
+        std::fs::write(path, junit::render(&reports)?)
             .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
     }
     Ok(reports.iter().all(|r| r.verdict.pass))
