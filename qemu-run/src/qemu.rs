@@ -54,19 +54,17 @@ pub fn new_enough(v: (u32, u32, u32)) -> bool {
 }
 
 /// Where to look for `name`: `QEMU_DIR` alone when it is set, else PATH.
+/// `which` decides what counts: a regular file we may execute.
 pub fn find(name: &str, qemu_dir: Option<&OsStr>, path: Option<&OsStr>) -> Option<PathBuf> {
-    let dirs: Vec<PathBuf> = match qemu_dir {
-        Some(d) => vec![PathBuf::from(d)],
-        None => std::env::split_paths(path?).collect(),
+    let query = which::WhichConfig::new();
+    let query = match qemu_dir {
+        // One directory, whatever its name holds (a `:` too).
+        Some(d) => query.binary_name(Path::new(d).join(name).into_os_string()),
+        None => query
+            .binary_name(name.into())
+            .custom_path_list(path?.to_owned()),
     };
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    query.first_result().ok()
 }
 
 /// Why the QEMU we have will not do.
@@ -395,6 +393,14 @@ mod tests {
         assert_eq!(
             find("qemu-fake", Some("/nonexistent".as_ref()), Some(&path)),
             None
+        );
+        // QEMU_DIR is one directory, not a list.
+        let odd = dir.join("a:b");
+        fs::create_dir_all(&odd).unwrap();
+        fs::copy(&bin, odd.join("qemu-fake")).unwrap();
+        assert_eq!(
+            find("qemu-fake", Some(odd.as_os_str()), None),
+            Some(odd.join("qemu-fake"))
         );
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(find("qemu-fake", None, Some(&path)), None);
