@@ -314,7 +314,8 @@ uart = "pl011"
 
     #[test]
     fn a_board_extends_another() {
-        let dir = std::env::temp_dir().join(format!("qemu-run-extends-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         fs::create_dir_all(dir.join("boards")).unwrap();
         let with_expect = format!("{VIRT}[expect]\niommus = \"smmuv3\"\necam = \"0\"\n");
         fs::write(dir.join("boards/qemu-virt.toml"), with_expect).unwrap();
@@ -324,7 +325,7 @@ uart = "pl011"
              [expect]\necam = \"1\"\n",
         )
         .unwrap();
-        let boards = load_boards(&dir).unwrap();
+        let boards = load_boards(dir).unwrap();
         let v = &boards[1];
         assert_eq!(v.name, "qemu-virt-s2");
         assert_eq!(v.machine, ["-M", "virt,x=1"], "replaced");
@@ -333,7 +334,7 @@ uart = "pl011"
         assert_eq!(v.expect["ecam"], "1", "merged: overridden");
         // Unknown bases and cycles are refused with the file named.
         fs::write(dir.join("boards/qemu-virt-s2.toml"), "extends = \"nope\"\n").unwrap();
-        let e = load_boards(&dir).unwrap_err();
+        let e = load_boards(dir).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("qemu-virt-s2.toml: extends \"nope\""), "{e}");
         fs::write(
@@ -341,10 +342,9 @@ uart = "pl011"
             "extends = \"qemu-virt-s2\"\n",
         )
         .unwrap();
-        let e = load_boards(&dir).unwrap_err();
+        let e = load_boards(dir).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("too deeply"), "{e}");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -403,8 +403,8 @@ uart = "pl011"
         assert_eq!(elf_machine(b"MZ not an elf at all"), None);
         assert_eq!(elf_machine(b"\x7fELF"), None);
 
-        let dir = std::env::temp_dir().join(format!("qemu-run-board-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let arm = dir.join("arm.elf");
         let x86 = dir.join("x86.elf");
         let empty = dir.join("empty");
@@ -437,10 +437,9 @@ uart = "pl011"
         let e = check_kernel(&dir.join("missing"), &b).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("missing") && e.contains("No such file"), "{e}");
-        assert!(check_kernel(&dir, &b)
+        assert!(check_kernel(dir, &b)
             .unwrap_err()
             .to_string()
             .contains("not a regular file"));
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

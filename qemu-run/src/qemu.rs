@@ -377,13 +377,13 @@ mod tests {
 
     #[test]
     fn finding_the_binary() {
-        let dir = std::env::temp_dir().join(format!("qemu-run-find-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let bin = dir.join("qemu-fake");
         fs::write(&bin, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-        let path = std::env::join_paths(["/nonexistent".as_ref(), dir.as_path()]).unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir]).unwrap();
         assert_eq!(find("qemu-fake", None, Some(&path)), Some(bin.clone()));
         assert_eq!(
             find("qemu-fake", Some(dir.as_os_str()), None),
@@ -404,7 +404,6 @@ mod tests {
         );
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(find("qemu-fake", None, Some(&path)), None);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
