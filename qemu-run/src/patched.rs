@@ -141,7 +141,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `$XDG_CACHE_HOME`, else `$HOME/.cache`, then our directory.
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`, then our directory. Not
+/// `dirs::cache_dir`: it skips a relative `XDG_CACHE_HOME` and falls back to
+/// the passwd entry (or `~/Library/Caches`), which would move the cache.
 pub fn cache_root(xdg: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     let base = match (
         xdg.filter(|x| !x.is_empty()),

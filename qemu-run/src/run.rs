@@ -165,6 +165,8 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
 }
 
 /// One argument quoted for a POSIX shell, for the command line we print.
+/// Only what is known to be plain stays bare; `shell_words::quote` would
+/// quote every `key=value` and leave `{`, `!` bare.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
