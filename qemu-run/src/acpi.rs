@@ -13,7 +13,7 @@ use fw_cfg::loader::{self, Zone};
 use fw_cfg::{FwCfg, Transport};
 
 use crate::board::Board;
-use crate::{bail, Error, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// Where the capture pretends firmware placed the loader's files.
 const FAKE_BASE: u64 = 0x1000_0000;
@@ -83,7 +83,7 @@ impl Qtest {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| Error(format!("{}: {e}", qemu.display())))?;
+            .with_context(|| qemu.display().to_string())?;
         let input = child.stdin.take().expect("piped stdin");
         let output = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut qt = Qtest {
@@ -185,7 +185,7 @@ pub struct Captured {
 
 /// Reads fw_cfg, runs the loader and returns every table the XSDT/RSDT lists.
 pub fn capture(qt: Qtest) -> Result<Vec<Captured>> {
-    let mut fw = FwCfg::new(qt).map_err(|e| Error(e.to_string()))?;
+    let mut fw = FwCfg::new(qt).map_err(anyhow::Error::msg)?;
     if fw.find("etc/table-loader").is_none() {
         let names: Vec<&str> = fw.files().iter().map(|f| f.name.as_str()).collect();
         bail!(
@@ -195,7 +195,7 @@ pub fn capture(qt: Qtest) -> Result<Vec<Captured>> {
     }
     let script = fw
         .read_file("etc/table-loader")
-        .map_err(|e| Error(e.to_string()))?;
+        .map_err(anyhow::Error::msg)?;
     let mut next = FAKE_BASE;
     let place = |_: &str, size: usize, align: u64, _: Zone| {
         let at = next.div_ceil(align.max(16)) * align.max(16);
@@ -217,25 +217,23 @@ pub fn capture(qt: Qtest) -> Result<Vec<Captured>> {
         bail!("{e}");
     }
     let loaded = loaded.map_err(|e| {
-        Error(format!(
+        anyhow!(
             "{e}{}",
             fetch_err.map(|f| format!(" ({f})")).unwrap_or_default()
-        ))
+        )
     })?;
     let rsdp = loaded
         .find("etc/acpi/rsdp")
-        .ok_or_else(|| Error("no etc/acpi/rsdp was allocated".into()))?;
-    let rsdp = sdt::parse_rsdp(&rsdp.data).map_err(|e| Error(e.to_string()))?;
+        .context("no etc/acpi/rsdp was allocated")?;
+    let rsdp = sdt::parse_rsdp(&rsdp.data).map_err(anyhow::Error::msg)?;
     let (root_addr, root_sig) = rsdp.root_table();
-    let root = loaded.read_rest(root_addr).ok_or_else(|| {
-        Error(format!(
-            "root table address {root_addr:#x} is in no loaded file"
-        ))
-    })?;
-    let addrs = sdt::parse_root_table(root, root_sig).map_err(|e| Error(e.to_string()))?;
+    let root = loaded
+        .read_rest(root_addr)
+        .with_context(|| format!("root table address {root_addr:#x} is in no loaded file"))?;
+    let addrs = sdt::parse_root_table(root, root_sig).map_err(anyhow::Error::msg)?;
     let mut out: Vec<Captured> = Vec::new();
     let mut push = |bytes: &[u8]| -> Result<()> {
-        let (h, b) = sdt::parse_table(bytes, None).map_err(|e| Error(e.to_string()))?;
+        let (h, b) = sdt::parse_table(bytes, None).map_err(anyhow::Error::msg)?;
         let sig = h.signature_str().to_string();
         let n = out.iter().filter(|c| c.signature == sig).count();
         let file = if n == 0 {
@@ -254,7 +252,7 @@ pub fn capture(qt: Qtest) -> Result<Vec<Captured>> {
     for a in addrs {
         let t = loaded
             .read_rest(a)
-            .ok_or_else(|| Error(format!("table address {a:#x} is in no loaded file")))?;
+            .with_context(|| format!("table address {a:#x} is in no loaded file"))?;
         push(t)?;
         // The FADT points at the DSDT (and FACS), which the root table does not list.
         if t.starts_with(b"FACP") {

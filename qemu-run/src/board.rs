@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The runner-facing part of a board file. Other keys (`[memory_map]`, …)
 /// are board facts for people and the kernel, so unknown keys are allowed.
@@ -65,8 +65,8 @@ pub struct Board {
 
 impl Board {
     pub fn parse(text: &str, origin: &Path) -> Result<Board> {
-        let board: Board = toml::from_str(text)
-            .map_err(|e| crate::Error(format!("{}: {}", origin.display(), e.message())))?;
+        let board: Board =
+            toml::from_str(text).map_err(|e| anyhow!("{}: {}", origin.display(), e.message()))?;
         board.check(origin)
     }
 
@@ -74,9 +74,7 @@ impl Board {
     fn from_table(table: toml::Table, origin: &Path) -> Result<Board> {
         let board: Board = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| {
-                crate::Error(format!("{}: {}", origin.display(), e.message()))
-            })?;
+            .map_err(|e: toml::de::Error| anyhow!("{}: {}", origin.display(), e.message()))?;
         board.check(origin)
     }
 
@@ -109,21 +107,18 @@ pub fn workspace_root() -> PathBuf {
 pub fn load_boards(root: &Path) -> Result<Vec<Board>> {
     let dir = root.join("boards");
     let entries = fs::read_dir(&dir).map_err(|e| {
-        crate::Error(format!(
+        anyhow!(
             "cannot read the board directory {}: {e} (set IOMMU_WORKSPACE to the workspace root)",
             dir.display()
-        ))
+        )
     })?;
     let mut boards = Vec::new();
     for entry in entries {
-        let path = entry
-            .map_err(|e| crate::Error(format!("{}: {e}", dir.display())))?
-            .path();
+        let path = entry.with_context(|| dir.display().to_string())?.path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let text = fs::read_to_string(&path)
-            .map_err(|e| crate::Error(format!("{}: {e}", path.display())))?;
+        let text = fs::read_to_string(&path).with_context(|| path.display().to_string())?;
         let table = resolve_extends(&dir, &text, &path, 0)?;
         let board = Board::from_table(table, &path)?;
         // The file name is what people type; keep it and `name` in step.
@@ -152,8 +147,8 @@ const MERGED_TABLES: [&str; 3] = ["expect", "expect_patched", "memory_map"];
 /// file's keys. How a board variant (another IOMMU setting, say) states
 /// only what differs.
 fn resolve_extends(dir: &Path, text: &str, origin: &Path, depth: u32) -> Result<toml::Table> {
-    let mut table: toml::Table = toml::from_str(text)
-        .map_err(|e| crate::Error(format!("{}: {}", origin.display(), e.message())))?;
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| anyhow!("{}: {}", origin.display(), e.message()))?;
     let Some(base) = table.remove("extends") else {
         return Ok(table);
     };
@@ -167,12 +162,12 @@ fn resolve_extends(dir: &Path, text: &str, origin: &Path, depth: u32) -> Result<
         );
     }
     let base_path = dir.join(format!("{base}.toml"));
-    let base_text = fs::read_to_string(&base_path).map_err(|e| {
-        crate::Error(format!(
-            "{}: extends {base:?}: {}: {e}",
+    let base_text = fs::read_to_string(&base_path).with_context(|| {
+        format!(
+            "{}: extends {base:?}: {}",
             origin.display(),
             base_path.display()
-        ))
+        )
     })?;
     let mut merged = resolve_extends(dir, &base_text, &base_path, depth + 1)?;
     for (key, value) in table {
@@ -241,8 +236,7 @@ pub fn arch_of_machine(machine: u16) -> Option<&'static str> {
 /// missing, not a file, or empty.
 pub fn read_kernel_head(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
-    let meta =
-        fs::metadata(path).map_err(|e| crate::Error(format!("kernel {}: {e}", path.display())))?;
+    let meta = fs::metadata(path).with_context(|| format!("kernel {}", path.display()))?;
     if !meta.is_file() {
         bail!("kernel {}: not a regular file", path.display());
     }
@@ -252,7 +246,7 @@ pub fn read_kernel_head(path: &Path) -> Result<Vec<u8>> {
     let mut head = Vec::with_capacity(64);
     fs::File::open(path)
         .and_then(|f| f.take(64).read_to_end(&mut head))
-        .map_err(|e| crate::Error(format!("kernel {}: {e}", path.display())))?;
+        .with_context(|| format!("kernel {}", path.display()))?;
     Ok(head)
 }
 
@@ -320,7 +314,8 @@ uart = "pl011"
 
     #[test]
     fn a_board_extends_another() {
-        let dir = std::env::temp_dir().join(format!("qemu-run-extends-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         fs::create_dir_all(dir.join("boards")).unwrap();
         let with_expect = format!("{VIRT}[expect]\niommus = \"smmuv3\"\necam = \"0\"\n");
         fs::write(dir.join("boards/qemu-virt.toml"), with_expect).unwrap();
@@ -330,7 +325,7 @@ uart = "pl011"
              [expect]\necam = \"1\"\n",
         )
         .unwrap();
-        let boards = load_boards(&dir).unwrap();
+        let boards = load_boards(dir).unwrap();
         let v = &boards[1];
         assert_eq!(v.name, "qemu-virt-s2");
         assert_eq!(v.machine, ["-M", "virt,x=1"], "replaced");
@@ -339,16 +334,17 @@ uart = "pl011"
         assert_eq!(v.expect["ecam"], "1", "merged: overridden");
         // Unknown bases and cycles are refused with the file named.
         fs::write(dir.join("boards/qemu-virt-s2.toml"), "extends = \"nope\"\n").unwrap();
-        let e = load_boards(&dir).unwrap_err();
-        assert!(e.0.contains("qemu-virt-s2.toml: extends \"nope\""), "{e}");
+        let e = load_boards(dir).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("qemu-virt-s2.toml: extends \"nope\""), "{e}");
         fs::write(
             dir.join("boards/qemu-virt-s2.toml"),
             "extends = \"qemu-virt-s2\"\n",
         )
         .unwrap();
-        let e = load_boards(&dir).unwrap_err();
-        assert!(e.0.contains("too deeply"), "{e}");
-        let _ = fs::remove_dir_all(&dir);
+        let e = load_boards(dir).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("too deeply"), "{e}");
     }
 
     #[test]
@@ -363,7 +359,8 @@ uart = "pl011"
     #[test]
     fn rejects_missing_keys_and_bad_values() {
         let e = Board::parse("name = \"x\"", Path::new("x.toml")).unwrap_err();
-        assert!(e.0.starts_with("x.toml: missing field"), "{e}");
+        let e = format!("{e:#}");
+        assert!(e.starts_with("x.toml: missing field"), "{e}");
         let bad = VIRT.replace("cpus = 2", "cpus = 0");
         assert!(Board::parse(&bad, Path::new("v.toml")).is_err());
         let bad = VIRT.replace("\"1G\"", "\"1 G\"");
@@ -384,8 +381,9 @@ uart = "pl011"
         assert_eq!(select(&boards, "all").unwrap().len(), 1);
         assert_eq!(select(&boards, "qemu-virt").unwrap()[0].name, "qemu-virt");
         let e = select(&boards, "nope").unwrap_err();
+        let e = format!("{e:#}");
         assert_eq!(
-            e.0,
+            e,
             "unknown board `nope`; known boards: qemu-virt (or `all`)"
         );
     }
@@ -405,8 +403,8 @@ uart = "pl011"
         assert_eq!(elf_machine(b"MZ not an elf at all"), None);
         assert_eq!(elf_machine(b"\x7fELF"), None);
 
-        let dir = std::env::temp_dir().join(format!("qemu-run-board-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let arm = dir.join("arm.elf");
         let x86 = dir.join("x86.elf");
         let empty = dir.join("empty");
@@ -419,27 +417,29 @@ uart = "pl011"
         let boards = vec![virt()];
         assert_eq!(board_for_elf(&boards, &arm).unwrap().name, "qemu-virt");
         let e = board_for_elf(&boards, &x86).unwrap_err();
-        assert!(e.0.contains("no board file has arch = \"x86_64\""), "{e}");
+        let e = format!("{e:#}");
+        assert!(e.contains("no board file has arch = \"x86_64\""), "{e}");
         assert!(board_for_elf(&boards, &raw)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("not an ELF"));
 
         let b = virt();
         check_kernel(&arm, &b).unwrap();
         check_kernel(&raw, &b).unwrap();
         let e = check_kernel(&x86, &b).unwrap_err();
-        assert!(e.0.contains("is an ELF for x86_64"), "{e}");
-        assert!(check_kernel(&empty, &b).unwrap_err().0.contains("empty"));
-        let e = check_kernel(&dir.join("missing"), &b).unwrap_err();
-        assert!(
-            e.0.contains("missing") && e.0.contains("No such file"),
-            "{e}"
-        );
-        assert!(check_kernel(&dir, &b)
+        let e = format!("{e:#}");
+        assert!(e.contains("is an ELF for x86_64"), "{e}");
+        assert!(check_kernel(&empty, &b)
             .unwrap_err()
-            .0
+            .to_string()
+            .contains("empty"));
+        let e = check_kernel(&dir.join("missing"), &b).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("missing") && e.contains("No such file"), "{e}");
+        assert!(check_kernel(dir, &b)
+            .unwrap_err()
+            .to_string()
             .contains("not a regular file"));
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::board::Board;
-use crate::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub fn target_dir(root: &Path) -> PathBuf {
     root.join("target").join("kernel")
@@ -68,7 +68,7 @@ pub fn ensure_target(root: &Path, target: &str) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(crate::stderr_stdio()?)
         .status()
-        .map_err(|e| crate::Error(format!("rustup: {e}")))?;
+        .context("rustup")?;
     if !status.success() {
         bail!("`rustup toolchain install` failed ({status})");
     }
@@ -93,7 +93,7 @@ pub fn build_kernel(root: &Path, board: &Board) -> Result<PathBuf> {
         .stdin(Stdio::null())
         .stdout(crate::stderr_stdio()?)
         .status()
-        .map_err(|e| crate::Error(format!("cannot run cargo: {e}")))?;
+        .context("cannot run cargo")?;
     if !status.success() {
         bail!(
             "building the kernel for {} ({}) failed ({status})",

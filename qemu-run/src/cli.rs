@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::board::{self, Board};
 use crate::run::{self, Options, Request};
-use crate::{bail, build, junit, qemu, tap, BoardReport, Result, EXIT_FAIL, EXIT_USAGE};
+use anyhow::{bail, Context, Result};
+
+use crate::{build, junit, qemu, tap, BoardReport, EXIT_FAIL, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,10 +165,16 @@ pub fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_FAIL),
         Err(e) => {
-            eprintln!("qemu-run: error: {e}");
+            eprintln!("{}", error_line(&e));
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// How a setup error is shown: each context before its cause
+/// (`kernel /x: No such file or directory (os error 2)`).
+pub fn error_line(e: &anyhow::Error) -> String {
+    format!("qemu-run: error: {e:#}")
 }
 
 /// Runs a parsed command; `Ok(false)` when a board failed.
@@ -214,12 +222,10 @@ pub fn execute(cli: Cli) -> Result<bool> {
                 machine.map(|m| m.split_whitespace().map(String::from).collect());
             let qt = crate::acpi::Qtest::start(&qemu, board, machine.as_deref(), &qemu_args)?;
             let tables = crate::acpi::capture(qt)?;
-            std::fs::create_dir_all(&out)
-                .map_err(|e| crate::Error(format!("{}: {e}", out.display())))?;
+            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
             for t in &tables {
                 let path = out.join(&t.file);
-                std::fs::write(&path, &t.bytes)
-                    .map_err(|e| crate::Error(format!("{}: {e}", path.display())))?;
+                std::fs::write(&path, &t.bytes).with_context(|| path.display().to_string())?;
                 println!("{}  {} bytes", path.display(), t.bytes.len());
             }
             Ok(true)
@@ -231,8 +237,7 @@ pub fn execute(cli: Cli) -> Result<bool> {
             let mut all_ok = true;
             let mut values = Vec::new();
             for f in &files {
-                let bytes =
-                    std::fs::read(f).map_err(|e| crate::Error(format!("{}: {e}", f.display())))?;
+                let bytes = std::fs::read(f).with_context(|| f.display().to_string())?;
                 let d = crate::acpi::decode(&f.display().to_string(), &bytes);
                 all_ok &= d.ok;
                 if json {
@@ -546,8 +551,8 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
 
     print!("{}", crate::summary_table(&reports));
     if let Some(path) = &args.junit {
-        std::fs::write(path, junit::render(&reports))
-            .map_err(|e| crate::Error(format!("cannot write JUnit to {}: {e}", path.display())))?;
+        std::fs::write(path, junit::render(&reports)?)
+            .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
     }
     Ok(reports.iter().all(|r| r.verdict.pass))
 }
@@ -604,6 +609,21 @@ mod tests {
         };
         assert_eq!(a.timeout, 60);
         assert!(a.qemu_args.is_empty());
+    }
+
+    #[test]
+    fn setup_errors_show_context_and_cause() {
+        let missing = Path::new("/nonexistent/kernel");
+        let e = board::read_kernel_head(missing).unwrap_err();
+        assert_eq!(
+            error_line(&e),
+            "qemu-run: error: kernel /nonexistent/kernel: No such file or directory (os error 2)"
+        );
+        let e = board::select(&[], "x").unwrap_err();
+        assert_eq!(
+            error_line(&e),
+            "qemu-run: error: unknown board `x`; known boards:  (or `all`)"
+        );
     }
 
     #[test]

@@ -1,30 +1,34 @@
 //! JUnit XML: one `<testsuite>` per board, one `<testcase>` per TAP test
 //! point, plus a `boot` test case for failures of the run as a whole
 //! (timeout, bail out, QEMU error, short plan), which have no test to blame.
-use std::fmt::Write;
+//!
+//! The document is built and written by `quick-junit` (which also keeps the
+//! counts); we only decide what goes in.
 use std::time::Duration;
+
+use anyhow::{Context, Result};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::tap::{Directive, Status, TestPoint};
 use crate::BoardReport;
 
-/// Escapes text for XML 1.0 attributes and content. Characters XML 1.0
-/// cannot carry at all (most C0 controls, e.g. a console's ANSI escapes)
-/// become U+FFFD.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
+/// Text as XML 1.0 and quick-junit carry it. Characters XML cannot carry
+/// at all (most C0 controls, e.g. a console's ANSI escapes, and U+FFFE,
+/// U+FFFF) become U+FFFD, so they show where they were: quick-junit would
+/// drop the controls silently and let U+FFFE/U+FFFF through into an invalid
+/// file. It drops tabs and carriage returns too, so a tab becomes a space
+/// (words stay apart) and line ends are normalised as an XML reader does.
+pub fn xml_safe(s: &str) -> String {
+    s.replace("\r\n", "\n")
+        .chars()
+        .map(|c| match c {
+            '\n' => c,
+            '\t' => ' ',
+            '\r' => '\n',
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
 }
 
 /// `area::name` → (`area`, `name`); a name without `::` has no area.
@@ -33,10 +37,6 @@ pub fn split_name(description: &str) -> (Option<&str>, &str) {
         Some((area, name)) if !area.is_empty() && !name.is_empty() => (Some(area), name),
         _ => (None, description),
     }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
 }
 
 /// Name of the board-level test case.
@@ -48,22 +48,15 @@ fn console_tail(console: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn testcase(out: &mut String, board: &str, t: &TestPoint, time: Duration) {
+fn testcase(board: &str, t: &TestPoint, time: Duration) -> TestCase {
     let (area, name) = split_name(&t.description);
     let name = if name.is_empty() { "(unnamed)" } else { name };
     let classname = match area {
         Some(a) => format!("{board}.{a}"),
         None => board.to_string(),
     };
-    let _ = write!(
-        out,
-        "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\"",
-        escape(&classname),
-        escape(name),
-        secs(time)
-    );
-    match t.status() {
-        Status::Passed => out.push_str("/>\n"),
+    let status = match t.status() {
+        Status::Passed => TestCaseStatus::success(),
         Status::Failed => {
             let message = t
                 .diagnostic
@@ -71,12 +64,10 @@ fn testcase(out: &mut String, board: &str, t: &TestPoint, time: Duration) {
                 .and_then(|d| d.lines().find_map(|l| l.strip_prefix("message:")))
                 .map(|m| m.trim().trim_matches('"').to_string())
                 .unwrap_or_else(|| "not ok".into());
-            let _ = write!(
-                out,
-                ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                escape(&message),
-                escape(t.diagnostic.as_deref().unwrap_or(""))
-            );
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(xml_safe(&message))
+                .set_description(xml_safe(t.diagnostic.as_deref().unwrap_or("")));
+            s
         }
         Status::Skipped | Status::Todo => {
             let message = match &t.directive {
@@ -84,78 +75,59 @@ fn testcase(out: &mut String, board: &str, t: &TestPoint, time: Duration) {
                 Some(Directive::Todo(r)) => format!("TODO {r}").trim().to_string(),
                 None => String::new(),
             };
-            let _ = write!(
-                out,
-                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                escape(&message)
-            );
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(xml_safe(&message));
+            s
         }
+    };
+    let mut case = TestCase::new(xml_safe(name), status);
+    case.set_classname(xml_safe(&classname)).set_time(time);
+    case
+}
+
+/// One board's suite.
+fn suite(r: &BoardReport) -> TestSuite {
+    let tap = &r.outcome.tap;
+    let mut suite = TestSuite::new(xml_safe(&r.board));
+    suite.set_time(r.outcome.wall);
+    // Each test's time is from the previous TAP line that ended a test
+    // (the first: from QEMU's start, so it includes the boot).
+    let mut prev = Duration::ZERO;
+    for t in &tap.tests {
+        suite.add_test_case(testcase(&r.board, t, t.at.saturating_sub(prev)));
+        prev = prev.max(t.at);
     }
+    if !r.verdict.pass && r.verdict.board_level {
+        let reason = r.verdict.reason.as_deref().unwrap_or("failed");
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        status
+            .set_message(xml_safe(reason))
+            .set_description(xml_safe(&console_tail(&r.outcome.console, 40)));
+        let mut case = TestCase::new(BOARD_CASE, status);
+        case.set_classname(xml_safe(&r.board))
+            .set_time(r.outcome.wall);
+        suite.add_test_case(case);
+    }
+    suite.set_system_out(xml_safe(&r.outcome.console));
+    if !r.outcome.stderr_head.is_empty() {
+        suite.set_system_err(xml_safe(&r.outcome.stderr_head.join("\n")));
+    }
+    suite
+}
+
+/// The JUnit report for all boards that ran.
+pub fn report(reports: &[BoardReport]) -> Report {
+    let mut report = Report::new("qemu-run");
+    report.set_time(reports.iter().map(|r| r.outcome.wall).sum());
+    report.add_test_suites(reports.iter().map(suite));
+    report
 }
 
 /// The whole JUnit document for all boards that ran.
-pub fn render(reports: &[BoardReport]) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let total_time: Duration = reports.iter().map(|r| r.outcome.wall).sum();
-    let mut suites = String::new();
-    let (mut tests, mut failures, mut skipped) = (0, 0, 0);
-    for r in reports {
-        let tap = &r.outcome.tap;
-        let c = tap.counts();
-        let board_case = !r.verdict.pass && r.verdict.board_level;
-        let n = tap.tests.len() + usize::from(board_case);
-        let f = c.failed + usize::from(board_case);
-        tests += n;
-        failures += f;
-        skipped += c.skipped;
-        let _ = writeln!(
-            suites,
-            "  <testsuite name=\"{}\" tests=\"{n}\" failures=\"{f}\" errors=\"0\" skipped=\"{}\" time=\"{}\">",
-            escape(&r.board),
-            c.skipped,
-            secs(r.outcome.wall)
-        );
-        // Each test's time is from the previous TAP line that ended a test
-        // (the first: from QEMU's start, so it includes the boot).
-        let mut prev = Duration::ZERO;
-        for t in &tap.tests {
-            testcase(&mut suites, &r.board, t, t.at.saturating_sub(prev));
-            prev = prev.max(t.at);
-        }
-        if board_case {
-            let reason = r.verdict.reason.as_deref().unwrap_or("failed");
-            let _ = write!(
-                suites,
-                "    <testcase classname=\"{}\" name=\"{BOARD_CASE}\" time=\"{}\">\n      \
-                 <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                escape(&r.board),
-                secs(r.outcome.wall),
-                escape(reason),
-                escape(&console_tail(&r.outcome.console, 40))
-            );
-        }
-        let _ = writeln!(
-            suites,
-            "    <system-out>{}</system-out>",
-            escape(&r.outcome.console)
-        );
-        if !r.outcome.stderr_head.is_empty() {
-            let _ = writeln!(
-                suites,
-                "    <system-err>{}</system-err>",
-                escape(&r.outcome.stderr_head.join("\n"))
-            );
-        }
-        suites.push_str("  </testsuite>\n");
-    }
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"qemu-run\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{}\">",
-        secs(total_time)
-    );
-    out.push_str(&suites);
-    out.push_str("</testsuites>\n");
-    out
+pub fn render(reports: &[BoardReport]) -> Result<String> {
+    report(reports)
+        .to_string()
+        .context("cannot render the JUnit report")
 }
 
 #[cfg(test)]
@@ -185,9 +157,14 @@ mod tests {
     }
 
     #[test]
-    fn escaping() {
-        assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&apos;");
-        assert_eq!(escape("\u{1b}[31mred\tx\n"), "\u{FFFD}[31mred\tx\n");
+    fn text_xml_cannot_carry_is_marked() {
+        assert_eq!(xml_safe("a<b>&\"c'"), "a<b>&\"c'");
+        assert_eq!(xml_safe("\u{1b}[31mred\tx\n"), "\u{FFFD}[31mred x\n");
+        assert_eq!(xml_safe("a\r\nb\rc"), "a\nb\nc");
+        assert_eq!(
+            xml_safe("\u{7}\u{FFFE}\u{FFFF}é"),
+            "\u{FFFD}\u{FFFD}\u{FFFD}é"
+        );
     }
 
     #[test]
@@ -211,18 +188,24 @@ not ok 2 - mm::dma_align
   ...
 ok 3 - arch::timer # SKIP no \"SMP\"
 ";
-        let xml = render(&[report("qemu-virt", console, Exit::Status(1))]);
-        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"qemu-run\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\" time=\"1.500\">\n"));
-        assert!(xml.contains("  <testsuite name=\"qemu-virt\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\" time=\"1.500\">\n"));
+        let xml = render(&[report("qemu-virt", console, Exit::Status(1))]).unwrap();
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"qemu-run\" tests=\"3\" skipped=\"1\" failures=\"1\" errors=\"0\" time=\"1.500\">\n"), "{xml}");
+        assert!(xml.contains("    <testsuite name=\"qemu-virt\" tests=\"3\" skipped=\"1\" errors=\"0\" failures=\"1\" time=\"1.500\">\n"), "{xml}");
+        assert!(
+            xml.contains(
+                "        <testcase name=\"page_alloc\" classname=\"qemu-virt.mm\" time=\"0.500\"/>\n"
+            ),
+            "{xml}"
+        );
         assert!(xml.contains(
-            "    <testcase classname=\"qemu-virt.mm\" name=\"page_alloc\" time=\"0.500\"/>\n"
-        ));
-        assert!(xml.contains(
-            "    <testcase classname=\"qemu-virt.mm\" name=\"dma_align\" time=\"0.250\">\n      <failure message=\"pages &lt;in&gt; use\">message: &quot;pages &lt;in&gt; use&quot;\nseen: &quot;2&quot;</failure>\n    </testcase>\n"
-        ));
-        assert!(xml.contains("<skipped message=\"no &quot;SMP&quot;\"/>"));
-        assert!(!xml.contains("name=\"boot\""));
-        assert!(xml.trim_end().ends_with("</testsuites>"));
+            "        <testcase name=\"dma_align\" classname=\"qemu-virt.mm\" time=\"0.250\">\n            <failure message=\"pages &lt;in&gt; use\">message: &quot;pages &lt;in&gt; use&quot;\nseen: &quot;2&quot;</failure>\n        </testcase>\n"
+        ), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"no &quot;SMP&quot;\"/>"),
+            "{xml}"
+        );
+        assert!(!xml.contains("name=\"boot\""), "{xml}");
+        assert!(xml.trim_end().ends_with("</testsuites>"), "{xml}");
     }
 
     #[test]
@@ -234,12 +217,45 @@ ok 3 - arch::timer # SKIP no \"SMP\"
             "TAP version 14\n1..1\nok 1 - x\n",
             Exit::Status(0),
         );
-        let xml = render(&[pass, report("qemu-q35", console, Exit::Status(35))]);
-        assert!(xml.contains("tests=\"3\" failures=\"1\""));
-        assert!(xml.contains("  <testsuite name=\"qemu-q35\" tests=\"2\" failures=\"1\""));
+        let xml = render(&[pass, report("qemu-q35", console, Exit::Status(35))]).unwrap();
+        assert!(
+            xml.contains("tests=\"3\" skipped=\"0\" failures=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("    <testsuite name=\"qemu-q35\" tests=\"2\" skipped=\"0\" errors=\"0\" failures=\"1\""),
+            "{xml}"
+        );
         assert!(xml.contains(
-            "    <testcase classname=\"qemu-q35\" name=\"boot\" time=\"1.500\">\n      <failure message=\"bail out: data abort &lt;el1&gt;\">TAP version 14\n"
-        ));
-        assert!(xml.contains("    <testcase classname=\"qemu-virt\" name=\"x\""));
+            "        <testcase name=\"boot\" classname=\"qemu-q35\" time=\"1.500\">\n            <failure message=\"bail out: data abort &lt;el1&gt;\">TAP version 14\n"
+        ), "{xml}");
+        assert!(
+            xml.contains("        <testcase name=\"x\" classname=\"qemu-virt\""),
+            "{xml}"
+        );
+    }
+
+    /// What we write reads back as the report we built, odd text and all.
+    #[test]
+    fn the_document_reads_back() {
+        let console = "\u{1b}[2Jboot\tlog <&>\u{FFFE}\r\nTAP version 14\n1..3\nok 1 - a::b & <c>\n\
+                       not ok 2 - a::d\n  ---\n  message: \"x\u{7}y\"\n  ...\nok 3 - e # SKIP 'why'\n";
+        let reports = [
+            report("qemu-virt", console, Exit::Status(1)),
+            report("qemu-q35", "no TAP", Exit::Timeout(Duration::from_secs(1))),
+        ];
+        let xml = render(&reports).unwrap();
+        let back = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        // The reader trims the console's last line end.
+        let mut built = super::report(&reports);
+        for s in &mut built.test_suites {
+            let out = s.system_out.take().unwrap();
+            s.set_system_out(out.trim_end());
+        }
+        assert_eq!(back, built);
+        assert!(
+            !xml.contains('\u{1b}') && !xml.contains('\u{FFFE}'),
+            "{xml}"
+        );
     }
 }

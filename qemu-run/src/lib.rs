@@ -16,43 +16,15 @@ pub mod qemu;
 pub mod run;
 pub mod tap;
 
-use std::fmt;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 /// A usage or setup error: the run could not happen at all (exit status 2),
-/// as opposed to a test failure (exit status 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<String> for Error {
-    fn from(s: String) -> Self {
-        Error(s)
-    }
-}
-
-impl From<&str> for Error {
-    fn from(s: &str) -> Self {
-        Error(s.to_string())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// Shorthand for `Err(Error(format!(...)))`.
-#[macro_export]
-macro_rules! bail {
-    ($($arg:tt)+) => {
-        return Err($crate::Error(format!($($arg)+)))
-    };
-}
+/// as opposed to a test failure (exit status 1). Made with `anyhow!`,
+/// `bail!` and `.context(…)`; shown with `{:#}`, which puts each context
+/// before its cause (`path: No such file or directory`).
+pub use anyhow::{Error, Result};
 
 /// A child's stdout sent to our stderr, for tools (cargo, apt) whose output
 /// must not mix with the console and the summary on our stdout.
@@ -61,7 +33,7 @@ pub fn stderr_stdio() -> Result<std::process::Stdio> {
     let fd = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| Error(format!("cannot duplicate stderr: {e}")))?;
+        .context("cannot duplicate stderr")?;
     Ok(fd.into())
 }
 

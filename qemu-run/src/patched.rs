@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::{bail, Error, Result};
+use anyhow::{bail, Context, Result};
 
 /// The Debian source package the patches are made for.
 pub const DEBIAN_SOURCE: &str = "qemu";
@@ -103,7 +103,7 @@ pub fn configure_args(python: &Path) -> Vec<String> {
 pub fn patch_files(root: &Path) -> Result<Vec<PathBuf>> {
     let dir = root.join("qemu-run").join("patches");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map_err(|e| Error(format!("{}: {e}", dir.display())))?
+        .with_context(|| dir.display().to_string())?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "patch"))
@@ -135,13 +135,15 @@ pub fn patch_set_hash(patches: &[(String, Vec<u8>)]) -> String {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    let mut f = fs::File::open(path).with_context(|| path.display().to_string())?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    std::io::copy(&mut f, &mut h).with_context(|| path.display().to_string())?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `$XDG_CACHE_HOME`, else `$HOME/.cache`, then our directory.
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`, then our directory. Not
+/// `dirs::cache_dir`: it skips a relative `XDG_CACHE_HOME` and falls back to
+/// the passwd entry (or `~/Library/Caches`), which would move the cache.
 pub fn cache_root(xdg: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     let base = match (
         xdg.filter(|x| !x.is_empty()),
@@ -168,11 +170,11 @@ impl Plan {
             std::env::var("XDG_CACHE_HOME").ok().as_deref(),
             std::env::var("HOME").ok().as_deref(),
         )
-        .ok_or("neither XDG_CACHE_HOME nor HOME is set: no place for the QEMU cache")?;
+        .context("neither XDG_CACHE_HOME nor HOME is set: no place for the QEMU cache")?;
         let patches = patch_files(root)?;
         let mut named = Vec::new();
         for p in &patches {
-            let bytes = fs::read(p).map_err(|e| Error(format!("{}: {e}", p.display())))?;
+            let bytes = fs::read(p).with_context(|| p.display().to_string())?;
             let name = p
                 .file_name()
                 .unwrap_or_default()
@@ -244,10 +246,8 @@ impl Steps {
         self.count += 1;
         eprintln!("qemu-run: qemu build: {what}");
         let log = self.log_dir.join(format!("{:02}.log", self.count));
-        let out = fs::File::create(&log).map_err(|e| Error(format!("{}: {e}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error(format!("{}: {e}", log.display())))?;
+        let out = fs::File::create(&log).with_context(|| log.display().to_string())?;
+        let err = out.try_clone().with_context(|| log.display().to_string())?;
         let shown = format!("{cmd:?}");
         let status = cmd
             .stdin(Stdio::null())
@@ -255,7 +255,7 @@ impl Steps {
             .stderr(err)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
-            .map_err(|e| Error(format!("{what}: cannot run {shown}: {e}")))?;
+            .with_context(|| format!("{what}: cannot run {shown}"))?;
         check_step(what, status, &shown, &log)
     }
 
@@ -263,8 +263,7 @@ impl Steps {
     fn ninja(&mut self, build: &Path, args: &[&str]) -> Result<()> {
         self.count += 1;
         let log = self.log_dir.join(format!("{:02}.log", self.count));
-        let mut log_file =
-            fs::File::create(&log).map_err(|e| Error(format!("{}: {e}", log.display())))?;
+        let mut log_file = fs::File::create(&log).with_context(|| log.display().to_string())?;
         let mut cmd = Command::new("ninja");
         cmd.arg("-C").arg(build).args(args);
         let shown = format!("{cmd:?}");
@@ -273,7 +272,7 @@ impl Steps {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error(format!("cannot run {shown}: {e}")))?;
+            .with_context(|| format!("cannot run {shown}"))?;
         let stderr = child.stderr.take();
         let err_thread = std::thread::spawn(move || {
             let mut s = String::new();
@@ -301,7 +300,7 @@ impl Steps {
         if tty {
             eprintln!();
         }
-        let status = child.wait().map_err(|e| Error(format!("{shown}: {e}")))?;
+        let status = child.wait().with_context(|| shown.clone())?;
         let err_text = err_thread.join().unwrap_or_default();
         let _ = write!(log_file, "{err_text}");
         check_step("building QEMU", status, &shown, &log)
@@ -379,18 +378,18 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
         };
         bail!("{}", manual_instructions(lead, root));
     }
-    fs::create_dir_all(&plan.cache).map_err(|e| Error(format!("{}: {e}", plan.cache.display())))?;
+    fs::create_dir_all(&plan.cache).with_context(|| plan.cache.display().to_string())?;
     let lock_path = plan.cache.join(".lock");
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| Error(format!("{}: {e}", lock_path.display())))?;
+        .with_context(|| lock_path.display().to_string())?;
     if lock.try_lock().is_err() {
         eprintln!("qemu-run: waiting for another qemu-run building QEMU");
         lock.lock()
-            .map_err(|e| Error(format!("{}: {e}", lock_path.display())))?;
+            .with_context(|| lock_path.display().to_string())?;
         // It may have built what we want meanwhile.
         if tarball.is_none() && plan.info().is_some() {
             return Ok(());
@@ -405,10 +404,10 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(".work-") || name.starts_with(".stage-") {
             let d = e.path();
-            fs::remove_dir_all(&d).map_err(|e| Error(format!("{}: {e}", d.display())))?;
+            fs::remove_dir_all(&d).with_context(|| d.display().to_string())?;
         }
     }
-    fs::create_dir_all(&work).map_err(|e| Error(format!("{}: {e}", work.display())))?;
+    fs::create_dir_all(&work).with_context(|| work.display().to_string())?;
     let mut steps = Steps {
         log_dir: work.clone(),
         count: 0,
@@ -428,8 +427,8 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
     let src = work.join("src");
     let origin = match tarball {
         Some(t) => {
-            let t = fs::canonicalize(t).map_err(|e| Error(format!("{}: {e}", t.display())))?;
-            fs::create_dir_all(&src).map_err(|e| Error(format!("{}: {e}", src.display())))?;
+            let t = fs::canonicalize(t).with_context(|| t.display().to_string())?;
+            fs::create_dir_all(&src).with_context(|| src.display().to_string())?;
             steps.run(
                 "unpacking the source tarball",
                 Command::new("tar")
@@ -460,8 +459,7 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
                     .unwrap_or_default();
                 let uri = crate::qemu::choose_uri(&debian, &list);
                 eprintln!("qemu-run: adding {SID_SOURCES_FILE} (deb-src, sid) for {DEBIAN_SOURCE} {DEBIAN_VERSION}");
-                fs::write(SID_SOURCES_FILE, sid_sources(&uri))
-                    .map_err(|e| Error(format!("{SID_SOURCES_FILE}: {e}")))?;
+                fs::write(SID_SOURCES_FILE, sid_sources(&uri)).context(SID_SOURCES_FILE)?;
                 steps.run("apt-get update", Command::new("apt-get").arg("update"))?;
             }
             steps.run(
@@ -530,7 +528,7 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
         Command::new(&python).args(["-m", "pip", "install", "-q", MESON, PYCOTAP]),
     )?;
     let build_dir = work.join("build");
-    fs::create_dir_all(&build_dir).map_err(|e| Error(format!("{}: {e}", build_dir.display())))?;
+    fs::create_dir_all(&build_dir).with_context(|| build_dir.display().to_string())?;
     steps.run(
         "configuring",
         Command::new(src.join("configure"))
@@ -576,13 +574,12 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
             .join(" "),
         seconds
     );
-    fs::write(installed.join(INFO_FILE), info)
-        .map_err(|e| Error(format!("{}: {e}", installed.display())))?;
+    fs::write(installed.join(INFO_FILE), info).with_context(|| installed.display().to_string())?;
     let entry = plan.entry();
     if entry.exists() {
-        fs::remove_dir_all(&entry).map_err(|e| Error(format!("{}: {e}", entry.display())))?;
+        fs::remove_dir_all(&entry).with_context(|| entry.display().to_string())?;
     }
-    fs::rename(&installed, &entry).map_err(|e| Error(format!("{}: {e}", entry.display())))?;
+    fs::rename(&installed, &entry).with_context(|| entry.display().to_string())?;
     let _ = fs::remove_dir_all(&stage);
     let _ = fs::remove_dir_all(&work);
     eprintln!(

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// The oldest QEMU the boards are known to work with (Debian backports).
 pub const MIN_VERSION: (u32, u32) = (10, 0);
@@ -54,19 +54,17 @@ pub fn new_enough(v: (u32, u32, u32)) -> bool {
 }
 
 /// Where to look for `name`: `QEMU_DIR` alone when it is set, else PATH.
+/// `which` decides what counts: a regular file we may execute.
 pub fn find(name: &str, qemu_dir: Option<&OsStr>, path: Option<&OsStr>) -> Option<PathBuf> {
-    let dirs: Vec<PathBuf> = match qemu_dir {
-        Some(d) => vec![PathBuf::from(d)],
-        None => std::env::split_paths(path?).collect(),
+    let query = which::WhichConfig::new();
+    let query = match qemu_dir {
+        // One directory, whatever its name holds (a `:` too).
+        Some(d) => query.binary_name(Path::new(d).join(name).into_os_string()),
+        None => query
+            .binary_name(name.into())
+            .custom_path_list(path?.to_owned()),
     };
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    query.first_result().ok()
 }
 
 /// Why the QEMU we have will not do.
@@ -158,10 +156,10 @@ pub fn ensure(name: &str) -> Result<PathBuf> {
     }
     install(name)?;
     check(name).map_err(|p| {
-        crate::Error(format!(
+        anyhow!(
             "after installing QEMU from bookworm-backports: {}",
             p.describe(name, None)
-        ))
+        )
     })
 }
 
@@ -300,7 +298,7 @@ fn run_root(cmd: &[String]) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(crate::stderr_stdio()?)
         .status()
-        .map_err(|e| crate::Error(format!("{}: {e}", cmd[0])))?;
+        .with_context(|| cmd[0].clone())?;
     if !status.success() {
         bail!("`{}` failed ({status})", cmd.join(" "));
     }
@@ -316,8 +314,7 @@ pub fn add_backports_if_missing() -> Result<()> {
         let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
         let text = backports_sources(&choose_uri(&debian, &list));
         eprintln!("qemu-run: adding {BACKPORTS_FILE}");
-        fs::write(BACKPORTS_FILE, text)
-            .map_err(|e| crate::Error(format!("{BACKPORTS_FILE}: {e}")))?;
+        fs::write(BACKPORTS_FILE, text).context(BACKPORTS_FILE)?;
     }
     Ok(())
 }
@@ -327,16 +324,16 @@ pub fn add_backports_if_missing() -> Result<()> {
 /// second one finds QEMU installed when it gets the lock.
 pub fn install(name: &str) -> Result<()> {
     let lock_file = lock_path();
-    let lock_err = |e: std::io::Error| crate::Error(format!("{}: {e}", lock_file.display()));
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_file)
-        .map_err(lock_err)?;
+        .with_context(|| lock_file.display().to_string())?;
     if lock.try_lock().is_err() {
         eprintln!("qemu-run: waiting for another qemu-run installing QEMU");
-        lock.lock().map_err(lock_err)?;
+        lock.lock()
+            .with_context(|| lock_file.display().to_string())?;
     }
     if check(name).is_ok() {
         return Ok(());
@@ -380,13 +377,13 @@ mod tests {
 
     #[test]
     fn finding_the_binary() {
-        let dir = std::env::temp_dir().join(format!("qemu-run-find-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let bin = dir.join("qemu-fake");
         fs::write(&bin, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-        let path = std::env::join_paths(["/nonexistent".as_ref(), dir.as_path()]).unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir]).unwrap();
         assert_eq!(find("qemu-fake", None, Some(&path)), Some(bin.clone()));
         assert_eq!(
             find("qemu-fake", Some(dir.as_os_str()), None),
@@ -397,9 +394,16 @@ mod tests {
             find("qemu-fake", Some("/nonexistent".as_ref()), Some(&path)),
             None
         );
+        // QEMU_DIR is one directory, not a list.
+        let odd = dir.join("a:b");
+        fs::create_dir_all(&odd).unwrap();
+        fs::copy(&bin, odd.join("qemu-fake")).unwrap();
+        assert_eq!(
+            find("qemu-fake", Some(odd.as_os_str()), None),
+            Some(odd.join("qemu-fake"))
+        );
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(find("qemu-fake", None, Some(&path)), None);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::board::Board;
 use crate::tap::{Exit, Tap};
-use crate::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// What the user asked for on top of the board file.
 #[derive(Debug, Clone, Default)]
@@ -111,14 +111,11 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     let user_mem = last_option(&req.extra, "m");
     let user_smp = last_option(&req.extra, "smp");
     let mem = match user_mem {
-        Some(v) => {
-            mem_of(v).ok_or_else(|| crate::Error(format!("cannot read the size in -m {v}")))?
-        }
+        Some(v) => mem_of(v).with_context(|| format!("cannot read the size in -m {v}"))?,
         None => board.memory.clone(),
     };
     let cpus = match user_smp {
-        Some(v) => cpus_of(v)
-            .ok_or_else(|| crate::Error(format!("cannot read the CPU count in -smp {v}")))?,
+        Some(v) => cpus_of(v).with_context(|| format!("cannot read the CPU count in -smp {v}"))?,
         None => board.cpus,
     };
 
@@ -168,6 +165,8 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
 }
 
 /// One argument quoted for a POSIX shell, for the command line we print.
+/// Only what is known to be plain stays bare; `shell_words::quote` would
+/// quote every `key=value` and leave `{`, `!` bare.
 pub fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
@@ -559,7 +558,8 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.0.contains("must not contain spaces"), "{e}");
+        let e = format!("{e:#}");
+        assert!(e.contains("must not contain spaces"), "{e}");
         assert!(check_pattern("exclude", "").is_err());
         let e = invocation(
             &board(),
@@ -570,7 +570,8 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.0.contains("--kernel"), "{e}");
+        let e = format!("{e:#}");
+        assert!(e.contains("--kernel"), "{e}");
         let e = invocation(
             &board(),
             Path::new("k"),
@@ -580,7 +581,8 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.0.contains("-smp lots"), "{e}");
+        let e = format!("{e:#}");
+        assert!(e.contains("-smp lots"), "{e}");
     }
 
     #[test]
