@@ -5,6 +5,9 @@
 //! lookups, their unmaps, and one 1 GiB range map.
 //!
 //! `cargo bench -p kernel --bench pgtable`
+// Host memory for the peers' tables (aarch64-paging and x86_64 take raw
+// pointers): a benchmark, not kernel code.
+#![allow(unsafe_code)]
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::hint::black_box;
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! address 0x40000 and a DMA engine that copies between it and guest memory,
 //! raising an interrupt (status 0x100) on completion when asked.
 #![no_std]
+// The crate is the MMIO binding of one register block: its `new` and
+// `regs` are the only `unsafe`.
+#![allow(unsafe_code)]
 
 use core::ptr::NonNull;
 use tock_registers::interfaces::{Readable, Writeable};

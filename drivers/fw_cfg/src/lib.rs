@@ -7,6 +7,8 @@
 extern crate alloc;
 
 pub mod loader;
+// The MMIO and port-I/O bindings of the fw_cfg device.
+#[allow(unsafe_code)]
 pub mod transport;
 
 use alloc::string::String;

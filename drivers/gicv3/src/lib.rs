@@ -2,6 +2,8 @@
 //! interface is system registers and lives with the arch code.
 #![no_std]
 
+// The ITS driver: MMIO, and its command queue and tables in memory.
+#[allow(unsafe_code)]
 pub mod its;
 
 pub use its::{CommandRing, Its, ItsCommand, ItsError, ItsInfo, ItsMemory, LpiConfigTable, RdBase};
@@ -182,11 +184,14 @@ pub struct Distributor {
     regs: NonNull<GicdRegs>,
 }
 
-// SAFETY: MMIO owned by this value; callers serialise access.
+#[allow(unsafe_code)] // the distributor/redistributor MMIO binding
+                      // SAFETY: MMIO owned by this value; callers serialise access.
 unsafe impl Send for Distributor {}
-// SAFETY: every method is a single register access or is called with a lock held.
+#[allow(unsafe_code)] // the distributor/redistributor MMIO binding
+                      // SAFETY: every method is a single register access or is called with a lock held.
 unsafe impl Sync for Distributor {}
 
+#[allow(unsafe_code)] // the distributor/redistributor MMIO binding
 impl Distributor {
     /// # Safety
     /// `base` must be the mapped address of the GICv3 distributor.
@@ -296,9 +301,11 @@ pub struct Redistributor {
     regs: NonNull<GicrRegs>,
 }
 
-// SAFETY: MMIO owned by this value; each CPU drives only its own redistributor.
+#[allow(unsafe_code)] // the distributor/redistributor MMIO binding
+                      // SAFETY: MMIO owned by this value; each CPU drives only its own redistributor.
 unsafe impl Send for Redistributor {}
 
+#[allow(unsafe_code)] // the distributor/redistributor MMIO binding
 impl Redistributor {
     /// Finds the frame whose GICR_TYPER affinity matches `affinity`
     /// (Aff3:Aff2:Aff1:Aff0 packed into 32 bits), walking frames of `stride`
@@ -475,5 +482,6 @@ impl Redistributor {
     }
 }
 
+#[allow(unsafe_code)] // fake register frames in host memory
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,9 @@
 //! less. Register offsets and bits are from the 82576 datasheet
 //! (section 8.8, "Interrupt Register Descriptions").
 #![no_std]
+// The crate is the MMIO binding of one register block: its `new` and
+// `regs` are the only `unsafe`.
+#![allow(unsafe_code)]
 
 use core::ptr::NonNull;
 use tock_registers::interfaces::{Readable, Writeable};

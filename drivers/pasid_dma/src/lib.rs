@@ -6,6 +6,8 @@
 //! BAR0: identification, reset, the error register, queue configuration,
 //! and submission through a queue's 64-byte portal.
 #![no_std]
+// `PasidDma::new` binds BAR0 (MMIO): the crate's only `unsafe`.
+#![allow(unsafe_code)]
 
 use core::ptr::NonNull;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};

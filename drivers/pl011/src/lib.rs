@@ -1,5 +1,8 @@
 //! Arm PL011 UART, transmit and receive by polling.
 #![no_std]
+// The crate is the MMIO binding of one register block: its `new` and
+// `regs` are the only `unsafe`.
+#![allow(unsafe_code)]
 
 use core::fmt;
 use core::ptr::NonNull;

@@ -866,7 +866,6 @@ impl<H: Hal> Drop for SmmuHw<H> {
                 &mut self.tables,
                 HalTables::new(self.hal.clone(), self.coherency),
             ));
-            core::mem::forget(self.s2_table.take());
             core::mem::forget(core::mem::replace(
                 &mut self.s2_tables,
                 HalTables::new(self.hal.clone(), self.coherency),

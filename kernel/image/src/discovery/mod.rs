@@ -2,6 +2,8 @@
 //! console from the firmware's ACPI tables, printed as a topology report.
 //! Nothing about them is hard-coded per board; a table that fails its
 //! checks is reported and left out, and the rest is used.
+// Reading firmware tables from physical memory and fw_cfg.
+#[allow(unsafe_code)]
 mod tables;
 
 use crate::platform::BootInfo;

@@ -86,6 +86,13 @@ pub fn flush_cache_line(pa: u64) {
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// Reads `addr` without arming the fault path: the crash report of an
+/// unexpected fault ends the run (`crash=unexpected`).
+pub fn read_unexpected(addr: u64) {
+    // SAFETY: deliberately faults; the exception path reports and ends the run.
+    unsafe { core::ptr::read_volatile(addr as *const u64) };
+}
+
 pub fn unmapped_addr() -> u64 {
     mmu::unmapped_addr(&crate::platform::get().ram)
 }

@@ -94,6 +94,13 @@ pub fn wait_for_interrupt() {
 }
 
 /// Never mapped: the identity map stops below `MAP_LIMIT`.
+/// Reads `addr` without arming the fault path: the crash report of an
+/// unexpected fault ends the run (`crash=unexpected`).
+pub fn read_unexpected(addr: u64) {
+    // SAFETY: deliberately faults; the exception path reports and ends the run.
+    unsafe { core::ptr::read_volatile(addr as *const u64) };
+}
+
 pub fn unmapped_addr() -> u64 {
     paging::MAP_LIMIT
 }
