@@ -64,7 +64,7 @@ pub trait DmaRegion {
 /// (and, for 64-bit accesses, that `offset` is 8-byte aligned).
 pub fn check_bounds(offset: u64, len: u64, size: u64, word: bool) -> Result<(), HalError> {
     let end = offset.checked_add(len);
-    if end.is_none_or(|e| e > size) || (word && offset % 8 != 0) {
+    if end.is_none_or(|e| e > size) || (word && !offset.is_multiple_of(8)) {
         return Err(HalError::OutOfBounds { offset, len: size });
     }
     Ok(())

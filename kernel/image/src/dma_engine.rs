@@ -9,10 +9,12 @@
 //! domain (blocked, or without the record page) serves the request.
 use crate::arch;
 use crate::memory::DmaBuffer;
-use alloc::format;
 use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
+use kernel::hal::HalError;
 use kernel::mm::PAGE_SIZE;
-use pasid_dma::{Completion, Descriptor, Op, PasidDma, QueueMode, Status, Tag, COMPLETION_BYTES};
+use pasid_dma::{
+    Completion, Descriptor, Op, PasidDma, PasidDmaError, QueueMode, Status, Tag, COMPLETION_BYTES,
+};
 
 /// Completion slots in the record page; also the most operations in flight.
 const SLOTS: u64 = PAGE_SIZE / COMPLETION_BYTES as u64;
@@ -40,9 +42,9 @@ impl PasidDmaEngine {
         interrupt: Option<u16>,
     ) -> Result<Self, EngineError> {
         let records = DmaBuffer::new(PAGE_SIZE as usize, PAGE_SIZE)
-            .map_err(|e| EngineError::Device(format!("completion records: {e}")))?;
+            .map_err(|_| EngineError::Memory(HalError::NoMemory { bytes: PAGE_SIZE }))?;
         dev.configure_queue(queue, mode)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+            .map_err(device_error)?;
         Ok(PasidDmaEngine {
             dev,
             queue,
@@ -70,7 +72,7 @@ impl PasidDmaEngine {
     fn completed(&self) -> Result<u32, EngineError> {
         self.dev
             .completed(self.queue)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))
+            .map_err(device_error)
     }
 
     fn submit_unrecorded_op(&mut self, d: Descriptor) -> Result<Ticket, EngineError> {
@@ -88,7 +90,7 @@ impl PasidDmaEngine {
         d.cookie = t;
         self.dev
             .submit(self.queue, &d)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+            .map_err(device_error)?;
         self.next += 1;
         Ok(Ticket(t))
     }
@@ -111,12 +113,12 @@ impl PasidDmaEngine {
         let c = self
             .dev
             .last_completion(self.queue)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))?;
+            .map_err(device_error)?;
         if c.cookie != t.0 {
-            return Err(EngineError::Device(format!(
-                "last completion carries cookie {}, not ticket {}",
-                c.cookie, t.0
-            )));
+            return Err(EngineError::WrongCompletion {
+                ticket: t,
+                got: c.cookie,
+            });
         }
         Ok(c)
     }
@@ -154,7 +156,7 @@ impl PasidDmaEngine {
     pub fn submit_unrecorded(&mut self, d: &Descriptor) -> Result<(), EngineError> {
         self.dev
             .submit(self.queue, d)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))
+            .map_err(device_error)
     }
 
     /// The completion record of `t` as the device left it.
@@ -174,10 +176,10 @@ impl PasidDmaEngine {
                     self.oldest += 1;
                 }
                 if c.cookie != t.0 {
-                    return Err(EngineError::Device(format!(
-                        "completion record of ticket {} carries cookie {}",
-                        t.0, c.cookie
-                    )));
+                    return Err(EngineError::WrongCompletion {
+                        ticket: t,
+                        got: c.cookie,
+                    });
                 }
                 return Ok(c);
             }
@@ -187,6 +189,19 @@ impl PasidDmaEngine {
             }
             core::hint::spin_loop();
         }
+    }
+}
+
+fn device_error(e: PasidDmaError) -> EngineError {
+    match e {
+        PasidDmaError::NotPasidDma { id } => EngineError::Device {
+            what: "not a pasid-dma device: its identification register reads",
+            value: u64::from(id),
+        },
+        PasidDmaError::NoSuchQueue(q) => EngineError::Device {
+            what: "pasid-dma has no such work queue",
+            value: q as u64,
+        },
     }
 }
 

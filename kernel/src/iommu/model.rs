@@ -472,6 +472,6 @@ impl DmaEngine for ModelDma {
     fn wait(&mut self, ticket: Ticket, _bound_ns: u64) -> Result<DmaResult, EngineError> {
         self.results
             .remove(&ticket.0)
-            .ok_or_else(|| EngineError::Device(format!("no operation {}", ticket.0)))
+            .ok_or(EngineError::UnknownTicket(ticket))
     }
 }

@@ -183,7 +183,7 @@ pub(super) mod board {
             self.devs
                 .iter_mut()
                 .find(|d| d.id == id)
-                .ok_or_else(|| EngineError::Device(format!("no device {id:#x}")))
+                .ok_or(EngineError::NoDevice { id })
         }
 
         fn buffer_of(&self, pa: u64, len: usize) -> Option<(&DmaBuffer, usize)> {
