@@ -12,9 +12,7 @@ use crate::memory::DmaBuffer;
 use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
 use kernel::hal::HalError;
 use kernel::mm::PAGE_SIZE;
-use pasid_dma::{
-    Completion, Descriptor, Op, PasidDma, PasidDmaError, QueueMode, Status, Tag, COMPLETION_BYTES,
-};
+use pasid_dma::{Completion, Descriptor, PasidDma, QueueMode, COMPLETION_BYTES};
 
 /// Completion slots in the record page; also the most operations in flight.
 const SLOTS: u64 = PAGE_SIZE / COMPLETION_BYTES as u64;
@@ -44,7 +42,7 @@ impl PasidDmaEngine {
         let records = DmaBuffer::new(PAGE_SIZE as usize, PAGE_SIZE)
             .map_err(|_| EngineError::Memory(HalError::NoMemory { bytes: PAGE_SIZE }))?;
         dev.configure_queue(queue, mode)
-            .map_err(device_error)?;
+            .map_err(EngineError::from)?;
         Ok(PasidDmaEngine {
             dev,
             queue,
@@ -72,7 +70,7 @@ impl PasidDmaEngine {
     fn completed(&self) -> Result<u32, EngineError> {
         self.dev
             .completed(self.queue)
-            .map_err(device_error)
+            .map_err(EngineError::from)
     }
 
     fn submit_unrecorded_op(&mut self, d: Descriptor) -> Result<Ticket, EngineError> {
@@ -90,7 +88,7 @@ impl PasidDmaEngine {
         d.cookie = t;
         self.dev
             .submit(self.queue, &d)
-            .map_err(device_error)?;
+            .map_err(EngineError::from)?;
         self.next += 1;
         Ok(Ticket(t))
     }
@@ -113,7 +111,7 @@ impl PasidDmaEngine {
         let c = self
             .dev
             .last_completion(self.queue)
-            .map_err(device_error)?;
+            .map_err(EngineError::from)?;
         if c.cookie != t.0 {
             return Err(EngineError::WrongCompletion {
                 ticket: t,
@@ -156,7 +154,7 @@ impl PasidDmaEngine {
     pub fn submit_unrecorded(&mut self, d: &Descriptor) -> Result<(), EngineError> {
         self.dev
             .submit(self.queue, d)
-            .map_err(device_error)
+            .map_err(EngineError::from)
     }
 
     /// The completion record of `t` as the device left it.
@@ -171,7 +169,7 @@ impl PasidDmaEngine {
         let t0 = arch::now_ns();
         loop {
             let c = self.record(t);
-            if c.status != Status::Pending {
+            if c.done() {
                 if t.0 == self.oldest {
                     self.oldest += 1;
                 }
@@ -192,57 +190,18 @@ impl PasidDmaEngine {
     }
 }
 
-fn device_error(e: PasidDmaError) -> EngineError {
-    match e {
-        PasidDmaError::NotPasidDma { id } => EngineError::Device {
-            what: "not a pasid-dma device: its identification register reads",
-            value: u64::from(id),
-        },
-        PasidDmaError::NoSuchQueue(q) => EngineError::Device {
-            what: "pasid-dma has no such work queue",
-            value: q as u64,
-        },
-    }
-}
-
-fn to_device_op(op: &DmaOp) -> Op {
-    match *op {
-        DmaOp::Copy { src, dst, len } => Op::Copy { src, dst, len },
-        DmaOp::Fill { dst, len, pattern } => Op::Fill { dst, len, pattern },
-        DmaOp::Compare { a, b, len } => Op::Compare { a, b, len },
-        DmaOp::WriteImm { dst, value, size } => Op::WriteImm { dst, value, size },
-    }
-}
-
-/// The trait's view of a completion record.
+/// The trait's view of a completion record (one the wait saw done).
 pub fn to_result(c: &Completion) -> DmaResult {
-    let status = match c.status {
-        Status::Success if c.differs => DmaStatus::Differs {
-            offset: c.fault_addr,
-        },
-        Status::Success => DmaStatus::Success,
-        Status::ReadFault => DmaStatus::ReadFault { addr: c.fault_addr },
-        Status::WriteFault => DmaStatus::WriteFault { addr: c.fault_addr },
-        Status::InvalidDescriptor => DmaStatus::Invalid,
-        Status::PasidUnsupported => DmaStatus::PasidUnsupported,
-        Status::PasidDisabled => DmaStatus::PasidDisabled,
-        Status::Pending => DmaStatus::Other(0),
-        Status::Unknown(c) => DmaStatus::Other(c),
-    };
-    DmaResult {
-        status,
+    c.result().unwrap_or(DmaResult {
+        status: DmaStatus::Other(0),
         bytes: c.bytes,
-    }
+    })
 }
 
 impl DmaEngine for PasidDmaEngine {
     fn submit(&mut self, op: &DmaOp, tag: DmaTag) -> Result<Ticket, EngineError> {
-        let tag = match tag {
-            DmaTag::Untagged => Tag::Untagged,
-            DmaTag::Pasid { pasid, privileged } => Tag::Pasid { pasid, privileged },
-        };
         let d = Descriptor {
-            op: to_device_op(op),
+            work: (*op).into(),
             tag,
             completion: None,
             interrupt: self.interrupt,

@@ -15,7 +15,7 @@ use kernel::harness::{TestError, TestResult};
 use kernel::mm::PAGE_SIZE;
 use kernel::{cmdline, ensure, ensure_eq};
 use pasid_dma::{
-    Descriptor, Op, QueueMode, Tag, ERR_BUS_MASTER_OFF, ERR_COMPLETION_FAULT, ERR_QUEUE_DISABLED,
+    Descriptor, QueueMode, Work, ERR_BUS_MASTER_OFF, ERR_COMPLETION_FAULT, ERR_QUEUE_DISABLED,
     ERR_QUEUE_FULL,
 };
 use pci::ConfigSpace;
@@ -221,7 +221,7 @@ fn expect_ok(e: &mut PasidDmaEngine, op: DmaOp) -> TestResult {
 /// and nowhere else, and each completion record says so.
 pub fn operations_round_trip_untagged() -> TestResult {
     let o = first()?;
-    let mut e = o.engine(0, QueueMode::Dedicated(Tag::Untagged), false)?;
+    let mut e = o.engine(0, QueueMode::Dedicated(DmaTag::Untagged), false)?;
     let mut src = buffer(3)?;
     let dst = buffer(3)?;
     for (i, b) in src.as_mut_slice().iter_mut().enumerate() {
@@ -405,23 +405,16 @@ pub fn inject_error_statuses() -> TestResult {
     let name = o.name();
     let max = e.device().max_len();
 
-    let raw = |op: Op| Descriptor {
-        op,
-        tag: Tag::Untagged,
-        completion: None,
-        interrupt: None,
-        cookie: 0,
-    };
     let cases: [(&str, Descriptor, DmaStatus, u64); 7] = [
         (
             "unknown opcode 9",
-            raw(Op::Raw { opcode: 9, len: 8 }),
+            raw(Work::Raw { opcode: 9, len: 8 }),
             DmaStatus::Invalid,
             0,
         ),
         (
             "a zero-length copy",
-            raw(Op::Copy {
+            raw(DmaOp::Copy {
                 src: d,
                 dst: d,
                 len: 0,
@@ -431,7 +424,7 @@ pub fn inject_error_statuses() -> TestResult {
         ),
         (
             "a copy over the length limit",
-            raw(Op::Copy {
+            raw(DmaOp::Copy {
                 src: d,
                 dst: d,
                 len: max + 1,
@@ -441,7 +434,7 @@ pub fn inject_error_statuses() -> TestResult {
         ),
         (
             "a 3-byte write-immediate",
-            raw(Op::WriteImm {
+            raw(DmaOp::WriteImm {
                 dst: d,
                 value: 1,
                 size: 3,
@@ -451,7 +444,7 @@ pub fn inject_error_statuses() -> TestResult {
         ),
         (
             "a copy from nowhere",
-            raw(Op::Copy {
+            raw(DmaOp::Copy {
                 src: NOWHERE,
                 dst: d,
                 len: 64,
@@ -461,7 +454,7 @@ pub fn inject_error_statuses() -> TestResult {
         ),
         (
             "a copy to nowhere",
-            raw(Op::Copy {
+            raw(DmaOp::Copy {
                 src: d,
                 dst: NOWHERE,
                 len: 64,
@@ -472,11 +465,11 @@ pub fn inject_error_statuses() -> TestResult {
         (
             "a PASID-tagged copy before PASID is enabled",
             Descriptor {
-                tag: Tag::Pasid {
+                tag: DmaTag::Pasid {
                     pasid: 1,
                     privileged: false,
                 },
-                ..raw(Op::Copy {
+                ..raw(DmaOp::Copy {
                     src: d,
                     dst: d + 64,
                     len: 64,
@@ -522,7 +515,7 @@ pub fn inject_error_statuses() -> TestResult {
     );
     ensure_eq!(
         idle.record(t).status,
-        pasid_dma::Status::Pending,
+        None,
         "{name}: dropped descriptor's record"
     );
     dev.clear_errors(u32::MAX);
@@ -530,7 +523,7 @@ pub fn inject_error_statuses() -> TestResult {
     // A completion record to nowhere: the operation runs, the error says where.
     e.submit_unrecorded(&Descriptor {
         completion: Some(NOWHERE),
-        ..raw(Op::Fill {
+        ..raw(DmaOp::Fill {
             dst: d,
             len: 8,
             pattern: 0x55,
@@ -566,10 +559,22 @@ pub fn inject_error_statuses() -> TestResult {
     );
     ensure_eq!(
         e.record(t).status,
-        pasid_dma::Status::Pending,
+        None,
         "{name}: record with bus mastering off"
     );
     Ok(())
+}
+
+/// A descriptor as the device would take it from anyone: untagged, no
+/// record, no interrupt (the engine fills in record and cookie).
+fn raw(work: impl Into<Work>) -> Descriptor {
+    Descriptor {
+        work: work.into(),
+        tag: DmaTag::Untagged,
+        completion: None,
+        interrupt: None,
+        cookie: 0,
+    }
 }
 
 fn set_bus_master(o: &Open, on: bool) {
@@ -604,7 +609,7 @@ fn wait_error(dev: &pasid_dma::PasidDma, mask: u32) -> Result<(u32, u32, u64), T
 /// held descriptor completes.
 pub fn inject_queue_full_while_paused() -> TestResult {
     let o = first()?;
-    let mut e = o.engine(2, QueueMode::Dedicated(Tag::Untagged), false)?;
+    let mut e = o.engine(2, QueueMode::Dedicated(DmaTag::Untagged), false)?;
     let dev = pcie::pasid_dma_at(o.bar0).map_err(|x| fail(format!("{x:?}")))?;
     let depth = dev.queue_depth();
     let name = o.name();
@@ -628,7 +633,7 @@ pub fn inject_queue_full_while_paused() -> TestResult {
     let busy = dev.busy(2).map_err(|x| fail(format!("{x:?}")))?;
     let early = tickets
         .iter()
-        .filter(|&&t| e.record(t).status != pasid_dma::Status::Pending)
+        .filter(|&&t| e.record(t).done())
         .count();
     let overflow = e.submit(
         &DmaOp::WriteImm {
@@ -672,7 +677,7 @@ pub fn queues_run_concurrently() -> TestResult {
     let o = first()?;
     let mut engines = Vec::new();
     for q in 0..pasid_dma::QUEUES {
-        engines.push(o.engine(q, QueueMode::Dedicated(Tag::Untagged), false)?);
+        engines.push(o.engine(q, QueueMode::Dedicated(DmaTag::Untagged), false)?);
     }
     let mut src = buffer(4)?;
     let dst = buffer(4)?;
@@ -859,7 +864,7 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
 /// (for the benchmarks).
 pub fn copy_samples(len: u64) -> Result<Vec<u64>, TestError> {
     let o = first()?;
-    let mut e = o.engine(0, QueueMode::Dedicated(Tag::Untagged), false)?;
+    let mut e = o.engine(0, QueueMode::Dedicated(DmaTag::Untagged), false)?;
     let pages = (len / PAGE_SIZE).max(1) as usize;
     let src = buffer(pages)?;
     let dst = buffer(pages)?;
