@@ -1,15 +1,22 @@
 //! pasid-dma: the DMA engine with PASID-tagged work queues that the
 //! project adds to QEMU (`qemu-run/patches/`, `docs/pasid-dma.md`).
 //!
-//! [`Descriptor`] and [`Completion`] are the in-memory formats, encoded
-//! and decoded here without hardware (host-tested). [`PasidDma`] drives
-//! BAR0: identification, reset, the error register, queue configuration,
-//! and submission through a queue's 64-byte portal.
+//! [`Descriptor`] and [`Completion`] are the in-memory formats, in
+//! [`kernel::dma`]'s vocabulary ([`DmaOp`], [`DmaTag`], [`DmaStatus`]),
+//! encoded and decoded here without hardware (host-tested). [`PasidDma`]
+//! drives BAR0: identification, reset, the error register, queue
+//! configuration, and submission through a queue's 64-byte portal.
+//! [`PasidDmaEngine`] is the device as a [`kernel::dma::DmaEngine`] over
+//! any [`kernel::hal::Hal`].
 #![no_std]
+
+pub mod engine;
+pub use engine::PasidDmaEngine;
 
 use core::fmt;
 use core::ptr::NonNull;
-use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag, EngineError};
+use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
+use kernel::hal::HalError;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
@@ -267,12 +274,42 @@ impl Completion {
     }
 }
 
+/// What went wrong, in the driver's terms; converts into the trait's
+/// [`EngineError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasidDmaError {
     /// The identification register is not pasid-dma's.
-    NotPasidDma { id: u32 },
+    NotPasidDma {
+        id: u32,
+    },
     /// The device has [`QUEUES`] work queues.
     NoSuchQueue(usize),
+    /// Every completion slot is taken by an operation not yet waited for
+    /// (unrecorded: the one operation allowed is in flight).
+    Busy {
+        in_flight: u64,
+    },
+    Timeout {
+        waited_ns: u64,
+    },
+    /// The completion found for `ticket` carries another cookie.
+    WrongCookie {
+        ticket: u64,
+        cookie: u64,
+    },
+    /// The queue counted `ticket` done, yet its last completion reads
+    /// pending.
+    NotDone {
+        ticket: u64,
+    },
+    /// The completion records' memory.
+    Memory(HalError),
+}
+
+impl From<HalError> for PasidDmaError {
+    fn from(e: HalError) -> PasidDmaError {
+        PasidDmaError::Memory(e)
+    }
 }
 
 impl fmt::Display for PasidDmaError {
@@ -284,6 +321,22 @@ impl fmt::Display for PasidDmaError {
             PasidDmaError::NoSuchQueue(q) => {
                 write!(f, "pasid-dma has {QUEUES} work queues, not a queue {q}")
             }
+            PasidDmaError::Busy { in_flight } => write!(
+                f,
+                "{in_flight} operation(s) in flight: no room for another until one is waited for"
+            ),
+            PasidDmaError::Timeout { waited_ns } => {
+                write!(f, "no completion within {} ms", waited_ns / 1_000_000)
+            }
+            PasidDmaError::WrongCookie { ticket, cookie } => write!(
+                f,
+                "the completion of ticket {ticket} carries cookie {cookie}"
+            ),
+            PasidDmaError::NotDone { ticket } => write!(
+                f,
+                "the queue counted ticket {ticket} done, yet its last completion reads pending"
+            ),
+            PasidDmaError::Memory(e) => write!(f, "completion records: {e}"),
         }
     }
 }
@@ -299,6 +352,17 @@ impl From<PasidDmaError> for EngineError {
                 what: "pasid-dma has no such work queue",
                 value: q as u64,
             },
+            PasidDmaError::Busy { .. } => EngineError::Busy,
+            PasidDmaError::Timeout { waited_ns } => EngineError::Timeout { waited_ns },
+            PasidDmaError::WrongCookie { ticket, cookie } => EngineError::WrongCompletion {
+                ticket: Ticket(ticket),
+                got: cookie,
+            },
+            PasidDmaError::NotDone { ticket } => EngineError::Device {
+                what: "pasid-dma: counted done, its last completion pending: ticket",
+                value: ticket,
+            },
+            PasidDmaError::Memory(e) => EngineError::Memory(e),
         }
     }
 }

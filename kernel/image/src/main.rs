@@ -20,8 +20,6 @@ mod console;
 #[cfg(target_os = "none")]
 mod discovery;
 #[cfg(target_os = "none")]
-mod dma_engine;
-#[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
 mod hal;

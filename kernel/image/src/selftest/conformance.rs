@@ -99,9 +99,8 @@ cases!(stage2, super::Mode::Stage2;
 );
 
 pub(super) mod board {
-    use super::super::dma::{self, Open};
+    use super::super::dma::{self, Engine, Open};
     use super::Mode;
-    use crate::dma_engine::PasidDmaEngine;
     use crate::memory::DmaBuffer;
     use crate::pcie;
     use alloc::collections::BTreeMap;
@@ -152,8 +151,8 @@ pub(super) mod board {
     struct Dev {
         id: DeviceId,
         open: Open,
-        plain: PasidDmaEngine,
-        signalling: PasidDmaEngine,
+        plain: Engine,
+        signalling: Engine,
     }
 
     pub struct BoardPlatform<H: BoardIommu> {

@@ -216,7 +216,7 @@ pub(super) mod stage1 {
                 .map(d, IOVA, page.phys().as_u64(), PAGE_SIZE, Prot::RW)
                 .map_err(hw_err)?;
             // Completion records are DMA too: their page at its own address.
-            let rec = e.record_page();
+            let rec = e.record_page().as_u64();
             iommu
                 .map(d, rec, rec, PAGE_SIZE, Prot::RW)
                 .map_err(hw_err)?;
