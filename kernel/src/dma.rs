@@ -2,6 +2,7 @@
 //! tagged with a PASID or not, wait for it with a bound, read its status.
 //! Devices (the project's pasid-dma engine, later a software model on the
 //! host) implement [`DmaEngine`]; tests never name the device.
+use crate::hal::HalError;
 
 /// What to do. Addresses are as the device sees them (IOVAs once an IOMMU
 /// translates).
@@ -72,24 +73,47 @@ pub struct DmaResult {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an engine could not run or report an operation. `Copy`, with
+/// numbers rather than text: a driver converts its own error into it, and
+/// a test can match on what went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineError {
     /// No room for another operation until one completes.
     Busy,
     /// The operation did not complete within the bound.
     Timeout { waited_ns: u64 },
-    /// The device or its driver failed (named).
-    Device(alloc::string::String),
+    /// The engine has no operation under this ticket (never submitted, or
+    /// already waited for).
+    UnknownTicket(Ticket),
+    /// The completion found for `ticket` is another operation's: it
+    /// carries `got`.
+    WrongCompletion { ticket: Ticket, got: u64 },
+    /// The platform has no engine for this device.
+    NoDevice { id: u32 },
+    /// Memory the engine needs (its completion records) could not be had
+    /// or reached.
+    Memory(HalError),
+    /// A failure of the device's own: what, in its driver's words, and the
+    /// number that goes with it (a register's value, a queue).
+    Device { what: &'static str, value: u64 },
 }
 
 impl core::fmt::Display for EngineError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
+        match *self {
             EngineError::Busy => f.write_str("the engine has no room for another operation"),
             EngineError::Timeout { waited_ns } => {
                 write!(f, "no completion within {} ms", waited_ns / 1_000_000)
             }
-            EngineError::Device(s) => f.write_str(s),
+            EngineError::UnknownTicket(t) => write!(f, "no operation {}", t.0),
+            EngineError::WrongCompletion { ticket, got } => write!(
+                f,
+                "the completion of ticket {} carries cookie {got}",
+                ticket.0
+            ),
+            EngineError::NoDevice { id } => write!(f, "no engine for device {id:#x}"),
+            EngineError::Memory(e) => write!(f, "the engine's memory: {e}"),
+            EngineError::Device { what, value } => write!(f, "{what} ({value:#x})"),
         }
     }
 }
@@ -108,5 +132,53 @@ pub trait DmaEngine {
     fn run(&mut self, op: &DmaOp, tag: DmaTag, bound_ns: u64) -> Result<DmaResult, EngineError> {
         let t = self.submit(op, tag)?;
         self.wait(t, bound_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn engine_errors_say_what_went_wrong() {
+        let cases = [
+            (
+                EngineError::Busy,
+                "the engine has no room for another operation",
+            ),
+            (
+                EngineError::Timeout {
+                    waited_ns: 2_500_000_000,
+                },
+                "no completion within 2500 ms",
+            ),
+            (EngineError::UnknownTicket(Ticket(7)), "no operation 7"),
+            (
+                EngineError::WrongCompletion {
+                    ticket: Ticket(3),
+                    got: 131,
+                },
+                "the completion of ticket 3 carries cookie 131",
+            ),
+            (
+                EngineError::NoDevice { id: 0x10 },
+                "no engine for device 0x10",
+            ),
+            (
+                EngineError::Memory(HalError::NoMemory { bytes: 4096 }),
+                "the engine's memory: no memory for 4096 bytes",
+            ),
+            (
+                EngineError::Device {
+                    what: "no such queue",
+                    value: 5,
+                },
+                "no such queue (0x5)",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
     }
 }

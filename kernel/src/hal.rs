@@ -302,6 +302,18 @@ pub mod fake {
             let w = bytes.get(off..off + 8)?;
             Some(u64::from_le_bytes(w.try_into().ok()?))
         }
+        /// A device's 64-bit store at `pa` (a fake device completing
+        /// work): memory changes, the log, which records what the driver
+        /// did, does not. `None` outside every live region.
+        pub fn poke(&self, pa: u64, value: u64) -> Option<()> {
+            let mut s = self.shared.borrow_mut();
+            let (&base, bytes) = s.mem.range_mut(..=pa).next_back()?;
+            let off = (pa - base) as usize;
+            bytes
+                .get_mut(off..off + 8)?
+                .copy_from_slice(&value.to_le_bytes());
+            Some(())
+        }
         /// Regions not yet dropped.
         pub fn live_regions(&self) -> usize {
             self.shared.borrow().live
@@ -420,6 +432,9 @@ mod tests {
         assert!(r.read_u64(4).is_err(), "unaligned");
         assert!(r.write_bytes(4090, &[0; 7]).is_err());
         assert!(r.read_u64(u64::MAX - 3).is_err(), "no overflow");
+        hal.poke(r.phys().as_u64() + 16, 0x77).unwrap();
+        assert_eq!(r.read_u64(16).unwrap(), 0x77, "a device's store is seen");
+        assert_eq!(hal.poke(r.phys().as_u64() + 4096, 1), None);
         hal.barrier();
         assert_eq!(
             hal.take_log(),

@@ -1,15 +1,24 @@
 //! pasid-dma: the DMA engine with PASID-tagged work queues that the
 //! project adds to QEMU (`qemu-run/patches/`, `docs/pasid-dma.md`).
 //!
-//! [`Descriptor`] and [`Completion`] are the in-memory formats, encoded
-//! and decoded here without hardware (host-tested). [`PasidDma`] drives
-//! BAR0: identification, reset, the error register, queue configuration,
-//! and submission through a queue's 64-byte portal.
+//! [`Descriptor`] and [`Completion`] are the in-memory formats, in
+//! [`kernel::dma`]'s vocabulary ([`DmaOp`], [`DmaTag`], [`DmaStatus`]),
+//! encoded and decoded here without hardware (host-tested). [`PasidDma`]
+//! drives BAR0: identification, reset, the error register, queue
+//! configuration, and submission through a queue's 64-byte portal.
+//! [`PasidDmaEngine`] is the device as a [`kernel::dma::DmaEngine`] over
+//! any [`kernel::hal::Hal`].
 #![no_std]
 // `PasidDma::new` binds BAR0 (MMIO): the crate's only `unsafe`.
 #![allow(unsafe_code)]
 
+pub mod engine;
+pub use engine::PasidDmaEngine;
+
+use core::fmt;
 use core::ptr::NonNull;
+use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
+use kernel::hal::HalError;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
@@ -94,34 +103,12 @@ register_structs! {
     }
 }
 
-/// What a descriptor asks the engine to do. Addresses are as the device
-/// sees them (IOVAs once an IOMMU translates).
+/// What a descriptor asks for: one of the operations every DMA engine
+/// offers ([`DmaOp`]), or what only this device has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub enum Work {
+    Op(DmaOp),
     Nop,
-    Copy {
-        src: u64,
-        dst: u64,
-        len: u64,
-    },
-    /// `pattern` repeats from the first destination byte, little-endian.
-    Fill {
-        dst: u64,
-        len: u64,
-        pattern: u64,
-    },
-    /// Equal or not; the completion says where they first differ.
-    Compare {
-        a: u64,
-        b: u64,
-        len: u64,
-    },
-    /// `size` of 1, 2, 4 or 8 bytes of `value`, little-endian.
-    WriteImm {
-        dst: u64,
-        value: u64,
-        size: u8,
-    },
     /// Any opcode number, for tests of the device's checks.
     Raw {
         opcode: u8,
@@ -129,13 +116,34 @@ pub enum Op {
     },
 }
 
-/// How a request is tagged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tag {
-    /// Requester id only.
-    Untagged,
-    /// Requester id and PASID, privileged or not.
-    Pasid { pasid: u32, privileged: bool },
+impl From<DmaOp> for Work {
+    fn from(op: DmaOp) -> Work {
+        Work::Op(op)
+    }
+}
+
+/// Opcodes (descriptor bits [7:0]).
+pub const OP_NOP: u8 = 0;
+pub const OP_COPY: u8 = 1;
+pub const OP_FILL: u8 = 2;
+pub const OP_COMPARE: u8 = 3;
+pub const OP_WRITE_IMM: u8 = 4;
+
+impl Work {
+    /// The opcode and the source, destination, length and pattern fields.
+    fn fields(&self) -> (u8, u64, u64, u64, u64) {
+        match *self {
+            Work::Nop => (OP_NOP, 0, 0, 0, 0),
+            Work::Raw { opcode, len } => (opcode, 0, 0, len, 0),
+            Work::Op(DmaOp::Copy { src, dst, len }) => (OP_COPY, src, dst, len, 0),
+            Work::Op(DmaOp::Fill { dst, len, pattern }) => (OP_FILL, 0, dst, len, pattern),
+            Work::Op(DmaOp::Compare { a, b, len }) => (OP_COMPARE, a, b, len, 0),
+            // The length field holds the size.
+            Work::Op(DmaOp::WriteImm { dst, value, size }) => {
+                (OP_WRITE_IMM, 0, dst, u64::from(size), value)
+            }
+        }
+    }
 }
 
 /// Error register bits (RW1C).
@@ -152,9 +160,9 @@ pub const OP_FLAG_COMPLETION: u32 = 1 << 11;
 /// A descriptor, ready for a portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Descriptor {
-    pub op: Op,
+    pub work: Work,
     /// Used by queues in shared mode; dedicated queues use their own.
-    pub tag: Tag,
+    pub tag: DmaTag,
     /// Device address of the 32-byte completion record (32-byte aligned);
     /// `None` writes no record (the queue's last-completion registers
     /// still tell the outcome).
@@ -168,20 +176,13 @@ pub struct Descriptor {
 impl Descriptor {
     /// The eight little-endian qwords, in portal order (the last submits).
     pub fn encode(&self) -> [u64; 8] {
-        let (opcode, src, dst, len, pattern) = match self.op {
-            Op::Nop => (0u8, 0, 0, 0, 0),
-            Op::Copy { src, dst, len } => (1, src, dst, len, 0),
-            Op::Fill { dst, len, pattern } => (2, 0, dst, len, pattern),
-            Op::Compare { a, b, len } => (3, a, b, len, 0),
-            Op::WriteImm { dst, value, size } => (4, 0, dst, u64::from(size), value),
-            Op::Raw { opcode, len } => (opcode, 0, 0, len, 0),
-        };
+        let (opcode, src, dst, len, pattern) = self.work.fields();
         let mut flags = u32::from(opcode);
         if self.completion.is_some() {
             flags |= OP_FLAG_COMPLETION;
         }
         let mut pasid = 0;
-        if let Tag::Pasid {
+        if let DmaTag::Pasid {
             pasid: p,
             privileged,
         } = self.tag
@@ -212,48 +213,23 @@ impl Descriptor {
     }
 }
 
-/// Completion status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// The record is still zero: not completed.
-    Pending,
-    Success,
-    ReadFault,
-    WriteFault,
-    InvalidDescriptor,
-    /// The platform gave no address space for the PASID (the record was
-    /// written untagged).
-    PasidUnsupported,
-    /// PASID use is not enabled in the device's PASID capability.
-    PasidDisabled,
-    Unknown(u8),
-}
-
-impl Status {
-    pub fn from_code(c: u8) -> Status {
-        match c {
-            0 => Status::Pending,
-            1 => Status::Success,
-            2 => Status::ReadFault,
-            3 => Status::WriteFault,
-            4 => Status::InvalidDescriptor,
-            5 => Status::PasidUnsupported,
-            6 => Status::PasidDisabled,
-            c => Status::Unknown(c),
-        }
-    }
-}
+/// Completion status codes (record byte 0); 0 means not done yet.
+pub const STATUS_SUCCESS: u8 = 1;
+pub const STATUS_READ_FAULT: u8 = 2;
+pub const STATUS_WRITE_FAULT: u8 = 3;
+pub const STATUS_INVALID: u8 = 4;
+/// The platform gave no address space for the PASID (the record was
+/// written untagged).
+pub const STATUS_PASID_UNSUPPORTED: u8 = 5;
+/// PASID use is not enabled in the device's PASID capability.
+pub const STATUS_PASID_DISABLED: u8 = 6;
 
 /// A completion record as the device wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
-    pub status: Status,
-    /// Compare: the operands differ.
-    pub differs: bool,
+    /// `None` while the record is still zero: not completed.
+    pub status: Option<DmaStatus>,
     pub bytes: u64,
-    /// Faults: the address that faulted. Compare: the offset of the first
-    /// difference.
-    pub fault_addr: u64,
     pub cookie: u64,
 }
 
@@ -264,23 +240,133 @@ impl Completion {
             b.copy_from_slice(&r[i..i + 8]);
             u64::from_le_bytes(b)
         };
+        // Faults: the address that faulted; compare: the offset of the
+        // first difference (with byte 1 set).
+        let at = q(16);
+        let status = match r[0] {
+            0 => None,
+            STATUS_SUCCESS if r[1] != 0 => Some(DmaStatus::Differs { offset: at }),
+            STATUS_SUCCESS => Some(DmaStatus::Success),
+            STATUS_READ_FAULT => Some(DmaStatus::ReadFault { addr: at }),
+            STATUS_WRITE_FAULT => Some(DmaStatus::WriteFault { addr: at }),
+            STATUS_INVALID => Some(DmaStatus::Invalid),
+            STATUS_PASID_UNSUPPORTED => Some(DmaStatus::PasidUnsupported),
+            STATUS_PASID_DISABLED => Some(DmaStatus::PasidDisabled),
+            c => Some(DmaStatus::Other(c)),
+        };
         Completion {
-            status: Status::from_code(r[0]),
-            differs: r[1] != 0,
+            status,
             bytes: q(8),
-            fault_addr: q(16),
             cookie: q(24),
         }
     }
+
+    pub fn done(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// The operation's result as [`kernel::dma::DmaEngine`] reports it;
+    /// `None` until it is done.
+    pub fn result(&self) -> Option<DmaResult> {
+        let status = self.status?;
+        Some(DmaResult {
+            status,
+            bytes: self.bytes,
+        })
+    }
 }
 
+/// What went wrong, in the driver's terms; converts into the trait's
+/// [`EngineError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasidDmaError {
     /// The identification register is not pasid-dma's.
     NotPasidDma {
         id: u32,
     },
+    /// The device has [`QUEUES`] work queues.
     NoSuchQueue(usize),
+    /// Every completion slot is taken by an operation not yet waited for
+    /// (unrecorded: the one operation allowed is in flight).
+    Busy {
+        in_flight: u64,
+    },
+    Timeout {
+        waited_ns: u64,
+    },
+    /// The completion found for `ticket` carries another cookie.
+    WrongCookie {
+        ticket: u64,
+        cookie: u64,
+    },
+    /// The queue counted `ticket` done, yet its last completion reads
+    /// pending.
+    NotDone {
+        ticket: u64,
+    },
+    /// The completion records' memory.
+    Memory(HalError),
+}
+
+impl From<HalError> for PasidDmaError {
+    fn from(e: HalError) -> PasidDmaError {
+        PasidDmaError::Memory(e)
+    }
+}
+
+impl fmt::Display for PasidDmaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            PasidDmaError::NotPasidDma { id } => {
+                write!(f, "identification register {id:#x}: not pasid-dma")
+            }
+            PasidDmaError::NoSuchQueue(q) => {
+                write!(f, "pasid-dma has {QUEUES} work queues, not a queue {q}")
+            }
+            PasidDmaError::Busy { in_flight } => write!(
+                f,
+                "{in_flight} operation(s) in flight: no room for another until one is waited for"
+            ),
+            PasidDmaError::Timeout { waited_ns } => {
+                write!(f, "no completion within {} ms", waited_ns / 1_000_000)
+            }
+            PasidDmaError::WrongCookie { ticket, cookie } => write!(
+                f,
+                "the completion of ticket {ticket} carries cookie {cookie}"
+            ),
+            PasidDmaError::NotDone { ticket } => write!(
+                f,
+                "the queue counted ticket {ticket} done, yet its last completion reads pending"
+            ),
+            PasidDmaError::Memory(e) => write!(f, "completion records: {e}"),
+        }
+    }
+}
+
+impl From<PasidDmaError> for EngineError {
+    fn from(e: PasidDmaError) -> EngineError {
+        match e {
+            PasidDmaError::NotPasidDma { id } => EngineError::Device {
+                what: "not pasid-dma: its identification register reads",
+                value: u64::from(id),
+            },
+            PasidDmaError::NoSuchQueue(q) => EngineError::Device {
+                what: "pasid-dma has no such work queue",
+                value: q as u64,
+            },
+            PasidDmaError::Busy { .. } => EngineError::Busy,
+            PasidDmaError::Timeout { waited_ns } => EngineError::Timeout { waited_ns },
+            PasidDmaError::WrongCookie { ticket, cookie } => EngineError::WrongCompletion {
+                ticket: Ticket(ticket),
+                got: cookie,
+            },
+            PasidDmaError::NotDone { ticket } => EngineError::Device {
+                what: "pasid-dma: counted done, its last completion pending: ticket",
+                value: ticket,
+            },
+            PasidDmaError::Memory(e) => EngineError::Memory(e),
+        }
+    }
 }
 
 /// How a work queue tags its requests.
@@ -289,7 +375,7 @@ pub enum QueueMode {
     /// Each descriptor's own tag.
     Shared,
     /// Every request tagged with this (or untagged).
-    Dedicated(Tag),
+    Dedicated(DmaTag),
 }
 
 pub struct PasidDma {
@@ -371,8 +457,8 @@ impl PasidDma {
         wq.cfg.set(0);
         match mode {
             QueueMode::Shared => wq.cfg.write(WQ_CFG::ENABLE::SET + WQ_CFG::SHARED::SET),
-            QueueMode::Dedicated(Tag::Untagged) => wq.cfg.write(WQ_CFG::ENABLE::SET),
-            QueueMode::Dedicated(Tag::Pasid { pasid, privileged }) => {
+            QueueMode::Dedicated(DmaTag::Untagged) => wq.cfg.write(WQ_CFG::ENABLE::SET),
+            QueueMode::Dedicated(DmaTag::Pasid { pasid, privileged }) => {
                 wq.pasid.set(pasid);
                 wq.cfg.write(
                     WQ_CFG::ENABLE::SET
@@ -457,12 +543,13 @@ mod tests {
     #[test]
     fn descriptor_encoding() {
         let d = Descriptor {
-            op: Op::Copy {
+            work: DmaOp::Copy {
                 src: 0x1000,
                 dst: 0x2000,
                 len: 0x30,
-            },
-            tag: Tag::Pasid {
+            }
+            .into(),
+            tag: DmaTag::Pasid {
                 pasid: 0xabcde,
                 privileged: true,
             },
@@ -484,12 +571,13 @@ mod tests {
             ]
         );
         let w = Descriptor {
-            op: Op::WriteImm {
+            work: DmaOp::WriteImm {
                 dst: 8,
                 value: 0xfeed,
                 size: 2,
-            },
-            tag: Tag::Untagged,
+            }
+            .into(),
+            tag: DmaTag::Untagged,
             completion: Some(0x40),
             interrupt: None,
             cookie: 0,
@@ -504,23 +592,106 @@ mod tests {
     }
 
     #[test]
-    fn completion_decoding() {
-        let mut r = [0u8; COMPLETION_BYTES];
-        assert_eq!(Completion::decode(&r).status, Status::Pending);
-        r[0] = 3;
-        r[8..16].copy_from_slice(&0x1000u64.to_le_bytes());
-        r[16..24].copy_from_slice(&0xdead_b000u64.to_le_bytes());
-        r[24..32].copy_from_slice(&7u64.to_le_bytes());
+    fn every_operation_has_its_opcode_and_fields() {
+        let plain = |work: Work| {
+            let w = Descriptor {
+                work,
+                tag: DmaTag::Untagged,
+                completion: None,
+                interrupt: None,
+                cookie: 9,
+            }
+            .encode();
+            assert_eq!(w[5..], [0, 0, 9], "{work:?}");
+            (w[0], w[1], w[2], w[3], w[4])
+        };
+        assert_eq!(plain(Work::Nop), (0, 0, 0, 0, 0));
         assert_eq!(
-            Completion::decode(&r),
+            plain(Work::Raw {
+                opcode: 0x7f,
+                len: 8
+            }),
+            (0x7f, 0, 0, 8, 0)
+        );
+        let op = |op: DmaOp| plain(op.into());
+        assert_eq!(
+            op(DmaOp::Copy {
+                src: 1,
+                dst: 2,
+                len: 3
+            }),
+            (1, 1, 2, 3, 0)
+        );
+        assert_eq!(
+            op(DmaOp::Fill {
+                dst: 2,
+                len: 3,
+                pattern: 0xaa55
+            }),
+            (2, 0, 2, 3, 0xaa55)
+        );
+        assert_eq!(op(DmaOp::Compare { a: 1, b: 2, len: 3 }), (3, 1, 2, 3, 0));
+        assert_eq!(
+            op(DmaOp::WriteImm {
+                dst: 2,
+                value: 0x1234,
+                size: 4
+            }),
+            (4, 0, 2, 4, 0x1234)
+        );
+        // A PASID tag without privilege: the PASID flag only.
+        let t = Descriptor {
+            work: Work::Nop,
+            tag: DmaTag::Pasid {
+                pasid: 3,
+                privileged: false,
+            },
+            completion: None,
+            interrupt: None,
+            cookie: 0,
+        };
+        assert_eq!(t.encode()[0], 3 << 32 | u64::from(OP_FLAG_PASID));
+    }
+
+    fn record(status: u8, differs: u8, bytes: u64, at: u64, cookie: u64) -> [u8; 32] {
+        let mut r = [0u8; COMPLETION_BYTES];
+        r[0] = status;
+        r[1] = differs;
+        r[8..16].copy_from_slice(&bytes.to_le_bytes());
+        r[16..24].copy_from_slice(&at.to_le_bytes());
+        r[24..32].copy_from_slice(&cookie.to_le_bytes());
+        r
+    }
+
+    #[test]
+    fn completion_decoding() {
+        let pending = Completion::decode(&[0; COMPLETION_BYTES]);
+        assert_eq!(pending.status, None);
+        assert!(!pending.done());
+        assert_eq!(pending.result(), None);
+        let c = Completion::decode(&record(3, 0, 0x1000, 0xdead_b000, 7));
+        assert_eq!(
+            c,
             Completion {
-                status: Status::WriteFault,
-                differs: false,
+                status: Some(DmaStatus::WriteFault { addr: 0xdead_b000 }),
                 bytes: 0x1000,
-                fault_addr: 0xdead_b000,
                 cookie: 7
             }
         );
-        assert_eq!(Status::from_code(9), Status::Unknown(9));
+        assert_eq!(
+            c.result(),
+            Some(DmaResult {
+                status: DmaStatus::WriteFault { addr: 0xdead_b000 },
+                bytes: 0x1000
+            })
+        );
+        let status = |code, differs| Completion::decode(&record(code, differs, 8, 0x40, 1)).status;
+        assert_eq!(status(1, 0), Some(DmaStatus::Success));
+        assert_eq!(status(1, 1), Some(DmaStatus::Differs { offset: 0x40 }));
+        assert_eq!(status(2, 0), Some(DmaStatus::ReadFault { addr: 0x40 }));
+        assert_eq!(status(4, 0), Some(DmaStatus::Invalid));
+        assert_eq!(status(5, 0), Some(DmaStatus::PasidUnsupported));
+        assert_eq!(status(6, 0), Some(DmaStatus::PasidDisabled));
+        assert_eq!(status(9, 0), Some(DmaStatus::Other(9)));
     }
 }

@@ -25,8 +25,6 @@ mod console;
 #[cfg(target_os = "none")]
 mod discovery;
 #[cfg(target_os = "none")]
-mod dma_engine;
-#[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]

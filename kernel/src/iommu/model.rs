@@ -13,7 +13,6 @@ use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIE
 use crate::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::format;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -492,6 +491,6 @@ impl DmaEngine for ModelDma {
     fn wait(&mut self, ticket: Ticket, _bound_ns: u64) -> Result<DmaResult, EngineError> {
         self.results
             .remove(&ticket.0)
-            .ok_or_else(|| EngineError::Device(format!("no operation {}", ticket.0)))
+            .ok_or(EngineError::UnknownTicket(ticket))
     }
 }

@@ -99,9 +99,8 @@ cases!(stage2, super::Mode::Stage2;
 );
 
 pub(super) mod board {
-    use super::super::dma::{self, Open};
+    use super::super::dma::{self, Engine, Open};
     use super::Mode;
-    use crate::dma_engine::PasidDmaEngine;
     use crate::memory::DmaBuffer;
     use crate::pcie;
     use alloc::collections::BTreeMap;
@@ -152,8 +151,8 @@ pub(super) mod board {
     struct Dev {
         id: DeviceId,
         open: Open,
-        plain: PasidDmaEngine,
-        signalling: PasidDmaEngine,
+        plain: Engine,
+        signalling: Engine,
     }
 
     pub struct BoardPlatform<H: BoardIommu> {
@@ -183,7 +182,7 @@ pub(super) mod board {
             self.devs
                 .iter_mut()
                 .find(|d| d.id == id)
-                .ok_or_else(|| EngineError::Device(format!("no device {id:#x}")))
+                .ok_or(EngineError::NoDevice { id })
         }
 
         fn buffer_of(&self, pa: u64, len: usize) -> Option<(&DmaBuffer, usize)> {

@@ -155,7 +155,7 @@ pub(super) mod stage1 {
     use kernel::iommu::pgtable::Prot;
     use kernel::mm::PAGE_SIZE;
     use kernel::{ensure, ensure_eq};
-    use pasid_dma::{QueueMode, Tag};
+    use pasid_dma::QueueMode;
     use smmuv3::driver::SmmuHw;
     use smmuv3::event::EventKind;
     use smmuv3::ste::Ste;
@@ -209,7 +209,7 @@ pub(super) mod stage1 {
         let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(hw_err)?;
         let result = (|| -> TestResult {
             iommu.add_device(sid, 0).map_err(hw_err)?;
-            let mut e = open.engine(0, QueueMode::Dedicated(Tag::Untagged), false)?;
+            let mut e = open.engine(0, QueueMode::Dedicated(DmaTag::Untagged), false)?;
             let page = DmaBuffer::new(PAGE_SIZE as usize, PAGE_SIZE)
                 .map_err(|x| TestError::fail(format!("{x}")))?;
             let d = iommu.domain_alloc(DomainKind::Unmanaged).map_err(hw_err)?;
@@ -217,7 +217,7 @@ pub(super) mod stage1 {
                 .map(d, IOVA, page.phys().as_u64(), PAGE_SIZE, Prot::RW)
                 .map_err(hw_err)?;
             // Completion records are DMA too: their page at its own address.
-            let rec = e.record_page();
+            let rec = e.record_page().as_u64();
             iommu
                 .map(d, rec, rec, PAGE_SIZE, Prot::RW)
                 .map_err(hw_err)?;
