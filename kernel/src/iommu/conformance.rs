@@ -45,69 +45,47 @@ pub trait Platform {
 
 pub type Case<P> = (&'static str, fn(&mut P) -> TestResult);
 
-/// Every test, in order. Names with `inject` provoke IOMMU faults on
-/// purpose (QEMU logs those as guest errors).
+/// Every case of the suite, in order, named once: calls `$m!` with
+/// `$args` and then each case as `primary NAME` (runs with primary
+/// domains alone, so also on stage 2) or `aux NAME` (needs PASIDs). A
+/// case's TAP name is `iommu::NAME` (with the mode between on the
+/// boards); names with `inject` provoke IOMMU faults on purpose (QEMU
+/// logs those as guest errors).
+#[macro_export]
+macro_rules! conformance_cases {
+    ($m:ident $(, $args:tt)*) => {
+        $m! { $($args),* ;
+            primary primary_dma_lands_and_unmapped_inject_faults,
+            primary read_only_mapping_inject_faults_on_write,
+            aux aux_domains_are_kept_apart,
+            aux primary_on_one_aux_on_another_inject_faults,
+            primary unmap_invalidates_and_remap_lands_anew_inject_faults,
+            aux busy_while_aux_attached,
+            aux narrow_device_refuses_wide_pasid,
+            aux aux_get_pasid_and_pasid_reuse,
+            aux many_aux_domains,
+            aux interrupts_with_aux_domains,
+            aux pasid_at_the_top_of_the_range,
+            primary dma_domain_hands_out_iovas_inject_faults,
+            aux blocked_inject_faults_identity_passes,
+            primary blocks_and_dma_across_them,
+            primary bad_requests_are_refused,
+            aux randomized_soak_inject_faults,
+        }
+    };
+}
+
+macro_rules! case_list {
+    ($p:ty ; $($kind:ident $name:ident),* $(,)?) => {
+        alloc::vec![$(
+            (concat!("iommu::", stringify!($name)), $name::<$p> as fn(&mut $p) -> TestResult)
+        ),*]
+    };
+}
+
+/// Every case, in order, with its TAP name.
 pub fn cases<P: Platform>() -> Vec<Case<P>> {
-    alloc::vec![
-        (
-            "iommu::primary_dma_lands_and_unmapped_inject_faults",
-            primary_dma_lands_and_unmapped_faults::<P> as fn(&mut P) -> TestResult
-        ),
-        (
-            "iommu::read_only_mapping_inject_faults_on_write",
-            read_only_mapping_faults_on_write::<P>
-        ),
-        (
-            "iommu::aux_domains_are_kept_apart",
-            aux_domains_are_kept_apart::<P>
-        ),
-        (
-            "iommu::primary_on_one_aux_on_another_inject_faults",
-            primary_on_one_aux_on_another::<P>
-        ),
-        (
-            "iommu::unmap_invalidates_and_remap_lands_anew_inject_faults",
-            unmap_invalidates_and_remap_lands_anew::<P>
-        ),
-        (
-            "iommu::busy_while_aux_attached",
-            busy_while_aux_attached::<P>
-        ),
-        (
-            "iommu::narrow_device_refuses_wide_pasid",
-            narrow_device_refuses_wide_pasid::<P>
-        ),
-        (
-            "iommu::aux_get_pasid_and_pasid_reuse",
-            aux_get_pasid_and_pasid_reuse::<P>
-        ),
-        ("iommu::many_aux_domains", many_aux_domains::<P>),
-        (
-            "iommu::interrupts_with_aux_domains",
-            interrupts_with_aux_domains::<P>
-        ),
-        (
-            "iommu::pasid_at_the_top_of_the_range",
-            pasid_at_the_top_of_the_range::<P>
-        ),
-        (
-            "iommu::dma_domain_hands_out_iovas_inject_faults",
-            dma_domain_hands_out_iovas::<P>
-        ),
-        (
-            "iommu::blocked_inject_faults_identity_passes",
-            blocked_faults_identity_passes::<P>
-        ),
-        (
-            "iommu::blocks_and_dma_across_them",
-            blocks_and_dma_across_them::<P>
-        ),
-        (
-            "iommu::bad_requests_are_refused",
-            bad_requests_are_refused::<P>
-        ),
-        ("iommu::randomized_soak_inject_faults", randomized_soak::<P>),
-    ]
+    conformance_cases!(case_list, P)
 }
 
 const IOVA: u64 = 0x4000_0000;
@@ -217,7 +195,7 @@ fn release<P: Platform>(p: &mut P, domains: &[DomainId]) -> TestResult {
 /// 1: DMA through the primary domain lands on the mapped pages; an
 /// unmapped address faults with the device, no PASID, the address and
 /// the direction.
-pub fn primary_dma_lands_and_unmapped_faults<P: Platform>(p: &mut P) -> TestResult {
+pub fn primary_dma_lands_and_unmapped_inject_faults<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
     let d = paging(p)?;
     let pages = p.alloc_pages(2, PAGE_SIZE)?;
@@ -273,7 +251,7 @@ pub fn primary_dma_lands_and_unmapped_faults<P: Platform>(p: &mut P) -> TestResu
 }
 
 /// 2: a read-only mapping faults on a device write, and the page keeps its bytes.
-pub fn read_only_mapping_faults_on_write<P: Platform>(p: &mut P) -> TestResult {
+pub fn read_only_mapping_inject_faults_on_write<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
     let d = paging(p)?;
     let page = p.alloc_pages(1, PAGE_SIZE)?;
@@ -345,7 +323,7 @@ pub fn aux_domains_are_kept_apart<P: Platform>(p: &mut P) -> TestResult {
 
 /// 4: one domain primary on device X and aux on device Y: both reach its
 /// mapping; after the unmap both fault (the invalidation reached both).
-pub fn primary_on_one_aux_on_another<P: Platform>(p: &mut P) -> TestResult {
+pub fn primary_on_one_aux_on_another_inject_faults<P: Platform>(p: &mut P) -> TestResult {
     let (x, y, _) = p.devices();
     let d = paging(p)?;
     let page = p.alloc_pages(1, PAGE_SIZE)?;
@@ -396,7 +374,7 @@ pub fn primary_on_one_aux_on_another<P: Platform>(p: &mut P) -> TestResult {
 
 /// 5: map, DMA (warms the caches), unmap, DMA faults; remapped elsewhere,
 /// DMA lands on the new page and not the old.
-pub fn unmap_invalidates_and_remap_lands_anew<P: Platform>(p: &mut P) -> TestResult {
+pub fn unmap_invalidates_and_remap_lands_anew_inject_faults<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
     let d = paging(p)?;
     let pages = p.alloc_pages(2, PAGE_SIZE)?;
@@ -723,7 +701,7 @@ pub fn pasid_at_the_top_of_the_range<P: Platform>(p: &mut P) -> TestResult {
 
 /// DMA domains pick IOVAs themselves: distinct, aligned, reaching the
 /// right pages; unmapped IOVAs fault and their space is reused.
-pub fn dma_domain_hands_out_iovas<P: Platform>(p: &mut P) -> TestResult {
+pub fn dma_domain_hands_out_iovas_inject_faults<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
     let d = p.iommu().domain_alloc(DomainKind::Dma).map_err(core_err)?;
     p.iommu().attach_device(d, x).map_err(core_err)?;
@@ -780,7 +758,7 @@ pub fn dma_domain_hands_out_iovas<P: Platform>(p: &mut P) -> TestResult {
 
 /// 12: a blocked domain faults every access; an identity domain passes
 /// them through to the same physical address.
-pub fn blocked_faults_identity_passes<P: Platform>(p: &mut P) -> TestResult {
+pub fn blocked_inject_faults_identity_passes<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
     let page = p.alloc_pages(1, PAGE_SIZE)?;
     p.iommu().detach_device(x).map_err(core_err)?;
@@ -943,7 +921,7 @@ pub fn bad_requests_are_refused<P: Platform>(p: &mut P) -> TestResult {
 
 /// 14: random map, DMA, unmap and reattach: zero corrupted bytes, and no
 /// table page or PASID left over after teardown.
-pub fn randomized_soak<P: Platform>(p: &mut P) -> TestResult {
+pub fn randomized_soak_inject_faults<P: Platform>(p: &mut P) -> TestResult {
     let (x, y, _) = p.devices();
     let tables_before = p.iommu().table_pages();
     let pasids_before = p.iommu().pasids_in_use();

@@ -119,7 +119,7 @@ fn time_edu_interrupts(
 /// A CPU write to edu's raise register until the MSI handler runs: the
 /// MMIO write, QEMU's MSI, the interrupt controller (ITS and
 /// redistributor, or local APIC) and the kernel's dispatch.
-pub fn irq_edu_msi_latency() -> TestResult {
+pub fn edu_msi_latency() -> TestResult {
     time_edu_interrupts("irq::edu_msi_latency", Wait::Spin, |dev| {
         dev.raise_irq(1);
         Ok(())
@@ -127,7 +127,7 @@ pub fn irq_edu_msi_latency() -> TestResult {
 }
 
 /// A 4 KiB edu DMA from RAM started until its completion MSI's handler runs.
-pub fn vclock_edu_dma_msi_round_trip() -> TestResult {
+pub fn edu_dma_msi_round_trip() -> TestResult {
     let buf = DmaBuffer::new(edu::BUFFER_LEN, kernel::mm::PAGE_SIZE)
         .map_err(|e| TestError::fail(format!("{e}")))?;
     time_edu_interrupts("vclock::edu_dma_msi_round_trip", Wait::Idle, |dev| {
@@ -143,13 +143,13 @@ pub fn vclock_edu_dma_msi_round_trip() -> TestResult {
 }
 
 /// A 4 KiB pasid-dma copy, submission to completion record (polled).
-pub fn dma_copy_4k() -> TestResult {
+pub fn copy_4k() -> TestResult {
     let mut samples = super::dma::copy_samples(4096)?;
     report("dma::copy_4k", &mut samples)
 }
 
 /// A 1 MiB pasid-dma copy, submission to completion record (polled).
-pub fn dma_copy_1m() -> TestResult {
+pub fn copy_1m() -> TestResult {
     let mut samples = super::dma::copy_samples(1 << 20)?;
     report("dma::copy_1m", &mut samples)
 }

@@ -26,19 +26,22 @@ pub enum Mode {
     Nested,
 }
 
-/// One wrapper per case and mode, in a module named after the mode.
+/// One wrapper per case for `$mode`, in a module named after the mode,
+/// from the suite's one list of cases (`kernel::conformance_cases!`);
+/// `primary_only` keeps the cases that need no PASID.
 macro_rules! cases {
-    ($module:ident, $mode:expr; $($name:ident),* $(,)?) => {
+    ($module:ident, $mode:expr, $which:ident ; $($kind:ident $name:ident),* $(,)?) => {
         pub mod $module {
-            use kernel::harness::TestResult;
-            $(
-                pub fn $name() -> TestResult {
-                    super::board::run_in(
-                        $mode,
-                        kernel::iommu::conformance::$name::<super::board::Board>,
-                    )
-                }
-            )*
+            $( cases!(@one $which $kind $name $mode); )*
+        }
+    };
+    (@one primary_only aux $name:ident $mode:expr) => {};
+    (@one $which:ident $kind:ident $name:ident $mode:expr) => {
+        pub fn $name() -> kernel::harness::TestResult {
+            super::board::run_in(
+                $mode,
+                kernel::iommu::conformance::$name::<super::board::Board>,
+            )
         }
     };
 }
@@ -62,41 +65,46 @@ macro_rules! board_tests {
 }
 pub(super) use board_tests;
 
-/// Calls `$m!` with its arguments and every case of the suite.
-macro_rules! every_case {
-    ($m:ident, $($args:tt)*) => {
-        $m!($($args)*;
-            primary_dma_lands_and_unmapped_faults,
-            read_only_mapping_faults_on_write,
-            aux_domains_are_kept_apart,
-            primary_on_one_aux_on_another,
-            unmap_invalidates_and_remap_lands_anew,
-            busy_while_aux_attached,
-            narrow_device_refuses_wide_pasid,
-            aux_get_pasid_and_pasid_reuse,
-            many_aux_domains,
-            interrupts_with_aux_domains,
-            pasid_at_the_top_of_the_range,
-            dma_domain_hands_out_iovas,
-            blocked_faults_identity_passes,
-            blocks_and_dma_across_them,
-            bad_requests_are_refused,
-            randomized_soak,
-        );
+kernel::conformance_cases!(cases, stage1, (super::Mode::Stage1), all);
+kernel::conformance_cases!(cases, nested, (super::Mode::Nested), all);
+kernel::conformance_cases!(cases, stage2, (super::Mode::Stage2), primary_only);
+
+/// Registry entries for every case in each mode, in the suite's order:
+/// `iommu::NAME`, `iommu::nested::NAME`, `iommu::stage2::NAME`.
+macro_rules! entries {
+    ($module:ident, $prefix:literal, $which:ident ; $($kind:ident $name:ident),* $(,)?) => {
+        {
+            let mut v = alloc::vec::Vec::new();
+            $( entries!(@one v $module $prefix $which $kind $name); )*
+            v
+        }
+    };
+    (@one $v:ident $module:ident $prefix:literal primary_only aux $name:ident) => {};
+    (@one $v:ident $module:ident $prefix:literal $which:ident $kind:ident $name:ident) => {
+        $v.push(kernel::harness::Test::new(
+            concat!($prefix, stringify!($name)),
+            $module::$name,
+        ));
     };
 }
 
-every_case!(cases, stage1, super::Mode::Stage1);
-every_case!(cases, nested, super::Mode::Nested);
-
-cases!(stage2, super::Mode::Stage2;
-    primary_dma_lands_and_unmapped_faults,
-    read_only_mapping_faults_on_write,
-    unmap_invalidates_and_remap_lands_anew,
-    dma_domain_hands_out_iovas,
-    blocks_and_dma_across_them,
-    bad_requests_are_refused,
-);
+/// The suite's registry entries for every mode.
+pub fn tests() -> alloc::vec::Vec<kernel::harness::Test> {
+    let mut v = kernel::conformance_cases!(entries, stage1, "iommu::", all);
+    v.extend(kernel::conformance_cases!(
+        entries,
+        nested,
+        "iommu::nested::",
+        all
+    ));
+    v.extend(kernel::conformance_cases!(
+        entries,
+        stage2,
+        "iommu::stage2::",
+        primary_only
+    ));
+    v
+}
 
 pub(super) mod board {
     use super::super::dma::{self, Engine, Open};

@@ -129,7 +129,7 @@ pub fn vtd_identifies_itself() -> TestResult {
 /// An illegal command is reported and skipped, and later commands run.
 /// Every other stream bypasses meanwhile, and translation is off again
 /// afterwards.
-pub fn smmuv3_stage1_dma() -> TestResult {
+pub fn smmuv3_stage1_dma_inject_faults() -> TestResult {
     #[cfg(target_arch = "aarch64")]
     {
         stage1::run()

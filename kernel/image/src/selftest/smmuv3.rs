@@ -7,19 +7,19 @@ use kernel::harness::TestResult;
 
 super::conformance::board_tests!(
     "aarch64", "this board has no SMMUv3";
-    fault_types,
-    cd_update_needs_cfgi,
-    event_queue_overflow,
-    aux_domain_metadata,
+    smmuv3_inject_fault_types,
+    smmuv3_cd_update_needs_cfgi,
+    smmuv3_inject_event_queue_overflow,
+    smmuv3_aux_domain_metadata,
     copy_1m_stage1_and_bypass,
-    interrupts,
+    smmuv3_inject_interrupts,
 );
 
 /// The stream tables: the default two-level table serves a device whose
 /// StreamID is past 0x8000, and a forced linear table of 2^SIDSIZE STEs
 /// runs the first conformance case.
 #[cfg(target_arch = "aarch64")]
-pub fn stream_tables() -> TestResult {
+pub fn smmuv3_stream_tables_inject_faults() -> TestResult {
     super::conformance::board::run(on_board::two_level_high_stream_id)?;
     super::conformance::board::run_with(
         super::conformance::board::Options {
@@ -31,7 +31,7 @@ pub fn stream_tables() -> TestResult {
 }
 
 #[cfg(not(target_arch = "aarch64"))]
-pub fn stream_tables() -> TestResult {
+pub fn smmuv3_stream_tables_inject_faults() -> TestResult {
     Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
 }
 
@@ -110,7 +110,7 @@ mod on_board {
     /// permission, address size and walk abort on a substream; a bad CD
     /// and a substream beyond the table; a CD fetch abort, a disabled
     /// stream (S1DSS terminate) and a bad STE on the untagged stream.
-    pub fn fault_types(p: &mut SmmuPlatform) -> TestResult {
+    pub fn smmuv3_inject_fault_types(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let page = p.alloc_pages(1, PAGE_SIZE)?;
         let d = p
@@ -307,7 +307,7 @@ mod on_board {
     /// A CD rewritten under a live substream changes nothing until
     /// CFGI_CD: the SMMU keeps using its cached configuration, then takes
     /// the new one.
-    pub fn cd_update_needs_cfgi(p: &mut SmmuPlatform) -> TestResult {
+    pub fn smmuv3_cd_update_needs_cfgi(p: &mut SmmuPlatform) -> TestResult {
         use super::super::conformance::board::{live_change_needs_invalidation, LiveChange};
         let slot = |p: &mut SmmuPlatform, l: &LiveChange| {
             p.iommu()
@@ -346,7 +346,7 @@ mod on_board {
     /// More faults than the event queue holds, with nobody draining: the
     /// queue fills, the overflow flag is noticed once, the events that fit
     /// are all there, and recording works normally afterwards.
-    pub fn event_queue_overflow(p: &mut SmmuPlatform) -> TestResult {
+    pub fn smmuv3_inject_event_queue_overflow(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let d = p
             .iommu()
@@ -400,7 +400,7 @@ mod on_board {
     }
 
     /// What an aux domain costs (see the shared measure).
-    pub fn aux_domain_metadata(p: &mut SmmuPlatform) -> TestResult {
+    pub fn smmuv3_aux_domain_metadata(p: &mut SmmuPlatform) -> TestResult {
         super::super::conformance::board::aux_domain_metadata(p, "SMMU CD")
     }
 
@@ -442,7 +442,7 @@ mod on_board {
     /// CMD_SYNC that signals its completion interrupt once; a fault raises
     /// the event interrupt; a refused command raises the global-error
     /// interrupt. Polling again afterwards.
-    pub fn interrupts(p: &mut SmmuPlatform) -> TestResult {
+    pub fn smmuv3_inject_interrupts(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let base = super::super::iommu::stage1::smmu_base()?;
         let irqs = wired_irqs(base)
@@ -547,6 +547,6 @@ mod on_board {
             "SMMU linear stream table: {} bytes",
             p.iommu().hw.stream_table_bytes()
         );
-        kernel::iommu::conformance::primary_dma_lands_and_unmapped_faults(p)
+        kernel::iommu::conformance::primary_dma_lands_and_unmapped_inject_faults(p)
     }
 }

@@ -7,14 +7,14 @@
 
 super::conformance::board_tests!(
     "x86_64", "this board has no VT-d unit";
-    fault_records,
-    invalid_descriptor,
-    fault_overflow,
-    fault_event_msi,
-    pasid_entry_change_needs_invalidation,
-    aux_domain_metadata,
+    vtd_inject_fault_records,
+    vtd_inject_invalid_descriptor,
+    vtd_inject_fault_overflow,
+    vtd_inject_fault_event_msi,
+    vtd_pasid_entry_change_needs_invalidation,
+    vtd_aux_domain_metadata,
     copy_1m_translated_and_pass_through,
-    pasid_near_the_top,
+    vtd_pasid_near_the_top,
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -63,7 +63,7 @@ mod on_board {
     /// an untagged write to the blocked primary domain, a tagged write to
     /// an unmapped page and to a read-only one, a read of an unmapped
     /// page, and a PASID nobody attached.
-    pub fn fault_records(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_inject_fault_records(p: &mut VtdPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let page = p.alloc_pages(1, PAGE_SIZE)?;
         let d = p
@@ -170,7 +170,7 @@ mod on_board {
     /// A descriptor the unit cannot take (an unknown type) between two
     /// good ones: reported as IQE with its index and contents, replaced,
     /// and the wait after it completes.
-    pub fn invalid_descriptor(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_inject_invalid_descriptor(p: &mut VtdPlatform) -> TestResult {
         let good = Descriptor::ContextGlobal.encode();
         let bad = [0xf, 0, 0, 0];
         let refused = p
@@ -193,7 +193,7 @@ mod on_board {
     /// Faults left in the (single) recording register: the next one from
     /// another source overflows (PFO), which is noticed once; recording
     /// works again after the registers are read.
-    pub fn fault_overflow(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_inject_fault_overflow(p: &mut VtdPlatform) -> TestResult {
         let (x, y, _) = p.devices();
         let records = p.iommu().hw.caps.fault_records;
         p.iommu().hw.take_records();
@@ -234,7 +234,7 @@ mod on_board {
     }
 
     /// The fault event interrupt by MSI: one fault, one delivery.
-    pub fn fault_event_msi(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_inject_fault_event_msi(p: &mut VtdPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let v = crate::arch::msi_alloc(0).map_err(TestError::fail)?;
         p.iommu().hw.enable_fault_interrupt(v);
@@ -256,7 +256,7 @@ mod on_board {
     /// A PASID entry rewritten under a live PASID to another domain
     /// changes nothing until the PASID cache and the IOTLB are told; then
     /// the writes land in the other domain's page.
-    pub fn pasid_entry_change_needs_invalidation(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_pasid_entry_change_needs_invalidation(p: &mut VtdPlatform) -> TestResult {
         use super::super::conformance::board::{live_change_needs_invalidation, LiveChange};
         // Writes the entry of `to` at the PASID and returns the old DID.
         let point_at =
@@ -294,7 +294,7 @@ mod on_board {
     }
 
     /// What an aux domain costs (see the shared measure).
-    pub fn aux_domain_metadata(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_aux_domain_metadata(p: &mut VtdPlatform) -> TestResult {
         super::super::conformance::board::aux_domain_metadata(p, "VT-d PASID")
     }
 
@@ -310,7 +310,7 @@ mod on_board {
     /// A PASID near 2^20 needs a PASID directory entry far past the first
     /// page: the directory grows to the device's 20 bits (2^14 entries)
     /// and a second PASID table appears; DMA under that PASID lands.
-    pub fn pasid_near_the_top(p: &mut VtdPlatform) -> TestResult {
+    pub fn vtd_pasid_near_the_top(p: &mut VtdPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let sid = x as u16;
         let page = p.alloc_pages(1, PAGE_SIZE)?;
