@@ -8,6 +8,7 @@
 //! that the device's only DMA is the operation under test, whatever
 //! domain (blocked, or without the record page) serves the request.
 use crate::{Completion, Descriptor, PasidDma, PasidDmaError, QueueMode, COMPLETION_BYTES};
+use alloc::rc::Rc;
 use kernel::addr::PhysAddr;
 use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaTag, EngineError, Ticket};
 use kernel::hal::{Coherency, DmaRegion, Hal};
@@ -24,7 +25,9 @@ pub fn slot_offset(t: u64) -> u64 {
 
 pub struct PasidDmaEngine<H: Hal> {
     hal: H,
-    dev: PasidDma,
+    /// Shared with the engines of the device's other queues (one binding
+    /// of BAR0, several queues).
+    dev: Rc<PasidDma>,
     queue: usize,
     records: H::Region,
     next: u64,
@@ -41,11 +44,12 @@ impl<H: Hal> PasidDmaEngine<H> {
     /// vector `interrupt` if given.
     pub fn new(
         hal: H,
-        dev: PasidDma,
+        dev: impl Into<Rc<PasidDma>>,
         queue: usize,
         mode: QueueMode,
         interrupt: Option<u16>,
     ) -> Result<Self, PasidDmaError> {
+        let dev = dev.into();
         // The device writes the records and the CPU polls them: coherent
         // memory, so a poll sees the device's write without maintenance.
         let records = hal
@@ -68,7 +72,7 @@ impl<H: Hal> PasidDmaEngine<H> {
     /// record; one runs at a time.
     pub fn unrecorded(
         hal: H,
-        dev: PasidDma,
+        dev: impl Into<Rc<PasidDma>>,
         queue: usize,
         mode: QueueMode,
         interrupt: Option<u16>,

@@ -12,6 +12,8 @@
 // `PasidDma::new` binds BAR0 (MMIO): the crate's only `unsafe`.
 #![allow(unsafe_code)]
 
+extern crate alloc;
+
 pub mod engine;
 pub use engine::PasidDmaEngine;
 

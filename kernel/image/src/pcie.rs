@@ -200,14 +200,59 @@ pub fn igb_at(bar0: u64) -> Option<igb::Igb> {
     known.then(|| unsafe { igb::Igb::new(bar0 as usize) })
 }
 
-/// The pasid-dma function whose BAR0 enumeration placed at `bar0`.
-pub fn pasid_dma_at(bar0: u64) -> Result<pasid_dma::PasidDma, pasid_dma::PasidDmaError> {
+/// Why a device's registers cannot be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindError {
+    /// Enumeration placed no such function's BAR0 there.
+    NotPlaced {
+        bar0: u64,
+    },
+    /// A driver holds it already (until its binding is released).
+    InUse {
+        bar0: u64,
+    },
+    Device(pasid_dma::PasidDmaError),
+}
+
+impl core::fmt::Display for BindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BindError::NotPlaced { bar0 } => {
+                write!(f, "no function of that kind has BAR0 at {bar0:#x}")
+            }
+            BindError::InUse { bar0 } => write!(f, "the device at {bar0:#x} has a driver"),
+            BindError::Device(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// BAR0s of pasid-dma functions a driver holds.
+static BOUND: spin::Mutex<alloc::collections::BTreeSet<u64>> =
+    spin::Mutex::new(alloc::collections::BTreeSet::new());
+
+/// The pasid-dma function whose BAR0 enumeration placed at `bar0`, bound
+/// to its one driver until [`release_pasid_dma`]: a second binding is
+/// refused, so only one owner ever drives the registers.
+pub fn pasid_dma_at(bar0: u64) -> Result<pasid_dma::PasidDma, BindError> {
     if !bar0_placed(pasid_dma::VENDOR, pasid_dma::DEVICE, bar0) {
-        return Err(pasid_dma::PasidDmaError::NotPasidDma { id: 0 });
+        return Err(BindError::NotPlaced { bar0 });
+    }
+    let mut bound = BOUND.lock();
+    if !bound.insert(bar0) {
+        return Err(BindError::InUse { bar0 });
     }
     // SAFETY: BAR0 of a pasid-dma function enumeration found and placed,
-    // mapped as device memory; the caller is its only driver.
-    unsafe { pasid_dma::PasidDma::new(bar0 as usize) }
+    // mapped as device memory; `BOUND` makes this its only binding.
+    let dev = unsafe { pasid_dma::PasidDma::new(bar0 as usize) };
+    if dev.is_err() {
+        bound.remove(&bar0);
+    }
+    dev.map_err(BindError::Device)
+}
+
+/// Gives up the binding of the pasid-dma at `bar0` (its driver is gone).
+pub fn release_pasid_dma(bar0: u64) {
+    BOUND.lock().remove(&bar0);
 }
 
 /// The SMMUv3 whose register frame discovery found at `base` (identity-

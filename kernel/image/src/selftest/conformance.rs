@@ -156,11 +156,12 @@ pub(super) mod board {
         fn learn_device(&mut self, _segment: u16, _f: &pci::Function, _id: DeviceId) {}
     }
 
+    /// The engines go before `open`, which releases the device.
     struct Dev {
         id: DeviceId,
-        open: Open,
         plain: Engine,
         signalling: Engine,
+        open: Open,
     }
 
     pub struct BoardPlatform<H: BoardIommu> {

@@ -7,6 +7,7 @@ use crate::memory::DmaBuffer;
 use crate::pcie;
 use crate::platform::MsiVector;
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +15,7 @@ use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag};
 use kernel::harness::{TestError, TestResult};
 use kernel::mm::PAGE_SIZE;
 use kernel::{cmdline, ensure, ensure_eq};
+use pasid_dma::PasidDma;
 use pasid_dma::{
     Descriptor, PasidDmaEngine, QueueMode, Work, ERR_BUS_MASTER_OFF, ERR_COMPLETION_FAULT,
     ERR_QUEUE_DISABLED, ERR_QUEUE_FULL,
@@ -35,6 +37,8 @@ pub(super) struct Open {
     pub(super) segment: u16,
     pub(super) f: &'static pci::Function,
     bar0: u64,
+    /// The one binding of BAR0; the engines of each queue share it.
+    pub(super) dev: Rc<PasidDma>,
     claimed: Option<pci::Claimed>,
     msix: pci::msix::Msix,
     pub(super) vector: MsiVector,
@@ -47,9 +51,14 @@ impl Open {
         mode: QueueMode,
         interrupt: bool,
     ) -> Result<Engine, TestError> {
-        let dev = pcie::pasid_dma_at(self.bar0).map_err(|e| fail(format!("{e}")))?;
-        Engine::new(KernelHal, dev, queue, mode, interrupt.then_some(0))
-            .map_err(|e| fail(format!("{e}")))
+        Engine::new(
+            KernelHal,
+            self.dev.clone(),
+            queue,
+            mode,
+            interrupt.then_some(0),
+        )
+        .map_err(|e| fail(format!("{e}")))
     }
 
     /// An engine on `queue` in shared mode that writes no completion
@@ -60,10 +69,9 @@ impl Open {
         queue: usize,
         interrupt: bool,
     ) -> Result<Engine, TestError> {
-        let dev = pcie::pasid_dma_at(self.bar0).map_err(|e| fail(format!("{e}")))?;
         Engine::unrecorded(
             KernelHal,
-            dev,
+            self.dev.clone(),
             queue,
             QueueMode::Shared,
             interrupt.then_some(0),
@@ -102,9 +110,8 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Ok(dev) = pcie::pasid_dma_at(self.bar0) {
-            dev.reset();
-        }
+        self.dev.reset();
+        pcie::release_pasid_dma(self.bar0);
         let (f, msix, claimed) = (self.f, &self.msix, self.claimed.take());
         pcie::with_config(self.segment, |cfg, _| {
             let _ = pci::features::disable_pasid(cfg, f);
@@ -180,6 +187,7 @@ fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Op
         segment,
         f,
         bar0,
+        dev: Rc::new(dev),
         claimed: Some(claimed),
         msix,
         vector,
@@ -500,8 +508,7 @@ pub fn inject_error_statuses() -> TestResult {
     }
 
     // A descriptor to a queue nobody enabled is dropped and flagged.
-    let dev = pcie::pasid_dma_at(o.bar0).map_err(|x| fail(format!("{x}")))?;
-    let dev = &dev;
+    let dev = &*o.dev;
     dev.clear_errors(u32::MAX);
     let mut idle = o.engine(3, QueueMode::Shared, false)?;
     idle.device()
@@ -614,7 +621,7 @@ fn wait_error(dev: &pasid_dma::PasidDma, mask: u32) -> Result<(u32, u32, u64), T
 pub fn inject_queue_full_while_paused() -> TestResult {
     let o = first()?;
     let mut e = o.engine(2, QueueMode::Dedicated(DmaTag::Untagged), false)?;
-    let dev = pcie::pasid_dma_at(o.bar0).map_err(|x| fail(format!("{x}")))?;
+    let dev = &*o.dev;
     let depth = dev.queue_depth();
     let name = o.name();
     let buf = buffer(1)?;
