@@ -35,6 +35,8 @@ mod heap;
 #[cfg(target_os = "none")]
 mod interrupts;
 #[cfg(target_os = "none")]
+mod iommu;
+#[cfg(target_os = "none")]
 mod logger;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
@@ -90,6 +92,7 @@ mod run {
         crate::discovery::report(topology);
         crate::discovery::report_functions(&crate::discovery::route_bus0(topology));
         crate::pcie::enumerate_all(topology);
+        crate::iommu::boot_check();
         // `crash=unexpected` proves the crash path ends the run as failed.
         if kernel::cmdline::get(&boot.cmdline, "crash") == Some("unexpected") {
             let addr = arch::unmapped_addr();

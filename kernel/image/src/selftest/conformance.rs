@@ -15,16 +15,7 @@
 //! The platform is generic over [`board::BoardIommu`], which each driver
 //! implements: the SMMUv3 on Arm, VT-d on x86.
 
-/// Which stages domains use for a run of the suite. The SMMU driver
-/// takes all three; the VT-d driver uses the level its unit offers (the
-/// board's `x-flts`) and runs `Stage1` only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Stage1,
-    /// Primary domains only: stage 2 has no substreams.
-    Stage2,
-    Nested,
-}
+pub use crate::iommu::Mode;
 
 /// One wrapper per case for `$mode`, in a module named after the mode,
 /// from the suite's one list of cases (`kernel::conformance_cases!`);
@@ -109,8 +100,8 @@ pub fn tests() -> alloc::vec::Vec<kernel::harness::Test> {
 pub(super) mod board {
     use super::super::dma::{self, Engine, Open};
     use super::Mode;
+    use crate::iommu::{bring_up, BringupError, Managed, Up};
     use crate::memory::DmaBuffer;
-    use crate::pcie;
     use alloc::collections::BTreeMap;
     use alloc::format;
     use alloc::vec::Vec;
@@ -122,39 +113,7 @@ pub(super) mod board {
 
     const BOUND_NS: u64 = 2_000_000_000;
 
-    /// How the driver is set up for a run.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Options {
-        pub mode: Mode,
-        /// SMMUv3: force a linear stream table.
-        pub linear_stream_table: bool,
-    }
-
-    /// What the platform needs of a driver beyond the core's interface.
-    pub trait BoardIommu: IommuHw + Sized {
-        /// Takes over the board's IOMMU, translation still off; SKIP when
-        /// the board has none or it cannot run `opts`.
-        fn open(opts: Options) -> Result<Self, TestError>;
-        /// The id the IOMMU knows a PCI function by (StreamID, source id).
-        fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
-        /// Leaves a function the core does not manage untranslated.
-        fn pass_through(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
-        fn enable(&mut self) -> Result<(), Self::Error>;
-        /// A device back as the driver found it, its structures freed.
-        fn release(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
-        /// Translation off; driver-wide structures (stage 2) freed.
-        fn shutdown(&mut self) -> Result<(), Self::Error>;
-        /// Page-table pages and bytes of other translation structures
-        /// (CD or PASID tables) still held.
-        fn held(&self) -> (u64, u64);
-        fn faults(&mut self) -> Vec<Fault>;
-        /// After each DMA (VT-d reads its fault registers before the next
-        /// fault overwrites or is merged into a pending one).
-        fn after_dma(&mut self) {}
-        /// What the firmware says of a device the core will manage (VT-d:
-        /// its RMRRs).
-        fn learn_device(&mut self, _segment: u16, _f: &pci::Function, _id: DeviceId) {}
-    }
+    pub use crate::iommu::{IommuDriver as BoardIommu, Options};
 
     /// The engines go before `open`, which releases the device.
     struct Dev {
@@ -165,25 +124,22 @@ pub(super) mod board {
     }
 
     pub struct BoardPlatform<H: BoardIommu> {
-        iommu: Iommu<H>,
+        /// The IOMMU, brought up with the devices under the core.
+        up: Up<H>,
         devs: Vec<Dev>,
         /// Pages handed to the case, by base address.
         pages: BTreeMap<u64, DmaBuffer>,
-        /// Every other function (untranslated during the case).
-        others: Vec<DeviceId>,
     }
 
-    #[cfg(target_arch = "aarch64")]
-    pub type Board = BoardPlatform<smmuv3::driver::SmmuHw<crate::hal::KernelHal>>;
-    #[cfg(target_arch = "x86_64")]
-    pub type Board = BoardPlatform<crate::arch::vtd::VtdHw>;
+    pub type Board = BoardPlatform<crate::iommu::Driver>;
     #[cfg(target_arch = "aarch64")]
     pub type SmmuPlatform = Board;
     #[cfg(target_arch = "x86_64")]
     pub type VtdPlatform = Board;
 
-    pub fn fail(e: impl core::fmt::Debug) -> TestError {
-        TestError::fail(format!("{e:?}"))
+    /// A driver's (or the bring-up's) refusal as a test failure.
+    pub fn fail(e: impl core::fmt::Display) -> TestError {
+        TestError::fail(format!("{e}"))
     }
 
     impl<H: BoardIommu> BoardPlatform<H> {
@@ -205,7 +161,7 @@ pub(super) mod board {
         type Hw = H;
 
         fn iommu(&mut self) -> &mut Iommu<H> {
-            &mut self.iommu
+            &mut self.up.iommu
         }
 
         fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>) {
@@ -218,7 +174,7 @@ pub(super) mod board {
 
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
             let r = self.dev(dev)?.plain.run(&op, tag, BOUND_NS);
-            self.iommu.hw.after_dma();
+            self.up.iommu.hw.after_dma();
             r
         }
 
@@ -232,7 +188,7 @@ pub(super) mod board {
             let id = d.open.vector.id;
             let before = crate::arch::msi_count(id);
             let r = d.signalling.run(&op, tag, BOUND_NS);
-            self.iommu.hw.after_dma();
+            self.up.iommu.hw.after_dma();
             let r = r?;
             super::super::irq::wait_for_count(id, before + 1);
             Ok((r, crate::arch::msi_count(id) - before == 1))
@@ -272,7 +228,7 @@ pub(super) mod board {
         }
 
         fn take_faults(&mut self) -> Vec<Fault> {
-            self.iommu.hw.faults()
+            self.up.iommu.hw.faults()
         }
     }
 
@@ -284,58 +240,34 @@ pub(super) mod board {
                 opens.len()
             )));
         }
-        let mut devs = Vec::new();
-        for open in opens {
-            let id = H::device_id(open.segment, open.f).ok_or_else(|| {
-                TestError::fail(format!("the firmware gives {} no IOMMU id", open.name()))
-            })?;
+        let mut managed = Vec::new();
+        for open in &opens {
             open.enable_pasid()?;
+            managed.push(Managed {
+                segment: open.segment,
+                f: open.f,
+                pasid_bits: open.pasid_width(),
+            });
+        }
+        let up = bring_up::<H>(opts, &managed).map_err(|e| match e {
+            BringupError::Unavailable(why) => TestError::skip(why),
+            e => fail(e),
+        })?;
+        let mut devs = Vec::new();
+        for (open, &id) in opens.into_iter().zip(&up.managed) {
             let plain = open.unrecorded_engine(0, false)?;
             let signalling = open.unrecorded_engine(1, true)?;
             devs.push(Dev {
                 id,
-                open,
                 plain,
                 signalling,
+                open,
             });
         }
-        let mut others = Vec::new();
-        for bus in pcie::buses() {
-            for f in &bus.functions {
-                match H::device_id(bus.segment, f) {
-                    Some(s) if !devs.iter().any(|d| d.id == s) && !others.contains(&s) => {
-                        others.push(s)
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let mut hw = H::open(opts)?;
-        let ready = (|| {
-            for &s in &others {
-                hw.pass_through(s).map_err(fail)?;
-            }
-            hw.enable().map_err(fail)
-        })();
-        if let Err(e) = ready {
-            let _ = hw.shutdown();
-            return Err(e);
-        }
-        for d in &devs {
-            hw.learn_device(d.open.segment, d.open.f, d.id);
-        }
-        let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(fail)?;
-        for d in &devs {
-            if let Err(e) = iommu.add_device(d.id, d.open.pasid_width()) {
-                let _ = iommu.hw.shutdown();
-                return Err(fail(e));
-            }
-        }
         Ok(BoardPlatform {
-            iommu,
+            up,
             devs,
             pages: BTreeMap::new(),
-            others,
         })
     }
 
@@ -361,14 +293,7 @@ pub(super) mod board {
         let mut p: Board = setup(opts)?;
         let result = case(&mut p);
         let leftover_pages = p.pages.len();
-        let hw = &mut p.iommu.hw;
-        let mut teardown = Ok(());
-        for d in p.devs.iter().map(|d| d.id).chain(p.others.iter().copied()) {
-            teardown = teardown.and(hw.release(d));
-        }
-        teardown = teardown.and(hw.shutdown());
-        let (tables, meta) = hw.held();
-        let teardown = teardown.map_err(fail).and_then(|()| {
+        let teardown = p.up.tear_down().map_err(fail).and_then(|(tables, meta)| {
             if result.is_ok() && (tables != 0 || meta != 0 || leftover_pages != 0) {
                 Err(TestError::fail(format!(
                     "leaked: {tables} page-table page(s), {meta} bytes of CD or PASID tables, \
@@ -605,157 +530,5 @@ pub(super) mod board {
         p.free_pages(src, PAGES);
         p.free_pages(dst, PAGES);
         result.and(cleanup)
-    }
-
-    #[cfg(target_arch = "aarch64")]
-    mod smmu {
-        use super::super::super::iommu::stage1::{smmu_base, stream_id};
-        use super::super::Mode;
-        use super::{fail, BoardIommu, Options};
-        use crate::hal::KernelHal;
-        use crate::pcie;
-        use alloc::format;
-        use alloc::vec::Vec;
-        use kernel::harness::TestError;
-        use kernel::iommu::domain::{DeviceId, Fault};
-        use smmuv3::driver::{SmmuError, SmmuHw, Translation};
-        use smmuv3::idr::StreamTableLevels;
-        use smmuv3::ste::Ste;
-
-        impl BoardIommu for SmmuHw<KernelHal> {
-            fn open(opts: Options) -> Result<Self, TestError> {
-                let base = smmu_base()?;
-                let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
-                let table = opts
-                    .linear_stream_table
-                    .then_some(StreamTableLevels::Linear);
-                let mut hw =
-                    SmmuHw::with_stream_table(smmu, KernelHal, crate::arch::msi_doorbell(), table)
-                        .map_err(fail)?;
-                let translation = match opts.mode {
-                    Mode::Stage1 => Translation::Stage1,
-                    Mode::Stage2 => Translation::Stage2,
-                    Mode::Nested => Translation::Nested,
-                };
-                hw.set_translation(translation)
-                    .map_err(|e| TestError::skip(format!("{e}")))?;
-                if opts.mode != Mode::Stage2 && hw.features.ssid_bits == 0 {
-                    return Err(TestError::skip(
-                        "this SMMU has no substreams (IDR1.SSIDSIZE 0): QEMU without our patch?",
-                    ));
-                }
-                Ok(hw)
-            }
-            fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId> {
-                stream_id(segment, f)
-            }
-            fn pass_through(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
-                self.write_ste(dev, &Ste::bypass())
-            }
-            fn enable(&mut self) -> Result<(), SmmuError> {
-                SmmuHw::enable(self)
-            }
-            fn release(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
-                self.release_stream(dev)?;
-                self.write_ste(dev, &Ste::bypass())
-            }
-            fn shutdown(&mut self) -> Result<(), SmmuError> {
-                self.release_s2();
-                self.disable()
-            }
-            fn held(&self) -> (u64, u64) {
-                (self.tables_live(), self.cd_table_bytes())
-            }
-            fn faults(&mut self) -> Vec<Fault> {
-                self.take_faults()
-            }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod vtd {
-        use super::super::Mode;
-        use super::{fail, BoardIommu, Options};
-        use crate::arch::vtd::HwError;
-        use crate::arch::vtd::VtdHw;
-        use crate::{discovery, pcie};
-        use alloc::vec::Vec;
-        use kernel::harness::TestError;
-        use kernel::iommu::domain::{DeviceId, Fault};
-
-        impl BoardIommu for VtdHw {
-            fn open(opts: Options) -> Result<Self, TestError> {
-                if opts.mode != Mode::Stage1 {
-                    return Err(TestError::skip(
-                        "VT-d runs the level its unit offers (the board's x-flts), as Stage1",
-                    ));
-                }
-                let base = discovery::get()
-                    .and_then(|t| {
-                        t.iommus
-                            .iter()
-                            .find(|u| u.kind == discovery::IommuKind::VtdDrhd)
-                            .map(|u| u.base)
-                    })
-                    .ok_or_else(|| TestError::skip("this board has no VT-d unit"))?;
-                let unit = pcie::vtd_at(base).ok_or_else(|| TestError::fail("unit vanished"))?;
-                VtdHw::new(unit, base).map_err(fail)
-            }
-            fn device_id(_segment: u16, f: &pci::Function) -> Option<DeviceId> {
-                // The DMAR on q35 covers every function (INCLUDE_PCI_ALL):
-                // the source id is the requester id.
-                Some(u32::from(f.bdf.rid()))
-            }
-            fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError> {
-                VtdHw::pass_through(self, dev as u16)
-            }
-            fn enable(&mut self) -> Result<(), HwError> {
-                VtdHw::enable(self)
-            }
-            fn release(&mut self, dev: DeviceId) -> Result<(), HwError> {
-                self.release_device(dev as u16)
-            }
-            fn shutdown(&mut self) -> Result<(), HwError> {
-                self.disable()
-            }
-            fn held(&self) -> (u64, u64) {
-                (self.tables_live(), self.pasid_table_bytes())
-            }
-            fn faults(&mut self) -> Vec<Fault> {
-                self.take_faults()
-            }
-            fn after_dma(&mut self) {
-                if !self.defer_fault_collection {
-                    self.collect_faults();
-                }
-            }
-            fn learn_device(&mut self, segment: u16, f: &pci::Function, id: DeviceId) {
-                let Some(dmar) = discovery::get().and_then(|t| t.dmar.as_ref()) else {
-                    return;
-                };
-                // Bridges' bus numbers, from the enumeration.
-                let bus_of = |sub: bool| {
-                    move |seg: u16, bus: u8, dev: u8, func: u8| -> Option<u8> {
-                        let bdf = pci::Bdf::new(bus, dev, func)?;
-                        pcie::buses()
-                            .filter(|b| b.segment == seg)
-                            .flat_map(|b| b.bridges.iter())
-                            .find(|br| br.bdf == bdf)
-                            .map(|br| if sub { br.subordinate } else { br.secondary })
-                    }
-                };
-                let bdf = acpi_tables::dmar::Bdf {
-                    bus: f.bdf.bus(),
-                    device: f.bdf.device(),
-                    function: f.bdf.function(),
-                };
-                let regions = dmar
-                    .rmrrs_for(segment, bdf, &bus_of(false), &bus_of(true))
-                    .into_iter()
-                    .map(|r| (r.base, r.limit + 1 - r.base))
-                    .collect();
-                self.set_rmrrs(id as u16, regions);
-            }
-        }
     }
 }

@@ -144,71 +144,38 @@ pub fn smmuv3_stage1_dma_inject_faults() -> TestResult {
 pub(super) mod stage1 {
     use super::super::conformance::board::fail as hw_err;
     use super::super::dma;
-    use crate::hal::KernelHal;
+    use crate::iommu::{bring_up, BringupError, Driver, Managed, Options};
     use crate::memory::DmaBuffer;
-    use crate::{discovery, pcie};
     use alloc::format;
-    use alloc::vec::Vec;
     use kernel::dma::{DmaEngine, DmaOp, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
-    use kernel::iommu::domain::{DomainKind, Iommu};
+    use kernel::iommu::domain::DomainKind;
     use kernel::iommu::pgtable::Prot;
     use kernel::mm::PAGE_SIZE;
     use kernel::{ensure, ensure_eq};
     use pasid_dma::QueueMode;
-    use smmuv3::driver::SmmuHw;
     use smmuv3::event::EventKind;
-    use smmuv3::ste::Ste;
 
     const IOVA: u64 = 0x1000_0000;
     const BOUND_NS: u64 = 2_000_000_000;
 
-    /// The StreamID the IORT gives a PCI function.
-    pub(in crate::selftest) fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
-        discovery::get()?
-            .iort
-            .as_ref()?
-            .resolve_pci(segment, u32::from(f.bdf.rid()))
-            .ok()?
-            .smmu
-            .map(|s| s.stream_id)
-    }
-
-    /// The register base of the first SMMUv3 the firmware names; SKIP
-    /// when there is none.
-    pub(in crate::selftest) fn smmu_base() -> Result<u64, TestError> {
-        discovery::get()
-            .and_then(|t| {
-                t.iommus
-                    .iter()
-                    .find(|u| u.kind == discovery::IommuKind::SmmuV3)
-                    .map(|u| u.base)
-            })
-            .ok_or_else(|| TestError::skip("this board has no SMMUv3"))
-    }
-
     pub fn run() -> TestResult {
-        let base = smmu_base()?;
         let open = dma::first()?;
-        let sid = stream_id(open.segment, open.f)
-            .ok_or_else(|| TestError::fail("the IORT gives the pasid-dma device no StreamID"))?;
-        let smmu = pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
-        let mut hw = SmmuHw::new(smmu, KernelHal, crate::arch::msi_doorbell()).map_err(hw_err)?;
-        // Every other function keeps working untranslated.
-        let mut others = Vec::new();
-        for bus in pcie::buses() {
-            for f in &bus.functions {
-                if let Some(s) = stream_id(bus.segment, f) {
-                    hw.write_ste(s, &Ste::bypass()).map_err(hw_err)?;
-                    others.push(s);
-                }
-            }
-        }
-        hw.enable().map_err(hw_err)?;
-        let (cmds0, syncs0) = hw.command_counts();
-        let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(hw_err)?;
+        // The device under the core (without PASIDs); every other
+        // function keeps working untranslated.
+        let device = Managed {
+            segment: open.segment,
+            f: open.f,
+            pasid_bits: 0,
+        };
+        let mut up = bring_up::<Driver>(Options::default(), &[device]).map_err(|e| match e {
+            BringupError::Unavailable(why) => TestError::skip(why),
+            e => hw_err(e),
+        })?;
+        let sid = up.managed[0];
+        let (cmds0, syncs0) = up.iommu.hw.command_counts();
+        let iommu = &mut up.iommu;
         let result = (|| -> TestResult {
-            iommu.add_device(sid, 0).map_err(hw_err)?;
             let mut e = open.engine(0, QueueMode::Dedicated(DmaTag::Untagged), false)?;
             let page = DmaBuffer::new(PAGE_SIZE as usize, PAGE_SIZE)
                 .map_err(|x| TestError::fail(format!("{x}")))?;
@@ -313,18 +280,14 @@ pub(super) mod stage1 {
             iommu.domain_free(d).map_err(hw_err)?;
             Ok(())
         })();
-        // Back to bypass and translation off, whatever happened.
-        let (cmds, syncs) = iommu.hw.command_counts();
+        let (cmds, syncs) = up.iommu.hw.command_counts();
         log::info!(
             "SMMU: {} command(s), {} sync(s) during the test",
             cmds - cmds0,
             syncs - syncs0
         );
-        let restore = iommu
-            .hw
-            .write_ste(sid, &Ste::bypass())
-            .and_then(|()| iommu.hw.disable())
-            .map_err(hw_err);
+        // Back to bypass and translation off, whatever happened.
+        let restore = up.tear_down().map(|_| ()).map_err(hw_err);
         drop(open);
         result.and(restore)
     }

@@ -444,7 +444,8 @@ mod on_board {
     /// interrupt. Polling again afterwards.
     pub fn smmuv3_inject_interrupts(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
-        let base = super::super::iommu::stage1::smmu_base()?;
+        let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)
+            .ok_or_else(|| TestError::skip("this board has no SMMUv3"))?;
         let irqs = wired_irqs(base)
             .ok_or_else(|| TestError::fail(format!("no IORT node for the SMMU at {base:#x}")))?;
         log::info!("SMMU interrupts (IORT GSIVs): {irqs:?}");

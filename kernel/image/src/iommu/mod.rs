@@ -1,0 +1,222 @@
+//! IOMMU bring-up: from the firmware's description of a remapping unit to
+//! a driver under the core, and back. One path, used by the boot flow
+//! (which brings the platform's IOMMU up with every function untranslated,
+//! and takes it down again before the tests) and by every self-test that
+//! needs translation (which names the devices the core manages).
+//!
+//! Bringing up means: the driver takes over the unit the firmware names,
+//! translation still off ([`IommuDriver::open`]); every function the core
+//! will not manage is left untranslated (bypass STE, pass-through PASID
+//! entry), so enabling translation does not cut other devices off; the
+//! unit is enabled; what the firmware says of each managed device is
+//! given to the driver (VT-d RMRRs); the core takes the driver
+//! (`Iommu::new`) and the managed devices (`add_device`). The driver finds
+//! the MSI doorbell itself from what the image hands it. Taking down
+//! releases every device, turns translation off and reports what the
+//! driver still holds.
+use crate::pcie;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use kernel::iommu::domain::{DeviceId, Fault, Iommu, IommuError, IommuHw};
+
+#[cfg(target_arch = "aarch64")]
+pub mod smmu;
+#[cfg(target_arch = "x86_64")]
+mod vtd;
+
+/// The platform's IOMMU driver.
+#[cfg(target_arch = "aarch64")]
+pub type Driver = smmuv3::driver::SmmuHw<crate::hal::KernelHal>;
+#[cfg(target_arch = "x86_64")]
+pub type Driver = crate::arch::vtd::VtdHw;
+
+/// Which stages domains use. The SMMU driver takes all three; the VT-d
+/// driver uses the level its unit offers (the board's `x-flts`) and runs
+/// `Stage1` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Stage1,
+    /// Primary domains only: stage 2 has no substreams.
+    Stage2,
+    Nested,
+}
+
+/// How the driver is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub mode: Mode,
+    /// SMMUv3: force a linear stream table.
+    pub linear_stream_table: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Stage1,
+            linear_stream_table: false,
+        }
+    }
+}
+
+/// Why bring-up stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BringupError<E> {
+    /// The platform has no such unit, or the unit cannot run the options
+    /// asked for: nothing is wrong, there is just nothing to bring up.
+    Unavailable(String),
+    /// The firmware gives a function no id at the IOMMU.
+    NoDeviceId(pci::Bdf),
+    /// The firmware tables and the platform disagree.
+    Inconsistent(&'static str),
+    Driver(E),
+    Core(IommuError<E>),
+}
+
+impl<E: fmt::Display> fmt::Display for BringupError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BringupError::Unavailable(why) => f.write_str(why),
+            BringupError::NoDeviceId(bdf) => {
+                write!(f, "the firmware gives {bdf} no id at the IOMMU")
+            }
+            BringupError::Inconsistent(what) => f.write_str(what),
+            BringupError::Driver(e) => write!(f, "{e}"),
+            BringupError::Core(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What bring-up needs of a driver beyond the core's interface.
+pub trait IommuDriver: IommuHw + Sized {
+    /// Takes over the platform's unit, translation still off.
+    fn open(opts: Options) -> Result<Self, BringupError<Self::Error>>;
+    /// The id the IOMMU knows a PCI function by (StreamID, source id).
+    fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
+    /// Leaves a function the core does not manage untranslated.
+    fn pass_through(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
+    fn enable(&mut self) -> Result<(), Self::Error>;
+    /// A device back as the driver found it, its structures freed.
+    fn release(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
+    /// Translation off; driver-wide structures (stage 2) freed.
+    fn shutdown(&mut self) -> Result<(), Self::Error>;
+    /// Page-table pages and bytes of other translation structures (CD or
+    /// PASID tables) still held.
+    fn held(&self) -> (u64, u64);
+    fn faults(&mut self) -> Vec<Fault>;
+    /// After each DMA (VT-d reads its fault registers before the next
+    /// fault overwrites or is merged into a pending one).
+    fn after_dma(&mut self) {}
+    /// What the firmware says of a device the core will manage (VT-d: its
+    /// RMRRs).
+    fn learn_device(&mut self, _segment: u16, _f: &pci::Function, _id: DeviceId) {}
+}
+
+/// A function the core is to manage, with its PASID width.
+#[derive(Clone, Copy)]
+pub struct Managed<'a> {
+    pub segment: u16,
+    pub f: &'a pci::Function,
+    pub pasid_bits: u8,
+}
+
+/// An IOMMU up: the core over the driver, the devices it manages, and
+/// every other function left untranslated.
+pub struct Up<H: IommuDriver> {
+    pub iommu: Iommu<H>,
+    pub managed: Vec<DeviceId>,
+    pub untranslated: Vec<DeviceId>,
+}
+
+/// Brings the platform's IOMMU up with `managed` under the core.
+pub fn bring_up<H: IommuDriver>(
+    opts: Options,
+    managed: &[Managed<'_>],
+) -> Result<Up<H>, BringupError<H::Error>> {
+    let mut ids = Vec::new();
+    for m in managed {
+        ids.push(H::device_id(m.segment, m.f).ok_or(BringupError::NoDeviceId(m.f.bdf))?);
+    }
+    let mut untranslated = Vec::new();
+    for bus in pcie::buses() {
+        for f in &bus.functions {
+            match H::device_id(bus.segment, f) {
+                Some(s) if !ids.contains(&s) && !untranslated.contains(&s) => untranslated.push(s),
+                _ => {}
+            }
+        }
+    }
+    let mut hw = H::open(opts)?;
+    let ready = (|| {
+        for &s in &untranslated {
+            hw.pass_through(s)?;
+        }
+        hw.enable()
+    })();
+    if let Err(e) = ready {
+        let _ = hw.shutdown();
+        return Err(BringupError::Driver(e));
+    }
+    for (m, &id) in managed.iter().zip(&ids) {
+        hw.learn_device(m.segment, m.f, id);
+    }
+    let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(BringupError::Core)?;
+    for (m, &id) in managed.iter().zip(&ids) {
+        if let Err(e) = iommu.add_device(id, m.pasid_bits) {
+            let _ = iommu.hw.shutdown();
+            return Err(BringupError::Core(e));
+        }
+    }
+    Ok(Up {
+        iommu,
+        managed: ids,
+        untranslated,
+    })
+}
+
+impl<H: IommuDriver> Up<H> {
+    /// Every device back as the driver found it, translation off; returns
+    /// what the driver still holds (page-table pages, bytes of CD or PASID
+    /// tables): both zero when nothing leaked.
+    pub fn tear_down(&mut self) -> Result<(u64, u64), H::Error> {
+        let hw = &mut self.iommu.hw;
+        let mut result = Ok(());
+        for &d in self.managed.iter().chain(&self.untranslated) {
+            result = result.and(hw.release(d));
+        }
+        result = result.and(hw.shutdown());
+        result.map(|()| hw.held())
+    }
+}
+
+/// The boot flow's bring-up: the platform's IOMMU up with every function
+/// untranslated, then down again (the self-tests take it over case by
+/// case). Says on the console what happened; a failure is logged, not
+/// fatal: the tests report it in detail.
+pub fn boot_check() {
+    match bring_up::<Driver>(Options::default(), &[]) {
+        Ok(mut up) => {
+            let n = up.untranslated.len();
+            match up.tear_down() {
+                Ok((0, 0)) => log::info!("up with {n} function(s) untranslated, and down again"),
+                Ok((pages, bytes)) => log::error!(
+                    "down, but {pages} page-table page(s) and {bytes} bytes of tables held"
+                ),
+                Err(e) => log::error!("does not come down: {e}"),
+            }
+        }
+        Err(BringupError::Unavailable(why)) => log::info!("none brought up: {why}"),
+        Err(e) => log::error!("bring-up failed: {e}"),
+    }
+}
+
+/// The register base of the first unit of `kind` the firmware names.
+pub fn unit_base(kind: crate::discovery::IommuKind) -> Option<u64> {
+    crate::discovery::get().and_then(|t| t.iommus.iter().find(|u| u.kind == kind).map(|u| u.base))
+}
+
+/// `what`'s absence, as an [`BringupError::Unavailable`].
+pub fn unavailable<E>(what: impl fmt::Display) -> BringupError<E> {
+    BringupError::Unavailable(format!("{what}"))
+}
