@@ -64,14 +64,14 @@ pub trait DmaRegion {
 /// (and, for 64-bit accesses, that `offset` is 8-byte aligned).
 pub fn check_bounds(offset: u64, len: u64, size: u64, word: bool) -> Result<(), HalError> {
     let end = offset.checked_add(len);
-    if end.is_none_or(|e| e > size) || (word && offset % 8 != 0) {
+    if end.is_none_or(|e| e > size) || (word && !offset.is_multiple_of(8)) {
         return Err(HalError::OutOfBounds { offset, len: size });
     }
     Ok(())
 }
 
 /// What a driver is handed.
-pub trait Hal {
+pub trait Hal: Clone {
     type Region: DmaRegion;
     /// `bytes` of zeroed memory at a multiple of `align` (at least a page),
     /// in memory (not only in the CPU's caches) when it is returned.
@@ -98,16 +98,17 @@ pub trait Hal {
     }
 }
 
-/// Page-table memory from a [`Hal`]: the walker's coherency decides how
+/// Page-table memory from a [`Hal`] (a handle to it: the image's is a
+/// unit struct, the fake an `Rc`): the walker's coherency decides how
 /// entries are written.
-pub struct HalTables<'h, H: Hal> {
-    hal: &'h H,
+pub struct HalTables<H: Hal> {
+    hal: H,
     coherency: Coherency,
     live: BTreeMap<u64, H::Region>,
 }
 
-impl<'h, H: Hal> HalTables<'h, H> {
-    pub fn new(hal: &'h H, coherency: Coherency) -> Self {
+impl<H: Hal> HalTables<H> {
+    pub fn new(hal: H, coherency: Coherency) -> Self {
         HalTables {
             hal,
             coherency,
@@ -129,12 +130,9 @@ fn table_entry<R: DmaRegion>(
     live.get(&table).map(|r| (r, 8 * index as u64))
 }
 
-impl<H: Hal> TableMemory for HalTables<'_, H> {
+impl<H: Hal> TableMemory for HalTables<H> {
     fn alloc(&mut self) -> Option<u64> {
-        let r = self
-            .hal
-            .alloc(PAGE_SIZE, PAGE_SIZE, self.coherency)
-            .ok()?;
+        let r = self.hal.alloc(PAGE_SIZE, PAGE_SIZE, self.coherency).ok()?;
         let pa = r.phys().as_u64();
         self.live.insert(pa, r);
         Some(pa)
@@ -367,7 +365,7 @@ mod tests {
         use crate::iommu::pgtable::arm::ArmLpae;
         use crate::iommu::pgtable::{Gather, PageTable, Prot};
         let hal = FakeHal::new();
-        let mut mem = HalTables::new(&hal, Coherency::Coherent);
+        let mut mem = HalTables::new(hal.clone(), Coherency::Coherent);
         let mut t = PageTable::new(ArmLpae::S1, &mut mem).unwrap();
         t.map(&mut mem, 0x4000_0000, 0x8000_0000, 0x1000, Prot::RW)
             .unwrap();
