@@ -38,7 +38,9 @@ pub fn init(level: Option<&str>) {
 }
 
 /// `Info` the first time `flag` is seen, `Debug` after: for a driver that
-/// tests set up once per case but that should say what it uses once.
+/// tests set up once per case but that should say what it uses once
+/// (the SMMUv3 driver; the VT-d driver in `drivers/vtd` has its own).
+#[cfg(target_arch = "aarch64")]
 pub fn once(flag: &core::sync::atomic::AtomicBool) -> log::Level {
     if flag.swap(true, core::sync::atomic::Ordering::Relaxed) {
         log::Level::Debug

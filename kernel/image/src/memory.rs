@@ -137,7 +137,9 @@ impl Drop for DmaBuffer {
 
 /// Memory an IOMMU walks or writes (its tables, queues, status words):
 /// allocation zeroed, and 64-bit accesses that keep a non-snooping IOMMU
-/// in step with the CPU's caches.
+/// in step with the CPU's caches. Only the SMMUv3 driver still uses it:
+/// the VT-d driver has regions of the HAL's.
+#[cfg(target_arch = "aarch64")]
 pub mod iommu {
     use super::{alloc_pages, free_pages, AllocError, PhysAddr, PAGE_SIZE};
     use core::sync::atomic::{AtomicBool, Ordering};
@@ -202,11 +204,13 @@ pub mod iommu {
 /// Page-table pages from the page allocator, counted (so a test can
 /// tell that a driver and the core gave every table back). Reads and
 /// writes go through [`iommu`], so a non-snooping IOMMU sees them.
+#[cfg(target_arch = "aarch64")]
 #[derive(Default)]
 pub struct KernelTables {
     pub live: u64,
 }
 
+#[cfg(target_arch = "aarch64")]
 impl kernel::iommu::pgtable::TableMemory for KernelTables {
     fn alloc(&mut self) -> Option<u64> {
         let t = iommu::alloc_zeroed(PAGE_SIZE, PAGE_SIZE).ok()?;

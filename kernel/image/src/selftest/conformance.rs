@@ -168,7 +168,7 @@ pub(super) mod board {
     #[cfg(target_arch = "aarch64")]
     pub type Board = BoardPlatform<crate::arch::smmu::SmmuHw>;
     #[cfg(target_arch = "x86_64")]
-    pub type Board = BoardPlatform<crate::arch::vtd::VtdHw>;
+    pub type Board = BoardPlatform<::vtd::driver::VtdHw<crate::hal::KernelHal>>;
     #[cfg(target_arch = "aarch64")]
     pub type SmmuPlatform = Board;
     #[cfg(target_arch = "x86_64")]
@@ -664,13 +664,14 @@ pub(super) mod board {
     mod vtd {
         use super::super::Mode;
         use super::{fail, BoardIommu, Options};
-        use crate::arch::vtd::VtdHw;
+        use crate::hal::KernelHal;
         use crate::{discovery, pcie};
+        use ::vtd::driver::{hw, VtdHw};
         use alloc::vec::Vec;
         use kernel::harness::TestError;
         use kernel::iommu::domain::{DeviceId, Fault, HwError};
 
-        impl BoardIommu for VtdHw {
+        impl BoardIommu for VtdHw<KernelHal> {
             fn open(opts: Options) -> Result<Self, TestError> {
                 if opts.mode != Mode::Stage1 {
                     return Err(TestError::skip(
@@ -686,7 +687,7 @@ pub(super) mod board {
                     })
                     .ok_or_else(|| TestError::skip("this board has no VT-d unit"))?;
                 let unit = pcie::vtd_at(base).ok_or_else(|| TestError::fail("unit vanished"))?;
-                VtdHw::new(unit, base).map_err(fail)
+                VtdHw::new(KernelHal, unit, base).map_err(fail)
             }
             fn device_id(_segment: u16, f: &pci::Function) -> Option<DeviceId> {
                 // The DMAR on q35 covers every function (INCLUDE_PCI_ALL):
@@ -694,16 +695,16 @@ pub(super) mod board {
                 Some(u32::from(f.bdf.rid()))
             }
             fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError> {
-                VtdHw::pass_through(self, dev as u16)
+                VtdHw::pass_through(self, dev).map_err(hw)
             }
             fn enable(&mut self) -> Result<(), HwError> {
-                VtdHw::enable(self)
+                VtdHw::enable(self).map_err(hw)
             }
             fn release(&mut self, dev: DeviceId) -> Result<(), HwError> {
-                self.release_device(dev as u16)
+                self.release_device(dev).map_err(hw)
             }
             fn shutdown(&mut self) -> Result<(), HwError> {
-                self.disable()
+                self.disable().map_err(hw)
             }
             fn held(&self) -> (u64, u64) {
                 (self.tables_live(), self.pasid_table_bytes())
@@ -741,7 +742,10 @@ pub(super) mod board {
                     .into_iter()
                     .map(|r| (r.base, r.limit + 1 - r.base))
                     .collect();
-                self.set_rmrrs(id as u16, regions);
+                // Source ids are 16 bits (device_id above is the RID).
+                if let Ok(sid) = u16::try_from(id) {
+                    self.set_rmrrs(sid, regions);
+                }
             }
         }
     }
