@@ -36,13 +36,3 @@ pub fn init(level: Option<&str>) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(filter);
 }
-
-/// `Info` the first time `flag` is seen, `Debug` after: for a driver that
-/// tests set up once per case but that should say what it uses once.
-pub fn once(flag: &core::sync::atomic::AtomicBool) -> log::Level {
-    if flag.swap(true, core::sync::atomic::Ordering::Relaxed) {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    }
-}

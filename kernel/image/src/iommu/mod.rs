@@ -30,7 +30,7 @@ mod vtd;
 #[cfg(target_arch = "aarch64")]
 pub type Driver = smmuv3::driver::SmmuHw<crate::hal::KernelHal>;
 #[cfg(target_arch = "x86_64")]
-pub type Driver = crate::arch::vtd::VtdHw;
+pub type Driver = ::vtd::driver::VtdHw<crate::hal::KernelHal>;
 
 /// Which stages domains use. The SMMU driver takes all three; the VT-d
 /// driver uses the level its unit offers (the board's `x-flts`) and runs

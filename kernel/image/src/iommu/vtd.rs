@@ -1,14 +1,14 @@
 //! Bring-up facts of Intel VT-d: the unit from the DMAR, source ids,
 //! and RMRRs from the DMAR's device scopes.
 use super::{unavailable, BringupError, IommuDriver, Mode, Options};
-use crate::arch::vtd::HwError;
-use crate::arch::vtd::VtdHw;
+use crate::hal::KernelHal;
 use crate::{discovery, pcie};
+use ::vtd::driver::{VtdError, VtdHw};
 use alloc::vec::Vec;
 use kernel::iommu::domain::{DeviceId, Fault};
 
-impl IommuDriver for VtdHw {
-    fn open(opts: Options) -> Result<Self, BringupError<HwError>> {
+impl IommuDriver for VtdHw<KernelHal> {
+    fn open(opts: Options) -> Result<Self, BringupError<VtdError>> {
         if opts.mode != Mode::Stage1 {
             return Err(unavailable(
                 "VT-d runs the level its unit offers (the board's x-flts), as Stage1",
@@ -17,23 +17,23 @@ impl IommuDriver for VtdHw {
         let base = super::unit_base(discovery::IommuKind::VtdDrhd)
             .ok_or_else(|| unavailable("this board has no VT-d unit"))?;
         let unit = pcie::vtd_at(base).ok_or(BringupError::Inconsistent("unit vanished"))?;
-        VtdHw::new(unit, base).map_err(BringupError::Driver)
+        VtdHw::new(KernelHal, unit, base).map_err(BringupError::Driver)
     }
     fn device_id(_segment: u16, f: &pci::Function) -> Option<DeviceId> {
         // The DMAR on q35 covers every function (INCLUDE_PCI_ALL):
         // the source id is the requester id.
         Some(u32::from(f.bdf.rid()))
     }
-    fn pass_through(&mut self, dev: DeviceId) -> Result<(), HwError> {
-        VtdHw::pass_through(self, dev as u16)
+    fn pass_through(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        VtdHw::pass_through(self, dev)
     }
-    fn enable(&mut self) -> Result<(), HwError> {
+    fn enable(&mut self) -> Result<(), VtdError> {
         VtdHw::enable(self)
     }
-    fn release(&mut self, dev: DeviceId) -> Result<(), HwError> {
-        self.release_device(dev as u16)
+    fn release(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        self.release_device(dev)
     }
-    fn shutdown(&mut self) -> Result<(), HwError> {
+    fn shutdown(&mut self) -> Result<(), VtdError> {
         self.disable()
     }
     fn held(&self) -> (u64, u64) {
@@ -72,6 +72,9 @@ impl IommuDriver for VtdHw {
             .into_iter()
             .map(|r| (r.base, r.limit + 1 - r.base))
             .collect();
-        self.set_rmrrs(id as u16, regions);
+        // Source ids are 16 bits (device_id above is the RID).
+        if let Ok(sid) = u16::try_from(id) {
+            self.set_rmrrs(sid, regions);
+        }
     }
 }

@@ -80,6 +80,7 @@ macro_rules! entries {
 }
 
 /// The suite's registry entries for every mode.
+#[allow(clippy::vec_init_then_push)] // `entries!` pushes one per case of the list
 pub fn tests() -> alloc::vec::Vec<kernel::harness::Test> {
     let mut v = kernel::conformance_cases!(entries, stage1, "iommu::", all);
     v.extend(kernel::conformance_cases!(

@@ -656,7 +656,7 @@ pub fn inject_queue_full_while_paused() -> TestResult {
         },
         DmaTag::Untagged,
     );
-    let full = wait_error(&dev, ERR_QUEUE_FULL);
+    let full = wait_error(dev, ERR_QUEUE_FULL);
     dev.set_paused(false);
     ensure_eq!(
         (pending, busy, early),

@@ -147,9 +147,9 @@ mod on_board {
                 false,
                 &[0x59, 0x5b],
             )?;
-            let (d0, w0) = (p.iommu().hw.descriptors, p.iommu().hw.waits);
+            let (d0, w0) = (p.iommu().hw.descriptors(), p.iommu().hw.waits());
             p.iommu().unmap(d, IOVA, PAGE_SIZE).map_err(core)?;
-            let (d1, w1) = (p.iommu().hw.descriptors, p.iommu().hw.waits);
+            let (d1, w1) = (p.iommu().hw.descriptors(), p.iommu().hw.waits());
             log::info!(
                 "VT-d: one unmap batch: {} descriptor(s), {} wait(s)",
                 d1 - d0,
@@ -195,9 +195,9 @@ mod on_board {
     /// works again after the registers are read.
     pub fn vtd_inject_fault_overflow(p: &mut VtdPlatform) -> TestResult {
         let (x, y, _) = p.devices();
-        let records = p.iommu().hw.caps.fault_records;
+        let records = p.iommu().hw.caps().fault_records;
         p.iommu().hw.take_records();
-        let before = p.iommu().hw.fault_overflows;
+        let before = p.iommu().hw.fault_overflows();
         p.iommu().hw.defer_fault_collection = true;
         let result = (|| -> TestResult {
             // One fault per recording register, then one more.
@@ -210,7 +210,7 @@ mod on_board {
             let kept = p.iommu().hw.take_records();
             ensure_eq!(kept.len(), usize::from(records), "records kept");
             ensure_eq!(
-                p.iommu().hw.fault_overflows - before,
+                p.iommu().hw.fault_overflows() - before,
                 1,
                 "overflows noticed"
             );
@@ -226,7 +226,7 @@ mod on_board {
         );
         expect_record(p, "after the overflow", y, None, IOVA, false, &[0x71, 0x05])?;
         ensure_eq!(
-            p.iommu().hw.fault_overflows - before,
+            p.iommu().hw.fault_overflows() - before,
             1,
             "no second overflow"
         );
@@ -237,7 +237,7 @@ mod on_board {
     pub fn vtd_inject_fault_event_msi(p: &mut VtdPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let v = crate::arch::msi_alloc(0).map_err(TestError::fail)?;
-        p.iommu().hw.enable_fault_interrupt(v);
+        p.iommu().hw.enable_fault_interrupt(v.address, v.data);
         let before = crate::arch::msi_count(v.id);
         let r = write_u64(p, x, IOVA, 1, DmaTag::Untagged);
         super::super::irq::wait_for_count(v.id, before + 1);

@@ -7,7 +7,6 @@ mod entry;
 mod exceptions;
 mod paging;
 mod time;
-pub mod vtd;
 
 use crate::fault::{self, FaultInfo};
 use crate::smp::MAX_CPUS;

@@ -1,0 +1,49 @@
+//! Primary fault records as the core's faults. Reading and clearing the
+//! recording registers is the driver's (MMIO); this is the logic after.
+use super::tables::Primary;
+use crate::fault::FaultRecord;
+use kernel::iommu::domain::{Fault, FaultReason};
+
+/// A record as read from its register. Requests without PASID are
+/// processed as RID_PASID 0, and units may record them with PASID 0
+/// present: they had none.
+pub fn normalise(mut record: FaultRecord) -> FaultRecord {
+    if record.pasid == Some(0) {
+        record.pasid = None;
+    }
+    record
+}
+
+/// The core's fault for a record of a device whose primary domain is
+/// `primary`; `None` (logged) for reasons that are not about translation.
+pub fn to_fault(r: &FaultRecord, primary: Option<Primary>) -> Option<Fault> {
+    let reason = match (r.reason, r.pasid) {
+        // PASID entry (or directory entry) not present or, as
+        // QEMU reports a cleared entry, invalid.
+        (0x51 | 0x59 | 0x5b, None) => FaultReason::Blocked,
+        (0x51 | 0x59 | 0x5b, Some(_)) => FaultReason::NoPasid,
+        // First level: not present; second level: no access
+        // (not present and read-only look the same).
+        (0x71 | 0x05 | 0x06 | 0x70 | 0x72 | 0x04, _) => FaultReason::NotMapped,
+        (0x81 | 0x85, _) => FaultReason::Permission,
+        (0x02, _) => FaultReason::Blocked,
+        (code, _) => {
+            log::warn!("VT-d fault not about a translation (reason {code:#x}): {r:?}");
+            return None;
+        }
+    };
+    // A blocked primary is an empty table: its faults say "not mapped".
+    let reason = match reason {
+        FaultReason::NotMapped if r.pasid.is_none() && primary == Some(Primary::Blocked) => {
+            FaultReason::Blocked
+        }
+        reason => reason,
+    };
+    Some(Fault {
+        dev: u32::from(r.source_id),
+        pasid: r.pasid,
+        iova: r.addr,
+        write: !r.read,
+        reason,
+    })
+}

@@ -1,0 +1,749 @@
+//! The VT-d driver in scalable mode (issue 8): the core's `IommuHw` for
+//! one remapping unit, generic over the kernel's HAL.
+//!
+//! - Root table (scalable: two context tables per bus), 256-bit context
+//!   entries with a PASID directory each, PASID tables of 64 entries
+//!   allocated as PASIDs appear. The directory starts at one page (2^15
+//!   PASIDs) and grows to the device's width when a larger PASID comes.
+//!   ([`tables`], memory only.)
+//! - Requests without PASID use RID_PASID 0: the primary domain is PASID
+//!   entry 0 (first or second level; pass-through for identity). A
+//!   blocked primary is a present entry over an empty table, so its
+//!   faults carry addresses, and PASID-tagged requests still work (QEMU
+//!   refuses a context entry whose RID_PASID entry is not present).
+//!   Aux domains are the other PASID entries, with the domain's DID.
+//! - The invalidation queue with 256-bit descriptors; every batch ends in
+//!   one invalidation wait whose status write is polled (bounded). A
+//!   descriptor the unit refuses (IQE) is reported, replaced and skipped.
+//!   ([`queue`] holds the memory and which descriptors a change needs.)
+//! - Faults are read from the fault recording registers, cleared, and
+//!   turned into the core's faults; overflow (PFO) is counted.
+//!   ([`faults`] turns records into faults.)
+//!
+//! Every structure the unit reads is a region of the HAL's, allocated
+//! non-coherent when the unit does not snoop (ECAP.C = 0).
+mod error;
+mod faults;
+mod queue;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+pub use error::{Missing, VtdError};
+pub use queue::Refused;
+
+use crate::caps::{Caps, Ecaps};
+use crate::entries::{PasidEntry, Translation};
+use crate::fault::FaultRecord;
+use crate::probe::Unit;
+use crate::qi::Descriptor;
+use crate::regs::{
+    fault_event_address, iqa_one_page_256, rtaddr_scalable, VtdRegs, FECTL, FRCD_HI, FSTS, GCMD,
+    GSTS, IQH, IQT,
+};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::ops::{Deref, DerefMut};
+use kernel::hal::{Coherency, Hal, HalTables};
+use kernel::iommu::domain::{
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, TableFormat,
+};
+use kernel::iommu::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
+use kernel::iommu::pgtable::{Gather, TableMemory};
+use queue::{unmap_descriptors, Queue, IQ_ENTRIES};
+use tables::{Invalidate, Primary, Tables};
+use tock_registers::interfaces::{Readable, Writeable};
+
+/// How long a wait for the unit may take (GSTS after GCMD, an
+/// invalidation wait), by the HAL's clock...
+const WAIT_NS: u64 = 1_000_000_000;
+/// ...and in polls, should the clock not run yet.
+const MAX_POLLS: u32 = 10_000_000;
+/// The DID of pass-through PASID entries (identity domains and devices
+/// the core does not manage).
+const PASS_THROUGH_DID: u16 = 1;
+/// The DID of blocking entries (an empty table: nothing is ever cached).
+const BLOCKED_DID: u16 = 2;
+
+/// Memory the unit may be reading: dropped with the driver, or leaked
+/// when the unit does not turn off (only `Drop` leaks, so the value is
+/// always there before).
+struct Held<T>(Option<T>);
+
+impl<T> Held<T> {
+    fn leak(this: &mut Self) {
+        core::mem::forget(this.0.take());
+    }
+}
+
+impl<T> Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("leaked only on drop")
+    }
+}
+
+impl<T> DerefMut for Held<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("leaked only on drop")
+    }
+}
+
+/// A bounded wait: [`WAIT_NS`] by the HAL's clock, at most [`MAX_POLLS`].
+struct Deadline {
+    end: u64,
+    polls: u32,
+}
+
+impl Deadline {
+    fn new(hal: &impl Hal) -> Self {
+        Deadline {
+            end: hal.now_ns().saturating_add(WAIT_NS),
+            polls: 0,
+        }
+    }
+
+    fn passed(&mut self, hal: &impl Hal) -> bool {
+        self.polls += 1;
+        self.polls > MAX_POLLS || hal.now_ns() > self.end
+    }
+}
+
+/// The invalidation queue at work: descriptors into the ring, the tail
+/// to IQT, the wait's status polled, refusals handled.
+struct Qi<'a, H: Hal> {
+    regs: &'a VtdRegs,
+    hal: &'a H,
+    queue: &'a mut Queue<H>,
+    base: u64,
+}
+
+impl<H: Hal> Qi<'_, H> {
+    /// Queues `entries` and one invalidation wait, and waits (bounded)
+    /// for the wait's status write. A descriptor the unit refuses is
+    /// replaced by a harmless one and the queue goes on; the refused ones
+    /// are returned.
+    fn run(&mut self, entries: &[[u64; 4]]) -> Result<Vec<Refused>, VtdError> {
+        let seq = self.queue.stage(entries)?;
+        let tail = IQT::QT.val(u64::from(self.queue.tail()));
+        // The descriptors are in memory before the unit is told.
+        self.hal.barrier();
+        self.regs.iqt.write(tail);
+        let mut refused = Vec::new();
+        let mut deadline = Deadline::new(self.hal);
+        while !self.queue.done(seq)? {
+            let fsts = self.regs.fsts.extract();
+            if fsts.is_set(FSTS::IQE) {
+                // IQH names the refused descriptor: report it, put an
+                // invalidation wait that writes to a scratch word in its
+                // place, acknowledge, and restart the queue.
+                let r = self
+                    .queue
+                    .replace_refused(self.regs.iqh.read(IQH::QH) as u32)?;
+                log::warn!(
+                    "VT-d refused descriptor {} {:x?} (IQE)",
+                    r.index,
+                    r.descriptor
+                );
+                refused.push(r);
+                self.hal.barrier();
+                self.regs.fsts.write(FSTS::IQE::SET);
+                self.regs.iqt.write(tail);
+                continue;
+            }
+            let errors = FSTS::ICE::SET + FSTS::ITE::SET;
+            if fsts.any_matching_bits_set(errors) {
+                log::warn!(
+                    "VT-d invalidation error: FSTS {:#x} (device-TLB completion or timeout)",
+                    fsts.get()
+                );
+                // Write-1-to-clear: clearing a bit that is not set does nothing.
+                self.regs.fsts.write(errors);
+            }
+            if deadline.passed(self.hal) {
+                return Err(VtdError::InvalidationTimeout {
+                    base: self.base,
+                    seq,
+                    iqh: self.regs.iqh.get(),
+                    iqt: self.regs.iqt.get(),
+                    fsts: fsts.get(),
+                });
+            }
+            core::hint::spin_loop();
+        }
+        Ok(refused)
+    }
+}
+
+impl<H: Hal> Invalidate for Qi<'_, H> {
+    /// One batch; a refused descriptor is an error (what it invalidates
+    /// may still be cached), after the batch completed.
+    fn invalidate(&mut self, descs: &[Descriptor]) -> Result<(), VtdError> {
+        let entries: Vec<[u64; 4]> = descs.iter().map(Descriptor::encode).collect();
+        match self.run(&entries)?.first() {
+            Some(&Refused { index, descriptor }) => Err(VtdError::Refused { index, descriptor }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The source id of a device id.
+fn sid_of(dev: DeviceId) -> Result<u16, VtdError> {
+    u16::try_from(dev).map_err(|_| VtdError::DeviceIdTooWide { dev })
+}
+
+fn pass_through_entry() -> PasidEntry {
+    PasidEntry {
+        did: PASS_THROUGH_DID,
+        translation: Translation::PassThrough,
+    }
+}
+
+pub struct VtdHw<H: Hal> {
+    unit: Unit,
+    base: u64,
+    hal: H,
+    caps: Caps,
+    ecaps: Ecaps,
+    format: TableFormat,
+    /// GCMD's persistent bits (TE, QIE) as last written.
+    translation: bool,
+    queued_invalidation: bool,
+    tables: Held<Tables<H>>,
+    queue: Held<Queue<H>>,
+    /// The page tables of the core's domains.
+    pages: Held<HalTables<H>>,
+    next_did: u16,
+    /// Primary fault overflows (FSTS.PFO) seen.
+    fault_overflows: u32,
+    /// Faults read from the recording registers, not yet taken.
+    pending: Vec<FaultRecord>,
+    /// Leave fault records in the registers after each DMA (a test of
+    /// their overflow).
+    #[cfg(feature = "test-hooks")]
+    pub defer_fault_collection: bool,
+    /// Reserved memory regions (RMRRs) each device must keep reaching.
+    rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
+}
+
+impl<H: Hal> VtdHw<H> {
+    /// Takes over the unit at `base` (translation must be off): root
+    /// table, the invalidation queue in 256-bit mode, caches invalidated.
+    /// Translation stays off until [`VtdHw::enable`]. Units without
+    /// scalable mode, PASIDs or queued invalidation are refused.
+    pub fn new(hal: H, unit: Unit, base: u64) -> Result<Self, VtdError> {
+        let (caps, ecaps) = unit.caps();
+        let missing = Missing {
+            scalable_mode: !ecaps.scalable_mode,
+            pasid: !ecaps.pasid,
+            queued_invalidation: !ecaps.queued_invalidation,
+            translation_level: !(ecaps.first_level || ecaps.second_level),
+        };
+        if missing.any() {
+            return Err(VtdError::Unsupported { base, missing });
+        }
+        if unit.translating() {
+            return Err(VtdError::AlreadyTranslating { base });
+        }
+        let format = if ecaps.first_level {
+            TableFormat::X86FirstLevel(X86FirstLevel {
+                gib_pages: caps.first_level_1g,
+            })
+        } else {
+            // 4 levels when the unit takes 48-bit addresses, else 3.
+            let levels = if caps.sagaw & 0b100 != 0 && caps.mgaw >= 48 {
+                4
+            } else {
+                3
+            };
+            TableFormat::VtdSecondLevel(VtdSecondLevel {
+                levels,
+                mib2_pages: caps.second_level_large_pages & 1 != 0,
+                gib_pages: caps.second_level_large_pages & 2 != 0,
+            })
+        };
+        // A unit that does not snoop reads its structures from memory.
+        let coherency = if ecaps.coherent {
+            Coherency::Coherent
+        } else {
+            Coherency::NonCoherent
+        };
+        let second_level = matches!(format, TableFormat::VtdSecondLevel(_));
+        let tables = Tables::new(hal.clone(), coherency, second_level, ecaps.pasid_bits)?;
+        let queue = Queue::new(&hal, coherency)?;
+        let pages = HalTables::new(hal.clone(), coherency);
+        let mut hw = VtdHw {
+            unit,
+            base,
+            hal,
+            caps,
+            ecaps,
+            format,
+            translation: false,
+            queued_invalidation: false,
+            tables: Held(Some(tables)),
+            queue: Held(Some(queue)),
+            pages: Held(Some(pages)),
+            next_did: BLOCKED_DID,
+            fault_overflows: 0,
+            pending: Vec::new(),
+            #[cfg(feature = "test-hooks")]
+            defer_fault_collection: false,
+            rmrrs: BTreeMap::new(),
+        };
+        hw.unit
+            .regs()
+            .rtaddr
+            .write(rtaddr_scalable(hw.tables.root()));
+        hw.command(true)?;
+        let r = hw.unit.regs();
+        r.iqt.write(IQT::QT.val(0));
+        r.iqa.write(iqa_one_page_256(hw.queue.base()));
+        hw.queued_invalidation = true;
+        hw.command(false)?;
+        hw.submit(&[Descriptor::ContextGlobal, Descriptor::IotlbGlobal])?;
+        // Faults left from before are not ours.
+        hw.clear_faults();
+        static REPORTED: core::sync::atomic::AtomicBool =
+            core::sync::atomic::AtomicBool::new(false);
+        // Info once; tests set the driver up once per case.
+        let level = if REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "VT-d at {base:#x}: scalable mode; domains on {} ({}); PASIDs {} bits; {} domain ids; \
+             QI with 256-bit descriptors, {} entries; page-selective invalidation up to 2^{} pages; \
+             pass-through {}; {} fault record(s); device-TLB {}, page requests {}, nested {} (unused); \
+             {}coherent",
+            if ecaps.first_level { "first level" } else { "second level" },
+            kernel::iommu::pgtable::Format::name(&format),
+            ecaps.pasid_bits,
+            caps.domains,
+            IQ_ENTRIES,
+            caps.max_address_mask,
+            ecaps.pass_through,
+            caps.fault_records,
+            ecaps.device_tlb,
+            ecaps.page_requests,
+            ecaps.nested,
+            if ecaps.coherent { "" } else { "not " }
+        );
+        Ok(hw)
+    }
+
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    pub fn ecaps(&self) -> &Ecaps {
+        &self.ecaps
+    }
+
+    /// The tables and the invalidation queue they send their
+    /// invalidations to, borrowed apart.
+    fn split(&mut self) -> (&mut Tables<H>, Qi<'_, H>) {
+        (
+            &mut self.tables,
+            Qi {
+                regs: self.unit.regs(),
+                hal: &self.hal,
+                queue: &mut self.queue,
+                base: self.base,
+            },
+        )
+    }
+
+    /// Writes GCMD with the persistent bits (plus SRTP with `set_root`),
+    /// and waits (bounded) until GSTS reflects them (and RTPS for a root
+    /// table pointer).
+    fn command(&mut self, set_root: bool) -> Result<(), VtdError> {
+        let r = self.unit.regs();
+        let mut cmd = GCMD::TE.val(u32::from(self.translation))
+            + GCMD::QIE.val(u32::from(self.queued_invalidation));
+        // GSTS bits mirror GCMD bits.
+        let mut want = GSTS::TES.val(u32::from(self.translation))
+            + GSTS::QIES.val(u32::from(self.queued_invalidation));
+        if set_root {
+            cmd += GCMD::SRTP::SET;
+            want += GSTS::RTPS::SET;
+        }
+        // What the unit is told about is in memory first.
+        self.hal.barrier();
+        r.gcmd.write(cmd);
+        let mut deadline = Deadline::new(&self.hal);
+        while !r.gsts.matches_all(want) {
+            if deadline.passed(&self.hal) {
+                return Err(VtdError::CommandTimeout {
+                    base: self.base,
+                    gcmd: cmd.value,
+                    gsts: r.gsts.get(),
+                });
+            }
+            core::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    /// DMA remapping on.
+    pub fn enable(&mut self) -> Result<(), VtdError> {
+        self.translation = true;
+        self.command(false)
+    }
+
+    /// DMA remapping off, then queued invalidation off; fault events
+    /// masked.
+    pub fn disable(&mut self) -> Result<(), VtdError> {
+        self.disable_fault_interrupt();
+        self.translation = false;
+        self.command(false)?;
+        self.queued_invalidation = false;
+        self.command(false)
+    }
+
+    /// Queues `descs` and one invalidation wait, and waits (bounded) for
+    /// the wait's status write. A descriptor the unit refuses is
+    /// replaced by a harmless one, the queue goes on, and the first
+    /// refused one is the error.
+    pub fn submit(&mut self, descs: &[Descriptor]) -> Result<(), VtdError> {
+        self.split().1.invalidate(descs)
+    }
+
+    /// As [`VtdHw::submit`] for entries already encoded (a test's bad
+    /// descriptor among them); returns what the unit refused.
+    #[cfg(feature = "test-hooks")]
+    pub fn submit_encoded(&mut self, entries: &[[u64; 4]]) -> Result<Vec<Refused>, VtdError> {
+        self.split().1.run(entries)
+    }
+
+    /// Descriptors queued, since creation (waits included).
+    pub fn descriptors(&self) -> u64 {
+        self.queue.descriptors()
+    }
+
+    /// Invalidation waits, since creation.
+    pub fn waits(&self) -> u64 {
+        self.queue.waits()
+    }
+
+    /// Primary fault overflows (FSTS.PFO) seen.
+    pub fn fault_overflows(&self) -> u32 {
+        self.fault_overflows
+    }
+
+    /// Drops what the unit caches of PASID `pasid` under `did`: its PASID
+    /// cache entry and its IOTLB entries (of the whole DID on second
+    /// level, where PASID-based invalidation does not reach).
+    pub fn flush_pasid(&mut self, did: u16, pasid: u32) -> Result<(), VtdError> {
+        let (t, mut qi) = self.split();
+        t.flush_pasid(&mut qi, did, pasid)
+    }
+
+    /// The PASID entry of a paging domain in the unit's translation level.
+    pub fn paging_entry(&self, did: u16, root: u64) -> PasidEntry {
+        PasidEntry {
+            did,
+            translation: match self.format {
+                TableFormat::VtdSecondLevel(f) => Translation::SecondLevel {
+                    root,
+                    levels: f.levels as u8,
+                },
+                _ => Translation::FirstLevel {
+                    root,
+                    privileged: false,
+                },
+            },
+        }
+    }
+
+    /// A device the core does not manage keeps working untranslated: its
+    /// RID_PASID entry is pass-through.
+    pub fn pass_through(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        if !self.ecaps.pass_through {
+            return Err(VtdError::NoPassThrough {
+                what: "devices the core does not manage",
+            });
+        }
+        let sid = sid_of(dev)?;
+        let (t, mut qi) = self.split();
+        t.device(&mut qi, sid, 0)?;
+        t.set_entry(&mut qi, sid, 0, Some(pass_through_entry()))?;
+        t.set_primary_kind(sid, Primary::Identity)
+    }
+
+    /// The device's context entry goes, and its PASID structures are
+    /// freed (a test's teardown).
+    pub fn release_device(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        let sid = sid_of(dev)?;
+        let (t, mut qi) = self.split();
+        t.release(&mut qi, sid)
+    }
+
+    /// The RMRRs the DMAR names for `sid` (`(base, size)`): the core maps
+    /// them one to one in its primary domains.
+    pub fn set_rmrrs(&mut self, sid: u16, regions: Vec<(u64, u64)>) {
+        if regions.is_empty() {
+            self.rmrrs.remove(&sid);
+        } else {
+            self.rmrrs.insert(sid, regions);
+        }
+    }
+
+    /// Entries of `sid`'s PASID directory and PASID tables allocated.
+    pub fn pasid_directory(&self, sid: u16) -> Option<(u32, usize)> {
+        self.tables.pasid_directory(sid)
+    }
+
+    /// Page-table pages held by the core's domains.
+    pub fn tables_live(&self) -> u64 {
+        self.pages.live()
+    }
+
+    /// Bytes of PASID directories and tables held now.
+    pub fn pasid_table_bytes(&self) -> u64 {
+        self.tables.pasid_table_bytes()
+    }
+
+    /// Where PASID entry `pasid` of `sid` lives, if its table exists (for
+    /// tests that edit entries behind the driver's back).
+    #[cfg(feature = "test-hooks")]
+    pub fn pasid_entry_address(&self, sid: u16, pasid: u32) -> Option<u64> {
+        self.tables.entry_address(sid, pasid)
+    }
+
+    /// Writes `words` at `pa`, inside a PASID table this driver owns, with
+    /// no invalidation: how a test changes a live entry.
+    #[cfg(feature = "test-hooks")]
+    pub fn poke(&mut self, pa: u64, words: &[u64]) -> Result<(), VtdError> {
+        self.tables.poke(pa, words)
+    }
+
+    /// Fault events by MSI: the fault event registers get the MSI's
+    /// address and data, and the interrupt is unmasked.
+    pub fn enable_fault_interrupt(&mut self, address: u64, data: u32) {
+        let r = self.unit.regs();
+        let (lo, hi) = fault_event_address(address);
+        r.fedata.set(data);
+        r.feaddr.set(lo);
+        r.feuaddr.set(hi);
+        r.fectl.write(FECTL::IM::CLEAR);
+    }
+
+    pub fn disable_fault_interrupt(&mut self) {
+        self.unit.regs().fectl.write(FECTL::IM::SET);
+    }
+
+    /// Reads every fault recording register that holds a fault, clears
+    /// it, and keeps the records until [`VtdHw::take_faults`]. A primary
+    /// fault overflow is counted and cleared.
+    pub fn collect_faults(&mut self) {
+        for reg in self.unit.fault_records() {
+            let record = faults::normalise(FaultRecord::decode(reg.lo.get(), reg.hi.get()));
+            if record.valid {
+                self.pending.push(record);
+                // F is write-1-to-clear.
+                reg.hi.write(FRCD_HI::F::SET);
+            }
+        }
+        let r = self.unit.regs();
+        if r.fsts.is_set(FSTS::PFO) {
+            self.fault_overflows += 1;
+            log::warn!(
+                "VT-d at {:#x}: primary fault overflow: faults were lost",
+                self.base
+            );
+            r.fsts.write(FSTS::PFO::SET);
+        }
+    }
+
+    fn clear_faults(&mut self) {
+        self.collect_faults();
+        self.pending.clear();
+    }
+
+    /// Fault records read so far, as they are (for tests of the fields).
+    pub fn take_records(&mut self) -> Vec<FaultRecord> {
+        self.collect_faults();
+        core::mem::take(&mut self.pending)
+    }
+
+    /// Faults since the last call, as the core's faults.
+    pub fn take_faults(&mut self) -> Vec<Fault> {
+        let records = self.take_records();
+        records
+            .iter()
+            .filter_map(|r| faults::to_fault(r, self.tables.primary(r.source_id)))
+            .collect()
+    }
+
+    fn alloc_did(&mut self) -> Result<u16, VtdError> {
+        if u32::from(self.next_did) + 1 >= self.caps.domains {
+            return Err(VtdError::OutOfDomainIds {
+                domains: self.caps.domains,
+            });
+        }
+        self.next_did += 1;
+        Ok(self.next_did)
+    }
+
+    fn free_did(&mut self, did: u16) {
+        let descs = [
+            Descriptor::IotlbDomain { did },
+            Descriptor::PasidCacheDomain { did },
+        ];
+        if let Err(e) = self.submit(&descs) {
+            log::warn!("VT-d: domain {did} freed, its invalidation failed: {e}");
+        }
+    }
+
+    fn attach_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), VtdError> {
+        let sid = sid_of(dev)?;
+        let bits = self
+            .tables
+            .pasid_bits_of(sid)
+            .unwrap_or(self.ecaps.pasid_bits);
+        let (primary, entry) = match (d.kind, d.root) {
+            (DomainKind::Identity, _) => {
+                if !self.ecaps.pass_through {
+                    return Err(VtdError::NoPassThrough {
+                        what: "identity domains",
+                    });
+                }
+                (Primary::Identity, pass_through_entry())
+            }
+            (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {
+                (Primary::Paging, self.paging_entry(d.tag as u16, root))
+            }
+            _ => (
+                Primary::Blocked,
+                self.paging_entry(BLOCKED_DID, self.tables.empty()),
+            ),
+        };
+        let (t, mut qi) = self.split();
+        t.device(&mut qi, sid, bits)?;
+        t.set_entry(&mut qi, sid, 0, Some(entry))?;
+        t.set_primary_kind(sid, primary)
+    }
+
+    fn prepare_aux(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        let sid = sid_of(dev)?;
+        let bits = self.ecaps.pasid_bits;
+        let (t, mut qi) = self.split();
+        t.device(&mut qi, sid, bits)
+    }
+
+    fn attach_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), VtdError> {
+        let root = d.root.ok_or(VtdError::NotPaging { pasid })?;
+        let sid = sid_of(dev)?;
+        let entry = self.paging_entry(d.tag as u16, root);
+        let bits = self.ecaps.pasid_bits;
+        let (t, mut qi) = self.split();
+        t.device(&mut qi, sid, bits)?;
+        t.set_entry(&mut qi, sid, pasid, Some(entry))
+    }
+
+    fn detach_pasid(&mut self, dev: DeviceId, pasid: u32) -> Result<(), VtdError> {
+        let sid = sid_of(dev)?;
+        if !self.tables.contains(sid) {
+            return Ok(());
+        }
+        let (t, mut qi) = self.split();
+        t.set_entry(&mut qi, sid, pasid, None)
+    }
+
+    fn flush_unmap(
+        &mut self,
+        d: &DomainRef,
+        attached: &[Attachment],
+        gather: &Gather,
+    ) -> Result<(), VtdError> {
+        if gather.is_empty() {
+            return Ok(());
+        }
+        let descs = unmap_descriptors(
+            matches!(self.format, TableFormat::VtdSecondLevel(_)),
+            self.caps.max_address_mask,
+            d.tag as u16,
+            attached,
+            &gather.ranges,
+        );
+        if descs.is_empty() {
+            return Ok(());
+        }
+        self.submit(&descs)
+    }
+}
+
+impl<H: Hal> Drop for VtdHw<H> {
+    fn drop(&mut self) {
+        if let Err(e) = self.disable() {
+            log::error!("VT-d does not turn off ({e}): its tables stay allocated");
+            Held::leak(&mut self.tables);
+            Held::leak(&mut self.queue);
+            Held::leak(&mut self.pages);
+        }
+    }
+}
+
+impl<H: Hal> IommuHw for VtdHw<H> {
+    type Error = VtdError;
+
+    fn format(&self) -> TableFormat {
+        self.format
+    }
+
+    fn pasid_bits(&self) -> u8 {
+        self.ecaps.pasid_bits
+    }
+
+    fn direct_regions(&self, dev: DeviceId) -> Vec<(u64, u64)> {
+        u16::try_from(dev)
+            .ok()
+            .and_then(|sid| self.rmrrs.get(&sid))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn tables(&mut self) -> &mut dyn TableMemory {
+        &mut *self.pages
+    }
+
+    fn alloc_tag(&mut self) -> Result<u32, VtdError> {
+        self.alloc_did().map(u32::from)
+    }
+
+    fn free_tag(&mut self, tag: u32) {
+        self.free_did(tag as u16);
+    }
+
+    fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), VtdError> {
+        self.attach_primary(dev, d)
+    }
+
+    fn enable_aux(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        self.prepare_aux(dev)
+    }
+
+    fn disable_aux(&mut self, _dev: DeviceId) -> Result<(), VtdError> {
+        Ok(())
+    }
+
+    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), VtdError> {
+        self.attach_pasid(dev, pasid, d)
+    }
+
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, _d: &DomainRef) -> Result<(), VtdError> {
+        self.detach_pasid(dev, pasid)
+    }
+
+    fn invalidate(
+        &mut self,
+        d: &DomainRef,
+        attached: &[Attachment],
+        gather: &Gather,
+    ) -> Result<(), VtdError> {
+        self.flush_unmap(d, attached, gather)
+    }
+}
