@@ -521,8 +521,12 @@ impl PasidDma {
     /// address that last faulted.
     pub fn errors(&self) -> (u32, u32, u64) {
         let r = self.regs();
+        // The error bits first: the device sets a bit and its queue and
+        // address together, so once a bit reads set they are there; read
+        // before the bit, they could predate it (a lost fault address).
+        let bits = r.error.get();
         let addr = u64::from(r.error_addr_hi.get()) << 32 | u64::from(r.error_addr_lo.get());
-        (r.error.get(), r.error_queue.get(), addr)
+        (bits, r.error_queue.get(), addr)
     }
 
     pub fn clear_errors(&self, bits: u32) {

@@ -117,6 +117,22 @@ impl PasidEntry {
     }
 }
 
+/// The bits of a PASID entry the unit reads (for
+/// [`kernel::iommu::entry::write_entry`]): P alone when not present;
+/// otherwise qwords 0-2 whole (P, AW, PGTT, the second-level pointer; the
+/// DID and attributes; the first-level pointer and its flags). Qwords 3-7
+/// hold nothing this driver sets.
+impl kernel::iommu::entry::EntryFormat<8> for PasidEntry {
+    const VALID: (usize, u64) = (0, PRESENT);
+
+    fn used(e: &[u64; 8]) -> [u64; 8] {
+        if e[0] & PRESENT == 0 {
+            return [PRESENT, 0, 0, 0, 0, 0, 0, 0];
+        }
+        [!0, !0, !0, 0, 0, 0, 0, 0]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,17 +53,26 @@ fn store<const N: usize, T: EntryTarget<N>>(
     to: &[u64; N],
     words: impl Iterator<Item = usize>,
 ) -> Result<[u64; N], T::Error> {
+    let out = store_unsynced(t, now, to, words)?;
+    if out != now {
+        t.sync()?;
+    }
+    Ok(out)
+}
+
+/// As [`store`], without the sync.
+fn store_unsynced<const N: usize, T: EntryTarget<N>>(
+    t: &mut T,
+    now: [u64; N],
+    to: &[u64; N],
+    words: impl Iterator<Item = usize>,
+) -> Result<[u64; N], T::Error> {
     let mut out = now;
-    let mut wrote = false;
     for i in words {
         if out[i] != to[i] {
             t.write(i, to[i])?;
             out[i] = to[i];
-            wrote = true;
         }
-    }
-    if wrote {
-        t.sync()?;
     }
     Ok(out)
 }
@@ -78,11 +87,12 @@ pub fn write_entry<const N: usize, F: EntryFormat<N>, T: EntryTarget<N>>(
     let (vw, vbit) = F::VALID;
     let all = || 0..N;
     if !F::valid(target) {
-        // Invalid first: from then on nothing the hardware fetches is used.
+        // Invalid first: from then on nothing the hardware fetches is
+        // used, so the rest needs no sync of its own.
         let mut first = current;
         first[vw] = target[vw];
         let now = store(t, current, &first, core::iter::once(vw))?;
-        store(t, now, target, all())?;
+        store_unsynced(t, now, target, all())?;
         return Ok(());
     }
     let used = F::used(&current);
@@ -161,8 +171,8 @@ pub mod check {
         /// Between syncs `after_step`-1 and the next, a fetch could have
         /// seen `seen`: neither entry, and valid.
         Mixed { after_step: usize, seen: [u64; N] },
-        /// The last store was not followed by a sync: the hardware may
-        /// keep the old entry.
+        /// Stores that change what the hardware uses were not followed
+        /// by a sync: it may keep the old entry.
         NoFinalSync,
         /// The entry ended as something else than the target.
         WrongResult { got: [u64; N] },
@@ -213,7 +223,7 @@ pub mod check {
     ) -> Result<(), Torn<N>> {
         let mut entry = *old;
         let mut values: [Vec<u64>; N] = core::array::from_fn(|i| vec![old[i]]);
-        let mut synced = true;
+        let mut at_sync = *old;
         for (n, step) in steps.iter().enumerate() {
             match *step {
                 Step::Write { word, value } => {
@@ -221,7 +231,6 @@ pub mod check {
                     if !values[word].contains(&value) {
                         values[word].push(value);
                     }
-                    synced = false;
                 }
                 Step::Sync => {
                     window_ok::<F, N>(&values, old, new).map_err(|seen| Torn::Mixed {
@@ -229,11 +238,22 @@ pub mod check {
                         seen,
                     })?;
                     values = core::array::from_fn(|i| vec![entry[i]]);
-                    synced = true;
+                    at_sync = entry;
                 }
             }
         }
-        if !synced {
+        // Stores after the last sync are fetchable too, and may change
+        // only what nobody uses (the other words of an invalid entry).
+        window_ok::<F, N>(&values, old, new).map_err(|seen| Torn::Mixed {
+            after_step: steps.len(),
+            seen,
+        })?;
+        let unused_only = if F::valid(&entry) {
+            F::valid(&at_sync) && same_config::<F, N>(&entry, &at_sync)
+        } else {
+            !F::valid(&at_sync)
+        };
+        if !unused_only {
             return Err(Torn::NoFinalSync);
         }
         if entry != *new {

@@ -14,7 +14,9 @@ use crate::entries::{
 };
 use crate::qi::Descriptor;
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use kernel::hal::{Coherency, DmaRegion, Hal};
+use kernel::iommu::entry::{write_entry, EntryTarget};
 use kernel::iommu::pgtable::PAGE_SIZE;
 
 /// PASIDs one PASID directory page covers (512 entries of 64 PASIDs).
@@ -30,6 +32,29 @@ const PASID_ENTRY: u64 = 64;
 /// them: the unit's invalidation queue, or a host test's recorder.
 pub trait Invalidate {
     fn invalidate(&mut self, descs: &[Descriptor]) -> Result<(), VtdError>;
+}
+
+/// One live PASID entry, for the entry writer: stores go to the PASID
+/// table, a sync is a barrier and the entry's invalidations, waited for.
+struct LivePasidEntry<'a, H: Hal, I: Invalidate> {
+    tables: &'a mut Tables<H>,
+    inv: &'a mut I,
+    sid: u16,
+    table: u32,
+    at: u64,
+    flush: &'a [Descriptor],
+}
+
+impl<H: Hal, I: Invalidate> EntryTarget<8> for LivePasidEntry<'_, H, I> {
+    type Error = VtdError;
+    fn write(&mut self, word: usize, value: u64) -> Result<(), VtdError> {
+        self.tables
+            .write_entry(self.sid, self.table, self.at, [(word, value)])
+    }
+    fn sync(&mut self) -> Result<(), VtdError> {
+        self.tables.hal.barrier();
+        self.inv.invalidate(self.flush)
+    }
 }
 
 /// What the primary domain of a device is.
@@ -313,11 +338,12 @@ impl<H: Hal> Tables<H> {
         Ok(())
     }
 
-    /// Writes (or, with `None`, clears) PASID entry `pasid` of `sid`,
-    /// with the invalidations the specification asks for: a present
-    /// entry is cleared first and its PASID-cache and IOTLB entries
-    /// dropped; a new entry is written last qword first, present bit last,
-    /// and the PASID cache told.
+    /// Writes (or, with `None`, clears) PASID entry `pasid` of `sid`
+    /// through the core's entry writer: no fetch of the unit can combine
+    /// qwords of the old entry and the new. Each of its syncs drops what
+    /// the unit caches of the PASID: the old entry's PASID-cache and
+    /// IOTLB entries (while one was present), the new one's PASID-cache
+    /// entry.
     pub fn set_entry(
         &mut self,
         inv: &mut impl Invalidate,
@@ -327,6 +353,7 @@ impl<H: Hal> Tables<H> {
     ) -> Result<(), VtdError> {
         self.check_pasid(pasid)?;
         let dev = self.devices.get(&sid).ok_or(VtdError::NotManaged { sid })?;
+        let old = dev.present.get(&pasid).copied();
         let (table, at) = match entry {
             Some(_) => self.entry_slot(inv, sid, pasid)?,
             None => {
@@ -338,31 +365,57 @@ impl<H: Hal> Tables<H> {
                 (dir_index as u32, PASID_ENTRY * index as u64)
             }
         };
-        let old = self.devices[&sid].present.get(&pasid).copied();
+        let mut current = [0u64; 8];
+        for (i, w) in current.iter_mut().enumerate() {
+            *w = self.read_entry(sid, table, at + 8 * i as u64)?;
+        }
+        let target = entry.map_or([0; 8], |e| e.encode());
+        if current == target {
+            return Ok(());
+        }
+        let mut flush = Vec::new();
         if let Some(did) = old {
-            self.write_entry(sid, table, at, [(0, 0)])?;
-            self.hal.barrier();
-            self.flush_pasid(inv, did, pasid)?;
-            if let Some(d) = self.devices.get_mut(&sid) {
-                d.present.remove(&pasid);
-            }
+            flush.extend(pasid_flush(did, pasid, self.second_level));
         }
-        let Some(e) = entry else {
-            return self.write_entry(sid, table, at, (1..8).map(|i| (i, 0)));
-        };
-        let q = e.encode();
-        for i in PasidEntry::write_order() {
-            if i == 0 {
-                self.hal.barrier();
-            }
-            self.write_entry(sid, table, at, [(i, q[i])])?;
+        if let Some(e) = entry {
+            flush.push(Descriptor::PasidCachePasid { did: e.did, pasid });
         }
-        self.hal.barrier();
-        // Present in memory from here on, whatever the invalidation says.
+        let result = write_entry::<8, PasidEntry, _>(
+            &mut LivePasidEntry {
+                tables: self,
+                inv,
+                sid,
+                table,
+                at,
+                flush: &flush,
+            },
+            current,
+            &target,
+        );
+        // What memory holds now is what the unit may use, whatever the
+        // invalidations said.
+        let now = self.read_entry(sid, table, at)?;
         if let Some(d) = self.devices.get_mut(&sid) {
-            d.present.insert(pasid, e.did);
+            match entry {
+                Some(e) if now == target[0] => {
+                    d.present.insert(pasid, e.did);
+                }
+                _ if now & 1 == 0 => {
+                    d.present.remove(&pasid);
+                }
+                _ => {}
+            }
         }
-        inv.invalidate(&[Descriptor::PasidCachePasid { did: e.did, pasid }])
+        result
+    }
+
+    fn read_entry(&self, sid: u16, table: u32, at: u64) -> Result<u64, VtdError> {
+        let t = self
+            .devices
+            .get(&sid)
+            .and_then(|d| d.tables.get(&table))
+            .ok_or(VtdError::NotManaged { sid })?;
+        Ok(t.read_u64(at)?)
     }
 
     /// Drops what the unit caches of PASID `pasid` under `did`.

@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use kernel::hal::fake::{FakeHal, MemEvent};
 use kernel::hal::{Coherency, HalError, HalTables};
 use kernel::iommu::domain::FaultReason;
+use kernel::iommu::entry::check::{check, Step, Torn};
 use kernel::iommu::pgtable::TableMemory;
 
 /// The mark an invalidation leaves in the fake HAL's log.
@@ -74,15 +75,6 @@ fn first_level(did: u16, root: u64) -> PasidEntry {
             root,
             privileged: false,
         },
-    }
-}
-
-fn mark(d: Descriptor) -> MemEvent {
-    let [a, b, _, _] = d.encode();
-    MemEvent::Mark {
-        what: INVALIDATION,
-        a,
-        b,
     }
 }
 
@@ -151,10 +143,14 @@ fn device_and_pasid_entries_land_where_the_spec_says() {
     assert_eq!(t.entry_address(sid, 65), Some(table1 + 64));
     assert_eq!(t.pasid_directory(sid), Some((512, 2)));
     assert_eq!(t.pasid_table_bytes(), 3 * PAGE);
+    // A fresh entry is announced twice: after the qwords the unit ignores
+    // while P is clear, and after P (see `pasid_entry_switches_are_never_torn`).
     assert_eq!(
         rec.seen[1..],
         [
             Descriptor::PasidCachePasid { did: 5, pasid: 0 },
+            Descriptor::PasidCachePasid { did: 5, pasid: 0 },
+            Descriptor::PasidCachePasid { did: 6, pasid: 65 },
             Descriptor::PasidCachePasid { did: 6, pasid: 65 }
         ]
     );
@@ -171,75 +167,147 @@ fn device_and_pasid_entries_land_where_the_spec_says() {
     assert_eq!(word(&hal, t.root() + 48), 0);
 }
 
+/// The driver's stores to the 64-byte entry at `at` and its invalidations,
+/// from the fake HAL's log, as the entry checker's steps (one sync per
+/// batch of invalidations).
+fn entry_steps(log: &[MemEvent], at: u64) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for e in log {
+        match *e {
+            MemEvent::Store { pa, value } if (at..at + 64).contains(&pa) => {
+                steps.push(Step::Write {
+                    word: ((pa - at) / 8) as usize,
+                    value,
+                });
+            }
+            MemEvent::Mark {
+                what: INVALIDATION, ..
+            } if steps.last() != Some(&Step::Sync) => steps.push(Step::Sync),
+            _ => {}
+        }
+    }
+    steps
+}
+
+fn entry_words(hal: &FakeHal, at: u64) -> [u64; 8] {
+    core::array::from_fn(|i| word(hal, at + 8 * i as u64))
+}
+
+/// Every switch of a live PASID entry the driver makes (attach to a free
+/// PASID, replace the domain, between first level, second level,
+/// pass-through and the blocked entry, and clear), recorded store by
+/// store and invalidation by invalidation: no state the unit could fetch
+/// between two invalidations mixes the old entry and the new.
 #[test]
-fn entry_updates_write_qword_0_last_and_invalidate_after() {
+fn pasid_entry_switches_are_never_torn() {
+    let second = |did, root| PasidEntry {
+        did,
+        translation: Translation::SecondLevel { root, levels: 4 },
+    };
+    let states = [
+        None,
+        Some(first_level(5, 0x4000_0000)),
+        Some(first_level(7, 0x5000_0000)),
+        Some(second(9, 0x6000_0000)),
+        Some(PasidEntry {
+            did: 1,
+            translation: Translation::PassThrough,
+        }),
+        // The blocked entry: present, over an empty table.
+        Some(first_level(2, 0x7000_0000)),
+    ];
+    let (hal, mut t, mut rec) = setup(false);
+    let sid = 0x0008;
+    t.device(&mut rec, sid, 20).unwrap();
+    for (i, from) in states.iter().enumerate() {
+        for (j, to) in states.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            t.set_entry(&mut rec, sid, 3, *from).unwrap();
+            let at = t.entry_address(sid, 3).unwrap();
+            let old = entry_words(&hal, at);
+            hal.take_log();
+            rec.seen.clear();
+            t.set_entry(&mut rec, sid, 3, *to).unwrap();
+            let log = hal.take_log();
+            let new = entry_words(&hal, at);
+            assert_eq!(new, to.map_or([0; 8], |e| e.encode()), "{i} -> {j}");
+            if let Err(e) = check::<PasidEntry, 8>(&old, &new, &entry_steps(&log, at)) {
+                panic!("{i} -> {j}: {e:x?}");
+            }
+            // A present entry's cached translations go with it.
+            if let Some(f) = from {
+                assert!(
+                    rec.seen.contains(&Descriptor::PasidIotlbAll {
+                        did: f.did,
+                        pasid: 3
+                    }),
+                    "{i} -> {j}: no IOTLB flush of DID {}",
+                    f.did
+                );
+            }
+        }
+    }
+}
+
+/// The order the driver used before it had the entry writer (clear P,
+/// invalidate, qwords 1-7, qword 0, invalidate): the recorder catches it
+/// letting a fetch combine the new qword 0 with the old DID.
+#[test]
+fn a_torn_pasid_entry_update_is_caught() {
+    let old = first_level(5, 0x4000_0000).encode();
+    let new = first_level(7, 0x5000_0000).encode();
+    let mut steps = vec![Step::Write { word: 0, value: 0 }, Step::Sync];
+    for i in PasidEntry::write_order() {
+        if old[i] != new[i] || i == 0 {
+            steps.push(Step::Write {
+                word: i,
+                value: new[i],
+            });
+        }
+    }
+    steps.push(Step::Sync);
+    assert!(matches!(
+        check::<PasidEntry, 8>(&old, &new, &steps),
+        Err(Torn::Mixed { .. })
+    ));
+}
+
+/// A fresh entry: nothing is flushed but the new PASID's cache entry,
+/// and the present bit comes last.
+#[test]
+fn a_new_entry_sets_present_last() {
     let (hal, mut t, mut rec) = setup(false);
     let sid = 0x0008;
     t.device(&mut rec, sid, 20).unwrap();
     let at = t.entry_address(sid, 3).unwrap();
     hal.take_log();
-
+    rec.seen.clear();
     let e = first_level(5, 0x4000_0000);
     t.set_entry(&mut rec, sid, 3, Some(e)).unwrap();
-    let q = e.encode();
-    let mut want: Vec<MemEvent> = (1..8)
-        .map(|i| MemEvent::Store {
-            pa: at + 8 * i,
-            value: q[i as usize],
-        })
-        .collect();
-    want.extend([
-        MemEvent::Barrier,
-        MemEvent::Store {
-            pa: at,
-            value: q[0],
-        },
-        MemEvent::Barrier,
-        mark(Descriptor::PasidCachePasid { did: 5, pasid: 3 }),
-    ]);
-    assert_eq!(hal.take_log(), want);
-
-    // Another domain at the same PASID: the present entry goes first, and
-    // the unit forgets it, before the new one is written.
-    let f = first_level(7, 0x5000_0000);
-    t.set_entry(&mut rec, sid, 3, Some(f)).unwrap();
-    let log = hal.take_log();
-    let q = f.encode();
+    let steps = entry_steps(&hal.take_log(), at);
     assert_eq!(
-        log[..4],
+        steps[steps.len() - 2..],
         [
-            MemEvent::Store { pa: at, value: 0 },
-            MemEvent::Barrier,
-            mark(Descriptor::PasidCachePasid { did: 5, pasid: 3 }),
-            mark(Descriptor::PasidIotlbAll { did: 5, pasid: 3 }),
+            Step::Write {
+                word: 0,
+                value: e.encode()[0]
+            },
+            Step::Sync
         ]
     );
-    assert_eq!(
-        log[log.len() - 3],
-        MemEvent::Store {
-            pa: at,
-            value: q[0]
-        }
-    );
-    assert_eq!(
-        log[log.len() - 1],
-        mark(Descriptor::PasidCachePasid { did: 7, pasid: 3 })
-    );
-
-    // Cleared: the entry goes, the unit forgets it, and the rest is zeroed.
+    assert!(rec
+        .seen
+        .iter()
+        .all(|d| *d == Descriptor::PasidCachePasid { did: 5, pasid: 3 }));
+    // Cleared, then cleared again: the second invalidates nothing, and a
+    // PASID whose table was never needed allocates none.
     t.set_entry(&mut rec, sid, 3, None).unwrap();
-    let log = hal.take_log();
-    assert_eq!(log[0], MemEvent::Store { pa: at, value: 0 });
-    assert_eq!(
-        log[2],
-        mark(Descriptor::PasidCachePasid { did: 7, pasid: 3 })
-    );
-    assert_eq!(log[3], mark(Descriptor::PasidIotlbAll { did: 7, pasid: 3 }));
     for i in 0..8 {
         assert_eq!(word(&hal, at + 8 * i), 0);
     }
-    // Nothing present: clearing again invalidates nothing, and a PASID
-    // whose table was never needed allocates none.
+    hal.take_log();
     let live = hal.live_regions();
     t.set_entry(&mut rec, sid, 3, None).unwrap();
     t.set_entry(&mut rec, sid, 0x4000, None).unwrap();
@@ -298,6 +366,7 @@ fn the_pasid_directory_grows_to_the_device_width() {
         [
             Descriptor::ContextDevice { did: 0, sid },
             Descriptor::PasidCacheDomain { did: 4 },
+            Descriptor::PasidCachePasid { did: 5, pasid: top },
             Descriptor::PasidCachePasid { did: 5, pasid: top },
         ]
     );
