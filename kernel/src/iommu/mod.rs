@@ -1,8 +1,10 @@
 //! The IOMMU core: domains and aux domains ([`domain`]), the PASID
 //! allocator ([`pasid`]), IOVA allocation for DMA domains ([`iova`]) and
 //! the I/O page tables ([`pgtable`]), and the ordering of live entry
-//! updates every driver uses ([`entry`]). It knows no hardware: drivers
+//! updates every driver uses ([`entry`]), and the bring-up sequence that
+//! puts a driver under the core ([`bringup`]). It knows no hardware: drivers
 //! implement [`domain::IommuHw`].
+pub mod bringup;
 pub mod conformance;
 pub mod domain;
 pub mod entry;

@@ -44,6 +44,10 @@ pub struct ModelState {
     pub msis: BTreeMap<DeviceId, u32>,
     /// Direct regions (RMRRs) per device.
     pub direct: BTreeMap<DeviceId, Vec<(u64, u64)>>,
+    /// Translation on (off: every request passes untranslated).
+    enabled: bool,
+    /// The next `Bringup::enable` fails (a test of bring-up's failure path).
+    pub refuse_enable: bool,
 }
 
 pub type Shared = Rc<RefCell<ModelState>>;
@@ -66,6 +70,8 @@ impl ModelState {
             msi_doorbell: None,
             msis: BTreeMap::new(),
             direct: BTreeMap::new(),
+            enabled: true,
+            refuse_enable: false,
         }))
     }
 
@@ -88,6 +94,15 @@ impl ModelState {
 
     pub fn pages_live(&self) -> usize {
         self.pages.len()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Devices with a primary context or a PASID entry.
+    pub fn contexts(&self) -> usize {
+        self.primary.len() + self.pasids.len()
     }
 
     /// CPU access to simulated RAM; `None` where there is none.
@@ -141,6 +156,9 @@ impl ModelState {
         iova: u64,
         write: bool,
     ) -> Result<u64, Fault> {
+        if !self.enabled {
+            return Ok(iova);
+        }
         let ctx = match pasid {
             None => self.primary.get(&dev).copied().unwrap_or(Context::Blocked),
             Some(p) => match self.pasids.get(&(dev, p)) {
@@ -244,6 +262,8 @@ pub enum ModelError {
     PasidsLive(DeviceId),
     /// A PASID entry for a device whose PASID table is not set up.
     NoPasidTable(DeviceId),
+    /// Asked to (`ModelState::refuse_enable`).
+    EnableRefused,
 }
 
 impl core::fmt::Display for ModelError {
@@ -251,6 +271,7 @@ impl core::fmt::Display for ModelError {
         match self {
             ModelError::PasidsLive(dev) => write!(f, "device {dev}: PASID entries still live"),
             ModelError::NoPasidTable(dev) => write!(f, "device {dev}: PASID table not set up"),
+            ModelError::EnableRefused => f.write_str("translation refused to turn on"),
         }
     }
 }
@@ -343,6 +364,38 @@ impl IommuHw for ModelIommu {
                     .any(|&(a, len)| page >= a && page < a + len)
         });
         Ok(())
+    }
+}
+
+impl super::bringup::Bringup for ModelIommu {
+    fn pass_through(&mut self, dev: DeviceId) -> Result<(), ModelError> {
+        self.state
+            .borrow_mut()
+            .primary
+            .insert(dev, Context::Identity);
+        Ok(())
+    }
+    fn enable(&mut self) -> Result<(), ModelError> {
+        let mut s = self.state.borrow_mut();
+        if core::mem::take(&mut s.refuse_enable) {
+            return Err(ModelError::EnableRefused);
+        }
+        s.enabled = true;
+        Ok(())
+    }
+    fn release(&mut self, dev: DeviceId) -> Result<(), ModelError> {
+        let mut s = self.state.borrow_mut();
+        s.primary.remove(&dev);
+        s.pasids.retain(|&(d, _), _| d != dev);
+        s.aux_enabled.remove(&dev);
+        Ok(())
+    }
+    fn shutdown(&mut self) -> Result<(), ModelError> {
+        self.state.borrow_mut().enabled = false;
+        Ok(())
+    }
+    fn held(&self) -> (u64, u64) {
+        (self.state.borrow().tables_live as u64, 0)
     }
 }
 

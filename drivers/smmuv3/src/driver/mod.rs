@@ -877,6 +877,29 @@ impl<H: Hal> Drop for SmmuHw<H> {
     }
 }
 
+/// Bring-up under the core: streams the core does not manage bypass,
+/// released streams bypass again with their CD tables freed, and
+/// shutdown frees the stage-2 tables and turns translation off.
+impl<H: Hal> kernel::iommu::bringup::Bringup for SmmuHw<H> {
+    fn pass_through(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
+        self.write_ste(dev, &Ste::bypass())
+    }
+    fn enable(&mut self) -> Result<(), SmmuError> {
+        SmmuHw::enable(self)
+    }
+    fn release(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
+        self.release_stream(dev)?;
+        self.write_ste(dev, &Ste::bypass())
+    }
+    fn shutdown(&mut self) -> Result<(), SmmuError> {
+        self.release_s2();
+        self.disable()
+    }
+    fn held(&self) -> (u64, u64) {
+        (self.tables_live(), self.cd_table_bytes())
+    }
+}
+
 /// One live 8-dword entry (STE or CD) of the SMMU's, for the entry writer.
 struct LiveEntry<'a, H: Hal> {
     hw: &'a mut SmmuHw<H>,

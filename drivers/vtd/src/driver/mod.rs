@@ -687,6 +687,27 @@ impl<H: Hal> Drop for VtdHw<H> {
     }
 }
 
+/// Bring-up under the core: devices the core does not manage get a
+/// pass-through RID_PASID entry; released devices lose their context
+/// entry and PASID structures; shutdown turns translation off.
+impl<H: Hal> kernel::iommu::bringup::Bringup for VtdHw<H> {
+    fn pass_through(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        VtdHw::pass_through(self, dev)
+    }
+    fn enable(&mut self) -> Result<(), VtdError> {
+        VtdHw::enable(self)
+    }
+    fn release(&mut self, dev: DeviceId) -> Result<(), VtdError> {
+        self.release_device(dev)
+    }
+    fn shutdown(&mut self) -> Result<(), VtdError> {
+        self.disable()
+    }
+    fn held(&self) -> (u64, u64) {
+        (self.tables_live(), self.pasid_table_bytes())
+    }
+}
+
 impl<H: Hal> IommuHw for VtdHw<H> {
     type Error = VtdError;
 

@@ -16,10 +16,11 @@
 //! driver still holds.
 use crate::pcie;
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use kernel::iommu::domain::{DeviceId, Fault, Iommu, IommuError, IommuHw};
+use kernel::iommu::bringup::{self, Bringup};
+pub use kernel::iommu::bringup::{BringupError, Up};
+use kernel::iommu::domain::{DeviceId, Fault};
 
 #[cfg(target_arch = "aarch64")]
 pub mod smmu;
@@ -60,50 +61,13 @@ impl Default for Options {
     }
 }
 
-/// Why bring-up stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BringupError<E> {
-    /// The platform has no such unit, or the unit cannot run the options
-    /// asked for: nothing is wrong, there is just nothing to bring up.
-    Unavailable(String),
-    /// The firmware gives a function no id at the IOMMU.
-    NoDeviceId(pci::Bdf),
-    /// The firmware tables and the platform disagree.
-    Inconsistent(&'static str),
-    Driver(E),
-    Core(IommuError<E>),
-}
-
-impl<E: fmt::Display> fmt::Display for BringupError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BringupError::Unavailable(why) => f.write_str(why),
-            BringupError::NoDeviceId(bdf) => {
-                write!(f, "the firmware gives {bdf} no id at the IOMMU")
-            }
-            BringupError::Inconsistent(what) => f.write_str(what),
-            BringupError::Driver(e) => write!(f, "{e}"),
-            BringupError::Core(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// What bring-up needs of a driver beyond the core's interface.
-pub trait IommuDriver: IommuHw + Sized {
+/// What the image needs of a driver beyond bring-up itself: finding the
+/// unit, naming PCI functions, faults, and the firmware's facts.
+pub trait IommuDriver: Bringup + Sized {
     /// Takes over the platform's unit, translation still off.
     fn open(opts: Options) -> Result<Self, BringupError<Self::Error>>;
     /// The id the IOMMU knows a PCI function by (StreamID, source id).
     fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
-    /// Leaves a function the core does not manage untranslated.
-    fn pass_through(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
-    fn enable(&mut self) -> Result<(), Self::Error>;
-    /// A device back as the driver found it, its structures freed.
-    fn release(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
-    /// Translation off; driver-wide structures (stage 2) freed.
-    fn shutdown(&mut self) -> Result<(), Self::Error>;
-    /// Page-table pages and bytes of other translation structures (CD or
-    /// PASID tables) still held.
-    fn held(&self) -> (u64, u64);
     fn faults(&mut self) -> Vec<Fault>;
     /// After each DMA (VT-d reads its fault registers before the next
     /// fault overwrites or is merged into a pending one).
@@ -121,73 +85,36 @@ pub struct Managed<'a> {
     pub pasid_bits: u8,
 }
 
-/// An IOMMU up: the core over the driver, the devices it manages, and
-/// every other function left untranslated.
-pub struct Up<H: IommuDriver> {
-    pub iommu: Iommu<H>,
-    pub managed: Vec<DeviceId>,
-    pub untranslated: Vec<DeviceId>,
-}
-
-/// Brings the platform's IOMMU up with `managed` under the core.
+/// Brings the platform's IOMMU up with `managed` under the core and every
+/// other function the firmware gives an id left untranslated
+/// (`kernel::iommu::bringup` does the sequence).
 pub fn bring_up<H: IommuDriver>(
     opts: Options,
     managed: &[Managed<'_>],
 ) -> Result<Up<H>, BringupError<H::Error>> {
-    let mut ids = Vec::new();
+    let mut devices = Vec::new();
     for m in managed {
-        ids.push(H::device_id(m.segment, m.f).ok_or(BringupError::NoDeviceId(m.f.bdf))?);
+        let id = H::device_id(m.segment, m.f).ok_or(BringupError::NoDeviceId {
+            segment: m.segment,
+            rid: m.f.bdf.rid(),
+        })?;
+        devices.push(bringup::Managed {
+            id,
+            pasid_bits: m.pasid_bits,
+        });
     }
-    let mut untranslated = Vec::new();
-    for bus in pcie::buses() {
-        for f in &bus.functions {
-            match H::device_id(bus.segment, f) {
-                Some(s) if !ids.contains(&s) && !untranslated.contains(&s) => untranslated.push(s),
-                _ => {}
-            }
-        }
-    }
-    let mut hw = H::open(opts)?;
-    let ready = (|| {
-        for &s in &untranslated {
-            hw.pass_through(s)?;
-        }
-        hw.enable()
-    })();
-    if let Err(e) = ready {
-        let _ = hw.shutdown();
-        return Err(BringupError::Driver(e));
-    }
-    for (m, &id) in managed.iter().zip(&ids) {
-        hw.learn_device(m.segment, m.f, id);
-    }
-    let mut iommu = Iommu::new(hw, 1, (1 << 20) - 1).map_err(BringupError::Core)?;
-    for (m, &id) in managed.iter().zip(&ids) {
-        if let Err(e) = iommu.add_device(id, m.pasid_bits) {
-            let _ = iommu.hw.shutdown();
-            return Err(BringupError::Core(e));
-        }
-    }
-    Ok(Up {
-        iommu,
-        managed: ids,
-        untranslated,
+    let all: Vec<DeviceId> = pcie::buses()
+        .flat_map(|bus| {
+            bus.functions
+                .iter()
+                .filter_map(move |f| H::device_id(bus.segment, f))
+        })
+        .collect();
+    let hw = H::open(opts)?;
+    bringup::bring_up(hw, &devices, &all, |hw, i| {
+        let m = &managed[i];
+        hw.learn_device(m.segment, m.f, devices[i].id);
     })
-}
-
-impl<H: IommuDriver> Up<H> {
-    /// Every device back as the driver found it, translation off; returns
-    /// what the driver still holds (page-table pages, bytes of CD or PASID
-    /// tables): both zero when nothing leaked.
-    pub fn tear_down(&mut self) -> Result<(u64, u64), H::Error> {
-        let hw = &mut self.iommu.hw;
-        let mut result = Ok(());
-        for &d in self.managed.iter().chain(&self.untranslated) {
-            result = result.and(hw.release(d));
-        }
-        result = result.and(hw.shutdown());
-        result.map(|()| hw.held())
-    }
 }
 
 /// The boot flow's bring-up: the platform's IOMMU up with every function

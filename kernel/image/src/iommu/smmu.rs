@@ -8,7 +8,6 @@ use alloc::vec::Vec;
 use kernel::iommu::domain::{DeviceId, Fault};
 use smmuv3::driver::{SmmuError, SmmuHw, Translation};
 use smmuv3::idr::StreamTableLevels;
-use smmuv3::ste::Ste;
 
 /// The StreamID the IORT gives a PCI function.
 pub fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
@@ -46,23 +45,6 @@ impl IommuDriver for SmmuHw<KernelHal> {
     }
     fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId> {
         stream_id(segment, f)
-    }
-    fn pass_through(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
-        self.write_ste(dev, &Ste::bypass())
-    }
-    fn enable(&mut self) -> Result<(), SmmuError> {
-        SmmuHw::enable(self)
-    }
-    fn release(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
-        self.release_stream(dev)?;
-        self.write_ste(dev, &Ste::bypass())
-    }
-    fn shutdown(&mut self) -> Result<(), SmmuError> {
-        self.release_s2();
-        self.disable()
-    }
-    fn held(&self) -> (u64, u64) {
-        (self.tables_live(), self.cd_table_bytes())
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()

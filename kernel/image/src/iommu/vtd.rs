@@ -24,21 +24,6 @@ impl IommuDriver for VtdHw<KernelHal> {
         // the source id is the requester id.
         Some(u32::from(f.bdf.rid()))
     }
-    fn pass_through(&mut self, dev: DeviceId) -> Result<(), VtdError> {
-        VtdHw::pass_through(self, dev)
-    }
-    fn enable(&mut self) -> Result<(), VtdError> {
-        VtdHw::enable(self)
-    }
-    fn release(&mut self, dev: DeviceId) -> Result<(), VtdError> {
-        self.release_device(dev)
-    }
-    fn shutdown(&mut self) -> Result<(), VtdError> {
-        self.disable()
-    }
-    fn held(&self) -> (u64, u64) {
-        (self.tables_live(), self.pasid_table_bytes())
-    }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()
     }

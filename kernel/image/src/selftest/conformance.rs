@@ -108,6 +108,7 @@ pub(super) mod board {
     use alloc::vec::Vec;
     use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaTag, EngineError};
     use kernel::harness::{TestError, TestResult};
+    use kernel::iommu::bringup::Bringup;
     use kernel::iommu::conformance::Platform;
     use kernel::iommu::domain::{DeviceId, Fault, Iommu, IommuHw};
     use kernel::mm::PAGE_SIZE;
