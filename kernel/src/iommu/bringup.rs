@@ -169,11 +169,11 @@ mod tests {
         let state = ModelState::new(FORMAT, 20);
         let managed = [
             Managed {
-                id: 0,
+                id: DeviceId(0),
                 pasid_bits: 20,
             },
             Managed {
-                id: 1,
+                id: DeviceId(1),
                 pasid_bits: 4,
             },
         ];
@@ -181,36 +181,39 @@ mod tests {
         let mut up = bring_up(
             ModelIommu::new(state.clone()),
             &managed,
-            &[0, 7, 1, 8, 7],
+            &[0, 7, 1, 8, 7].map(DeviceId),
             |_, i| learned.push(i),
         )
         .unwrap();
         assert_eq!(learned, [0, 1]);
-        assert_eq!(up.managed, [0, 1]);
-        assert_eq!(up.untranslated, [7, 8]);
+        assert_eq!(up.managed, [DeviceId(0), DeviceId(1)]);
+        assert_eq!(up.untranslated, [DeviceId(7), DeviceId(8)]);
         let page = state.borrow_mut().alloc_pages(1, PAGE_SIZE);
-        let mut seven = ModelDma::new(state.clone(), 7, 0);
+        let mut seven = ModelDma::new(state.clone(), DeviceId(7), 0);
         assert_eq!(write(&mut seven, page, 1), DmaStatus::Success);
-        let mut zero = ModelDma::new(state.clone(), 0, 20);
+        let mut zero = ModelDma::new(state.clone(), DeviceId(0), 20);
         assert_eq!(
             write(&mut zero, page, 2),
             DmaStatus::WriteFault { addr: page }
         );
         let faults = core::mem::take(&mut state.borrow_mut().faults);
         assert_eq!(faults.len(), 1);
-        assert_eq!((faults[0].dev, faults[0].reason), (0, FaultReason::Blocked));
+        assert_eq!(
+            (faults[0].dev, faults[0].reason),
+            (DeviceId(0), FaultReason::Blocked)
+        );
 
         let iommu = &mut up.iommu;
         let d = iommu.domain_alloc(DomainKind::Unmanaged).unwrap();
         iommu
             .map(d, 0x1000_0000, page, PAGE_SIZE, Prot::RW)
             .unwrap();
-        iommu.attach_device(d, 0).unwrap();
+        iommu.attach_device(d, DeviceId(0)).unwrap();
         assert_eq!(write(&mut zero, 0x1000_0008, 3), DmaStatus::Success);
         let mut b = [0; 8];
         state.borrow().read(page + 8, &mut b).unwrap();
         assert_eq!(u64::from_le_bytes(b), 3);
-        iommu.detach_device(0).unwrap();
+        iommu.detach_device(DeviceId(0)).unwrap();
         iommu.domain_free(d).unwrap();
 
         assert_eq!(up.tear_down(), Ok((0, 0)));
@@ -224,7 +227,12 @@ mod tests {
     fn failures_leave_translation_off() {
         let state = ModelState::new(FORMAT, 20);
         state.borrow_mut().refuse_enable = true;
-        let r = bring_up(ModelIommu::new(state.clone()), &[], &[3], |_, _| {});
+        let r = bring_up(
+            ModelIommu::new(state.clone()),
+            &[],
+            &[DeviceId(3)],
+            |_, _| {},
+        );
         assert_eq!(
             r.err(),
             Some(BringupError::Driver(ModelError::EnableRefused))
@@ -233,7 +241,7 @@ mod tests {
 
         let state = ModelState::new(FORMAT, 20);
         let twice = Managed {
-            id: 4,
+            id: DeviceId(4),
             pasid_bits: 0,
         };
         let r = bring_up(
@@ -244,7 +252,7 @@ mod tests {
         );
         assert!(matches!(
             r.err(),
-            Some(BringupError::Core(IommuError::DeviceExists(4)))
+            Some(BringupError::Core(IommuError::DeviceExists(DeviceId(4))))
         ));
         assert!(!state.borrow().enabled());
     }

@@ -887,8 +887,8 @@ pub fn bad_requests_are_refused<P: Platform>(p: &mut P) -> TestResult {
         "unmap of what is not mapped"
     );
     ensure_eq!(
-        iommu.attach_device(d, 9999),
-        Err(IommuError::UnknownDevice(9999)),
+        iommu.attach_device(d, DeviceId(9999)),
+        Err(IommuError::UnknownDevice(DeviceId(9999))),
         "unknown device"
     );
     ensure_eq!(
@@ -1066,8 +1066,10 @@ pub mod host {
             let widths = [20u8, 20, 4];
             let mut engines = Vec::new();
             for (dev, &bits) in widths.iter().enumerate() {
-                iommu.add_device(dev as DeviceId, bits).expect("device");
-                engines.push(ModelDma::new(state.clone(), dev as DeviceId, bits));
+                iommu
+                    .add_device(DeviceId(dev as u32), bits)
+                    .expect("device");
+                engines.push(ModelDma::new(state.clone(), DeviceId(dev as u32), bits));
             }
             ModelPlatform {
                 state,
@@ -1083,10 +1085,10 @@ pub mod host {
             &mut self.iommu
         }
         fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>) {
-            (0, 1, Some(2))
+            (DeviceId(0), DeviceId(1), Some(DeviceId(2)))
         }
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
-            self.engines[dev as usize].run(&op, tag, 0)
+            self.engines[dev.0 as usize].run(&op, tag, 0)
         }
         fn dma_with_interrupt(
             &mut self,
@@ -1094,7 +1096,7 @@ pub mod host {
             op: DmaOp,
             tag: DmaTag,
         ) -> Result<(DmaResult, bool), EngineError> {
-            Ok(self.engines[dev as usize].run_with_interrupt(&op, tag))
+            Ok(self.engines[dev.0 as usize].run_with_interrupt(&op, tag))
         }
         fn alloc_pages(&mut self, count: u64, align: u64) -> Result<u64, TestError> {
             Ok(self.state.borrow_mut().alloc_pages(count, align))
@@ -1269,12 +1271,12 @@ mod tests {
         }
         let state = crate::iommu::model::ModelState::new(TableFormat::Arm(ArmLpae::S1), 20);
         let mut iommu = Iommu::new(Forgetful(ModelIommu::new(state.clone())), 1, 1000).unwrap();
-        iommu.add_device(0, 20).unwrap();
+        iommu.add_device(DeviceId(0), 20).unwrap();
         let d = iommu.domain_alloc(DomainKind::Unmanaged).unwrap();
-        iommu.attach_device(d, 0).unwrap();
+        iommu.attach_device(d, DeviceId(0)).unwrap();
         let page = state.borrow_mut().alloc_pages(1, PAGE_SIZE);
         iommu.map(d, IOVA, page, PAGE_SIZE, Prot::RW).unwrap();
-        let mut dma = crate::iommu::model::ModelDma::new(state.clone(), 0, 20);
+        let mut dma = crate::iommu::model::ModelDma::new(state.clone(), DeviceId(0), 20);
         use crate::dma::DmaEngine;
         let w = DmaOp::WriteImm {
             dst: IOVA,

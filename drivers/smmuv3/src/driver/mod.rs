@@ -882,12 +882,14 @@ impl<H: Hal> Drop for SmmuHw<H> {
 /// shutdown frees the stage-2 tables and turns translation off.
 impl<H: Hal> kernel::iommu::bringup::Bringup for SmmuHw<H> {
     fn pass_through(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
+        let dev = dev.0;
         self.write_ste(dev, &Ste::bypass())
     }
     fn enable(&mut self) -> Result<(), SmmuError> {
         SmmuHw::enable(self)
     }
     fn release(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
+        let dev = dev.0;
         self.release_stream(dev)?;
         self.write_ste(dev, &Ste::bypass())
     }
@@ -1299,7 +1301,7 @@ impl<H: Hal> SmmuHw<H> {
                 }
             };
             out.push(Fault {
-                dev: ev.sid,
+                dev: DeviceId(ev.sid),
                 pasid: ev.ssid,
                 iova: ev.addr,
                 write: !ev.read,
@@ -1351,6 +1353,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), SmmuError> {
+        let dev = dev.0;
         let primary = match (d.kind, d.root) {
             (DomainKind::Identity, _) => Primary::Identity,
             (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => Primary::Paging {
@@ -1378,6 +1381,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn enable_aux(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
+        let dev = dev.0;
         if self.pasid_bits() == 0 {
             return Err(SmmuError::NoSubstreams { sid: dev });
         }
@@ -1388,6 +1392,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn disable_aux(&mut self, dev: DeviceId) -> Result<(), SmmuError> {
+        let dev = dev.0;
         let Some(st) = self.streams.get_mut(&dev) else {
             return Ok(());
         };
@@ -1396,6 +1401,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), SmmuError> {
+        let dev = dev.0;
         let root = d.root.ok_or(SmmuError::NotPaging { pasid })?;
         if !self.streams.get(&dev).is_some_and(|s| s.aux) {
             return Err(SmmuError::AuxNotEnabled { sid: dev });
@@ -1412,6 +1418,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), SmmuError> {
+        let dev = dev.0;
         if !self
             .streams
             .get(&dev)

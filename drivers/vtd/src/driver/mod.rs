@@ -189,7 +189,7 @@ impl<H: Hal> Invalidate for Qi<'_, H> {
 
 /// The source id of a device id.
 fn sid_of(dev: DeviceId) -> Result<u16, VtdError> {
-    u16::try_from(dev).map_err(|_| VtdError::DeviceIdTooWide { dev })
+    u16::try_from(dev.0).map_err(|_| VtdError::DeviceIdTooWide { dev: dev.0 })
 }
 
 fn pass_through_entry() -> PasidEntry {
@@ -720,7 +720,7 @@ impl<H: Hal> IommuHw for VtdHw<H> {
     }
 
     fn direct_regions(&self, dev: DeviceId) -> Vec<(u64, u64)> {
-        u16::try_from(dev)
+        u16::try_from(dev.0)
             .ok()
             .and_then(|sid| self.rmrrs.get(&sid))
             .cloned()

@@ -16,7 +16,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use kernel::hal::fake::{FakeHal, MemEvent};
 use kernel::hal::{Coherency, HalError, HalTables};
-use kernel::iommu::domain::FaultReason;
+use kernel::iommu::domain::{DeviceId, FaultReason};
 use kernel::iommu::entry::check::{check, Step, Torn};
 use kernel::iommu::pgtable::TableMemory;
 
@@ -611,7 +611,11 @@ fn unmap_batches_invalidate_pages_or_everything() {
     );
     assert_eq!(page_chunks(0x1000, 0x3000, 1, 18), None);
 
-    let attached = [(1, None), (2, Some(5)), (1, Some(5))];
+    let attached = [
+        (DeviceId(1), None),
+        (DeviceId(2), Some(5)),
+        (DeviceId(1), Some(5)),
+    ];
     let ranges = [(0x4000_0000, 0x1000)];
     // First level: PASID-based, per PASID the domain is reached through.
     assert_eq!(
@@ -704,7 +708,7 @@ fn fault_records_become_the_cores_faults() {
     let f = to_fault(&record(0x06, Some(1), true), None).unwrap();
     assert_eq!(
         (f.dev, f.pasid, f.iova, f.write),
-        (0x10, Some(1), 0x4000_0000, false)
+        (DeviceId(0x10), Some(1), 0x4000_0000, false)
     );
 }
 

@@ -44,7 +44,7 @@ impl IommuDriver for SmmuHw<KernelHal> {
         Ok(hw)
     }
     fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId> {
-        stream_id(segment, f)
+        stream_id(segment, f).map(DeviceId)
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()

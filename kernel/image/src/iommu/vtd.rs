@@ -22,7 +22,7 @@ impl IommuDriver for VtdHw<KernelHal> {
     fn device_id(_segment: u16, f: &pci::Function) -> Option<DeviceId> {
         // The DMAR on q35 covers every function (INCLUDE_PCI_ALL):
         // the source id is the requester id.
-        Some(u32::from(f.bdf.rid()))
+        Some(DeviceId(u32::from(f.bdf.rid())))
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()
@@ -58,7 +58,7 @@ impl IommuDriver for VtdHw<KernelHal> {
             .map(|r| (r.base, r.limit + 1 - r.base))
             .collect();
         // Source ids are 16 bits (device_id above is the RID).
-        if let Ok(sid) = u16::try_from(id) {
+        if let Ok(sid) = u16::try_from(id.0) {
             self.set_rmrrs(sid, regions);
         }
     }

@@ -149,7 +149,7 @@ pub(super) mod board {
             self.devs
                 .iter_mut()
                 .find(|d| d.id == id)
-                .ok_or(EngineError::NoDevice { id })
+                .ok_or(EngineError::NoDevice { id: id.0 })
         }
 
         fn buffer_of(&self, pa: u64, len: usize) -> Option<(&DmaBuffer, usize)> {

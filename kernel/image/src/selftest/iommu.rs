@@ -223,7 +223,7 @@ pub(super) mod stage1 {
             let events = iommu.hw.drain_events();
             ensure!(
                 events.iter().any(|ev| ev.kind == EventKind::Translation
-                    && ev.sid == sid
+                    && ev.sid == sid.0
                     && ev.addr == hole
                     && !ev.read),
                 "no F_TRANSLATION for stream {sid:#x} at {hole:#x} (write): {events:?}"
@@ -249,13 +249,17 @@ pub(super) mod stage1 {
             let events = iommu.hw.drain_events();
             ensure!(
                 events.iter().any(|ev| ev.kind == EventKind::Translation
-                    && ev.sid == sid
+                    && ev.sid == sid.0
                     && ev.addr == IOVA),
                 "no F_TRANSLATION after the unmap: {events:?}"
             );
             // An illegal command (opcode 0xff) between two good ones: it
             // is reported and skipped, and the ones after it complete.
-            let good = smmuv3::cmd::Command::CfgiSte { sid, leaf: true }.encode();
+            let good = smmuv3::cmd::Command::CfgiSte {
+                sid: sid.0,
+                leaf: true,
+            }
+            .encode();
             let sync = smmuv3::cmd::Command::Sync { msi: None }.encode();
             let rejected = iommu
                 .hw

@@ -143,7 +143,7 @@ mod on_board {
                 p,
                 "unmapped, tagged",
                 EventKind::Translation,
-                x,
+                x.0,
                 Some(pd),
                 Some(hole),
                 Some(false),
@@ -155,7 +155,7 @@ mod on_board {
                 p,
                 "write to read-only",
                 EventKind::Permission,
-                x,
+                x.0,
                 Some(pd),
                 Some(IOVA),
                 Some(false),
@@ -168,7 +168,7 @@ mod on_board {
                 p,
                 "output beyond OAS",
                 EventKind::AddressSize,
-                x,
+                x.0,
                 Some(pd),
                 Some(big),
                 Some(true),
@@ -178,7 +178,7 @@ mod on_board {
             let slot = p
                 .iommu()
                 .hw
-                .cd_address(x, pe)
+                .cd_address(x.0, pe)
                 .ok_or_else(|| TestError::fail("no CD for the aux domain"))?;
             let tag = p.iommu().domain_ref(e).map_err(core)?.tag as u16;
             p.iommu()
@@ -188,7 +188,7 @@ mod on_board {
                     &[UNBACKED],
                     &[
                         Command::CfgiCd {
-                            sid: x,
+                            sid: x.0,
                             ssid: pe,
                             leaf: true,
                         },
@@ -202,7 +202,7 @@ mod on_board {
                 p,
                 "table walk abort",
                 EventKind::WalkExternalAbort,
-                x,
+                x.0,
                 Some(pe),
                 Some(IOVA),
                 Some(true),
@@ -217,7 +217,7 @@ mod on_board {
                 p,
                 "invalid CD",
                 EventKind::BadCd,
-                x,
+                x.0,
                 Some(unused),
                 None,
                 None,
@@ -233,7 +233,7 @@ mod on_board {
                 p,
                 "substream beyond S1CDMax",
                 EventKind::BadSubstreamId,
-                x,
+                x.0,
                 Some(beyond),
                 None,
                 None,
@@ -243,7 +243,7 @@ mod on_board {
             let leaf0 = p
                 .iommu()
                 .hw
-                .cd_address(x, 0)
+                .cd_address(x.0, 0)
                 .ok_or_else(|| TestError::fail("no CD table"))?;
             let cases = [
                 (
@@ -283,12 +283,12 @@ mod on_board {
             for (what, table, kind, addr) in cases {
                 p.iommu()
                     .hw
-                    .write_ste(x, &Ste::stage1(&table))
+                    .write_ste(x.0, &Ste::stage1(&table))
                     .map_err(hw)?;
                 let r = write_u64(p, x, IOVA, 1, DmaTag::Untagged)?;
                 ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "{what}");
-                expect_event(p, what, kind, x, None, addr, None)?;
-                p.iommu().hw.restore_ste(x).map_err(hw)?;
+                expect_event(p, what, kind, x.0, None, addr, None)?;
+                p.iommu().hw.restore_ste(x.0).map_err(hw)?;
             }
             Ok(())
         })();
@@ -312,7 +312,7 @@ mod on_board {
         let slot = |p: &mut SmmuPlatform, l: &LiveChange| {
             p.iommu()
                 .hw
-                .cd_address(l.dev, l.pasid)
+                .cd_address(l.dev.0, l.pasid)
                 .ok_or_else(|| TestError::fail("no CD slot"))
         };
         live_change_needs_invalidation(
@@ -331,7 +331,7 @@ mod on_board {
             },
             |p, l| {
                 let cfgi = Command::CfgiCd {
-                    sid: l.dev,
+                    sid: l.dev.0,
                     ssid: l.pasid,
                     leaf: true,
                 };
@@ -383,7 +383,7 @@ mod on_board {
                 p,
                 "after the overflow",
                 EventKind::Translation,
-                x,
+                x.0,
                 None,
                 Some(IOVA),
                 Some(false),
@@ -455,7 +455,10 @@ mod on_board {
             for i in 1..=3 {
                 p.iommu()
                     .hw
-                    .commands(&[Command::CfgiSte { sid: x, leaf: true }])
+                    .commands(&[Command::CfgiSte {
+                        sid: x.0,
+                        leaf: true,
+                    }])
                     .map_err(hw)?;
                 let (_, _, s) = wait_counts(p, |c| c.2 >= s0 + i);
                 ensure_eq!(s - s0, i, "completion interrupts after {i} batch(es)");
@@ -482,7 +485,10 @@ mod on_board {
         // Polling again: batches complete without the interrupt.
         p.iommu()
             .hw
-            .commands(&[Command::CfgiSte { sid: x, leaf: true }])
+            .commands(&[Command::CfgiSte {
+                sid: x.0,
+                leaf: true,
+            }])
             .map_err(hw)?;
         ensure_eq!(p.iommu().hw.interrupt_counts(), None, "interrupts off");
         Ok(())
@@ -502,7 +508,7 @@ mod on_board {
             .max()
             .unwrap_or(x);
         ensure!(
-            high >= 0x8000,
+            high.0 >= 0x8000,
             "no device with a StreamID past 0x8000 (highest {high:#x}): the board's bus-reserve is gone?"
         );
         let page = p.alloc_pages(1, PAGE_SIZE)?;
@@ -524,7 +530,7 @@ mod on_board {
             ensure_eq!(read_u64(p, page), 0x5151, "the page");
             log::info!(
                 "SMMU two-level stream table: StreamID {high:#x} at level-1 index {}; {} bytes of stream table",
-                high >> 8,
+                high.0 >> 8,
                 p.iommu().hw.stream_table_bytes()
             );
             Ok(())

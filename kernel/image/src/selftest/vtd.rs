@@ -44,7 +44,7 @@ mod on_board {
         let records = p.iommu().hw.take_records();
         let ok = records.len() == 1 && {
             let r = &records[0];
-            u32::from(r.source_id) == sid
+            u32::from(r.source_id) == sid.0
                 && r.pasid == pasid
                 && r.addr == addr & !(PAGE_SIZE - 1)
                 && r.read == read
@@ -266,7 +266,7 @@ mod on_board {
                 let at = p
                     .iommu()
                     .hw
-                    .pasid_entry_address(l.dev as u16, l.pasid)
+                    .pasid_entry_address(l.dev.0 as u16, l.pasid)
                     .ok_or_else(|| TestError::fail("no PASID entry"))?;
                 p.iommu().hw.poke(at, &entry).map_err(fail)
             };
@@ -312,7 +312,7 @@ mod on_board {
     /// and a second PASID table appears; DMA under that PASID lands.
     pub fn vtd_pasid_near_the_top(p: &mut VtdPlatform) -> TestResult {
         let (x, _, _) = p.devices();
-        let sid = x as u16;
+        let sid = x.0 as u16;
         let page = p.alloc_pages(1, PAGE_SIZE)?;
         let d = p
             .iommu()
