@@ -38,7 +38,10 @@ pub enum DmaTag {
     /// Requester id only: the device's primary domain.
     Untagged,
     /// Requester id and PASID: an aux domain.
-    Pasid { pasid: u32, privileged: bool },
+    Pasid {
+        pasid: crate::iommu::pasid::Pasid,
+        privileged: bool,
+    },
 }
 
 /// How an operation ended.

@@ -247,6 +247,7 @@ mod tests {
     use kernel::dma::DmaStatus;
     use kernel::hal::fake::{FakeHal, MemEvent};
     use kernel::hal::HalError;
+    use kernel::iommu::pasid::Pasid;
 
     const BAR_BYTES: usize = core::mem::size_of::<PasidDmaRegs>();
     const BOUND_NS: u64 = 1_000_000;
@@ -369,7 +370,7 @@ mod tests {
         let bar = FakeBar::new();
         let hal = FakeHal::new();
         let mode = QueueMode::Dedicated(DmaTag::Pasid {
-            pasid: 5,
+            pasid: Pasid(5),
             privileged: true,
         });
         let e = PasidDmaEngine::new(hal.clone(), bar.dev(), 2, mode, None).unwrap();
@@ -408,7 +409,7 @@ mod tests {
         hal.poke(page + 24, 0xdead).unwrap();
         hal.take_log();
         let tag = DmaTag::Pasid {
-            pasid: 9,
+            pasid: Pasid(9),
             privileged: false,
         };
         assert_eq!(e.submit(&fill(), tag), Ok(Ticket(0)));

@@ -193,7 +193,7 @@ impl Descriptor {
             if privileged {
                 flags |= OP_FLAG_PRIV;
             }
-            pasid = p;
+            pasid = p.0;
         }
         let vector = match self.interrupt {
             Some(v) => {
@@ -461,7 +461,7 @@ impl PasidDma {
             QueueMode::Shared => wq.cfg.write(WQ_CFG::ENABLE::SET + WQ_CFG::SHARED::SET),
             QueueMode::Dedicated(DmaTag::Untagged) => wq.cfg.write(WQ_CFG::ENABLE::SET),
             QueueMode::Dedicated(DmaTag::Pasid { pasid, privileged }) => {
-                wq.pasid.set(pasid);
+                wq.pasid.set(pasid.0);
                 wq.cfg.write(
                     WQ_CFG::ENABLE::SET
                         + WQ_CFG::PASID_EN::SET
@@ -537,6 +537,7 @@ impl PasidDma {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernel::iommu::pasid::Pasid;
 
     #[test]
     fn layout() {
@@ -556,7 +557,7 @@ mod tests {
             }
             .into(),
             tag: DmaTag::Pasid {
-                pasid: 0xabcde,
+                pasid: Pasid(0xabcde),
                 privileged: true,
             },
             completion: Some(0x3000),
@@ -649,7 +650,7 @@ mod tests {
         let t = Descriptor {
             work: Work::Nop,
             tag: DmaTag::Pasid {
-                pasid: 3,
+                pasid: Pasid(3),
                 privileged: false,
             },
             completion: None,

@@ -9,7 +9,7 @@
 //! platform as it found it: devices back in the blocked domain, AUX
 //! disabled, domains and pages freed.
 use super::domain::{
-    DeviceId, DomainId, DomainKind, Fault, FaultReason, Feature, Iommu, IommuError, IommuHw,
+    DeviceId, DomainId, DomainKind, Fault, FaultReason, Feature, Iommu, IommuError, IommuHw, Pasid,
 };
 use super::pgtable::{Prot, PAGE_SIZE};
 use crate::dma::{DmaOp, DmaResult, DmaStatus, DmaTag, EngineError};
@@ -141,7 +141,7 @@ fn ok(bytes: u64) -> DmaResult {
 }
 
 /// A PASID-tagged, unprivileged request.
-pub fn tagged(pasid: u32) -> DmaTag {
+pub fn tagged(pasid: Pasid) -> DmaTag {
     DmaTag::Pasid {
         pasid,
         privileged: false,
@@ -152,7 +152,7 @@ pub fn tagged(pasid: u32) -> DmaTag {
 fn expect_fault<P: Platform>(
     p: &mut P,
     dev: DeviceId,
-    pasid: Option<u32>,
+    pasid: Option<Pasid>,
     iova: u64,
     write: bool,
 ) -> TestResult {
@@ -297,7 +297,7 @@ pub fn aux_domains_are_kept_apart<P: Platform>(p: &mut P) -> TestResult {
         "PASIDs of the aux domains: {pasids:?}"
     );
     ensure!(
-        !pasids.contains(&0),
+        !pasids.contains(&Pasid(0)),
         "PASID 0 belongs to the primary domain"
     );
     for (k, &pasid) in pasids.iter().enumerate() {
@@ -484,7 +484,7 @@ pub fn narrow_device_refuses_wide_pasid<P: Platform>(p: &mut P) -> TestResult {
         let d = paging(p)?;
         held.push(d);
         let pasid = p.iommu().aux_attach_device(d, x).map_err(core_err)?;
-        if pasid >= 16 {
+        if pasid.0 >= 16 {
             break (d, pasid);
         }
         ensure!(held.len() < 64, "no PASID of 16 or more after 64 domains");
@@ -598,7 +598,7 @@ struct Setup {
     primary: DomainId,
     aux: Vec<DomainId>,
     pages: u64,
-    pasids: Vec<u32>,
+    pasids: Vec<Pasid>,
 }
 
 fn primary_and_aux<P: Platform>(p: &mut P, dev: DeviceId, n: usize) -> Result<Setup, TestError> {
@@ -681,7 +681,7 @@ pub fn pasid_at_the_top_of_the_range<P: Platform>(p: &mut P) -> TestResult {
             .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
             .map_err(core_err)?;
         let pasid = p.iommu().aux_attach_device(d, x).map_err(core_err)?;
-        ensure_eq!(pasid, 0xfff00, "the first PASID of the range");
+        ensure_eq!(pasid, Pasid(0xfff00), "the first PASID of the range");
         ensure_eq!(
             write_u64(p, x, IOVA, 0xf00, tagged(pasid))?,
             ok(8),
@@ -1247,7 +1247,7 @@ mod tests {
             fn set_pasid(
                 &mut self,
                 dev: DeviceId,
-                pasid: u32,
+                pasid: Pasid,
                 d: &DomainRef,
             ) -> Result<(), HwError> {
                 self.0.set_pasid(dev, pasid, d)
@@ -1255,7 +1255,7 @@ mod tests {
             fn clear_pasid(
                 &mut self,
                 dev: DeviceId,
-                pasid: u32,
+                pasid: Pasid,
                 d: &DomainRef,
             ) -> Result<(), HwError> {
                 self.0.clear_pasid(dev, pasid, d)

@@ -3,6 +3,7 @@
 //! core decides; the hardware driver ([`IommuHw`]) programs what it is
 //! told and invalidates when asked.
 use super::iova::IovaAllocator;
+pub use super::pasid::Pasid;
 use super::pasid::{PasidAllocator, PasidError};
 use super::pgtable::arm::ArmLpae;
 use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
@@ -140,7 +141,7 @@ pub struct DomainRef {
 
 /// Where a domain is attached: the device, and the PASID for an aux
 /// attachment (none for primary).
-pub type Attachment = (DeviceId, Option<u32>);
+pub type Attachment = (DeviceId, Option<Pasid>);
 
 /// Why the IOMMU refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +161,7 @@ pub enum FaultReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     pub dev: DeviceId,
-    pub pasid: Option<u32>,
+    pub pasid: Option<Pasid>,
     pub iova: u64,
     pub write: bool,
     pub reason: FaultReason,
@@ -185,9 +186,14 @@ pub trait IommuHw {
     /// Allocates `dev`'s PASID structures and enables its PASID capability.
     fn enable_aux(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
     fn disable_aux(&mut self, dev: DeviceId) -> Result<(), Self::Error>;
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), Self::Error>;
+    fn set_pasid(&mut self, dev: DeviceId, pasid: Pasid, d: &DomainRef) -> Result<(), Self::Error>;
     /// Removes the PASID's translation and every cached copy of it.
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), Self::Error>;
+    fn clear_pasid(
+        &mut self,
+        dev: DeviceId,
+        pasid: Pasid,
+        d: &DomainRef,
+    ) -> Result<(), Self::Error>;
     /// Where the device's MSIs are written, if they go through DMA
     /// translation (the GIC ITS doorbell on Arm): the core maps that page,
     /// at the same address, in every primary paging domain so MSIs keep
@@ -241,7 +247,7 @@ pub enum IommuError<E> {
     },
     /// The domain's PASID does not fit the device's or the IOMMU's width.
     PasidTooWide {
-        pasid: u32,
+        pasid: Pasid,
         device_bits: u8,
         iommu_bits: u8,
     },
@@ -335,7 +341,7 @@ struct Domain {
     kind: DomainKind,
     table: Option<PageTable<TableFormat>>,
     tag: u32,
-    pasid: Option<u32>,
+    pasid: Option<Pasid>,
     primary_of: Vec<DeviceId>,
     aux_of: Vec<DeviceId>,
     iova: Option<IovaAllocator>,
@@ -837,7 +843,7 @@ impl<H: IommuHw> Iommu<H> {
         &mut self,
         id: DomainId,
         dev: DeviceId,
-    ) -> Result<u32, IommuError<H::Error>> {
+    ) -> Result<Pasid, IommuError<H::Error>> {
         let device = self.device(dev)?;
         if !device.aux_enabled {
             return Err(IommuError::AuxDisabled(dev));
@@ -855,10 +861,10 @@ impl<H: IommuHw> Iommu<H> {
         }
         let (pasid, fresh) = match d.pasid {
             Some(p) => (p, false),
-            None => (self.pasids.alloc()?, true),
+            None => (Pasid(self.pasids.alloc()?), true),
         };
         let iommu_bits = self.hw.pasid_bits();
-        let fits = |bits: u8| bits >= 32 || u64::from(pasid) < 1u64 << bits;
+        let fits = |bits: u8| bits >= 32 || u64::from(pasid.0) < 1u64 << bits;
         let result = if !fits(device_bits) || !fits(iommu_bits) {
             Err(IommuError::PasidTooWide {
                 pasid,
@@ -871,7 +877,7 @@ impl<H: IommuHw> Iommu<H> {
         };
         if let Err(e) = result {
             if fresh {
-                let _ = self.pasids.free(pasid);
+                let _ = self.pasids.free(pasid.0);
             }
             return Err(e);
         }
@@ -889,7 +895,7 @@ impl<H: IommuHw> Iommu<H> {
         &self,
         id: DomainId,
         dev: DeviceId,
-    ) -> Result<Option<u32>, IommuError<H::Error>> {
+    ) -> Result<Option<Pasid>, IommuError<H::Error>> {
         self.device(dev)?;
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         Ok(if d.aux_of.contains(&dev) {
@@ -928,7 +934,7 @@ impl<H: IommuHw> Iommu<H> {
             if let Some(d) = self.domains.get_mut(&id) {
                 d.pasid = None;
             }
-            self.pasids.free(pasid)?;
+            self.pasids.free(pasid.0)?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! to invalidate. A core that forgot an invalidation therefore sees stale
 //! translations here, as it would on an SMMU or VT-d unit.
 use super::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
 use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};
 use crate::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
@@ -31,7 +31,7 @@ pub struct ModelState {
     format: TableFormat,
     pasid_bits: u8,
     primary: BTreeMap<DeviceId, Context>,
-    pasids: BTreeMap<(DeviceId, u32), Context>,
+    pasids: BTreeMap<(DeviceId, Pasid), Context>,
     aux_enabled: BTreeSet<DeviceId>,
     tlb: BTreeMap<(u32, u64), (u64, Prot)>,
     next_tag: u32,
@@ -152,7 +152,7 @@ impl ModelState {
     pub fn translate(
         &mut self,
         dev: DeviceId,
-        pasid: Option<u32>,
+        pasid: Option<Pasid>,
         iova: u64,
         write: bool,
     ) -> Result<u64, Fault> {
@@ -189,7 +189,7 @@ impl ModelState {
     fn fault(
         &mut self,
         dev: DeviceId,
-        pasid: Option<u32>,
+        pasid: Option<Pasid>,
         iova: u64,
         write: bool,
         reason: FaultReason,
@@ -333,7 +333,7 @@ impl IommuHw for ModelIommu {
         Ok(())
     }
 
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), ModelError> {
+    fn set_pasid(&mut self, dev: DeviceId, pasid: Pasid, d: &DomainRef) -> Result<(), ModelError> {
         let mut s = self.state.borrow_mut();
         if !s.aux_enabled.contains(&dev) {
             return Err(ModelError::NoPasidTable(dev));
@@ -342,7 +342,12 @@ impl IommuHw for ModelIommu {
         Ok(())
     }
 
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, _d: &DomainRef) -> Result<(), ModelError> {
+    fn clear_pasid(
+        &mut self,
+        dev: DeviceId,
+        pasid: Pasid,
+        _d: &DomainRef,
+    ) -> Result<(), ModelError> {
         self.state.borrow_mut().pasids.remove(&(dev, pasid));
         Ok(())
     }
@@ -424,7 +429,7 @@ impl ModelDma {
         let pasid = match tag {
             DmaTag::Untagged => None,
             DmaTag::Pasid { pasid, .. } => {
-                if self.pasid_bits == 0 || u64::from(pasid) >= 1u64 << self.pasid_bits {
+                if self.pasid_bits == 0 || u64::from(pasid.0) >= 1u64 << self.pasid_bits {
                     return DmaResult {
                         status: DmaStatus::Invalid,
                         bytes: 0,

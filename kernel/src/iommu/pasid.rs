@@ -13,6 +13,30 @@ use core::fmt;
 /// Largest PASID the PCIe PASID capability can carry.
 pub const PASID_MAX: u32 = (1 << 20) - 1;
 
+/// A Process Address Space ID: the tag a request carries beside its
+/// device id (an SMMUv3 SubstreamID, a VT-d PASID). 0 is the primary
+/// (RID_PASID / SSID 0); aux domains get theirs from the allocator.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pasid(pub u32);
+
+impl core::fmt::Debug for Pasid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Pasid({:#x})", self.0)
+    }
+}
+
+impl core::fmt::Display for Pasid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl core::fmt::LowerHex for Pasid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasidError {
     /// `[min, max]` is empty, includes 0, or goes past 2^20 - 1.

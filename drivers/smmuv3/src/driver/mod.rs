@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
 use kernel::iommu::entry::{write_entry, EntryFormat, EntryTarget};
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
@@ -1302,7 +1302,7 @@ impl<H: Hal> SmmuHw<H> {
             };
             out.push(Fault {
                 dev: DeviceId(ev.sid),
-                pasid: ev.ssid,
+                pasid: ev.ssid.map(Pasid),
                 iova: ev.addr,
                 write: !ev.read,
                 reason,
@@ -1400,8 +1400,8 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         self.shrink(dev)
     }
 
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), SmmuError> {
-        let dev = dev.0;
+    fn set_pasid(&mut self, dev: DeviceId, pasid: Pasid, d: &DomainRef) -> Result<(), SmmuError> {
+        let (dev, pasid) = (dev.0, pasid.0);
         let root = d.root.ok_or(SmmuError::NotPaging { pasid })?;
         if !self.streams.get(&dev).is_some_and(|s| s.aux) {
             return Err(SmmuError::AuxNotEnabled { sid: dev });
@@ -1417,8 +1417,8 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         Ok(())
     }
 
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), SmmuError> {
-        let dev = dev.0;
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: Pasid, d: &DomainRef) -> Result<(), SmmuError> {
+        let (dev, pasid) = (dev.0, pasid.0);
         if !self
             .streams
             .get(&dev)

@@ -2,7 +2,7 @@
 //! recording registers is the driver's (MMIO); this is the logic after.
 use super::tables::Primary;
 use crate::fault::FaultRecord;
-use kernel::iommu::domain::{DeviceId, Fault, FaultReason};
+use kernel::iommu::domain::{DeviceId, Fault, FaultReason, Pasid};
 
 /// A record as read from its register. Requests without PASID are
 /// processed as RID_PASID 0, and units may record them with PASID 0
@@ -41,7 +41,7 @@ pub fn to_fault(r: &FaultRecord, primary: Option<Primary>) -> Option<Fault> {
     };
     Some(Fault {
         dev: DeviceId(u32::from(r.source_id)),
-        pasid: r.pasid,
+        pasid: r.pasid.map(Pasid),
         iova: r.addr,
         write: !r.read,
         reason,

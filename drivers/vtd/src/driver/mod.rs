@@ -46,7 +46,7 @@ use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
 use kernel::hal::{Coherency, Hal, HalTables};
 use kernel::iommu::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, TableFormat,
+    Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
 };
 use kernel::iommu::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use kernel::iommu::pgtable::{Gather, TableMemory};
@@ -751,12 +751,12 @@ impl<H: Hal> IommuHw for VtdHw<H> {
         Ok(())
     }
 
-    fn set_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), VtdError> {
-        self.attach_pasid(dev, pasid, d)
+    fn set_pasid(&mut self, dev: DeviceId, pasid: Pasid, d: &DomainRef) -> Result<(), VtdError> {
+        self.attach_pasid(dev, pasid.0, d)
     }
 
-    fn clear_pasid(&mut self, dev: DeviceId, pasid: u32, _d: &DomainRef) -> Result<(), VtdError> {
-        self.detach_pasid(dev, pasid)
+    fn clear_pasid(&mut self, dev: DeviceId, pasid: Pasid, _d: &DomainRef) -> Result<(), VtdError> {
+        self.detach_pasid(dev, pasid.0)
     }
 
     fn invalidate(

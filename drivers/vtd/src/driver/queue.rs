@@ -198,7 +198,7 @@ pub fn unmap_descriptors(
         }
         return descs;
     }
-    let mut pasids: Vec<u32> = attached.iter().map(|a| a.1.unwrap_or(0)).collect();
+    let mut pasids: Vec<u32> = attached.iter().map(|a| a.1.map_or(0, |p| p.0)).collect();
     pasids.sort_unstable();
     pasids.dedup();
     for pasid in pasids {

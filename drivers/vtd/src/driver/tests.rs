@@ -16,7 +16,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use kernel::hal::fake::{FakeHal, MemEvent};
 use kernel::hal::{Coherency, HalError, HalTables};
-use kernel::iommu::domain::{DeviceId, FaultReason};
+use kernel::iommu::domain::{DeviceId, FaultReason, Pasid};
 use kernel::iommu::entry::check::{check, Step, Torn};
 use kernel::iommu::pgtable::TableMemory;
 
@@ -613,8 +613,8 @@ fn unmap_batches_invalidate_pages_or_everything() {
 
     let attached = [
         (DeviceId(1), None),
-        (DeviceId(2), Some(5)),
-        (DeviceId(1), Some(5)),
+        (DeviceId(2), Some(Pasid(5))),
+        (DeviceId(1), Some(Pasid(5))),
     ];
     let ranges = [(0x4000_0000, 0x1000)];
     // First level: PASID-based, per PASID the domain is reached through.
@@ -708,7 +708,7 @@ fn fault_records_become_the_cores_faults() {
     let f = to_fault(&record(0x06, Some(1), true), None).unwrap();
     assert_eq!(
         (f.dev, f.pasid, f.iova, f.write),
-        (DeviceId(0x10), Some(1), 0x4000_0000, false)
+        (DeviceId(0x10), Some(Pasid(1)), 0x4000_0000, false)
     );
 }
 

@@ -384,7 +384,7 @@ pub(super) mod board {
     /// The two domains and the PASID of a live-change test.
     pub struct LiveChange {
         pub dev: DeviceId,
-        pub pasid: u32,
+        pub pasid: kernel::iommu::domain::Pasid,
         /// (What the SMMU test restores needs no A: detaching does it.)
         #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
         pub a: kernel::iommu::domain::DomainRef,

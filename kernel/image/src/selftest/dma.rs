@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag};
 use kernel::harness::{TestError, TestResult};
+use kernel::iommu::pasid::Pasid;
 use kernel::mm::PAGE_SIZE;
 use kernel::{cmdline, ensure, ensure_eq};
 use pasid_dma::PasidDma;
@@ -484,7 +485,7 @@ pub fn inject_error_statuses() -> TestResult {
             "a PASID-tagged copy before PASID is enabled",
             Descriptor {
                 tag: DmaTag::Pasid {
-                    pasid: 1,
+                    pasid: Pasid(1),
                     privileged: false,
                 },
                 ..raw(DmaOp::Copy {
@@ -781,7 +782,11 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
             _ => None,
         };
         let pasid = (1u32 << width.min(platform_bits.unwrap_or(0))) - 1;
-        let tagged = |pasid, privileged| DmaTag::Pasid { pasid, privileged };
+        // The raw PASID values the device sends (tests of its width).
+        let tagged = |pasid: u32, privileged| DmaTag::Pasid {
+            pasid: Pasid(pasid),
+            privileged,
+        };
         buf.write_volatile(0, &[0; 16]);
         let r = run(
             &mut e,

@@ -45,7 +45,7 @@ mod on_board {
     use kernel::dma::{DmaOp, DmaResult, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::conformance::{core_err as core, read_u64, tagged, write_u64, Platform};
-    use kernel::iommu::domain::{DeviceId, DomainKind, Feature};
+    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, Pasid};
     use kernel::iommu::pgtable::arm::MAIR;
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
     use kernel::{ensure, ensure_eq};
@@ -144,7 +144,7 @@ mod on_board {
                 "unmapped, tagged",
                 EventKind::Translation,
                 x.0,
-                Some(pd),
+                Some(pd.0),
                 Some(hole),
                 Some(false),
             )?;
@@ -156,7 +156,7 @@ mod on_board {
                 "write to read-only",
                 EventKind::Permission,
                 x.0,
-                Some(pd),
+                Some(pd.0),
                 Some(IOVA),
                 Some(false),
             )?;
@@ -169,7 +169,7 @@ mod on_board {
                 "output beyond OAS",
                 EventKind::AddressSize,
                 x.0,
-                Some(pd),
+                Some(pd.0),
                 Some(big),
                 Some(true),
             )?;
@@ -178,7 +178,7 @@ mod on_board {
             let slot = p
                 .iommu()
                 .hw
-                .cd_address(x.0, pe)
+                .cd_address(x.0, pe.0)
                 .ok_or_else(|| TestError::fail("no CD for the aux domain"))?;
             let tag = p.iommu().domain_ref(e).map_err(core)?.tag as u16;
             p.iommu()
@@ -189,7 +189,7 @@ mod on_board {
                     &[
                         Command::CfgiCd {
                             sid: x.0,
-                            ssid: pe,
+                            ssid: pe.0,
                             leaf: true,
                         },
                         Command::TlbiNhAsid { asid: tag, vmid: 0 },
@@ -203,14 +203,14 @@ mod on_board {
                 "table walk abort",
                 EventKind::WalkExternalAbort,
                 x.0,
-                Some(pe),
+                Some(pe.0),
                 Some(IOVA),
                 Some(true),
             )?;
             ensure_eq!(ev.class, 1, "F_WALK_EABT class (translation table)");
 
             // A free CD slot inside the table, and a substream beyond it.
-            let unused = pe + 1;
+            let unused = Pasid(pe.0 + 1);
             let r = write_u64(p, x, IOVA, 1, tagged(unused))?;
             ensure_eq!(r.status, DmaStatus::WriteFault { addr: IOVA }, "bad CD");
             expect_event(
@@ -218,11 +218,11 @@ mod on_board {
                 "invalid CD",
                 EventKind::BadCd,
                 x.0,
-                Some(unused),
+                Some(unused.0),
                 None,
                 None,
             )?;
-            let beyond = 1 << 6;
+            let beyond = Pasid(1 << 6);
             let r = write_u64(p, x, IOVA, 1, tagged(beyond))?;
             ensure_eq!(
                 r.status,
@@ -234,7 +234,7 @@ mod on_board {
                 "substream beyond S1CDMax",
                 EventKind::BadSubstreamId,
                 x.0,
-                Some(beyond),
+                Some(beyond.0),
                 None,
                 None,
             )?;
@@ -312,7 +312,7 @@ mod on_board {
         let slot = |p: &mut SmmuPlatform, l: &LiveChange| {
             p.iommu()
                 .hw
-                .cd_address(l.dev.0, l.pasid)
+                .cd_address(l.dev.0, l.pasid.0)
                 .ok_or_else(|| TestError::fail("no CD slot"))
         };
         live_change_needs_invalidation(
@@ -332,7 +332,7 @@ mod on_board {
             |p, l| {
                 let cfgi = Command::CfgiCd {
                     sid: l.dev.0,
-                    ssid: l.pasid,
+                    ssid: l.pasid.0,
                     leaf: true,
                 };
                 let at = slot(p, l)?;

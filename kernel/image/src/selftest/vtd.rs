@@ -23,7 +23,7 @@ mod on_board {
     use kernel::dma::{DmaOp, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::conformance::{core_err as core, read_u64, tagged, write_u64, Platform};
-    use kernel::iommu::domain::{DeviceId, DomainKind, Feature};
+    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, Pasid};
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
     use kernel::{ensure, ensure_eq};
     use vtd::fault::FaultRecord;
@@ -90,7 +90,7 @@ mod on_board {
                 p,
                 "unmapped, tagged",
                 x,
-                Some(pasid),
+                Some(pasid.0),
                 hole,
                 false,
                 &[0x71, 0x05],
@@ -101,7 +101,7 @@ mod on_board {
                 p,
                 "write to read-only",
                 x,
-                Some(pasid),
+                Some(pasid.0),
                 IOVA,
                 false,
                 &[0x85, 0x05],
@@ -126,12 +126,12 @@ mod on_board {
                 p,
                 "read of unmapped",
                 x,
-                Some(pasid),
+                Some(pasid.0),
                 hole,
                 true,
                 &[0x71, 0x06],
             )?;
-            let stranger = pasid + 1;
+            let stranger = Pasid(pasid.0 + 1);
             let r = write_u64(p, x, IOVA, 1, tagged(stranger))?;
             ensure_eq!(
                 r.status,
@@ -142,7 +142,7 @@ mod on_board {
                 p,
                 "unattached PASID",
                 x,
-                Some(stranger),
+                Some(stranger.0),
                 IOVA,
                 false,
                 &[0x59, 0x5b],
@@ -266,17 +266,17 @@ mod on_board {
                 let at = p
                     .iommu()
                     .hw
-                    .pasid_entry_address(l.dev.0 as u16, l.pasid)
+                    .pasid_entry_address(l.dev.0 as u16, l.pasid.0)
                     .ok_or_else(|| TestError::fail("no PASID entry"))?;
                 p.iommu().hw.poke(at, &entry).map_err(fail)
             };
         // The PASID cache and IOTLB forget `from`; the PASID cache learns `to`.
         let switch = |p: &mut VtdPlatform, l: &LiveChange, from: u32, to: u32| {
             let hw = &mut p.iommu().hw;
-            hw.flush_pasid(from as u16, l.pasid).map_err(fail)?;
+            hw.flush_pasid(from as u16, l.pasid.0).map_err(fail)?;
             hw.submit(&[Descriptor::PasidCachePasid {
                 did: to as u16,
-                pasid: l.pasid,
+                pasid: l.pasid.0,
             }])
             .map_err(fail)
         };
@@ -330,7 +330,7 @@ mod on_board {
             let pasid = p.iommu().aux_attach_device(d, x).map_err(core)?;
             let after = p.iommu().hw.pasid_directory(sid);
             log::info!("VT-d PASID {pasid:#x}: directory and tables {before:?} -> {after:?}");
-            ensure!(pasid >= 0xffff0, "PASID {pasid:#x}");
+            ensure!(pasid.0 >= 0xffff0, "PASID {pasid:#x}");
             ensure_eq!(after.map(|a| a.0), Some(1 << 14), "directory entries");
             ensure_eq!(
                 after.map(|a| a.1),
