@@ -15,3 +15,13 @@ pub mod iommu;
 pub mod irq;
 pub mod mm;
 pub mod stats;
+
+/// `Info` the first time `flag` is seen, `Debug` after: for a driver the
+/// tests set up once per case but that should say what it uses once.
+pub fn info_once(flag: &core::sync::atomic::AtomicBool) -> log::Level {
+    if flag.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    }
+}

@@ -446,11 +446,7 @@ impl<H: Hal> SmmuHw<H> {
         // The tests build a driver per case: say it in full once.
         static REPORTED: core::sync::atomic::AtomicBool =
             core::sync::atomic::AtomicBool::new(false);
-        let level = if REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
-            log::Level::Debug
-        } else {
-            log::Level::Info
-        };
+        let level = kernel::info_once(&REPORTED);
         log::log!(
             level,
             "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \

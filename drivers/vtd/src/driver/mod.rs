@@ -304,14 +304,10 @@ impl<H: Hal> VtdHw<H> {
         hw.submit(&[Descriptor::ContextGlobal, Descriptor::IotlbGlobal])?;
         // Faults left from before are not ours.
         hw.clear_faults();
+        // The tests build a driver per case: say it in full once.
         static REPORTED: core::sync::atomic::AtomicBool =
             core::sync::atomic::AtomicBool::new(false);
-        // Info once; tests set the driver up once per case.
-        let level = if REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
-            log::Level::Debug
-        } else {
-            log::Level::Info
-        };
+        let level = kernel::info_once(&REPORTED);
         log::log!(
             level,
             "VT-d at {base:#x}: scalable mode; domains on {} ({}); PASIDs {} bits; {} domain ids; \
