@@ -53,6 +53,15 @@ register_bitfields![u32,
     ]
 ];
 
+register_bitfields![u64,
+    pub STRTAB_BASE [
+        /// The stream table (or its level-1 table), 64-byte aligned.
+        ADDR OFFSET(6) NUMBITS(46) [],
+        /// Read-allocate hint for stream table walks.
+        RA OFFSET(62) NUMBITS(1) []
+    ]
+];
+
 register_structs! {
     /// Page 0.
     pub SmmuRegs {
@@ -77,7 +86,7 @@ register_structs! {
         (0x070 => pub gerror_irq_cfg1: ReadWrite<u32>),
         (0x074 => pub gerror_irq_cfg2: ReadWrite<u32>),
         (0x078 => _reserved3),
-        (0x080 => pub strtab_base: ReadWrite<u64>),
+        (0x080 => pub strtab_base: ReadWrite<u64, STRTAB_BASE::Register>),
         (0x088 => pub strtab_base_cfg: ReadWrite<u32, STRTAB_BASE_CFG::Register>),
         (0x08c => _reserved4),
         (0x090 => pub cmdq_base: ReadWrite<u64>),

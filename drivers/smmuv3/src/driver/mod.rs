@@ -19,7 +19,7 @@ use crate::event::{Event, EventKind};
 use crate::idr::{Features, StreamTableLevels, Unusable};
 use crate::probe::Smmu;
 use crate::queue::Queue;
-use crate::regs::{CR0, CR1, CR2, IRQ_CTRL, STRTAB_BASE_CFG};
+use crate::regs::{CR0, CR1, CR2, GERROR, IRQ_CTRL, STRTAB_BASE, STRTAB_BASE_CFG};
 use crate::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -225,11 +225,12 @@ impl<H: Hal> CmdqHw for Cmdq<'_, H> {
     }
     fn cmdq_error_active(&self) -> bool {
         let r = self.smmu.regs();
-        (r.gerror.get() ^ r.gerrorn.get()) & 1 != 0
+        (r.gerror.get() ^ r.gerrorn.get()) & GERROR::CMDQ_ERR::SET.value != 0
     }
     fn acknowledge_cmdq_error(&mut self) {
         let r = self.smmu.regs();
-        r.gerrorn.set(r.gerrorn.get() ^ 1);
+        r.gerrorn
+            .set(r.gerrorn.get() ^ GERROR::CMDQ_ERR::SET.value);
     }
     fn pause(&mut self) {
         // With completion by interrupt, wait (bounded) for the sync SPI
@@ -390,7 +391,8 @@ impl<H: Hal> SmmuHw<H> {
                 + CR1::TABLE_SH.val(3),
         );
         r.cr2.write(CR2::RECINVSID::SET);
-        r.strtab_base.set((1 << 62) | l1);
+        r.strtab_base
+            .write(STRTAB_BASE::RA::SET + STRTAB_BASE::ADDR.val(l1 >> 6));
         r.strtab_base_cfg.write(
             if linear {
                 STRTAB_BASE_CFG::FMT::Linear
@@ -687,16 +689,16 @@ impl<H: Hal> SmmuHw<H> {
     /// Returns the GERROR bits that were active.
     pub fn check_global_errors(&mut self) -> u32 {
         const NAMES: [(u32, &str); 7] = [
-            (1 << 2, "EVENTQ_ABT_ERR (an event could not be written)"),
-            (1 << 3, "PRIQ_ABT_ERR"),
-            (1 << 4, "MSI_CMDQ_ABT_ERR"),
-            (1 << 5, "MSI_EVENTQ_ABT_ERR"),
-            (1 << 6, "MSI_PRIQ_ABT_ERR"),
-            (1 << 7, "MSI_GERROR_ABT_ERR"),
-            (1 << 8, "SFM_ERR (the SMMU entered service failure mode)"),
+            (GERROR::EVENTQ_ABT_ERR::SET.value, "EVENTQ_ABT_ERR (an event could not be written)"),
+            (GERROR::PRIQ_ABT_ERR::SET.value, "PRIQ_ABT_ERR"),
+            (GERROR::MSI_CMDQ_ABT_ERR::SET.value, "MSI_CMDQ_ABT_ERR"),
+            (GERROR::MSI_EVENTQ_ABT_ERR::SET.value, "MSI_EVENTQ_ABT_ERR"),
+            (GERROR::MSI_PRIQ_ABT_ERR::SET.value, "MSI_PRIQ_ABT_ERR"),
+            (GERROR::MSI_GERROR_ABT_ERR::SET.value, "MSI_GERROR_ABT_ERR"),
+            (GERROR::SFM_ERR::SET.value, "SFM_ERR (the SMMU entered service failure mode)"),
         ];
         let r = self.smmu.regs();
-        let active = (r.gerror.get() ^ r.gerrorn.get()) & !1;
+        let active = (r.gerror.get() ^ r.gerrorn.get()) & !GERROR::CMDQ_ERR::SET.value;
         for (bit, name) in NAMES {
             if active & bit != 0 {
                 log::error!("SMMU global error: {name}");
