@@ -30,6 +30,29 @@ impl fmt::Display for PhysAddr {
     }
 }
 
+/// An I/O virtual address: what a device puts on the bus, before the
+/// IOMMU translates it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Iova(pub u64);
+
+impl fmt::Debug for Iova {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Iova({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for Iova {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::LowerHex for Iova {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
 /// A half-open physical range `[start, end)`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct PhysRange {

@@ -12,6 +12,7 @@ use super::domain::{
     DeviceId, DomainId, DomainKind, Fault, FaultReason, Feature, Iommu, IommuError, IommuHw, Pasid,
 };
 use super::pgtable::{Prot, PAGE_SIZE};
+use crate::addr::Iova;
 use crate::dma::{DmaOp, DmaResult, DmaStatus, DmaTag, EngineError};
 use crate::harness::{TestError, TestResult};
 use crate::{ensure, ensure_eq};
@@ -157,7 +158,8 @@ fn expect_fault<P: Platform>(
     write: bool,
 ) -> TestResult {
     let faults = p.take_faults();
-    let want = |f: &Fault| f.dev == dev && f.pasid == pasid && f.iova == iova && f.write == write;
+    let want =
+        |f: &Fault| f.dev == dev && f.pasid == pasid && f.iova == Iova(iova) && f.write == write;
     ensure!(
         faults.len() == 1 && want(&faults[0]),
         "expected one fault (device {dev}, PASID {pasid:?}, iova {iova:#x}, write {write}), got {faults:?}"
@@ -770,7 +772,9 @@ pub fn blocked_inject_faults_identity_passes<P: Platform>(p: &mut P) -> TestResu
     );
     let faults = p.take_faults();
     ensure!(
-        faults.len() == 1 && faults[0].reason == FaultReason::Blocked && faults[0].iova == page,
+        faults.len() == 1
+            && faults[0].reason == FaultReason::Blocked
+            && faults[0].iova == Iova(page),
         "one blocked fault at {page:#x}: {faults:?}"
     );
     let id = p

@@ -8,6 +8,7 @@ use super::pasid::{PasidAllocator, PasidError};
 use super::pgtable::arm::ArmLpae;
 use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory, PAGE_SIZE};
+use crate::addr::{Iova, PhysAddr, PhysRange};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -133,7 +134,7 @@ pub struct DomainRef {
     pub id: DomainId,
     pub kind: DomainKind,
     /// The page table's root, for paging domains.
-    pub root: Option<u64>,
+    pub root: Option<PhysAddr>,
     pub format: TableFormat,
     /// The hardware tag (ASID on SMMUv3 stage 1, domain id on VT-d).
     pub tag: u32,
@@ -162,7 +163,7 @@ pub enum FaultReason {
 pub struct Fault {
     pub dev: DeviceId,
     pub pasid: Option<Pasid>,
-    pub iova: u64,
+    pub iova: Iova,
     pub write: bool,
     pub reason: FaultReason,
 }
@@ -198,14 +199,14 @@ pub trait IommuHw {
     /// translation (the GIC ITS doorbell on Arm): the core maps that page,
     /// at the same address, in every primary paging domain so MSIs keep
     /// working. `None` where MSIs bypass translation (x86).
-    fn msi_doorbell(&self) -> Option<u64> {
+    fn msi_doorbell(&self) -> Option<PhysAddr> {
         None
     }
     /// Regions `dev` must keep reaching at their own addresses whatever
     /// its primary domain is (VT-d RMRRs, as `(base, size)`): the core maps
     /// them one to one in every paging domain that becomes the device's
     /// primary. Requests with a PASID are not covered.
-    fn direct_regions(&self, _dev: DeviceId) -> Vec<(u64, u64)> {
+    fn direct_regions(&self, _dev: DeviceId) -> Vec<PhysRange> {
         Vec::new()
     }
     /// Invalidates `gather.ranges` of `d` wherever it is attached, and
@@ -417,7 +418,7 @@ impl<H: IommuHw> Iommu<H> {
         Ok(DomainRef {
             id,
             kind: d.kind,
-            root: d.table.as_ref().map(|t| t.root()),
+            root: d.table.as_ref().map(|t| PhysAddr(t.root())),
             format: self.hw.format(),
             tag: d.tag,
         })
@@ -480,7 +481,7 @@ impl<H: IommuHw> Iommu<H> {
                 iova: (kind == DomainKind::Dma).then(|| {
                     let mut a = IovaAllocator::new(DMA_IOVA_BASE, DMA_IOVA_END);
                     if let Some(db) = self.hw.msi_doorbell() {
-                        a.reserve(db & !(PAGE_SIZE - 1), PAGE_SIZE);
+                        a.reserve(db.0 & !(PAGE_SIZE - 1), PAGE_SIZE);
                     }
                     a
                 }),
@@ -659,7 +660,7 @@ impl<H: IommuHw> Iommu<H> {
         }
         let r = self.dref(id)?;
         // MSIs must keep reaching the doorbell through the new domain.
-        let doorbell = self.hw.msi_doorbell().map(|db| db & !(PAGE_SIZE - 1));
+        let doorbell = self.hw.msi_doorbell().map(|db| db.0 & !(PAGE_SIZE - 1));
         let map_doorbell = r.kind.paging()
             && doorbell.is_some()
             && self.domains.get(&id).is_some_and(|d| !d.msi_mapped);
@@ -732,7 +733,8 @@ impl<H: IommuHw> Iommu<H> {
         dev: DeviceId,
     ) -> Result<Vec<(u64, u64)>, IommuError<H::Error>> {
         let mut done: Vec<(u64, u64)> = Vec::new();
-        for (base, size) in self.hw.direct_regions(dev) {
+        for r in self.hw.direct_regions(dev) {
+            let (base, size) = (r.start, r.size());
             let base_page = base & !(PAGE_SIZE - 1);
             let region = (
                 base_page,

@@ -10,6 +10,7 @@ use super::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
 use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};
+use crate::addr::{Iova, PhysAddr, PhysRange};
 use crate::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -197,7 +198,7 @@ impl ModelState {
         let f = Fault {
             dev,
             pasid,
-            iova,
+            iova: Iova(iova),
             write,
             reason,
         };
@@ -248,9 +249,10 @@ impl ModelIommu {
 fn context(d: &DomainRef) -> Context {
     match (d.kind, d.root) {
         (DomainKind::Identity, _) => Context::Identity,
-        (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {
-            Context::Paged { root, tag: d.tag }
-        }
+        (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => Context::Paged {
+            root: root.0,
+            tag: d.tag,
+        },
         _ => Context::Blocked,
     }
 }
@@ -291,16 +293,16 @@ impl IommuHw for ModelIommu {
         &mut self.tables
     }
 
-    fn msi_doorbell(&self) -> Option<u64> {
-        self.state.borrow().msi_doorbell
+    fn msi_doorbell(&self) -> Option<PhysAddr> {
+        self.state.borrow().msi_doorbell.map(PhysAddr)
     }
 
-    fn direct_regions(&self, dev: DeviceId) -> Vec<(u64, u64)> {
+    fn direct_regions(&self, dev: DeviceId) -> Vec<PhysRange> {
         self.state
             .borrow()
             .direct
             .get(&dev)
-            .cloned()
+            .map(|v| v.iter().map(|&(b, s)| PhysRange::new(b, s)).collect())
             .unwrap_or_default()
     }
 

@@ -24,6 +24,7 @@ use crate::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
+use kernel::addr::{Iova, PhysAddr};
 use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
@@ -229,8 +230,7 @@ impl<H: Hal> CmdqHw for Cmdq<'_, H> {
     }
     fn acknowledge_cmdq_error(&mut self) {
         let r = self.smmu.regs();
-        r.gerrorn
-            .set(r.gerrorn.get() ^ GERROR::CMDQ_ERR::SET.value);
+        r.gerrorn.set(r.gerrorn.get() ^ GERROR::CMDQ_ERR::SET.value);
     }
     fn pause(&mut self) {
         // With completion by interrupt, wait (bounded) for the sync SPI
@@ -689,13 +689,19 @@ impl<H: Hal> SmmuHw<H> {
     /// Returns the GERROR bits that were active.
     pub fn check_global_errors(&mut self) -> u32 {
         const NAMES: [(u32, &str); 7] = [
-            (GERROR::EVENTQ_ABT_ERR::SET.value, "EVENTQ_ABT_ERR (an event could not be written)"),
+            (
+                GERROR::EVENTQ_ABT_ERR::SET.value,
+                "EVENTQ_ABT_ERR (an event could not be written)",
+            ),
             (GERROR::PRIQ_ABT_ERR::SET.value, "PRIQ_ABT_ERR"),
             (GERROR::MSI_CMDQ_ABT_ERR::SET.value, "MSI_CMDQ_ABT_ERR"),
             (GERROR::MSI_EVENTQ_ABT_ERR::SET.value, "MSI_EVENTQ_ABT_ERR"),
             (GERROR::MSI_PRIQ_ABT_ERR::SET.value, "MSI_PRIQ_ABT_ERR"),
             (GERROR::MSI_GERROR_ABT_ERR::SET.value, "MSI_GERROR_ABT_ERR"),
-            (GERROR::SFM_ERR::SET.value, "SFM_ERR (the SMMU entered service failure mode)"),
+            (
+                GERROR::SFM_ERR::SET.value,
+                "SFM_ERR (the SMMU entered service failure mode)",
+            ),
         ];
         let r = self.smmu.regs();
         let active = (r.gerror.get() ^ r.gerrorn.get()) & !GERROR::CMDQ_ERR::SET.value;
@@ -1301,7 +1307,7 @@ impl<H: Hal> SmmuHw<H> {
             out.push(Fault {
                 dev: DeviceId(ev.sid),
                 pasid: ev.ssid.map(Pasid),
-                iova: ev.addr,
+                iova: Iova(ev.addr),
                 write: !ev.read,
                 reason,
             });
@@ -1356,7 +1362,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             (DomainKind::Identity, _) => Primary::Identity,
             (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => Primary::Paging {
                 asid: d.tag as u16,
-                root,
+                root: root.0,
             },
             _ => Primary::Blocked,
         };
@@ -1405,7 +1411,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             return Err(SmmuError::AuxNotEnabled { sid: dev });
         }
         self.grow(dev, pasid)?;
-        let cd = self.paging_cd(d.tag as u16, root);
+        let cd = self.paging_cd(d.tag as u16, root.0);
         self.write_cd(dev, pasid, &cd, &[])?;
         self.streams
             .get_mut(&dev)
@@ -1487,9 +1493,9 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         self.commands(&cmds)
     }
 
-    fn msi_doorbell(&self) -> Option<u64> {
+    fn msi_doorbell(&self) -> Option<PhysAddr> {
         // GITS_TRANSLATER, which the MSIs of translated devices must reach.
-        self.msi_doorbell
+        self.msi_doorbell.map(PhysAddr)
     }
 }
 

@@ -2,6 +2,7 @@
 //! recording registers is the driver's (MMIO); this is the logic after.
 use super::tables::Primary;
 use crate::fault::FaultRecord;
+use kernel::addr::Iova;
 use kernel::iommu::domain::{DeviceId, Fault, FaultReason, Pasid};
 
 /// A record as read from its register. Requests without PASID are
@@ -42,7 +43,7 @@ pub fn to_fault(r: &FaultRecord, primary: Option<Primary>) -> Option<Fault> {
     Some(Fault {
         dev: DeviceId(u32::from(r.source_id)),
         pasid: r.pasid.map(Pasid),
-        iova: r.addr,
+        iova: Iova(r.addr),
         write: !r.read,
         reason,
     })

@@ -44,6 +44,7 @@ use crate::regs::{
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
+use kernel::addr::PhysRange;
 use kernel::hal::{Coherency, Hal, HalTables};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
@@ -610,7 +611,7 @@ impl<H: Hal> VtdHw<H> {
                 (Primary::Identity, pass_through_entry())
             }
             (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {
-                (Primary::Paging, self.paging_entry(d.tag as u16, root))
+                (Primary::Paging, self.paging_entry(d.tag as u16, root.0))
             }
             _ => (
                 Primary::Blocked,
@@ -633,7 +634,7 @@ impl<H: Hal> VtdHw<H> {
     fn attach_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), VtdError> {
         let root = d.root.ok_or(VtdError::NotPaging { pasid })?;
         let sid = sid_of(dev)?;
-        let entry = self.paging_entry(d.tag as u16, root);
+        let entry = self.paging_entry(d.tag as u16, root.0);
         let bits = self.ecaps.pasid_bits;
         let (t, mut qi) = self.split();
         t.device(&mut qi, sid, bits)?;
@@ -715,11 +716,11 @@ impl<H: Hal> IommuHw for VtdHw<H> {
         self.ecaps.pasid_bits
     }
 
-    fn direct_regions(&self, dev: DeviceId) -> Vec<(u64, u64)> {
+    fn direct_regions(&self, dev: DeviceId) -> Vec<PhysRange> {
         u16::try_from(dev.0)
             .ok()
             .and_then(|sid| self.rmrrs.get(&sid))
-            .cloned()
+            .map(|v| v.iter().map(|&(b, s)| PhysRange::new(b, s)).collect())
             .unwrap_or_default()
     }
 

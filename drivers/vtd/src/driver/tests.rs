@@ -14,6 +14,7 @@ use crate::qi::Descriptor;
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
+use kernel::addr::Iova;
 use kernel::hal::fake::{FakeHal, MemEvent};
 use kernel::hal::{Coherency, HalError, HalTables};
 use kernel::iommu::domain::{DeviceId, FaultReason, Pasid};
@@ -708,7 +709,7 @@ fn fault_records_become_the_cores_faults() {
     let f = to_fault(&record(0x06, Some(1), true), None).unwrap();
     assert_eq!(
         (f.dev, f.pasid, f.iova, f.write),
-        (DeviceId(0x10), Some(Pasid(1)), 0x4000_0000, false)
+        (DeviceId(0x10), Some(Pasid(1)), Iova(0x4000_0000), false)
     );
 }
 

@@ -321,7 +321,7 @@ mod on_board {
             |p, l| {
                 let cd_b = Cd::new(&CdConfig {
                     asid: l.b.tag as u16,
-                    ttb0: l.b.root.ok_or_else(|| TestError::fail("B has no table"))?,
+                    ttb0: l.b.root.ok_or_else(|| TestError::fail("B has no table"))?.0,
                     ias: 48,
                     ips: 4,
                     mair: MAIR,

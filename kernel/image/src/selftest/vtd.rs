@@ -262,7 +262,7 @@ mod on_board {
         let point_at =
             |p: &mut VtdPlatform, l: &LiveChange, to: &kernel::iommu::domain::DomainRef| {
                 let root = to.root.ok_or_else(|| TestError::fail("no table"))?;
-                let entry = p.iommu().hw.paging_entry(to.tag as u16, root).encode();
+                let entry = p.iommu().hw.paging_entry(to.tag as u16, root.0).encode();
                 let at = p
                     .iommu()
                     .hw
