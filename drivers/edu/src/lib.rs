@@ -2,9 +2,6 @@
 //! address 0x40000 and a DMA engine that copies between it and guest memory,
 //! raising an interrupt (status 0x100) on completion when asked.
 #![no_std]
-// The crate is the MMIO binding of one register block: its `new` and
-// `regs` are the only `unsafe`.
-#![allow(unsafe_code)]
 
 use core::ptr::NonNull;
 use tock_registers::interfaces::{Readable, Writeable};
@@ -70,9 +67,11 @@ pub struct Edu {
     regs: NonNull<EduRegs>,
 }
 
-// SAFETY: owns its BAR0 mapping; callers serialise access.
+#[allow(unsafe_code)] // the MMIO binding
+                      // SAFETY: owns its BAR0 mapping; callers serialise access.
 unsafe impl Send for Edu {}
 
+#[allow(unsafe_code)] // the MMIO binding: `new` and `regs`
 impl Edu {
     /// # Safety
     /// `bar0` must be the mapped BAR0 of an edu function this value alone drives.
@@ -92,7 +91,9 @@ impl Edu {
         // SAFETY: `new`'s contract.
         unsafe { self.regs.as_ref() }
     }
+}
 
+impl Edu {
     pub fn id(&self) -> u32 {
         self.regs().id.get()
     }

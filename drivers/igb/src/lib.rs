@@ -8,9 +8,6 @@
 //! less. Register offsets and bits are from the 82576 datasheet
 //! (section 8.8, "Interrupt Register Descriptions").
 #![no_std]
-// The crate is the MMIO binding of one register block: its `new` and
-// `regs` are the only `unsafe`.
-#![allow(unsafe_code)]
 
 use core::ptr::NonNull;
 use tock_registers::interfaces::{Readable, Writeable};
@@ -64,9 +61,11 @@ pub struct Igb {
     regs: NonNull<IgbRegs>,
 }
 
-// SAFETY: owns its BAR0 mapping; callers serialise access.
+#[allow(unsafe_code)] // the MMIO binding
+                      // SAFETY: owns its BAR0 mapping; callers serialise access.
 unsafe impl Send for Igb {}
 
+#[allow(unsafe_code)] // the MMIO binding: `new` and `regs`
 impl Igb {
     /// # Safety
     /// `bar0` must be the mapped BAR0 of an igb function this value alone
@@ -82,7 +81,9 @@ impl Igb {
         // SAFETY: `new`'s contract.
         unsafe { self.regs.as_ref() }
     }
+}
 
+impl Igb {
     pub fn status(&self) -> u32 {
         self.regs().status.get()
     }

@@ -238,6 +238,7 @@ impl<H: Hal> DmaEngine for PasidDmaEngine<H> {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // a fake BAR0 in host memory
 mod tests {
     extern crate alloc;
     use super::*;

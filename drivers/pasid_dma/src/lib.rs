@@ -9,8 +9,6 @@
 //! [`PasidDmaEngine`] is the device as a [`kernel::dma::DmaEngine`] over
 //! any [`kernel::hal::Hal`].
 #![no_std]
-// `PasidDma::new` binds BAR0 (MMIO): the crate's only `unsafe`.
-#![allow(unsafe_code)]
 
 extern crate alloc;
 
@@ -384,9 +382,11 @@ pub struct PasidDma {
     regs: NonNull<PasidDmaRegs>,
 }
 
-// SAFETY: owns its BAR0 mapping; callers serialise access.
+#[allow(unsafe_code)] // the MMIO binding of BAR0
+                      // SAFETY: owns its BAR0 mapping; callers serialise access.
 unsafe impl Send for PasidDma {}
 
+#[allow(unsafe_code)] // the MMIO binding of BAR0: `new` and `regs`
 impl PasidDma {
     /// # Safety
     /// `bar0` must be the mapped BAR0 of a pasid-dma function this value
@@ -407,7 +407,9 @@ impl PasidDma {
         // SAFETY: `new`'s contract.
         unsafe { self.regs.as_ref() }
     }
+}
 
+impl PasidDma {
     pub fn version(&self) -> (u16, u16) {
         let v = self.regs().version.get();
         ((v >> 16) as u16, v as u16)

@@ -1,8 +1,5 @@
 //! Arm PL011 UART, transmit and receive by polling.
 #![no_std]
-// The crate is the MMIO binding of one register block: its `new` and
-// `regs` are the only `unsafe`.
-#![allow(unsafe_code)]
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -60,9 +57,11 @@ pub struct Pl011 {
     dropped: u64,
 }
 
-// SAFETY: the register block is MMIO owned by this value; callers serialise access.
+#[allow(unsafe_code)] // the MMIO binding
+                      // SAFETY: the register block is MMIO owned by this value; callers serialise access.
 unsafe impl Send for Pl011 {}
 
+#[allow(unsafe_code)] // the MMIO binding: `new` and `regs`
 impl Pl011 {
     /// # Safety
     /// `base` must be the mapped address of a PL011 register block that
@@ -79,7 +78,9 @@ impl Pl011 {
         // SAFETY: `new`'s contract: a valid register block for our lifetime.
         unsafe { self.regs.as_ref() }
     }
+}
 
+impl Pl011 {
     /// 8N1 with FIFOs, transmitter and receiver on. The baud rate is left as
     /// firmware (or QEMU, which ignores it) set it.
     pub fn init(&mut self) {
