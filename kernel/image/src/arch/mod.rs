@@ -13,8 +13,9 @@
 //! - `cpu_index() -> usize` (0 = boot CPU, < `smp::MAX_CPUS`);
 //! - `interrupts_disable() -> bool` (were they enabled) and
 //!   `interrupts_restore(bool)`, `wait_for_interrupt()`;
-//! - `unmapped_addr() -> u64` and `probe_read(addr) -> Result<u64, FaultInfo>`,
-//!   which reads with the CPU armed for a fault (`fault::arm`/`disarm`).
+//! - `unmapped_addr() -> u64`, and `probe_unmapped()`, which reads it with
+//!   the CPU armed for a fault (`fault::arm`/`disarm`); no safe function
+//!   reads an address its caller chooses.
 //!
 //! An unexpected exception prints a crash report (vector, syndrome, faulting
 //! address, PC, registers) and ends the run with `console::bail_out`.

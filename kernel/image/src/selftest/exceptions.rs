@@ -6,8 +6,8 @@ use kernel::harness::{TestError, TestResult};
 /// A read of an unmapped address is caught by the exception path, reported
 /// with the faulting address, and (because the test expects it) survived.
 pub fn bad_access_caught() -> TestResult {
-    let addr = arch::unmapped_addr();
-    match arch::probe_read(addr) {
+    let (addr, result) = arch::probe_unmapped();
+    match result {
         Ok(v) => Err(TestError::mismatch(
             alloc::format!("read of unmapped address {addr:#x} did not fault"),
             "a synchronous fault",

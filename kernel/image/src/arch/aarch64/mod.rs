@@ -86,10 +86,12 @@ pub fn flush_cache_line(pa: u64) {
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Reads `addr` without arming the fault path: the crash report of an
-/// unexpected fault ends the run (`crash=unexpected`).
-pub fn read_unexpected(addr: u64) {
-    // SAFETY: deliberately faults; the exception path reports and ends the run.
+/// Reads [`unmapped_addr`] without arming the fault path: the crash
+/// report of an unexpected fault ends the run (`crash=unexpected`).
+pub fn read_unmapped_unexpected() {
+    let addr = unmapped_addr();
+    // SAFETY: nothing is mapped there (no device, no memory): the load
+    // faults, and the exception path reports and ends the run.
     unsafe { core::ptr::read_volatile(addr as *const u64) };
 }
 
@@ -97,8 +99,16 @@ pub fn unmapped_addr() -> u64 {
     mmu::unmapped_addr(&crate::platform::get().ram)
 }
 
+/// Reads [`unmapped_addr`] with this CPU armed for a data abort: the
+/// exception path's test. Only that address: a probe of device memory
+/// could have side effects.
+pub fn probe_unmapped() -> (u64, Result<u64, FaultInfo>) {
+    let addr = unmapped_addr();
+    (addr, probe_read(addr))
+}
+
 /// Reads `addr` with this CPU armed for a data abort.
-pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
+fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
     let cpu = cpu_index();
     fault::arm(cpu);
     let value: u64;

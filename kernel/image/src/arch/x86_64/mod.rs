@@ -93,10 +93,12 @@ pub fn wait_for_interrupt() {
 }
 
 /// Never mapped: the identity map stops below `MAP_LIMIT`.
-/// Reads `addr` without arming the fault path: the crash report of an
-/// unexpected fault ends the run (`crash=unexpected`).
-pub fn read_unexpected(addr: u64) {
-    // SAFETY: deliberately faults; the exception path reports and ends the run.
+/// Reads [`unmapped_addr`] without arming the fault path: the crash
+/// report of an unexpected fault ends the run (`crash=unexpected`).
+pub fn read_unmapped_unexpected() {
+    let addr = unmapped_addr();
+    // SAFETY: nothing is mapped there (no device, no memory): the load
+    // faults, and the exception path reports and ends the run.
     unsafe { core::ptr::read_volatile(addr as *const u64) };
 }
 
@@ -104,8 +106,16 @@ pub fn unmapped_addr() -> u64 {
     paging::MAP_LIMIT
 }
 
+/// Reads [`unmapped_addr`] with this CPU armed for a page fault: the
+/// exception path's test. Only that address: a probe of device memory
+/// could have side effects.
+pub fn probe_unmapped() -> (u64, Result<u64, FaultInfo>) {
+    let addr = unmapped_addr();
+    (addr, probe_read(addr))
+}
+
 /// Reads `addr` with this CPU armed for a page fault.
-pub fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
+fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
     let cpu = cpu_index();
     let resume = &exceptions::PROBE_RESUME[cpu];
     fault::arm(cpu);
