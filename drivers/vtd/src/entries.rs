@@ -117,6 +117,20 @@ impl PasidEntry {
     }
 }
 
+/// The bits of a context entry the unit reads: P alone when clear;
+/// otherwise qwords 0 and 1 (P, the PASID directory and its size, the
+/// feature bits; RID_PASID).
+impl kernel::iommu::entry::EntryFormat<4> for ContextEntry {
+    const VALID: (usize, u64) = (0, PRESENT);
+
+    fn used(e: &[u64; 4]) -> [u64; 4] {
+        if e[0] & PRESENT == 0 {
+            return [PRESENT, 0, 0, 0];
+        }
+        [!0, !0, 0, 0]
+    }
+}
+
 /// The bits of a PASID entry the unit reads (for
 /// [`kernel::iommu::entry::write_entry`]): P alone when not present;
 /// otherwise qwords 0-2 whole (P, AW, PGTT, the second-level pointer; the

@@ -8,7 +8,7 @@ use super::error::{Missing, VtdError};
 use super::faults::{normalise, to_fault};
 use super::queue::{page_chunks, pasid_flush, unmap_descriptors, Queue, Refused, IQ_ENTRIES};
 use super::tables::{Invalidate, Primary, Tables, FIRST_DIR_ENTRIES};
-use crate::entries::{PasidEntry, Translation};
+use crate::entries::{ContextEntry, PasidEntry, Translation};
 use crate::fault::FaultRecord;
 use crate::qi::Descriptor;
 use alloc::format;
@@ -380,6 +380,47 @@ fn the_pasid_directory_grows_to_the_device_width() {
             bits: 20
         })
     );
+}
+
+/// Growing the PASID directory switches the live context entry to the new
+/// directory (pointer and size in qword 0) in one store, then invalidates:
+/// no fetch of the context entry sees a mix.
+#[test]
+fn directory_growth_switches_the_context_entry_whole() {
+    let (hal, mut t, mut rec) = setup(false);
+    let sid = 0x0100;
+    t.device(&mut rec, sid, 20).unwrap();
+    t.set_entry(&mut rec, sid, 1, Some(first_level(4, 0x1000)))
+        .unwrap();
+    let [bus, devfn] = sid.to_be_bytes();
+    let at = context_table(&hal, &t, bus, devfn >= 128) + 32 * u64::from(devfn & 0x7f);
+    let words =
+        |hal: &FakeHal| -> [u64; 4] { core::array::from_fn(|i| word(hal, at + 8 * i as u64)) };
+    let old = words(&hal);
+    hal.take_log();
+    t.set_entry(&mut rec, sid, 0xffff0, Some(first_level(5, 0x2000)))
+        .unwrap();
+    let log = hal.take_log();
+    let new = words(&hal);
+    assert_ne!(old[0], new[0], "the directory moved");
+    let mut steps = Vec::new();
+    for e in &log {
+        match *e {
+            MemEvent::Store { pa, value } if (at..at + 32).contains(&pa) => {
+                steps.push(Step::Write {
+                    word: ((pa - at) / 8) as usize,
+                    value,
+                });
+            }
+            // The first invalidation after the context store ends its window.
+            MemEvent::Mark { .. } if matches!(steps.last(), Some(Step::Write { .. })) => {
+                steps.push(Step::Sync)
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(steps.len(), 2, "one store, one invalidation: {steps:x?}");
+    check::<ContextEntry, 4>(&old, &new, &steps).unwrap();
 }
 
 #[test]
