@@ -1039,7 +1039,18 @@ impl<H: Hal> SmmuHw<H> {
             };
             self.streams.insert(sid, st);
         }
-        Ok(self.streams.get_mut(&sid).expect("inserted above"))
+        self.st_mut(sid)
+    }
+
+    /// A managed stream's state (the core only names streams it added).
+    fn st(&self, sid: u32) -> Result<&Stream, SmmuError> {
+        self.streams.get(&sid).ok_or(SmmuError::NotManaged { sid })
+    }
+
+    fn st_mut(&mut self, sid: u32) -> Result<&mut Stream, SmmuError> {
+        self.streams
+            .get_mut(&sid)
+            .ok_or(SmmuError::NotManaged { sid })
     }
 
     /// Zeroed memory for CD tables, counted in [`SmmuHw::cd_table_bytes`].
@@ -1079,7 +1090,7 @@ impl<H: Hal> SmmuHw<H> {
     }
 
     fn update_ste(&mut self, sid: u32) -> Result<(), SmmuError> {
-        let ste = self.stream_ste(&self.streams[&sid]);
+        let ste = self.stream_ste(self.st(sid)?);
         self.write_ste(sid, &ste)
     }
 
@@ -1088,12 +1099,12 @@ impl<H: Hal> SmmuHw<H> {
     /// descriptor was written.
     fn cd_slot(&mut self, sid: u32, ssid: u32) -> Result<(u64, bool), SmmuError> {
         let leaf_index = ssid >> LEAF_LOG2;
-        let existing = self.streams[&sid].leaves.get(&leaf_index).copied();
+        let existing = self.st(sid)?.leaves.get(&leaf_index).copied();
         let (leaf, linked) = match existing {
             Some(leaf) => (leaf, false),
             None => {
                 let leaf = self.alloc_meta(PAGE_SIZE)?;
-                let st = self.streams.get_mut(&sid).expect("managed stream");
+                let st = self.st_mut(sid)?;
                 st.leaves.insert(leaf_index, leaf);
                 let (l1, _) = st.l1.ok_or(SmmuError::SubstreamTooWide {
                     sid,
@@ -1147,7 +1158,7 @@ impl<H: Hal> SmmuHw<H> {
     /// that it is not rebuilt at every new power of two.
     fn grow(&mut self, sid: u32, ssid: u32) -> Result<(), SmmuError> {
         let need = (32 - ssid.leading_zeros()) as u8;
-        let st = &self.streams[&sid];
+        let st = self.st(sid)?;
         if need <= st.log2 {
             return Ok(());
         }
@@ -1159,8 +1170,7 @@ impl<H: Hal> SmmuHw<H> {
             });
         }
         if need <= LEAF_LOG2 {
-            self.streams.get_mut(&sid).expect("managed").log2 =
-                LEAF_LOG2.min(self.features.ssid_bits);
+            self.st_mut(sid)?.log2 = LEAF_LOG2.min(self.features.ssid_bits);
             return self.update_ste(sid);
         }
         if !self.features.cd_two_level {
@@ -1170,7 +1180,8 @@ impl<H: Hal> SmmuHw<H> {
         let entries = 1u32 << (log2 - LEAF_LOG2);
         let bytes = 8 * u64::from(entries);
         let l1 = self.alloc_meta(bytes)?;
-        let leaves: Vec<(u32, u64)> = self.streams[&sid]
+        let leaves: Vec<(u32, u64)> = self
+            .st(sid)?
             .leaves
             .iter()
             .map(|(&i, &leaf)| (i, leaf))
@@ -1178,7 +1189,7 @@ impl<H: Hal> SmmuHw<H> {
         for (i, leaf) in leaves {
             self.write_u64(l1 + 8 * u64::from(i), cd_l1_descriptor(leaf))?;
         }
-        let st = self.streams.get_mut(&sid).expect("managed");
+        let st = self.st_mut(sid)?;
         let old = st.l1.replace((l1, entries));
         st.log2 = log2;
         // One 64-bit write of dword 0 switches pointer, format and size.
@@ -1191,7 +1202,7 @@ impl<H: Hal> SmmuHw<H> {
 
     /// The stream's CD tables, back to one linear leaf with CD 0.
     fn shrink(&mut self, sid: u32) -> Result<(), SmmuError> {
-        let st = self.streams.get_mut(&sid).expect("managed");
+        let st = self.st_mut(sid)?;
         st.log2 = 0;
         let l1 = st.l1.take();
         let leaves: Vec<(u32, u64)> = st
@@ -1368,7 +1379,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         };
         self.stream(dev)?;
         if self.translation == Translation::Stage2 {
-            self.streams.get_mut(&dev).expect("managed").primary = primary;
+            self.st_mut(dev)?.primary = primary;
             return self.update_ste(dev);
         }
         // CD 0 first: the STE may already point at it.
@@ -1380,7 +1391,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             Primary::Blocked => self.write_cd(dev, 0, &Cd::blocking(BLOCKING_ASID), &[])?,
             Primary::Identity => {}
         }
-        self.streams.get_mut(&dev).expect("managed").primary = primary;
+        self.st_mut(dev)?.primary = primary;
         self.update_ste(dev)
     }
 
@@ -1413,11 +1424,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         self.grow(dev, pasid)?;
         let cd = self.paging_cd(d.tag as u16, root.0);
         self.write_cd(dev, pasid, &cd, &[])?;
-        self.streams
-            .get_mut(&dev)
-            .expect("managed")
-            .pasids
-            .insert(pasid);
+        self.st_mut(dev)?.pasids.insert(pasid);
         Ok(())
     }
 
@@ -1440,11 +1447,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
                 vmid: self.s1_vmid(),
             }],
         )?;
-        self.streams
-            .get_mut(&dev)
-            .expect("managed")
-            .pasids
-            .remove(&pasid);
+        self.st_mut(dev)?.pasids.remove(&pasid);
         Ok(())
     }
 
