@@ -137,6 +137,14 @@ fn tlbi_range_commands(
         let (range, covered) = if ril {
             let scale = pages.trailing_zeros().min(31);
             let num = (pages >> scale) & 0x1f;
+            if num == 1 && scale == 0 {
+                // One page: TG set with NUM, SCALE and TTL all zero is not
+                // a valid command (IHI 0070, 4.4.1.1); the non-range form.
+                out.push(make(addr, None));
+                addr += 0x1000;
+                pages -= 1;
+                continue;
+            }
             (
                 Some(Range {
                     num: (num - 1) as u8,
@@ -302,6 +310,40 @@ mod tests {
         assert_eq!((w[0] >> 20) & 0x1f, 2, "SCALE");
         assert_eq!((w[1] >> 10) & 3, 1, "TG 4 KiB");
         assert_eq!(w[1] & 1, 0, "not leaf-only");
+    }
+
+    /// A range command for one page would have TG set and TTL, NUM and
+    /// SCALE all zero, which the architecture does not define: single
+    /// pages (alone, or the odd remainder of a run) use the non-range form.
+    #[test]
+    fn no_range_command_names_a_single_page() {
+        for pages in [1u64, 3, 33, 65, 513, 262_143] {
+            let cmds = tlbi_nh_va_range(3, 0, 0x4000_0000, pages << 12, true, true, 64).unwrap();
+            for c in &cmds {
+                let w = c.encode();
+                let (num, scale, tg, ttl) = (
+                    (w[0] >> 12) & 0x1f,
+                    (w[0] >> 20) & 0x1f,
+                    (w[1] >> 10) & 3,
+                    (w[1] >> 8) & 3,
+                );
+                assert!(
+                    tg == 0 || num != 0 || scale != 0 || ttl != 0,
+                    "{pages} pages: an illegal range command {c:?}"
+                );
+            }
+        }
+        let one = tlbi_nh_va_range(3, 0, 0x1000, 0x1000, true, true, 8).unwrap();
+        assert_eq!(
+            one,
+            [Command::TlbiNhVa {
+                asid: 3,
+                vmid: 0,
+                addr: 0x1000,
+                leaf: true,
+                range: None
+            }]
+        );
     }
 
     #[test]
