@@ -51,7 +51,11 @@ impl Cd {
     /// faults recorded: every access takes a translation fault that names
     /// its address, which an invalid CD's C_BAD_CD would not.
     pub fn blocking(asid: u16) -> Cd {
-        let w0 = (1 << 14)
+        // T0SZ in the architected range (16..=39 for the 4 KiB granule,
+        // here 48 bits) although EPD0 stops every walk: a CD with T0SZ 0
+        // is ILLEGAL (C_BAD_CD) on hardware that checks it.
+        let w0 = field(64 - 48, 5, 0)
+            | (1 << 14)
             | (1 << 30)
             | (1 << 31)
             | (1 << 41)
@@ -134,5 +138,9 @@ mod tests {
             "EPD0, EPD1"
         );
         assert_eq!(b.0[0] >> 48, 7);
+        // A legal T0SZ even though no walk happens (IHI 0070, 5.4: an
+        // out-of-range T0SZ makes the CD ILLEGAL).
+        let t0sz = b.0[0] & 0x3f;
+        assert!((16..=39).contains(&t0sz), "blocking CD T0SZ {t0sz}");
     }
 }
