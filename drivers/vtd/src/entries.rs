@@ -93,9 +93,10 @@ impl PasidEntry {
             Translation::FirstLevel { root, privileged } => {
                 // PGTT 1; AW 2 (48 bits, what 4-level paging covers: units
                 // check the IOVA against it); FLPM 0 (4-level); SRE for
-                // supervisor requests; NXE so XD bits are honoured.
+                // supervisor requests. No NXE: deprecated with execute
+                // requests, and the leaves set no XD.
                 e[0] = PRESENT | (2 << 2) | (1 << 6);
-                e[2] = (root & PAGE_MASK) | u64::from(privileged) | (1 << 5);
+                e[2] = (root & PAGE_MASK) | u64::from(privileged);
             }
             Translation::SecondLevel { root, levels } => {
                 // AW: 1 = 39-bit 3-level, 2 = 48-bit 4-level; PGTT 2.
@@ -186,7 +187,8 @@ mod tests {
         .encode();
         assert_eq!(fl[0], 1 | (2 << 2) | (1 << 6));
         assert_eq!(fl[1], 7);
-        assert_eq!(fl[2], 0x5000_0000 | (1 << 5));
+        // No NXE (bit 5): deprecated, execute requests are gone.
+        assert_eq!(fl[2], 0x5000_0000);
         let sl = PasidEntry {
             did: 9,
             translation: Translation::SecondLevel {

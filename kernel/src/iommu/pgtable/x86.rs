@@ -16,7 +16,9 @@ const FL_PWT: u64 = 1 << 3;
 const FL_PCD: u64 = 1 << 4;
 const FL_A: u64 = 1 << 5;
 const FL_D: u64 = 1 << 6;
-const FL_XD: u64 = 1 << 63;
+// XD (bit 63) is never set: it means something only with the PASID
+// entry's NXE, which VT-d deprecates (execute requests are gone), so
+// leaves carry no execute control and `Prot::exec` is ignored.
 
 // Second level.
 const SL_R: u64 = 1 << 0;
@@ -73,9 +75,6 @@ impl Format for X86FirstLevel {
         if prot.device {
             e |= FL_PCD | FL_PWT;
         }
-        if !prot.exec {
-            e |= FL_XD;
-        }
         e
     }
 
@@ -95,7 +94,7 @@ impl Format for X86FirstLevel {
             prot: Prot {
                 read: true,
                 write: e & FL_RW != 0,
-                exec: e & FL_XD == 0,
+                exec: false,
                 privileged: e & FL_US == 0,
                 device: e & FL_PCD != 0,
             },
