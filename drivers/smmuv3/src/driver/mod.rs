@@ -38,6 +38,58 @@ use tock_registers::interfaces::{Readable, Writeable};
 const SPLIT: u8 = 8;
 const CMDQ_LOG2: u8 = 8;
 const EVTQ_LOG2: u8 = 7;
+/// The level-1 stream table at most 1 MiB (2^17 descriptors, as Linux):
+/// StreamIDs beyond what it covers are refused, not a table of 128 MiB.
+const MAX_L1_LOG2: u8 = 17;
+/// A linear stream table at most 2^16 STEs (4 MiB).
+const MAX_LINEAR_LOG2: u8 = 16;
+
+/// The sizes the driver uses on an SMMU, from its ID registers: a pure
+/// function, so what an SMMU with other IDRs would get is host-tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    linear: bool,
+    /// StreamID bits the stream table covers (at most IDR1.SIDSIZE).
+    sid_bits: u8,
+    strtab_bytes: u64,
+    /// Queue sizes, at most what IDR1.CMDQS / EVENTQS allow.
+    cmdq_log2: u8,
+    evtq_log2: u8,
+}
+
+fn plan(f: &Features, format: Option<StreamTableLevels>) -> Result<Plan, SmmuError> {
+    let linear = match format {
+        Some(StreamTableLevels::Linear) => true,
+        Some(StreamTableLevels::TwoLevel) if f.stream_table == StreamTableLevels::Linear => {
+            return Err(SmmuError::LinearOnly)
+        }
+        Some(StreamTableLevels::TwoLevel) => false,
+        None => f.stream_table == StreamTableLevels::Linear || f.sid_bits <= SPLIT,
+    };
+    let (sid_bits, strtab_bytes) = if linear {
+        // One 64-byte STE per StreamID.
+        let bits = f.sid_bits.min(MAX_LINEAR_LOG2);
+        (bits, 64u64 << bits)
+    } else {
+        // One 8-byte level-1 descriptor per 2^SPLIT StreamIDs.
+        let bits = f.sid_bits.min(MAX_L1_LOG2 + SPLIT);
+        (bits, 8u64 << bits.saturating_sub(SPLIT))
+    };
+    Ok(Plan {
+        linear,
+        sid_bits,
+        strtab_bytes,
+        cmdq_log2: CMDQ_LOG2.min(f.cmdq_log2),
+        evtq_log2: EVTQ_LOG2.min(f.eventq_log2),
+    })
+}
+
+/// The tag after `current` in a space of `bits` (ASIDs or VMIDs of 8 or
+/// 16 bits); `None` when it is used up. Tag 0 is never handed out.
+fn next_tag(current: u16, bits: u8) -> Option<u16> {
+    let next = current.checked_add(1)?;
+    (u32::from(next) < 1u32 << bits.min(16)).then_some(next)
+}
 /// More TLBI_NH_VA than this for one unmap batch: invalidate the ASID.
 const MAX_TLBI_PER_BATCH: usize = 64;
 /// Polls of CR0ACK or CMDQ_CONS before giving up (each poll is an MMIO read).
@@ -260,6 +312,8 @@ pub struct SmmuHw<H: Hal> {
     smmu: Smmu,
     hal: H,
     pub features: Features,
+    /// StreamID bits the stream table covers.
+    sid_bits: u8,
     /// How the SMMU walks memory: coherent or not (IDR0.COHACC).
     coherency: Coherency,
     /// Every stream table, queue and CD table the SMMU walks.
@@ -332,18 +386,13 @@ impl<H: Hal> SmmuHw<H> {
     ) -> Result<Self, SmmuError> {
         let base = smmu.base();
         let features = smmu.features().map_err(SmmuError::Unusable)?;
-        let linear = match format {
-            Some(StreamTableLevels::Linear) => true,
-            Some(StreamTableLevels::TwoLevel)
-                if features.stream_table == StreamTableLevels::Linear =>
-            {
-                return Err(SmmuError::LinearOnly)
-            }
-            Some(StreamTableLevels::TwoLevel) => false,
-            None => {
-                features.stream_table == StreamTableLevels::Linear || features.sid_bits <= SPLIT
-            }
-        };
+        let plan = plan(&features, format)?;
+        let Plan {
+            linear,
+            sid_bits,
+            strtab_bytes,
+            ..
+        } = plan;
         if smmu.enabled() {
             return Err(SmmuError::NotAcknowledged {
                 register: "CR0 (already enabled: SMMUEN)",
@@ -373,15 +422,10 @@ impl<H: Hal> SmmuHw<H> {
         let mut alloc = |bytes: u64, align: u64| -> Result<u64, SmmuError> {
             Ok(mem.insert(hal.alloc(bytes, align, coherency)?))
         };
-        // Linear: one STE per StreamID, aligned to the table's size.
-        let strtab_bytes = if linear {
-            64 << features.sid_bits
-        } else {
-            8 << features.sid_bits.saturating_sub(SPLIT)
-        };
+        // The table aligned to its size.
         let l1 = alloc(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
-        let cmdq_mem = alloc(16 << CMDQ_LOG2, 32)?;
-        let evtq_mem = alloc(32 << EVTQ_LOG2, 32)?;
+        let cmdq_mem = alloc(16 << plan.cmdq_log2, 32)?;
+        let evtq_mem = alloc(32 << plan.evtq_log2, 32)?;
         r.cr1.write(
             CR1::QUEUE_IC.val(1)
                 + CR1::QUEUE_OC.val(1)
@@ -398,11 +442,11 @@ impl<H: Hal> SmmuHw<H> {
                 STRTAB_BASE_CFG::FMT::Linear
             } else {
                 STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(u32::from(SPLIT))
-            } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(features.sid_bits)),
+            } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(sid_bits)),
         );
-        let cmdq = CommandQueue::new(CMDQ_LOG2, MAX_POLLS);
+        let cmdq = CommandQueue::new(plan.cmdq_log2, MAX_POLLS);
         let evtq = Queue {
-            log2size: EVTQ_LOG2,
+            log2size: plan.evtq_log2,
         };
         r.cmdq_base.set(cmdq.queue.base_register(cmdq_mem));
         r.cmdq_prod.set(0);
@@ -414,6 +458,7 @@ impl<H: Hal> SmmuHw<H> {
             s2_tables: HalTables::new(hal.clone(), coherency),
             hal,
             features,
+            sid_bits,
             coherency,
             mem,
             l1,
@@ -455,7 +500,7 @@ impl<H: Hal> SmmuHw<H> {
              stage 2 {} (VMID {} bits), domains on {:?}; SSID {} bits, {} CD tables; IAS 48 / OAS {} \
              bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused)",
             if linear { "linear" } else { "two-level" },
-            f.sid_bits,
+            hw.sid_bits,
             strtab_bytes,
             f.stage1,
             f.asid_bits,
@@ -626,10 +671,10 @@ impl<H: Hal> SmmuHw<H> {
 
     /// The STE slot of `sid`, allocating its level-2 table on first use.
     fn ste_slot(&mut self, sid: u32) -> Result<u64, SmmuError> {
-        if u64::from(sid) >> self.features.sid_bits != 0 {
+        if u64::from(sid) >> self.sid_bits != 0 {
             return Err(SmmuError::StreamIdTooWide {
                 sid,
-                bits: self.features.sid_bits,
+                bits: self.sid_bits,
             });
         }
         if self.linear {
@@ -1352,7 +1397,12 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn alloc_tag(&mut self) -> Result<u32, SmmuError> {
-        self.next_asid = self.next_asid.checked_add(1).ok_or(SmmuError::OutOfAsids)?;
+        let bits = if self.translation == Translation::Stage2 {
+            self.features.vmid_bits
+        } else {
+            self.features.asid_bits
+        };
+        self.next_asid = next_tag(self.next_asid, bits).ok_or(SmmuError::OutOfAsids)?;
         Ok(u32::from(self.next_asid))
     }
 
@@ -1470,9 +1520,11 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             gather.freed_tables.is_empty(),
             self.features.range_invalidation,
         );
+        // A batch and its CMD_SYNC must fit the command queue.
+        let cap = MAX_TLBI_PER_BATCH.min(self.cmdq.queue.entries() as usize - 1);
         let mut cmds = Vec::new();
         for &(iova, size) in &gather.ranges {
-            let room = MAX_TLBI_PER_BATCH.saturating_sub(cmds.len());
+            let room = cap.saturating_sub(cmds.len());
             let more = if stage2 {
                 tlbi_s2_ipa_range(tag, iova, size, leaf, ril, room)
             } else {

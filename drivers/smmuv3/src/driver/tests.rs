@@ -2,8 +2,11 @@
 //! fetch (in the manner of Linux's arm-smmu-v3-test.c): for every switch
 //! the driver makes on a live stream, each state a fetch could combine
 //! between two syncs is the old entry, the new one, or invalid.
-use super::{stream_ste, Primary, SteParams, Stream, Translation, LEAF_LOG2};
+use super::{
+    next_tag, plan, stream_ste, Primary, SmmuError, SteParams, Stream, Translation, LEAF_LOG2,
+};
 use crate::cd::{Cd, CdConfig};
+use crate::idr::{Features, StreamTableLevels};
 use crate::ste::Ste;
 use alloc::collections::{BTreeMap, BTreeSet};
 use kernel::iommu::entry::check::{check, syncs, writer_is_safe, Step, Torn};
@@ -189,4 +192,49 @@ fn a_torn_stage2_replace_is_caught() {
         }
         other => panic!("the torn update passed: {other:?}"),
     }
+}
+
+fn features(sid_bits: u8, linear_only: bool, cmdq_log2: u8, eventq_log2: u8) -> Features {
+    let mut idr = [0u32; 6];
+    // S1P, TTF AArch64, 2-level stream tables unless linear only, COHACC.
+    idr[0] = 1 << 1 | 2 << 2 | (u32::from(!linear_only) << 27) | 1 << 4;
+    idr[1] = u32::from(sid_bits) | u32::from(eventq_log2) << 16 | u32::from(cmdq_log2) << 21;
+    // 4 KiB granule, OAS 44.
+    idr[5] = 1 << 4 | 4;
+    Features::decode(idr, 0).expect("usable")
+}
+
+/// The ID registers bound what the driver builds (issue 13, point 8):
+/// 32 StreamID bits do not make a 128 MiB level-1 table, queues are no
+/// larger than IDR1 allows, a linear-only SMMU's table is capped, and a
+/// forced two-level table on a linear-only SMMU is refused.
+#[test]
+fn id_registers_bound_the_tables_and_queues() {
+    let p = plan(&features(32, false, 19, 19), None).unwrap();
+    assert!(!p.linear);
+    assert_eq!((p.sid_bits, p.strtab_bytes), (25, 1 << 20));
+    assert_eq!((p.cmdq_log2, p.evtq_log2), (8, 7));
+    let small = plan(&features(16, false, 5, 4), None).unwrap();
+    assert_eq!((small.cmdq_log2, small.evtq_log2), (5, 4));
+    assert_eq!((small.sid_bits, small.strtab_bytes), (16, 8 << 8));
+    let lin = plan(&features(20, true, 8, 7), None).unwrap();
+    assert!(lin.linear);
+    assert_eq!((lin.sid_bits, lin.strtab_bytes), (16, 64 << 16));
+    assert_eq!(
+        plan(&features(20, true, 8, 7), Some(StreamTableLevels::TwoLevel)),
+        Err(SmmuError::LinearOnly)
+    );
+    // A small SMMU's StreamIDs fit one level-2 table: linear.
+    assert!(plan(&features(6, false, 8, 7), None).unwrap().linear);
+}
+
+/// ASIDs and VMIDs run out at their width (8 or 16 bits) with a typed
+/// error, not at 2^16 regardless.
+#[test]
+fn tags_run_out_at_their_width() {
+    assert_eq!(next_tag(0, 8), Some(1));
+    assert_eq!(next_tag(254, 8), Some(255));
+    assert_eq!(next_tag(255, 8), None);
+    assert_eq!(next_tag(255, 16), Some(256));
+    assert_eq!(next_tag(u16::MAX, 16), None);
 }
