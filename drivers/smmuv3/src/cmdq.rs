@@ -20,6 +20,9 @@ pub trait CmdqHw {
     fn acknowledge_cmdq_error(&mut self);
     /// Called between polls (a short delay, or nothing on the host).
     fn pause(&mut self) {}
+    /// Orders the entries written so far before the next register write
+    /// (PROD, or GERRORN after a refused entry was replaced).
+    fn barrier(&mut self);
 }
 
 /// A command the SMMU refused.
@@ -103,6 +106,8 @@ impl CommandQueue {
             hw.write_entry(self.queue.slot(prod), e);
             prod = self.queue.next(prod);
         }
+        // The SMMU may read the entries as soon as it sees PROD move.
+        hw.barrier();
         hw.write_prod(prod);
         let mut report = Report {
             commands: entries.len() as u32,
@@ -128,6 +133,9 @@ impl CommandQueue {
                     entry,
                 });
                 hw.write_entry(slot, Command::Sync { msi: None }.encode());
+                // The replacement before the acknowledgement that restarts
+                // the queue at it.
+                hw.barrier();
                 hw.acknowledge_cmdq_error();
                 continue;
             }
@@ -160,6 +168,10 @@ mod tests {
         per_poll: u32,
         seen: Vec<u8>,
         stuck: bool,
+        /// Entries written since the last barrier, and register writes
+        /// that came while there were any.
+        unordered: bool,
+        misordered: u32,
     }
 
     impl Fake {
@@ -173,6 +185,8 @@ mod tests {
                 per_poll,
                 seen: Vec::new(),
                 stuck: false,
+                unordered: false,
+                misordered: 0,
             }
         }
 
@@ -198,12 +212,14 @@ mod tests {
             self.prod
         }
         fn write_prod(&mut self, prod: u32) {
+            self.misordered += u32::from(self.unordered);
             self.prod = prod;
         }
         fn read_cons(&self) -> u32 {
             self.cons
         }
         fn write_entry(&mut self, slot: usize, cmd: [u64; 2]) {
+            self.unordered = true;
             self.mem[slot] = cmd;
         }
         fn read_entry(&self, slot: usize) -> [u64; 2] {
@@ -213,12 +229,31 @@ mod tests {
             self.err
         }
         fn acknowledge_cmdq_error(&mut self) {
+            self.misordered += u32::from(self.unordered);
             self.err = false;
             self.cons &= 0x00ff_ffff;
         }
         fn pause(&mut self) {
             self.consume();
         }
+        fn barrier(&mut self) {
+            self.unordered = false;
+        }
+    }
+
+    /// Entries are ordered before the PROD write that publishes them, and
+    /// a refused entry's replacement before the GERRORN write that
+    /// restarts the queue (issue 13, points 3, 7 and 11).
+    #[test]
+    fn entries_are_ordered_before_prod_and_gerrorn() {
+        let mut hw = Fake::new(3, 4);
+        let mut q = CommandQueue::new(3, 100);
+        let sync = Command::Sync { msi: None }.encode();
+        let r = q
+            .submit_encoded(&mut hw, &[[0x11, 0], [0xff, 0], [0x12, 0], sync])
+            .unwrap();
+        assert_eq!(r.rejected.len(), 1);
+        assert_eq!(hw.misordered, 0, "a register write before a barrier");
     }
 
     #[test]

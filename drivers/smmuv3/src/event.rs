@@ -109,6 +109,48 @@ impl Event {
     }
 }
 
+/// The registers and memory of the event queue, for [`drain`].
+pub trait EvtqHw {
+    fn read_prod(&self) -> u32;
+    fn read_cons(&self) -> u32;
+    fn write_cons(&mut self, cons: u32);
+    fn read_record(&self, slot: usize) -> [u64; 4];
+    /// Orders memory accesses against the register accesses around them.
+    fn barrier(&mut self);
+}
+
+/// What one drain found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub records: alloc::vec::Vec<[u64; 4]>,
+    /// EVENTQ_PROD.OVFLG differed from our acknowledgement: events were
+    /// lost (and the flag is now acknowledged).
+    pub overflowed: bool,
+}
+
+/// Consumes every record between CONS and PROD (IHI 0070, 3.5.2): PROD is
+/// read first, and a barrier keeps the record reads after it (the SMMU
+/// wrote the records before it moved PROD); a second barrier keeps the
+/// record reads before the CONS write that lets the SMMU reuse the slots.
+/// Keeping our OVACKFLG equal to OVFLG acknowledges an overflow.
+pub fn drain(q: &crate::queue::Queue, hw: &mut impl EvtqHw) -> Drained {
+    use crate::queue::OVERFLOW;
+    let prod = hw.read_prod();
+    hw.barrier();
+    let mut cons = hw.read_cons();
+    let acked = cons & OVERFLOW;
+    let mut out = Drained::default();
+    while !q.empty(prod, cons) {
+        out.records.push(hw.read_record(q.slot(cons)));
+        cons = q.next(cons);
+    }
+    let ovf = prod & OVERFLOW;
+    out.overflowed = ovf != acked;
+    hw.barrier();
+    hw.write_cons((cons & !OVERFLOW) | ovf);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +190,69 @@ mod tests {
         assert_eq!(EventKind::from_id(0x09), EventKind::CdFetch);
         assert_eq!(EventKind::from_id(0x99), EventKind::Unknown(0x99));
         assert!(!EventKind::BadSte.is_translation_fault());
+    }
+
+    /// The order of [`drain`]'s accesses: PROD, barrier, CONS and the
+    /// records, barrier, CONS written (issue 13, point 3).
+    #[test]
+    fn drain_reads_prod_then_records_then_publishes_cons() {
+        use super::{drain, EvtqHw};
+        use crate::queue::{Queue, OVERFLOW};
+        use alloc::vec::Vec;
+        #[derive(Debug, PartialEq, Eq)]
+        enum Op {
+            Prod,
+            Cons,
+            Record(usize),
+            Barrier,
+            WriteCons(u32),
+        }
+        struct Rec {
+            ops: core::cell::RefCell<Vec<Op>>,
+            prod: u32,
+            cons: u32,
+        }
+        impl EvtqHw for Rec {
+            fn read_prod(&self) -> u32 {
+                self.ops.borrow_mut().push(Op::Prod);
+                self.prod
+            }
+            fn read_cons(&self) -> u32 {
+                self.ops.borrow_mut().push(Op::Cons);
+                self.cons
+            }
+            fn write_cons(&mut self, cons: u32) {
+                self.ops.borrow_mut().push(Op::WriteCons(cons));
+            }
+            fn read_record(&self, slot: usize) -> [u64; 4] {
+                self.ops.borrow_mut().push(Op::Record(slot));
+                [slot as u64, 0, 0, 0]
+            }
+            fn barrier(&mut self) {
+                self.ops.borrow_mut().push(Op::Barrier);
+            }
+        }
+        let q = Queue { log2size: 2 };
+        // Two records (slots 3 and 0, across the wrap), overflow flagged.
+        let mut hw = Rec {
+            ops: Default::default(),
+            prod: OVERFLOW | 0b101,
+            cons: 0b011,
+        };
+        let d = drain(&q, &mut hw);
+        assert_eq!(d.records.len(), 2);
+        assert!(d.overflowed);
+        assert_eq!(
+            hw.ops.into_inner(),
+            [
+                Op::Prod,
+                Op::Barrier,
+                Op::Cons,
+                Op::Record(3),
+                Op::Record(0),
+                Op::Barrier,
+                Op::WriteCons(OVERFLOW | 0b101)
+            ]
+        );
     }
 }

@@ -255,8 +255,6 @@ impl<H: Hal> CmdqHw for Cmdq<'_, H> {
         self.smmu.regs().cmdq_prod.get()
     }
     fn write_prod(&mut self, prod: u32) {
-        // The entries must reach memory before the SMMU is told.
-        self.hal.barrier();
         self.smmu.regs().cmdq_prod.set(prod);
     }
     fn read_cons(&self) -> u32 {
@@ -284,6 +282,9 @@ impl<H: Hal> CmdqHw for Cmdq<'_, H> {
         let r = self.smmu.regs();
         r.gerrorn.set(r.gerrorn.get() ^ GERROR::CMDQ_ERR::SET.value);
     }
+    fn barrier(&mut self) {
+        self.hal.barrier();
+    }
     fn pause(&mut self) {
         // With completion by interrupt, wait (bounded) for the sync SPI
         // before looking at CONS again.
@@ -294,6 +295,33 @@ impl<H: Hal> CmdqHw for Cmdq<'_, H> {
             }
             self.sync_irq = None;
         }
+    }
+}
+
+struct Evtq<'a, H: Hal> {
+    smmu: &'a Smmu,
+    hal: &'a H,
+    mem: &'a RegionSet<H::Region>,
+    base: u64,
+}
+
+impl<H: Hal> crate::event::EvtqHw for Evtq<'_, H> {
+    fn read_prod(&self) -> u32 {
+        self.smmu.page1().eventq_prod.get()
+    }
+    fn read_cons(&self) -> u32 {
+        self.smmu.page1().eventq_cons.get()
+    }
+    fn write_cons(&mut self, cons: u32) {
+        self.smmu.page1().eventq_cons.set(cons);
+    }
+    fn read_record(&self, slot: usize) -> [u64; 4] {
+        let at = self.base + 32 * slot as u64;
+        // Inside the event queue's region (queue arithmetic).
+        core::array::from_fn(|i| self.mem.read_u64(at + 8 * i as u64).unwrap_or(0))
+    }
+    fn barrier(&mut self) {
+        self.hal.barrier();
     }
 }
 
@@ -764,33 +792,18 @@ impl<H: Hal> SmmuHw<H> {
     /// Events the SMMU reported since the last call.
     pub fn drain_events(&mut self) -> Vec<Event> {
         self.check_global_errors();
-        let mut out = Vec::new();
-        let p1 = self.smmu.page1();
-        let prod = p1.eventq_prod.get();
-        let mut cons = p1.eventq_cons.get();
-        let acked = cons & crate::queue::OVERFLOW;
-        while !self.evtq.empty(prod, cons) {
-            let at = self.evtq_mem + 32 * self.evtq.slot(cons) as u64;
-            let mut rec = [0; 4];
-            for (i, w) in rec.iter_mut().enumerate() {
-                // Inside the event queue's region (queue arithmetic).
-                *w = self.read_u64(at + 8 * i as u64).unwrap_or(0);
-            }
-            out.push(Event::decode(&rec));
-            cons = self.evtq.next(cons);
-        }
-        // OVFLG differing from our OVACKFLG: events were lost. Keeping
-        // the flags in step acknowledges it.
-        let ovf = prod & crate::queue::OVERFLOW;
-        if ovf != acked {
+        let mut q = Evtq {
+            smmu: &self.smmu,
+            hal: &self.hal,
+            mem: &self.mem,
+            base: self.evtq_mem,
+        };
+        let drained = crate::event::drain(&self.evtq, &mut q);
+        if drained.overflowed {
             self.overflows += 1;
             log::warn!("SMMU event queue overflowed: events were lost");
         }
-        self.smmu
-            .page1()
-            .eventq_cons
-            .set((cons & !crate::queue::OVERFLOW) | ovf);
-        out
+        drained.records.iter().map(Event::decode).collect()
     }
 
     fn oas_encoding(&self) -> u8 {
