@@ -219,6 +219,9 @@ impl<H: Hal> TableMemory for HalTables<H> {
             }
         }
     }
+    fn barrier(&mut self) {
+        self.hal.barrier();
+    }
     fn write(&mut self, table: u64, index: usize, value: u64) {
         let ok = index < ENTRIES
             && self

@@ -105,6 +105,10 @@ pub trait TableMemory {
     fn free(&mut self, table: u64);
     fn read(&self, table: u64, index: usize) -> u64;
     fn write(&mut self, table: u64, index: usize, value: u64);
+    /// Orders the writes so far before the next one: called between
+    /// filling a table and the write that links it, so a walker that
+    /// follows the link never reads the table's old contents.
+    fn barrier(&mut self) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +414,7 @@ impl<F: Format> PageTable<F> {
         }
         mem.write(leaf_table, i, self.fmt.encode_leaf(pa, level, prot));
         if let Some(&top) = fresh.first() {
+            mem.barrier();
             mem.write(table, self.index(va, l), self.fmt.encode_table(top, l));
         }
         if level == last {
@@ -688,6 +693,7 @@ impl<F: Format> PageTable<F> {
                         let e = self.fmt.encode_leaf(pa + k as u64 * child, level + 1, prot);
                         mem.write(next, k, e);
                     }
+                    mem.barrier();
                     mem.write(table, i, self.fmt.encode_table(next, level));
                     // The block's translation may be cached whole.
                     gather.add_range(base, sz);

@@ -14,6 +14,14 @@ pub struct HostTables {
     next: u64,
     /// Fail allocations once this many tables exist.
     pub limit: Option<usize>,
+    /// Tables written since the last barrier.
+    unordered: std::collections::HashSet<u64>,
+    /// Tables allocated and not yet linked where a walker can reach them
+    /// (every table but the root, until a link into a reachable table).
+    hidden: std::collections::HashSet<u64>,
+    /// Links written into a reachable table while writes into tables were
+    /// not yet ordered before them.
+    pub early_links: usize,
 }
 
 impl HostTables {
@@ -29,6 +37,9 @@ impl TableMemory for HostTables {
         }
         self.next += PAGE_SIZE;
         let pa = 0x10_0000_0000 + self.next;
+        if !self.tables.is_empty() {
+            self.hidden.insert(pa);
+        }
         self.tables.insert(pa, Box::new([0; ENTRIES]));
         Some(pa)
     }
@@ -45,7 +56,28 @@ impl TableMemory for HostTables {
     }
 
     fn write(&mut self, table: u64, index: usize, value: u64) {
+        // A link into a reachable table makes the tables below it
+        // reachable: their contents must be ordered before it.
+        let target = value & 0x000f_ffff_ffff_f000;
+        if !self.hidden.contains(&table) && self.hidden.contains(&target) {
+            self.early_links += usize::from(!self.unordered.is_empty());
+            let mut reveal = alloc::vec![target];
+            while let Some(t) = reveal.pop() {
+                self.hidden.remove(&t);
+                for &e in self.tables[&t].iter() {
+                    let below = e & 0x000f_ffff_ffff_f000;
+                    if self.hidden.contains(&below) {
+                        reveal.push(below);
+                    }
+                }
+            }
+        }
+        self.unordered.insert(table);
         self.tables.get_mut(&table).expect("write to a freed table")[index] = value;
+    }
+
+    fn barrier(&mut self) {
+        self.unordered.clear();
     }
 }
 
@@ -500,4 +532,31 @@ fn table_memory_for_a_gib_of_pages_is_minimal() {
     assert_eq!(pt.tables(), 1 + 1 + 1 + 512);
     assert_eq!(mem.live(), pt.tables());
     assert_eq!(pt.lookup(&mem, G1 - K4).unwrap().pa, G1);
+}
+
+/// A table is filled before the write that links it becomes visible: a
+/// barrier stands between them, when new levels are linked by a map and
+/// when a block is split by a partial unmap (issue 13, point 11).
+#[test]
+fn tables_are_filled_before_they_are_linked() {
+    for fmt in [
+        crate::iommu::domain::TableFormat::Arm(ArmLpae::S1),
+        crate::iommu::domain::TableFormat::X86FirstLevel(X86FirstLevel { gib_pages: true }),
+    ] {
+        let mut mem = HostTables::default();
+        let mut t = PageTable::new(fmt, &mut mem).unwrap();
+        t.map(&mut mem, 0x4000_0000, 0x8000_0000, 0x1000, Prot::RW)
+            .unwrap();
+        // A 2 MiB block, then a hole punched in it: split one level down.
+        t.map(&mut mem, 0x8020_0000, 0x9020_0000, 0x20_0000, Prot::RW)
+            .unwrap();
+        let mut g = Gather::default();
+        t.unmap(&mut mem, 0x8020_1000, 0x1000, &mut g).unwrap();
+        assert_eq!(
+            mem.early_links, 0,
+            "{fmt:?}: a table linked before it was filled"
+        );
+        t.destroy(&mut mem, &mut g);
+        g.release(&mut mem);
+    }
 }
