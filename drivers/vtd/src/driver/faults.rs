@@ -5,6 +5,44 @@ use crate::fault::FaultRecord;
 use kernel::addr::Iova;
 use kernel::iommu::domain::{DeviceId, Fault, FaultReason, Pasid};
 
+/// One fault recording register, for [`take_record`].
+pub trait RecordRegs {
+    /// Bits 127:64 (F, the reason, the source id, the PASID).
+    fn read_hi(&self) -> u64;
+    /// Bits 63:0 (the page address).
+    fn read_lo(&self) -> u64;
+    /// Writes 1 to F, freeing the register for the next fault.
+    fn clear(&self);
+}
+
+impl RecordRegs for crate::regs::FaultRecordRegs {
+    fn read_hi(&self) -> u64 {
+        use tock_registers::interfaces::Readable;
+        self.hi.get()
+    }
+    fn read_lo(&self) -> u64 {
+        use tock_registers::interfaces::Readable;
+        self.lo.get()
+    }
+    fn clear(&self) {
+        use tock_registers::interfaces::Writeable;
+        self.hi.write(crate::regs::FRCD_HI::F::SET);
+    }
+}
+
+/// The record in `reg`, if it holds one, and the register cleared. F is
+/// read first (VT-d 7.2.1: the rest of a record is valid only once F reads
+/// set, so it is read after), and cleared last.
+pub fn take_record(reg: &impl RecordRegs) -> Option<FaultRecord> {
+    let hi = reg.read_hi();
+    if hi >> 63 == 0 {
+        return None;
+    }
+    let lo = reg.read_lo();
+    reg.clear();
+    Some(normalise(FaultRecord::decode(lo, hi)))
+}
+
 /// A record as read from its register. Requests without PASID are
 /// processed as RID_PASID 0, and units may record them with PASID 0
 /// present: they had none.

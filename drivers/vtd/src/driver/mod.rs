@@ -38,8 +38,8 @@ use crate::fault::FaultRecord;
 use crate::probe::Unit;
 use crate::qi::Descriptor;
 use crate::regs::{
-    fault_event_address, iqa_one_page_256, rtaddr_scalable, VtdRegs, FECTL, FRCD_HI, FSTS, GCMD,
-    GSTS, IQH, IQT,
+    fault_event_address, iqa_one_page_256, rtaddr_scalable, VtdRegs, FECTL, FSTS, GCMD, GSTS, IQH,
+    IQT,
 };
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -537,11 +537,8 @@ impl<H: Hal> VtdHw<H> {
     /// fault overflow is counted and cleared.
     pub fn collect_faults(&mut self) {
         for reg in self.unit.fault_records() {
-            let record = faults::normalise(FaultRecord::decode(reg.lo.get(), reg.hi.get()));
-            if record.valid {
+            if let Some(record) = faults::take_record(reg) {
                 self.pending.push(record);
-                // F is write-1-to-clear.
-                reg.hi.write(FRCD_HI::F::SET);
             }
         }
         let r = self.unit.regs();

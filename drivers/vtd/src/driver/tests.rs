@@ -794,3 +794,44 @@ fn errors_say_what_went_wrong() {
         "out of domain ids (256)"
     );
 }
+
+/// A fault record is read F first, the rest after, and cleared last; an
+/// empty register is left alone (issue 13, point 15).
+#[test]
+fn fault_records_are_read_f_first_then_cleared() {
+    use super::faults::{take_record, RecordRegs};
+    use core::cell::RefCell;
+    struct Reg {
+        hi: u64,
+        lo: u64,
+        ops: RefCell<Vec<&'static str>>,
+    }
+    impl RecordRegs for Reg {
+        fn read_hi(&self) -> u64 {
+            self.ops.borrow_mut().push("hi");
+            self.hi
+        }
+        fn read_lo(&self) -> u64 {
+            self.ops.borrow_mut().push("lo");
+            self.lo
+        }
+        fn clear(&self) {
+            self.ops.borrow_mut().push("clear");
+        }
+    }
+    let full = Reg {
+        hi: (1 << 63) | (0x71 << 32) | 0x0010,
+        lo: 0x4000_0000,
+        ops: RefCell::new(Vec::new()),
+    };
+    let r = take_record(&full).unwrap();
+    assert_eq!((r.source_id, r.reason, r.addr), (0x10, 0x71, 0x4000_0000));
+    assert_eq!(*full.ops.borrow(), ["hi", "lo", "clear"]);
+    let empty = Reg {
+        hi: 0x71 << 32,
+        lo: 0,
+        ops: RefCell::new(Vec::new()),
+    };
+    assert_eq!(take_record(&empty), None);
+    assert_eq!(*empty.ops.borrow(), ["hi"]);
+}
