@@ -62,6 +62,9 @@ pub struct Ecaps {
     pub second_level_ad: bool,
     pub second_level: bool,
     pub first_level: bool,
+    /// SMPWC: scalable-mode page walks can snoop (with PWSNP set in the
+    /// PASID entry); then page tables need no cache flushes.
+    pub page_walk_coherency: bool,
 }
 
 impl Ecaps {
@@ -82,6 +85,7 @@ impl Ecaps {
             second_level_ad: bits(ecap, 45, 45) == 1,
             second_level: bits(ecap, 46, 46) == 1,
             first_level: bits(ecap, 47, 47) == 1,
+            page_walk_coherency: bits(ecap, 48, 48) == 1,
         }
     }
 }
@@ -129,5 +133,10 @@ mod tests {
         assert_eq!(e.iotlb_offset, 0x500);
         assert_eq!(e.pasid_bits, 8);
         assert!(e.pasid && e.scalable_mode && e.second_level && e.first_level);
+        assert!(!e.page_walk_coherency);
+        assert!(
+            Ecaps::decode(ecap | 1 << 48).page_walk_coherency,
+            "SMPWC is bit 48"
+        );
     }
 }

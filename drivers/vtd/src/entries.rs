@@ -83,12 +83,18 @@ pub enum Translation {
 pub struct PasidEntry {
     pub did: u16,
     pub translation: Translation,
+    /// PWSNP: the unit's walks of this entry's page tables snoop the CPU
+    /// caches (only where ECAP.SMPWC says it can).
+    pub page_walk_snoop: bool,
 }
 
 impl PasidEntry {
     pub fn encode(&self) -> [u64; 8] {
         let mut e = [0u64; 8];
         e[1] = u64::from(self.did);
+        if self.page_walk_snoop && self.translation != Translation::PassThrough {
+            e[1] |= 1 << 23;
+        }
         match self.translation {
             Translation::FirstLevel { root, privileged } => {
                 // PGTT 1; AW 2 (48 bits, what 4-level paging covers: units
@@ -183,6 +189,7 @@ mod tests {
                 root: 0x5000_0000,
                 privileged: false,
             },
+            page_walk_snoop: false,
         }
         .encode();
         assert_eq!(fl[0], 1 | (2 << 2) | (1 << 6));
@@ -195,6 +202,7 @@ mod tests {
                 root: 0x6000_0000,
                 levels: 3,
             },
+            page_walk_snoop: false,
         }
         .encode();
         assert_eq!(sl[0], 0x6000_0000 | (2 << 6) | (1 << 2) | 1);
@@ -202,6 +210,7 @@ mod tests {
         let pt = PasidEntry {
             did: 1,
             translation: Translation::PassThrough,
+            page_walk_snoop: false,
         }
         .encode();
         assert_eq!(pt[0], 1 | (2 << 2) | (4 << 6));

@@ -193,10 +193,26 @@ fn sid_of(dev: DeviceId) -> Result<u16, VtdError> {
     u16::try_from(dev.0).map_err(|_| VtdError::DeviceIdTooWide { dev: dev.0 })
 }
 
+/// How the unit reads memory, as Linux decides it in scalable mode: the
+/// root, context and PASID tables and the queue by ECAP.C; page tables by
+/// ECAP.SMPWC (their walks snoop when the PASID entry sets PWSNP, which
+/// `paging_entry` does exactly then). Non-coherent memory is flushed.
+pub fn walk_coherency(ecaps: &Ecaps) -> (Coherency, Coherency) {
+    let of = |snoops: bool| {
+        if snoops {
+            Coherency::Coherent
+        } else {
+            Coherency::NonCoherent
+        }
+    };
+    (of(ecaps.coherent), of(ecaps.page_walk_coherency))
+}
+
 fn pass_through_entry() -> PasidEntry {
     PasidEntry {
         did: PASS_THROUGH_DID,
         translation: Translation::PassThrough,
+        page_walk_snoop: false,
     }
 }
 
@@ -263,16 +279,11 @@ impl<H: Hal> VtdHw<H> {
                 gib_pages: caps.second_level_large_pages & 2 != 0,
             })
         };
-        // A unit that does not snoop reads its structures from memory.
-        let coherency = if ecaps.coherent {
-            Coherency::Coherent
-        } else {
-            Coherency::NonCoherent
-        };
+        let (coherency, page_coherency) = walk_coherency(&ecaps);
         let second_level = matches!(format, TableFormat::VtdSecondLevel(_));
         let tables = Tables::new(hal.clone(), coherency, second_level, ecaps.pasid_bits)?;
         let queue = Queue::new(&hal, coherency)?;
-        let pages = HalTables::new(hal.clone(), coherency);
+        let pages = HalTables::new(hal.clone(), page_coherency);
         let mut hw = VtdHw {
             unit,
             base,
@@ -314,7 +325,7 @@ impl<H: Hal> VtdHw<H> {
             "VT-d at {base:#x}: scalable mode; domains on {} ({}); PASIDs {} bits; {} domain ids; \
              QI with 256-bit descriptors, {} entries; page-selective invalidation up to 2^{} pages; \
              pass-through {}; {} fault record(s); device-TLB {}, page requests {}, nested {} (unused); \
-             {}coherent",
+             {}coherent, page walks {}snooped (SMPWC)",
             if ecaps.first_level { "first level" } else { "second level" },
             kernel::iommu::pgtable::Format::name(&format),
             ecaps.pasid_bits,
@@ -326,7 +337,8 @@ impl<H: Hal> VtdHw<H> {
             ecaps.device_tlb,
             ecaps.page_requests,
             ecaps.nested,
-            if ecaps.coherent { "" } else { "not " }
+            if ecaps.coherent { "" } else { "not " },
+            if ecaps.page_walk_coherency { "" } else { "not " }
         );
         Ok(hw)
     }
@@ -452,6 +464,9 @@ impl<H: Hal> VtdHw<H> {
                     privileged: false,
                 },
             },
+            // Snooped walks where the unit offers them (ECAP.SMPWC): its
+            // page tables then need no flushes (`walk_coherency`).
+            page_walk_snoop: self.ecaps.page_walk_coherency,
         }
     }
 
