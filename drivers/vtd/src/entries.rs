@@ -66,16 +66,12 @@ pub fn pasid_slot(pasid: u32) -> (usize, usize) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Translation {
     /// First-level only: x86-64 4-level paging at `root`.
-    FirstLevel {
-        root: u64,
-        privileged: bool,
-    },
+    FirstLevel { root: u64, privileged: bool },
     /// Second-level only, `levels` 3 or 4.
-    SecondLevel {
-        root: u64,
-        levels: u8,
-    },
-    PassThrough,
+    SecondLevel { root: u64, levels: u8 },
+    /// Untranslated, requests checked against the address width of
+    /// `levels` (3: 39 bits, 4: 48 bits), which SAGAW must support.
+    PassThrough { levels: u8 },
 }
 
 /// A scalable-mode PASID table entry (512 bits).
@@ -92,7 +88,7 @@ impl PasidEntry {
     pub fn encode(&self) -> [u64; 8] {
         let mut e = [0u64; 8];
         e[1] = u64::from(self.did);
-        if self.page_walk_snoop && self.translation != Translation::PassThrough {
+        if self.page_walk_snoop && !matches!(self.translation, Translation::PassThrough { .. }) {
             e[1] |= 1 << 23;
         }
         match self.translation {
@@ -109,9 +105,10 @@ impl PasidEntry {
                 let aw = if levels == 3 { 1 } else { 2 };
                 e[0] = PRESENT | (aw << 2) | (2 << 6) | (root & PAGE_MASK);
             }
-            Translation::PassThrough => {
-                // AW 2: the address width checked before passing through.
-                e[0] = PRESENT | (2 << 2) | (4 << 6);
+            Translation::PassThrough { levels } => {
+                // AW: the address width checked before passing through.
+                let aw = if levels == 3 { 1 } else { 2 };
+                e[0] = PRESENT | (aw << 2) | (4 << 6);
             }
         }
         e
@@ -209,11 +206,19 @@ mod tests {
         assert_eq!(sl[1], 9);
         let pt = PasidEntry {
             did: 1,
-            translation: Translation::PassThrough,
+            translation: Translation::PassThrough { levels: 4 },
             page_walk_snoop: false,
         }
         .encode();
         assert_eq!(pt[0], 1 | (2 << 2) | (4 << 6));
+        // A unit with 39-bit SAGAW only: AW 1 (issue 13, point 16).
+        let pt39 = PasidEntry {
+            did: 1,
+            translation: Translation::PassThrough { levels: 3 },
+            page_walk_snoop: false,
+        }
+        .encode();
+        assert_eq!(pt39[0], 1 | (1 << 2) | (4 << 6));
         assert_eq!(PasidEntry::write_order()[7], 0);
     }
 }

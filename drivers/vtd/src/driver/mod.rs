@@ -208,10 +208,20 @@ pub fn walk_coherency(ecaps: &Ecaps) -> (Coherency, Coherency) {
     (of(ecaps.coherent), of(ecaps.page_walk_coherency))
 }
 
-fn pass_through_entry() -> PasidEntry {
+/// The widest table depth SAGAW allows, up to 4 levels (48 bits): what
+/// pass-through entries check addresses against.
+pub fn pass_through_levels(sagaw: u8) -> u8 {
+    if sagaw & 0b100 != 0 || sagaw & 0b010 == 0 {
+        4
+    } else {
+        3
+    }
+}
+
+fn pass_through_entry(levels: u8) -> PasidEntry {
     PasidEntry {
         did: PASS_THROUGH_DID,
-        translation: Translation::PassThrough,
+        translation: Translation::PassThrough { levels },
         page_walk_snoop: false,
     }
 }
@@ -479,9 +489,10 @@ impl<H: Hal> VtdHw<H> {
             });
         }
         let sid = sid_of(dev)?;
+        let entry = pass_through_entry(pass_through_levels(self.caps.sagaw));
         let (t, mut qi) = self.split();
         t.device(&mut qi, sid, 0)?;
-        t.set_entry(&mut qi, sid, 0, Some(pass_through_entry()))?;
+        t.set_entry(&mut qi, sid, 0, Some(entry))?;
         t.set_primary_kind(sid, Primary::Identity)
     }
 
@@ -620,7 +631,10 @@ impl<H: Hal> VtdHw<H> {
                         what: "identity domains",
                     });
                 }
-                (Primary::Identity, pass_through_entry())
+                (
+                    Primary::Identity,
+                    pass_through_entry(pass_through_levels(self.caps.sagaw)),
+                )
             }
             (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {
                 (Primary::Paging, self.paging_entry(d.tag as u16, root.0))

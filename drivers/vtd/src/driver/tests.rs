@@ -215,7 +215,7 @@ fn pasid_entry_switches_are_never_torn() {
         Some(second(9, 0x6000_0000)),
         Some(PasidEntry {
             did: 1,
-            translation: Translation::PassThrough,
+            translation: Translation::PassThrough { levels: 4 },
             page_walk_snoop: false,
         }),
         // The blocked entry: present, over an empty table.
@@ -866,4 +866,14 @@ fn page_walk_snooping_follows_smpwc() {
     }
     .encode();
     assert_eq!(e[1], 3 | 1 << 23, "PWSNP is bit 87");
+}
+
+/// Pass-through entries take their address width from SAGAW: 48 bits
+/// where the unit supports 4-level tables, else 39 (issue 13, point 16).
+#[test]
+fn pass_through_width_follows_sagaw() {
+    use super::pass_through_levels;
+    assert_eq!(pass_through_levels(0b0110), 4);
+    assert_eq!(pass_through_levels(0b0100), 4);
+    assert_eq!(pass_through_levels(0b0010), 3);
 }
