@@ -39,6 +39,9 @@ pub enum CmdqError {
     Timeout { prod: u32, cons: u32 },
     /// More commands than the queue holds in one batch.
     TooMany { commands: usize, room: u32 },
+    /// CMDQ_ERR kept re-asserting: more refusals than the batch has
+    /// entries (a replaced entry refused again, or an SMMU stuck in error).
+    ErrorStorm { refused: usize },
 }
 
 /// What one batch did.
@@ -123,6 +126,14 @@ impl CommandQueue {
         loop {
             let cons = hw.read_cons();
             if hw.cmdq_error_active() {
+                // Each entry can be refused once; its replacement, a
+                // CMD_SYNC, cannot be. More refusals than entries: the
+                // error re-asserts, and looping on would never end.
+                if report.rejected.len() >= entries.len() {
+                    return Err(CmdqError::ErrorStorm {
+                        refused: report.rejected.len(),
+                    });
+                }
                 // CONS names the refused command: report it, put a
                 // harmless CMD_SYNC in its place, acknowledge.
                 let slot = self.queue.slot(cons);
@@ -239,6 +250,40 @@ mod tests {
         fn barrier(&mut self) {
             self.unordered = false;
         }
+    }
+
+    /// An SMMU whose CMDQ_ERR re-asserts after every acknowledgement ends
+    /// the batch with an error instead of looping forever (issue 13,
+    /// point 7).
+    #[test]
+    fn a_reasserting_error_is_bounded() {
+        struct Stuck(Fake);
+        impl CmdqHw for Stuck {
+            fn read_prod(&self) -> u32 {
+                self.0.read_prod()
+            }
+            fn write_prod(&mut self, prod: u32) {
+                self.0.write_prod(prod)
+            }
+            fn read_cons(&self) -> u32 {
+                self.0.read_cons()
+            }
+            fn write_entry(&mut self, slot: usize, cmd: [u64; 2]) {
+                self.0.write_entry(slot, cmd)
+            }
+            fn read_entry(&self, slot: usize) -> [u64; 2] {
+                self.0.read_entry(slot)
+            }
+            fn cmdq_error_active(&self) -> bool {
+                true
+            }
+            fn acknowledge_cmdq_error(&mut self) {}
+            fn barrier(&mut self) {}
+        }
+        let mut hw = Stuck(Fake::new(3, 1));
+        let mut q = CommandQueue::new(3, 100);
+        let r = q.submit(&mut hw, &[Command::CfgiAll]);
+        assert_eq!(r, Err(CmdqError::ErrorStorm { refused: 2 }));
     }
 
     /// Entries are ordered before the PROD write that publishes them, and

@@ -126,6 +126,10 @@ pub enum SmmuError {
     },
     /// The SMMU refused a command (CMDQ_ERR).
     Refused(Rejected),
+    /// CMDQ_ERR kept re-asserting after every acknowledgement.
+    CmdqErrorStorm {
+        refused: usize,
+    },
     StreamIdTooWide {
         sid: u32,
         bits: u8,
@@ -191,6 +195,10 @@ impl fmt::Display for SmmuError {
                 f,
                 "command queue: {commands} commands in one batch, room for {room}"
             ),
+            SmmuError::CmdqErrorStorm { refused } => write!(
+                f,
+                "command queue: the error re-asserts ({refused} refusals in one batch)"
+            ),
             SmmuError::Refused(r) => write!(
                 f,
                 "SMMU refused {} ({:?})",
@@ -237,6 +245,7 @@ impl From<CmdqError> for SmmuError {
         match e {
             CmdqError::Timeout { prod, cons } => SmmuError::CmdqTimeout { prod, cons },
             CmdqError::TooMany { commands, room } => SmmuError::CmdqTooMany { commands, room },
+            CmdqError::ErrorStorm { refused } => SmmuError::CmdqErrorStorm { refused },
         }
     }
 }
