@@ -150,7 +150,8 @@ impl<H: Hal> Qi<'_, H> {
                 self.hal.barrier();
                 self.regs.fsts.write(FSTS::IQE::SET);
                 self.regs.iqt.write(tail);
-                continue;
+                // No `continue`: an IQE that re-asserts still meets the
+                // deadline below.
             }
             let errors = FSTS::ICE::SET + FSTS::ITE::SET;
             if fsts.any_matching_bits_set(errors) {
@@ -208,10 +209,11 @@ pub fn walk_coherency(ecaps: &Ecaps) -> (Coherency, Coherency) {
     (of(ecaps.coherent), of(ecaps.page_walk_coherency))
 }
 
-/// The widest table depth SAGAW allows, up to 4 levels (48 bits): what
-/// pass-through entries check addresses against.
-pub fn pass_through_levels(sagaw: u8) -> u8 {
-    if sagaw & 0b100 != 0 || sagaw & 0b010 == 0 {
+/// Table levels for the unit's address width: 4 (48 bits) where SAGAW and
+/// MGAW allow them, else 3 (39 bits). Second-level tables use this depth,
+/// and pass-through entries check addresses against its width.
+pub fn table_levels(sagaw: u8, mgaw: u8) -> u8 {
+    if sagaw & 0b100 != 0 && mgaw >= 48 {
         4
     } else {
         3
@@ -277,14 +279,8 @@ impl<H: Hal> VtdHw<H> {
                 gib_pages: caps.first_level_1g,
             })
         } else {
-            // 4 levels when the unit takes 48-bit addresses, else 3.
-            let levels = if caps.sagaw & 0b100 != 0 && caps.mgaw >= 48 {
-                4
-            } else {
-                3
-            };
             TableFormat::VtdSecondLevel(VtdSecondLevel {
-                levels,
+                levels: usize::from(table_levels(caps.sagaw, caps.mgaw)),
                 mib2_pages: caps.second_level_large_pages & 1 != 0,
                 gib_pages: caps.second_level_large_pages & 2 != 0,
             })
@@ -489,7 +485,7 @@ impl<H: Hal> VtdHw<H> {
             });
         }
         let sid = sid_of(dev)?;
-        let entry = pass_through_entry(pass_through_levels(self.caps.sagaw));
+        let entry = pass_through_entry(table_levels(self.caps.sagaw, self.caps.mgaw));
         let (t, mut qi) = self.split();
         t.device(&mut qi, sid, 0)?;
         t.set_entry(&mut qi, sid, 0, Some(entry))?;
@@ -633,7 +629,7 @@ impl<H: Hal> VtdHw<H> {
                 }
                 (
                     Primary::Identity,
-                    pass_through_entry(pass_through_levels(self.caps.sagaw)),
+                    pass_through_entry(table_levels(self.caps.sagaw, self.caps.mgaw)),
                 )
             }
             (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => {

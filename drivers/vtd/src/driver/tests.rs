@@ -872,8 +872,8 @@ fn page_walk_snooping_follows_smpwc() {
 /// where the unit supports 4-level tables, else 39 (issue 13, point 16).
 #[test]
 fn pass_through_width_follows_sagaw() {
-    use super::pass_through_levels;
-    assert_eq!(pass_through_levels(0b0110), 4);
-    assert_eq!(pass_through_levels(0b0100), 4);
-    assert_eq!(pass_through_levels(0b0010), 3);
+    use super::table_levels;
+    assert_eq!(table_levels(0b0110, 48), 4);
+    assert_eq!(table_levels(0b0100, 48), 4);
+    assert_eq!(table_levels(0b0010, 48), 3);
 }
