@@ -1,6 +1,8 @@
 //! Context descriptors (IHI 0070, 5.4) for AArch64 stage 1 with the 4 KiB
 //! granule, and level-1 CD table descriptors (5.3). A CD is eight
-//! doublewords; dword 0 holds V: it is written last ([`Cd::write_order`]).
+//! doublewords; dword 0 holds V. A live CD changes through
+//! `kernel::iommu::entry::write_entry` with the bits `EntryFormat::used`
+//! names.
 use crate::field;
 
 /// What goes in a CD.
@@ -73,10 +75,6 @@ impl Cd {
 
     pub fn valid(&self) -> bool {
         self.0[0] & (1 << 31) != 0
-    }
-
-    pub const fn write_order() -> [usize; 8] {
-        [1, 2, 3, 4, 5, 6, 7, 0]
     }
 }
 

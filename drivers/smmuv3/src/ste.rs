@@ -1,7 +1,7 @@
 //! Stream table entries (IHI 0070, 5.2) and level-1 stream table
 //! descriptors (5.1). An STE is eight little-endian doublewords; dword 0
-//! holds V, so a driver writes the others first, then dword 0, then
-//! issues CFGI_STE and CMD_SYNC ([`Ste::write_order`]).
+//! holds V. A live STE changes through `kernel::iommu::entry::write_entry`
+//! with the bits `EntryFormat::used` names.
 use crate::field;
 
 /// What an SMMU does with a stream's untagged traffic when stage 1 uses
@@ -168,12 +168,6 @@ impl Ste {
     pub fn valid(&self) -> bool {
         self.0[0] & V != 0
     }
-
-    /// Dwords in the order a live entry is rewritten: everything but
-    /// dword 0 first, dword 0 (with V and Config) last.
-    pub const fn write_order() -> [usize; 8] {
-        [1, 2, 3, 4, 5, 6, 7, 0]
-    }
 }
 
 /// The bits of an STE the SMMU reads for the configuration it selects
@@ -274,7 +268,6 @@ mod tests {
         let n = Ste::nested(&cd, &s2);
         assert_eq!(n.0[0], 1 | (7 << 1) | 0x4000_0040);
         assert_eq!((n.0[2], n.0[3]), (s.0[2], s.0[3]));
-        assert_eq!(Ste::write_order()[7], 0);
     }
 
     #[test]

@@ -113,12 +113,6 @@ impl PasidEntry {
         }
         e
     }
-
-    /// Qwords in the order a live entry is rewritten: all but qword 0
-    /// first, qword 0 (with P) last.
-    pub const fn write_order() -> [usize; 8] {
-        [1, 2, 3, 4, 5, 6, 7, 0]
-    }
 }
 
 /// The bits of a context entry the unit reads: P alone when clear;
@@ -219,6 +213,5 @@ mod tests {
         }
         .encode();
         assert_eq!(pt39[0], 1 | (1 << 2) | (4 << 6));
-        assert_eq!(PasidEntry::write_order()[7], 0);
     }
 }

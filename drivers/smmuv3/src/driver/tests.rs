@@ -177,7 +177,8 @@ fn a_torn_stage2_replace_is_caught() {
     let t = Translation::Stage2;
     let a = ste(t, &stream(PAGING_A, false, 0, false));
     let b = ste(t, &stream(PAGING_B, false, 0, false));
-    let mut steps: alloc::vec::Vec<Step> = Ste::write_order()
+    // Every dword but 0, then dword 0.
+    let mut steps: alloc::vec::Vec<Step> = [1, 2, 3, 4, 5, 6, 7, 0]
         .iter()
         .filter(|&&i| a[i] != b[i])
         .map(|&i| Step::Write {
