@@ -6,7 +6,7 @@ use crate::{arch, memory};
 use core::ptr::NonNull;
 use kernel::addr::{PhysAddr, PhysRange};
 use kernel::hal::{check_bounds, Coherency, DmaRegion, Hal, HalError};
-use kernel::mm::PAGE_SIZE;
+use kernel::mm::{AllocError, PAGE_SIZE};
 use volatile::VolatilePtr;
 
 /// The platform as drivers see it.
@@ -23,6 +23,29 @@ pub struct KernelRegion {
 }
 
 impl KernelRegion {
+    /// `bytes` of zeroed pages at a multiple of `align` (at least a page),
+    /// in memory (not only in the caches) when returned.
+    pub fn new(bytes: u64, align: u64, coherency: Coherency) -> Result<Self, AllocError> {
+        let pages = bytes.div_ceil(PAGE_SIZE).max(1) as usize;
+        let phys = memory::alloc_pages(pages, align.max(PAGE_SIZE))?;
+        let len = pages as u64 * PAGE_SIZE;
+        let ptr = core::ptr::slice_from_raw_parts_mut(phys.as_u64() as *mut u8, len as usize);
+        // SAFETY: the allocator just gave us these pages (zeroed), RAM is
+        // identity-mapped, and nothing else refers to them until the
+        // region is dropped.
+        let bytes = unsafe { VolatilePtr::new(NonNull::new_unchecked(ptr)) };
+        let r = KernelRegion {
+            phys,
+            len,
+            pages,
+            coherency,
+            bytes,
+        };
+        // The zeroes must be in memory before a walker reads them.
+        r.maintain(0, len);
+        Ok(r)
+    }
+
     fn word(&self, offset: u64) -> VolatilePtr<'_, u64> {
         // SAFETY: `offset` is in bounds and 8-byte aligned (checked by the
         // callers), inside pages this region owns; identity-mapped RAM.
@@ -40,6 +63,17 @@ impl KernelRegion {
             self.bytes
                 .map(|p| NonNull::new_unchecked(p.as_ptr().cast::<u8>().add(offset as usize)))
         }
+    }
+
+    /// [`DmaRegion::write_bytes`] through a shared reference: the CPU side
+    /// of a buffer the tests fill while engines hold its address.
+    pub fn store_bytes(&self, offset: u64, data: &[u8]) -> Result<(), HalError> {
+        check_bounds(offset, data.len() as u64, self.len, false)?;
+        for (i, &b) in data.iter().enumerate() {
+            self.byte(offset + i as u64).write(b);
+        }
+        self.maintain(offset, data.len() as u64);
+        Ok(())
     }
 
     /// Cleans and invalidates the cache lines of `[offset, offset + len)`
@@ -84,12 +118,7 @@ impl DmaRegion for KernelRegion {
         Ok(())
     }
     fn write_bytes(&mut self, offset: u64, data: &[u8]) -> Result<(), HalError> {
-        check_bounds(offset, data.len() as u64, self.len, false)?;
-        for (i, &b) in data.iter().enumerate() {
-            self.byte(offset + i as u64).write(b);
-        }
-        self.maintain(offset, data.len() as u64);
-        Ok(())
+        self.store_bytes(offset, data)
     }
 }
 
@@ -110,25 +139,7 @@ impl Hal for KernelHal {
         align: u64,
         coherency: Coherency,
     ) -> Result<KernelRegion, HalError> {
-        let pages = bytes.div_ceil(PAGE_SIZE).max(1) as usize;
-        let phys = memory::alloc_pages(pages, align.max(PAGE_SIZE))
-            .map_err(|_| HalError::NoMemory { bytes })?;
-        let len = pages as u64 * PAGE_SIZE;
-        let ptr = core::ptr::slice_from_raw_parts_mut(phys.as_u64() as *mut u8, len as usize);
-        // SAFETY: the allocator just gave us these pages (zeroed), RAM is
-        // identity-mapped, and nothing else refers to them until the
-        // region is dropped.
-        let bytes = unsafe { VolatilePtr::new(NonNull::new_unchecked(ptr)) };
-        let r = KernelRegion {
-            phys,
-            len,
-            pages,
-            coherency,
-            bytes,
-        };
-        // The zeroes must be in memory before a walker reads them.
-        r.maintain(0, len);
-        Ok(r)
+        KernelRegion::new(bytes, align, coherency).map_err(|_| HalError::NoMemory { bytes })
     }
 
     fn barrier(&self) {

@@ -1,10 +1,12 @@
 //! The kernel's physical page allocator and DMA buffers, over the
 //! host-tested book-keeping in `kernel::mm`. RAM is identity-mapped, so a
 //! physical address is also the pointer to the memory.
+use crate::hal::KernelRegion;
 use crate::platform::BootInfo;
 use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::{PhysAddr, PhysRange};
+use kernel::hal::{Coherency, DmaRegion};
 use kernel::mm::{ranges, AllocError, PageAllocator, PAGE_SIZE};
 use spin::Mutex;
 
@@ -63,24 +65,23 @@ pub fn managed_regions() -> Vec<PhysRange> {
     PAGES.lock().regions().collect()
 }
 
-/// A zeroed, physically contiguous buffer a device may DMA to. The pages go
-/// back to the allocator when it is dropped.
+/// A zeroed, physically contiguous buffer a device may DMA to: a coherent
+/// HAL region (which gives the pages back when it is dropped), with the
+/// CPU-side views the tests use.
 pub struct DmaBuffer {
-    phys: PhysAddr,
+    region: KernelRegion,
     len: usize,
-    pages: usize,
 }
 
 impl DmaBuffer {
     /// `len` bytes (rounded up to whole pages) starting at a multiple of `align`.
     pub fn new(len: usize, align: u64) -> Result<Self, AllocError> {
-        let pages = len.div_ceil(PAGE_SIZE as usize).max(1);
-        let phys = alloc_pages(pages, align.max(PAGE_SIZE))?;
-        Ok(DmaBuffer { phys, len, pages })
+        let region = KernelRegion::new(len.max(1) as u64, align, Coherency::Coherent)?;
+        Ok(DmaBuffer { region, len })
     }
 
     pub fn phys(&self) -> PhysAddr {
-        self.phys
+        self.region.phys()
     }
 
     pub fn len(&self) -> usize {
@@ -88,49 +89,27 @@ impl DmaBuffer {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: we own these pages for our lifetime; identity-mapped RAM.
-        unsafe { core::slice::from_raw_parts(self.phys.as_u64() as *const u8, self.len) }
+        // SAFETY: the region owns these pages for our lifetime (at least
+        // `len` bytes); identity-mapped RAM.
+        unsafe { core::slice::from_raw_parts(self.phys().as_u64() as *const u8, self.len) }
     }
 
     /// Reads bytes a device may be writing, with volatile loads, so a
     /// polling loop sees each new value. `None` past the end.
     pub fn read_volatile(&self, offset: usize, out: &mut [u8]) -> Option<()> {
-        if offset.checked_add(out.len())? > self.len {
-            return None;
-        }
-        let base = self.phys.as_u64() as *const u8;
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: inside our pages (checked above), identity-mapped RAM.
-            *b = unsafe { core::ptr::read_volatile(base.add(offset + i)) };
-        }
-        Some(())
+        (offset.checked_add(out.len())? <= self.len).then_some(())?;
+        self.region.read_bytes(offset as u64, out).ok()
     }
 
     /// Writes bytes a device will read, with volatile stores (ordered before
     /// a later MMIO write that starts the device). `None` past the end.
     pub fn write_volatile(&self, offset: usize, data: &[u8]) -> Option<()> {
-        if offset.checked_add(data.len())? > self.len {
-            return None;
-        }
-        let base = self.phys.as_u64() as *mut u8;
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: inside our pages (checked above), identity-mapped RAM;
-            // the device is not writing them (no operation targets them yet).
-            unsafe { core::ptr::write_volatile(base.add(offset + i), *b) };
-        }
-        Some(())
+        (offset.checked_add(data.len())? <= self.len).then_some(())?;
+        self.region.store_bytes(offset as u64, data).ok()
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes the access exclusive on the CPU side.
-        unsafe { core::slice::from_raw_parts_mut(self.phys.as_u64() as *mut u8, self.len) }
-    }
-}
-
-impl Drop for DmaBuffer {
-    fn drop(&mut self) {
-        if let Err(e) = free_pages(self.phys, self.pages) {
-            log::error!("DMA buffer at {} ({} pages): {e}", self.phys, self.pages);
-        }
+        unsafe { core::slice::from_raw_parts_mut(self.phys().as_u64() as *mut u8, self.len) }
     }
 }
