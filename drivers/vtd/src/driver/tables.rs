@@ -370,9 +370,6 @@ impl<H: Hal> Tables<H> {
             *w = self.read_entry(sid, table, at + 8 * i as u64)?;
         }
         let target = entry.map_or([0; 8], |e| e.encode());
-        if current == target {
-            return Ok(());
-        }
         let mut flush = Vec::new();
         if let Some(did) = old {
             flush.extend(pasid_flush(did, pasid, self.second_level));
