@@ -227,6 +227,26 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
+/// A watch window for a test that waits for something to happen (ticks,
+/// interrupt deliveries): it closes only when `min_ns` have passed on the
+/// clock *and* the watching CPU's own timer ticked `min_ticks` times, so
+/// a guest starved by a busy host (its time passes, it does not run) gets
+/// the time it needs; `cap_ns` bounds it when the ticks themselves stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub min_ns: u64,
+    pub min_ticks: u64,
+    pub cap_ns: u64,
+}
+
+impl Window {
+    /// Whether the window has closed after `elapsed_ns` with `ticks` of
+    /// the watcher's own timer seen meanwhile.
+    pub fn closed(&self, elapsed_ns: u64, ticks: u64) -> bool {
+        elapsed_ns >= self.cap_ns || (elapsed_ns >= self.min_ns && ticks >= self.min_ticks)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +329,21 @@ mod tests {
             Quoted("a\"b\\c\nd\u{1}").to_string(),
             "\"a\\\"b\\\\c\\nd\\x01\""
         );
+    }
+
+    #[test]
+    fn a_window_waits_for_the_watchers_own_ticks_up_to_its_cap() {
+        let w = Window {
+            min_ns: 500,
+            min_ticks: 50,
+            cap_ns: 5000,
+        };
+        // A quiet machine: time and ticks both reach their minimum.
+        assert!(!w.closed(499, 60));
+        assert!(w.closed(500, 50));
+        // A starved guest: the time passed, but the watcher barely ran.
+        assert!(!w.closed(2000, 3));
+        // Ticks that never come do not hold it open for ever.
+        assert!(w.closed(5000, 0));
     }
 }

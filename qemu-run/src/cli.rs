@@ -125,6 +125,16 @@ pub struct RunArgs {
     /// Extra words for the kernel command line
     #[arg(long, value_name = "TEXT")]
     pub append: Option<String>,
+    /// Boot each board this many times (a stress run: with --load, it
+    /// shows tests that fail only now and then)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+    /// Keep this many host threads busy while the boards run, as a second
+    /// QEMU or a parallel build would
+    #[arg(long, value_name = "THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub load: u32,
     /// Extra QEMU arguments (after `--`)
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
@@ -300,6 +310,8 @@ pub fn runner_args(board: &Board, elf: PathBuf, args: &[String]) -> RunArgs {
         timeout: 60,
         junit: None,
         append: None,
+        repeat: 1,
+        load: 0,
         qemu_args: Vec::new(),
     }
 }
@@ -527,29 +539,37 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
         timeout: Duration::from_secs(args.timeout),
         ..Options::default()
     };
+    let mut kernels = Vec::new();
+    for b in &selected {
+        kernels.push(kernel_for(root, &args.on, b)?);
+    }
+    let _load = (args.load > 0).then(|| crate::stress::Load::start(args.load));
     let mut reports = Vec::new();
-    for b in selected {
-        let q = &qemus[b.name.as_str()];
-        let qemu_bin = &q.bin;
-        let kernel = kernel_for(root, &args.on, b)?;
-        request.patched_devices = q.patched_devices;
-        let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
-        let verdict = tap::verdict(
-            &outcome.tap,
-            &outcome.exit,
-            b.exit_pass,
-            &outcome.stderr_head,
-        );
-        let report = BoardReport {
-            board: b.name.clone(),
-            outcome,
-            verdict,
-        };
-        eprintln!("qemu-run: {}", verdict_line(&report));
-        reports.push(report);
+    for round in 1..=args.repeat {
+        for (b, kernel) in selected.iter().zip(&kernels) {
+            let q = &qemus[b.name.as_str()];
+            request.patched_devices = q.patched_devices;
+            let outcome = boot(&q.bin, b, kernel, &request, &opts)?;
+            let verdict = tap::verdict(
+                &outcome.tap,
+                &outcome.exit,
+                b.exit_pass,
+                &outcome.stderr_head,
+            );
+            let report = BoardReport {
+                board: crate::stress::label(&b.name, round, args.repeat),
+                outcome,
+                verdict,
+            };
+            eprintln!("qemu-run: {}", verdict_line(&report));
+            reports.push(report);
+        }
     }
 
     print!("{}", crate::summary_table(&reports));
+    if args.repeat > 1 {
+        print!("{}", crate::stress::tally(&reports, args.repeat, args.load));
+    }
     if let Some(path) = &args.junit {
         std::fs::write(path, junit::render(&reports)?)
             .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
@@ -608,7 +628,16 @@ mod tests {
             panic!()
         };
         assert_eq!(a.timeout, 60);
+        assert_eq!((a.repeat, a.load), (1, 0));
         assert!(a.qemu_args.is_empty());
+
+        let Cmd::Run(a) = parse(&["run", "--board", "all", "--repeat", "5", "--load", "2"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!((a.repeat, a.load), (5, 2));
     }
 
     #[test]
@@ -631,6 +660,8 @@ mod tests {
         assert!(parse(&["run"]).is_err());
         assert!(parse(&["run", "--board", "x", "--timeout", "0"]).is_err());
         assert!(parse(&["run", "--board", "x", "--timeout", "soon"]).is_err());
+        assert!(parse(&["run", "--board", "x", "--repeat", "0"]).is_err());
+        assert!(parse(&["run", "--board", "x", "--load", "65"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
     }
 

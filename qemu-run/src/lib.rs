@@ -14,6 +14,7 @@ pub mod junit;
 pub mod patched;
 pub mod qemu;
 pub mod run;
+pub mod stress;
 pub mod tap;
 
 use std::time::Duration;
