@@ -8,6 +8,7 @@ use super::{
 use crate::cd::{Cd, CdConfig};
 use crate::idr::{Features, StreamTableLevels};
 use crate::ste::Ste;
+use crate::Coherency;
 use alloc::collections::{BTreeMap, BTreeSet};
 use kernel::iommu::entry::check::{check, syncs, writer_is_safe, Step, Torn};
 use kernel::iommu::pgtable::arm::MAIR;
@@ -21,6 +22,7 @@ fn params(translation: Translation) -> SteParams {
         s2_ias: 44,
         s2_ps: 4,
         s2_root: 0x9000_0000,
+        walk: Coherency::Coherent,
     }
 }
 
@@ -143,6 +145,7 @@ fn paging_cd(asid: u16, root: u64) -> [u64; 8] {
         ias: 48,
         ips: 4,
         mair: MAIR,
+        walk: Coherency::Coherent,
     })
     .0
 }
