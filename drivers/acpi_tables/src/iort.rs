@@ -48,6 +48,15 @@ pub const SMMU_V3_PROXIMITY_DOMAIN_VALID: u32 = 1 << 3;
 /// E.e (SMMUv3 node revision 5): the DeviceID mapping index is valid.
 pub const SMMU_V3_DEVICEID_VALID: u32 = 1 << 4;
 
+/// RMR flags (E.d): the OS may remap the ranges (else they must stay one
+/// to one), and the accesses are privileged; bits 2..=9 are the memory
+/// attributes (0..=3 device memory, 5 normal write-back).
+pub const RMR_REMAP_PERMITTED: u32 = 1 << 0;
+pub const RMR_ACCESS_PRIVILEGED: u32 = 1 << 1;
+/// The first table revision (E.d) whose RMR nodes are used: E.b's and
+/// E.c's were superseded (E.c is deprecated), so Linux ignores them too.
+pub const RMR_MIN_TABLE_REVISION: u8 = 5;
+
 /// Root complex ATS attribute bits.
 pub const RC_ATS_SUPPORTED: u32 = 1 << 0;
 pub const RC_PRI_SUPPORTED: u32 = 1 << 1;
@@ -263,7 +272,46 @@ pub struct Pmcg {
 pub struct Rmr {
     /// Bit 0 remapping permitted, bit 1 privileged access, bits 2..=9 access attributes.
     pub flags: u32,
+    /// At least one; each non-empty and not wrapping (checked by [`parse`]).
     pub ranges: Vec<MemoryRange>,
+}
+
+impl Rmr {
+    pub fn remap_permitted(&self) -> bool {
+        self.flags & RMR_REMAP_PERMITTED != 0
+    }
+
+    pub fn privileged(&self) -> bool {
+        self.flags & RMR_ACCESS_PRIVILEGED != 0
+    }
+
+    pub fn access_attributes(&self) -> u8 {
+        (self.flags >> 2) as u8
+    }
+}
+
+/// What one RMR node asks of one SMMU: its StreamIDs keep reaching the
+/// ranges at their own addresses, from before translation is enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Reserved {
+    /// Offset of the RMR node.
+    pub rmr: u32,
+    /// Inclusive StreamID ranges (first, last), in mapping order.
+    pub stream_ids: Vec<(u32, u32)>,
+    pub ranges: Vec<MemoryRange>,
+    pub flags: u32,
+}
+
+impl Reserved {
+    pub fn covers(&self, sid: u32) -> bool {
+        self.stream_ids.iter().any(|&(a, b)| (a..=b).contains(&sid))
+    }
+
+    /// Every StreamID, each once per range that names it.
+    pub fn each_stream_id(&self) -> impl Iterator<Item = u32> + '_ {
+        self.stream_ids.iter().flat_map(|&(a, b)| a..=b)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,15 +609,66 @@ fn parse_node(b: Bytes<'_>, off: usize, table_revision: u8) -> Result<Node, Tabl
             })
         }
         NODE_RMR => {
+            // An RMR names its StreamIDs only through ID mappings, and
+            // reserves at least one range: without either it says nothing
+            // a driver could honour.
+            if mapping_count == 0 {
+                return Err(n.err(
+                    8,
+                    ErrorKind::BadValue {
+                        field: "RMR ID mapping count",
+                        value: 0,
+                    },
+                ));
+            }
+            for (i, m) in mappings.iter().enumerate() {
+                if u64::from(m.output_base) + u64::from(m.id_count) > u64::from(u32::MAX) {
+                    return Err(n.err(
+                        mapping_offset as usize + i * ID_MAPPING_LEN + 8,
+                        ErrorKind::BadValue {
+                            field: "RMR StreamID range (wraps)",
+                            value: u64::from(m.output_base),
+                        },
+                    ));
+                }
+            }
             let count = n.u32(20)?;
+            if count == 0 {
+                return Err(n.err(
+                    20,
+                    ErrorKind::BadValue {
+                        field: "RMR memory range count",
+                        value: 0,
+                    },
+                ));
+            }
             let start = n.array((20, count), (24, n.u32(24)?), 20, 28)?;
             let ranges = (0..count as usize)
                 .map(|i| {
                     let at = start + 20 * i;
-                    Ok(MemoryRange {
+                    let range = MemoryRange {
                         base: n.u64(at)?,
                         length: n.u64(at + 8)?,
-                    })
+                    };
+                    if range.length == 0 {
+                        return Err(n.err(
+                            at + 8,
+                            ErrorKind::BadValue {
+                                field: "RMR range length",
+                                value: 0,
+                            },
+                        ));
+                    }
+                    if range.base.checked_add(range.length - 1).is_none() {
+                        return Err(n.err(
+                            at,
+                            ErrorKind::BadValue {
+                                field: "RMR range base (base + length wraps)",
+                                value: range.base,
+                            },
+                        ));
+                    }
+                    Ok(range)
                 })
                 .collect::<Result<_, TableError>>()?;
             NodeKind::Rmr(Rmr {
@@ -632,6 +731,17 @@ fn check_references(b: Bytes<'_>, nodes: &[Node]) -> Result<(), TableError> {
                     },
                 ));
             };
+            if matches!(node.kind, NodeKind::Rmr(_))
+                && !matches!(nodes[j].kind, NodeKind::SmmuV3(_) | NodeKind::SmmuV1V2(_))
+            {
+                return Err(b.err(
+                    reference_field(node, i),
+                    ErrorKind::BadValue {
+                        field: "RMR ID mapping output (not an SMMU node)",
+                        value: u64::from(m.output_reference),
+                    },
+                ));
+            }
             indegree[j] += 1;
         }
         if let NodeKind::Pmcg(Pmcg {
@@ -903,6 +1013,39 @@ impl Iort {
             .find(|n| matches!(&n.kind, NodeKind::NamedComponent(c) if c.name == name))
             .ok_or(ResolveError::NoNamedComponent)?;
         self.walk(nc, id)
+    }
+
+    /// What the RMR nodes ask of the SMMU node at `smmu`: for each RMR
+    /// with ID mappings into it, those StreamIDs and the ranges. Empty for
+    /// tables before [`RMR_MIN_TABLE_REVISION`] (whose RMR layout is not
+    /// E.d's), as Linux's `iort_find_rmrs` has it. Mappings output
+    /// StreamIDs directly (the flags' single-mapping bit aside: the range
+    /// is `output_base` to `output_base + id_count`).
+    pub fn reserved_for(&self, smmu: u32) -> Vec<Reserved> {
+        if self.header.revision < RMR_MIN_TABLE_REVISION {
+            return Vec::new();
+        }
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let NodeKind::Rmr(rmr) = &n.kind else {
+                    return None;
+                };
+                let stream_ids: Vec<(u32, u32)> = n
+                    .mappings
+                    .iter()
+                    .filter(|m| m.output_reference == smmu)
+                    // `parse` checked that the range does not wrap.
+                    .map(|m| (m.output_base, m.output_base.saturating_add(m.id_count)))
+                    .collect();
+                (!stream_ids.is_empty()).then(|| Reserved {
+                    rmr: n.offset,
+                    stream_ids,
+                    ranges: rmr.ranges.clone(),
+                    flags: rmr.flags,
+                })
+            })
+            .collect()
     }
 
     /// Where the SMMUv3 or PMCG node at `offset` sends its own MSIs (through

@@ -456,3 +456,19 @@ fn reg_is_translated_through_bus_ranges() {
     let p = Platform::parse(&t.to_blob()).unwrap();
     assert_eq!(p.console.as_ref().map(|c| c.base), Some(0x1_2000_1000));
 }
+
+/// `dma-coherent` on the SMMU node is what makes its walks coherent
+/// (QEMU writes it); without it the SMMU is non-coherent, as in Linux's
+/// `arm_smmu_device_dt_probe`. A value-less property: any value counts.
+#[test]
+fn smmu_dma_coherent_decides_coherency() {
+    let p = parse("virt-smmuv3");
+    assert!(p.smmus[0].dma_coherent);
+    let mut t = TNode::fixture("virt-smmuv3");
+    t.node("/smmuv3@9050000").remove("dma-coherent");
+    let p = Platform::parse(&t.to_blob()).unwrap();
+    assert!(!p.smmus[0].dma_coherent);
+    assert!(!p.to_string().contains(", coherent"), "{p}");
+    t.node("/smmuv3@9050000").set("dma-coherent", Vec::new());
+    assert!(Platform::parse(&t.to_blob()).unwrap().smmus[0].dma_coherent);
+}

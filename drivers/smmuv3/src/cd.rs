@@ -3,7 +3,7 @@
 //! doublewords; dword 0 holds V. A live CD changes through
 //! `kernel::iommu::entry::write_entry` with the bits `EntryFormat::used`
 //! names.
-use crate::field;
+use crate::{field, walk_cache, walk_share, Coherency};
 
 /// What goes in a CD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,24 +17,24 @@ pub struct CdConfig {
     pub ips: u8,
     /// MAIR for the table's AttrIndx values.
     pub mair: u64,
+    /// How the SMMU walks TTB0 (IRGN0, ORGN0, SH0).
+    pub walk: Coherency,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cd(pub [u64; 8]);
 
-const CACHE_WBWA: u64 = 1;
-const SH_INNER: u64 = 3;
-
 impl Cd {
     /// A valid CD: TTB0 walks with the 4 KiB granule, write-back
-    /// inner-shareable walks, TTB1 disabled, AArch64, faults recorded and
+    /// inner-shareable walks (non-cacheable outer-shareable ones on a
+    /// non-coherent SMMU), TTB1 disabled, AArch64, faults recorded and
     /// aborted (not stalled), the ASID private to the SMMU.
     pub fn new(c: &CdConfig) -> Cd {
         let w0 = field(64 - u64::from(c.ias), 5, 0)
             // TG0 0: 4 KiB.
-            | field(CACHE_WBWA, 9, 8)
-            | field(CACHE_WBWA, 11, 10)
-            | field(SH_INNER, 13, 12)
+            | field(walk_cache(c.walk), 9, 8)
+            | field(walk_cache(c.walk), 11, 10)
+            | field(walk_share(c.walk), 13, 12)
             // EPD1: no TTB1 walks.
             | (1 << 30)
             // V.
@@ -110,6 +110,7 @@ mod tests {
             ias: 48,
             ips: 5,
             mair: 0x04ff,
+            walk: Coherency::Coherent,
         });
         let want0 = 16
             | (1 << 8)
@@ -140,5 +141,27 @@ mod tests {
         // out-of-range T0SZ makes the CD ILLEGAL).
         let t0sz = b.0[0] & 0x3f;
         assert!((16..=39).contains(&t0sz), "blocking CD T0SZ {t0sz}");
+    }
+
+    /// A non-coherent SMMU walks TTB0 non-cacheable (IRGN0 [9:8] and
+    /// ORGN0 [11:10] 0) and outer shareable (SH0 [13:12] 2); the rest of
+    /// the CD is the coherent one's.
+    #[test]
+    fn non_coherent_walk_attributes() {
+        let cd = |walk| {
+            Cd::new(&CdConfig {
+                asid: 9,
+                ttb0: 0x4567_8000,
+                ias: 48,
+                ips: 5,
+                mair: 0x04ff,
+                walk,
+            })
+        };
+        let (c, n) = (cd(Coherency::Coherent), cd(Coherency::NonCoherent));
+        assert_eq!((n.0[0] >> 8) & 0x3f, 2 << 4);
+        assert_eq!((c.0[0] >> 8) & 0x3f, 1 | (1 << 2) | (3 << 4));
+        assert_eq!(c.0[0] & !(0x3f << 8), n.0[0] & !(0x3f << 8));
+        assert_eq!(&c.0[1..], &n.0[1..]);
     }
 }

@@ -34,6 +34,28 @@ pub mod queue;
 pub mod regs;
 pub mod ste;
 
+pub use kernel::hal::Coherency;
+
+/// Cacheability of the SMMU's own accesses (table walks, STE/CD fetches,
+/// queues) as the IRGN/ORGN-style 2-bit fields encode it: write-back
+/// (read- and write-allocate) when they snoop the CPU caches, else
+/// non-cacheable, so they read what the CPU cleaned to memory.
+pub(crate) const fn walk_cache(c: Coherency) -> u64 {
+    match c {
+        Coherency::Coherent => 1,
+        Coherency::NonCoherent => 0,
+    }
+}
+
+/// Shareability of those accesses: inner shareable when coherent, outer
+/// shareable otherwise (what Linux's io-pgtable gives a non-coherent walk).
+pub(crate) const fn walk_share(c: Coherency) -> u64 {
+    match c {
+        Coherency::Coherent => 3,
+        Coherency::NonCoherent => 2,
+    }
+}
+
 /// `value` placed in bits `[hi:lo]` (masked to the field).
 #[inline]
 pub(crate) const fn field(value: u64, hi: u32, lo: u32) -> u64 {

@@ -60,3 +60,30 @@ impl Smmu {
         self.regs().cr0ack.is_set(crate::regs::CR0::SMMUEN)
     }
 }
+
+/// A register file in host memory for host tests: `regs` must outlive the
+/// `Smmu` and hold both pages (128 KiB).
+#[cfg(test)]
+pub(crate) fn over_host_memory(regs: &mut [u64]) -> Smmu {
+    assert!(regs.len() * 8 >= 2 * PAGE1);
+    // SAFETY: the slice covers both register pages and outlives the test's
+    // Smmu; its only other user is the test's stand-in for the hardware.
+    unsafe { Smmu::new(regs.as_mut_ptr() as usize) }
+}
+
+/// The hardware's side of a [`over_host_memory`] register file: a 32-bit
+/// register at byte `offset`.
+#[cfg(test)]
+pub(crate) fn host_reg(base: usize, offset: usize) -> u32 {
+    assert!(offset + 4 <= 2 * PAGE1);
+    // SAFETY: inside the register file, which the test keeps alive while
+    // its hardware thread runs.
+    unsafe { core::ptr::read_volatile((base + offset) as *const u32) }
+}
+
+#[cfg(test)]
+pub(crate) fn set_host_reg(base: usize, offset: usize, value: u32) {
+    assert!(offset + 4 <= 2 * PAGE1);
+    // SAFETY: as in `host_reg`.
+    unsafe { core::ptr::write_volatile((base + offset) as *mut u32, value) }
+}

@@ -2,7 +2,7 @@
 //! log2size bits, then a wrap bit that flips each lap; full when indexes
 //! match and wrap bits differ, empty when both match. Bit 31 of the
 //! event queue's PROD is the overflow flag.
-use crate::field;
+use crate::{field, Coherency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Queue {
@@ -49,9 +49,13 @@ impl Queue {
         self.index(p) as usize
     }
 
-    /// The Q_BASE register: write-allocate hint, address, log2 size.
-    pub fn base_register(&self, base: u64) -> u64 {
-        (1 << 62) | (base & 0x000f_ffff_ffff_ffe0) | field(u64::from(self.log2size), 4, 0)
+    /// The Q_BASE register: address, log2 size, and the allocation hint
+    /// (RA for the command queue, WA for the event queue, both bit 62)
+    /// when the SMMU's accesses are cacheable; a non-coherent SMMU's
+    /// queues are non-cacheable (CR1), where a hint means nothing.
+    pub fn base_register(&self, base: u64, walk: Coherency) -> u64 {
+        let hint = u64::from(walk == Coherency::Coherent) << 62;
+        hint | (base & 0x000f_ffff_ffff_ffe0) | field(u64::from(self.log2size), 4, 0)
     }
 }
 
@@ -77,6 +81,14 @@ mod tests {
         assert_eq!(p, 0, "wrap bit back to 0");
         assert_eq!(q.next(OVERFLOW | 3), OVERFLOW | 4, "flags are kept");
         assert_eq!(q.slot(0b110), 2);
-        assert_eq!(q.base_register(0x4000_0000), (1 << 62) | 0x4000_0000 | 2);
+        assert_eq!(
+            q.base_register(0x4000_0000, Coherency::Coherent),
+            (1 << 62) | 0x4000_0000 | 2
+        );
+        assert_eq!(
+            q.base_register(0x4000_0000, Coherency::NonCoherent),
+            0x4000_0000 | 2,
+            "no allocation hint for non-cacheable queues"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The SMMUv3 register map (IHI 0070, 6.2): page 0, and the queue
 //! pointers that live in page 1 (64 KiB up).
+use crate::{walk_cache, walk_share, Coherency};
+use tock_registers::fields::FieldValue;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 use tock_registers::{register_bitfields, register_structs};
 
@@ -115,6 +117,30 @@ register_structs! {
 /// Page 1's offset from the SMMU's base.
 pub const PAGE1: usize = 0x1_0000;
 
+/// CR1 for an SMMU whose accesses are `walk`: the queues and the stream
+/// table (and, through STRTAB_BASE.RA, its allocation hint) with the same
+/// attributes the STEs and CDs give table walks.
+pub fn cr1_for(walk: Coherency) -> FieldValue<u32, CR1::Register> {
+    let (cache, share) = (walk_cache(walk) as u32, walk_share(walk) as u32);
+    CR1::QUEUE_IC.val(cache)
+        + CR1::QUEUE_OC.val(cache)
+        + CR1::QUEUE_SH.val(share)
+        + CR1::TABLE_IC.val(cache)
+        + CR1::TABLE_OC.val(cache)
+        + CR1::TABLE_SH.val(share)
+}
+
+/// STRTAB_BASE for the table at `table`: the read-allocate hint only when
+/// stream table walks are cacheable.
+pub fn strtab_base_for(table: u64, walk: Coherency) -> FieldValue<u64, STRTAB_BASE::Register> {
+    let ra = if walk == Coherency::Coherent {
+        STRTAB_BASE::RA::SET
+    } else {
+        STRTAB_BASE::RA::CLEAR
+    };
+    ra + STRTAB_BASE::ADDR.val(table >> 6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +149,24 @@ mod tests {
     fn layout() {
         assert_eq!(core::mem::size_of::<SmmuRegs>(), 0x100);
         assert_eq!(core::mem::size_of::<SmmuPage1>(), 0xd0);
+    }
+
+    /// IHI 0070 6.3.10: IC/OC 1 write-back, 0 non-cacheable; SH 3 inner,
+    /// 2 outer.
+    #[test]
+    fn cr1_and_strtab_base_follow_coherency() {
+        let coherent = cr1_for(Coherency::Coherent).value;
+        assert_eq!(
+            coherent,
+            1 | (1 << 2) | (3 << 4) | (1 << 6) | (1 << 8) | (3 << 10)
+        );
+        let non = cr1_for(Coherency::NonCoherent).value;
+        assert_eq!(non, (2 << 4) | (2 << 10));
+        let base = 0x4000_0040;
+        assert_eq!(
+            strtab_base_for(base, Coherency::Coherent).value,
+            (1 << 62) | base
+        );
+        assert_eq!(strtab_base_for(base, Coherency::NonCoherent).value, base);
     }
 }

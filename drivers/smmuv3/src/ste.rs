@@ -2,7 +2,7 @@
 //! descriptors (5.1). An STE is eight little-endian doublewords; dword 0
 //! holds V. A live STE changes through `kernel::iommu::entry::write_entry`
 //! with the bits `EntryFormat::used` names.
-use crate::field;
+use crate::{field, walk_cache, walk_share, Coherency};
 
 /// What an SMMU does with a stream's untagged traffic when stage 1 uses
 /// substreams (STE.S1DSS).
@@ -46,6 +46,8 @@ pub struct CdTable {
     pub log2_cds: u8,
     pub fmt: CdFmt,
     pub s1dss: S1Dss,
+    /// How the SMMU fetches CDs (S1CIR, S1COR, S1CSH).
+    pub walk: Coherency,
 }
 
 /// Stage-2 translation settings (the VTCR fields and S2TTB).
@@ -59,6 +61,8 @@ pub struct Stage2 {
     /// Starting level (SL0 for 4 KiB: 0 = level 2, 1 = level 1, 2 = level 0).
     pub sl0: u8,
     pub ttb: u64,
+    /// How the SMMU walks the stage-2 table (S2IR0, S2OR0, S2SH0).
+    pub walk: Coherency,
 }
 
 /// One stream table entry.
@@ -71,9 +75,6 @@ const CFG_BYPASS: u64 = 4;
 const CFG_S1: u64 = 5;
 const CFG_S2: u64 = 6;
 const CFG_NESTED: u64 = 7;
-/// Cacheability of CD fetches: write-back read-allocate.
-const CACHE_WBRA: u64 = 1;
-const SH_INNER: u64 = 3;
 /// SHCFG: use the incoming shareability.
 const SHCFG_INCOMING: u64 = 1;
 
@@ -112,9 +113,9 @@ impl Ste {
             | (cd.base & 0x000f_ffff_ffff_ffc0)
             | field(u64::from(cd.log2_cds), 63, 59);
         let w1 = field(dss, 1, 0)
-            | field(CACHE_WBRA, 3, 2)
-            | field(CACHE_WBRA, 5, 4)
-            | field(SH_INNER, 7, 6)
+            | field(walk_cache(cd.walk), 3, 2)
+            | field(walk_cache(cd.walk), 5, 4)
+            | field(walk_share(cd.walk), 7, 6)
             // S1STALLD stays 0: it is RES0 where the SMMU has no stall
             // model, and CD.S = 0 already makes faults terminate.
             | field(SHCFG_INCOMING, 45, 44);
@@ -124,9 +125,9 @@ impl Ste {
     fn s2_words(s2: &Stage2) -> (u64, u64) {
         let vtcr = field(64 - u64::from(s2.ias), 5, 0)
             | field(u64::from(s2.sl0), 7, 6)
-            | field(CACHE_WBRA, 9, 8)
-            | field(CACHE_WBRA, 11, 10)
-            | field(SH_INNER, 13, 12)
+            | field(walk_cache(s2.walk), 9, 8)
+            | field(walk_cache(s2.walk), 11, 10)
+            | field(walk_share(s2.walk), 13, 12)
             // TG 0: 4 KiB.
             | field(u64::from(s2.ps), 18, 16);
         let w2 = field(u64::from(s2.vmid), 15, 0)
@@ -234,6 +235,7 @@ mod tests {
             log2_cds: 20,
             fmt: CdFmt::TwoLevel64k,
             s1dss: S1Dss::Substream0,
+            walk: Coherency::Coherent,
         });
         // V, Config 5 (0b101 << 1), S1Fmt 2 (<< 4), S1ContextPtr, S1CDMax 20 (<< 59).
         assert_eq!(s.0[0], 1 | (5 << 1) | (2 << 4) | 0x4012_3000 | (20 << 59));
@@ -250,6 +252,7 @@ mod tests {
             ps: 4,
             sl0: 2,
             ttb: 0x8000_1000,
+            walk: Coherency::Coherent,
         };
         let s = Ste::stage2(&s2);
         assert_eq!(s.0[0], 1 | (6 << 1));
@@ -264,10 +267,47 @@ mod tests {
             log2_cds: 0,
             fmt: CdFmt::Linear,
             s1dss: S1Dss::Terminate,
+            walk: Coherency::Coherent,
         };
         let n = Ste::nested(&cd, &s2);
         assert_eq!(n.0[0], 1 | (7 << 1) | 0x4000_0040);
         assert_eq!((n.0[2], n.0[3]), (s.0[2], s.0[3]));
+    }
+
+    /// A non-coherent SMMU fetches CDs and walks stage 2 non-cacheable and
+    /// outer shareable (IHI 0070 5.2: S1CIR/S1COR/S1CSH, S2IR0/S2OR0/S2SH0);
+    /// nothing else in the entry changes.
+    #[test]
+    fn non_coherent_walk_attributes() {
+        let cd = |walk| CdTable {
+            base: 0x4012_3000,
+            log2_cds: 6,
+            fmt: CdFmt::Linear,
+            s1dss: S1Dss::Substream0,
+            walk,
+        };
+        let s2 = |walk| Stage2 {
+            vmid: 3,
+            ias: 48,
+            ps: 5,
+            sl0: 2,
+            ttb: 0x8000_1000,
+            walk,
+        };
+        let (c, n) = (Coherency::Coherent, Coherency::NonCoherent);
+        let s1c = Ste::stage1(&cd(c)).0[1];
+        let s1n = Ste::stage1(&cd(n)).0[1];
+        // S1CIR [3:2] and S1COR [5:4] 0 (non-cacheable), S1CSH [7:6] 2 (outer).
+        assert_eq!(s1n, 2 | (2 << 6) | (1 << 44));
+        assert_eq!(s1c & !0xfc, s1n & !0xfc);
+        let s2c = Ste::stage2(&s2(c)).0[2];
+        let s2n = Ste::stage2(&s2(n)).0[2];
+        // S2IR0 [41:40] and S2OR0 [43:42] 0, S2SH0 [45:44] 2.
+        assert_eq!((s2n >> 40) & 0x3f, 2 << 4);
+        assert_eq!((s2c >> 40) & 0x3f, 1 | (1 << 2) | (3 << 4));
+        assert_eq!(s2c & !(0x3f << 40), s2n & !(0x3f << 40));
+        let nested = Ste::nested(&cd(n), &s2(n));
+        assert_eq!((nested.0[1], nested.0[2]), (s1n, s2n));
     }
 
     #[test]

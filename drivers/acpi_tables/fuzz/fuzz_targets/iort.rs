@@ -1,4 +1,5 @@
-//! Any bytes: a parsed IORT or a typed error; whatever parses resolves and prints.
+//! Any bytes: a parsed IORT or a typed error; whatever parses resolves
+//! (PCI routes, own MSIs, RMR reservations per SMMU) and prints.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 mod common;
@@ -14,6 +15,15 @@ fuzz_target!(|data: &[u8]| {
         }
         for n in &iort.nodes {
             let _ = iort.own_msi(n.offset);
+            if let acpi_tables::iort::NodeKind::SmmuV3(s) = &n.kind {
+                let _ = (s.cohacc_override(), s.httu_override());
+            }
+            // RMR nodes: what each SMMU must keep reaching (bounded: a
+            // range can name 2^32 StreamIDs).
+            for r in iort.reserved_for(n.offset) {
+                let _ = (r.each_stream_id().take(64).count(), r.covers(0x10));
+                assert!(r.ranges.iter().all(|m| m.length > 0 && m.base.checked_add(m.length - 1).is_some()));
+            }
         }
         let _ = iort.resolve_named("\\_SB.DEV0", 0);
         let _ = format!("{iort}");

@@ -973,7 +973,7 @@ fn node_array_errors() {
 #[test]
 fn corrupt_tables_never_panic() {
     let pxb = include_bytes!("../../fixtures/virt-pxb/IORT.bin").to_vec();
-    for t in [qemu_smmuv3(), multi(), pxb] {
+    for t in [qemu_smmuv3(), multi(), pxb, rmr_table(5)] {
         let body = &t[HEADER_LEN..];
         for k in 0..body.len() {
             let _ = parse(&make_table(b"IORT", 6, &body[..k]));
@@ -989,6 +989,9 @@ fn corrupt_tables_never_panic() {
                     let _ = iort.resolve_named("\\_SB.DMA0", 1);
                     iort.nodes.iter().for_each(|n| {
                         let _ = iort.own_msi(n.offset);
+                        for r in iort.reserved_for(n.offset) {
+                            let _ = (r.each_stream_id().take(4).count(), r.covers(0x10));
+                        }
                     });
                 }
             }
@@ -1143,4 +1146,223 @@ fn qemu_fixtures() {
     );
     let r = iort.resolve_pci(0, 0x8100).unwrap();
     assert_eq!((r.smmu, r.msi.map(|m| m.device_id)), (None, Some(0x8100)));
+}
+
+/// COHACC comes from the node's flags: QEMU's captured table sets it,
+/// the same table with the bit cleared reads as a non-coherent SMMU.
+#[test]
+fn smmuv3_cohacc_override_decoded() {
+    let t = include_bytes!("../../fixtures/virt-smmuv3/IORT.bin");
+    let cohacc = |t: &[u8]| {
+        let iort = parse(t).unwrap();
+        let NodeKind::SmmuV3(s) = &iort.node_at(SMMU).unwrap().kind else {
+            panic!()
+        };
+        (s.cohacc_override(), s.httu_override())
+    };
+    assert_eq!(cohacc(t), (true, 0));
+    // Flags at node offset 24: the other flags stay.
+    let flags = u32::from_le_bytes(t[SMMU as usize + 24..][..4].try_into().unwrap());
+    let cleared = patch(t, SMMU as usize + 24, &(flags & !1).to_le_bytes());
+    assert_eq!(cohacc(&cleared), (false, 0));
+    let httu = patch(t, SMMU as usize + 24, &(flags | 2 << 1).to_le_bytes());
+    assert_eq!(cohacc(&httu), (true, 2));
+}
+
+fn rmr(id: u32, flags: u32, ranges: &[(u64, u64)], maps: &[[u32; 5]]) -> Vec<u8> {
+    let mut f = Vec::new();
+    put32(&mut f, flags);
+    put32(&mut f, ranges.len() as u32);
+    put32(&mut f, if ranges.is_empty() { 0 } else { 28 });
+    for &(base, length) in ranges {
+        put64(&mut f, base);
+        put64(&mut f, length);
+        put32(&mut f, 0);
+    }
+    node(NODE_RMR, 3, id, &f, maps)
+}
+
+const RMR_SMMU_A: u32 = 0x48;
+const RMR_SMMU_B: u32 = 0xa0;
+const RMR_RC: u32 = 0xf8;
+const RMR1: u32 = 0x130;
+const RMR2: u32 = 0x19c;
+
+/// E.d (revision 5) with two SMMUs and two RMR nodes: RMR1 gives
+/// StreamIDs 0x10..=0x13 of SMMU A and 7 of SMMU B two ranges; RMR2 gives
+/// StreamID 0x20 of SMMU A one device-memory range, remapping forbidden.
+fn rmr_table(rev: u8) -> Vec<u8> {
+    let smmu = |id, base| {
+        smmuv3(
+            4,
+            id,
+            base,
+            0,
+            [1, 2, 3, 4],
+            0,
+            &[map(0, 0xffff, 0, ITS, 0)],
+        )
+    };
+    table(
+        rev,
+        &[
+            its(0, &[0]),
+            smmu(1, 0x2b40_0000),
+            smmu(2, 0x2b50_0000),
+            rc(3, 0, None, &[map(0, 0xffff, 0, RMR_SMMU_A, 0)]),
+            rmr(
+                4,
+                RMR_REMAP_PERMITTED | (5 << 2),
+                &[(0x8000_0000, 0x1_0000), (0x8010_0000, 0x2000)],
+                &[
+                    map(0, 3, 0x10, RMR_SMMU_A, 0),
+                    map(0, 0, 7, RMR_SMMU_B, ID_SINGLE_MAPPING),
+                ],
+            ),
+            rmr(
+                5,
+                RMR_ACCESS_PRIVILEGED,
+                &[(0x0900_0000, 0x1000)],
+                &[map(0, 0, 0x20, RMR_SMMU_A, 0)],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn rmr_nodes_parse_and_resolve_per_smmu() {
+    let iort = parse(&rmr_table(5)).unwrap();
+    let offsets: Vec<u32> = iort.nodes.iter().map(|n| n.offset).collect();
+    assert_eq!(offsets, [ITS, RMR_SMMU_A, RMR_SMMU_B, RMR_RC, RMR1, RMR2]);
+    let NodeKind::Rmr(r) = &iort.node_at(RMR1).unwrap().kind else {
+        panic!()
+    };
+    assert!(r.remap_permitted() && !r.privileged());
+    assert_eq!(r.access_attributes(), 5);
+    let NodeKind::Rmr(r) = &iort.node_at(RMR2).unwrap().kind else {
+        panic!()
+    };
+    assert!(!r.remap_permitted() && r.privileged());
+    assert_eq!(r.access_attributes(), 0);
+
+    let a = iort.reserved_for(RMR_SMMU_A);
+    assert_eq!(
+        a,
+        [
+            Reserved {
+                rmr: RMR1,
+                stream_ids: vec![(0x10, 0x13)],
+                ranges: vec![
+                    MemoryRange {
+                        base: 0x8000_0000,
+                        length: 0x1_0000
+                    },
+                    MemoryRange {
+                        base: 0x8010_0000,
+                        length: 0x2000
+                    }
+                ],
+                flags: RMR_REMAP_PERMITTED | (5 << 2),
+            },
+            Reserved {
+                rmr: RMR2,
+                stream_ids: vec![(0x20, 0x20)],
+                ranges: vec![MemoryRange {
+                    base: 0x0900_0000,
+                    length: 0x1000
+                }],
+                flags: RMR_ACCESS_PRIVILEGED,
+            }
+        ]
+    );
+    assert_eq!(
+        a[0].each_stream_id().collect::<Vec<_>>(),
+        [0x10, 0x11, 0x12, 0x13]
+    );
+    assert!(a[0].covers(0x13) && !a[0].covers(0x14) && !a[0].covers(7));
+    let b = iort.reserved_for(RMR_SMMU_B);
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].rmr, &b[0].stream_ids[..]), (RMR1, &[(7, 7)][..]));
+    // Not an SMMU: nothing.
+    assert!(iort.reserved_for(RMR_RC).is_empty());
+    // Devices still resolve through the RC as before.
+    let route = iort.resolve_pci(0, 0x10).unwrap();
+    assert_eq!(
+        route.smmu.map(|s| (s.node, s.stream_id)),
+        Some((RMR_SMMU_A, 0x10))
+    );
+    assert!(iort
+        .to_string()
+        .contains("  range 0x80100000 length 0x2000"));
+}
+
+/// Before E.d the RMR layout was another (E.c is deprecated): such a
+/// table's RMR nodes are parsed but reserve nothing, as in Linux.
+#[test]
+fn rmr_nodes_before_revision_5_are_not_used() {
+    for rev in [3, 4] {
+        let iort = parse(&rmr_table(rev)).unwrap();
+        assert!(matches!(iort.node_at(RMR1).unwrap().kind, NodeKind::Rmr(_)));
+        assert!(iort.reserved_for(RMR_SMMU_A).is_empty(), "revision {rev}");
+    }
+    assert_eq!(
+        parse(&rmr_table(6)).unwrap().reserved_for(RMR_SMMU_A).len(),
+        2
+    );
+}
+
+#[test]
+fn malformed_rmr_nodes_are_typed_errors() {
+    let t = rmr_table(5);
+    let bad = |field: &'static str, value: u64| ErrorKind::BadValue { field, value };
+    // No ID mappings.
+    let t2 = table(5, &[rmr(1, 0, &[(0x8000_0000, 0x1000)], &[])]);
+    assert_eq!(err(&t2), (0x30 + 8, bad("RMR ID mapping count", 0)));
+    // No ranges.
+    let t2 = table(5, &[its(0, &[0]), rmr(1, 0, &[], &[map(0, 0, 1, ITS, 0)])]);
+    assert_eq!(err(&t2), (0x48 + 20, bad("RMR memory range count", 0)));
+    // A zero-length range (RMR1's second descriptor: node offset 28 + 20).
+    let len2 = RMR1 as usize + 28 + 20 + 8;
+    let t2 = patch(&t, len2, &0u64.to_le_bytes());
+    assert_eq!(err(&t2), (len2, bad("RMR range length", 0)));
+    // A range that wraps the address space.
+    let base2 = RMR1 as usize + 28 + 20;
+    let t2 = patch(&t, base2, &(u64::MAX - 0xfff).to_le_bytes());
+    assert_eq!(
+        err(&t2),
+        (
+            base2,
+            bad("RMR range base (base + length wraps)", u64::MAX - 0xfff)
+        )
+    );
+    // StreamIDs past u32::MAX: RMR1's first mapping (after its 2 ranges),
+    // output base field.
+    let maps = RMR1 as usize + 28 + 40;
+    let t2 = patch(&t, maps + 8, &u32::MAX.to_le_bytes());
+    assert_eq!(
+        err(&t2),
+        (
+            maps + 8,
+            bad("RMR StreamID range (wraps)", u64::from(u32::MAX))
+        )
+    );
+    // A mapping to something that is not an SMMU: RMR2's to the RC.
+    let reference = RMR2 as usize + 28 + 20 + 12;
+    let t2 = patch(&t, reference, &RMR_RC.to_le_bytes());
+    assert_eq!(
+        err(&t2),
+        (
+            reference,
+            bad(
+                "RMR ID mapping output (not an SMMU node)",
+                u64::from(RMR_RC)
+            )
+        )
+    );
+    // A dangling one stays what it was.
+    let t2 = patch(&t, reference, &0x4444u32.to_le_bytes());
+    assert_eq!(
+        err(&t2),
+        (reference, ErrorKind::DanglingReference { offset: 0x4444 })
+    );
 }

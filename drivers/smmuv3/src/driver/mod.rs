@@ -19,12 +19,12 @@ use crate::event::{Event, EventKind};
 use crate::idr::{Features, StreamTableLevels, Unusable};
 use crate::probe::Smmu;
 use crate::queue::Queue;
-use crate::regs::{CR0, CR1, CR2, GERROR, IRQ_CTRL, STRTAB_BASE, STRTAB_BASE_CFG};
+use crate::regs::{cr1_for, strtab_base_for, CR0, CR2, GERROR, IRQ_CTRL, STRTAB_BASE_CFG};
 use crate::ste::{l1_descriptor, CdFmt, CdTable, S1Dss, Stage2, Ste};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
-use kernel::addr::{Iova, PhysAddr};
+use kernel::addr::{Iova, PhysAddr, PhysRange};
 use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
@@ -337,6 +337,40 @@ impl<H: Hal> crate::event::EvtqHw for Evtq<'_, H> {
 /// How long a batch waits for its completion interrupt before polling.
 const SYNC_IRQ_WAIT_NS: u64 = 10_000_000;
 
+/// What the firmware says of an SMMU beyond its ID registers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Firmware {
+    /// Whether the SMMU's table walks and queue accesses snoop the CPU
+    /// caches: the IORT node's COHACC override or the devicetree's
+    /// `dma-coherent`, which decide (IDR0.COHACC is only checked against
+    /// them, as Linux does). `None`: the firmware did not say, IDR0.COHACC
+    /// decides.
+    pub coherent: Option<bool>,
+    /// Streams that must keep reaching memory across bring-up (IORT RMR
+    /// nodes): bypass STEs before translation is enabled, and the ranges
+    /// are direct regions of those streams.
+    pub reserved: Vec<ReservedStreams>,
+}
+
+/// StreamIDs `first..=last` and the memory they must keep reaching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedStreams {
+    pub first: u32,
+    pub last: u32,
+    pub ranges: Vec<PhysRange>,
+}
+
+impl Firmware {
+    /// The memory `sid` must keep reaching, from every reservation naming it.
+    fn reserved_ranges(&self, sid: u32) -> Vec<PhysRange> {
+        self.reserved
+            .iter()
+            .filter(|r| (r.first..=r.last).contains(&sid))
+            .flat_map(|r| r.ranges.iter().copied())
+            .collect()
+    }
+}
+
 /// The wired interrupts of an SMMU (the IORT node's GSIVs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WiredIrqs {
@@ -351,8 +385,11 @@ pub struct SmmuHw<H: Hal> {
     pub features: Features,
     /// StreamID bits the stream table covers.
     sid_bits: u8,
-    /// How the SMMU walks memory: coherent or not (IDR0.COHACC).
+    /// How the SMMU walks memory: coherent or not (the firmware's word,
+    /// else IDR0.COHACC).
     coherency: Coherency,
+    /// Coherency and reserved streams, as the firmware gave them.
+    firmware: Firmware,
     /// Every stream table, queue and CD table the SMMU walks.
     mem: RegionSet<H::Region>,
     /// The stream table (linear) or its level-1 table.
@@ -421,6 +458,20 @@ impl<H: Hal> SmmuHw<H> {
         msi_doorbell: Option<u64>,
         format: Option<StreamTableLevels>,
     ) -> Result<Self, SmmuError> {
+        Self::with_firmware(smmu, hal, msi_doorbell, format, Firmware::default())
+    }
+
+    /// As [`SmmuHw::with_stream_table`], with what the firmware says of
+    /// the SMMU: its coherency, and the streams whose reserved memory
+    /// must stay reachable (bypass STEs written here, before anything can
+    /// enable translation).
+    pub fn with_firmware(
+        smmu: Smmu,
+        hal: H,
+        msi_doorbell: Option<u64>,
+        format: Option<StreamTableLevels>,
+        firmware: Firmware,
+    ) -> Result<Self, SmmuError> {
         let base = smmu.base();
         let features = smmu.features().map_err(SmmuError::Unusable)?;
         let plan = plan(&features, format)?;
@@ -450,7 +501,19 @@ impl<H: Hal> SmmuHw<H> {
                 });
             }
         }
-        let coherency = if features.coherent {
+        let coherent = match firmware.coherent {
+            Some(fw) if fw != features.coherent => {
+                log::warn!(
+                    "SMMU at {base:#x}: IDR0.COHACC {} overridden by the firmware ({}coherent)",
+                    u8::from(features.coherent),
+                    if fw { "" } else { "non-" }
+                );
+                fw
+            }
+            Some(fw) => fw,
+            None => features.coherent,
+        };
+        let coherency = if coherent {
             Coherency::Coherent
         } else {
             Coherency::NonCoherent
@@ -463,17 +526,9 @@ impl<H: Hal> SmmuHw<H> {
         let l1 = alloc(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
         let cmdq_mem = alloc(16 << plan.cmdq_log2, 32)?;
         let evtq_mem = alloc(32 << plan.evtq_log2, 32)?;
-        r.cr1.write(
-            CR1::QUEUE_IC.val(1)
-                + CR1::QUEUE_OC.val(1)
-                + CR1::QUEUE_SH.val(3)
-                + CR1::TABLE_IC.val(1)
-                + CR1::TABLE_OC.val(1)
-                + CR1::TABLE_SH.val(3),
-        );
+        r.cr1.write(cr1_for(coherency));
         r.cr2.write(CR2::RECINVSID::SET);
-        r.strtab_base
-            .write(STRTAB_BASE::RA::SET + STRTAB_BASE::ADDR.val(l1 >> 6));
+        r.strtab_base.write(strtab_base_for(l1, coherency));
         r.strtab_base_cfg.write(
             if linear {
                 STRTAB_BASE_CFG::FMT::Linear
@@ -485,10 +540,11 @@ impl<H: Hal> SmmuHw<H> {
         let evtq = Queue {
             log2size: plan.evtq_log2,
         };
-        r.cmdq_base.set(cmdq.queue.base_register(cmdq_mem));
+        r.cmdq_base
+            .set(cmdq.queue.base_register(cmdq_mem, coherency));
         r.cmdq_prod.set(0);
         r.cmdq_cons.set(0);
-        r.eventq_base.set(evtq.base_register(evtq_mem));
+        r.eventq_base.set(evtq.base_register(evtq_mem, coherency));
         let mut hw = SmmuHw {
             smmu,
             tables: HalTables::new(hal.clone(), coherency),
@@ -497,6 +553,7 @@ impl<H: Hal> SmmuHw<H> {
             features,
             sid_bits,
             coherency,
+            firmware,
             mem,
             l1,
             strtab_bytes,
@@ -526,6 +583,7 @@ impl<H: Hal> SmmuHw<H> {
         hw.set_cr0(CR0::CMDQEN::SET.value)?;
         hw.commands(&[Command::CfgiAll, Command::TlbiNsnhAll])?;
         hw.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
+        hw.install_reserved()?;
         let f = &hw.features;
         // The tests build a driver per case: say it in full once.
         static REPORTED: core::sync::atomic::AtomicBool =
@@ -547,7 +605,7 @@ impl<H: Hal> SmmuHw<H> {
             f.ssid_bits,
             if f.cd_two_level { "linear and two-level" } else { "linear" },
             f.oas,
-            if f.coherent { "" } else { "not " },
+            if coherent { "" } else { "not " },
             f.range_invalidation,
             f.ats,
             f.pri,
@@ -558,6 +616,33 @@ impl<H: Hal> SmmuHw<H> {
 }
 
 impl<H: Hal> SmmuHw<H> {
+    /// Bypass STEs for the firmware's reserved streams (IORT RMR), as
+    /// Linux's `arm_smmu_rmr_install_bypass_ste`: their DMA to the
+    /// reserved memory (a firmware agent's buffers) keeps working once
+    /// translation is on. A StreamID past the stream table is an error.
+    fn install_reserved(&mut self) -> Result<(), SmmuError> {
+        let spans: Vec<(u32, u32)> = self
+            .firmware
+            .reserved
+            .iter()
+            .map(|r| (r.first, r.last))
+            .collect();
+        let mut streams = 0u64;
+        for (first, last) in spans {
+            for sid in first..=last {
+                self.write_ste(sid, &Ste::bypass())?;
+                streams += 1;
+            }
+        }
+        if streams > 0 {
+            log::info!(
+                "SMMU at {:#x}: {streams} StreamID(s) bypass for firmware-reserved memory (IORT RMR)",
+                self.smmu.base()
+            );
+        }
+        Ok(())
+    }
+
     /// Zeroed memory the SMMU walks; its address.
     fn alloc(&mut self, bytes: u64, align: u64) -> Result<u64, SmmuError> {
         let r = self.hal.alloc(bytes, align, self.coherency)?;
@@ -912,6 +997,12 @@ impl<H: Hal> SmmuHw<H> {
 }
 
 impl<H: Hal> SmmuHw<H> {
+    /// How the SMMU's walks, fetches and queue accesses are attributed
+    /// (and its tables allocated): what the firmware said.
+    pub fn coherency(&self) -> Coherency {
+        self.coherency
+    }
+
     /// Whether the stream table is linear (else two-level).
     pub fn linear_stream_table(&self) -> bool {
         self.linear
@@ -1003,6 +1094,8 @@ struct SteParams {
     /// Stage 2: the empty table of blocked streams; nested: the identity
     /// table under stage 1.
     s2_root: u64,
+    /// How the SMMU walks tables and fetches CDs.
+    walk: Coherency,
 }
 
 impl SteParams {
@@ -1014,6 +1107,7 @@ impl SteParams {
             // Start at level 0 (4 KiB granule).
             sl0: 2,
             ttb: root,
+            walk: self.walk,
         }
     }
 }
@@ -1040,6 +1134,7 @@ fn stream_ste(p: &SteParams, st: &Stream) -> Ste {
         } else {
             S1Dss::Substream0
         },
+        walk: p.walk,
     };
     let identity_only = st.primary == Primary::Identity && !st.aux;
     if p.translation == Translation::Nested {
@@ -1153,6 +1248,7 @@ impl<H: Hal> SmmuHw<H> {
             s2_ias: self.features.oas.min(48),
             s2_ps: self.oas_encoding(),
             s2_root: self.s2_root.unwrap_or(0),
+            walk: self.coherency,
         }
     }
 
@@ -1217,6 +1313,7 @@ impl<H: Hal> SmmuHw<H> {
             ias: 48,
             ips: self.oas_encoding(),
             mair: MAIR,
+            walk: self.coherency,
         })
     }
 
@@ -1568,6 +1665,12 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             });
         }
         self.commands(&cmds)
+    }
+
+    fn direct_regions(&self, dev: DeviceId) -> Vec<PhysRange> {
+        // The RMR ranges stay reachable at their own addresses in every
+        // primary paging domain, and out of its IOVA space.
+        self.firmware.reserved_ranges(dev.0)
     }
 
     fn msi_doorbell(&self) -> Option<PhysAddr> {

@@ -8,6 +8,7 @@ use super::{
 use crate::cd::{Cd, CdConfig};
 use crate::idr::{Features, StreamTableLevels};
 use crate::ste::Ste;
+use crate::Coherency;
 use alloc::collections::{BTreeMap, BTreeSet};
 use kernel::iommu::entry::check::{check, syncs, writer_is_safe, Step, Torn};
 use kernel::iommu::pgtable::arm::MAIR;
@@ -21,6 +22,7 @@ fn params(translation: Translation) -> SteParams {
         s2_ias: 44,
         s2_ps: 4,
         s2_root: 0x9000_0000,
+        walk: Coherency::Coherent,
     }
 }
 
@@ -143,6 +145,7 @@ fn paging_cd(asid: u16, root: u64) -> [u64; 8] {
         ias: 48,
         ips: 4,
         mair: MAIR,
+        walk: Coherency::Coherent,
     })
     .0
 }
@@ -238,4 +241,220 @@ fn tags_run_out_at_their_width() {
     assert_eq!(next_tag(255, 8), None);
     assert_eq!(next_tag(255, 16), Some(256));
     assert_eq!(next_tag(u16::MAX, 16), None);
+}
+
+/// A stand-in SMMU on the host for the bring-up order: the register file
+/// is host memory, a thread plays the hardware (acknowledges CR0 and
+/// IRQ_CTRL, consumes the command queue) and, at the CR0 write that sets
+/// SMMUEN and before acknowledging it (the driver waits for that), reads
+/// the STEs of the firmware's reserved streams from the driver's memory.
+mod fake_smmu {
+    extern crate std;
+    use super::super::{Firmware, ReservedStreams, SmmuError, SmmuHw};
+    use crate::ste::Ste;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use kernel::addr::{PhysAddr, PhysRange};
+    use kernel::hal::{check_bounds, Coherency, DmaRegion, Hal, HalError};
+    use kernel::iommu::domain::{DeviceId, IommuHw};
+    use std::sync::{Arc, Mutex};
+
+    const ARENA: u64 = 0x1000_0000;
+
+    /// Memory both the driver and the hardware thread see.
+    #[derive(Clone, Default)]
+    struct SharedHal {
+        arena: Arc<Mutex<(Vec<u64>, u64)>>,
+    }
+
+    struct Region {
+        pa: u64,
+        len: u64,
+        arena: Arc<Mutex<(Vec<u64>, u64)>>,
+    }
+
+    impl DmaRegion for Region {
+        fn phys(&self) -> PhysAddr {
+            PhysAddr(self.pa)
+        }
+        fn len(&self) -> u64 {
+            self.len
+        }
+        fn read_u64(&self, offset: u64) -> Result<u64, HalError> {
+            check_bounds(offset, 8, self.len, true)?;
+            Ok(self.arena.lock().unwrap().0[((self.pa - ARENA + offset) / 8) as usize])
+        }
+        fn write_u64(&mut self, offset: u64, value: u64) -> Result<(), HalError> {
+            check_bounds(offset, 8, self.len, true)?;
+            self.arena.lock().unwrap().0[((self.pa - ARENA + offset) / 8) as usize] = value;
+            Ok(())
+        }
+        fn read_bytes(&self, _offset: u64, _out: &mut [u8]) -> Result<(), HalError> {
+            unimplemented!()
+        }
+        fn write_bytes(&mut self, _offset: u64, _data: &[u8]) -> Result<(), HalError> {
+            unimplemented!()
+        }
+    }
+
+    impl Hal for SharedHal {
+        type Region = Region;
+        fn alloc(&self, bytes: u64, align: u64, _c: Coherency) -> Result<Region, HalError> {
+            let mut a = self.arena.lock().unwrap();
+            if a.0.is_empty() {
+                a.0 = vec![0; 1 << 17];
+                a.1 = ARENA;
+            }
+            let pa = a.1.next_multiple_of(align.max(4096));
+            a.1 = pa + bytes;
+            assert!(a.1 - ARENA <= 8 << 17, "arena exhausted");
+            Ok(Region {
+                pa,
+                len: bytes,
+                arena: self.arena.clone(),
+            })
+        }
+        fn barrier(&self) {
+            core::sync::atomic::fence(Ordering::SeqCst);
+        }
+        fn now_ns(&self) -> u64 {
+            std::time::Instant::now()
+                .duration_since(*START.get_or_init(std::time::Instant::now))
+                .as_nanos() as u64
+        }
+    }
+
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+    use crate::probe::{host_reg as reg32, set_host_reg as set32};
+
+    /// Brings an SMMU with 6-bit StreamIDs (linear stream table) up with
+    /// `firmware`, enables it, and returns the STE dword 0 of each of
+    /// `sids` as they were when SMMUEN was written.
+    fn stes_at_smmuen(
+        firmware: Firmware,
+        sids: &[u32],
+    ) -> Result<(Vec<u64>, SmmuHw<SharedHal>), SmmuError> {
+        let mut regs = vec![0u64; 2 * crate::regs::PAGE1 / 8];
+        // IDR0: linear stream tables, stage 1, AArch64 tables, COHACC.
+        regs[0] = u64::from((2u32 << 2) | (1 << 1) | (1 << 4));
+        // IDR1: CMDQS 8, EVENTQS 7, SIDSIZE 6 (IDR1 is the upper half).
+        regs[0] |= u64::from((8u32 << 21) | (7 << 16) | 6) << 32;
+        // IDR5 (at 0x14): 4 KiB granule, 48-bit OAS.
+        regs[2] |= u64::from((1u32 << 4) | 5) << 32;
+        let hal = SharedHal::default();
+        let smmu = crate::probe::over_host_memory(&mut regs);
+        let base = smmu.base() as usize;
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Option<Vec<u64>>>> = Arc::default();
+        let hw_thread = {
+            let (stop, seen, arena, sids) =
+                (stop.clone(), seen.clone(), hal.arena.clone(), sids.to_vec());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let cr0 = reg32(base, 0x20);
+                    if cr0 & 1 != 0 && seen.lock().unwrap().is_none() {
+                        let strtab = (u64::from(reg32(base, 0x80))
+                            | u64::from(reg32(base, 0x84)) << 32)
+                            & 0x000f_ffff_ffff_ffc0;
+                        let a = arena.lock().unwrap();
+                        let stes = sids
+                            .iter()
+                            .map(|&sid| a.0[((strtab - ARENA) / 8) as usize + 8 * sid as usize])
+                            .collect();
+                        *seen.lock().unwrap() = Some(stes);
+                    }
+                    set32(base, 0x24, cr0);
+                    set32(base, 0x54, reg32(base, 0x50));
+                    set32(base, 0x9c, reg32(base, 0x98));
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let hw = SmmuHw::with_firmware(smmu, hal, None, None, firmware).and_then(|mut hw| {
+            hw.enable()?;
+            // Off again while the hardware still answers.
+            hw.disable()?;
+            Ok(hw)
+        });
+        stop.store(true, Ordering::SeqCst);
+        hw_thread.join().unwrap();
+        // The driver may still name the register file (its Drop finds CR0
+        // at 0 and stops there): it outlives the test.
+        core::mem::forget(regs);
+        let hw = hw?;
+        let stes = seen.lock().unwrap().take().expect("SMMUEN was never set");
+        Ok((stes, hw))
+    }
+
+    /// IORT RMR StreamIDs bypass from before SMMUEN is written, and their
+    /// ranges are those streams' direct regions (mapped one to one and
+    /// reserved in every primary paging domain by the core); other
+    /// streams stay invalid and have none.
+    #[test]
+    fn rmr_streams_bypass_before_smmuen() {
+        let ranges = vec![
+            PhysRange::new(0x8000_0000, 0x1_0000),
+            PhysRange::new(0x9000_0000, 0x2000),
+        ];
+        let fw = Firmware {
+            coherent: Some(true),
+            reserved: vec![
+                ReservedStreams {
+                    first: 3,
+                    last: 5,
+                    ranges: ranges.clone(),
+                },
+                ReservedStreams {
+                    first: 9,
+                    last: 9,
+                    ranges: vec![ranges[1]],
+                },
+            ],
+        };
+        let (stes, hw) = stes_at_smmuen(fw, &[3, 4, 5, 9, 6]).unwrap();
+        let bypass = Ste::bypass().0[0];
+        assert_eq!(stes, [bypass, bypass, bypass, bypass, 0]);
+        assert_eq!(hw.direct_regions(DeviceId(4)), ranges);
+        assert_eq!(hw.direct_regions(DeviceId(9)), [ranges[1]]);
+        assert!(hw.direct_regions(DeviceId(6)).is_empty());
+        core::mem::forget(hw);
+    }
+
+    /// A reserved StreamID the stream table cannot hold fails bring-up.
+    #[test]
+    fn rmr_stream_beyond_the_table_is_refused() {
+        let fw = Firmware {
+            coherent: None,
+            reserved: vec![ReservedStreams {
+                first: 0x40,
+                last: 0x40,
+                ranges: vec![PhysRange::new(0x8000_0000, 0x1000)],
+            }],
+        };
+        assert_eq!(
+            stes_at_smmuen(fw, &[]).err(),
+            Some(SmmuError::StreamIdTooWide { sid: 0x40, bits: 6 })
+        );
+    }
+
+    /// The firmware decides coherency over IDR0.COHACC (set here), as in
+    /// Linux; without a word from it, IDR0.COHACC does.
+    #[test]
+    fn firmware_coherency_overrides_idr0() {
+        let fw = |coherent| Firmware {
+            coherent,
+            reserved: Vec::new(),
+        };
+        for (said, want) in [
+            (Some(false), Coherency::NonCoherent),
+            (Some(true), Coherency::Coherent),
+            (None, Coherency::Coherent),
+        ] {
+            let (_, hw) = stes_at_smmuen(fw(said), &[]).unwrap();
+            assert_eq!(hw.coherency(), want, "firmware says {said:?}");
+            core::mem::forget(hw);
+        }
+    }
 }

@@ -1,12 +1,15 @@
 //! Bring-up facts of the Arm SMMUv3: the unit from the IORT, StreamIDs
-//! from its ID mappings, the ITS doorbell, and which stages a mode uses.
+//! from its ID mappings, the ITS doorbell, which stages a mode uses, and
+//! what the firmware says of the unit (coherency, RMR reserved streams).
 use super::{unavailable, BringupError, IommuDriver, Mode, Options};
 use crate::discovery::{self, IommuKind};
 use crate::hal::KernelHal;
 use crate::pcie;
+use acpi_tables::iort::NodeKind;
 use alloc::vec::Vec;
+use kernel::addr::PhysRange;
 use kernel::iommu::domain::{DeviceId, Fault};
-use smmuv3::driver::{SmmuError, SmmuHw, Translation};
+use smmuv3::driver::{Firmware, ReservedStreams, SmmuError, SmmuHw, Translation};
 use smmuv3::idr::StreamTableLevels;
 
 /// The StreamID the IORT gives a PCI function.
@@ -20,6 +23,51 @@ pub fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
         .map(|s| s.stream_id)
 }
 
+/// What the firmware says of the SMMU at `base`: the IORT node's COHACC
+/// override and its RMR reservations, else the devicetree node's
+/// `dma-coherent` (as Linux's `arm_smmu_device_acpi_probe` and
+/// `_dt_probe`); nothing when neither describes it.
+pub fn firmware(base: u64) -> Firmware {
+    let iort_node = discovery::get()
+        .and_then(|t| t.iort.as_ref())
+        .and_then(|iort| {
+            iort.nodes.iter().find_map(|n| match &n.kind {
+                NodeKind::SmmuV3(s) if s.base == base => Some((iort, n.offset, s)),
+                _ => None,
+            })
+        });
+    if let Some((iort, offset, node)) = iort_node {
+        let reserved = iort
+            .reserved_for(offset)
+            .into_iter()
+            .flat_map(|r| {
+                let ranges: Vec<PhysRange> = r
+                    .ranges
+                    .iter()
+                    .map(|m| PhysRange::new(m.base, m.length))
+                    .collect();
+                r.stream_ids
+                    .iter()
+                    .map(|&(first, last)| ReservedStreams {
+                        first,
+                        last,
+                        ranges: ranges.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        return Firmware {
+            coherent: Some(node.cohacc_override()),
+            reserved,
+        };
+    }
+    let dt = crate::arch::devicetree().and_then(|p| p.smmus.iter().find(|s| s.base == base));
+    Firmware {
+        coherent: dt.map(|s| s.dma_coherent),
+        reserved: Vec::new(),
+    }
+}
+
 impl IommuDriver for SmmuHw<KernelHal> {
     fn open(opts: Options) -> Result<Self, BringupError<SmmuError>> {
         let base = super::unit_base(IommuKind::SmmuV3)
@@ -28,8 +76,14 @@ impl IommuDriver for SmmuHw<KernelHal> {
         let table = opts
             .linear_stream_table
             .then_some(StreamTableLevels::Linear);
-        let mut hw = SmmuHw::with_stream_table(smmu, KernelHal, crate::arch::msi_doorbell(), table)
-            .map_err(BringupError::Driver)?;
+        let mut hw = SmmuHw::with_firmware(
+            smmu,
+            KernelHal,
+            crate::arch::msi_doorbell(),
+            table,
+            firmware(base),
+        )
+        .map_err(BringupError::Driver)?;
         let translation = match opts.mode {
             Mode::Stage1 => Translation::Stage1,
             Mode::Stage2 => Translation::Stage2,

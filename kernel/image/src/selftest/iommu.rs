@@ -129,6 +129,96 @@ pub fn vtd_identifies_itself() -> TestResult {
 /// An illegal command is reported and skipped, and later commands run.
 /// Every other stream bypasses meanwhile, and translation is off again
 /// afterwards.
+/// The driver takes each SMMUv3's coherency from the firmware (IORT
+/// COHACC override, else devicetree `dma-coherent`), not from IDR0.COHACC
+/// alone: a non-coherent SMMU's walks must be non-cacheable and its
+/// table writes cleaned.
+pub fn smmuv3_coherency_from_firmware() -> TestResult {
+    #[cfg(target_arch = "aarch64")]
+    {
+        use crate::iommu::{bring_up, BringupError, Driver, Options};
+        use smmuv3::Coherency;
+        for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
+            let fw = crate::iommu::smmu::firmware(base);
+            let Some(coherent) = fw.coherent else {
+                return Err(TestError::skip(alloc::format!(
+                    "neither the IORT nor the devicetree describes the SMMU at {base:#x}"
+                )));
+            };
+            let up = bring_up::<Driver>(Options::default(), &[]).map_err(|e| match e {
+                BringupError::Unavailable(why) => TestError::skip(why),
+                e => TestError::fail(alloc::format!("bring-up: {e}")),
+            })?;
+            let want = if coherent {
+                Coherency::Coherent
+            } else {
+                Coherency::NonCoherent
+            };
+            let got = up.iommu.hw.coherency();
+            let mut up = up;
+            let down = up.tear_down();
+            ensure_eq!(
+                got,
+                want,
+                "SMMU at {base:#x}: the firmware says coherent {coherent}"
+            );
+            down.map_err(|e| TestError::fail(alloc::format!("tear-down: {e}")))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        Err(TestError::skip("this board has no SMMUv3"))
+    }
+}
+
+/// The StreamIDs of IORT RMR nodes bypass from before translation is on,
+/// and their ranges are the direct regions of those streams (mapped one
+/// to one in paging domains, never handed out as IOVAs). SKIP without
+/// RMR nodes (QEMU's IORT has none): host tests cover the rest.
+pub fn smmuv3_rmr_streams_reserved() -> TestResult {
+    #[cfg(target_arch = "aarch64")]
+    {
+        use crate::iommu::{bring_up, BringupError, Driver, Options};
+        use kernel::iommu::domain::{DeviceId, IommuHw};
+        let mut any = false;
+        for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
+            let fw = crate::iommu::smmu::firmware(base);
+            if fw.reserved.is_empty() {
+                continue;
+            }
+            any = true;
+            let mut up = bring_up::<Driver>(Options::default(), &[]).map_err(|e| match e {
+                BringupError::Unavailable(why) => TestError::skip(why),
+                e => TestError::fail(alloc::format!("bring-up with RMR streams: {e}")),
+            })?;
+            let mut result = Ok(());
+            for r in &fw.reserved {
+                for sid in [r.first, r.last] {
+                    let got = up.iommu.hw.direct_regions(DeviceId(sid));
+                    if !r.ranges.iter().all(|m| got.contains(m)) {
+                        result = Err(TestError::fail(alloc::format!(
+                            "SMMU at {base:#x}: stream {sid:#x} direct regions {got:x?}, RMR ranges {:x?}",
+                            r.ranges
+                        )));
+                    }
+                }
+            }
+            let down = up.tear_down();
+            result?;
+            down.map_err(|e| TestError::fail(alloc::format!("tear-down: {e}")))?;
+        }
+        if !any {
+            return Err(TestError::skip("no IORT RMR nodes"));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        Err(TestError::skip("this board has no SMMUv3"))
+    }
+}
+
 pub fn smmuv3_stage1_dma_inject_faults() -> TestResult {
     #[cfg(target_arch = "aarch64")]
     {

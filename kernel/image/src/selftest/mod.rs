@@ -65,6 +65,8 @@ pub fn tests() -> Vec<Test> {
         test!(dma, dma::pasid_tagged_requests_without_translation),
         test!(iommu, iommu::smmuv3_identifies_itself),
         test!(iommu, iommu::vtd_identifies_itself),
+        test!(iommu, iommu::smmuv3_coherency_from_firmware),
+        test!(iommu, iommu::smmuv3_rmr_streams_reserved),
         test!(iommu, iommu::smmuv3_stage1_dma_inject_faults),
     ];
     v.extend(conformance::tests());

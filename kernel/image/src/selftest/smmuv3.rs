@@ -245,6 +245,7 @@ mod on_board {
                 .hw
                 .cd_address(x.0, 0)
                 .ok_or_else(|| TestError::fail("no CD table"))?;
+            let walk = p.iommu().hw.coherency();
             let cases = [
                 (
                     "CD table where nothing answers",
@@ -253,6 +254,7 @@ mod on_board {
                         log2_cds: 0,
                         fmt: CdFmt::Linear,
                         s1dss: S1Dss::Substream0,
+                        walk,
                     },
                     EventKind::CdFetch,
                     Some(UNBACKED),
@@ -264,6 +266,7 @@ mod on_board {
                         log2_cds: 6,
                         fmt: CdFmt::Linear,
                         s1dss: S1Dss::Terminate,
+                        walk,
                     },
                     EventKind::StreamDisabled,
                     None,
@@ -275,6 +278,7 @@ mod on_board {
                         log2_cds: 21,
                         fmt: CdFmt::Linear,
                         s1dss: S1Dss::Substream0,
+                        walk,
                     },
                     EventKind::BadSte,
                     None,
@@ -325,6 +329,7 @@ mod on_board {
                     ias: 48,
                     ips: 4,
                     mair: MAIR,
+                    walk: p.iommu().hw.coherency(),
                 });
                 let at = slot(p, l)?;
                 p.iommu().hw.poke(at, &cd_b.0, &[]).map_err(hw)
