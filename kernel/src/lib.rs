@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod clock;
 pub mod cmdline;
 pub mod dma;
 pub mod hal;

@@ -124,6 +124,9 @@ pub struct Timer {
     pub virt: Interrupt,
     pub hyp_phys: Interrupt,
     pub hyp_virt: Option<Interrupt>,
+    /// `clock-frequency`: the counter's rate, for firmware that leaves
+    /// CNTFRQ_EL0 unprogrammed.
+    pub clock_frequency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,6 +436,7 @@ fn timer(t: &Tree) -> Res<Timer> {
         virt: irqs[2],
         hyp_phys: irqs[3],
         hyp_virt: irqs.get(4).copied(),
+        clock_frequency: t.u32(i, "clock-frequency")?,
     })
 }
 

@@ -719,3 +719,27 @@ fn fdt_alone_panics_where_we_return_errors() {
         }
     }
 }
+
+/// The timer's `clock-frequency` (for a CNTFRQ_EL0 firmware left at 0) is
+/// read when present; one of the wrong length is an error (issue 13,
+/// point 18).
+#[test]
+fn timer_clock_frequency() {
+    let mut t = TNode::fixture("virt-smmuv3");
+    t.node("/timer")
+        .set("clock-frequency", cells(&[24_000_000]));
+    let p = Platform::parse(&t.to_blob()).unwrap();
+    assert_eq!(p.timer.clock_frequency, Some(24_000_000));
+    let e = node_err(|t| {
+        t.node("/timer")
+            .set("clock-frequency", cells(&[0, 24_000_000]));
+    });
+    assert_eq!(
+        e,
+        (
+            "/timer".into(),
+            Some("clock-frequency"),
+            NodeError::BadLength { len: 8, unit: 4 }
+        )
+    );
+}

@@ -149,6 +149,7 @@ fn virt_smmuv3_every_field() {
             virt: ppi(11, 4),
             hyp_phys: ppi(10, 4),
             hyp_virt: None,
+            clock_frequency: None,
         }
     );
     assert_eq!(p.timer.nonsecure_phys.intid(), 30);

@@ -20,7 +20,9 @@ pub enum Descriptor {
         did: u16,
         sid: u16,
     },
-    /// PASID-cache invalidation: of a domain, or of one PASID in it.
+    /// PASID-cache invalidation: all of it, of a domain, or of one PASID
+    /// in it.
+    PasidCacheAll,
     PasidCacheDomain {
         did: u16,
     },
@@ -69,6 +71,7 @@ impl Descriptor {
                 CONTEXT_CACHE | (3 << 4) | (u64::from(did) << 16) | (u64::from(sid) << 32),
                 0,
             ],
+            Descriptor::PasidCacheAll => [PASID_CACHE | (3 << 4), 0],
             Descriptor::PasidCacheDomain { did } => [PASID_CACHE | (u64::from(did) << 16), 0],
             Descriptor::PasidCachePasid { did, pasid } => [
                 PASID_CACHE
@@ -138,6 +141,8 @@ mod tests {
             .encode()[0],
             0x000f_ffff_0005_0017
         );
+        // Granularity 11b: every PASID-cache entry.
+        assert_eq!(Descriptor::PasidCacheAll.encode()[0], 0x37);
         assert_eq!(Descriptor::IotlbDomain { did: 2 }.encode()[0], 0x2_00e2);
         assert_eq!(
             Descriptor::IotlbPages {

@@ -209,6 +209,19 @@ pub trait IommuHw {
     fn direct_regions(&self, _dev: DeviceId) -> Vec<PhysRange> {
         Vec::new()
     }
+    /// `iova..iova + size` of `d` went from not present to present. Most
+    /// IOMMUs cache no absent translations and need nothing; a VT-d unit
+    /// in caching mode (CAP.CM) needs an invalidation, one that wants its
+    /// write buffer flushed (CAP.RWBF) a flush.
+    fn mapped(
+        &mut self,
+        _d: &DomainRef,
+        _attached: &[Attachment],
+        _iova: u64,
+        _size: u64,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// Invalidates `gather.ranges` of `d` wherever it is attached, and
     /// returns once the invalidation completed.
     fn invalidate(
@@ -537,7 +550,11 @@ impl<H: IommuHw> Iommu<H> {
     ) -> Result<(), IommuError<H::Error>> {
         let table = paging_table(&mut self.domains, id)?;
         table.map(self.hw.tables(), iova, pa, size, prot)?;
-        Ok(())
+        let r = self.dref(id)?;
+        let attached = self.attachments(id);
+        self.hw
+            .mapped(&r, &attached, iova, size)
+            .map_err(IommuError::Hw)
     }
 
     /// Unmaps, invalidates every attachment's caches once, then frees the

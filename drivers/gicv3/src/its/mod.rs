@@ -13,12 +13,16 @@
 //! the CPU writes through) apart and never invents either.
 //!
 //! Cache maintenance: every table and the command queue are programmed
-//! inner-shareable, write-back cacheable. QEMU's ITS model is coherent, so no
-//! cache cleaning is done. When an implementation only accepts non-shareable
-//! for a table, the driver falls back to non-cacheable attributes for it and
-//! reports `coherent == false` ([`Its::coherent`]); the driver does not clean
-//! caches itself, so such a system additionally needs the memory handed out
-//! by [`ItsMemory`] to be mapped non-cacheable.
+//! inner-shareable, write-back cacheable. When an implementation only
+//! accepts non-shareable for a table, the driver falls back to
+//! non-cacheable attributes for it and reports `coherent == false`
+//! ([`Its::coherent`]). Where GITS_CBASER or a GITS_BASER<n> reads back
+//! non-shareable or non-cacheable ([`needs_clean`]), the ITS reads memory
+//! past the CPU's caches: as Linux's `its_flush_cmd` and
+//! `gic_flush_dcache_to_poc`, the driver then cleans the table (and every
+//! ITT) to the point of coherency once written, and each command after it
+//! is written, with the clean the kernel hands it
+//! ([`Its::set_cache_clean`]; the CPU's cache instructions are arch code).
 //!
 //! References: Arm IHI0069 (GICv3/v4 architecture specification), chapter 5
 //! (the ITS: command formats, GITS_* registers) and chapter 12 (register
@@ -40,7 +44,7 @@ pub use lpi::{
     propbaser_value, LpiConfigTable, DEFAULT_LPI_PRIORITY, LPI_BASE, LPI_CONFIG_ALIGN,
     LPI_PENDING_ALIGN,
 };
-pub use queue::{cbaser_value, CommandRing, CMD_BYTES, DEFAULT_QUEUE_BYTES};
+pub use queue::{cbaser_value, needs_clean, CommandRing, CMD_BYTES, DEFAULT_QUEUE_BYTES};
 pub use regs::{GitsRegs, ItsInfo, TRANSLATER_OFFSET, TRANSLATION_PAGE_OFFSET};
 pub use tables::{
     baser_value, itt_layout, negotiate_page_size, table_pages, IttLayout, PageSize, ITT_ALIGN,
@@ -54,6 +58,12 @@ const TRACKED_COLLECTIONS: usize = 64;
 
 /// Polls before an ITS wait is declared stuck.
 const SPIN_LIMIT: u32 = 1_000_000;
+
+/// Cleans `bytes` of memory at CPU address `virt` to the point of
+/// coherency and waits for it to complete (the kernel's arch code).
+pub type CacheClean = fn(virt: *const u8, bytes: usize);
+
+fn no_clean(_: *const u8, _: usize) {}
 
 /// Memory for ITS and LPI tables, supplied by the kernel.
 pub trait ItsMemory {
@@ -156,6 +166,8 @@ struct Ready {
     queue: NonNull<u8>,
     limits: CommandLimits,
     coherent: bool,
+    /// The queue is read past the CPU's caches: commands are cleaned.
+    clean_queue: bool,
     /// Target of each collection mapped so far (for the trailing SYNC).
     targets: [Option<RdBase>; TRACKED_COLLECTIONS],
     default_target: Option<RdBase>,
@@ -167,6 +179,7 @@ pub struct Its {
     phys_base: u64,
     info: ItsInfo,
     ready: Option<Ready>,
+    clean: CacheClean,
 }
 
 // SAFETY: MMIO and queue memory owned by this value; callers serialise access.
@@ -186,6 +199,7 @@ impl Its {
             phys_base,
             info: ItsInfo::from_regs(0, 0),
             ready: None,
+            clean: no_clean,
         };
         its.info = its.probe();
         its
@@ -233,6 +247,12 @@ impl Its {
     /// the implementation forced non-shareable; see the module notes).
     pub fn coherent(&self) -> Option<bool> {
         self.ready.as_ref().map(|r| r.coherent)
+    }
+
+    /// How memory the ITS reads past the CPU's caches is cleaned; set
+    /// before `init` (by default nothing is cleaned).
+    pub fn set_cache_clean(&mut self, clean: CacheClean) {
+        self.clean = clean;
     }
 
     /// Limits commands are checked against (after `init`).
@@ -296,6 +316,11 @@ impl Its {
         if !cb.is_set(GITS_CBASER::VALID) || cb.read(GITS_CBASER::PHYSICAL_ADDRESS) != qphys >> 12 {
             return Err(ItsError::CbaserRejected);
         }
+        let clean_queue = needs_clean(cb.get());
+        if clean_queue {
+            coherent = false;
+            (self.clean)(qvirt, qbytes);
+        }
         r.cwriter.set(0);
 
         // Device and collection tables.
@@ -353,6 +378,7 @@ impl Its {
                 pta: info.pta,
             },
             coherent,
+            clean_queue,
             targets: [None; TRACKED_COLLECTIONS],
             default_target: None,
         });
@@ -379,7 +405,7 @@ impl Its {
         let (bits, entries) = size_for(page).ok_or(ItsError::BaserRejected { n })?;
         let pages = table_pages(entries, entry_size, page).ok_or(ItsError::BaserRejected { n })?;
         let bytes = pages * page.bytes();
-        let (phys, _virt) = mem
+        let (phys, virt) = mem
             .alloc_zeroed(bytes, page.bytes())
             .ok_or(ItsError::NoMemory)?;
         if !phys.is_multiple_of(page.bytes() as u64) {
@@ -408,6 +434,10 @@ impl Its {
         {
             return Err(ItsError::BaserRejected { n });
         }
+        if needs_clean(got.get()) {
+            coherent = false;
+            (self.clean)(virt, bytes);
+        }
         Ok((bits, coherent))
     }
 
@@ -427,6 +457,7 @@ impl Its {
     /// as is (no GITS_CWRITER.Retry), so later submits report it again.
     pub fn submit(&mut self, cmds: &[ItsCommand]) -> Result<(), ItsError> {
         let regs = self.regs;
+        let clean = self.clean;
         // SAFETY: `new`'s contract; the borrow does not alias `self.ready`.
         let r = unsafe { regs.as_ref() };
         let st = self.ready.as_mut().ok_or(ItsError::NotInitialised)?;
@@ -521,6 +552,10 @@ impl Its {
                         .write_volatile(*w)
                 };
             }
+            if st.clean_queue {
+                // SAFETY: the slot is inside the queue (as above).
+                clean(unsafe { st.queue.as_ptr().add(slot) }, CMD_BYTES);
+            }
         }
         write_barrier();
         let write = st.ring.write_offset();
@@ -567,9 +602,13 @@ impl Its {
         let limits = self.limits().ok_or(ItsError::NotInitialised)?;
         check_bits(IdKind::Device, device_id as u64, limits.device_id_bits)?;
         let layout = itt_layout(event_count, self.info.itt_entry_size, limits.event_id_bits)?;
-        let (itt_phys, _virt) = mem
+        let (itt_phys, itt_virt) = mem
             .alloc_zeroed(layout.bytes, ITT_ALIGN)
             .ok_or(ItsError::NoMemory)?;
+        if self.coherent() == Some(false) {
+            // The ITS may read the zeroed ITT past the CPU's caches.
+            (self.clean)(itt_virt, layout.bytes);
+        }
         self.submit(&[ItsCommand::Mapd {
             device_id,
             itt_addr: itt_phys,

@@ -1,7 +1,10 @@
 //! The command queue: the producer-side ring arithmetic over GITS_CWRITER and
 //! GITS_CREADR offsets, and the GITS_CBASER value that installs the queue.
 
-use super::regs::{attrs, CACHE_SAME_AS_INNER, GITS_CBASER};
+use super::regs::{
+    attrs, CACHE_NON_CACHEABLE, CACHE_SAME_AS_INNER, GITS_BASER, GITS_CBASER, SH_NON_SHAREABLE,
+};
+use tock_registers::LocalRegisterCopy;
 
 /// Size of one command queue entry.
 pub const CMD_BYTES: usize = 32;
@@ -82,4 +85,15 @@ pub fn cbaser_value(phys: u64, bytes: usize, coherent: bool) -> u64 {
         + GITS_CBASER::SHAREABILITY.val(sh)
         + GITS_CBASER::SIZE.val((bytes / 0x1000).saturating_sub(1) as u64))
     .value
+}
+
+/// Whether the ITS reads the memory a GITS_CBASER or GITS_BASER<n> value
+/// (as read back: what the implementation kept) describes past the CPU's
+/// caches: non-shareable, or inner non-cacheable or Device. Then the CPU's
+/// writes to it must be cleaned to the point of coherency. Both registers
+/// keep Shareability and InnerCache at the same bits.
+pub fn needs_clean(readback: u64) -> bool {
+    let v = LocalRegisterCopy::<u64, GITS_BASER::Register>::new(readback);
+    v.read(GITS_BASER::SHAREABILITY) == SH_NON_SHAREABLE
+        || matches!(v.read(GITS_BASER::INNER_CACHE), 0 | CACHE_NON_CACHEABLE)
 }

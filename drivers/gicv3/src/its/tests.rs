@@ -754,3 +754,21 @@ fn lpi_config_table() {
     assert_eq!(t.set(8191, 0, true), Err(GicError::BadIntId(8191)));
     assert_eq!(t.set(16384, 0, true), Err(GicError::BadIntId(16384)));
 }
+
+/// The ITS reads the queue or a table past the CPU's caches when the
+/// register reads back non-shareable, inner non-cacheable or Device: then
+/// (and only then) the driver cleans it to the point of coherency
+/// (issue 13, point 17).
+#[test]
+fn non_shareable_or_non_cacheable_memory_needs_cleaning() {
+    const INNER: u64 = 7 << 59;
+    const SH: u64 = 3 << 10;
+    assert!(!needs_clean(cbaser_value(FAKE_RAM, 0x1_0000, true)));
+    assert!(needs_clean(cbaser_value(FAKE_RAM, 0x1_0000, false)));
+    let b = baser_value(0, FAKE_RAM, PageSize::Size64K, 1, true, true);
+    assert!(!needs_clean(b));
+    assert!(needs_clean(b & !SH), "non-shareable, write-back");
+    assert!(needs_clean((b & !INNER) | (1 << 59)), "inner non-cacheable");
+    assert!(needs_clean(b & !INNER), "Device-nGnRnE");
+    assert!(!needs_clean((b & !SH) | (2 << 10)), "outer shareable");
+}

@@ -24,12 +24,14 @@
 //! non-coherent when the unit does not snoop (ECAP.C = 0).
 mod error;
 mod faults;
+mod mmio;
 mod queue;
 mod tables;
 #[cfg(test)]
 mod tests;
 
 pub use error::{Missing, VtdError};
+pub use mmio::UnitRegs;
 pub use queue::Refused;
 
 use crate::caps::{Caps, Ecaps};
@@ -38,8 +40,7 @@ use crate::fault::FaultRecord;
 use crate::probe::Unit;
 use crate::qi::Descriptor;
 use crate::regs::{
-    fault_event_address, iqa_one_page_256, rtaddr_scalable, VtdRegs, FECTL, FSTS, GCMD, GSTS, IQH,
-    IQT,
+    fault_event_address, iqa_one_page_256, rtaddr_scalable, FECTL, FSTS, GCMD, GSTS, IQH, IQT,
 };
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -53,7 +54,8 @@ use kernel::iommu::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use kernel::iommu::pgtable::{Gather, TableMemory};
 use queue::{unmap_descriptors, Queue, IQ_ENTRIES};
 use tables::{Invalidate, Primary, Tables};
-use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::fields::FieldValue;
+use tock_registers::LocalRegisterCopy;
 
 /// How long a wait for the unit may take (GSTS after GCMD, an
 /// invalidation wait), by the HAL's clock...
@@ -112,14 +114,14 @@ impl Deadline {
 
 /// The invalidation queue at work: descriptors into the ring, the tail
 /// to IQT, the wait's status polled, refusals handled.
-struct Qi<'a, H: Hal> {
-    regs: &'a VtdRegs,
+struct Qi<'a, H: Hal, R: UnitRegs> {
+    regs: &'a R,
     hal: &'a H,
     queue: &'a mut Queue<H>,
     base: u64,
 }
 
-impl<H: Hal> Qi<'_, H> {
+impl<H: Hal, R: UnitRegs> Qi<'_, H, R> {
     /// Queues `entries` and one invalidation wait, and waits (bounded)
     /// for the wait's status write. A descriptor the unit refuses is
     /// replaced by a harmless one and the queue goes on; the refused ones
@@ -129,18 +131,18 @@ impl<H: Hal> Qi<'_, H> {
         let tail = IQT::QT.val(u64::from(self.queue.tail()));
         // The descriptors are in memory before the unit is told.
         self.hal.barrier();
-        self.regs.iqt.write(tail);
+        self.regs.write_iqt(tail);
         let mut refused = Vec::new();
         let mut deadline = Deadline::new(self.hal);
         while !self.queue.done(seq)? {
-            let fsts = self.regs.fsts.extract();
+            let fsts = self.regs.fsts();
             if fsts.is_set(FSTS::IQE) {
                 // IQH names the refused descriptor: report it, put an
                 // invalidation wait that writes to a scratch word in its
                 // place, acknowledge, and restart the queue.
                 let r = self
                     .queue
-                    .replace_refused(self.regs.iqh.read(IQH::QH) as u32)?;
+                    .replace_refused(self.regs.iqh().read(IQH::QH) as u32)?;
                 log::warn!(
                     "VT-d refused descriptor {} {:x?} (IQE)",
                     r.index,
@@ -148,8 +150,8 @@ impl<H: Hal> Qi<'_, H> {
                 );
                 refused.push(r);
                 self.hal.barrier();
-                self.regs.fsts.write(FSTS::IQE::SET);
-                self.regs.iqt.write(tail);
+                self.regs.write_fsts(FSTS::IQE::SET);
+                self.regs.write_iqt(tail);
                 // No `continue`: an IQE that re-asserts still meets the
                 // deadline below.
             }
@@ -160,14 +162,14 @@ impl<H: Hal> Qi<'_, H> {
                     fsts.get()
                 );
                 // Write-1-to-clear: clearing a bit that is not set does nothing.
-                self.regs.fsts.write(errors);
+                self.regs.write_fsts(errors);
             }
             if deadline.passed(self.hal) {
                 return Err(VtdError::InvalidationTimeout {
                     base: self.base,
                     seq,
-                    iqh: self.regs.iqh.get(),
-                    iqt: self.regs.iqt.get(),
+                    iqh: self.regs.iqh().get(),
+                    iqt: self.regs.iqt().get(),
                     fsts: fsts.get(),
                 });
             }
@@ -177,7 +179,7 @@ impl<H: Hal> Qi<'_, H> {
     }
 }
 
-impl<H: Hal> Invalidate for Qi<'_, H> {
+impl<H: Hal, R: UnitRegs> Invalidate for Qi<'_, H, R> {
     /// One batch; a refused descriptor is an error (what it invalidates
     /// may still be cached), after the batch completed.
     fn invalidate(&mut self, descs: &[Descriptor]) -> Result<(), VtdError> {
@@ -228,16 +230,26 @@ fn pass_through_entry(levels: u8) -> PasidEntry {
     }
 }
 
-pub struct VtdHw<H: Hal> {
-    unit: Unit,
+/// GSTS's persistent status bits, which mirror GCMD's persistent command
+/// bits (VT-d 11.4.4.1: GCMD is write-only, so each command is composed
+/// from these with one bit changed; the one-shot bits SRTP, SFL, WBF and
+/// SIRTP are left out, or a command would repeat them).
+fn persistent_commands(gsts: LocalRegisterCopy<u32, GSTS::Register>) -> u32 {
+    let kept =
+        GSTS::TES::SET + GSTS::AFLS::SET + GSTS::QIES::SET + GSTS::IRES::SET + GSTS::CFIS::SET;
+    gsts.get() & kept.value
+}
+
+pub struct VtdHw<H: Hal, R: UnitRegs = Unit> {
+    unit: R,
     base: u64,
     hal: H,
     caps: Caps,
     ecaps: Ecaps,
     format: TableFormat,
-    /// GCMD's persistent bits (TE, QIE) as last written.
-    translation: bool,
-    queued_invalidation: bool,
+    /// GCMD's persistent bits as last written, seeded from GSTS so that
+    /// what firmware enabled (interrupt remapping, its format) stays on.
+    gcmd: LocalRegisterCopy<u32, GCMD::Register>,
     tables: Held<Tables<H>>,
     queue: Held<Queue<H>>,
     /// The page tables of the core's domains.
@@ -255,13 +267,17 @@ pub struct VtdHw<H: Hal> {
     rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
 }
 
-impl<H: Hal> VtdHw<H> {
-    /// Takes over the unit at `base` (translation must be off): root
-    /// table, the invalidation queue in 256-bit mode, caches invalidated.
-    /// Translation stays off until [`VtdHw::enable`]. Units without
-    /// scalable mode, PASIDs or queued invalidation are refused.
-    pub fn new(hal: H, unit: Unit, base: u64) -> Result<Self, VtdError> {
-        let (caps, ecaps) = unit.caps();
+impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
+    /// Takes over the unit at `base` (translation must be off): the
+    /// invalidation queue in 256-bit mode (a queue firmware left on is
+    /// drained and turned off first), the root table, then the caches
+    /// SRTP leaves stale invalidated, globally: context cache, PASID
+    /// cache, IOTLB (as Linux's `iommu_set_root_entry` does). Persistent
+    /// GCMD bits firmware set (IRE, CFI) stay set. Translation stays off
+    /// until [`VtdHw::enable`]. Units without scalable mode, PASIDs or
+    /// queued invalidation are refused.
+    pub fn new(hal: H, unit: R, base: u64) -> Result<Self, VtdError> {
+        let (caps, ecaps) = (Caps::decode(unit.cap()), Ecaps::decode(unit.ecap()));
         let missing = Missing {
             scalable_mode: !ecaps.scalable_mode,
             pasid: !ecaps.pasid,
@@ -271,9 +287,11 @@ impl<H: Hal> VtdHw<H> {
         if missing.any() {
             return Err(VtdError::Unsupported { base, missing });
         }
-        if unit.translating() {
+        let gsts = unit.gsts();
+        if gsts.is_set(GSTS::TES) {
             return Err(VtdError::AlreadyTranslating { base });
         }
+        let gcmd = LocalRegisterCopy::new(persistent_commands(gsts));
         let format = if ecaps.first_level {
             TableFormat::X86FirstLevel(X86FirstLevel {
                 gib_pages: caps.first_level_1g,
@@ -297,8 +315,7 @@ impl<H: Hal> VtdHw<H> {
             caps,
             ecaps,
             format,
-            translation: false,
-            queued_invalidation: false,
+            gcmd,
             tables: Held(Some(tables)),
             queue: Held(Some(queue)),
             pages: Held(Some(pages)),
@@ -309,17 +326,21 @@ impl<H: Hal> VtdHw<H> {
             defer_fault_collection: false,
             rmrrs: BTreeMap::new(),
         };
-        hw.unit
-            .regs()
-            .rtaddr
-            .write(rtaddr_scalable(hw.tables.root()));
-        hw.command(true)?;
-        let r = hw.unit.regs();
-        r.iqt.write(IQT::QT.val(0));
-        r.iqa.write(iqa_one_page_256(hw.queue.base()));
-        hw.queued_invalidation = true;
-        hw.command(false)?;
-        hw.submit(&[Descriptor::ContextGlobal, Descriptor::IotlbGlobal])?;
+        if hw.gcmd.is_set(GCMD::QIE) {
+            hw.drain_firmware_queue();
+            hw.set(GCMD::QIE, GSTS::QIES, false)?;
+        }
+        // The queue registers are written only while QI is off.
+        hw.unit.write_iqt(IQT::QT.val(0));
+        hw.unit.write_iqa(iqa_one_page_256(hw.queue.base()));
+        hw.set(GCMD::QIE, GSTS::QIES, true)?;
+        hw.unit.write_rtaddr(rtaddr_scalable(hw.tables.root()));
+        hw.one_shot(GCMD::SRTP::SET, |g| g.is_set(GSTS::RTPS))?;
+        hw.submit(&[
+            Descriptor::ContextGlobal,
+            Descriptor::PasidCacheAll,
+            Descriptor::IotlbGlobal,
+        ])?;
         // Faults left from before are not ours.
         hw.clear_faults();
         // The tests build a driver per case: say it in full once.
@@ -331,7 +352,8 @@ impl<H: Hal> VtdHw<H> {
             "VT-d at {base:#x}: scalable mode; domains on {} ({}); PASIDs {} bits; {} domain ids; \
              QI with 256-bit descriptors, {} entries; page-selective invalidation up to 2^{} pages; \
              pass-through {}; {} fault record(s); device-TLB {}, page requests {}, nested {} (unused); \
-             {}coherent, page walks {}snooped (SMPWC)",
+             {}coherent, page walks {}snooped (SMPWC); caching mode {}, write-buffer flush {}; \
+             firmware left GCMD {:#x}",
             if ecaps.first_level { "first level" } else { "second level" },
             kernel::iommu::pgtable::Format::name(&format),
             ecaps.pasid_bits,
@@ -344,7 +366,10 @@ impl<H: Hal> VtdHw<H> {
             ecaps.page_requests,
             ecaps.nested,
             if ecaps.coherent { "" } else { "not " },
-            if ecaps.page_walk_coherency { "" } else { "not " }
+            if ecaps.page_walk_coherency { "" } else { "not " },
+            caps.caching_mode,
+            caps.required_write_buffer_flush,
+            gcmd.get()
         );
         Ok(hw)
     }
@@ -359,11 +384,11 @@ impl<H: Hal> VtdHw<H> {
 
     /// The tables and the invalidation queue they send their
     /// invalidations to, borrowed apart.
-    fn split(&mut self) -> (&mut Tables<H>, Qi<'_, H>) {
+    fn split(&mut self) -> (&mut Tables<H>, Qi<'_, H, R>) {
         (
             &mut self.tables,
             Qi {
-                regs: self.unit.regs(),
+                regs: &self.unit,
                 hal: &self.hal,
                 queue: &mut self.queue,
                 base: self.base,
@@ -371,51 +396,98 @@ impl<H: Hal> VtdHw<H> {
         )
     }
 
-    /// Writes GCMD with the persistent bits (plus SRTP with `set_root`),
-    /// and waits (bounded) until GSTS reflects them (and RTPS for a root
-    /// table pointer).
-    fn command(&mut self, set_root: bool) -> Result<(), VtdError> {
-        let r = self.unit.regs();
-        let mut cmd = GCMD::TE.val(u32::from(self.translation))
-            + GCMD::QIE.val(u32::from(self.queued_invalidation));
-        // GSTS bits mirror GCMD bits.
-        let mut want = GSTS::TES.val(u32::from(self.translation))
-            + GSTS::QIES.val(u32::from(self.queued_invalidation));
-        if set_root {
-            cmd += GCMD::SRTP::SET;
-            want += GSTS::RTPS::SET;
-        }
+    /// Writes GCMD: the persistent bits plus `extra`, and waits (bounded)
+    /// until GSTS says `done`.
+    fn command(
+        &mut self,
+        extra: FieldValue<u32, GCMD::Register>,
+        done: impl Fn(LocalRegisterCopy<u32, GSTS::Register>) -> bool,
+    ) -> Result<(), VtdError> {
+        let mut cmd = self.gcmd;
+        cmd.modify(extra);
         // What the unit is told about is in memory first.
         self.hal.barrier();
-        r.gcmd.write(cmd);
+        self.unit.write_gcmd(cmd);
         let mut deadline = Deadline::new(&self.hal);
-        while !r.gsts.matches_all(want) {
+        loop {
+            let gsts = self.unit.gsts();
+            if done(gsts) {
+                return Ok(());
+            }
             if deadline.passed(&self.hal) {
                 return Err(VtdError::CommandTimeout {
                     base: self.base,
-                    gcmd: cmd.value,
-                    gsts: r.gsts.get(),
+                    gcmd: cmd.get(),
+                    gsts: gsts.get(),
                 });
             }
             core::hint::spin_loop();
         }
-        Ok(())
+    }
+
+    /// Turns the persistent command `bit` on or off, the others as they
+    /// are, and waits for its status bit.
+    fn set(
+        &mut self,
+        bit: tock_registers::fields::Field<u32, GCMD::Register>,
+        status: tock_registers::fields::Field<u32, GSTS::Register>,
+        on: bool,
+    ) -> Result<(), VtdError> {
+        self.gcmd.modify(bit.val(u32::from(on)));
+        self.command(FieldValue::<u32, GCMD::Register>::new(0, 0, 0), |g| {
+            g.is_set(status) == on
+        })
+    }
+
+    /// A one-shot command (SRTP, WBF) beside the persistent bits; not
+    /// kept in the shadow.
+    fn one_shot(
+        &mut self,
+        cmd: FieldValue<u32, GCMD::Register>,
+        done: impl Fn(LocalRegisterCopy<u32, GSTS::Register>) -> bool,
+    ) -> Result<(), VtdError> {
+        self.command(cmd, done)
+    }
+
+    /// A queue firmware left enabled is let run dry (IQH reaching IQT,
+    /// bounded) before it is turned off, as Linux's `dmar_disable_qi`.
+    fn drain_firmware_queue(&mut self) {
+        let mut deadline = Deadline::new(&self.hal);
+        while self.unit.iqh().read(IQH::QH) != self.unit.iqt().read(IQT::QT) {
+            if deadline.passed(&self.hal) {
+                log::warn!(
+                    "VT-d at {:#x}: firmware's invalidation queue does not drain (IQH {:#x}, IQT {:#x}); turning it off anyway",
+                    self.base,
+                    self.unit.iqh().get(),
+                    self.unit.iqt().get()
+                );
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Flushes the unit's write buffer where CAP.RWBF asks software to
+    /// (after making entries present without an invalidation), and waits
+    /// (bounded) until GSTS.WBFS clears.
+    fn flush_write_buffer(&mut self) -> Result<(), VtdError> {
+        if !self.caps.required_write_buffer_flush {
+            return Ok(());
+        }
+        self.one_shot(GCMD::WBF::SET, |g| !g.is_set(GSTS::WBFS))
     }
 
     /// DMA remapping on.
     pub fn enable(&mut self) -> Result<(), VtdError> {
-        self.translation = true;
-        self.command(false)
+        self.set(GCMD::TE, GSTS::TES, true)
     }
 
     /// DMA remapping off, then queued invalidation off; fault events
-    /// masked.
+    /// masked. What firmware enabled besides (interrupt remapping) stays.
     pub fn disable(&mut self) -> Result<(), VtdError> {
         self.disable_fault_interrupt();
-        self.translation = false;
-        self.command(false)?;
-        self.queued_invalidation = false;
-        self.command(false)
+        self.set(GCMD::TE, GSTS::TES, false)?;
+        self.set(GCMD::QIE, GSTS::QIES, false)
     }
 
     /// Queues `descs` and one invalidation wait, and waits (bounded) for
@@ -542,16 +614,13 @@ impl<H: Hal> VtdHw<H> {
     /// Fault events by MSI: the fault event registers get the MSI's
     /// address and data, and the interrupt is unmasked.
     pub fn enable_fault_interrupt(&mut self, address: u64, data: u32) {
-        let r = self.unit.regs();
         let (lo, hi) = fault_event_address(address);
-        r.fedata.set(data);
-        r.feaddr.set(lo);
-        r.feuaddr.set(hi);
-        r.fectl.write(FECTL::IM::CLEAR);
+        self.unit.set_fault_event(data, lo, hi);
+        self.unit.write_fectl(FECTL::IM::CLEAR);
     }
 
     pub fn disable_fault_interrupt(&mut self) {
-        self.unit.regs().fectl.write(FECTL::IM::SET);
+        self.unit.write_fectl(FECTL::IM::SET);
     }
 
     /// Reads every fault recording register that holds a fault, clears
@@ -563,14 +632,13 @@ impl<H: Hal> VtdHw<H> {
                 self.pending.push(record);
             }
         }
-        let r = self.unit.regs();
-        if r.fsts.is_set(FSTS::PFO) {
+        if self.unit.fsts().is_set(FSTS::PFO) {
             self.fault_overflows += 1;
             log::warn!(
                 "VT-d at {:#x}: primary fault overflow: faults were lost",
                 self.base
             );
-            r.fsts.write(FSTS::PFO::SET);
+            self.unit.write_fsts(FSTS::PFO::SET);
         }
     }
 
@@ -672,6 +740,26 @@ impl<H: Hal> VtdHw<H> {
         t.set_entry(&mut qi, sid, pasid, None)
     }
 
+    /// After a map: a unit in caching mode may have cached the absent
+    /// entries, so second-level domains get a page-selective IOTLB
+    /// invalidation of the range (first-level translations never cache
+    /// absent entries: Linux flushes only the write buffer there); else
+    /// the write buffer is flushed where CAP.RWBF asks for it.
+    fn flush_map(&mut self, d: &DomainRef, iova: u64, size: u64) -> Result<(), VtdError> {
+        let second_level = matches!(self.format, TableFormat::VtdSecondLevel(_));
+        if !(self.caps.caching_mode && second_level) {
+            return self.flush_write_buffer();
+        }
+        let descs = unmap_descriptors(
+            true,
+            self.caps.max_address_mask,
+            d.tag as u16,
+            &[],
+            &[(iova, size)],
+        );
+        self.submit(&descs)
+    }
+
     fn flush_unmap(
         &mut self,
         d: &DomainRef,
@@ -695,7 +783,7 @@ impl<H: Hal> VtdHw<H> {
     }
 }
 
-impl<H: Hal> Drop for VtdHw<H> {
+impl<H: Hal, R: UnitRegs> Drop for VtdHw<H, R> {
     fn drop(&mut self) {
         if let Err(e) = self.disable() {
             log::error!("VT-d does not turn off ({e}): its tables stay allocated");
@@ -709,7 +797,7 @@ impl<H: Hal> Drop for VtdHw<H> {
 /// Bring-up under the core: devices the core does not manage get a
 /// pass-through RID_PASID entry; released devices lose their context
 /// entry and PASID structures; shutdown turns translation off.
-impl<H: Hal> kernel::iommu::bringup::Bringup for VtdHw<H> {
+impl<H: Hal, R: UnitRegs> kernel::iommu::bringup::Bringup for VtdHw<H, R> {
     fn pass_through(&mut self, dev: DeviceId) -> Result<(), VtdError> {
         VtdHw::pass_through(self, dev)
     }
@@ -727,7 +815,7 @@ impl<H: Hal> kernel::iommu::bringup::Bringup for VtdHw<H> {
     }
 }
 
-impl<H: Hal> IommuHw for VtdHw<H> {
+impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
     type Error = VtdError;
 
     fn format(&self) -> TableFormat {
@@ -776,6 +864,16 @@ impl<H: Hal> IommuHw for VtdHw<H> {
 
     fn clear_pasid(&mut self, dev: DeviceId, pasid: Pasid, _d: &DomainRef) -> Result<(), VtdError> {
         self.detach_pasid(dev, pasid.0)
+    }
+
+    fn mapped(
+        &mut self,
+        d: &DomainRef,
+        _attached: &[Attachment],
+        iova: u64,
+        size: u64,
+    ) -> Result<(), VtdError> {
+        self.flush_map(d, iova, size)
     }
 
     fn invalidate(

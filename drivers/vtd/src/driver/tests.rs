@@ -878,3 +878,317 @@ fn pass_through_width_follows_sagaw() {
     assert_eq!(table_levels(0b0100, 48), 4);
     assert_eq!(table_levels(0b0010, 48), 3);
 }
+
+/// A remapping unit that answers: GSTS follows GCMD (persistent bits
+/// mirrored, SRTP completing at once, WBF done at once), and, with
+/// `completes`, the queue runs to IQT when it is written (invalidation
+/// waits write their status). What the driver wrote is in `events`.
+mod fake_unit {
+    use super::super::UnitRegs;
+    use crate::regs::{FaultRecordRegs, FECTL, FSTS, GCMD, GSTS, IQA, IQH, IQT, RTADDR};
+    use alloc::rc::Rc;
+    use alloc::vec::Vec;
+    use core::cell::{Cell, RefCell};
+    use kernel::hal::fake::FakeHal;
+    use tock_registers::fields::FieldValue;
+    use tock_registers::LocalRegisterCopy;
+
+    /// More register reads than this in one test: a wait without a bound.
+    const POLL_GUARD: u64 = 20_000_000;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Event {
+        Gcmd(u32),
+        /// A descriptor the unit ran, as queued.
+        Ran([u64; 4]),
+    }
+
+    #[derive(Default)]
+    pub struct State {
+        pub cap: u64,
+        pub ecap: u64,
+        pub gsts: Cell<u32>,
+        pub completes: bool,
+        pub iqa: Cell<u64>,
+        pub iqt: Cell<u64>,
+        pub iqh: Cell<u64>,
+        pub reads: Cell<u64>,
+        pub events: RefCell<Vec<Event>>,
+    }
+
+    #[derive(Clone)]
+    pub struct FakeUnit {
+        pub state: Rc<State>,
+        pub hal: FakeHal,
+    }
+
+    impl FakeUnit {
+        fn read(&self) {
+            let n = self.state.reads.get() + 1;
+            self.state.reads.set(n);
+            assert!(n < POLL_GUARD, "the driver polls without a bound");
+        }
+
+        /// The queue runs from IQH to IQT.
+        fn run_queue(&self) {
+            let s = &self.state;
+            let base = s.iqa.get() & !0xfff;
+            let (mut head, tail) = (s.iqh.get() >> 5, s.iqt.get() >> 5);
+            while head != tail {
+                let at = base + 32 * head;
+                let d: [u64; 4] =
+                    core::array::from_fn(|i| self.hal.peek(at + 8 * i as u64).unwrap());
+                s.events.borrow_mut().push(Event::Ran(d));
+                // An invalidation wait with a status write.
+                if d[0] & 0xf == 5 && d[0] & (1 << 5) != 0 {
+                    self.hal.poke(d[1], d[0] >> 32).unwrap();
+                }
+                head = (head + 1) % 128;
+            }
+            s.iqh.set(head << 5);
+        }
+    }
+
+    impl UnitRegs for FakeUnit {
+        fn cap(&self) -> u64 {
+            self.state.cap
+        }
+        fn ecap(&self) -> u64 {
+            self.state.ecap
+        }
+        fn gsts(&self) -> LocalRegisterCopy<u32, GSTS::Register> {
+            self.read();
+            LocalRegisterCopy::new(self.state.gsts.get())
+        }
+        fn write_gcmd(&self, cmd: LocalRegisterCopy<u32, GCMD::Register>) {
+            let s = &self.state;
+            s.events.borrow_mut().push(Event::Gcmd(cmd.get()));
+            let mirrored =
+                GCMD::TE::SET + GCMD::EAFL::SET + GCMD::QIE::SET + GCMD::IRE::SET + GCMD::CFI::SET;
+            let mut gsts = cmd.get() & mirrored.value;
+            if cmd.is_set(GCMD::SRTP) || s.gsts.get() & GSTS::RTPS::SET.value != 0 {
+                gsts |= GSTS::RTPS::SET.value;
+            }
+            if cmd.is_set(GCMD::QIE) && s.gsts.get() & GSTS::QIES::SET.value == 0 {
+                s.iqh.set(0);
+            }
+            s.gsts.set(gsts);
+        }
+        fn write_rtaddr(&self, _v: FieldValue<u64, RTADDR::Register>) {}
+        fn write_iqa(&self, v: FieldValue<u64, IQA::Register>) {
+            assert_eq!(
+                self.state.gsts.get() & GSTS::QIES::SET.value,
+                0,
+                "IQA written with QI on"
+            );
+            self.state.iqa.set(v.value);
+        }
+        fn write_iqt(&self, v: FieldValue<u64, IQT::Register>) {
+            self.state.iqt.set(v.value);
+            if self.state.completes && self.state.gsts.get() & GSTS::QIES::SET.value != 0 {
+                self.run_queue();
+            }
+        }
+        fn iqt(&self) -> LocalRegisterCopy<u64, IQT::Register> {
+            LocalRegisterCopy::new(self.state.iqt.get())
+        }
+        fn iqh(&self) -> LocalRegisterCopy<u64, IQH::Register> {
+            self.read();
+            LocalRegisterCopy::new(self.state.iqh.get())
+        }
+        fn fsts(&self) -> LocalRegisterCopy<u32, FSTS::Register> {
+            self.read();
+            LocalRegisterCopy::new(0)
+        }
+        fn write_fsts(&self, _v: FieldValue<u32, FSTS::Register>) {}
+        fn set_fault_event(&self, _data: u32, _addr: u32, _upper: u32) {}
+        fn write_fectl(&self, _v: FieldValue<u32, FECTL::Register>) {}
+        fn fault_records(&self) -> &[FaultRecordRegs] {
+            &[]
+        }
+    }
+}
+
+use super::VtdHw;
+use fake_unit::{Event, FakeUnit, State};
+
+/// CAP of a unit like QEMU's: 256 domains, 48-bit 4-level second level,
+/// one fault record, page-selective invalidation up to 2^18 pages.
+const CAP: u64 = 2 | (0b0100 << 8) | (47 << 16) | (0x22 << 24) | (1 << 39) | (18 << 48);
+const CAP_RWBF: u64 = 1 << 4;
+const CAP_CM: u64 = 1 << 7;
+/// ECAP: QI, pass-through, 20 PASID bits, PASID, scalable mode, second
+/// level only.
+const ECAP: u64 = 2 | (1 << 6) | (19 << 35) | (1 << 40) | (1 << 43) | (1 << 46);
+
+fn fake_unit(cap: u64, gsts: u32, completes: bool) -> (FakeHal, FakeUnit) {
+    let hal = FakeHal::new();
+    let state = State {
+        cap,
+        ecap: ECAP,
+        completes,
+        ..State::default()
+    };
+    state.gsts.set(gsts);
+    let unit = FakeUnit {
+        state: alloc::rc::Rc::new(state),
+        hal: hal.clone(),
+    };
+    (hal, unit)
+}
+
+fn gcmd_writes(unit: &FakeUnit) -> Vec<u32> {
+    unit.state
+        .events
+        .borrow()
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Gcmd(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ran(unit: &FakeUnit) -> Vec<[u64; 4]> {
+    unit.state
+        .events
+        .borrow()
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Ran(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Firmware left interrupt remapping (IRE, compatibility format CFI) and
+/// its own invalidation queue on: every GCMD the driver writes keeps IRE
+/// and CFI, the firmware's queue is turned off before IQA is written, and
+/// the one-shot SRTP goes out once, never repeated by later commands
+/// (issue 13, point 14).
+#[test]
+fn firmware_enabled_bits_survive_the_drivers_commands() {
+    use crate::regs::{GCMD, GSTS};
+    let ire_cfi = GCMD::IRE::SET.value | GCMD::CFI::SET.value;
+    let fw = GSTS::IRES::SET.value
+        | GSTS::CFIS::SET.value
+        | GSTS::QIES::SET.value
+        | GSTS::RTPS::SET.value;
+    let (hal, unit) = fake_unit(CAP, fw, true);
+    let mut hw = VtdHw::new(hal, unit.clone(), 0xfed9_0000).unwrap();
+    hw.enable().unwrap();
+    hw.disable().unwrap();
+    drop(hw);
+    let writes = gcmd_writes(&unit);
+    for w in &writes {
+        assert_eq!(
+            w & ire_cfi,
+            ire_cfi,
+            "GCMD {w:#x} clears what firmware enabled"
+        );
+    }
+    let srtp = writes.iter().filter(|&&w| w & GCMD::SRTP::SET.value != 0);
+    assert_eq!(srtp.count(), 1, "{writes:x?}");
+    assert_eq!(
+        writes[0] & GCMD::QIE::SET.value,
+        0,
+        "firmware's queue off first"
+    );
+    assert_ne!(unit.state.gsts.get() & GSTS::IRES::SET.value, 0);
+}
+
+/// After the root table pointer is set, the caches it leaves stale are
+/// invalidated globally, context cache, PASID cache, IOTLB, in that order
+/// (Linux's `iommu_set_root_entry`), before anything else runs (issue 13,
+/// point 14).
+#[test]
+fn the_root_table_pointer_is_followed_by_global_invalidations() {
+    use crate::regs::GCMD;
+    let (hal, unit) = fake_unit(CAP, 0, true);
+    let hw = VtdHw::new(hal, unit.clone(), 0xfed9_0000).unwrap();
+    let events = unit.state.events.borrow().clone();
+    let srtp = events
+        .iter()
+        .position(|e| matches!(e, Event::Gcmd(v) if v & GCMD::SRTP::SET.value != 0))
+        .expect("SRTP written");
+    let after: Vec<u64> = events[srtp..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ran(d) => Some(d[0]),
+            _ => None,
+        })
+        .take(4)
+        .collect();
+    let want: Vec<u64> = [
+        Descriptor::ContextGlobal,
+        Descriptor::PasidCacheAll,
+        Descriptor::IotlbGlobal,
+    ]
+    .iter()
+    .map(|d| d.encode()[0])
+    .collect();
+    assert_eq!(after[..3], want[..]);
+    assert_eq!(after[3] & 0xf, crate::qi::WAIT, "then the wait");
+    assert!(
+        events[..srtp].iter().all(|e| !matches!(e, Event::Ran(_))),
+        "nothing ran before SRTP"
+    );
+    drop(hw);
+}
+
+/// A queue that never completes: the wait ends in a typed
+/// InvalidationTimeout within the bound (the fake unit fails the test if
+/// the driver polls on without one) (issue 13, point 16).
+#[test]
+fn an_invalidation_that_never_completes_times_out() {
+    let (hal, unit) = fake_unit(CAP, 0, false);
+    match VtdHw::new(hal, unit, 0xfed9_0000) {
+        Err(VtdError::InvalidationTimeout { seq, .. }) => assert_eq!(seq, 1),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a queue that never runs completed"),
+    }
+}
+
+/// Caching mode (CAP.CM): absent entries may be cached, so a map is
+/// followed by a page-selective IOTLB invalidation of what it mapped; a
+/// unit that asks for write-buffer flushing (CAP.RWBF) and caches no
+/// absent entries gets GCMD.WBF instead; a unit with neither gets
+/// nothing (issue 13, point 16).
+#[test]
+fn maps_invalidate_in_caching_mode_and_flush_the_write_buffer_under_rwbf() {
+    use crate::regs::GCMD;
+    use kernel::iommu::domain::{DomainKind, Iommu};
+    use kernel::iommu::pgtable::Prot;
+    let run = |cap: u64| {
+        let (hal, unit) = fake_unit(cap, 0, true);
+        let hw = VtdHw::new(hal, unit.clone(), 0xfed9_0000).unwrap();
+        let mut iommu = Iommu::new(hw, 1, 255).unwrap();
+        let d = iommu.domain_alloc(DomainKind::Unmanaged).unwrap();
+        let (ran0, gcmd0) = (ran(&unit).len(), gcmd_writes(&unit).len());
+        iommu
+            .map(d, 0x40_0000, 0x8000_0000, 0x4000, Prot::RW)
+            .unwrap();
+        let ran = ran(&unit)[ran0..].to_vec();
+        let gcmd = gcmd_writes(&unit)[gcmd0..].to_vec();
+        (ran, gcmd)
+    };
+    let (ran_cm, gcmd_cm) = run(CAP | CAP_CM);
+    assert_eq!(ran_cm.len(), 2, "{ran_cm:x?}");
+    let did = (ran_cm[0][0] >> 16) as u16;
+    assert_eq!(
+        ran_cm[0],
+        Descriptor::IotlbPages {
+            did,
+            addr: 0x40_0000,
+            am: 2
+        }
+        .encode()
+    );
+    assert!(gcmd_cm.is_empty());
+    let (ran_wb, gcmd_wb) = run(CAP | CAP_RWBF);
+    assert!(ran_wb.is_empty(), "{ran_wb:x?}");
+    assert_eq!(gcmd_wb.len(), 1);
+    assert_ne!(gcmd_wb[0] & GCMD::WBF::SET.value, 0);
+    let (ran_none, gcmd_none) = run(CAP);
+    assert!(ran_none.is_empty() && gcmd_none.is_empty());
+}

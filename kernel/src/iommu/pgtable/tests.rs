@@ -560,3 +560,40 @@ fn tables_are_filled_before_they_are_linked() {
         g.release(&mut mem);
     }
 }
+
+/// Second-level entries set only the fields VT-d 9.8 defines for their
+/// type: a 4 KiB leaf R/W/X, EMT, IPAT and the address; a 2 MiB or 1 GiB
+/// leaf the same with PS and an address whose low bits (reserved there)
+/// are clear, whatever address it was handed; a non-leaf R/W/X and the
+/// table's address, PS clear (issue 13, point 16).
+#[test]
+fn second_level_entries_set_no_reserved_bits() {
+    const ATTRS: u64 = 0x7f; // R, W, X, EMT, IPAT
+    const PS: u64 = 1 << 7;
+    let addr = |low_bit: u32| 0x000f_ffff_ffff_f000u64 & !((1u64 << low_bit) - 1);
+    for f in [SL48, SL39] {
+        for level in 0..f.levels {
+            let table = f.encode_table(u64::MAX, level);
+            assert_eq!(
+                table & !(0x7 | addr(12)),
+                0,
+                "{} table at {level}: {table:#x}",
+                f.name()
+            );
+            if !f.leaf_allowed(level) {
+                continue;
+            }
+            let shift = level_shift(f.levels, level);
+            let allowed = ATTRS | addr(shift) | if shift > 12 { PS } else { 0 };
+            for p in all_prots().filter(|p| p.read || p.write) {
+                let e = f.encode_leaf(u64::MAX, level, p);
+                assert_eq!(
+                    e & !allowed,
+                    0,
+                    "{} leaf of 2^{shift} at {level}: {e:#x}",
+                    f.name()
+                );
+            }
+        }
+    }
+}

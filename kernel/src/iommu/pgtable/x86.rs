@@ -169,7 +169,11 @@ impl Format for VtdSecondLevel {
 
     #[inline]
     fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
-        let mut e = pa & ADDR_MASK;
+        // A 2 MiB or 1 GiB leaf's address bits below its size are
+        // reserved (VT-d 9.8), not ignored: a misaligned address must not
+        // reach them.
+        let size = 1u64 << super::level_shift(self.levels, level);
+        let mut e = pa & ADDR_MASK & !(size - 1);
         if level + 1 < self.levels {
             e |= PS;
         }

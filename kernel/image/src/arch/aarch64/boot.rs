@@ -68,7 +68,9 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     console::install(Box::new(uart));
     logger::init(cmdline::get(facts.bootargs, "log"));
     let facts = FACTS.call_once(|| facts);
-    timer::init_clock(facts.timer_intid);
+    if let Err(e) = timer::init_clock(facts.timer_intid, facts.timer_frequency) {
+        console::bail_out(format_args!("generic timer: {e}"));
+    }
 
     let mpidr = MPIDR_EL1.get() & MPIDR_AFFINITY;
     MPIDR_OF[0].store(mpidr, Ordering::Relaxed);

@@ -39,6 +39,8 @@ pub struct DtFacts {
     pub gicd: u64,
     pub gicr: PhysRange,
     pub timer_intid: u32,
+    /// `/timer`'s `clock-frequency`, for a CNTFRQ_EL0 left at 0.
+    pub timer_frequency: Option<u32>,
     /// PSCI through HVC (true) or SMC (false); None without a PSCI node.
     pub psci_hvc: Option<bool>,
     pub mpidr: Vec<u64>,
@@ -106,6 +108,7 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
         gicd: gic.distributor.base,
         gicr,
         timer_intid: p.timer.nonsecure_phys.intid(),
+        timer_frequency: p.timer.clock_frequency,
         psci_hvc: p.psci.as_ref().map(|p| p.method == PsciMethod::Hvc),
         mpidr: p.cpus.iter().map(|c| c.mpidr).collect(),
         bootargs: p

@@ -86,6 +86,25 @@ pub fn flush_cache_line(pa: u64) {
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// Cleans `bytes` at `virt` to the point of coherency (DC CVAC over each
+/// data cache line, CTR_EL0.DminLine apart), then waits for it (DSB SY):
+/// for memory a device reads past the caches (a non-coherent GIC ITS).
+pub fn clean_to_poc(virt: *const u8, bytes: usize) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 (the cache type register) has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    // DminLine (bits 19:16): log2 of the smallest data cache line in words.
+    let line = 4usize << ((ctr >> 16) & 0xf);
+    let start = virt as usize & !(line - 1);
+    let end = virt as usize + bytes;
+    for addr in (start..end).step_by(line) {
+        // SAFETY: DC CVAC writes a line back to memory without changing
+        // its data; the caller's range is mapped memory it owns.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) addr, options(nostack)) };
+    }
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+}
+
 /// Reads [`unmapped_addr`] without arming the fault path: the crash
 /// report of an unexpected fault ends the run (`crash=unexpected`).
 pub fn read_unmapped_unexpected() {

@@ -82,6 +82,7 @@ pub fn init() -> Result<String, String> {
     // SAFETY: the ITS frame from the devicetree, identity-mapped as device
     // memory (the low 1 GiB); only this state ever drives it.
     let mut its = unsafe { Its::new(its_node.base as usize, its_node.base) };
+    its.set_cache_clean(super::clean_to_poc);
     let info = its
         .init(&mut Pages)
         .map_err(|e| format!("ITS at {:#x}: {e:?}", its_node.base))?;

@@ -8,9 +8,21 @@ const TICK_HZ: u64 = 100;
 static FREQ: AtomicU64 = AtomicU64::new(0);
 static INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 
-pub fn init_clock(intid: u32) {
-    FREQ.store(CNTFRQ_EL0.get(), Ordering::Relaxed);
+/// The counter's frequency from CNTFRQ_EL0, or, where firmware left it
+/// at 0, from the devicetree's `/timer` `clock-frequency`; neither is an
+/// error (the clock never runs on a zero frequency).
+pub fn init_clock(
+    intid: u32,
+    dt_frequency: Option<u32>,
+) -> Result<u64, kernel::clock::NoFrequency> {
+    let (hz, source) =
+        kernel::clock::counter_frequency(CNTFRQ_EL0.get(), dt_frequency.map(u64::from))?;
+    if source == kernel::clock::FrequencySource::Firmware {
+        log::warn!("CNTFRQ_EL0 is 0: the counter runs at the devicetree's {hz} Hz");
+    }
+    FREQ.store(hz, Ordering::Relaxed);
     INTID.store(intid, Ordering::Relaxed);
+    Ok(hz)
 }
 
 pub fn intid() -> u32 {
