@@ -46,6 +46,7 @@ use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
 use kernel::addr::PhysRange;
 use kernel::hal::{Coherency, Hal, HalTables};
+use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
 };
@@ -182,10 +183,38 @@ impl<H: Hal> Invalidate for Qi<'_, H> {
     /// may still be cached), after the batch completed.
     fn invalidate(&mut self, descs: &[Descriptor]) -> Result<(), VtdError> {
         let entries: Vec<[u64; 4]> = descs.iter().map(Descriptor::encode).collect();
+        note_issued(self.hal, descs);
         match self.run(&entries)?.first() {
             Some(&Refused { index, descriptor }) => Err(VtdError::Refused { index, descriptor }),
-            None => Ok(()),
+            None => {
+                self.hal.note(Note::Complete);
+                Ok(())
+            }
         }
+    }
+}
+
+/// Tells the checking mode which caches a batch invalidates.
+fn note_issued(hal: &impl Hal, descs: &[Descriptor]) {
+    for c in descs.iter().filter_map(invalidates) {
+        hal.note(Note::Invalidate(c));
+    }
+}
+
+/// The cache a descriptor drops copies from, for the checking mode.
+fn invalidates(d: &Descriptor) -> Option<Cache> {
+    match d {
+        Descriptor::ContextGlobal
+        | Descriptor::ContextDomain { .. }
+        | Descriptor::ContextDevice { .. }
+        | Descriptor::PasidCacheDomain { .. }
+        | Descriptor::PasidCachePasid { .. } => Some(Cache::Config),
+        Descriptor::IotlbGlobal
+        | Descriptor::IotlbDomain { .. }
+        | Descriptor::IotlbPages { .. }
+        | Descriptor::PasidIotlbAll { .. }
+        | Descriptor::PasidIotlbPages { .. } => Some(Cache::Tlb),
+        _ => None,
     }
 }
 
@@ -286,6 +315,16 @@ impl<H: Hal> VtdHw<H> {
             })
         };
         let (coherency, page_coherency) = walk_coherency(&ecaps);
+        for (cache, coherency) in [
+            (Cache::Config, coherency),
+            (Cache::None, coherency),
+            (Cache::Tlb, page_coherency),
+        ] {
+            hal.note(Note::Walks { cache, coherency });
+        }
+        // The fixed domain ids, which `alloc_did` never hands out.
+        hal.note(Note::TagLive(u32::from(PASS_THROUGH_DID)));
+        hal.note(Note::TagLive(u32::from(BLOCKED_DID)));
         let second_level = matches!(format, TableFormat::VtdSecondLevel(_));
         let tables = Tables::new(hal.clone(), coherency, second_level, ecaps.pasid_bits)?;
         let queue = Queue::new(&hal, coherency)?;
@@ -351,6 +390,11 @@ impl<H: Hal> VtdHw<H> {
 
     pub fn caps(&self) -> &Caps {
         &self.caps
+    }
+
+    /// The HAL the driver was handed (the checking mode's, on a checked run).
+    pub fn hal(&self) -> &H {
+        &self.hal
     }
 
     pub fn ecaps(&self) -> &Ecaps {
@@ -785,5 +829,9 @@ impl<H: Hal> IommuHw for VtdHw<H> {
         gather: &Gather,
     ) -> Result<(), VtdError> {
         self.flush_unmap(d, attached, gather)
+    }
+
+    fn note(&self, n: Note) {
+        self.hal.note(n);
     }
 }
