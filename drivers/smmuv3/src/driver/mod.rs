@@ -1368,9 +1368,14 @@ impl<H: Hal> SmmuHw<H> {
         if !owned {
             return Err(SmmuError::Memory(HalError::NotOwned { pa }));
         }
-        for (i, &w) in words.iter().enumerate() {
-            self.write_u64(pa + 8 * i as u64, w)?;
-        }
+        // A test's own breakage, not the driver's: unseen by the checking mode.
+        self.hal.note(Note::Uncached(true));
+        let written = words
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, &w)| self.write_u64(pa + 8 * i as u64, w));
+        self.hal.note(Note::Uncached(false));
+        written?;
         self.hal.barrier();
         if cmds.is_empty() {
             Ok(())

@@ -1,8 +1,8 @@
 //! Bring-up facts of the Arm SMMUv3: the unit from the IORT, StreamIDs
 //! from its ID mappings, the ITS doorbell, and which stages a mode uses.
+use super::DriverHal;
 use super::{unavailable, BringupError, IommuDriver, Mode, Options};
 use crate::discovery::{self, IommuKind};
-use crate::hal::KernelHal;
 use crate::pcie;
 use alloc::vec::Vec;
 use kernel::iommu::domain::{DeviceId, Fault};
@@ -20,7 +20,7 @@ pub fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
         .map(|s| s.stream_id)
 }
 
-impl IommuDriver for SmmuHw<KernelHal> {
+impl IommuDriver for SmmuHw<DriverHal> {
     fn open(opts: Options) -> Result<Self, BringupError<SmmuError>> {
         let base = super::unit_base(IommuKind::SmmuV3)
             .ok_or_else(|| unavailable("this board has no SMMUv3"))?;
@@ -28,8 +28,13 @@ impl IommuDriver for SmmuHw<KernelHal> {
         let table = opts
             .linear_stream_table
             .then_some(StreamTableLevels::Linear);
-        let mut hw = SmmuHw::with_stream_table(smmu, KernelHal, crate::arch::msi_doorbell(), table)
-            .map_err(BringupError::Driver)?;
+        let mut hw = SmmuHw::with_stream_table(
+            smmu,
+            super::driver_hal(opts),
+            crate::arch::msi_doorbell(),
+            table,
+        )
+        .map_err(BringupError::Driver)?;
         let translation = match opts.mode {
             Mode::Stage1 => Translation::Stage1,
             Mode::Stage2 => Translation::Stage2,
@@ -48,5 +53,8 @@ impl IommuDriver for SmmuHw<KernelHal> {
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()
+    }
+    fn verify(&self) -> Result<(), Vec<kernel::iommu::check::Violation>> {
+        self.hal().verify()
     }
 }
