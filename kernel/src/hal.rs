@@ -99,6 +99,9 @@ pub trait Hal: Clone {
     fn ram(&self) -> alloc::vec::Vec<crate::addr::PhysRange> {
         alloc::vec::Vec::new()
     }
+    /// What a driver did that the checking mode
+    /// ([`crate::iommu::check::Checking`]) verifies; nothing elsewhere.
+    fn note(&self, _n: crate::iommu::check::Note) {}
 }
 
 /// The regions one driver owns, found by the physical addresses it hands

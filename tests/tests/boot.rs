@@ -38,6 +38,29 @@ fn every_board_passes() {
     }
 }
 
+/// The checking mode (`iommu.check`: table writes, invalidations, frees
+/// and tags verified at each DMA) finds nothing on any board.
+#[test]
+fn every_board_passes_in_checking_mode() {
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "all",
+        "--append",
+        "iommu.check",
+        "--timeout",
+        "120",
+    ]);
+    let text = run.text();
+    assert_eq!(run.code, Some(0), "not every board passed checked:\n{text}");
+    assert!(
+        text.contains("iommu.check: the driver's table writes"),
+        "{text}"
+    );
+    assert!(!text.contains("iommu.check: live entry"), "{text}");
+}
+
 /// Bad input that needs no kernel build: each fails with exit status 2
 /// (setup error) or 1 (a run that failed), a message that says what is
 /// wrong, and quickly.

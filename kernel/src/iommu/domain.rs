@@ -2,6 +2,7 @@
 //! `../shared/DESIGN.md` ("Domain and aux-domain semantics") as code. The
 //! core decides; the hardware driver ([`IommuHw`]) programs what it is
 //! told and invalidates when asked.
+use super::check::Note;
 use super::iova::IovaAllocator;
 pub use super::pasid::Pasid;
 use super::pasid::{PasidAllocator, PasidError};
@@ -230,6 +231,9 @@ pub trait IommuHw {
         attached: &[Attachment],
         gather: &Gather,
     ) -> Result<(), Self::Error>;
+    /// Tells the checking mode what the core did (drivers pass it to
+    /// their HAL's [`crate::hal::Hal::note`]).
+    fn note(&self, _n: Note) {}
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -470,7 +474,10 @@ impl<H: IommuHw> Iommu<H> {
             let fmt = self.hw.format();
             let table = PageTable::new(fmt, self.hw.tables())?;
             match self.hw.alloc_tag() {
-                Ok(tag) => (Some(table), tag),
+                Ok(tag) => {
+                    self.hw.note(Note::TagLive(tag));
+                    (Some(table), tag)
+                }
                 Err(e) => {
                     let mut g = Gather::default();
                     table.destroy(self.hw.tables(), &mut g);
@@ -535,6 +542,7 @@ impl<H: IommuHw> Iommu<H> {
             let r = self.hw.invalidate(&r, &[], &g);
             g.release(self.hw.tables());
             self.hw.free_tag(d.tag);
+            self.hw.note(Note::TagFree(d.tag));
             r.map_err(IommuError::Hw)?;
         }
         Ok(())
@@ -566,8 +574,12 @@ impl<H: IommuHw> Iommu<H> {
         size: u64,
     ) -> Result<(), IommuError<H::Error>> {
         let mut g = Gather::default();
+        let unattached = self.attachments(id).is_empty();
         let table = paging_table(&mut self.domains, id)?;
-        table.unmap(self.hw.tables(), iova, size, &mut g)?;
+        self.hw.note(Note::Uncached(unattached));
+        let r = table.unmap(self.hw.tables(), iova, size, &mut g);
+        self.hw.note(Note::Uncached(false));
+        r?;
         self.flush(id, &mut g)
     }
 

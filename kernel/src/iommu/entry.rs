@@ -43,6 +43,9 @@ pub trait EntryTarget<const N: usize> {
     /// Makes every store so far visible to the hardware, invalidates its
     /// cached copies of the entry, and waits for that to complete.
     fn sync(&mut self) -> Result<(), Self::Error>;
+    /// Stores from `true` to `false` go to an entry made invalid and
+    /// synced: no cache holds them (the checking mode is told).
+    fn uncached(&mut self, _on: bool) {}
 }
 
 /// Writes the words of `to` that differ from `now`; syncs when one did.
@@ -92,7 +95,10 @@ pub fn write_entry<const N: usize, F: EntryFormat<N>, T: EntryTarget<N>>(
         let mut first = current;
         first[vw] = target[vw];
         let now = store(t, current, &first, core::iter::once(vw))?;
-        store_unsynced(t, now, target, all())?;
+        t.uncached(true);
+        let r = store_unsynced(t, now, target, all());
+        t.uncached(false);
+        r?;
         return Ok(());
     }
     let used = F::used(&current);

@@ -2,9 +2,11 @@
 //! allocator ([`pasid`]), IOVA allocation for DMA domains ([`iova`]) and
 //! the I/O page tables ([`pgtable`]), and the ordering of live entry
 //! updates every driver uses ([`entry`]), and the bring-up sequence that
-//! puts a driver under the core ([`bringup`]). It knows no hardware: drivers
+//! puts a driver under the core ([`bringup`]), and the checking mode
+//! that verifies drivers' invalidations at each DMA ([`check`]). It knows no hardware: drivers
 //! implement [`domain::IommuHw`].
 pub mod bringup;
+pub mod check;
 pub mod conformance;
 pub mod domain;
 pub mod entry;

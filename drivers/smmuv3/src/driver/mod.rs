@@ -26,6 +26,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::{Iova, PhysAddr, PhysRange};
 use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
+use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
@@ -518,14 +519,26 @@ impl<H: Hal> SmmuHw<H> {
         } else {
             Coherency::NonCoherent
         };
+        for cache in [Cache::Config, Cache::Tlb, Cache::None] {
+            hal.note(Note::Walks { cache, coherency });
+        }
         let mut mem = RegionSet::default();
-        let mut alloc = |bytes: u64, align: u64| -> Result<u64, SmmuError> {
-            Ok(mem.insert(hal.alloc(bytes, align, coherency)?))
+        let mut alloc = |bytes: u64, align: u64, cache: Cache| -> Result<u64, SmmuError> {
+            let pa = mem.insert(hal.alloc(bytes, align, coherency)?);
+            hal.note(Note::Holds {
+                pa: PhysAddr(pa),
+                cache,
+            });
+            Ok(pa)
         };
         // The table aligned to its size.
-        let l1 = alloc(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
-        let cmdq_mem = alloc(16 << plan.cmdq_log2, 32)?;
-        let evtq_mem = alloc(32 << plan.evtq_log2, 32)?;
+        let l1 = alloc(
+            strtab_bytes,
+            strtab_bytes.next_power_of_two().max(64),
+            Cache::Config,
+        )?;
+        let cmdq_mem = alloc(16 << plan.cmdq_log2, 32, Cache::None)?;
+        let evtq_mem = alloc(32 << plan.evtq_log2, 32, Cache::None)?;
         r.cr1.write(cr1_for(coherency));
         r.cr2.write(CR2::RECINVSID::SET);
         r.strtab_base.write(strtab_base_for(l1, coherency));
@@ -646,7 +659,17 @@ impl<H: Hal> SmmuHw<H> {
     /// Zeroed memory the SMMU walks; its address.
     fn alloc(&mut self, bytes: u64, align: u64) -> Result<u64, SmmuError> {
         let r = self.hal.alloc(bytes, align, self.coherency)?;
-        Ok(self.mem.insert(r))
+        let pa = self.mem.insert(r);
+        self.hal.note(Note::Holds {
+            pa: PhysAddr(pa),
+            cache: Cache::Config,
+        });
+        Ok(pa)
+    }
+
+    /// The HAL the driver was handed (the checking mode's, on a checked run).
+    pub fn hal(&self) -> &H {
+        &self.hal
     }
 
     fn free(&mut self, pa: u64) {
@@ -762,10 +785,14 @@ impl<H: Hal> SmmuHw<H> {
             base: self.cmdq_mem,
             sync_irq,
         };
+        for c in cmds.iter().filter_map(invalidates) {
+            self.hal.note(Note::Invalidate(c));
+        }
         let report = self.cmdq.submit(&mut q, cmds)?;
         if let Some(&r) = report.rejected.first() {
             return Err(SmmuError::Refused(r));
         }
+        self.hal.note(Note::Complete);
         Ok(())
     }
 
@@ -1079,6 +1106,9 @@ impl<H: Hal> EntryTarget<8> for LiveEntry<'_, H> {
     fn sync(&mut self) -> Result<(), SmmuError> {
         // `commands` orders the stores before the SMMU sees the batch.
         self.hw.commands(&[self.cfgi])
+    }
+    fn uncached(&mut self, on: bool) {
+        self.hw.hal.note(Note::Uncached(on));
     }
 }
 
@@ -1435,9 +1465,14 @@ impl<H: Hal> SmmuHw<H> {
         if !owned {
             return Err(SmmuError::Memory(HalError::NotOwned { pa }));
         }
-        for (i, &w) in words.iter().enumerate() {
-            self.write_u64(pa + 8 * i as u64, w)?;
-        }
+        // A test's own breakage, not the driver's: unseen by the checking mode.
+        self.hal.note(Note::Uncached(true));
+        let written = words
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, &w)| self.write_u64(pa + 8 * i as u64, w));
+        self.hal.note(Note::Uncached(false));
+        written?;
         self.hal.barrier();
         if cmds.is_empty() {
             Ok(())
@@ -1676,6 +1711,26 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     fn msi_doorbell(&self) -> Option<PhysAddr> {
         // GITS_TRANSLATER, which the MSIs of translated devices must reach.
         self.msi_doorbell.map(PhysAddr)
+    }
+
+    fn note(&self, n: Note) {
+        self.hal.note(n);
+    }
+}
+
+/// The cache a command drops copies from, for the checking mode.
+fn invalidates(cmd: &Command) -> Option<Cache> {
+    match cmd {
+        Command::CfgiSte { .. }
+        | Command::CfgiCd { .. }
+        | Command::CfgiCdAll { .. }
+        | Command::CfgiAll => Some(Cache::Config),
+        Command::TlbiNhAsid { .. }
+        | Command::TlbiNhVa { .. }
+        | Command::TlbiS2Ipa { .. }
+        | Command::TlbiS12Vmall { .. }
+        | Command::TlbiNsnhAll => Some(Cache::Tlb),
+        _ => None,
     }
 }
 

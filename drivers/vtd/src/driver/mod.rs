@@ -47,6 +47,7 @@ use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
 use kernel::addr::PhysRange;
 use kernel::hal::{Coherency, Hal, HalTables};
+use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
 };
@@ -184,10 +185,38 @@ impl<H: Hal, R: UnitRegs> Invalidate for Qi<'_, H, R> {
     /// may still be cached), after the batch completed.
     fn invalidate(&mut self, descs: &[Descriptor]) -> Result<(), VtdError> {
         let entries: Vec<[u64; 4]> = descs.iter().map(Descriptor::encode).collect();
+        note_issued(self.hal, descs);
         match self.run(&entries)?.first() {
             Some(&Refused { index, descriptor }) => Err(VtdError::Refused { index, descriptor }),
-            None => Ok(()),
+            None => {
+                self.hal.note(Note::Complete);
+                Ok(())
+            }
         }
+    }
+}
+
+/// Tells the checking mode which caches a batch invalidates.
+fn note_issued(hal: &impl Hal, descs: &[Descriptor]) {
+    for c in descs.iter().filter_map(invalidates) {
+        hal.note(Note::Invalidate(c));
+    }
+}
+
+/// The cache a descriptor drops copies from, for the checking mode.
+fn invalidates(d: &Descriptor) -> Option<Cache> {
+    match d {
+        Descriptor::ContextGlobal
+        | Descriptor::ContextDomain { .. }
+        | Descriptor::ContextDevice { .. }
+        | Descriptor::PasidCacheDomain { .. }
+        | Descriptor::PasidCachePasid { .. } => Some(Cache::Config),
+        Descriptor::IotlbGlobal
+        | Descriptor::IotlbDomain { .. }
+        | Descriptor::IotlbPages { .. }
+        | Descriptor::PasidIotlbAll { .. }
+        | Descriptor::PasidIotlbPages { .. } => Some(Cache::Tlb),
+        _ => None,
     }
 }
 
@@ -304,6 +333,16 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             })
         };
         let (coherency, page_coherency) = walk_coherency(&ecaps);
+        for (cache, coherency) in [
+            (Cache::Config, coherency),
+            (Cache::None, coherency),
+            (Cache::Tlb, page_coherency),
+        ] {
+            hal.note(Note::Walks { cache, coherency });
+        }
+        // The fixed domain ids, which `alloc_did` never hands out.
+        hal.note(Note::TagLive(u32::from(PASS_THROUGH_DID)));
+        hal.note(Note::TagLive(u32::from(BLOCKED_DID)));
         let second_level = matches!(format, TableFormat::VtdSecondLevel(_));
         let tables = Tables::new(hal.clone(), coherency, second_level, ecaps.pasid_bits)?;
         let queue = Queue::new(&hal, coherency)?;
@@ -376,6 +415,11 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
 
     pub fn caps(&self) -> &Caps {
         &self.caps
+    }
+
+    /// The HAL the driver was handed (the checking mode's, on a checked run).
+    pub fn hal(&self) -> &H {
+        &self.hal
     }
 
     pub fn ecaps(&self) -> &Ecaps {
@@ -883,5 +927,9 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
         gather: &Gather,
     ) -> Result<(), VtdError> {
         self.flush_unmap(d, attached, gather)
+    }
+
+    fn note(&self, n: Note) {
+        self.hal.note(n);
     }
 }

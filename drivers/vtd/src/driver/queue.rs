@@ -6,6 +6,7 @@ use super::error::VtdError;
 use crate::qi::Descriptor;
 use alloc::vec::Vec;
 use kernel::hal::{Coherency, DmaRegion, Hal};
+use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::Attachment;
 use kernel::iommu::pgtable::PAGE_SIZE;
 
@@ -39,9 +40,17 @@ pub struct Queue<H: Hal> {
 
 impl<H: Hal> Queue<H> {
     pub fn new(hal: &H, coherency: Coherency) -> Result<Self, VtdError> {
+        let queue_page = || -> Result<H::Region, VtdError> {
+            let r = hal.alloc(PAGE_SIZE, PAGE_SIZE, coherency)?;
+            hal.note(Note::Holds {
+                pa: r.phys(),
+                cache: Cache::None,
+            });
+            Ok(r)
+        };
         Ok(Queue {
-            ring: hal.alloc(PAGE_SIZE, PAGE_SIZE, coherency)?,
-            status: hal.alloc(PAGE_SIZE, PAGE_SIZE, coherency)?,
+            ring: queue_page()?,
+            status: queue_page()?,
             tail: 0,
             seq: 0,
             descriptors: 0,

@@ -16,6 +16,7 @@ use crate::qi::Descriptor;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kernel::hal::{Coherency, DmaRegion, Hal};
+use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::entry::{write_entry, EntryTarget};
 use kernel::iommu::pgtable::PAGE_SIZE;
 
@@ -54,6 +55,9 @@ impl<H: Hal, I: Invalidate> EntryTarget<8> for LivePasidEntry<'_, H, I> {
     fn sync(&mut self) -> Result<(), VtdError> {
         self.tables.hal.barrier();
         self.inv.invalidate(self.flush)
+    }
+    fn uncached(&mut self, on: bool) {
+        self.tables.hal.note(Note::Uncached(on));
     }
 }
 
@@ -107,6 +111,11 @@ impl<H: Hal> Tables<H> {
         pasid_bits: u8,
     ) -> Result<Self, VtdError> {
         let root = hal.alloc(PAGE_SIZE, PAGE_SIZE, coherency)?;
+        hal.note(Note::Holds {
+            pa: root.phys(),
+            cache: Cache::Config,
+        });
+        // A page table that stays empty: the default label.
         let empty = hal.alloc(PAGE_SIZE, PAGE_SIZE, coherency)?;
         Ok(Tables {
             hal,
@@ -120,8 +129,14 @@ impl<H: Hal> Tables<H> {
         })
     }
 
+    /// Memory for context, PASID directory or PASID tables.
     fn alloc(&self, bytes: u64) -> Result<H::Region, VtdError> {
-        Ok(self.hal.alloc(bytes, PAGE_SIZE, self.coherency)?)
+        let r = self.hal.alloc(bytes, PAGE_SIZE, self.coherency)?;
+        self.hal.note(Note::Holds {
+            pa: r.phys(),
+            cache: Cache::Config,
+        });
+        Ok(r)
     }
 
     pub fn root(&self) -> u64 {
@@ -482,9 +497,14 @@ impl<H: Hal> Tables<H> {
             .find(|t| (t.phys().as_u64()..t.phys().as_u64() + t.len()).contains(&pa))
             .ok_or(VtdError::NotOurs { pa })?;
         let off = pa - table.phys().as_u64();
-        for (i, &w) in words.iter().enumerate() {
-            table.write_u64(off + 8 * i as u64, w)?;
-        }
+        // A test's own breakage, not the driver's: unseen by the checking mode.
+        self.hal.note(Note::Uncached(true));
+        let written = words
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, &w)| table.write_u64(off + 8 * i as u64, w));
+        self.hal.note(Note::Uncached(false));
+        written?;
         self.hal.barrier();
         Ok(())
     }

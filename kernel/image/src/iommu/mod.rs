@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use kernel::iommu::bringup::{self, Bringup};
 pub use kernel::iommu::bringup::{BringupError, Up};
+use kernel::iommu::check::{Checking, Violation};
 use kernel::iommu::domain::{DeviceId, Fault};
 
 #[cfg(target_arch = "aarch64")]
@@ -27,11 +28,15 @@ pub mod smmu;
 #[cfg(target_arch = "x86_64")]
 mod vtd;
 
+/// What the IOMMU driver is handed: the image's HAL, checked when the
+/// command line says `iommu.check` (`kernel::iommu::check`).
+pub type DriverHal = Checking<crate::hal::KernelHal>;
+
 /// The platform's IOMMU driver.
 #[cfg(target_arch = "aarch64")]
-pub type Driver = smmuv3::driver::SmmuHw<crate::hal::KernelHal>;
+pub type Driver = smmuv3::driver::SmmuHw<DriverHal>;
 #[cfg(target_arch = "x86_64")]
-pub type Driver = ::vtd::driver::VtdHw<crate::hal::KernelHal>;
+pub type Driver = ::vtd::driver::VtdHw<DriverHal>;
 
 /// Which stages domains use. The SMMU driver takes all three; the VT-d
 /// driver uses the level its unit offers (the board's `x-flts`) and runs
@@ -50,6 +55,9 @@ pub struct Options {
     pub mode: Mode,
     /// SMMUv3: force a linear stream table.
     pub linear_stream_table: bool,
+    /// The checking mode: the driver's HAL records table writes and
+    /// invalidations, and every DMA verifies them.
+    pub check: bool,
 }
 
 impl Default for Options {
@@ -57,8 +65,19 @@ impl Default for Options {
         Options {
             mode: Mode::Stage1,
             linear_stream_table: false,
+            check: check_mode(),
         }
     }
+}
+
+/// Whether the command line asks for the checking mode (`iommu.check`).
+pub fn check_mode() -> bool {
+    kernel::cmdline::get(&crate::platform::get().cmdline, "iommu.check").is_some()
+}
+
+/// The driver's HAL for `opts`.
+pub fn driver_hal(opts: Options) -> DriverHal {
+    Checking::new(crate::hal::KernelHal, opts.check)
 }
 
 /// What the image needs of a driver beyond bring-up itself: finding the
@@ -69,6 +88,9 @@ pub trait IommuDriver: Bringup + Sized {
     /// The id the IOMMU knows a PCI function by (StreamID, source id).
     fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
     fn faults(&mut self) -> Vec<Fault>;
+    /// The checking mode's findings since the last call (nothing when it
+    /// is off): called at each DMA.
+    fn verify(&self) -> Result<(), Vec<Violation>>;
     /// After each DMA (VT-d reads its fault registers before the next
     /// fault overwrites or is merged into a pending one).
     fn after_dma(&mut self) {}
@@ -122,6 +144,11 @@ pub fn bring_up<H: IommuDriver>(
 /// case). Says on the console what happened; a failure is logged, not
 /// fatal: the tests report it in detail.
 pub fn boot_check() {
+    if check_mode() {
+        log::info!(
+            "iommu.check: the driver's table writes and invalidations are verified at each DMA"
+        );
+    }
     match bring_up::<Driver>(Options::default(), &[]) {
         Ok(mut up) => {
             let n = up.untranslated.len();

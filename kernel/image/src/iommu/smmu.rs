@@ -1,9 +1,9 @@
 //! Bring-up facts of the Arm SMMUv3: the unit from the IORT, StreamIDs
 //! from its ID mappings, the ITS doorbell, which stages a mode uses, and
 //! what the firmware says of the unit (coherency, RMR reserved streams).
+use super::DriverHal;
 use super::{unavailable, BringupError, IommuDriver, Mode, Options};
 use crate::discovery::{self, IommuKind};
-use crate::hal::KernelHal;
 use crate::pcie;
 use acpi_tables::iort::NodeKind;
 use alloc::vec::Vec;
@@ -68,7 +68,7 @@ pub fn firmware(base: u64) -> Firmware {
     }
 }
 
-impl IommuDriver for SmmuHw<KernelHal> {
+impl IommuDriver for SmmuHw<DriverHal> {
     fn open(opts: Options) -> Result<Self, BringupError<SmmuError>> {
         let base = super::unit_base(IommuKind::SmmuV3)
             .ok_or_else(|| unavailable("this board has no SMMUv3"))?;
@@ -78,7 +78,7 @@ impl IommuDriver for SmmuHw<KernelHal> {
             .then_some(StreamTableLevels::Linear);
         let mut hw = SmmuHw::with_firmware(
             smmu,
-            KernelHal,
+            super::driver_hal(opts),
             crate::arch::msi_doorbell(),
             table,
             firmware(base),
@@ -102,5 +102,8 @@ impl IommuDriver for SmmuHw<KernelHal> {
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()
+    }
+    fn verify(&self) -> Result<(), Vec<kernel::iommu::check::Violation>> {
+        self.hal().verify()
     }
 }

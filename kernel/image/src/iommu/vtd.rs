@@ -1,13 +1,13 @@
 //! Bring-up facts of Intel VT-d: the unit from the DMAR, source ids,
 //! and RMRRs from the DMAR's device scopes.
+use super::DriverHal;
 use super::{unavailable, BringupError, IommuDriver, Mode, Options};
-use crate::hal::KernelHal;
 use crate::{discovery, pcie};
 use ::vtd::driver::{VtdError, VtdHw};
 use alloc::vec::Vec;
 use kernel::iommu::domain::{DeviceId, Fault};
 
-impl IommuDriver for VtdHw<KernelHal> {
+impl IommuDriver for VtdHw<DriverHal> {
     fn open(opts: Options) -> Result<Self, BringupError<VtdError>> {
         if opts.mode != Mode::Stage1 {
             return Err(unavailable(
@@ -17,7 +17,7 @@ impl IommuDriver for VtdHw<KernelHal> {
         let base = super::unit_base(discovery::IommuKind::VtdDrhd)
             .ok_or_else(|| unavailable("this board has no VT-d unit"))?;
         let unit = pcie::vtd_at(base).ok_or(BringupError::Inconsistent("unit vanished"))?;
-        VtdHw::new(KernelHal, unit, base).map_err(BringupError::Driver)
+        VtdHw::new(super::driver_hal(opts), unit, base).map_err(BringupError::Driver)
     }
     fn device_id(_segment: u16, f: &pci::Function) -> Option<DeviceId> {
         // The DMAR on q35 covers every function (INCLUDE_PCI_ALL):
@@ -26,6 +26,9 @@ impl IommuDriver for VtdHw<KernelHal> {
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()
+    }
+    fn verify(&self) -> Result<(), Vec<kernel::iommu::check::Violation>> {
+        self.hal().verify()
     }
     fn after_dma(&mut self) {
         if !self.defer_fault_collection {

@@ -131,6 +131,8 @@ pub(super) mod board {
         devs: Vec<Dev>,
         /// Pages handed to the case, by base address.
         pages: BTreeMap<u64, DmaBuffer>,
+        /// What the checking mode found at the case's DMAs.
+        violations: usize,
     }
 
     pub type Board = BoardPlatform<crate::iommu::Driver>;
@@ -150,6 +152,22 @@ pub(super) mod board {
                 .iter_mut()
                 .find(|d| d.id == id)
                 .ok_or(EngineError::NoDevice { id: id.0 })
+        }
+
+        /// The checking mode's verification before a DMA: a broken rule
+        /// is said on the console and refuses the DMA (and fails the case).
+        fn check(&mut self) -> Result<(), EngineError> {
+            let Err(found) = self.up.iommu.hw.verify() else {
+                return Ok(());
+            };
+            for v in &found {
+                log::error!("iommu.check: {v}");
+            }
+            self.violations += found.len();
+            Err(EngineError::Device {
+                what: "iommu.check: the driver broke a rule of the checking mode",
+                value: found.len() as u64,
+            })
         }
 
         fn buffer_of(&self, pa: u64, len: usize) -> Option<(&DmaBuffer, usize)> {
@@ -175,6 +193,7 @@ pub(super) mod board {
         }
 
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
+            self.check()?;
             let r = self.dev(dev)?.plain.run(&op, tag, BOUND_NS);
             self.up.iommu.hw.after_dma();
             r
@@ -186,6 +205,7 @@ pub(super) mod board {
             op: DmaOp,
             tag: DmaTag,
         ) -> Result<(DmaResult, bool), EngineError> {
+            self.check()?;
             let d = self.dev(dev)?;
             let id = d.open.vector.id;
             let before = crate::arch::msi_count(id);
@@ -270,6 +290,7 @@ pub(super) mod board {
             up,
             devs,
             pages: BTreeMap::new(),
+            violations: 0,
         })
     }
 
@@ -284,7 +305,7 @@ pub(super) mod board {
         run_with(
             Options {
                 mode,
-                linear_stream_table: false,
+                ..Options::default()
             },
             case,
         )
@@ -293,7 +314,16 @@ pub(super) mod board {
     /// [`run_in`] with all the options.
     pub fn run_with(opts: Options, case: impl FnOnce(&mut Board) -> TestResult) -> TestResult {
         let mut p: Board = setup(opts)?;
-        let result = case(&mut p);
+        let mut result = case(&mut p);
+        // What the case's last changes left, and what a case that took
+        // a refused DMA in its stride did.
+        let _ = p.check();
+        if result.is_ok() && p.violations > 0 {
+            result = Err(TestError::fail(format!(
+                "iommu.check: {} violation(s), listed above",
+                p.violations
+            )));
+        }
         let leftover_pages = p.pages.len();
         let teardown = p.up.tear_down().map_err(fail).and_then(|(tables, meta)| {
             if result.is_ok() && (tables != 0 || meta != 0 || leftover_pages != 0) {

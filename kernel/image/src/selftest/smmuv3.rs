@@ -25,6 +25,7 @@ pub fn smmuv3_stream_tables_inject_faults() -> TestResult {
         super::conformance::board::Options {
             mode: super::conformance::Mode::Stage1,
             linear_stream_table: true,
+            ..super::conformance::board::Options::default()
         },
         on_board::linear_stream_table,
     )
