@@ -130,6 +130,9 @@ pub enum SmmuError {
     CmdqErrorStorm {
         refused: usize,
     },
+    /// A CMD_SYNC completed with its ATC invalidations timed out
+    /// (CERROR_ATC_INV_SYNC): devices may hold stale translations.
+    AtcInvalidationTimeout,
     StreamIdTooWide {
         sid: u32,
         bits: u8,
@@ -199,6 +202,9 @@ impl fmt::Display for SmmuError {
                 f,
                 "command queue: the error re-asserts ({refused} refusals in one batch)"
             ),
+            SmmuError::AtcInvalidationTimeout => {
+                f.write_str("command queue: an ATC invalidation timed out before its CMD_SYNC")
+            }
             SmmuError::Refused(r) => write!(
                 f,
                 "SMMU refused {} ({:?})",
@@ -678,8 +684,17 @@ impl<H: Hal> SmmuHw<H> {
             sync_irq,
         };
         let report = self.cmdq.submit(&mut q, cmds)?;
+        if report.fetch_aborts > 0 {
+            log::warn!(
+                "SMMU command queue: {} command fetch(es) aborted and retried",
+                report.fetch_aborts
+            );
+        }
         if let Some(&r) = report.rejected.first() {
             return Err(SmmuError::Refused(r));
+        }
+        if report.atc_timeouts > 0 {
+            return Err(SmmuError::AtcInvalidationTimeout);
         }
         Ok(())
     }
