@@ -1102,6 +1102,39 @@ struct Stream {
     pasids: BTreeSet<u32>,
 }
 
+impl Stream {
+    /// What its STE says of its CD table.
+    fn cd_table_fields(&self) -> CdTableFields {
+        CdTableFields {
+            base: self
+                .l1
+                .map_or_else(|| self.leaves.get(&0).copied().unwrap_or(0), |(l1, _)| l1),
+            two_level: self.l1.is_some(),
+            log2: self.log2,
+        }
+    }
+}
+
+/// The CD-table fields of a stage-1 STE: S1ContextPtr, S1Fmt, S1CDMax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CdTableFields {
+    base: u64,
+    two_level: bool,
+    log2: u8,
+}
+
+/// The invalidation a switch of a stream's CD table needs once the new
+/// STE is visible (CFGI_STE does not reach CDs or level-1 CD descriptors
+/// the SMMU cached, IHI 0070 4.3): another table or format (growing to
+/// two levels, a larger level-1 table, shrinking back to one leaf) and a
+/// smaller S1CDMax take CFGI_CD_ALL, as the old table's descriptors may
+/// be cached and are about to be freed; a larger S1CDMax over the same
+/// table takes nothing (CDs beyond the old size were never fetched).
+fn cd_table_switch(sid: u32, before: CdTableFields, after: CdTableFields) -> Option<Command> {
+    let same_table = before.base == after.base && before.two_level == after.two_level;
+    (!(same_table && after.log2 >= before.log2)).then_some(Command::CfgiCdAll { sid })
+}
+
 /// CDs per leaf table (S1Fmt 4 KiB leaves).
 const LEAF_LOG2: u8 = CdFmt::TwoLevel4k.leaf_log2();
 /// The ASID of blocking CDs: they never translate, so nothing is cached.
@@ -1252,8 +1285,9 @@ impl<H: Hal> SmmuHw<H> {
             });
         }
         if need <= LEAF_LOG2 {
+            let before = st.cd_table_fields();
             self.st_mut(sid)?.log2 = LEAF_LOG2.min(self.features.ssid_bits);
-            return self.update_ste(sid);
+            return self.switch_cd_table(sid, before);
         }
         if !self.features.cd_two_level {
             return Err(SmmuError::NoTwoLevelCd { sid });
@@ -1271,20 +1305,34 @@ impl<H: Hal> SmmuHw<H> {
         for (i, leaf) in leaves {
             self.write_u64(l1 + 8 * u64::from(i), cd_l1_descriptor(leaf))?;
         }
+        let before = self.st(sid)?.cd_table_fields();
         let st = self.st_mut(sid)?;
         let old = st.l1.replace((l1, entries));
         st.log2 = log2;
         // One 64-bit write of dword 0 switches pointer, format and size.
-        self.update_ste(sid)?;
+        self.switch_cd_table(sid, before)?;
         if let Some((old_l1, old_entries)) = old {
             self.free_meta(old_l1, 8 * u64::from(old_entries));
         }
         Ok(())
     }
 
+    /// Rewrites the STE of `sid` after its CD table changed from `before`,
+    /// then invalidates what the SMMU may hold from the old table
+    /// ([`cd_table_switch`]), before anything of it is freed.
+    fn switch_cd_table(&mut self, sid: u32, before: CdTableFields) -> Result<(), SmmuError> {
+        self.update_ste(sid)?;
+        let after = self.st(sid)?.cd_table_fields();
+        match cd_table_switch(sid, before, after) {
+            Some(cmd) => self.commands(&[cmd]),
+            None => Ok(()),
+        }
+    }
+
     /// The stream's CD tables, back to one linear leaf with CD 0.
     fn shrink(&mut self, sid: u32) -> Result<(), SmmuError> {
         let st = self.st_mut(sid)?;
+        let before = st.cd_table_fields();
         st.log2 = 0;
         let l1 = st.l1.take();
         let leaves: Vec<(u32, u64)> = st
@@ -1294,9 +1342,8 @@ impl<H: Hal> SmmuHw<H> {
             .filter(|&(i, _)| i != 0)
             .collect();
         st.leaves.retain(|&i, _| i == 0);
-        self.update_ste(sid)?;
         // Nothing cached from the tables about to be freed.
-        self.commands(&[Command::CfgiCdAll { sid }])?;
+        self.switch_cd_table(sid, before)?;
         if let Some((l1, entries)) = l1 {
             self.free_meta(l1, 8 * u64::from(entries));
         }

@@ -3,9 +3,11 @@
 //! the driver makes on a live stream, each state a fetch could combine
 //! between two syncs is the old entry, the new one, or invalid.
 use super::{
-    next_tag, plan, stream_ste, Primary, SmmuError, SteParams, Stream, Translation, LEAF_LOG2,
+    cd_table_switch, next_tag, plan, stream_ste, Primary, SmmuError, SteParams, Stream,
+    Translation, LEAF_LOG2,
 };
 use crate::cd::{Cd, CdConfig};
+use crate::cmd::Command;
 use crate::idr::{Features, StreamTableLevels};
 use crate::ste::Ste;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -134,6 +136,30 @@ fn cd_table_growth_is_one_dword() {
     assert_eq!(ste_switch(linear1, linear64), Ok(1));
     assert_eq!(ste_switch(linear64, two_level), Ok(1));
     assert_eq!(ste_switch(two_level, linear1), Ok(1));
+}
+
+/// Growing a stream's CD table to two levels (or to a larger level-1
+/// table) invalidates the CDs the SMMU may hold from the old one, as
+/// shrinking does; only a larger S1CDMax over the same table needs
+/// nothing (issue 13, point 10).
+#[test]
+fn cd_table_growth_invalidates_as_shrinking_does() {
+    let fields = |st: Stream| st.cd_table_fields();
+    let linear1 = fields(stream(PAGING_A, false, 0, false));
+    let linear64 = fields(stream(PAGING_A, true, LEAF_LOG2, false));
+    let two_level = fields(stream(PAGING_A, true, 10, true));
+    let mut wider = stream(PAGING_A, true, 12, true);
+    wider.l1 = Some((L1 + 0x1_0000, 64));
+    let wider = fields(wider);
+    let cfgi = Some(Command::CfgiCdAll { sid: 7 });
+    // Growing.
+    assert_eq!(cd_table_switch(7, linear1, linear64), None);
+    assert_eq!(cd_table_switch(7, linear64, two_level), cfgi);
+    assert_eq!(cd_table_switch(7, two_level, wider), cfgi);
+    // Shrinking.
+    assert_eq!(cd_table_switch(7, wider, linear1), cfgi);
+    assert_eq!(cd_table_switch(7, linear64, linear1), cfgi);
+    assert_eq!(cd_table_switch(7, linear1, linear1), None);
 }
 
 fn paging_cd(asid: u16, root: u64) -> [u64; 8] {
