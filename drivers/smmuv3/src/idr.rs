@@ -15,6 +15,8 @@ pub struct Features {
     pub cd_two_level: bool,
     pub stage1: bool,
     pub stage2: bool,
+    /// Stage 1 over stage 2 (both stages, unless an erratum says no).
+    pub nesting: bool,
     /// AArch64 translation tables (IDR0.TTF says AArch64 or both).
     pub aarch64_tables: bool,
     pub coherent: bool,
@@ -79,6 +81,7 @@ impl Features {
             cd_two_level: bits(i0, 19, 19) == 1,
             stage1: bits(i0, 1, 1) == 1,
             stage2: bits(i0, 0, 0) == 1,
+            nesting: bits(i0, 1, 0) == 3,
             aarch64_tables: bits(i0, 3, 2) >= 2,
             coherent: bits(i0, 4, 4) == 1,
             ats: bits(i0, 10, 10) == 1,

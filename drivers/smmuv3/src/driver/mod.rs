@@ -34,6 +34,8 @@ use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
 use kernel::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use tock_registers::interfaces::{Readable, Writeable};
 
+pub mod errata;
+
 /// StreamIDs per level-2 stream table (one PCI bus).
 const SPLIT: u8 = 8;
 const CMDQ_LOG2: u8 = 8;
@@ -167,6 +169,8 @@ pub enum SmmuError {
         stage1: bool,
         stage2: bool,
     },
+    /// Both stages exist, but an erratum of this part rules out nesting.
+    NestingErratum,
     OutOfAsids,
     /// Building the nested mode's stage 2 failed.
     Stage2(PgError),
@@ -234,6 +238,9 @@ impl fmt::Display for SmmuError {
                 f,
                 "needs stage 1 {stage1} / stage 2 {stage2}, which this SMMU lacks"
             ),
+            SmmuError::NestingErratum => {
+                f.write_str("nesting is off on this SMMU (an erratum of its IIDR)")
+            }
             SmmuError::OutOfAsids => f.write_str("out of ASIDs"),
             SmmuError::Stage2(e) => write!(f, "nested stage 2: {e}"),
         }
@@ -375,6 +382,8 @@ pub struct SmmuHw<H: Hal> {
     streams: BTreeMap<u32, Stream>,
     /// Bytes of CD tables held.
     cd_bytes: u64,
+    /// Commands an erratum allows before a CMD_SYNC (else no limit).
+    sync_every: usize,
     /// Event queue overflows noticed.
     pub overflows: u32,
     /// Wired interrupts in use.
@@ -428,7 +437,8 @@ impl<H: Hal> SmmuHw<H> {
         format: Option<StreamTableLevels>,
     ) -> Result<Self, SmmuError> {
         let base = smmu.base();
-        let features = smmu.features().map_err(SmmuError::Unusable)?;
+        let mut features = smmu.features().map_err(SmmuError::Unusable)?;
+        let errata = errata::apply(&mut features);
         let plan = plan(&features, format)?;
         let Plan {
             linear,
@@ -514,6 +524,7 @@ impl<H: Hal> SmmuHw<H> {
             evtq_mem,
             streams: BTreeMap::new(),
             cd_bytes: 0,
+            sync_every: errata::sync_every(&errata).unwrap_or(usize::MAX),
             overflows: 0,
             irqs: None,
             msi_doorbell,
@@ -541,7 +552,8 @@ impl<H: Hal> SmmuHw<H> {
             level,
             "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \
              stage 2 {} (VMID {} bits), domains on {:?}; SSID {} bits, {} CD tables; IAS 48 / OAS {} \
-             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused)",
+             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused); \
+             IIDR implementer {:#x} product {:#x} r{}p{}, errata: {}",
             if linear { "linear" } else { "two-level" },
             hw.sid_bits,
             strtab_bytes,
@@ -557,9 +569,29 @@ impl<H: Hal> SmmuHw<H> {
             f.range_invalidation,
             f.ats,
             f.pri,
-            f.httu
+            f.httu,
+            f.implementer,
+            f.product,
+            f.variant,
+            f.revision,
+            ErrataList(&errata)
         );
         Ok(hw)
+    }
+}
+
+/// The errata found, for the identification line.
+struct ErrataList<'a>(&'a [&'a errata::Erratum]);
+
+impl fmt::Display for ErrataList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, e) in self.0.iter().enumerate() {
+            write!(f, "{}{e}", if i == 0 { "" } else { ", " })?;
+        }
+        Ok(())
     }
 }
 
@@ -860,6 +892,9 @@ impl<H: Hal> SmmuHw<H> {
                 stage1: s1 && !f.stage1,
                 stage2: s2 && !f.stage2,
             });
+        }
+        if t == Translation::Nested && !f.nesting {
+            return Err(SmmuError::NestingErratum);
         }
         self.release_s2();
         match t {
@@ -1605,7 +1640,9 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             self.features.range_invalidation,
         );
         // A batch and its CMD_SYNC must fit the command queue.
-        let cap = MAX_TLBI_PER_BATCH.min(self.cmdq.queue.entries() as usize - 1);
+        let cap = MAX_TLBI_PER_BATCH
+            .min(self.cmdq.queue.entries() as usize - 1)
+            .min(self.sync_every);
         let mut cmds = Vec::new();
         for &(iova, size) in &gather.ranges {
             let room = cap.saturating_sub(cmds.len());
