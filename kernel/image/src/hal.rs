@@ -22,6 +22,12 @@ pub struct KernelRegion {
     bytes: VolatilePtr<'static, [u8]>,
 }
 
+// SAFETY: a region owns its pages alone (allocated for it, freed on its
+// drop) and hands them out only through `&self`/`&mut self`, so moving it
+// to another CPU moves that ownership (the IOMMU's resting state is kept
+// in a static).
+unsafe impl Send for KernelRegion {}
+
 impl KernelRegion {
     /// `bytes` of zeroed pages at a multiple of `align` (at least a page),
     /// in memory (not only in the caches) when returned.

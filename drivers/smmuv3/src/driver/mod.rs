@@ -10,7 +10,8 @@
 //!
 //! Streams the core does not manage are given bypass STEs by the caller,
 //! so enabling the SMMU leaves other devices' DMA alone; `disable` turns
-//! translation off again (the global bypass applies). `docs/smmuv3.md`
+//! translation off again, and GBPA then aborts every transaction (it is
+//! set to abort before SMMUEN is set or cleared: off is never bypass). `docs/smmuv3.md`
 //! has the details.
 use crate::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
 use crate::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
@@ -34,6 +35,7 @@ use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
 use kernel::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use tock_registers::interfaces::{Readable, Writeable};
 
+pub mod control;
 pub mod errata;
 
 /// StreamIDs per level-2 stream table (one PCI bus).
@@ -112,6 +114,11 @@ pub enum SmmuError {
         value: u32,
         ack: u32,
     },
+    /// GBPA's Update handshake did not complete within the bound (or the
+    /// abort did not take).
+    GbpaNotUpdated {
+        gbpa: u32,
+    },
     /// The SMMU signals by MSI; only wired interrupts are driven.
     MsiOnly,
     /// An interrupt line could not be enabled.
@@ -189,6 +196,10 @@ impl fmt::Display for SmmuError {
             } => write!(
                 f,
                 "{register} {value:#x} not acknowledged ({register}ACK {ack:#x})"
+            ),
+            SmmuError::GbpaNotUpdated { gbpa } => write!(
+                f,
+                "GBPA not updated to abort within the bound (GBPA {gbpa:#x})"
             ),
             SmmuError::MsiOnly => {
                 f.write_str("this SMMU signals by MSI; only wired interrupts are driven")
@@ -446,26 +457,13 @@ impl<H: Hal> SmmuHw<H> {
             strtab_bytes,
             ..
         } = plan;
-        if smmu.enabled() {
-            return Err(SmmuError::NotAcknowledged {
-                register: "CR0 (already enabled: SMMUEN)",
-                value: 0,
-                ack: smmu.regs().cr0ack.get(),
-            });
-        }
-        // Queues left on by an earlier user must be off before their base
+        // Firmware may have left it on: reset (GBPA abort, then off), and
+        // queues left on by an earlier user off before their base
         // registers are written.
-        let r = smmu.regs();
-        if r.cr0.get() != 0 {
-            r.cr0.set(0);
-            if !(0..MAX_POLLS).any(|_| r.cr0ack.get() == 0) {
-                return Err(SmmuError::NotAcknowledged {
-                    register: "CR0",
-                    value: 0,
-                    ack: r.cr0ack.get(),
-                });
-            }
+        if control::take_over(&mut control::Control(&smmu), MAX_POLLS)? {
+            log::warn!("SMMU at {base:#x} was enabled: reset (GBPA abort, then disabled)");
         }
+        let r = smmu.regs();
         let coherency = if features.coherent {
             Coherency::Coherent
         } else {
@@ -615,23 +613,17 @@ impl<H: Hal> SmmuHw<H> {
     }
 
     fn set_cr0(&mut self, value: u32) -> Result<(), SmmuError> {
-        let r = self.smmu.regs();
-        r.cr0.set(value);
-        for _ in 0..MAX_POLLS {
-            if r.cr0ack.get() == value {
-                return Ok(());
-            }
-        }
-        Err(SmmuError::NotAcknowledged {
-            register: "CR0",
-            value,
-            ack: r.cr0ack.get(),
-        })
+        control::write_cr0(&mut control::Control(&self.smmu), value, MAX_POLLS)
     }
 
-    /// Translation on.
+    /// Translation on (GBPA set to abort first, so that off never means
+    /// bypass).
     pub fn enable(&mut self) -> Result<(), SmmuError> {
-        self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value | CR0::SMMUEN::SET.value)
+        control::enable(
+            &mut control::Control(&self.smmu),
+            CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value,
+            MAX_POLLS,
+        )
     }
 
     /// Enables the event and global-error interrupts (edge-triggered
@@ -692,14 +684,11 @@ impl<H: Hal> SmmuHw<H> {
         }
     }
 
-    /// Translation off (the global bypass applies), queues off.
+    /// Translation off, queues off; GBPA aborts every transaction from
+    /// then on (set before SMMUEN clears).
     pub fn disable(&mut self) -> Result<(), SmmuError> {
         self.disable_interrupts()?;
-        if self.smmu.regs().cr0.get() == 0 {
-            return Ok(());
-        }
-        self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
-        self.set_cr0(0)
+        control::disable(&mut control::Control(&self.smmu), MAX_POLLS)
     }
 
     /// Runs `cmds` and one CMD_SYNC; a refused command is an error.
