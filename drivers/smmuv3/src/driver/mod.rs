@@ -26,7 +26,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::{Iova, PhysAddr};
-use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
+use kernel::hal::{Coherency, DmaRegion, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
@@ -48,43 +48,130 @@ const MAX_L1_LOG2: u8 = 17;
 /// A linear stream table at most 2^16 STEs (4 MiB).
 const MAX_LINEAR_LOG2: u8 = 16;
 
-/// The sizes the driver uses on an SMMU, from its ID registers: a pure
-/// function, so what an SMMU with other IDRs would get is host-tested.
+/// The smallest command queue: a batch of two commands and its CMD_SYNC
+/// (the reset's CFGI_ALL and TLBI_NSNH_ALL) must fit.
+const MIN_CMDQ_LOG2: u8 = 2;
+
+/// What the base registers hold at probe, and where the SMMU's registers
+/// are: on an SMMU with IDR1.TABLES_PRESET or QUEUES_PRESET they name the
+/// fixed stream table and queues (offsets from the SMMU with IDR1.REL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BaseRegisters {
+    smmu: u64,
+    strtab_base: u64,
+    strtab_base_cfg: u32,
+    cmdq_base: u64,
+    eventq_base: u64,
+}
+
+/// The sizes the driver uses on an SMMU, and where its tables and queues
+/// are fixed, from its ID and base registers: a pure function, so what an
+/// SMMU with other registers would get is host-tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
     linear: bool,
+    /// StreamID bits per level-2 table (two-level tables).
+    split: u8,
     /// StreamID bits the stream table covers (at most IDR1.SIDSIZE).
     sid_bits: u8,
     strtab_bytes: u64,
-    /// Queue sizes, at most what IDR1.CMDQS / EVENTQS allow.
+    /// The preset stream table (or level-1 table); else one is allocated.
+    strtab_at: Option<u64>,
+    /// Queue sizes, at most what IDR1.CMDQS / EVENTQS allow, or preset.
     cmdq_log2: u8,
     evtq_log2: u8,
+    /// The preset queues; else they are allocated.
+    cmdq_at: Option<u64>,
+    evtq_at: Option<u64>,
 }
 
-fn plan(f: &Features, format: Option<StreamTableLevels>) -> Result<Plan, SmmuError> {
-    let linear = match format {
-        Some(StreamTableLevels::Linear) => true,
-        Some(StreamTableLevels::TwoLevel) if f.stream_table == StreamTableLevels::Linear => {
-            return Err(SmmuError::LinearOnly)
+fn plan(
+    f: &Features,
+    format: Option<StreamTableLevels>,
+    regs: &BaseRegisters,
+) -> Result<Plan, SmmuError> {
+    let at = |addr: u64| {
+        if f.preset_relative {
+            regs.smmu + addr
+        } else {
+            addr
         }
-        Some(StreamTableLevels::TwoLevel) => false,
-        None => f.stream_table == StreamTableLevels::Linear || f.sid_bits <= SPLIT,
     };
-    let (sid_bits, strtab_bytes) = if linear {
-        // One 64-byte STE per StreamID.
-        let bits = f.sid_bits.min(MAX_LINEAR_LOG2);
-        (bits, 64u64 << bits)
+    let (linear, split, sid_bits, strtab_bytes, strtab_at) = if f.tables_preset {
+        let cfg = u64::from(regs.strtab_base_cfg);
+        let bad = SmmuError::Preset {
+            register: "STRTAB_BASE_CFG",
+            value: cfg,
+        };
+        let linear = match crate::bits(cfg, 17, 16) {
+            0 => true,
+            1 if f.stream_table == StreamTableLevels::TwoLevel => false,
+            _ => return Err(bad),
+        };
+        if format.is_some_and(|want| (want == StreamTableLevels::Linear) != linear) {
+            return Err(bad);
+        }
+        // A LOG2SIZE beyond SIDSIZE means SIDSIZE.
+        let bits = (crate::bits(cfg, 5, 0) as u8).min(f.sid_bits);
+        let split = crate::bits(cfg, 10, 6) as u8;
+        let addr = at(crate::bits(regs.strtab_base, 51, 6) << 6);
+        if linear {
+            (true, 0, bits, 64u64 << bits, Some(addr))
+        } else if matches!(split, 6 | 8 | 10) {
+            let l1 = 8u64 << bits.saturating_sub(split);
+            (false, split, bits, l1, Some(addr))
+        } else {
+            return Err(bad);
+        }
     } else {
-        // One 8-byte level-1 descriptor per 2^SPLIT StreamIDs.
-        let bits = f.sid_bits.min(MAX_L1_LOG2 + SPLIT);
-        (bits, 8u64 << bits.saturating_sub(SPLIT))
+        let linear = match format {
+            Some(StreamTableLevels::Linear) => true,
+            Some(StreamTableLevels::TwoLevel) if f.stream_table == StreamTableLevels::Linear => {
+                return Err(SmmuError::LinearOnly)
+            }
+            Some(StreamTableLevels::TwoLevel) => false,
+            None => f.stream_table == StreamTableLevels::Linear || f.sid_bits <= SPLIT,
+        };
+        if linear {
+            // One 64-byte STE per StreamID.
+            let bits = f.sid_bits.min(MAX_LINEAR_LOG2);
+            (true, 0, bits, 64u64 << bits, None)
+        } else {
+            // One 8-byte level-1 descriptor per 2^SPLIT StreamIDs.
+            let bits = f.sid_bits.min(MAX_L1_LOG2 + SPLIT);
+            (false, SPLIT, bits, 8u64 << bits.saturating_sub(SPLIT), None)
+        }
     };
+    // A preset queue: its size and address from Q_BASE, no larger than
+    // IDR1 allows.
+    let queue = |base: u64, max: u8, ours: u8, register| -> Result<(u8, Option<u64>), SmmuError> {
+        if !f.queues_preset {
+            return Ok((ours.min(max), None));
+        }
+        let log2 = crate::bits(base, 4, 0) as u8;
+        if log2 > max {
+            return Err(SmmuError::Preset {
+                register,
+                value: base,
+            });
+        }
+        Ok((log2, Some(at(crate::bits(base, 51, 5) << 5))))
+    };
+    let (cmdq_log2, cmdq_at) = queue(regs.cmdq_base, f.cmdq_log2, CMDQ_LOG2, "CMDQ_BASE")?;
+    let (evtq_log2, evtq_at) = queue(regs.eventq_base, f.eventq_log2, EVTQ_LOG2, "EVENTQ_BASE")?;
+    if cmdq_log2 < MIN_CMDQ_LOG2 {
+        return Err(SmmuError::CmdqTooSmall { log2: cmdq_log2 });
+    }
     Ok(Plan {
         linear,
+        split,
         sid_bits,
         strtab_bytes,
-        cmdq_log2: CMDQ_LOG2.min(f.cmdq_log2),
-        evtq_log2: EVTQ_LOG2.min(f.eventq_log2),
+        strtab_at,
+        cmdq_log2,
+        evtq_log2,
+        cmdq_at,
+        evtq_at,
     })
 }
 
@@ -108,6 +195,17 @@ pub enum SmmuError {
     Unusable(Unusable),
     /// A two-level stream table was asked of an SMMU with linear ones only.
     LinearOnly,
+    /// A preset base register (IDR1.TABLES_PRESET / QUEUES_PRESET) holds
+    /// what the driver cannot use (a reserved format or split, a queue
+    /// larger than IDR1 allows, another format than the one asked for).
+    Preset {
+        register: &'static str,
+        value: u64,
+    },
+    /// IDR1.CMDQS allows fewer entries than a command and its CMD_SYNC.
+    CmdqTooSmall {
+        log2: u8,
+    },
     /// CR0 (or IRQ_CTRL) was not acknowledged within the bound.
     NotAcknowledged {
         register: &'static str,
@@ -189,6 +287,12 @@ impl fmt::Display for SmmuError {
             SmmuError::Memory(e) => write!(f, "SMMU memory: {e}"),
             SmmuError::Unusable(u) => write!(f, "SMMU unusable: {u:?}"),
             SmmuError::LinearOnly => f.write_str("the SMMU has linear stream tables only"),
+            SmmuError::Preset { register, value } => {
+                write!(f, "preset {register} {value:#x} cannot be used")
+            }
+            SmmuError::CmdqTooSmall { log2 } => {
+                write!(f, "a command queue of 2^{log2} entries is too small")
+            }
             SmmuError::NotAcknowledged {
                 register,
                 value,
@@ -375,6 +479,8 @@ pub struct SmmuHw<H: Hal> {
     pub features: Features,
     /// StreamID bits the stream table covers.
     sid_bits: u8,
+    /// StreamID bits per level-2 table.
+    split: u8,
     /// How the SMMU walks memory: coherent or not (IDR0.COHACC).
     coherency: Coherency,
     /// Every stream table, queue and CD table the SMMU walks.
@@ -450,9 +556,18 @@ impl<H: Hal> SmmuHw<H> {
         let base = smmu.base();
         let mut features = smmu.features().map_err(SmmuError::Unusable)?;
         let errata = errata::apply(&mut features);
-        let plan = plan(&features, format)?;
+        let r = smmu.regs();
+        let regs = BaseRegisters {
+            smmu: base,
+            strtab_base: r.strtab_base.get(),
+            strtab_base_cfg: r.strtab_base_cfg.get(),
+            cmdq_base: r.cmdq_base.get(),
+            eventq_base: r.eventq_base.get(),
+        };
+        let plan = plan(&features, format, &regs)?;
         let Plan {
             linear,
+            split,
             sid_bits,
             strtab_bytes,
             ..
@@ -463,20 +578,33 @@ impl<H: Hal> SmmuHw<H> {
         if control::take_over(&mut control::Control(&smmu), MAX_POLLS)? {
             log::warn!("SMMU at {base:#x} was enabled: reset (GBPA abort, then disabled)");
         }
-        let r = smmu.regs();
         let coherency = if features.coherent {
             Coherency::Coherent
         } else {
             Coherency::NonCoherent
         };
         let mut mem = RegionSet::default();
-        let mut alloc = |bytes: u64, align: u64| -> Result<u64, SmmuError> {
-            Ok(mem.insert(hal.alloc(bytes, align, coherency)?))
+        // Allocated, or the preset memory (zeroed: it holds whatever the
+        // SMMU was last given).
+        let mut place = |preset: Option<u64>, bytes: u64, align: u64| -> Result<u64, SmmuError> {
+            let Some(pa) = preset else {
+                return Ok(mem.insert(hal.alloc(bytes, align, coherency)?));
+            };
+            let mut region = hal.adopt(PhysAddr(pa), bytes, coherency)?;
+            for off in (0..bytes).step_by(4096) {
+                let chunk = (bytes - off).min(4096) as usize;
+                region.write_bytes(off, &[0; 4096][..chunk])?;
+            }
+            Ok(mem.insert(region))
         };
         // The table aligned to its size.
-        let l1 = alloc(strtab_bytes, strtab_bytes.next_power_of_two().max(64))?;
-        let cmdq_mem = alloc(16 << plan.cmdq_log2, 32)?;
-        let evtq_mem = alloc(32 << plan.evtq_log2, 32)?;
+        let l1 = place(
+            plan.strtab_at,
+            strtab_bytes,
+            strtab_bytes.next_power_of_two().max(64),
+        )?;
+        let cmdq_mem = place(plan.cmdq_at, 16 << plan.cmdq_log2, 32)?;
+        let evtq_mem = place(plan.evtq_at, 32 << plan.evtq_log2, 32)?;
         r.cr1.write(
             CR1::QUEUE_IC.val(1)
                 + CR1::QUEUE_OC.val(1)
@@ -486,23 +614,28 @@ impl<H: Hal> SmmuHw<H> {
                 + CR1::TABLE_SH.val(3),
         );
         r.cr2.write(CR2::RECINVSID::SET);
-        r.strtab_base
-            .write(STRTAB_BASE::RA::SET + STRTAB_BASE::ADDR.val(l1 >> 6));
-        r.strtab_base_cfg.write(
-            if linear {
-                STRTAB_BASE_CFG::FMT::Linear
-            } else {
-                STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(u32::from(SPLIT))
-            } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(sid_bits)),
-        );
+        // Preset base registers are read-only: the plan used their values.
+        if plan.strtab_at.is_none() {
+            r.strtab_base
+                .write(STRTAB_BASE::RA::SET + STRTAB_BASE::ADDR.val(l1 >> 6));
+            r.strtab_base_cfg.write(
+                if linear {
+                    STRTAB_BASE_CFG::FMT::Linear
+                } else {
+                    STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(u32::from(split))
+                } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(sid_bits)),
+            );
+        }
         let cmdq = CommandQueue::new(plan.cmdq_log2, MAX_POLLS);
         let evtq = Queue {
             log2size: plan.evtq_log2,
         };
-        r.cmdq_base.set(cmdq.queue.base_register(cmdq_mem));
+        if plan.cmdq_at.is_none() {
+            r.cmdq_base.set(cmdq.queue.base_register(cmdq_mem));
+            r.eventq_base.set(evtq.base_register(evtq_mem));
+        }
         r.cmdq_prod.set(0);
         r.cmdq_cons.set(0);
-        r.eventq_base.set(evtq.base_register(evtq_mem));
         let mut hw = SmmuHw {
             smmu,
             tables: HalTables::new(hal.clone(), coherency),
@@ -510,6 +643,7 @@ impl<H: Hal> SmmuHw<H> {
             hal,
             features,
             sid_bits,
+            split,
             coherency,
             mem,
             l1,
@@ -753,21 +887,22 @@ impl<H: Hal> SmmuHw<H> {
         if self.linear {
             return Ok(self.l1 + 64 * u64::from(sid));
         }
-        let l1_index = sid >> SPLIT;
+        let split = self.split;
+        let l1_index = sid >> split;
         let l2 = match self.l2.get(&l1_index) {
             Some(&t) => t,
             None => {
-                let t = self.alloc(64 << SPLIT, 64 << SPLIT)?;
+                let t = self.alloc(64 << split, 64 << split)?;
                 self.l2.insert(l1_index, t);
                 self.hal.barrier();
-                self.write_u64(self.l1 + 8 * u64::from(l1_index), l1_descriptor(t, SPLIT))?;
+                self.write_u64(self.l1 + 8 * u64::from(l1_index), l1_descriptor(t, split))?;
                 self.hal.barrier();
                 // The level-1 descriptor changed: the SMMU may cache it.
                 self.commands(&[Command::CfgiSte { sid, leaf: false }])?;
                 t
             }
         };
-        Ok(l2 + 64 * u64::from(sid & ((1 << SPLIT) - 1)))
+        Ok(l2 + 64 * u64::from(sid & ((1 << split) - 1)))
     }
 
     /// Makes the STE of `sid` hold `ste`, in an order no fetch can see
@@ -959,7 +1094,7 @@ impl<H: Hal> SmmuHw<H> {
     /// Bytes of stream table: the linear table or the level-1 table plus
     /// the level-2 tables allocated so far.
     pub fn stream_table_bytes(&self) -> u64 {
-        self.strtab_bytes + self.l2.len() as u64 * (64 << SPLIT)
+        self.strtab_bytes + self.l2.len() as u64 * (64 << self.split)
     }
 }
 
