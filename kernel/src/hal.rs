@@ -22,6 +22,9 @@ pub enum HalError {
     Interrupt { line: u32 },
     /// An address in none of the driver's regions.
     NotOwned { pa: u64 },
+    /// Memory the hardware fixed (preset tables) that this platform cannot
+    /// hand a driver.
+    Unreachable { pa: u64, bytes: u64 },
 }
 
 impl fmt::Display for HalError {
@@ -33,6 +36,10 @@ impl fmt::Display for HalError {
             }
             HalError::Interrupt { line } => write!(f, "interrupt line {line} cannot be used"),
             HalError::NotOwned { pa } => write!(f, "{pa:#x} is in none of the driver's regions"),
+            HalError::Unreachable { pa, bytes } => write!(
+                f,
+                "{bytes:#x} bytes of fixed memory at {pa:#x} cannot be reached"
+            ),
         }
     }
 }
@@ -80,6 +87,18 @@ pub trait Hal: Clone {
     /// in memory (not only in the CPU's caches) when it is returned.
     fn alloc(&self, bytes: u64, align: u64, coherency: Coherency)
         -> Result<Self::Region, HalError>;
+    /// The `bytes` at `pa` that the hardware fixed (an SMMU's preset
+    /// tables and queues), as a region the driver reads and writes like
+    /// its own; not given back on drop. Platforms that cannot reach such
+    /// memory refuse.
+    fn adopt(
+        &self,
+        pa: PhysAddr,
+        bytes: u64,
+        _coherency: Coherency,
+    ) -> Result<Self::Region, HalError> {
+        Err(HalError::Unreachable { pa: pa.0, bytes })
+    }
     /// Orders every earlier store to a region before every later MMIO
     /// access (the device is told after it can see the memory).
     fn barrier(&self);

@@ -1,9 +1,19 @@
 //! The command queue protocol (IHI 0070, 3.5 and 7.1) over [`CmdqHw`]:
 //! commands are written at PROD, a CMD_SYNC ends each batch, PROD is
 //! published, and the driver waits (bounded) until CONS passes the sync.
-//! A command the SMMU rejects (CMDQ_CONS.ERR, GERROR.CMDQ_ERR) is
-//! reported with its opcode and replaced by a CMD_SYNC, the error is
-//! acknowledged through GERRORN, and the queue runs on.
+//! When the SMMU stops on an error (GERROR.CMDQ_ERR, the reason in
+//! CMDQ_CONS.ERR, IHI 0070 7.1), what happens next depends on the reason:
+//!
+//! - CERROR_ILL (or a reason this driver does not know): the command is
+//!   reported with its opcode and replaced by a CMD_SYNC;
+//! - CERROR_ABT, an abort on fetching the command: the command itself is
+//!   fine and the SMMU fetches it again once the error is acknowledged, so
+//!   it is left in place (not replaced as if it were illegal);
+//! - CERROR_ATC_INV_SYNC, an ATC invalidation that timed out before the
+//!   CMD_SYNC at CONS: that CMD_SYNC is complete, left as it is, and the
+//!   timeout reported (a device may still hold stale translations).
+//!
+//! Then the error is acknowledged through GERRORN and the queue runs on.
 use crate::cmd::{Command, CommandError};
 use crate::queue::Queue;
 
@@ -52,7 +62,16 @@ pub struct Report {
     pub syncs: u32,
     /// Commands the SMMU refused (each replaced by a CMD_SYNC).
     pub rejected: alloc::vec::Vec<Rejected>,
+    /// Command fetches that aborted (CERROR_ABT) and were retried.
+    pub fetch_aborts: u32,
+    /// CMD_SYNCs that completed with an ATC invalidation timeout
+    /// (CERROR_ATC_INV_SYNC).
+    pub atc_timeouts: u32,
 }
+
+/// Fetch aborts one batch retries beyond one per entry before it calls the
+/// error stuck.
+const FETCH_RETRIES: usize = 4;
 
 pub struct CommandQueue {
     pub queue: Queue,
@@ -119,6 +138,8 @@ impl CommandQueue {
                 .filter(|e| e[0] & 0xff == crate::cmd::CMD_SYNC)
                 .count() as u32,
             rejected: alloc::vec::Vec::new(),
+            fetch_aborts: 0,
+            atc_timeouts: 0,
         };
         self.issued += u64::from(report.commands);
         self.synced += u64::from(report.syncs);
@@ -126,24 +147,36 @@ impl CommandQueue {
         loop {
             let cons = hw.read_cons();
             if hw.cmdq_error_active() {
-                // Each entry can be refused once; its replacement, a
-                // CMD_SYNC, cannot be. More refusals than entries: the
-                // error re-asserts, and looping on would never end.
-                if report.rejected.len() >= entries.len() {
-                    return Err(CmdqError::ErrorStorm {
-                        refused: report.rejected.len(),
-                    });
+                // Each entry can be refused once (its replacement, a
+                // CMD_SYNC, cannot be), a few fetches may abort. More
+                // errors than that: the error re-asserts, and looping on
+                // would never end.
+                let errors = report.rejected.len()
+                    + report.fetch_aborts as usize
+                    + report.atc_timeouts as usize;
+                if errors >= entries.len() + FETCH_RETRIES.min(report.fetch_aborts as usize) {
+                    return Err(CmdqError::ErrorStorm { refused: errors });
                 }
-                // CONS names the refused command: report it, put a
-                // harmless CMD_SYNC in its place, acknowledge.
                 let slot = self.queue.slot(cons);
-                let entry = hw.read_entry(slot);
-                report.rejected.push(Rejected {
-                    error: CommandError::from_cons(cons),
-                    opcode: entry[0] as u8,
-                    entry,
-                });
-                hw.write_entry(slot, Command::Sync { msi: None }.encode());
+                match CommandError::from_cons(cons) {
+                    // Nothing wrong with the command: the SMMU fetches it
+                    // again after the acknowledgement.
+                    CommandError::Abort => report.fetch_aborts += 1,
+                    // The CMD_SYNC at CONS is complete; its ATC
+                    // invalidations are not.
+                    CommandError::AtcInvalidationSync => report.atc_timeouts += 1,
+                    error => {
+                        // CONS names the refused command: report it, put a
+                        // harmless CMD_SYNC in its place.
+                        let entry = hw.read_entry(slot);
+                        report.rejected.push(Rejected {
+                            error,
+                            opcode: entry[0] as u8,
+                            entry,
+                        });
+                        hw.write_entry(slot, Command::Sync { msi: None }.encode());
+                    }
+                }
                 // The replacement before the acknowledgement that restarts
                 // the queue at it.
                 hw.barrier();
@@ -169,7 +202,9 @@ mod tests {
     use alloc::vec::Vec;
 
     /// An SMMU that consumes commands `per_poll` at a time, refusing
-    /// opcode 0xff as CERROR_ILL.
+    /// opcode 0xff as CERROR_ILL, failing the first fetch of opcode 0xfe
+    /// (CERROR_ABT), and timing out the ATC invalidations (CMD_ATC_INV,
+    /// 0x40) a CMD_SYNC waits for (CERROR_ATC_INV_SYNC).
     struct Fake {
         q: Queue,
         mem: Vec<[u64; 2]>,
@@ -183,6 +218,13 @@ mod tests {
         /// that came while there were any.
         unordered: bool,
         misordered: u32,
+        /// Fetches of 0xfe that aborted so far.
+        fetch_aborts: u32,
+        /// An ATC invalidation consumed since the last CMD_SYNC.
+        atc_pending: bool,
+        /// The error raised: the acknowledgement of an ATC timeout moves
+        /// past the completed CMD_SYNC.
+        code: u32,
     }
 
     impl Fake {
@@ -198,7 +240,16 @@ mod tests {
                 stuck: false,
                 unordered: false,
                 misordered: 0,
+                fetch_aborts: 0,
+                atc_pending: false,
+                code: 0,
             }
+        }
+
+        fn raise(&mut self, code: u32) {
+            self.err = true;
+            self.code = code;
+            self.cons = (self.cons & 0x00ff_ffff) | (code << 24);
         }
 
         fn consume(&mut self) {
@@ -207,10 +258,19 @@ mod tests {
                     return;
                 }
                 let e = self.mem[self.q.slot(self.cons)];
-                if e[0] as u8 == 0xff {
-                    self.err = true;
-                    self.cons = (self.cons & 0x00ff_ffff) | (1 << 24);
-                    return;
+                match e[0] as u8 {
+                    0xff => return self.raise(1),
+                    0xfe if self.fetch_aborts == 0 => {
+                        self.fetch_aborts += 1;
+                        return self.raise(2);
+                    }
+                    0x40 => self.atc_pending = true,
+                    0x46 if self.atc_pending => {
+                        self.atc_pending = false;
+                        self.seen.push(0x46);
+                        return self.raise(3);
+                    }
+                    _ => {}
                 }
                 self.seen.push(e[0] as u8);
                 self.cons = self.q.next(self.cons & 0x00ff_ffff);
@@ -243,6 +303,10 @@ mod tests {
             self.misordered += u32::from(self.unordered);
             self.err = false;
             self.cons &= 0x00ff_ffff;
+            if self.code == 3 {
+                self.cons = self.q.next(self.cons);
+            }
+            self.code = 0;
         }
         fn pause(&mut self) {
             self.consume();
@@ -299,6 +363,44 @@ mod tests {
             .unwrap();
         assert_eq!(r.rejected.len(), 1);
         assert_eq!(hw.misordered, 0, "a register write before a barrier");
+    }
+
+    /// An abort on fetching a command (CERROR_ABT) is no refusal: the
+    /// command stays in place, the SMMU fetches it again after the
+    /// acknowledgement, and it runs (issue 13, point 7).
+    #[test]
+    fn a_fetch_abort_refetches_the_command() {
+        let mut hw = Fake::new(3, 8);
+        let mut q = CommandQueue::new(3, 100);
+        let sync = Command::Sync { msi: None }.encode();
+        let r = q
+            .submit_encoded(&mut hw, &[[0x11, 0], [0xfe, 0], [0x12, 0], sync])
+            .unwrap();
+        assert_eq!(r.fetch_aborts, 1);
+        assert!(r.rejected.is_empty(), "not refused: {:?}", r.rejected);
+        assert_eq!(hw.seen, [0x11, 0xfe, 0x12, 0x46], "run after the retry");
+        assert_eq!(hw.misordered, 0);
+    }
+
+    /// A CMD_SYNC whose ATC invalidations timed out (CERROR_ATC_INV_SYNC)
+    /// is complete: it is left as it is, the queue runs on after it, and
+    /// the timeout is reported, not taken for an illegal command.
+    #[test]
+    fn an_atc_sync_timeout_completes_the_sync_and_is_reported() {
+        let mut hw = Fake::new(3, 8);
+        let mut q = CommandQueue::new(3, 100);
+        let r = q
+            .submit(&mut hw, &[Command::TlbiNhAsid { asid: 1, vmid: 0 }])
+            .unwrap();
+        assert_eq!(r.atc_timeouts, 0);
+        let sync = Command::Sync { msi: None }.encode();
+        let r = q
+            .submit_encoded(&mut hw, &[[0x40, 0], sync, [0x12, 0], sync])
+            .unwrap();
+        assert_eq!(r.atc_timeouts, 1);
+        assert!(r.rejected.is_empty(), "not refused: {:?}", r.rejected);
+        assert_eq!(hw.seen[2..], [0x40, 0x46, 0x12, 0x46]);
+        assert_eq!(hw.mem[3], sync, "the completed CMD_SYNC is left alone");
     }
 
     #[test]

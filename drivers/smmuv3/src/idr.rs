@@ -15,6 +15,8 @@ pub struct Features {
     pub cd_two_level: bool,
     pub stage1: bool,
     pub stage2: bool,
+    /// Stage 1 over stage 2 (both stages, unless an erratum says no).
+    pub nesting: bool,
     /// AArch64 translation tables (IDR0.TTF says AArch64 or both).
     pub aarch64_tables: bool,
     pub coherent: bool,
@@ -41,6 +43,12 @@ pub struct Features {
     pub granule_64k: bool,
     /// 52-bit input addresses for stage 1 (IDR5.VAX).
     pub vax52: bool,
+    /// The stream table's base registers are fixed (IDR1.TABLES_PRESET).
+    pub tables_preset: bool,
+    /// The queues' base registers are fixed (IDR1.QUEUES_PRESET).
+    pub queues_preset: bool,
+    /// Preset base addresses are offsets from the SMMU's base (IDR1.REL).
+    pub preset_relative: bool,
     pub implementer: u16,
     pub product: u16,
     pub variant: u8,
@@ -79,6 +87,7 @@ impl Features {
             cd_two_level: bits(i0, 19, 19) == 1,
             stage1: bits(i0, 1, 1) == 1,
             stage2: bits(i0, 0, 0) == 1,
+            nesting: bits(i0, 1, 0) == 3,
             aarch64_tables: bits(i0, 3, 2) >= 2,
             coherent: bits(i0, 4, 4) == 1,
             ats: bits(i0, 10, 10) == 1,
@@ -88,8 +97,9 @@ impl Features {
             asid_bits: if bits(i0, 12, 12) == 1 { 16 } else { 8 },
             vmid_bits: if bits(i0, 18, 18) == 1 { 16 } else { 8 },
             httu: bits(i0, 7, 6) as u8,
-            sid_bits: bits(i1, 5, 0) as u8,
-            ssid_bits: bits(i1, 10, 6) as u8,
+            // At most 32 and 20 bits (larger encodings are reserved).
+            sid_bits: bits(i1, 5, 0).min(32) as u8,
+            ssid_bits: bits(i1, 10, 6).min(20) as u8,
             priq_log2: bits(i1, 15, 11) as u8,
             eventq_log2: bits(i1, 20, 16) as u8,
             cmdq_log2: bits(i1, 25, 21) as u8,
@@ -99,6 +109,9 @@ impl Features {
             granule_16k: bits(i5, 5, 5) == 1,
             granule_64k: bits(i5, 6, 6) == 1,
             vax52: bits(i5, 11, 10) == 1,
+            tables_preset: bits(i1, 30, 30) == 1,
+            queues_preset: bits(i1, 29, 29) == 1,
+            preset_relative: bits(i1, 28, 28) == 1,
             implementer: bits(u64::from(iidr), 11, 0) as u16,
             revision: bits(u64::from(iidr), 15, 12) as u8,
             variant: bits(u64::from(iidr), 19, 16) as u8,
@@ -147,6 +160,14 @@ mod tests {
         assert!(f.range_invalidation);
         assert_eq!(f.oas, 44);
         assert!(f.granule_4k && !f.granule_16k && f.granule_64k && !f.vax52);
+        assert!(!f.tables_preset && !f.queues_preset && !f.preset_relative);
+        let presets = Features::decode([idr0, 7 << 28 | 63 | 31 << 6, 0, 0, 0, idr5], 0).unwrap();
+        assert!(presets.tables_preset && presets.queues_preset && presets.preset_relative);
+        assert_eq!(
+            (presets.sid_bits, presets.ssid_bits),
+            (32, 20),
+            "reserved sizes capped"
+        );
         assert_eq!(
             (f.implementer, f.product, f.variant, f.revision),
             (0x43b, 0x123, 2, 3)

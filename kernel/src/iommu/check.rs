@@ -346,6 +346,18 @@ impl<H: Hal> Hal for Checking<H> {
             state: self.state.clone(),
         })
     }
+    fn adopt(
+        &self,
+        pa: crate::addr::PhysAddr,
+        bytes: u64,
+        coherency: Coherency,
+    ) -> Result<Self::Region, HalError> {
+        Ok(CheckedRegion {
+            inner: self.inner.adopt(pa, bytes, coherency)?,
+            coherency,
+            state: self.state.clone(),
+        })
+    }
     fn barrier(&self) {
         self.inner.barrier();
     }

@@ -10,7 +10,8 @@
 //!
 //! Streams the core does not manage are given bypass STEs by the caller,
 //! so enabling the SMMU leaves other devices' DMA alone; `disable` turns
-//! translation off again (the global bypass applies). `docs/smmuv3.md`
+//! translation off again, and GBPA then aborts every transaction (it is
+//! set to abort before SMMUEN is set or cleared: off is never bypass). `docs/smmuv3.md`
 //! has the details.
 use crate::cd::{l1_descriptor as cd_l1_descriptor, Cd, CdConfig};
 use crate::cmd::{tlbi_nh_va_range, tlbi_s2_ipa_range, Command};
@@ -25,7 +26,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::{Iova, PhysAddr, PhysRange};
-use kernel::hal::{Coherency, Hal, HalError, HalTables, RegionSet};
+use kernel::hal::{Coherency, DmaRegion, Hal, HalError, HalTables, RegionSet};
 use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
@@ -34,6 +35,9 @@ use kernel::iommu::entry::{write_entry, EntryFormat, EntryTarget};
 use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
 use kernel::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use tock_registers::interfaces::{Readable, Writeable};
+
+pub mod control;
+pub mod errata;
 
 /// StreamIDs per level-2 stream table (one PCI bus).
 const SPLIT: u8 = 8;
@@ -45,43 +49,130 @@ const MAX_L1_LOG2: u8 = 17;
 /// A linear stream table at most 2^16 STEs (4 MiB).
 const MAX_LINEAR_LOG2: u8 = 16;
 
-/// The sizes the driver uses on an SMMU, from its ID registers: a pure
-/// function, so what an SMMU with other IDRs would get is host-tested.
+/// The smallest command queue: a batch of two commands and its CMD_SYNC
+/// (the reset's CFGI_ALL and TLBI_NSNH_ALL) must fit.
+const MIN_CMDQ_LOG2: u8 = 2;
+
+/// What the base registers hold at probe, and where the SMMU's registers
+/// are: on an SMMU with IDR1.TABLES_PRESET or QUEUES_PRESET they name the
+/// fixed stream table and queues (offsets from the SMMU with IDR1.REL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BaseRegisters {
+    smmu: u64,
+    strtab_base: u64,
+    strtab_base_cfg: u32,
+    cmdq_base: u64,
+    eventq_base: u64,
+}
+
+/// The sizes the driver uses on an SMMU, and where its tables and queues
+/// are fixed, from its ID and base registers: a pure function, so what an
+/// SMMU with other registers would get is host-tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
     linear: bool,
+    /// StreamID bits per level-2 table (two-level tables).
+    split: u8,
     /// StreamID bits the stream table covers (at most IDR1.SIDSIZE).
     sid_bits: u8,
     strtab_bytes: u64,
-    /// Queue sizes, at most what IDR1.CMDQS / EVENTQS allow.
+    /// The preset stream table (or level-1 table); else one is allocated.
+    strtab_at: Option<u64>,
+    /// Queue sizes, at most what IDR1.CMDQS / EVENTQS allow, or preset.
     cmdq_log2: u8,
     evtq_log2: u8,
+    /// The preset queues; else they are allocated.
+    cmdq_at: Option<u64>,
+    evtq_at: Option<u64>,
 }
 
-fn plan(f: &Features, format: Option<StreamTableLevels>) -> Result<Plan, SmmuError> {
-    let linear = match format {
-        Some(StreamTableLevels::Linear) => true,
-        Some(StreamTableLevels::TwoLevel) if f.stream_table == StreamTableLevels::Linear => {
-            return Err(SmmuError::LinearOnly)
+fn plan(
+    f: &Features,
+    format: Option<StreamTableLevels>,
+    regs: &BaseRegisters,
+) -> Result<Plan, SmmuError> {
+    let at = |addr: u64| {
+        if f.preset_relative {
+            regs.smmu + addr
+        } else {
+            addr
         }
-        Some(StreamTableLevels::TwoLevel) => false,
-        None => f.stream_table == StreamTableLevels::Linear || f.sid_bits <= SPLIT,
     };
-    let (sid_bits, strtab_bytes) = if linear {
-        // One 64-byte STE per StreamID.
-        let bits = f.sid_bits.min(MAX_LINEAR_LOG2);
-        (bits, 64u64 << bits)
+    let (linear, split, sid_bits, strtab_bytes, strtab_at) = if f.tables_preset {
+        let cfg = u64::from(regs.strtab_base_cfg);
+        let bad = SmmuError::Preset {
+            register: "STRTAB_BASE_CFG",
+            value: cfg,
+        };
+        let linear = match crate::bits(cfg, 17, 16) {
+            0 => true,
+            1 if f.stream_table == StreamTableLevels::TwoLevel => false,
+            _ => return Err(bad),
+        };
+        if format.is_some_and(|want| (want == StreamTableLevels::Linear) != linear) {
+            return Err(bad);
+        }
+        // A LOG2SIZE beyond SIDSIZE means SIDSIZE.
+        let bits = (crate::bits(cfg, 5, 0) as u8).min(f.sid_bits);
+        let split = crate::bits(cfg, 10, 6) as u8;
+        let addr = at(crate::bits(regs.strtab_base, 51, 6) << 6);
+        if linear {
+            (true, 0, bits, 64u64 << bits, Some(addr))
+        } else if matches!(split, 6 | 8 | 10) {
+            let l1 = 8u64 << bits.saturating_sub(split);
+            (false, split, bits, l1, Some(addr))
+        } else {
+            return Err(bad);
+        }
     } else {
-        // One 8-byte level-1 descriptor per 2^SPLIT StreamIDs.
-        let bits = f.sid_bits.min(MAX_L1_LOG2 + SPLIT);
-        (bits, 8u64 << bits.saturating_sub(SPLIT))
+        let linear = match format {
+            Some(StreamTableLevels::Linear) => true,
+            Some(StreamTableLevels::TwoLevel) if f.stream_table == StreamTableLevels::Linear => {
+                return Err(SmmuError::LinearOnly)
+            }
+            Some(StreamTableLevels::TwoLevel) => false,
+            None => f.stream_table == StreamTableLevels::Linear || f.sid_bits <= SPLIT,
+        };
+        if linear {
+            // One 64-byte STE per StreamID.
+            let bits = f.sid_bits.min(MAX_LINEAR_LOG2);
+            (true, 0, bits, 64u64 << bits, None)
+        } else {
+            // One 8-byte level-1 descriptor per 2^SPLIT StreamIDs.
+            let bits = f.sid_bits.min(MAX_L1_LOG2 + SPLIT);
+            (false, SPLIT, bits, 8u64 << bits.saturating_sub(SPLIT), None)
+        }
     };
+    // A preset queue: its size and address from Q_BASE, no larger than
+    // IDR1 allows.
+    let queue = |base: u64, max: u8, ours: u8, register| -> Result<(u8, Option<u64>), SmmuError> {
+        if !f.queues_preset {
+            return Ok((ours.min(max), None));
+        }
+        let log2 = crate::bits(base, 4, 0) as u8;
+        if log2 > max {
+            return Err(SmmuError::Preset {
+                register,
+                value: base,
+            });
+        }
+        Ok((log2, Some(at(crate::bits(base, 51, 5) << 5))))
+    };
+    let (cmdq_log2, cmdq_at) = queue(regs.cmdq_base, f.cmdq_log2, CMDQ_LOG2, "CMDQ_BASE")?;
+    let (evtq_log2, evtq_at) = queue(regs.eventq_base, f.eventq_log2, EVTQ_LOG2, "EVENTQ_BASE")?;
+    if cmdq_log2 < MIN_CMDQ_LOG2 {
+        return Err(SmmuError::CmdqTooSmall { log2: cmdq_log2 });
+    }
     Ok(Plan {
         linear,
+        split,
         sid_bits,
         strtab_bytes,
-        cmdq_log2: CMDQ_LOG2.min(f.cmdq_log2),
-        evtq_log2: EVTQ_LOG2.min(f.eventq_log2),
+        strtab_at,
+        cmdq_log2,
+        evtq_log2,
+        cmdq_at,
+        evtq_at,
     })
 }
 
@@ -105,11 +196,27 @@ pub enum SmmuError {
     Unusable(Unusable),
     /// A two-level stream table was asked of an SMMU with linear ones only.
     LinearOnly,
+    /// A preset base register (IDR1.TABLES_PRESET / QUEUES_PRESET) holds
+    /// what the driver cannot use (a reserved format or split, a queue
+    /// larger than IDR1 allows, another format than the one asked for).
+    Preset {
+        register: &'static str,
+        value: u64,
+    },
+    /// IDR1.CMDQS allows fewer entries than a command and its CMD_SYNC.
+    CmdqTooSmall {
+        log2: u8,
+    },
     /// CR0 (or IRQ_CTRL) was not acknowledged within the bound.
     NotAcknowledged {
         register: &'static str,
         value: u32,
         ack: u32,
+    },
+    /// GBPA's Update handshake did not complete within the bound (or the
+    /// abort did not take).
+    GbpaNotUpdated {
+        gbpa: u32,
     },
     /// The SMMU signals by MSI; only wired interrupts are driven.
     MsiOnly,
@@ -131,6 +238,9 @@ pub enum SmmuError {
     CmdqErrorStorm {
         refused: usize,
     },
+    /// A CMD_SYNC completed with its ATC invalidations timed out
+    /// (CERROR_ATC_INV_SYNC): devices may hold stale translations.
+    AtcInvalidationTimeout,
     StreamIdTooWide {
         sid: u32,
         bits: u8,
@@ -165,6 +275,8 @@ pub enum SmmuError {
         stage1: bool,
         stage2: bool,
     },
+    /// Both stages exist, but an erratum of this part rules out nesting.
+    NestingErratum,
     OutOfAsids,
     /// Building the nested mode's stage 2 failed.
     Stage2(PgError),
@@ -176,6 +288,12 @@ impl fmt::Display for SmmuError {
             SmmuError::Memory(e) => write!(f, "SMMU memory: {e}"),
             SmmuError::Unusable(u) => write!(f, "SMMU unusable: {u:?}"),
             SmmuError::LinearOnly => f.write_str("the SMMU has linear stream tables only"),
+            SmmuError::Preset { register, value } => {
+                write!(f, "preset {register} {value:#x} cannot be used")
+            }
+            SmmuError::CmdqTooSmall { log2 } => {
+                write!(f, "a command queue of 2^{log2} entries is too small")
+            }
             SmmuError::NotAcknowledged {
                 register,
                 value,
@@ -183,6 +301,10 @@ impl fmt::Display for SmmuError {
             } => write!(
                 f,
                 "{register} {value:#x} not acknowledged ({register}ACK {ack:#x})"
+            ),
+            SmmuError::GbpaNotUpdated { gbpa } => write!(
+                f,
+                "GBPA not updated to abort within the bound (GBPA {gbpa:#x})"
             ),
             SmmuError::MsiOnly => {
                 f.write_str("this SMMU signals by MSI; only wired interrupts are driven")
@@ -200,6 +322,9 @@ impl fmt::Display for SmmuError {
                 f,
                 "command queue: the error re-asserts ({refused} refusals in one batch)"
             ),
+            SmmuError::AtcInvalidationTimeout => {
+                f.write_str("command queue: an ATC invalidation timed out before its CMD_SYNC")
+            }
             SmmuError::Refused(r) => write!(
                 f,
                 "SMMU refused {} ({:?})",
@@ -229,6 +354,9 @@ impl fmt::Display for SmmuError {
                 f,
                 "needs stage 1 {stage1} / stage 2 {stage2}, which this SMMU lacks"
             ),
+            SmmuError::NestingErratum => {
+                f.write_str("nesting is off on this SMMU (an erratum of its IIDR)")
+            }
             SmmuError::OutOfAsids => f.write_str("out of ASIDs"),
             SmmuError::Stage2(e) => write!(f, "nested stage 2: {e}"),
         }
@@ -386,6 +514,8 @@ pub struct SmmuHw<H: Hal> {
     pub features: Features,
     /// StreamID bits the stream table covers.
     sid_bits: u8,
+    /// StreamID bits per level-2 table.
+    split: u8,
     /// How the SMMU walks memory: coherent or not (the firmware's word,
     /// else IDR0.COHACC).
     coherency: Coherency,
@@ -407,6 +537,8 @@ pub struct SmmuHw<H: Hal> {
     streams: BTreeMap<u32, Stream>,
     /// Bytes of CD tables held.
     cd_bytes: u64,
+    /// Commands an erratum allows before a CMD_SYNC (else no limit).
+    sync_every: usize,
     /// Event queue overflows noticed.
     pub overflows: u32,
     /// Wired interrupts in use.
@@ -474,33 +606,29 @@ impl<H: Hal> SmmuHw<H> {
         firmware: Firmware,
     ) -> Result<Self, SmmuError> {
         let base = smmu.base();
-        let features = smmu.features().map_err(SmmuError::Unusable)?;
-        let plan = plan(&features, format)?;
+        let mut features = smmu.features().map_err(SmmuError::Unusable)?;
+        let errata = errata::apply(&mut features);
+        let r = smmu.regs();
+        let regs = BaseRegisters {
+            smmu: base,
+            strtab_base: r.strtab_base.get(),
+            strtab_base_cfg: r.strtab_base_cfg.get(),
+            cmdq_base: r.cmdq_base.get(),
+            eventq_base: r.eventq_base.get(),
+        };
+        let plan = plan(&features, format, &regs)?;
         let Plan {
             linear,
+            split,
             sid_bits,
             strtab_bytes,
             ..
         } = plan;
-        if smmu.enabled() {
-            return Err(SmmuError::NotAcknowledged {
-                register: "CR0 (already enabled: SMMUEN)",
-                value: 0,
-                ack: smmu.regs().cr0ack.get(),
-            });
-        }
-        // Queues left on by an earlier user must be off before their base
+        // Firmware may have left it on: reset (GBPA abort, then off), and
+        // queues left on by an earlier user off before their base
         // registers are written.
-        let r = smmu.regs();
-        if r.cr0.get() != 0 {
-            r.cr0.set(0);
-            if !(0..MAX_POLLS).any(|_| r.cr0ack.get() == 0) {
-                return Err(SmmuError::NotAcknowledged {
-                    register: "CR0",
-                    value: 0,
-                    ack: r.cr0ack.get(),
-                });
-            }
+        if control::take_over(&mut control::Control(&smmu), MAX_POLLS)? {
+            log::warn!("SMMU at {base:#x} was enabled: reset (GBPA abort, then disabled)");
         }
         let coherent = match firmware.coherent {
             Some(fw) if fw != features.coherent => {
@@ -523,41 +651,60 @@ impl<H: Hal> SmmuHw<H> {
             hal.note(Note::Walks { cache, coherency });
         }
         let mut mem = RegionSet::default();
-        let mut alloc = |bytes: u64, align: u64, cache: Cache| -> Result<u64, SmmuError> {
-            let pa = mem.insert(hal.alloc(bytes, align, coherency)?);
-            hal.note(Note::Holds {
-                pa: PhysAddr(pa),
-                cache,
-            });
-            Ok(pa)
-        };
+        // Allocated, or the preset memory (zeroed: it holds whatever the
+        // SMMU was last given).
+        let mut place =
+            |preset: Option<u64>, bytes: u64, align: u64, cache: Cache| -> Result<u64, SmmuError> {
+                let pa = match preset {
+                    None => mem.insert(hal.alloc(bytes, align, coherency)?),
+                    Some(pa) => {
+                        let mut region = hal.adopt(PhysAddr(pa), bytes, coherency)?;
+                        for off in (0..bytes).step_by(4096) {
+                            let chunk = (bytes - off).min(4096) as usize;
+                            region.write_bytes(off, &[0; 4096][..chunk])?;
+                        }
+                        mem.insert(region)
+                    }
+                };
+                hal.note(Note::Holds {
+                    pa: PhysAddr(pa),
+                    cache,
+                });
+                Ok(pa)
+            };
         // The table aligned to its size.
-        let l1 = alloc(
+        let l1 = place(
+            plan.strtab_at,
             strtab_bytes,
             strtab_bytes.next_power_of_two().max(64),
             Cache::Config,
         )?;
-        let cmdq_mem = alloc(16 << plan.cmdq_log2, 32, Cache::None)?;
-        let evtq_mem = alloc(32 << plan.evtq_log2, 32, Cache::None)?;
+        let cmdq_mem = place(plan.cmdq_at, 16 << plan.cmdq_log2, 32, Cache::None)?;
+        let evtq_mem = place(plan.evtq_at, 32 << plan.evtq_log2, 32, Cache::None)?;
         r.cr1.write(cr1_for(coherency));
         r.cr2.write(CR2::RECINVSID::SET);
-        r.strtab_base.write(strtab_base_for(l1, coherency));
-        r.strtab_base_cfg.write(
-            if linear {
-                STRTAB_BASE_CFG::FMT::Linear
-            } else {
-                STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(u32::from(SPLIT))
-            } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(sid_bits)),
-        );
+        // Preset base registers are read-only: the plan used their values.
+        if plan.strtab_at.is_none() {
+            r.strtab_base.write(strtab_base_for(l1, coherency));
+            r.strtab_base_cfg.write(
+                if linear {
+                    STRTAB_BASE_CFG::FMT::Linear
+                } else {
+                    STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(u32::from(split))
+                } + STRTAB_BASE_CFG::LOG2SIZE.val(u32::from(sid_bits)),
+            );
+        }
         let cmdq = CommandQueue::new(plan.cmdq_log2, MAX_POLLS);
         let evtq = Queue {
             log2size: plan.evtq_log2,
         };
-        r.cmdq_base
-            .set(cmdq.queue.base_register(cmdq_mem, coherency));
+        if plan.cmdq_at.is_none() {
+            r.cmdq_base
+                .set(cmdq.queue.base_register(cmdq_mem, coherency));
+            r.eventq_base.set(evtq.base_register(evtq_mem, coherency));
+        }
         r.cmdq_prod.set(0);
         r.cmdq_cons.set(0);
-        r.eventq_base.set(evtq.base_register(evtq_mem, coherency));
         let mut hw = SmmuHw {
             smmu,
             tables: HalTables::new(hal.clone(), coherency),
@@ -565,6 +712,7 @@ impl<H: Hal> SmmuHw<H> {
             hal,
             features,
             sid_bits,
+            split,
             coherency,
             firmware,
             mem,
@@ -578,6 +726,7 @@ impl<H: Hal> SmmuHw<H> {
             evtq_mem,
             streams: BTreeMap::new(),
             cd_bytes: 0,
+            sync_every: errata::sync_every(&errata).unwrap_or(usize::MAX),
             overflows: 0,
             irqs: None,
             msi_doorbell,
@@ -606,7 +755,8 @@ impl<H: Hal> SmmuHw<H> {
             level,
             "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \
              stage 2 {} (VMID {} bits), domains on {:?}; SSID {} bits, {} CD tables; IAS 48 / OAS {} \
-             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused)",
+             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused); \
+             IIDR implementer {:#x} product {:#x} r{}p{}, errata: {}",
             if linear { "linear" } else { "two-level" },
             hw.sid_bits,
             strtab_bytes,
@@ -622,9 +772,29 @@ impl<H: Hal> SmmuHw<H> {
             f.range_invalidation,
             f.ats,
             f.pri,
-            f.httu
+            f.httu,
+            f.implementer,
+            f.product,
+            f.variant,
+            f.revision,
+            ErrataList(&errata)
         );
         Ok(hw)
+    }
+}
+
+/// The errata found, for the identification line.
+struct ErrataList<'a>(&'a [&'a errata::Erratum]);
+
+impl fmt::Display for ErrataList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, e) in self.0.iter().enumerate() {
+            write!(f, "{}{e}", if i == 0 { "" } else { ", " })?;
+        }
+        Ok(())
     }
 }
 
@@ -685,23 +855,17 @@ impl<H: Hal> SmmuHw<H> {
     }
 
     fn set_cr0(&mut self, value: u32) -> Result<(), SmmuError> {
-        let r = self.smmu.regs();
-        r.cr0.set(value);
-        for _ in 0..MAX_POLLS {
-            if r.cr0ack.get() == value {
-                return Ok(());
-            }
-        }
-        Err(SmmuError::NotAcknowledged {
-            register: "CR0",
-            value,
-            ack: r.cr0ack.get(),
-        })
+        control::write_cr0(&mut control::Control(&self.smmu), value, MAX_POLLS)
     }
 
-    /// Translation on.
+    /// Translation on (GBPA set to abort first, so that off never means
+    /// bypass).
     pub fn enable(&mut self) -> Result<(), SmmuError> {
-        self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value | CR0::SMMUEN::SET.value)
+        control::enable(
+            &mut control::Control(&self.smmu),
+            CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value,
+            MAX_POLLS,
+        )
     }
 
     /// Enables the event and global-error interrupts (edge-triggered
@@ -762,14 +926,11 @@ impl<H: Hal> SmmuHw<H> {
         }
     }
 
-    /// Translation off (the global bypass applies), queues off.
+    /// Translation off, queues off; GBPA aborts every transaction from
+    /// then on (set before SMMUEN clears).
     pub fn disable(&mut self) -> Result<(), SmmuError> {
         self.disable_interrupts()?;
-        if self.smmu.regs().cr0.get() == 0 {
-            return Ok(());
-        }
-        self.set_cr0(CR0::CMDQEN::SET.value | CR0::EVENTQEN::SET.value)?;
-        self.set_cr0(0)
+        control::disable(&mut control::Control(&self.smmu), MAX_POLLS)
     }
 
     /// Runs `cmds` and one CMD_SYNC; a refused command is an error.
@@ -789,10 +950,21 @@ impl<H: Hal> SmmuHw<H> {
             self.hal.note(Note::Invalidate(c));
         }
         let report = self.cmdq.submit(&mut q, cmds)?;
+        if report.fetch_aborts > 0 {
+            log::warn!(
+                "SMMU command queue: {} command fetch(es) aborted and retried",
+                report.fetch_aborts
+            );
+        }
         if let Some(&r) = report.rejected.first() {
             return Err(SmmuError::Refused(r));
         }
+        // The CMD_SYNC completed even when an ATC invalidation before it
+        // timed out: the SMMU's own caches are clean.
         self.hal.note(Note::Complete);
+        if report.atc_timeouts > 0 {
+            return Err(SmmuError::AtcInvalidationTimeout);
+        }
         Ok(())
     }
 
@@ -829,21 +1001,22 @@ impl<H: Hal> SmmuHw<H> {
         if self.linear {
             return Ok(self.l1 + 64 * u64::from(sid));
         }
-        let l1_index = sid >> SPLIT;
+        let split = self.split;
+        let l1_index = sid >> split;
         let l2 = match self.l2.get(&l1_index) {
             Some(&t) => t,
             None => {
-                let t = self.alloc(64 << SPLIT, 64 << SPLIT)?;
+                let t = self.alloc(64 << split, 64 << split)?;
                 self.l2.insert(l1_index, t);
                 self.hal.barrier();
-                self.write_u64(self.l1 + 8 * u64::from(l1_index), l1_descriptor(t, SPLIT))?;
+                self.write_u64(self.l1 + 8 * u64::from(l1_index), l1_descriptor(t, split))?;
                 self.hal.barrier();
                 // The level-1 descriptor changed: the SMMU may cache it.
                 self.commands(&[Command::CfgiSte { sid, leaf: false }])?;
                 t
             }
         };
-        Ok(l2 + 64 * u64::from(sid & ((1 << SPLIT) - 1)))
+        Ok(l2 + 64 * u64::from(sid & ((1 << split) - 1)))
     }
 
     /// Makes the STE of `sid` hold `ste`, in an order no fetch can see
@@ -958,6 +1131,9 @@ impl<H: Hal> SmmuHw<H> {
                 stage2: s2 && !f.stage2,
             });
         }
+        if t == Translation::Nested && !f.nesting {
+            return Err(SmmuError::NestingErratum);
+        }
         self.release_s2();
         match t {
             Translation::Stage1 => {}
@@ -1038,7 +1214,7 @@ impl<H: Hal> SmmuHw<H> {
     /// Bytes of stream table: the linear table or the level-1 table plus
     /// the level-2 tables allocated so far.
     pub fn stream_table_bytes(&self) -> u64 {
-        self.strtab_bytes + self.l2.len() as u64 * (64 << SPLIT)
+        self.strtab_bytes + self.l2.len() as u64 * (64 << self.split)
     }
 }
 
@@ -1212,6 +1388,39 @@ struct Stream {
     pasids: BTreeSet<u32>,
 }
 
+impl Stream {
+    /// What its STE says of its CD table.
+    fn cd_table_fields(&self) -> CdTableFields {
+        CdTableFields {
+            base: self
+                .l1
+                .map_or_else(|| self.leaves.get(&0).copied().unwrap_or(0), |(l1, _)| l1),
+            two_level: self.l1.is_some(),
+            log2: self.log2,
+        }
+    }
+}
+
+/// The CD-table fields of a stage-1 STE: S1ContextPtr, S1Fmt, S1CDMax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CdTableFields {
+    base: u64,
+    two_level: bool,
+    log2: u8,
+}
+
+/// The invalidation a switch of a stream's CD table needs once the new
+/// STE is visible (CFGI_STE does not reach CDs or level-1 CD descriptors
+/// the SMMU cached, IHI 0070 4.3): another table or format (growing to
+/// two levels, a larger level-1 table, shrinking back to one leaf) and a
+/// smaller S1CDMax take CFGI_CD_ALL, as the old table's descriptors may
+/// be cached and are about to be freed; a larger S1CDMax over the same
+/// table takes nothing (CDs beyond the old size were never fetched).
+fn cd_table_switch(sid: u32, before: CdTableFields, after: CdTableFields) -> Option<Command> {
+    let same_table = before.base == after.base && before.two_level == after.two_level;
+    (!(same_table && after.log2 >= before.log2)).then_some(Command::CfgiCdAll { sid })
+}
+
 /// CDs per leaf table (S1Fmt 4 KiB leaves).
 const LEAF_LOG2: u8 = CdFmt::TwoLevel4k.leaf_log2();
 /// The ASID of blocking CDs: they never translate, so nothing is cached.
@@ -1364,8 +1573,9 @@ impl<H: Hal> SmmuHw<H> {
             });
         }
         if need <= LEAF_LOG2 {
+            let before = st.cd_table_fields();
             self.st_mut(sid)?.log2 = LEAF_LOG2.min(self.features.ssid_bits);
-            return self.update_ste(sid);
+            return self.switch_cd_table(sid, before);
         }
         if !self.features.cd_two_level {
             return Err(SmmuError::NoTwoLevelCd { sid });
@@ -1383,20 +1593,34 @@ impl<H: Hal> SmmuHw<H> {
         for (i, leaf) in leaves {
             self.write_u64(l1 + 8 * u64::from(i), cd_l1_descriptor(leaf))?;
         }
+        let before = self.st(sid)?.cd_table_fields();
         let st = self.st_mut(sid)?;
         let old = st.l1.replace((l1, entries));
         st.log2 = log2;
         // One 64-bit write of dword 0 switches pointer, format and size.
-        self.update_ste(sid)?;
+        self.switch_cd_table(sid, before)?;
         if let Some((old_l1, old_entries)) = old {
             self.free_meta(old_l1, 8 * u64::from(old_entries));
         }
         Ok(())
     }
 
+    /// Rewrites the STE of `sid` after its CD table changed from `before`,
+    /// then invalidates what the SMMU may hold from the old table
+    /// ([`cd_table_switch`]), before anything of it is freed.
+    fn switch_cd_table(&mut self, sid: u32, before: CdTableFields) -> Result<(), SmmuError> {
+        self.update_ste(sid)?;
+        let after = self.st(sid)?.cd_table_fields();
+        match cd_table_switch(sid, before, after) {
+            Some(cmd) => self.commands(&[cmd]),
+            None => Ok(()),
+        }
+    }
+
     /// The stream's CD tables, back to one linear leaf with CD 0.
     fn shrink(&mut self, sid: u32) -> Result<(), SmmuError> {
         let st = self.st_mut(sid)?;
+        let before = st.cd_table_fields();
         st.log2 = 0;
         let l1 = st.l1.take();
         let leaves: Vec<(u32, u64)> = st
@@ -1406,9 +1630,8 @@ impl<H: Hal> SmmuHw<H> {
             .filter(|&(i, _)| i != 0)
             .collect();
         st.leaves.retain(|&i, _| i == 0);
-        self.update_ste(sid)?;
         // Nothing cached from the tables about to be freed.
-        self.commands(&[Command::CfgiCdAll { sid }])?;
+        self.switch_cd_table(sid, before)?;
         if let Some((l1, entries)) = l1 {
             self.free_meta(l1, 8 * u64::from(entries));
         }
@@ -1675,7 +1898,9 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             self.features.range_invalidation,
         );
         // A batch and its CMD_SYNC must fit the command queue.
-        let cap = MAX_TLBI_PER_BATCH.min(self.cmdq.queue.entries() as usize - 1);
+        let cap = MAX_TLBI_PER_BATCH
+            .min(self.cmdq.queue.entries() as usize - 1)
+            .min(self.sync_every);
         let mut cmds = Vec::new();
         for &(iova, size) in &gather.ranges {
             let room = cap.saturating_sub(cmds.len());

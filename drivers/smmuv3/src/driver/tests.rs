@@ -3,9 +3,11 @@
 //! the driver makes on a live stream, each state a fetch could combine
 //! between two syncs is the old entry, the new one, or invalid.
 use super::{
-    next_tag, plan, stream_ste, Primary, SmmuError, SteParams, Stream, Translation, LEAF_LOG2,
+    cd_table_switch, next_tag, plan, stream_ste, BaseRegisters, Plan, Primary, SmmuError,
+    SteParams, Stream, Translation, LEAF_LOG2,
 };
 use crate::cd::{Cd, CdConfig};
+use crate::cmd::Command;
 use crate::idr::{Features, StreamTableLevels};
 use crate::ste::Ste;
 use crate::Coherency;
@@ -138,6 +140,30 @@ fn cd_table_growth_is_one_dword() {
     assert_eq!(ste_switch(two_level, linear1), Ok(1));
 }
 
+/// Growing a stream's CD table to two levels (or to a larger level-1
+/// table) invalidates the CDs the SMMU may hold from the old one, as
+/// shrinking does; only a larger S1CDMax over the same table needs
+/// nothing (issue 13, point 10).
+#[test]
+fn cd_table_growth_invalidates_as_shrinking_does() {
+    let fields = |st: Stream| st.cd_table_fields();
+    let linear1 = fields(stream(PAGING_A, false, 0, false));
+    let linear64 = fields(stream(PAGING_A, true, LEAF_LOG2, false));
+    let two_level = fields(stream(PAGING_A, true, 10, true));
+    let mut wider = stream(PAGING_A, true, 12, true);
+    wider.l1 = Some((L1 + 0x1_0000, 64));
+    let wider = fields(wider);
+    let cfgi = Some(Command::CfgiCdAll { sid: 7 });
+    // Growing.
+    assert_eq!(cd_table_switch(7, linear1, linear64), None);
+    assert_eq!(cd_table_switch(7, linear64, two_level), cfgi);
+    assert_eq!(cd_table_switch(7, two_level, wider), cfgi);
+    // Shrinking.
+    assert_eq!(cd_table_switch(7, wider, linear1), cfgi);
+    assert_eq!(cd_table_switch(7, linear64, linear1), cfgi);
+    assert_eq!(cd_table_switch(7, linear1, linear1), None);
+}
+
 fn paging_cd(asid: u16, root: u64) -> [u64; 8] {
     Cd::new(&CdConfig {
         asid,
@@ -198,6 +224,11 @@ fn a_torn_stage2_replace_is_caught() {
     }
 }
 
+/// The plan for an SMMU without presets.
+fn plan_of(f: &Features, format: Option<StreamTableLevels>) -> Result<Plan, SmmuError> {
+    plan(f, format, &BaseRegisters::default())
+}
+
 fn features(sid_bits: u8, linear_only: bool, cmdq_log2: u8, eventq_log2: u8) -> Features {
     let mut idr = [0u32; 6];
     // S1P, TTF AArch64, 2-level stream tables unless linear only, COHACC.
@@ -214,22 +245,122 @@ fn features(sid_bits: u8, linear_only: bool, cmdq_log2: u8, eventq_log2: u8) -> 
 /// forced two-level table on a linear-only SMMU is refused.
 #[test]
 fn id_registers_bound_the_tables_and_queues() {
-    let p = plan(&features(32, false, 19, 19), None).unwrap();
+    let p = plan_of(&features(32, false, 19, 19), None).unwrap();
     assert!(!p.linear);
     assert_eq!((p.sid_bits, p.strtab_bytes), (25, 1 << 20));
     assert_eq!((p.cmdq_log2, p.evtq_log2), (8, 7));
-    let small = plan(&features(16, false, 5, 4), None).unwrap();
+    let small = plan_of(&features(16, false, 5, 4), None).unwrap();
     assert_eq!((small.cmdq_log2, small.evtq_log2), (5, 4));
     assert_eq!((small.sid_bits, small.strtab_bytes), (16, 8 << 8));
-    let lin = plan(&features(20, true, 8, 7), None).unwrap();
+    let lin = plan_of(&features(20, true, 8, 7), None).unwrap();
     assert!(lin.linear);
     assert_eq!((lin.sid_bits, lin.strtab_bytes), (16, 64 << 16));
     assert_eq!(
-        plan(&features(20, true, 8, 7), Some(StreamTableLevels::TwoLevel)),
+        plan_of(&features(20, true, 8, 7), Some(StreamTableLevels::TwoLevel)),
         Err(SmmuError::LinearOnly)
     );
     // A small SMMU's StreamIDs fit one level-2 table: linear.
-    assert!(plan(&features(6, false, 8, 7), None).unwrap().linear);
+    assert!(plan_of(&features(6, false, 8, 7), None).unwrap().linear);
+}
+
+/// An SMMU with IDR1 bits 30:28 (`presets`: TABLES_PRESET,
+/// QUEUES_PRESET, REL).
+fn preset_features(presets: u32, linear_only: bool) -> Features {
+    let f = features(16, linear_only, 10, 9);
+    let mut idr = [0u32; 6];
+    idr[0] = 1 << 1 | 2 << 2 | (u32::from(!linear_only) << 27) | 1 << 4;
+    idr[1] = 16 | 9 << 16 | 10 << 21 | presets << 28;
+    idr[5] = 1 << 4 | 4;
+    let p = Features::decode(idr, 0).expect("usable");
+    assert_eq!((p.sid_bits, p.cmdq_log2), (f.sid_bits, f.cmdq_log2));
+    p
+}
+
+/// Preset stream tables and queues (IDR1.TABLES_PRESET, QUEUES_PRESET)
+/// are used where and as large as the base registers say, nothing is
+/// allocated for them, and REL makes their bases offsets from the SMMU;
+/// presets the driver cannot use are typed errors (issue 13, point 8).
+#[test]
+fn preset_tables_and_queues_are_honoured() {
+    const TABLES: u32 = 0b100;
+    const QUEUES: u32 = 0b010;
+    const REL: u32 = 0b001;
+    let regs = BaseRegisters {
+        smmu: 0x0900_0000,
+        // RA, the table at 0x8_4000_0000; linear, 2^10 STEs.
+        strtab_base: 1 << 62 | 0x8_4000_0000,
+        strtab_base_cfg: 10,
+        // RWA, 2^5 commands at 0x8_5000_0000, 2^4 events at 0x8_5100_0000.
+        cmdq_base: 1 << 62 | 0x8_5000_0000 | 5,
+        eventq_base: 1 << 62 | 0x8_5100_0000 | 4,
+    };
+    let p = plan(&preset_features(TABLES | QUEUES, false), None, &regs).unwrap();
+    assert!(p.linear);
+    assert_eq!((p.sid_bits, p.strtab_bytes), (10, 64 << 10));
+    assert_eq!(p.strtab_at, Some(0x8_4000_0000));
+    assert_eq!((p.cmdq_log2, p.cmdq_at), (5, Some(0x8_5000_0000)));
+    assert_eq!((p.evtq_log2, p.evtq_at), (4, Some(0x8_5100_0000)));
+    // Tables only: the queues are the driver's.
+    let p = plan(&preset_features(TABLES, false), None, &regs).unwrap();
+    assert_eq!((p.cmdq_log2, p.cmdq_at, p.evtq_at), (8, None, None));
+    // Two levels, SPLIT 6, LOG2SIZE past SIDSIZE (means SIDSIZE); REL.
+    let two = BaseRegisters {
+        strtab_base: 0x10_0000,
+        strtab_base_cfg: 1 << 16 | 6 << 6 | 20,
+        ..regs
+    };
+    let p = plan(&preset_features(TABLES | QUEUES | REL, false), None, &two).unwrap();
+    assert!(!p.linear);
+    assert_eq!((p.split, p.sid_bits, p.strtab_bytes), (6, 16, 8 << 10));
+    assert_eq!(p.strtab_at, Some(0x0900_0000 + 0x10_0000));
+    assert_eq!(p.cmdq_at, Some(0x0900_0000 + 0x8_5000_0000));
+    // What cannot be used.
+    let refused = |f: Features, r: BaseRegisters, format| match plan(&f, format, &r) {
+        Err(SmmuError::Preset { register, .. }) => register,
+        other => panic!("{other:?}"),
+    };
+    let split7 = BaseRegisters {
+        strtab_base_cfg: 1 << 16 | 7 << 6 | 16,
+        ..regs
+    };
+    assert_eq!(
+        refused(preset_features(TABLES, false), split7, None),
+        "STRTAB_BASE_CFG"
+    );
+    assert_eq!(
+        refused(preset_features(TABLES, true), two, None),
+        "STRTAB_BASE_CFG",
+        "two levels on a linear-only SMMU"
+    );
+    assert_eq!(
+        refused(
+            preset_features(TABLES, false),
+            two,
+            Some(StreamTableLevels::Linear)
+        ),
+        "STRTAB_BASE_CFG",
+        "a forced format against the preset one"
+    );
+    let big = BaseRegisters {
+        cmdq_base: 0x8_5000_0000 | 11,
+        ..regs
+    };
+    assert_eq!(
+        refused(preset_features(QUEUES, false), big, None),
+        "CMDQ_BASE"
+    );
+}
+
+/// Queue sizes are clamped to IDR1, and a command queue too small for a
+/// command and its CMD_SYNC is refused, not used.
+#[test]
+fn queues_are_clamped_and_not_too_small() {
+    assert_eq!(
+        plan_of(&features(16, false, 1, 7), None),
+        Err(SmmuError::CmdqTooSmall { log2: 1 })
+    );
+    let p = plan_of(&features(32, false, 2, 0), None).unwrap();
+    assert_eq!((p.cmdq_log2, p.evtq_log2), (2, 0));
 }
 
 /// ASIDs and VMIDs run out at their width (8 or 16 bits) with a typed
@@ -366,6 +497,11 @@ mod fake_smmu {
                         *seen.lock().unwrap() = Some(stes);
                     }
                     set32(base, 0x24, cr0);
+                    // GBPA: an update completes at once.
+                    let gbpa = reg32(base, 0x44);
+                    if gbpa & (1 << 31) != 0 {
+                        set32(base, 0x44, gbpa & !(1 << 31));
+                    }
                     set32(base, 0x54, reg32(base, 0x50));
                     set32(base, 0x9c, reg32(base, 0x98));
                     std::thread::yield_now();

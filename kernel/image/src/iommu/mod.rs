@@ -114,6 +114,14 @@ pub fn bring_up<H: IommuDriver>(
     opts: Options,
     managed: &[Managed<'_>],
 ) -> Result<Up<H>, BringupError<H::Error>> {
+    park();
+    bring_up_unparked(opts, managed)
+}
+
+fn bring_up_unparked<H: IommuDriver>(
+    opts: Options,
+    managed: &[Managed<'_>],
+) -> Result<Up<H>, BringupError<H::Error>> {
     let mut devices = Vec::new();
     for m in managed {
         let id = H::device_id(m.segment, m.f).ok_or(BringupError::NoDeviceId {
@@ -162,6 +170,66 @@ pub fn boot_check() {
         }
         Err(BringupError::Unavailable(why)) => log::info!("none brought up: {why}"),
         Err(e) => log::error!("bring-up failed: {e}"),
+    }
+}
+
+/// The platform at rest between IOMMU tests, when every function's DMA
+/// goes untranslated. An SMMU that is off aborts every transaction (its
+/// driver sets GBPA.ABORT before SMMUEN is set or cleared), so on Arm
+/// the rest is the SMMU up with every function behind a bypass STE; VT-d
+/// with translation off passes DMA, so x86 needs nothing.
+#[cfg(target_arch = "aarch64")]
+static RESTING: spin::Mutex<Option<Resting>> = spin::Mutex::new(None);
+
+/// The resting bring-up, held in [`RESTING`].
+#[cfg(target_arch = "aarch64")]
+struct Resting(Up<Driver>);
+
+// SAFETY: only the boot CPU, which runs the self-tests, creates, uses and
+// drops the resting state (secondary CPUs only take timer ticks), so the
+// checking mode's `Rc`-shared state inside the driver's HAL is never
+// reached from two CPUs; the mutex orders the boot CPU's own accesses.
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+unsafe impl Send for Resting {}
+
+/// Makes DMA of every function untranslated for a test that does not
+/// bring the IOMMU up itself (see `RESTING`); the next [`bring_up`] takes
+/// this state down first. An IOMMU a test holds up is left to it.
+pub fn untranslated() -> Result<(), alloc::string::String> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let mut resting = RESTING.lock();
+        if resting.is_some() {
+            return Ok(());
+        }
+        let held = unit_base(crate::discovery::IommuKind::SmmuV3)
+            .and_then(pcie::smmuv3_at)
+            .is_some_and(|smmu| smmu.enabled());
+        if held {
+            return Ok(());
+        }
+        match bring_up_unparked::<Driver>(Options::default(), &[]) {
+            Ok(up) => *resting = Some(Resting(up)),
+            Err(BringupError::Unavailable(_)) => {}
+            Err(e) => return Err(format!("untranslated DMA through the SMMU: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Takes the resting state of [`untranslated`] down (the IOMMU off, DMA
+/// aborted on Arm); nothing when it is not up.
+pub fn park() {
+    #[cfg(target_arch = "aarch64")]
+    if let Some(Resting(mut up)) = RESTING.lock().take() {
+        match up.tear_down() {
+            Ok((0, 0)) => {}
+            Ok((pages, bytes)) => log::error!(
+                "resting SMMU down, but {pages} page-table page(s) and {bytes} bytes held"
+            ),
+            Err(e) => log::error!("resting SMMU does not come down: {e}"),
+        }
     }
 }
 

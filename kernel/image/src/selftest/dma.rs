@@ -1,5 +1,5 @@
 //! The pasid-dma engine with the IOMMUs not translating (VT-d translation
-//! off, the SMMU not enabled): every operation, completion records and
+//! off, the SMMU up with bypass STEs: `crate::iommu::untranslated`): every operation, completion records and
 //! MSI-X completions, each error status on purpose, several queues at
 //! once, and what a PASID-tagged request does on each platform.
 use crate::hal::KernelHal;
@@ -169,6 +169,9 @@ fn vector_of(segment: u16, f: &pci::Function) -> Result<MsiVector, TestError> {
 }
 
 fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Open, TestError> {
+    // Untranslated unless the test brings the IOMMU up (an SMMU that is
+    // off aborts DMA).
+    crate::iommu::untranslated().map_err(fail)?;
     let bar0 = bar0.ok_or_else(|| fail(format!("pasid-dma {}: BAR0 unassigned", f.bdf)))?;
     let msix = pcie::msix_of(f).map_err(|e| fail(format!("{e}")))?;
     let vector = vector_of(segment, f)?;

@@ -71,6 +71,7 @@ pub fn tests() -> Vec<Test> {
     ];
     v.extend(conformance::tests());
     v.extend([
+        test!(iommu, smmuv3::smmuv3_off_aborts_dma),
         test!(iommu, smmuv3::smmuv3_inject_fault_types),
         test!(iommu, smmuv3::smmuv3_inject_interrupts),
         test!(iommu, smmuv3::smmuv3_stream_tables_inject_faults),

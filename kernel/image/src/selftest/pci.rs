@@ -76,7 +76,8 @@ pub fn topology_matches_board() -> TestResult {
 }
 
 /// Each edu device copies a buffer into its memory and back by DMA (the
-/// IOMMUs still off: VT-d translation disabled, the SMMU not enabled), the
+/// IOMMUs not translating: VT-d translation disabled, the SMMU up with
+/// bypass STEs), the
 /// bytes come back unchanged, and each completion raises its MSI exactly once.
 pub fn edu_dma_round_trip_with_msi() -> TestResult {
     use crate::memory::DmaBuffer;
@@ -144,6 +145,8 @@ pub(super) fn edu_with_msi(
     bar0: Option<u64>,
 ) -> Result<EduWithMsi, TestError> {
     let name = format!("edu {}", f.bdf);
+    // Its DMA and MSIs untranslated (an SMMU that is off aborts them).
+    crate::iommu::untranslated().map_err(TestError::fail)?;
     let bar0 = bar0.ok_or_else(|| TestError::fail(format!("{name}: BAR0 unassigned")))?;
     let vector = crate::arch::msi_alloc(msi_device_id(segment, f)).map_err(TestError::fail)?;
     let claimed = pcie::with_config(segment, |cfg, topo| {
@@ -193,6 +196,8 @@ fn on_igb(_id: u32, bar0: usize) {
 /// bit, then by the function mask) it does not arrive, its pending bit is
 /// set, and it arrives exactly once when unmasked.
 pub fn msix_masked_vector_waits_for_unmask() -> TestResult {
+    // MSI-X writes untranslated (an SMMU that is off aborts them).
+    crate::iommu::untranslated().map_err(TestError::fail)?;
     let mut found = 0;
     for (segment, f, bar0) in pcie::functions_of(igb::VENDOR, igb::DEVICE, 0) {
         found += 1;

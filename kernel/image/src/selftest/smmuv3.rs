@@ -36,6 +36,70 @@ pub fn smmuv3_stream_tables_inject_faults() -> TestResult {
     Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
 }
 
+/// An SMMU that is off aborts DMA instead of letting it bypass (its
+/// driver sets GBPA.ABORT before SMMUEN is set or cleared): untranslated
+/// DMA lands while the SMMU is up with bypass STEs; with the SMMU taken
+/// down, it is off, GBPA says abort, and the same write faults and leaves
+/// memory alone; up again, DMA lands again.
+#[cfg(target_arch = "aarch64")]
+pub fn smmuv3_off_aborts_dma() -> TestResult {
+    use crate::memory::DmaBuffer;
+    use kernel::dma::{DmaEngine, DmaOp, DmaStatus, DmaTag};
+    use kernel::harness::TestError;
+    use kernel::{ensure, ensure_eq};
+    use tock_registers::interfaces::Readable;
+    const BOUND_NS: u64 = 2_000_000_000;
+    let fail = |e: &dyn core::fmt::Display| TestError::fail(alloc::format!("{e}"));
+    let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)
+        .ok_or_else(|| TestError::skip("this board has no SMMUv3"))?;
+    let open = super::dma::first()?;
+    // No completion records: their writes would abort too.
+    let mut e = open.unrecorded_engine(0, false)?;
+    let buf = DmaBuffer::new(kernel::mm::PAGE_SIZE as usize, kernel::mm::PAGE_SIZE)
+        .map_err(|e| fail(&e))?;
+    let dst = buf.phys().as_u64();
+    let mut write = |value: u64| {
+        let op = DmaOp::WriteImm {
+            dst,
+            value,
+            size: 8,
+        };
+        e.run(&op, DmaTag::Untagged, BOUND_NS).map_err(|e| fail(&e))
+    };
+    let landed = || {
+        let mut b = [0u8; 8];
+        buf.read_volatile(0, &mut b);
+        u64::from_le_bytes(b)
+    };
+    ensure_eq!(write(1)?.status, DmaStatus::Success, "SMMU up, bypass STE");
+    ensure_eq!(landed(), 1, "the write through a bypass STE");
+    crate::iommu::park();
+    let smmu = crate::pcie::smmuv3_at(base).ok_or_else(|| TestError::fail("SMMU vanished"))?;
+    ensure!(!smmu.enabled(), "SMMU at {base:#x} still enabled");
+    let gbpa = smmu.regs().gbpa.get();
+    let off = write(2)?.status;
+    let after_off = landed();
+    crate::iommu::untranslated().map_err(|e| fail(&e))?;
+    ensure_eq!(
+        off,
+        DmaStatus::WriteFault { addr: dst },
+        "a write while the SMMU is off (GBPA {gbpa:#x})"
+    );
+    ensure_eq!(after_off, 1, "memory after the aborted write");
+    ensure!(
+        gbpa & smmuv3::regs::GBPA::ABORT::SET.value != 0,
+        "SMMU off with GBPA {gbpa:#x}: not aborting"
+    );
+    ensure_eq!(write(3)?.status, DmaStatus::Success, "SMMU up again");
+    ensure_eq!(landed(), 3, "the write after the SMMU came up again");
+    Ok(())
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+pub fn smmuv3_off_aborts_dma() -> TestResult {
+    Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
+}
+
 #[cfg(target_arch = "aarch64")]
 mod on_board {
     use super::super::conformance::board::fail as hw;
