@@ -1359,6 +1359,13 @@ impl<H: Hal> SmmuHw<H> {
         self.update_ste(sid)
     }
 
+    /// TLBIs one unmap batch carries at most before the whole ASID (or
+    /// VMID) is invalidated instead: a batch and its CMD_SYNC must fit the
+    /// command queue, whose size IDR1 bounds.
+    fn tlbi_cap(&self) -> usize {
+        MAX_TLBI_PER_BATCH.min(self.cmdq.queue.entries() as usize - 1)
+    }
+
     /// Events since the last call, as the core's faults. Events that are
     /// not about a request (or that the core has no words for) are logged.
     pub fn take_faults(&mut self) -> Vec<Fault> {
@@ -1542,8 +1549,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             gather.freed_tables.is_empty(),
             self.features.range_invalidation,
         );
-        // A batch and its CMD_SYNC must fit the command queue.
-        let cap = MAX_TLBI_PER_BATCH.min(self.cmdq.queue.entries() as usize - 1);
+        let cap = self.tlbi_cap();
         let mut cmds = Vec::new();
         for &(iova, size) in &gather.ranges {
             let room = cap.saturating_sub(cmds.len());
@@ -1568,6 +1574,10 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             });
         }
         self.commands(&cmds)
+    }
+
+    fn invalidation_batch_cap(&self) -> Option<u64> {
+        Some(self.tlbi_cap() as u64)
     }
 
     fn msi_doorbell(&self) -> Option<PhysAddr> {

@@ -778,6 +778,10 @@ impl<H: Hal> IommuHw for VtdHw<H> {
         self.detach_pasid(dev, pasid.0)
     }
 
+    fn invalidation_batch_cap(&self) -> Option<u64> {
+        Some(queue::MAX_PAGE_DESCRIPTORS as u64)
+    }
+
     fn invalidate(
         &mut self,
         d: &DomainRef,
