@@ -223,6 +223,14 @@ pub trait IommuHw {
     ) -> Result<(), Self::Error> {
         Ok(())
     }
+    /// At most how many address-selective invalidations (TLBI commands,
+    /// page-selective descriptors) one batch of the driver carries; past
+    /// that it invalidates the whole tag instead. Without range
+    /// invalidation each page takes one, so an unmap of more pages than
+    /// this goes past the cap; tests size ranges from it. `None`: no cap.
+    fn invalidation_batch_cap(&self) -> Option<u64> {
+        None
+    }
     /// Invalidates `gather.ranges` of `d` wherever it is attached, and
     /// returns once the invalidation completed.
     fn invalidate(

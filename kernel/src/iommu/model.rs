@@ -5,7 +5,15 @@
 //! memory, caches translations in a TLB tagged like real hardware (by
 //! domain tag and address), and forgets them only when the core asks it
 //! to invalidate. A core that forgot an invalidation therefore sees stale
-//! translations here, as it would on an SMMU or VT-d unit.
+//! translations here, as it would on an SMMU or VT-d unit (QEMU's models
+//! re-read more than hardware does, so they forgive more).
+//!
+//! Besides the IOTLB it keeps a walk cache (the tables a walk went
+//! through, by tag and region), dropped only by an invalidation that
+//! covers the region. Table pages the core frees are poisoned: freeing one
+//! the walk cache still holds (freed before its invalidation), or walking
+//! through one later, is a [`Violation`], which the host suite checks for
+//! after every case.
 use super::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
@@ -35,6 +43,18 @@ pub struct ModelState {
     pasids: BTreeMap<(DeviceId, Pasid), Context>,
     aux_enabled: BTreeSet<DeviceId>,
     tlb: BTreeMap<(u32, u64), (u64, Prot)>,
+    /// Walk cache: the table at `level` (1 and deeper) that a walk for
+    /// tag `.0` reached, by `(tag, level, iova >> span of the entry
+    /// above)`.
+    walks: BTreeMap<(u32, usize, u64), u64>,
+    /// Freed table pages, filled with [`POISON`]; never handed out again.
+    poisoned: BTreeSet<u64>,
+    /// What the core did that hardware would punish.
+    pub violations: Vec<Violation>,
+    /// Pages one invalidation names one by one at most (a driver's batch
+    /// cap); past it the model drops every entry of the tag, as the
+    /// drivers do. `None`: no cap.
+    pub batch_cap: Option<u64>,
     next_tag: u32,
     pub faults: Vec<Fault>,
     pub invalidations: u32,
@@ -49,6 +69,25 @@ pub struct ModelState {
     enabled: bool,
     /// The next `Bringup::enable` fails (a test of bring-up's failure path).
     pub refuse_enable: bool,
+    /// A driver bug to act out, for tests that show the suite catches it.
+    pub broken: Option<Broken>,
+}
+
+/// Driver bugs the model can act out (the suite must catch each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Invalidation covers the first page of each range only.
+    FirstPageOnly,
+    /// Unmaps invalidate nothing.
+    NoUnmapInvalidation,
+    /// Invalidation drops leaf entries but keeps the walk cache (leaf-only
+    /// invalidation although tables were freed).
+    LeafOnly,
+    /// An aux detach leaves the PASID entry (CD) valid.
+    DetachKeepsPasidEntry,
+    /// Replacing a paging primary domain by another is not seen (the
+    /// cached STE or context entry is not invalidated).
+    StalePrimary,
 }
 
 pub type Shared = Rc<RefCell<ModelState>>;
@@ -64,6 +103,10 @@ impl ModelState {
             pasids: BTreeMap::new(),
             aux_enabled: BTreeSet::new(),
             tlb: BTreeMap::new(),
+            walks: BTreeMap::new(),
+            poisoned: BTreeSet::new(),
+            violations: Vec::new(),
+            batch_cap: Some(16),
             next_tag: 1,
             faults: Vec::new(),
             invalidations: 0,
@@ -73,6 +116,7 @@ impl ModelState {
             direct: BTreeMap::new(),
             enabled: true,
             refuse_enable: false,
+            broken: None,
         }))
     }
 
@@ -93,8 +137,57 @@ impl ModelState {
         }
     }
 
+    /// Pages allocated and not freed (poisoned table pages are freed).
     pub fn pages_live(&self) -> usize {
-        self.pages.len()
+        self.pages.len() - self.poisoned.len()
+    }
+
+    /// A page-table page the core gave back: a walk cache that still
+    /// holds it means it went back before the invalidation covering it;
+    /// its bytes become garbage, and it is never reused.
+    fn free_table(&mut self, table: u64) {
+        if self.walks.values().any(|&t| t == table) {
+            self.violations.push(Violation::FreedWhileCached {
+                table: PhysAddr(table),
+            });
+        }
+        if let Some(page) = self.pages.get_mut(&table) {
+            page.fill(POISON);
+            self.poisoned.insert(table);
+        }
+    }
+
+    /// Drops the tag's cached translations and walks that overlap
+    /// `ranges`, or all of them past the batch cap or with no ranges
+    /// (freed tables only: the drivers invalidate the whole tag then).
+    fn invalidate_tag(&mut self, tag: u32, ranges: &[(u64, u64)]) {
+        let first_pages: Vec<(u64, u64)>;
+        let ranges = match self.broken {
+            Some(Broken::NoUnmapInvalidation) if !ranges.is_empty() => return,
+            Some(Broken::FirstPageOnly) => {
+                first_pages = ranges.iter().map(|&(a, _)| (a, PAGE_SIZE)).collect();
+                &first_pages
+            }
+            _ => ranges,
+        };
+        let pages: u64 = ranges.iter().map(|&(_, len)| len / PAGE_SIZE).sum();
+        let whole = ranges.is_empty() || self.batch_cap.is_some_and(|cap| pages > cap);
+        let hit = |at: u64, len: u64| {
+            whole
+                || ranges
+                    .iter()
+                    .any(|&(a, l)| at < a.saturating_add(l) && a < at.saturating_add(len))
+        };
+        self.tlb
+            .retain(|&(t, page), _| t != tag || !hit(page, PAGE_SIZE));
+        if self.broken == Some(Broken::LeafOnly) {
+            return;
+        }
+        let levels = self.format.levels();
+        self.walks.retain(|&(t, level, region), _| {
+            let span = level_shift(levels, level - 1);
+            t != tag || !hit(region << span, 1u64 << span)
+        });
     }
 
     pub fn enabled(&self) -> bool {
@@ -129,18 +222,36 @@ impl ModelState {
         u64::from_le_bytes(b)
     }
 
-    fn walk(&self, root: u64, iova: u64) -> Option<(u64, Prot)> {
+    /// Walks `root` for `iova` under `tag`, starting at the deepest table
+    /// the walk cache holds for it and caching the tables it passes.
+    fn walk(&mut self, tag: u32, root: u64, iova: u64) -> Option<(u64, Prot)> {
         let f = self.format;
         let levels = f.levels();
         if iova >> f.ias() != 0 {
             return None;
         }
-        let mut table = root;
-        for level in 0..levels {
+        let (start, mut table) = (1..levels)
+            .rev()
+            .find_map(|l| {
+                let key = (tag, l, iova >> level_shift(levels, l - 1));
+                self.walks.get(&key).map(|&t| (l, t))
+            })
+            .unwrap_or((0, root));
+        for level in start..levels {
+            if self.poisoned.contains(&table) {
+                self.violations.push(Violation::WalkThroughFreed {
+                    table: PhysAddr(table),
+                    iova: Iova(iova),
+                });
+                return None;
+            }
             let shift = level_shift(levels, level);
             let e = self.entry(table, ((iova >> shift) as usize) & (ENTRIES - 1));
             match f.decode(e, level) {
-                Pte::Table(next) if level + 1 < levels => table = next,
+                Pte::Table(next) if level + 1 < levels => {
+                    self.walks.insert((tag, level + 1, iova >> shift), next);
+                    table = next
+                }
                 Pte::Leaf { pa, prot } => return Some((pa + (iova & ((1 << shift) - 1)), prot)),
                 _ => return None,
             }
@@ -176,7 +287,7 @@ impl ModelState {
         };
         let page = iova & !(PAGE_SIZE - 1);
         let hit = self.tlb.get(&(tag, page)).copied();
-        let (pa, prot) = match hit.or_else(|| self.walk(root, page)) {
+        let (pa, prot) = match hit.or_else(|| self.walk(tag, root, page)) {
             Some(t) => t,
             None => return Err(self.fault(dev, pasid, iova, write, FaultReason::NotMapped)),
         };
@@ -225,7 +336,7 @@ impl TableMemory for ModelTables {
     fn free(&mut self, table: u64) {
         let mut s = self.0.borrow_mut();
         s.tables_live -= 1;
-        s.free_pages(table, 1);
+        s.free_table(table);
     }
     fn read(&self, table: u64, index: usize) -> u64 {
         self.0.borrow().entry(table, index)
@@ -255,6 +366,20 @@ fn context(d: &DomainRef) -> Context {
         },
         _ => Context::Blocked,
     }
+}
+
+/// The byte freed table pages are filled with: as entries, garbage.
+pub const POISON: u8 = 0xd7;
+
+/// What the core did that real hardware would punish, found by the
+/// model's walk cache and poisoned table pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A table page went back while the walk cache still held it: it was
+    /// freed before an invalidation covering it completed.
+    FreedWhileCached { table: PhysAddr },
+    /// A walk (through a stale walk-cache entry) read a freed table page.
+    WalkThroughFreed { table: PhysAddr, iova: Iova },
 }
 
 /// What the model refuses: the core asked for PASID work out of order.
@@ -297,6 +422,10 @@ impl IommuHw for ModelIommu {
         self.state.borrow().msi_doorbell.map(PhysAddr)
     }
 
+    fn invalidation_batch_cap(&self) -> Option<u64> {
+        self.state.borrow().batch_cap
+    }
+
     fn direct_regions(&self, dev: DeviceId) -> Vec<PhysRange> {
         self.state
             .borrow()
@@ -313,11 +442,21 @@ impl IommuHw for ModelIommu {
     }
 
     fn free_tag(&mut self, tag: u32) {
-        self.state.borrow_mut().tlb.retain(|&(t, _), _| t != tag);
+        let mut s = self.state.borrow_mut();
+        s.tlb.retain(|&(t, _), _| t != tag);
+        s.walks.retain(|&(t, _, _), _| t != tag);
     }
 
     fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), ModelError> {
-        self.state.borrow_mut().primary.insert(dev, context(d));
+        let mut s = self.state.borrow_mut();
+        let paged = |c: Option<&Context>| matches!(c, Some(Context::Paged { .. }));
+        if s.broken == Some(Broken::StalePrimary)
+            && paged(s.primary.get(&dev))
+            && paged(Some(&context(d)))
+        {
+            return Ok(());
+        }
+        s.primary.insert(dev, context(d));
         Ok(())
     }
 
@@ -350,7 +489,11 @@ impl IommuHw for ModelIommu {
         pasid: Pasid,
         _d: &DomainRef,
     ) -> Result<(), ModelError> {
-        self.state.borrow_mut().pasids.remove(&(dev, pasid));
+        let mut s = self.state.borrow_mut();
+        if s.broken == Some(Broken::DetachKeepsPasidEntry) {
+            return Ok(());
+        }
+        s.pasids.remove(&(dev, pasid));
         Ok(())
     }
 
@@ -362,14 +505,7 @@ impl IommuHw for ModelIommu {
     ) -> Result<(), ModelError> {
         let mut s = self.state.borrow_mut();
         s.invalidations += 1;
-        let tag = d.tag;
-        s.tlb.retain(|&(t, page), _| {
-            t != tag
-                || !gather
-                    .ranges
-                    .iter()
-                    .any(|&(a, len)| page >= a && page < a + len)
-        });
+        s.invalidate_tag(d.tag, &gather.ranges);
         Ok(())
     }
 }

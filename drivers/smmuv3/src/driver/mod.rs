@@ -1714,6 +1714,16 @@ impl<H: Hal> SmmuHw<H> {
         self.update_ste(sid)
     }
 
+    /// TLBIs one unmap batch carries at most before the whole ASID (or
+    /// VMID) is invalidated instead: a batch and its CMD_SYNC must fit the
+    /// command queue, whose size IDR1 bounds, and an erratum may ask for
+    /// a CMD_SYNC sooner (`sync_every`).
+    fn tlbi_cap(&self) -> usize {
+        MAX_TLBI_PER_BATCH
+            .min(self.cmdq.queue.entries() as usize - 1)
+            .min(self.sync_every)
+    }
+
     /// Events since the last call, as the core's faults. Events that are
     /// not about a request (or that the core has no words for) are logged.
     pub fn take_faults(&mut self) -> Vec<Fault> {
@@ -1897,10 +1907,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             gather.freed_tables.is_empty(),
             self.features.range_invalidation,
         );
-        // A batch and its CMD_SYNC must fit the command queue.
-        let cap = MAX_TLBI_PER_BATCH
-            .min(self.cmdq.queue.entries() as usize - 1)
-            .min(self.sync_every);
+        let cap = self.tlbi_cap();
         let mut cmds = Vec::new();
         for &(iova, size) in &gather.ranges {
             let room = cap.saturating_sub(cmds.len());
@@ -1931,6 +1938,10 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         // The RMR ranges stay reachable at their own addresses in every
         // primary paging domain, and out of its IOVA space.
         self.firmware.reserved_ranges(dev.0)
+    }
+
+    fn invalidation_batch_cap(&self) -> Option<u64> {
+        Some(self.tlbi_cap() as u64)
     }
 
     fn msi_doorbell(&self) -> Option<PhysAddr> {

@@ -920,6 +920,10 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
         self.flush_map(d, iova, size)
     }
 
+    fn invalidation_batch_cap(&self) -> Option<u64> {
+        Some(queue::MAX_PAGE_DESCRIPTORS as u64)
+    }
+
     fn invalidate(
         &mut self,
         d: &DomainRef,
