@@ -549,6 +549,13 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
         for (b, kernel) in selected.iter().zip(&kernels) {
             let q = &qemus[b.name.as_str()];
             request.patched_devices = q.patched_devices;
+            // One QEMU log per board and round: QEMU truncates `-D FILE`
+            // at each start, so a shared file would keep only the last.
+            let label = crate::stress::label(&b.name, round, args.repeat);
+            let mut request = request.clone();
+            if selected.len() > 1 || args.repeat > 1 {
+                request.extra = per_run_log(&args.qemu_args, &label);
+            }
             let outcome = boot(&q.bin, b, kernel, &request, &opts)?;
             let verdict = tap::verdict(
                 &outcome.tap,
@@ -557,7 +564,7 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
                 &outcome.stderr_head,
             );
             let report = BoardReport {
-                board: crate::stress::label(&b.name, round, args.repeat),
+                board: label,
                 outcome,
                 verdict,
             };
@@ -575,6 +582,26 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
             .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
     }
     Ok(reports.iter().all(|r| r.verdict.pass))
+}
+
+/// `args` with the file of a `-D FILE` (QEMU's log) named for `run`:
+/// `/tmp/ge.log` becomes `/tmp/ge.qemu-virt.log` (`#` in a round's label
+/// becomes `-`).
+pub fn per_run_log(args: &[String], run: &str) -> Vec<String> {
+    let run = run.replace('#', "-");
+    let mut out = args.to_vec();
+    for i in 1..out.len() {
+        if out[i - 1] == "-D" {
+            let path = Path::new(&args[i]);
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let name = match path.extension() {
+                Some(ext) => format!("{stem}.{run}.{}", ext.to_string_lossy()),
+                None => format!("{stem}.{run}"),
+            };
+            out[i] = path.with_file_name(name).to_string_lossy().into_owned();
+        }
+    }
+    out
 }
 
 /// One line per board on stderr as soon as it finished.
@@ -638,6 +665,25 @@ mod tests {
             panic!()
         };
         assert_eq!((a.repeat, a.load), (5, 2));
+    }
+
+    #[test]
+    fn qemu_logs_are_named_per_run() {
+        let args: Vec<String> = ["-d", "guest_errors", "-D", "/tmp/ge.log"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            per_run_log(&args, "qemu-virt"),
+            ["-d", "guest_errors", "-D", "/tmp/ge.qemu-virt.log"]
+        );
+        assert_eq!(
+            per_run_log(&args, "qemu-q35#2")[3],
+            "/tmp/ge.qemu-q35-2.log"
+        );
+        let bare: Vec<String> = vec!["-D".into(), "log".into()];
+        assert_eq!(per_run_log(&bare, "b")[1], "log.b");
+        assert_eq!(per_run_log(&args[..2], "b"), &args[..2]);
     }
 
     #[test]
