@@ -40,6 +40,27 @@ pub fn counter_frequency(
     }
 }
 
+/// One calibration window: a counter of unknown rate (the TSC) read
+/// just before a reference timer of known rate (the PIT) is started and
+/// just after it is seen to expire (in that order, so that no pause can
+/// shorten the window: a guest paused between starting the PIT and
+/// reading the TSC once measured the TSC at 1% of its rate), and a second counter (the LAPIC
+/// timer) read at the same two moments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub ticks: u64,
+    pub second: u64,
+}
+
+/// The window to trust among several of the same reference length. A
+/// pause of the CPU inside a window costs nothing (every counter runs
+/// on), but one before the reference starts or after it expires, before
+/// the counters are read, adds ticks: a busy host does that to a guest.
+/// Each error only lengthens a window, so the shortest is the truest.
+pub fn truest_window(windows: &[Window]) -> Option<Window> {
+    windows.iter().copied().min_by_key(|w| w.ticks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +85,19 @@ mod tests {
         );
         assert_eq!(counter_frequency(0, None), Err(NoFrequency));
         assert_eq!(counter_frequency(0, Some(0)), Err(NoFrequency));
+    }
+
+    /// Pauses only lengthen a window, so the shortest of several is kept
+    /// with its second counter.
+    #[test]
+    fn the_shortest_calibration_window_is_the_truest() {
+        let w = |ticks, second| Window { ticks, second };
+        let windows = [
+            w(31_000_000, 700_000),
+            w(26_000_000, 628_960),
+            w(40_000_000, 900_000),
+        ];
+        assert_eq!(truest_window(&windows), Some(w(26_000_000, 628_960)));
+        assert_eq!(truest_window(&[]), None);
     }
 }

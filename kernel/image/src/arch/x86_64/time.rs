@@ -70,23 +70,54 @@ pub fn delay_us(us: u64) {
     }
 }
 
-/// Measures the TSC and LAPIC timer rates over one PIT window, and sets the
+/// Calibration windows measured; the shortest is kept
+/// ([`kernel::clock::truest_window`]).
+const WINDOWS: usize = 3;
+
+/// Measures the TSC and LAPIC timer rates over PIT windows, and sets the
 /// LAPIC tick. Boot CPU, with interrupts off, after `apic::init_boot`.
 pub fn calibrate() -> Result<(u64, u64), TimeError> {
+    let mut windows = [kernel::clock::Window {
+        ticks: 0,
+        second: 0,
+    }; WINDOWS];
+    for w in &mut windows {
+        *w = pit_window()?;
+    }
+    let best = kernel::clock::truest_window(&windows).ok_or(TimeError::PitStuck)?;
+    let tsc_hz = best.ticks * 1000 / WINDOW_MS;
+    if !(50_000_000..=50_000_000_000).contains(&tsc_hz) {
+        return Err(TimeError::ImplausibleTsc(tsc_hz));
+    }
+    let lapic_hz = best.second * 1000 / WINDOW_MS;
+    if lapic_hz < 1000 * apic::TICK_HZ {
+        return Err(TimeError::LapicTimerStuck);
+    }
+    TSC_HZ.store(tsc_hz, Ordering::Relaxed);
+    NS_PER_TICK.store((1_000_000_000u64 << 32) / tsc_hz, Ordering::Relaxed);
+    apic::set_tick_count((lapic_hz / apic::TICK_HZ).min(u64::from(u32::MAX)) as u32);
+    Ok((tsc_hz, lapic_hz))
+}
+
+/// TSC ticks and LAPIC counts over one PIT window. The counters are read
+/// before the PIT starts (its count's second byte) and after it is seen
+/// to expire, so a pause of the CPU can only lengthen the window.
+fn pit_window() -> Result<kernel::clock::Window, TimeError> {
     let mut gate = Port::<u8>::new(0x61);
     let mut command = Port::<u8>::new(0x43);
     let mut channel2 = Port::<u8>::new(0x42);
     let count = PIT_HZ * WINDOW_MS / 1000;
     // SAFETY: the PIT and the system control port B, which the firmware
     // leaves to the OS; channel 2 drives only the (disabled) speaker.
-    let (tsc_ticks, lapic_counts) = unsafe {
+    unsafe {
         let b = gate.read();
         gate.write((b & !0x02) | 0x01); // gate channel 2 on, speaker off
         command.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
         channel2.write(count as u8);
-        channel2.write((count >> 8) as u8);
         apic::start_calibration_count();
         let (t0, l0) = (rdtsc(), apic::current_count());
+        // Mode 0 counts from the second byte on.
+        channel2.write((count >> 8) as u8);
         let mut done = false;
         for _ in 0..PIT_POLL_LIMIT {
             if gate.read() & 0x20 != 0 {
@@ -98,18 +129,9 @@ pub fn calibrate() -> Result<(u64, u64), TimeError> {
         if !done {
             return Err(TimeError::PitStuck);
         }
-        (t1 - t0, l0.wrapping_sub(l1))
-    };
-    let tsc_hz = tsc_ticks * 1000 / WINDOW_MS;
-    if !(50_000_000..=50_000_000_000).contains(&tsc_hz) {
-        return Err(TimeError::ImplausibleTsc(tsc_hz));
+        Ok(kernel::clock::Window {
+            ticks: t1 - t0,
+            second: u64::from(l0.wrapping_sub(l1)),
+        })
     }
-    let lapic_hz = u64::from(lapic_counts) * 1000 / WINDOW_MS;
-    if lapic_hz < 1000 * apic::TICK_HZ {
-        return Err(TimeError::LapicTimerStuck);
-    }
-    TSC_HZ.store(tsc_hz, Ordering::Relaxed);
-    NS_PER_TICK.store((1_000_000_000u64 << 32) / tsc_hz, Ordering::Relaxed);
-    apic::set_tick_count((lapic_hz / apic::TICK_HZ).min(u64::from(u32::MAX)) as u32);
-    Ok((tsc_hz, lapic_hz))
 }
