@@ -63,6 +63,18 @@ pub enum QemuCmd {
         #[arg(long)]
         if_missing: bool,
     },
+    /// Build and run the qtests our patches add to QEMU's own test suite
+    /// (pasid-dma, SMMUv3 substreams, illegal commands); the cache build
+    /// runs them too
+    Test {
+        /// A configured QEMU build tree with the patches applied (from an
+        /// earlier `qemu test --keep`, or your own): build incrementally there
+        #[arg(long, value_name = "DIR")]
+        build_dir: Option<PathBuf>,
+        /// Keep the fresh build tree for later --build-dir runs
+        #[arg(long, conflicts_with = "build_dir")]
+        keep: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +228,10 @@ pub fn execute(cli: Cli) -> Result<bool> {
             }
             crate::patched::build(&root, &plan, qemu_src.as_deref())?;
             Ok(true)
+        }
+        Cmd::Qemu(QemuCmd::Test { build_dir, keep }) => {
+            let plan = crate::patched::Plan::new(&root)?;
+            crate::patched::test(&root, &plan, build_dir.as_deref(), keep)
         }
         Cmd::Acpi(AcpiCmd::Capture {
             board,
@@ -684,6 +700,28 @@ mod tests {
         let bare: Vec<String> = vec!["-D".into(), "log".into()];
         assert_eq!(per_run_log(&bare, "b")[1], "log.b");
         assert_eq!(per_run_log(&args[..2], "b"), &args[..2]);
+    }
+
+    #[test]
+    fn qemu_test_arguments() {
+        let Cmd::Qemu(QemuCmd::Test { build_dir, keep }) =
+            parse(&["qemu", "test"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((build_dir, keep), (None, false));
+        let Cmd::Qemu(QemuCmd::Test { build_dir, keep }) =
+            parse(&["qemu", "test", "--build-dir", "/q/build"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(build_dir.as_deref(), Some(Path::new("/q/build")));
+        assert!(!keep);
+        assert!(parse(&["qemu", "test", "--keep"]).is_ok());
+        // a kept tree is made fresh; an existing one is not kept again
+        assert!(parse(&["qemu", "test", "--keep", "--build-dir", "/q"]).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod junit;
 pub mod patched;
 pub mod qemu;
+pub mod qtest;
 pub mod run;
 pub mod stress;
 pub mod tap;

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 
 use anyhow::{bail, Context, Result};
 
+use crate::qtest;
+
 /// The Debian source package the patches are made for.
 pub const DEBIAN_SOURCE: &str = "qemu";
 pub const DEBIAN_VERSION: &str = "1:10.2.2+ds-1";
@@ -69,7 +71,7 @@ pub const MESON: &str = "meson==1.8.3";
 pub const PYCOTAP: &str = "pycotap==1.3.1";
 pub const TARGETS: [&str; 2] = ["qemu-system-aarch64", "qemu-system-x86_64"];
 /// Bumped when the build recipe changes in a way that changes the result.
-const RECIPE: &str = "recipe 2";
+const RECIPE: &str = "recipe 3";
 /// Where the staged install puts QEMU (it is relocatable: the binaries
 /// find their data relative to themselves).
 const PREFIX: &str = "/qemu";
@@ -240,6 +242,15 @@ struct Steps {
 }
 
 impl Steps {
+    /// Steps whose logs go to `dir` (created if missing).
+    fn logging_in(dir: &Path) -> Result<Steps> {
+        fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+        Ok(Steps {
+            log_dir: dir.to_path_buf(),
+            count: 0,
+        })
+    }
+
     /// Runs `cmd` in `dir`; on failure, the step, the command and the last
     /// lines of its output.
     fn run(&mut self, what: &str, cmd: &mut Command) -> Result<()> {
@@ -366,9 +377,9 @@ pub fn ensure(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Builds the cache entry for `plan` (replacing any), from Debian's source
-/// package or from `tarball`.
-pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
+/// Refuses to build where we cannot (not root, or not Debian 12), with
+/// the commands a person can run instead.
+fn check_can_build(root: &Path) -> Result<()> {
     if !is_root() || !is_bookworm() {
         let lead = if !is_bookworm() {
             "the patched QEMU is built automatically only on Debian 12; elsewhere install \
@@ -378,6 +389,12 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
         };
         bail!("{}", manual_instructions(lead, root));
     }
+    Ok(())
+}
+
+/// Takes the cache's build lock, waiting for another qemu-run's build.
+/// `Ok(None)`: that build made what `plan` wants meanwhile and `done_if_built`.
+fn lock_cache(plan: &Plan, done_if_built: bool) -> Result<Option<fs::File>> {
     fs::create_dir_all(&plan.cache).with_context(|| plan.cache.display().to_string())?;
     let lock_path = plan.cache.join(".lock");
     let lock = fs::OpenOptions::new()
@@ -391,28 +408,30 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
         lock.lock()
             .with_context(|| lock_path.display().to_string())?;
         // It may have built what we want meanwhile.
-        if tarball.is_none() && plan.info().is_some() {
-            return Ok(());
+        if done_if_built && plan.info().is_some() {
+            return Ok(None);
         }
     }
-    let start = Instant::now();
-    let work = plan.cache.join(format!(".work-{}", plan.key));
-    let stage = plan.cache.join(format!(".stage-{}", plan.key));
-    // We hold the lock: any work or staging directory is from a build that
-    // failed or was interrupted.
-    for e in fs::read_dir(&plan.cache).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".work-") || name.starts_with(".stage-") {
-            let d = e.path();
-            fs::remove_dir_all(&d).with_context(|| d.display().to_string())?;
-        }
-    }
-    fs::create_dir_all(&work).with_context(|| work.display().to_string())?;
-    let mut steps = Steps {
-        log_dir: work.clone(),
-        count: 0,
-    };
+    Ok(Some(lock))
+}
 
+/// A configured QEMU build tree with our patches applied.
+struct Tree {
+    build_dir: PathBuf,
+    venv: PathBuf,
+    /// Where the source came from, for `BUILD-INFO`.
+    origin: String,
+}
+
+/// Installs the build dependencies, fetches and checks the source (Debian's
+/// package or `tarball`) into `work/src`, applies the patches, and
+/// configures `work/build`.
+fn prepare_tree(
+    plan: &Plan,
+    tarball: Option<&Path>,
+    work: &Path,
+    steps: &mut Steps,
+) -> Result<Tree> {
     // Backports first: the firmware packages should match the QEMU 10
     // the stock boards use.
     crate::qemu::add_backports_if_missing()?;
@@ -465,7 +484,7 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
             steps.run(
                 "downloading the source package",
                 Command::new("apt-get")
-                    .current_dir(&work)
+                    .current_dir(work)
                     .args(["source", "--download-only"])
                     .arg(format!("{DEBIAN_SOURCE}={DEBIAN_VERSION}")),
             )?;
@@ -479,7 +498,7 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
             steps.run(
                 "unpacking the source package",
                 Command::new("dpkg-source")
-                    .current_dir(&work)
+                    .current_dir(work)
                     .args(["-x", DSC_FILE, "src"]),
             )?;
             format!("Debian source {DEBIAN_SOURCE} {DEBIAN_VERSION}")
@@ -535,20 +554,82 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
             .current_dir(&build_dir)
             .args(configure_args(&python)),
     )?;
-    let jobs = std::thread::available_parallelism()
+    Ok(Tree {
+        build_dir,
+        venv,
+        origin,
+    })
+}
+
+fn jobs() -> String {
+    std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .to_string();
+        .to_string()
+}
+
+/// Builds the qtests in `build_dir` (and the emulator they run against)
+/// and runs them; the error names what failed.
+fn build_and_run_qtests(build_dir: &Path, steps: &mut Steps) -> Result<Vec<qtest::Outcome>> {
+    let jobs = jobs();
+    let mut targets: Vec<String> = vec!["-j".into(), jobs];
+    targets.extend(qtest::QTESTS.iter().map(|(_, emu)| emu.to_string()));
+    targets.dedup();
+    targets.extend(qtest::ninja_targets());
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    steps.ninja(build_dir, &targets)?;
+    eprintln!("qemu-run: qemu build: running the qtests of our patches");
+    let outcomes = qtest::run_all(build_dir, &steps.log_dir)?;
+    if outcomes.iter().any(|o| !o.ok()) {
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|o| !o.ok())
+            .map(|o| o.line())
+            .collect();
+        bail!(
+            "the qtests of the QEMU patches failed:\n  {}\n  logs in {}",
+            failed.join("\n  "),
+            steps.log_dir.display()
+        );
+    }
+    Ok(outcomes)
+}
+
+/// Builds the cache entry for `plan` (replacing any), from Debian's source
+/// package or from `tarball`. The qtests our patches add are built and run
+/// too; if any fails, so does the build, and no entry is made.
+pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
+    check_can_build(root)?;
+    let Some(_lock) = lock_cache(plan, tarball.is_none())? else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    let work = plan.cache.join(format!(".work-{}", plan.key));
+    let stage = plan.cache.join(format!(".stage-{}", plan.key));
+    // We hold the lock: any work or staging directory is from a build that
+    // failed or was interrupted.
+    for e in fs::read_dir(&plan.cache).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".work-") || name.starts_with(".stage-") {
+            let d = e.path();
+            fs::remove_dir_all(&d).with_context(|| d.display().to_string())?;
+        }
+    }
+    let mut steps = Steps::logging_in(&work)?;
+    let tree = prepare_tree(plan, tarball, &work, &mut steps)?;
+    let build_dir = &tree.build_dir;
     // Only what gets installed: the default target would build QEMU's own
     // test programs too (half as much again).
+    let jobs = jobs();
     let mut targets = vec!["-j", &jobs];
     targets.extend(TARGETS);
     targets.push("trace/trace-events-all");
-    steps.ninja(&build_dir, &targets)?;
+    steps.ninja(build_dir, &targets)?;
+    let outcomes = build_and_run_qtests(build_dir, &mut steps)?;
     steps.run(
         "installing into the cache",
-        Command::new(venv.join("bin").join("meson"))
+        Command::new(tree.venv.join("bin").join("meson"))
             .args(["install", "--no-rebuild", "--strip", "-C"])
-            .arg(&build_dir)
+            .arg(build_dir)
             .arg("--destdir")
             .arg(&stage),
     )?;
@@ -561,8 +642,9 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
     }
     let seconds = start.elapsed().as_secs();
     let info = format!(
-        "key {}\nsource {origin}\npatches {}\nbuilt {} s\n",
+        "key {}\nsource {}\npatches {}\n{}\nbuilt {} s\n",
         plan.key,
+        tree.origin,
         plan.patches
             .iter()
             .map(|p| p
@@ -572,6 +654,7 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
                 .into_owned())
             .collect::<Vec<_>>()
             .join(" "),
+        qtest::info_line(&outcomes),
         seconds
     );
     fs::write(installed.join(INFO_FILE), info).with_context(|| installed.display().to_string())?;
@@ -587,6 +670,64 @@ pub fn build(root: &Path, plan: &Plan, tarball: Option<&Path>) -> Result<()> {
         entry.display()
     );
     Ok(())
+}
+
+/// Where `qemu test` keeps a fresh build tree it was asked to keep.
+pub fn test_tree(plan: &Plan) -> PathBuf {
+    plan.cache.join(format!("test-{}", plan.key))
+}
+
+/// `qemu test`: builds the qtests of our patches and runs them. In
+/// `build_dir` (an already configured tree with the patches applied) the
+/// build is incremental; otherwise a fresh tree is prepared as for the
+/// cache, and removed afterwards unless `keep` (or the qtests failed).
+/// Returns whether every qtest passed.
+pub fn test(root: &Path, plan: &Plan, build_dir: Option<&Path>, keep: bool) -> Result<bool> {
+    let outcomes = match build_dir {
+        Some(dir) => {
+            if !dir.join("build.ninja").is_file() {
+                bail!(
+                    "{}: no build.ninja: not a configured QEMU build tree",
+                    dir.display()
+                );
+            }
+            let mut steps = Steps::logging_in(&dir.join("qemu-run-qtest"))?;
+            build_and_run_qtests(dir, &mut steps)
+        }
+        None => {
+            check_can_build(root)?;
+            // Held to the end: a build of the cache entry would clear the tree.
+            let _lock = lock_cache(plan, false)?;
+            let work = test_tree(plan);
+            if work.exists() {
+                fs::remove_dir_all(&work).with_context(|| work.display().to_string())?;
+            }
+            let mut steps = Steps::logging_in(&work)?;
+            let tree = prepare_tree(plan, None, &work, &mut steps)?;
+            let result = build_and_run_qtests(&tree.build_dir, &mut steps);
+            if keep || result.is_err() {
+                eprintln!(
+                    "qemu-run: qemu test: the build tree stays in {}; rerun with \
+                     --build-dir {} to rebuild incrementally",
+                    work.display(),
+                    tree.build_dir.display()
+                );
+            } else {
+                let _ = fs::remove_dir_all(&work);
+            }
+            result
+        }
+    };
+    match outcomes {
+        Ok(o) => {
+            eprintln!("qemu-run: qemu test: PASS ({})", qtest::info_line(&o));
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("qemu-run: qemu test: FAIL: {e:#}");
+            Ok(false)
+        }
+    }
 }
 
 /// Our deb-src entry for sid, on the mirror the machine already uses.
