@@ -93,13 +93,15 @@ pub fn summary_table(reports: &[BoardReport]) -> String {
     out
 }
 
+/// Reports made from TAP lines, for the unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::run::Outcome;
     use crate::tap::{Exit, Tap};
 
-    fn report(board: &str, lines: &[&str], exit: Exit, pass_status: i32) -> BoardReport {
+    /// A board's report from its TAP `lines` (100 ms apart) and `exit`.
+    pub fn report(board: &str, lines: &[&str], exit: Exit, pass_status: i32) -> BoardReport {
         let mut tap = Tap::default();
         for (i, l) in lines.iter().enumerate() {
             tap.feed(l, Duration::from_millis(100 * (i as u64 + 1)));
@@ -118,6 +120,13 @@ mod tests {
             verdict,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::summary_table;
+    use crate::tap::Exit;
+    use crate::testing::report;
 
     #[test]
     fn table_has_one_row_per_board_with_reason() {

@@ -104,28 +104,11 @@ pub fn tally(reports: &[BoardReport], rounds: u32, load: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::Outcome;
-    use crate::tap::{self, Exit, Tap};
+    use crate::tap::Exit;
     use std::time::Duration;
 
     fn report(board: &str, lines: &[&str], exit: Exit) -> BoardReport {
-        let mut tap = Tap::default();
-        for l in lines {
-            tap.feed(l, Duration::from_millis(10));
-        }
-        tap.finish();
-        let verdict = tap::verdict(&tap, &exit, 0, &[]);
-        BoardReport {
-            board: board.into(),
-            outcome: Outcome {
-                tap,
-                exit,
-                stderr_head: vec![],
-                wall: Duration::from_secs(1),
-                console: String::new(),
-            },
-            verdict,
-        }
+        crate::testing::report(board, lines, exit, 0)
     }
 
     #[test]
