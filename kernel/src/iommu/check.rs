@@ -675,6 +675,30 @@ mod tests {
         assert_eq!(found, Ok(()));
     }
 
+    /// A map that runs out of table memory half-way takes back what it
+    /// mapped through the same invalidation as an unmap before its tables
+    /// go (a walk cache may hold links to them). Mutation record: the
+    /// core calling `PageTable::map`, which releases them at once, makes
+    /// this fail with `FreedEarly`.
+    #[test]
+    fn check_a_failed_map_invalidates_before_its_tables_go() {
+        let mut iommu = Iommu::new(CheckedHw::new(false), 1, 255).unwrap();
+        let dev = DeviceId(1);
+        iommu.add_device(dev, 8).unwrap();
+        let d = iommu.domain_alloc(DomainKind::Unmanaged).unwrap();
+        iommu.attach_device(d, dev).unwrap();
+        let tables = iommu.table_pages();
+        // Two pages below 1 GiB take three new tables; the two above it
+        // need two more, and the third allocation from here on fails.
+        iommu.hw.hal.inner().fail_after.set(Some(3));
+        let r = iommu.map(d, 0x4000_0000 - 0x2000, 0x8000_0000, 0x4000, Prot::RW);
+        iommu.hw.hal.inner().fail_after.set(None);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(iommu.table_pages(), tables, "the rollback freed its tables");
+        assert_eq!(iommu.hw.hal.verify(), Ok(()));
+        assert_eq!(iommu.iova_to_phys(d, 0x4000_0000 - 0x2000).unwrap(), None);
+    }
+
     #[test]
     fn check_two_live_domains_with_one_tag_are_caught() {
         let mut iommu = Iommu::new(CheckedHw::new(true), 1, 255).unwrap();

@@ -564,8 +564,20 @@ impl<H: IommuHw> Iommu<H> {
         size: u64,
         prot: Prot,
     ) -> Result<(), IommuError<H::Error>> {
+        let mut g = Gather::default();
+        let unattached = self.attachments(id).is_empty();
         let table = paging_table(&mut self.domains, id)?;
-        table.map(self.hw.tables(), iova, pa, size, prot)?;
+        // (A rollback's stores, in a domain attached nowhere, need no
+        // invalidation; new entries never do.)
+        self.hw.note(Note::Uncached(unattached));
+        let mapped = table.map_gathered(self.hw.tables(), iova, pa, size, prot, &mut g);
+        self.hw.note(Note::Uncached(false));
+        if let Err(e) = mapped {
+            // What the failed map took back is invalidated before its
+            // tables go, as after an unmap.
+            self.flush(id, &mut g)?;
+            return Err(e.into());
+        }
         let r = self.dref(id)?;
         let attached = self.attachments(id);
         self.hw

@@ -287,7 +287,9 @@ impl<F: Format> PageTable<F> {
 
     /// Maps `size` bytes at `iova` to `pa`. Uses the largest leaves the
     /// format allows where both addresses are aligned. Nothing changes if
-    /// any part of the range is mapped already.
+    /// any part of the range is mapped already. A map that runs out of
+    /// table memory takes back what it mapped and frees its tables at
+    /// once: for tables no walker has seen (see [`PageTable::map_gathered`]).
     pub fn map<M: TableMemory + ?Sized>(
         &mut self,
         mem: &mut M,
@@ -295,6 +297,25 @@ impl<F: Format> PageTable<F> {
         pa: u64,
         size: u64,
         prot: Prot,
+    ) -> Result<(), PgError> {
+        let mut g = Gather::default();
+        let r = self.map_gathered(mem, iova, pa, size, prot, &mut g);
+        g.release(mem);
+        r
+    }
+
+    /// [`PageTable::map`] for tables a walker may use: what a failed map
+    /// takes back is left in `g` (ranges and tables), for the caller to
+    /// invalidate before the tables are released, as after an unmap (a
+    /// walk cache may hold the links to them).
+    pub fn map_gathered<M: TableMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        prot: Prot,
+        g: &mut Gather,
     ) -> Result<(), PgError> {
         if size == 0 || (iova | pa | size) & (PAGE_SIZE - 1) != 0 {
             return Err(PgError::Misaligned { iova, pa, size });
@@ -329,11 +350,9 @@ impl<F: Format> PageTable<F> {
             let level = self.leaf_level_for(va, out, size - done);
             if let Err(e) = self.install_leaf(mem, va, out, level, prot) {
                 // Out of table memory: take back what this call mapped.
-                let mut g = Gather::default();
                 if done > 0 {
-                    let _ = self.unmap(mem, iova, done, &mut g);
+                    let _ = self.unmap(mem, iova, done, g);
                 }
-                g.release(mem);
                 return Err(e);
             }
             done += 1 << self.shift(level);
