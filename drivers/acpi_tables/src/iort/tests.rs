@@ -1366,3 +1366,13 @@ fn malformed_rmr_nodes_are_typed_errors() {
         (reference, ErrorKind::DanglingReference { offset: 0x4444 })
     );
 }
+
+/// `fixtures/hand-built-rmr/IORT.bin` is this table (revision E.d, two
+/// SMMUs, two RMR nodes): the fuzz targets' seed for the RMR paths, as
+/// QEMU's tables have no RMR node. Regenerate it from `rmr_table(5)` when
+/// that changes.
+#[test]
+fn the_rmr_fixture_is_the_hand_built_table() {
+    let fixture = include_bytes!("../../fixtures/hand-built-rmr/IORT.bin");
+    assert_eq!(fixture.as_slice(), rmr_table(5).as_slice());
+}
