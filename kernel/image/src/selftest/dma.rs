@@ -1,7 +1,8 @@
 //! The pasid-dma engine with the IOMMUs not translating (VT-d translation
-//! off, the SMMU up with bypass STEs: `crate::iommu::untranslated`): every operation, completion records and
-//! MSI-X completions, each error status on purpose, several queues at
-//! once, and what a PASID-tagged request does on each platform.
+//! off, the SMMU up with bypass STEs: `crate::iommu::untranslated`):
+//! every operation, completion records and MSI-X completions, each error
+//! status on purpose, several queues at once, and what a PASID-tagged
+//! request does on each platform.
 use crate::hal::KernelHal;
 use crate::memory::DmaBuffer;
 use crate::pcie;
