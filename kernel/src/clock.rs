@@ -47,7 +47,7 @@ pub fn counter_frequency(
 /// reading the TSC once measured the TSC at 1% of its rate), and a second counter (the LAPIC
 /// timer) read at the same two moments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub struct CalibrationWindow {
     pub ticks: u64,
     pub second: u64,
 }
@@ -57,7 +57,7 @@ pub struct Window {
 /// on), but one before the reference starts or after it expires, before
 /// the counters are read, adds ticks: a busy host does that to a guest.
 /// Each error only lengthens a window, so the shortest is the truest.
-pub fn truest_window(windows: &[Window]) -> Option<Window> {
+pub fn truest_window(windows: &[CalibrationWindow]) -> Option<CalibrationWindow> {
     windows.iter().copied().min_by_key(|w| w.ticks)
 }
 
@@ -91,7 +91,7 @@ mod tests {
     /// with its second counter.
     #[test]
     fn the_shortest_calibration_window_is_the_truest() {
-        let w = |ticks, second| Window { ticks, second };
+        let w = |ticks, second| CalibrationWindow { ticks, second };
         let windows = [
             w(31_000_000, 700_000),
             w(26_000_000, 628_960),

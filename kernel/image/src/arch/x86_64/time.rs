@@ -77,7 +77,7 @@ const WINDOWS: usize = 3;
 /// Measures the TSC and LAPIC timer rates over PIT windows, and sets the
 /// LAPIC tick. Boot CPU, with interrupts off, after `apic::init_boot`.
 pub fn calibrate() -> Result<(u64, u64), TimeError> {
-    let mut windows = [kernel::clock::Window {
+    let mut windows = [kernel::clock::CalibrationWindow {
         ticks: 0,
         second: 0,
     }; WINDOWS];
@@ -102,7 +102,7 @@ pub fn calibrate() -> Result<(u64, u64), TimeError> {
 /// TSC ticks and LAPIC counts over one PIT window. The counters are read
 /// before the PIT starts (its count's second byte) and after it is seen
 /// to expire, so a pause of the CPU can only lengthen the window.
-fn pit_window() -> Result<kernel::clock::Window, TimeError> {
+fn pit_window() -> Result<kernel::clock::CalibrationWindow, TimeError> {
     let mut gate = Port::<u8>::new(0x61);
     let mut command = Port::<u8>::new(0x43);
     let mut channel2 = Port::<u8>::new(0x42);
@@ -129,7 +129,7 @@ fn pit_window() -> Result<kernel::clock::Window, TimeError> {
         if !done {
             return Err(TimeError::PitStuck);
         }
-        Ok(kernel::clock::Window {
+        Ok(kernel::clock::CalibrationWindow {
             ticks: t1 - t0,
             second: u64::from(l0.wrapping_sub(l1)),
         })
