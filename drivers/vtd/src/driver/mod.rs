@@ -374,7 +374,7 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         hw.unit.write_iqa(iqa_one_page_256(hw.queue.base()));
         hw.set(GCMD::QIE, GSTS::QIES, true)?;
         hw.unit.write_rtaddr(rtaddr_scalable(hw.tables.root()));
-        hw.one_shot(GCMD::SRTP::SET, |g| g.is_set(GSTS::RTPS))?;
+        hw.command(GCMD::SRTP::SET, |g| g.is_set(GSTS::RTPS))?;
         hw.submit(&[
             Descriptor::ContextGlobal,
             Descriptor::PasidCacheAll,
@@ -440,8 +440,9 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         )
     }
 
-    /// Writes GCMD: the persistent bits plus `extra`, and waits (bounded)
-    /// until GSTS says `done`.
+    /// Writes GCMD: the persistent bits plus `extra` (a one-shot command,
+    /// SRTP or WBF, never kept in the shadow), and waits (bounded) until
+    /// GSTS says `done`.
     fn command(
         &mut self,
         extra: FieldValue<u32, GCMD::Register>,
@@ -483,16 +484,6 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         })
     }
 
-    /// A one-shot command (SRTP, WBF) beside the persistent bits; not
-    /// kept in the shadow.
-    fn one_shot(
-        &mut self,
-        cmd: FieldValue<u32, GCMD::Register>,
-        done: impl Fn(LocalRegisterCopy<u32, GSTS::Register>) -> bool,
-    ) -> Result<(), VtdError> {
-        self.command(cmd, done)
-    }
-
     /// A queue firmware left enabled is let run dry (IQH reaching IQT,
     /// bounded) before it is turned off, as Linux's `dmar_disable_qi`.
     fn drain_firmware_queue(&mut self) {
@@ -518,7 +509,7 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         if !self.caps.required_write_buffer_flush {
             return Ok(());
         }
-        self.one_shot(GCMD::WBF::SET, |g| !g.is_set(GSTS::WBFS))
+        self.command(GCMD::WBF::SET, |g| !g.is_set(GSTS::WBFS))
     }
 
     /// DMA remapping on.
