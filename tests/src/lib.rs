@@ -81,9 +81,51 @@ pub struct Run {
 }
 
 impl Run {
-    /// Both streams, for assertions and for showing on failure.
+    /// Both streams, for assertions and for showing on failure, between
+    /// two copies of the digest: CI shows only the head and the tail of a
+    /// long failure, and what failed must be in both.
     pub fn text(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+        let digest = self.digest();
+        format!(
+            "--- what failed\n{digest}--- stdout\n{}--- stderr\n{}--- what failed (again)\n{digest}",
+            self.stdout, self.stderr
+        )
+    }
+
+    /// The lines that say what failed: `not ok` lines with their YAML
+    /// diagnostics, `Bail out!`, the runner's verdicts that are not PASS,
+    /// and a stress run's tally.
+    pub fn digest(&self) -> String {
+        let mut out = String::new();
+        let mut in_yaml = false;
+        let mut in_tally = false;
+        for line in self.stdout.lines().chain(self.stderr.lines()) {
+            let keep = if line.starts_with("not ok ") {
+                in_yaml = true;
+                true
+            } else if in_yaml && line.starts_with("  ") {
+                true
+            } else if line.starts_with("stress: ") {
+                in_tally = true;
+                true
+            } else if in_tally && line.starts_with("  ") {
+                true
+            } else {
+                in_yaml = false;
+                in_tally = false;
+                line.starts_with("Bail out!")
+                    || (line.starts_with("qemu-run: ") && !line.contains(": PASS ("))
+            };
+            if keep {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if out.is_empty() {
+            out.push_str("(no failed test named; exit status ");
+            out.push_str(&format!("{:?})\n", self.code));
+        }
+        out
     }
 }
 
@@ -171,4 +213,35 @@ pub fn silent_aarch64_elf() -> Vec<u8> {
     }
     assert_eq!(e.len() as u64, size);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_names_failed_tests_bails_and_the_tally() {
+        let run = Run {
+            code: Some(1),
+            stdout: "ok 1 - a\nnot ok 2 - b\n  ---\n  message: \"x\"\n  ...\nok 3 - c\n\
+                     stress: 2 round(s) per board beside 2 busy host thread(s)\n  \
+                     q35: b failed in 1 of 2 run(s) (round 2)\n"
+                .into(),
+            stderr: "qemu-run: the patched QEMU is built: /x\nqemu-run: q35#1: PASS (3 passed)\n\
+                     qemu-run: q35#2: FAIL (1 failed)\n"
+                .into(),
+            elapsed: Duration::ZERO,
+        };
+        let d = run.digest();
+        assert!(
+            d.contains("not ok 2 - b\n  ---\n  message: \"x\"\n  ...\n"),
+            "{d}"
+        );
+        assert!(!d.contains("ok 3 - c"), "{d}");
+        assert!(d.contains("  q35: b failed in 1 of 2 run(s)"), "{d}");
+        assert!(d.contains("q35#2: FAIL"), "{d}");
+        assert!(!d.contains("q35#1: PASS"), "{d}");
+        let t = run.text();
+        assert!(t.starts_with("--- what failed\n") && t.ends_with(&d), "{t}");
+    }
 }
