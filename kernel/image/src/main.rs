@@ -40,6 +40,9 @@ mod iommu;
 mod logger;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
+mod mapping;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)]
 mod memory;
 #[cfg(target_os = "none")]
 mod panic;

@@ -43,6 +43,7 @@ pub fn tests() -> Vec<Test> {
         test!(mm, mm::page_alloc_stays_in_free_ram),
         test!(mm, mm::dma_buffer_alignment),
         test!(mm, mm::heap_round_trip),
+        test!(mm, mm::identity_map_follows_firmware),
         test!(irq, irq::timer_every_cpu),
         test!(irq, irq::msi_doorbell_delivers_once),
         test!(discovery, discovery::tables_parse_cleanly),

@@ -58,10 +58,13 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         },
         dtb,
     ]);
-    mmu::enable();
+    mmu::enable_boot();
     heap::init();
     let facts = dt::parse(dtb).unwrap_or_else(|e| early_fail(e));
     mmu::add_ram(&facts.ram);
+    if let Some(p) = dt::platform() {
+        mmu::map_described(p);
+    }
     // SAFETY: the PL011 the devicetree names (or the board's), identity-mapped as device memory.
     let mut uart = unsafe { Pl011::new(facts.uart.unwrap_or(EARLY_UART) as usize) };
     uart.init();

@@ -115,7 +115,23 @@ pub fn read_unmapped_unexpected() {
 }
 
 pub fn unmapped_addr() -> u64 {
-    mmu::unmapped_addr(&crate::platform::get().ram)
+    crate::mapping::unmapped_addr()
+}
+
+/// The identity map's descriptor format (`crate::mapping`).
+pub type MapFormat = kernel::idmap::Aarch64;
+
+pub fn map_format() -> MapFormat {
+    kernel::idmap::Aarch64
+}
+
+pub fn pa_bits() -> u32 {
+    mmu::pa_bits()
+}
+
+/// After new identity-map entries were written.
+pub fn map_published() {
+    mmu::published();
 }
 
 /// Reads [`unmapped_addr`] with this CPU armed for a data abort: the
@@ -142,13 +158,10 @@ fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
     }
 }
 
-/// Whether firmware tables at `r` may be read: on qemu-virt they live in
-/// RAM (the kernel's own pages, placed by the table loader).
+/// Whether firmware tables at `r` may be read (mapping them as normal
+/// memory if firmware left them outside the RAM mapped so far).
 pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
-    crate::platform::get()
-        .ram
-        .iter()
-        .any(|ram| ram.start <= r.start && r.end <= ram.end)
+    crate::mapping::map_firmware(r, "firmware tables")
 }
 
 /// Arm has no BIOS areas to scan for an RSDP.
