@@ -88,7 +88,9 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     let cpus_note = start_secondaries(facts, mpidr);
 
     crate::kmain(BootInfo {
-        board: "qemu-virt",
+        board: dt::platform()
+            .and_then(|p| p.model.as_deref())
+            .unwrap_or("a devicetree machine without a model"),
         memory_source: "devicetree",
         ram: facts.ram.clone(),
         reserved: vec![

@@ -222,7 +222,7 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     ];
     reserved.extend(pvh.boot_data.iter().map(|r| (*r, "PVH start info")));
     crate::kmain(BootInfo {
-        board: "qemu-q35",
+        board: "a PC started through PVH",
         memory_source: "PVH memory map",
         ram,
         reserved,
