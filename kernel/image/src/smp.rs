@@ -1,7 +1,12 @@
 //! Per-CPU counters shared by the arch code and the tests.
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-pub const MAX_CPUS: usize = 8;
+/// CPUs the kernel drives; any further ones the platform describes stay
+/// parked and are reported (`BootInfo::cpus_note`). Per-CPU static state
+/// is small (counters here, fault slots); stacks come from the heap on
+/// aarch64 as each CPU starts. x86 indexes CPUs by a u8 table, so 256 is
+/// also its ceiling.
+pub const MAX_CPUS: usize = 256;
 
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 static TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];

@@ -1,7 +1,6 @@
 //! The devicetree: found at boot, parsed by the `devicetree` crate (which
 //! checks the blob before walking it) once the heap exists, and turned into
 //! the facts the boot path needs.
-use crate::smp::MAX_CPUS;
 use alloc::vec::Vec;
 use core::fmt;
 use devicetree::{Gic, Platform, PsciMethod};
@@ -15,7 +14,6 @@ pub enum DtError {
     NotFound { tried: u64 },
     Parse(devicetree::DtError),
     NotGicV3,
-    TooManyCpus(usize),
 }
 
 impl fmt::Display for DtError {
@@ -24,9 +22,6 @@ impl fmt::Display for DtError {
             DtError::NotFound { tried } => write!(f, "no devicetree in x0 or at {tried:#x}"),
             DtError::Parse(e) => write!(f, "{e}"),
             DtError::NotGicV3 => write!(f, "the interrupt controller is not a GICv3"),
-            DtError::TooManyCpus(n) => {
-                write!(f, "{n} CPUs described, the kernel supports {MAX_CPUS}")
-            }
         }
     }
 }
@@ -37,7 +32,9 @@ pub struct DtFacts {
     pub uart: Option<u64>,
     pub fw_cfg: Option<u64>,
     pub gicd: u64,
-    pub gicr: PhysRange,
+    /// Every redistributor region (`#redistributor-regions`): a CPU's
+    /// frame may be in any of them.
+    pub gicr: Vec<PhysRange>,
     pub timer_intid: u32,
     /// `/timer`'s `clock-frequency`, for a CNTFRQ_EL0 left at 0.
     pub timer_frequency: Option<u32>,
@@ -89,13 +86,11 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
     let Gic::V3(gic) = &p.gic else {
         return Err(DtError::NotGicV3);
     };
-    if p.cpus.len() > MAX_CPUS {
-        return Err(DtError::TooManyCpus(p.cpus.len()));
-    }
     let gicr = gic
         .redistributors
-        .first()
-        .map_or(PhysRange::default(), |r| PhysRange::new(r.base, r.size));
+        .iter()
+        .map(|r| PhysRange::new(r.base, r.size))
+        .collect();
     Ok(DtFacts {
         dtb,
         ram: p
