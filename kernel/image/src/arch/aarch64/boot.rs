@@ -1,23 +1,19 @@
 //! Boot on the boot CPU and on the secondaries.
-use super::{cache, dt, entry, gic, mmu, psci, timer};
+use super::{cache, dt, entry, gic, mmu, psci, timer, uart};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
 use aarch64_cpu::registers::*;
-use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::addr::PhysRange;
 use kernel::cmdline;
-use pl011::Pl011;
 use spin::Once;
 
-/// Board facts of qemu-virt that no table gives before the devicetree is
-/// found: where QEMU puts the devicetree for an ELF image, and the UART to
-/// complain on when there is none.
+/// A board fact of qemu-virt that no table gives before the devicetree is
+/// found: where QEMU puts the devicetree for an ELF image.
 const VIRT_RAM_BASE: u64 = 0x4000_0000;
-const EARLY_UART: u64 = 0x0900_0000;
 
 /// How long the secondaries get to come online.
 const CPU_ON_TIMEOUT_NS: u64 = 1_000_000_000;
@@ -52,7 +48,11 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         core::ptr::addr_of!(entry::__kernel_start) as u64,
         core::ptr::addr_of!(entry::__kernel_end) as u64,
     );
-    let dtb = dt::locate(x0, VIRT_RAM_BASE).unwrap_or_else(|e| early_fail(e));
+    // The console is whatever the devicetree names: without one there is
+    // nothing to report on, and the exit status is all the runner gets.
+    let Ok(dtb) = dt::locate(x0, VIRT_RAM_BASE) else {
+        super::exit(false)
+    };
     // Until the devicetree is read, RAM is what we know holds RAM: our own
     // image (with the heap) and the devicetree.
     mmu::build(&[
@@ -68,12 +68,16 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     before_mmu_on(kstart, kend);
     mmu::enable();
     heap::init();
-    let facts = dt::parse(dtb).unwrap_or_else(|e| early_fail(e));
+    // The early console: read alone first, so a fault in the rest of the
+    // tree is reported on it. No usable UART described: no console, and
+    // the exit status is all the runner gets.
+    match dt::console(dtb).map(|u| u.map(|u| uart::open(&u))) {
+        Ok(Some(Ok(dev))) => console::install(dev),
+        _ => super::exit(false),
+    }
+    let facts =
+        dt::parse(dtb).unwrap_or_else(|e| console::bail_out(format_args!("devicetree: {e}")));
     mmu::add_ram(&facts.ram);
-    // SAFETY: the PL011 the devicetree names (or the board's), identity-mapped as device memory.
-    let mut uart = unsafe { Pl011::new(facts.uart.unwrap_or(EARLY_UART) as usize) };
-    uart.init();
-    console::install(Box::new(uart));
     logger::init(cmdline::get(facts.bootargs, "log"));
     let facts = FACTS.call_once(|| facts);
     if let Err(e) = timer::init_clock(facts.timer_intid, facts.timer_frequency) {
@@ -105,7 +109,10 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
                 "kernel image",
             ),
             (facts.dtb, "devicetree"),
-        ],
+        ]
+        .into_iter()
+        .chain(facts.reserved.iter().copied())
+        .collect(),
         ram_slack: 0,
         cmdline: facts.bootargs.to_string(),
         cpus_present: facts.mpidr.len(),
@@ -227,13 +234,4 @@ pub extern "C" fn secondary_cpu_entry(idx: u64, stack_bottom: u64, stack_top: u6
     loop {
         aarch64_cpu::asm::wfi();
     }
-}
-
-/// No devicetree: say so on the board's UART and stop.
-fn early_fail(e: dt::DtError) -> ! {
-    // SAFETY: the board's UART; the MMU is off, so this is a device access.
-    let mut uart = unsafe { Pl011::new(EARLY_UART as usize) };
-    uart.init();
-    let _ = core::fmt::Write::write_fmt(&mut uart, format_args!("Bail out! devicetree: {e}\n"));
-    super::exit(false)
 }

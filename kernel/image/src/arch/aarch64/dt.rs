@@ -29,7 +29,9 @@ impl fmt::Display for DtError {
 pub struct DtFacts {
     pub dtb: PhysRange,
     pub ram: Vec<PhysRange>,
-    pub uart: Option<u64>,
+    /// `/memreserve/` entries and `/reserved-memory` children with a `reg`:
+    /// kept from the page allocator.
+    pub reserved: Vec<(PhysRange, &'static str)>,
     pub fw_cfg: Option<u64>,
     pub gicd: u64,
     /// Every redistributor region (`#redistributor-regions`): a CPU's
@@ -71,13 +73,44 @@ pub fn locate(x0: u64, ram_base: u64) -> Result<PhysRange, DtError> {
     Err(DtError::NotFound { tried: ram_base })
 }
 
-/// Parses the blob (heap needed) and extracts the boot facts.
-pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
+/// The blob as a slice.
+fn blob(dtb: PhysRange) -> &'static [u8] {
     // SAFETY: `locate` found a devicetree header here giving this size; the
     // blob lies in mapped RAM and stays reserved, unwritten, for the whole run.
-    let blob = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
+    unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) }
+}
+
+/// The console UART alone (heap needed), read before the rest so that
+/// errors in the rest of the tree are reported on it.
+pub fn console(dtb: PhysRange) -> Result<Option<devicetree::Uart>, devicetree::DtError> {
+    devicetree::stdout(blob(dtb))
+}
+
+fn reservations(p: &Platform) -> Vec<(PhysRange, &'static str)> {
+    let memreserve = p
+        .reserved
+        .iter()
+        .map(|r| (PhysRange::new(r.base, r.size), "devicetree /memreserve/"));
+    let nodes = p.reserved_memory.iter().flat_map(|m| {
+        let what = if m.no_map {
+            "devicetree /reserved-memory (no-map)"
+        } else {
+            "devicetree /reserved-memory"
+        };
+        m.regions
+            .iter()
+            .map(move |r| (PhysRange::new(r.base, r.size), what))
+    });
+    memreserve
+        .chain(nodes)
+        .filter(|(r, _)| r.size() > 0)
+        .collect()
+}
+
+/// Parses the blob (heap needed) and extracts the boot facts.
+pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
     let p = PLATFORM
-        .call_once(|| Platform::parse(blob).map_err(DtError::Parse))
+        .call_once(|| Platform::parse(blob(dtb)).map_err(DtError::Parse))
         .as_ref();
     let p = match p {
         Ok(p) => p,
@@ -98,7 +131,7 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
             .iter()
             .map(|r| PhysRange::new(r.base, r.size))
             .collect(),
-        uart: p.console.as_ref().map(|c| c.base),
+        reserved: reservations(p),
         fw_cfg: p.fw_cfg.as_ref().map(|f| f.base),
         gicd: gic.distributor.base,
         gicr,

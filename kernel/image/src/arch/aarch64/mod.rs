@@ -11,6 +11,7 @@ mod msi;
 mod psci;
 
 mod timer;
+mod uart;
 
 use crate::fault::{self, FaultInfo};
 use aarch64_cpu::registers::{Readable, DAIF, TPIDR_EL1};
