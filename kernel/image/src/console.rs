@@ -40,26 +40,6 @@ pub fn print_crash(args: fmt::Arguments) {
     }
 }
 
-/// A UART that sends one byte (bounded: it drops rather than waits forever).
-pub trait ByteSink {
-    fn put(&mut self, b: u8);
-}
-
-/// Text on a [`ByteSink`], each `\n` sent as `\r\n` as terminals expect.
-pub struct Lines<T>(pub T);
-
-impl<T: ByteSink> Write for Lines<T> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.0.put(b'\r');
-            }
-            self.0.put(b);
-        }
-        Ok(())
-    }
-}
-
 /// Ends the run as failed with a TAP `Bail out!` line the runner reports.
 pub fn bail_out(reason: fmt::Arguments) -> ! {
     print_crash(format_args!("Bail out! {reason}\n"));

@@ -1,11 +1,30 @@
 //! The console UART the devicetree names: a PL011, an SBSA generic UART
 //! (firmware owns its rate and framing) or an MMIO 16550.
-use crate::console::{ByteSink, Lines};
 use alloc::boxed::Box;
 use core::fmt::{self, Write};
 use devicetree::{Uart, UartKind};
 use ns16550::Ns16550;
 use pl011::Pl011;
+
+/// A UART that sends one byte (bounded: it drops rather than waits forever).
+pub trait ByteSink {
+    fn put(&mut self, b: u8);
+}
+
+/// Text on a [`ByteSink`], each `\n` sent as `\r\n` as terminals expect.
+pub struct Lines<T>(pub T);
+
+impl<T: ByteSink> Write for Lines<T> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.0.put(b'\r');
+            }
+            self.0.put(b);
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub enum UartError {
