@@ -1,5 +1,8 @@
 //! Per-CPU counters shared by the arch code and the tests.
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Mutex;
 
 /// CPUs the kernel drives; any further ones the platform describes stay
 /// parked and are reported (`BootInfo::cpus_note`). Per-CPU static state
@@ -18,6 +21,20 @@ pub fn mark_online() {
 
 pub fn online() -> usize {
     ONLINE.load(Ordering::Acquire)
+}
+
+/// CPUs that were started but whose bring-up failed, with what failed.
+static FAILED: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+
+/// CPU `cpu` was started but cannot take interrupts (and stays idle).
+// x86 AP bring-up does not report failures this way yet.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub fn mark_failed(cpu: usize, what: String) {
+    FAILED.lock().push((cpu, what));
+}
+
+pub fn failed() -> Vec<(usize, String)> {
+    FAILED.lock().clone()
 }
 
 /// Called from the timer interrupt of `cpu`.

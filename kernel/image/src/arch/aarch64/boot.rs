@@ -178,7 +178,7 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
         }
     }
     let t0 = timer::now_ns();
-    while smp::online() < started {
+    while smp::online() + smp::failed().len() < started {
         if timer::now_ns() - t0 > CPU_ON_TIMEOUT_NS {
             log::error!(
                 "only {} of {started} started CPUs came online within 1 s",
@@ -187,6 +187,9 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
             return Some("a secondary CPU did not come online within 1 s");
         }
         core::hint::spin_loop();
+    }
+    if !smp::failed().is_empty() {
+        return Some("interrupt setup failed on some CPUs (see irq::started_cpus_take_interrupts)");
     }
     note
 }
@@ -229,7 +232,10 @@ pub extern "C" fn secondary_cpu_entry(idx: u64, stack_bottom: u64, stack_top: u6
     let mpidr = MPIDR_OF[idx as usize].load(Ordering::Acquire);
     match init_this_cpu(facts, mpidr) {
         Ok(()) => log::debug!("cpu {idx} (MPIDR {mpidr:#x}) online"),
-        Err(e) => log::error!("cpu {idx} (MPIDR {mpidr:#x}): interrupt setup failed: {e:?}"),
+        Err(e) => {
+            log::error!("cpu {idx} (MPIDR {mpidr:#x}): interrupt setup failed: {e:?}");
+            smp::mark_failed(idx as usize, alloc::format!("MPIDR {mpidr:#x}: {e:?}"));
+        }
     }
     loop {
         aarch64_cpu::asm::wfi();
