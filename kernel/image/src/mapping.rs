@@ -144,13 +144,6 @@ pub fn root() -> u64 {
     ROOT.load(Ordering::Relaxed)
 }
 
-/// The pool the early tables live in (for cache maintenance before the
-/// MMU is on).
-#[cfg(target_arch = "aarch64")]
-pub fn pool_range() -> PhysRange {
-    KernelTables::pool_range()
-}
-
 /// An address nothing is mapped at: the first 1 GiB slot (from 2 GiB up)
 /// whose probe address is unmapped; firmware-described ranges are mapped
 /// when bound, so this is checked against the map itself.

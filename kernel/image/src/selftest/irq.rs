@@ -52,6 +52,21 @@ pub fn timer_every_cpu() -> TestResult {
     Ok(())
 }
 
+/// Every CPU the kernel started set up its interrupts: found its
+/// redistributor (in whichever GICR region holds it), woke it, enabled its
+/// CPU interface. A CPU that could not stays idle and is named here.
+pub fn started_cpus_take_interrupts() -> TestResult {
+    let failed = smp::failed();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(TestError::mismatch(
+        "interrupt setup failed on started CPUs",
+        "none",
+        alloc::format!("{failed:?}"),
+    ))
+}
+
 /// Fired MSIs each arrive exactly once: the CPU raises one the way a
 /// device would (on Arm, a write to the ITS doorbell for DeviceID 0).
 pub fn msi_doorbell_delivers_once() -> TestResult {

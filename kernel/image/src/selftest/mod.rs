@@ -76,6 +76,7 @@ pub fn tests() -> Vec<Test> {
         test!(mm, mm::heap_round_trip),
         test!(mm, mm::identity_map_follows_firmware),
         test!(irq, irq::timer_every_cpu),
+        test!(irq, irq::started_cpus_take_interrupts),
         test!(irq, irq::msi_doorbell_delivers_once),
         test!(discovery, discovery::tables_parse_cleanly),
         test!(discovery, discovery::iommus_match_board),

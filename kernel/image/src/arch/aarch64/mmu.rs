@@ -45,16 +45,6 @@ pub fn pa_bits() -> u32 {
     }
 }
 
-/// Turns the MMU on on the boot CPU. It wrote the early tables with the
-/// MMU (and so the data cache) off: stale lines over them are dropped
-/// before the walker, which reads through the cache, looks. Only here:
-/// later entries are written through the cache, and invalidating them on
-/// another CPU would lose them.
-pub fn enable_boot() {
-    invalidate_dcache(crate::mapping::pool_range());
-    enable();
-}
-
 /// Turns the MMU and caches on with the identity map (every CPU).
 pub fn enable() {
     MAIR_EL1.write(
@@ -81,24 +71,6 @@ pub fn enable() {
     unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
     SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable);
     barrier::isb(barrier::SY);
-}
-
-/// DC IVAC over `r`: discards cached copies so the next cached read sees memory.
-fn invalidate_dcache(r: PhysRange) {
-    // CTR_EL0.DminLine: log2 of the smallest data cache line, in words.
-    let ctr: u64;
-    // SAFETY: reads the cache type register; no side effect.
-    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
-    let line = 4u64 << ((ctr >> 16) & 0xf);
-    let mut addr = r.start & !(line - 1);
-    while addr < r.end {
-        // SAFETY: invalidating lines of the table pool, which only the boot
-        // CPU wrote, with the MMU off (straight to memory): no dirty data of
-        // ours can be lost.
-        unsafe { core::arch::asm!("dc ivac, {}", in(reg) addr, options(nostack)) };
-        addr += line;
-    }
-    barrier::dsb(barrier::SY);
 }
 
 /// Maps, as device memory, every MMIO range the devicetree describes and
