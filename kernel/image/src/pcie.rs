@@ -180,9 +180,35 @@ pub fn enumerate_all(t: &Topology) {
             for e in &b.errors {
                 log::warn!("  error: {e}");
             }
+            report_bars_outside_windows(t, b);
         }
         segments
     });
+}
+
+/// Memory BARs firmware (or we) placed where no host-bridge window of
+/// their segment reaches: the CPU cannot reach them there. Reported, not
+/// moved (firmware's assignment is kept; see docs/pci.md).
+fn report_bars_outside_windows(t: &Topology, b: &Bus) {
+    let windows = t.pci_mmio_windows(b.segment);
+    if windows.is_empty() {
+        return;
+    }
+    for f in &b.functions {
+        for bar in f.bars.iter().filter(|x| x.kind != pci::bar::BarKind::Io) {
+            let Some(at) = bar.cpu_address else { continue };
+            let end = at.saturating_add(bar.size);
+            if !windows.iter().any(|w| w.start <= at && end <= w.end) {
+                log::warn!(
+                    "  {} BAR{} at {at:#x} (size {:#x}) is outside segment {}'s host bridge windows",
+                    f.bdf,
+                    bar.index,
+                    bar.size,
+                    b.segment
+                );
+            }
+        }
+    }
 }
 
 /// Whether enumeration placed BAR0 of a vendor:device function at `bar0`:

@@ -3,6 +3,7 @@
 use super::{apic, entry, exceptions, paging, time};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
+use acpi_tables::madt::ApStartPlan;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec;
@@ -24,7 +25,7 @@ const LOW_MAPPED: u64 = 1 << 32;
 /// SeaBIOS keeps some RAM reserved (its high-memory copy, the EBDA), and
 /// the 640 KiB..1 MiB hole is not RAM.
 const RAM_SLACK: u64 = 2 << 20;
-/// How long the secondaries get to come online.
+/// How long each secondary gets to come online.
 const CPU_START_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// `struct hvm_start_info` (Xen's public `arch-x86/hvm/start_info.h`).
@@ -149,21 +150,12 @@ fn read_start_info(addr: u64) -> Result<Pvh, PvhError> {
     })
 }
 
-/// CPUs the machine has, from QEMU's fw_cfg (`FW_CFG_NB_CPUS`); falls back
-/// to `qemu.cpus=` on the command line, then 1. The MADT is the general
-/// answer and comes with the ACPI work.
-fn cpus_present(cmdline_text: &str) -> usize {
-    // SAFETY: q35 has fw_cfg at its fixed ports; without it the signature
-    // check fails and nothing else is read.
-    let mut port = unsafe { fw_cfg::transport::PortIo::new() };
-    let mut n = [0u8; 2];
-    let from_fw_cfg = fw_cfg::read_item(&mut port, fw_cfg::NB_CPUS, &mut n)
-        .ok()
-        .map(|()| usize::from(u16::from_le_bytes(n)));
-    from_fw_cfg
-        .filter(|&n| n > 0)
-        .or_else(|| cmdline::get(cmdline_text, "qemu.cpus").and_then(|n| n.parse().ok()))
-        .unwrap_or(1)
+/// The application processors to start, from the MADT (every enabled
+/// local APIC / x2APIC structure but ours). Without a readable MADT only
+/// the boot CPU runs, and the note says why.
+fn cpu_plan(acpi: AcpiEntry) -> Result<ApStartPlan, String> {
+    let madt = crate::discovery::madt(acpi)?;
+    Ok(madt.ap_start_plan(apic::id(), smp::MAX_CPUS))
 }
 
 pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
@@ -201,6 +193,18 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     if let Err(e) = apic::init_boot() {
         console::bail_out(format_args!("local APIC: {e}"));
     }
+    let acpi = match pvh.rsdp {
+        0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
+        a => AcpiEntry::Rsdp(a),
+    };
+    let plan = cpu_plan(acpi);
+    let highest = plan
+        .as_ref()
+        .map_or(0, |p| p.start.iter().copied().max().unwrap_or(0));
+    match apic::choose_mode(highest) {
+        Ok(x2) => log::debug!("local APIC in {} mode", if x2 { "x2APIC" } else { "xAPIC" }),
+        Err(e) => console::bail_out(format_args!("local APIC: {e}")),
+    }
     register_this_cpu(0);
     match time::calibrate() {
         Ok((tsc_hz, lapic_hz)) => log::debug!(
@@ -214,8 +218,13 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     smp::mark_online();
     super::interrupts_restore(true);
 
-    let present = cpus_present(&pvh.cmdline);
-    let cpus_note = start_secondaries(present);
+    let (present, cpus_note) = match &plan {
+        Ok(p) => (1 + p.start.len() + p.parked.len(), start_secondaries(p)),
+        Err(e) => {
+            log::warn!("no MADT ({e}): only the boot CPU runs");
+            (1, Some("no readable MADT: only the boot CPU was started"))
+        }
+    };
 
     let (kstart, kend) = (
         core::ptr::addr_of!(entry::__kernel_start) as u64,
@@ -235,10 +244,7 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         cmdline: pvh.cmdline,
         cpus_present: present,
         cpus_note,
-        acpi: match pvh.rsdp {
-            0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
-            a => AcpiEntry::Rsdp(a),
-        },
+        acpi,
         devicetree: None,
     })
 }
@@ -247,12 +253,25 @@ fn register_this_cpu(cpu: usize) {
     super::register_cpu(apic::id(), cpu);
 }
 
-/// INIT, then two startup IPIs (as the MP protocol asks) to every other CPU
-/// at once; each takes an index in the trampoline. Waits (bounded) for
-/// `present` CPUs to be online; returns why not if they are not.
-fn start_secondaries(present: usize) -> Option<&'static str> {
-    if present <= 1 {
-        return None;
+/// Starts the planned CPUs one at a time: INIT, then two startup IPIs (as
+/// the MP protocol asks), then a bounded wait for it to come online before
+/// the next (each takes the next index in the trampoline, so a late one
+/// must not race the next). Returns why fewer than present run, if so.
+fn start_secondaries(plan: &ApStartPlan) -> Option<&'static str> {
+    let parked = (!plan.parked.is_empty()).then(|| {
+        log::warn!(
+            "{} CPU(s) beyond smp::MAX_CPUS = {} left parked (APIC ids {:#x?})",
+            plan.parked.len(),
+            smp::MAX_CPUS,
+            plan.parked
+        );
+        "more CPUs than the kernel drives (smp::MAX_CPUS): the rest left parked"
+    });
+    if plan.hotplug_slots != 0 {
+        log::debug!("{} hot-plug CPU slot(s) in the MADT", plan.hotplug_slots);
+    }
+    if plan.start.is_empty() {
+        return parked;
     }
     let start = core::ptr::addr_of!(entry::ap_trampoline_start);
     let len = core::ptr::addr_of!(entry::ap_trampoline_end) as usize - start as usize;
@@ -263,34 +282,37 @@ fn start_secondaries(present: usize) -> Option<&'static str> {
     // and nothing else uses it; the source is our own read-only data.
     unsafe { core::ptr::copy_nonoverlapping(start, entry::TRAMPOLINE_PHYS as *mut u8, len) };
     let page = (entry::TRAMPOLINE_PHYS >> 12) as u8;
-    // The MP protocol's 10 ms INIT-to-SIPI wait is for old discrete APICs;
-    // like Linux on modern CPUs we wait only briefly.
-    let sent = apic::send_init_to_others()
-        .inspect(|_| time::delay_us(1000))
-        .and_then(|_| apic::send_startup_to_others(page))
-        .inspect(|_| time::delay_us(200))
-        .and_then(|_| apic::send_startup_to_others(page));
-    if let Err(e) = sent {
-        log::error!("starting the secondary CPUs: {e}");
-        return Some("the INIT/startup IPIs were not delivered");
-    }
-    let wanted = present.min(smp::MAX_CPUS);
-    let t0 = time::now_ns();
-    while smp::online() < wanted {
-        if time::now_ns() - t0 > CPU_START_TIMEOUT_NS {
-            log::error!(
-                "only {} of {present} CPUs came online within 1 s",
-                smp::online()
-            );
-            return Some("a secondary CPU did not come online within 1 s");
+    for &id in &plan.start {
+        let before = smp::online();
+        // The MP protocol's 10 ms INIT-to-SIPI wait is for old discrete
+        // APICs; like Linux on modern CPUs we wait only briefly.
+        let sent = apic::send_init(id)
+            .inspect(|_| time::delay_us(1000))
+            .and_then(|_| apic::send_startup(id, page))
+            .inspect(|_| time::delay_us(200))
+            .and_then(|_| apic::send_startup(id, page));
+        if let Err(e) = sent {
+            log::error!("starting the CPU with APIC id {id:#x}: {e}");
+            return Some("an INIT/startup IPI was not delivered");
         }
-        core::hint::spin_loop();
+        let t0 = time::now_ns();
+        while smp::online() == before {
+            if time::now_ns() - t0 > CPU_START_TIMEOUT_NS {
+                log::error!(
+                    "the CPU with APIC id {id:#x} did not come online within 1 s; \
+                     not starting the rest"
+                );
+                return Some("a secondary CPU did not come online within 1 s");
+            }
+            core::hint::spin_loop();
+        }
     }
-    (present > smp::MAX_CPUS).then_some("more CPUs than the kernel supports (smp::MAX_CPUS)")
+    parked
 }
 
 pub extern "C" fn secondary_cpu_entry(cpu: u32) -> ! {
     let cpu = cpu as usize;
+    apic::enter_mode();
     register_this_cpu(cpu);
     exceptions::init_cpu(cpu);
     apic::init_cpu();
