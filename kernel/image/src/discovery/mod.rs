@@ -165,6 +165,14 @@ pub fn madt(entry: crate::platform::AcpiEntry) -> Result<madt::Madt, String> {
     madt::parse(bytes).map_err(|e| e.to_string())
 }
 
+/// The SPCR alone, for choosing the console before anything is printed
+/// (x86; on Arm the early console comes from the devicetree or the board).
+#[cfg(target_arch = "x86_64")]
+pub fn spcr(entry: crate::platform::AcpiEntry) -> Option<spcr::Spcr> {
+    let set = tables::load(entry).ok()?;
+    spcr::parse(set.find(b"SPCR")?).ok()
+}
+
 fn empty(problem: String) -> Topology {
     Topology {
         source: "none".into(),

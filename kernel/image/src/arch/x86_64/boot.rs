@@ -4,6 +4,7 @@ use super::{apic, entry, exceptions, paging, time};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
 use acpi_tables::madt::ApStartPlan;
+use acpi_tables::spcr::{self, Uart16550At};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec;
@@ -11,10 +12,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::PhysRange;
 use kernel::cmdline;
-use uart_16550::backend::PioBackend;
+use uart_16550::backend::Backend;
 use uart_16550::{Config, Uart16550};
 
-const COM1: u16 = 0x3f8;
 const PVH_MAGIC: u32 = 0x336e_c578;
 const E820_RAM: u32 = 1;
 const PAGE: u64 = 4096;
@@ -163,19 +163,14 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     exceptions::init_idt();
     exceptions::init_cpu(0);
     heap::init();
-    // SAFETY: COM1, which every PC-compatible machine (and q35) has at 0x3f8;
-    // nothing else drives it.
-    let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else {
-        super::exit(false)
-    };
-    if uart.init(Config::DEFAULT).is_err() {
-        // No console to say it on: the exit status is all the runner gets.
-        super::exit(false)
-    }
-    let uart = SerialConsole { uart, dropped: 0 };
-    console::install(Box::new(uart));
     // Nothing has written low memory yet: the start info is intact.
-    let pvh = match read_start_info(start_info) {
+    let pvh = read_start_info(start_info);
+    let acpi = match pvh.as_ref().map_or(0, |p| p.rsdp) {
+        0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
+        a => AcpiEntry::Rsdp(a),
+    };
+    let console_note = install_console(acpi);
+    let pvh = match pvh {
         Ok(p) => p,
         Err(e) => console::bail_out(format_args!("PVH start info at {start_info:#x}: {e}")),
     };
@@ -193,10 +188,9 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     if let Err(e) = apic::init_boot() {
         console::bail_out(format_args!("local APIC: {e}"));
     }
-    let acpi = match pvh.rsdp {
-        0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
-        a => AcpiEntry::Rsdp(a),
-    };
+    if let Some(note) = console_note {
+        log::warn!("{note}");
+    }
     let plan = cpu_plan(acpi);
     let highest = plan
         .as_ref()
@@ -247,6 +241,55 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         acpi,
         devicetree: None,
     })
+}
+
+/// MMIO the boot code maps uncached: a memory-mapped UART must be inside.
+const UNCACHED_MMIO: core::ops::Range<u64> = 0xc000_0000..0x1_0000_0000;
+
+/// The console: the SPCR's 16550 (I/O port or MMIO) when the tables name
+/// one, else COM1 (see `spcr::COM1`). Returns a note when the SPCR's UART
+/// could not be used; without any console the run ends with a failing exit
+/// status, all the runner gets then.
+fn install_console(acpi: AcpiEntry) -> Option<String> {
+    let spcr = crate::discovery::spcr(acpi);
+    let mut note = None;
+    let at = match spcr::pc_console(spcr.as_ref()) {
+        Uart16550At::Mmio { address, .. }
+            if !UNCACHED_MMIO.contains(&address) || !UNCACHED_MMIO.contains(&(address + 0x3f)) =>
+        {
+            note = Some(alloc::format!(
+                "SPCR console at MMIO {address:#x} is outside the mapped MMIO window; using COM1"
+            ));
+            Uart16550At::Port(spcr::COM1)
+        }
+        at => at,
+    };
+    let installed = match at {
+        Uart16550At::Port(port) => {
+            // SAFETY: the port firmware named for the console (or COM1);
+            // nothing else drives it.
+            unsafe { Uart16550::new_port(port) }
+                .ok()
+                .and_then(SerialConsole::start)
+        }
+        Uart16550At::Mmio { address, stride } => {
+            // SAFETY: the UART firmware named, inside the uncached MMIO
+            // window the boot code maps; nothing else drives it.
+            unsafe {
+                Uart16550::new_mmio_from_address(
+                    core::num::NonZeroUsize::new(address as usize)
+                        .unwrap_or(core::num::NonZeroUsize::MIN),
+                    stride,
+                )
+            }
+            .ok()
+            .and_then(SerialConsole::start)
+        }
+    };
+    if installed.is_none() {
+        super::exit(false)
+    }
+    note
 }
 
 fn register_this_cpu(cpu: usize) {
@@ -328,13 +371,21 @@ pub extern "C" fn secondary_cpu_entry(cpu: u32) -> ! {
 /// must never hang the kernel, even with a wedged UART.
 const TX_SPIN_LIMIT: u32 = 1_000_000;
 
-/// COM1 through `uart_16550`'s non-blocking send, with our own bound on the wait.
-struct SerialConsole {
-    uart: Uart16550<PioBackend>,
+/// A 16550 through `uart_16550`'s non-blocking send, with our own bound on
+/// the wait.
+struct SerialConsole<B: Backend> {
+    uart: Uart16550<B>,
     dropped: u64,
 }
 
-impl SerialConsole {
+impl<B: Backend + Send + 'static> SerialConsole<B> {
+    /// Initialises the UART and makes it the console; false if it would not.
+    fn start(mut uart: Uart16550<B>) -> Option<()> {
+        uart.init(Config::DEFAULT).ok()?;
+        console::install(Box::new(SerialConsole { uart, dropped: 0 }));
+        Some(())
+    }
+
     fn send(&mut self, b: u8) {
         for _ in 0..TX_SPIN_LIMIT {
             if self.uart.try_send_byte(b).is_ok() {
@@ -346,7 +397,7 @@ impl SerialConsole {
     }
 }
 
-impl core::fmt::Write for SerialConsole {
+impl<B: Backend + Send + 'static> core::fmt::Write for SerialConsole<B> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for b in s.bytes() {
             if b == b'\n' {
