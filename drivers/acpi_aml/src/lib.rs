@@ -27,7 +27,7 @@ mod tests;
 
 pub use handler::{AccessWidth, PciFunction, Platform};
 
-use acpi::aml::namespace::{AmlName, NamespaceLevelKind};
+use acpi::aml::namespace::{AmlName, NameSeg, NamespaceLevel, NamespaceLevelKind};
 use acpi::aml::object::{Object, WrappedObject};
 use acpi::aml::{AmlError, Interpreter};
 use alloc::string::{String, ToString};
@@ -176,15 +176,18 @@ pub fn host_bridges<P: Platform + 'static>(
     }
 
     let mut out = Discovery::default();
-    for path in devices(&interpreter)? {
-        match is_host_bridge(&interpreter, &path) {
-            Ok(false) => continue,
-            Ok(true) => {}
-            Err(e) => {
-                out.problems.push(e);
-                continue;
-            }
-        }
+    for candidate in candidates(&interpreter)? {
+        let path = match candidate {
+            Candidate::Bridge(path) => path,
+            Candidate::Computed(path) => match is_host_bridge(&interpreter, &path) {
+                Ok(true) => path,
+                Ok(false) => continue,
+                Err(e) => {
+                    out.problems.push(e);
+                    continue;
+                }
+            },
+        };
         match read_bridge(&interpreter, &path) {
             Ok(b) => out.bridges.push(b),
             Err(e) => out.problems.push(e),
@@ -213,17 +216,61 @@ fn aml_body(table: &[u8]) -> Result<(u8, &[u8], [u8; 4]), Error> {
     Ok((table[8], &table[SDT_HEADER_LEN..declared], signature))
 }
 
-/// Every `Device` in the namespace, in namespace order.
-fn devices<H: acpi::Handler>(interpreter: &Interpreter<H>) -> Result<Vec<AmlName>, Error> {
+/// A device that may be a host bridge.
+enum Candidate {
+    /// Its `_HID`/`_CID` are plain names that say so.
+    Bridge(AmlName),
+    /// Its `_HID` or `_CID` is a method: evaluate to know.
+    Computed(AmlName),
+}
+
+/// What the `_HID`/`_CID` stored in a device's scope say, without running
+/// AML: `None` when either is a method.
+fn static_ids(level: &NamespaceLevel) -> Option<Vec<String>> {
+    let mut ids = Vec::new();
+    for seg in [*b"_HID", *b"_CID"] {
+        let Ok(seg) = NameSeg::from_bytes(seg) else {
+            continue;
+        };
+        if let Some((_, o)) = level.values.get(&seg) {
+            if matches!(**o, Object::Method { .. } | Object::NativeMethod { .. }) {
+                return None;
+            }
+            ids_of(o, &mut ids);
+        }
+    }
+    Some(ids)
+}
+
+fn names_host_bridge(ids: &[String]) -> bool {
+    ids.iter().any(|i| i == PNP0A08 || i == PNP0A03)
+}
+
+/// The devices that are or may be host bridges, in namespace order. Most
+/// devices name themselves with plain `_HID`/`_CID` objects, read here
+/// without running AML (evaluating every device costs more than the rest
+/// of discovery on an emulated CPU). A host bridge's children are PCI
+/// devices, not walked.
+fn candidates<H: acpi::Handler>(interpreter: &Interpreter<H>) -> Result<Vec<Candidate>, Error> {
     let mut found = Vec::new();
     interpreter
         .namespace
         .lock()
         .traverse(|name, level| {
-            if level.kind == NamespaceLevelKind::Device {
-                found.push(name.clone());
+            if level.kind != NamespaceLevelKind::Device {
+                return Ok(true);
             }
-            Ok(true)
+            match static_ids(level) {
+                Some(ids) if names_host_bridge(&ids) => {
+                    found.push(Candidate::Bridge(name.clone()));
+                    Ok(false)
+                }
+                Some(_) => Ok(true),
+                None => {
+                    found.push(Candidate::Computed(name.clone()));
+                    Ok(true)
+                }
+            }
         })
         .map_err(|e| eval_error("\\", "namespace walk", e))?;
     Ok(found)
@@ -304,7 +351,7 @@ fn is_host_bridge<H: acpi::Handler>(
             ids_of(&o, &mut ids);
         }
     }
-    Ok(ids.iter().any(|i| i == PNP0A08 || i == PNP0A03))
+    Ok(names_host_bridge(&ids))
 }
 
 fn read_bridge<H: acpi::Handler>(

@@ -131,10 +131,22 @@ fn pkg_length(len: usize) -> StdVec<u8> {
 
 /// `Device (PCI0) { Name (_HID, EisaId ("PNP0A08")) Name (_CRS, Buffer { crs }) }`.
 fn pci0_with_crs(crs: &[u8]) -> StdVec<u8> {
+    pci0(crs, false)
+}
+
+/// As [`pci0_with_crs`]; with `hid_method`, `_HID` is
+/// `Method (_HID) { Return (EisaId ("PNP0A08")) }`.
+fn pci0(crs: &[u8], hid_method: bool) -> StdVec<u8> {
     let mut buffer = StdVec::from([0x0a, crs.len() as u8]);
     buffer.extend_from_slice(crs);
     let mut dev = StdVec::from(*b"PCI0");
-    dev.extend_from_slice(&[0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x0a, 0x08]);
+    if hid_method {
+        // MethodOp, PkgLength 12, "_HID", flags 0, Return (DWordConst).
+        dev.extend_from_slice(&[0x14, 12, b'_', b'H', b'I', b'D', 0, 0xa4, 0x0c]);
+        dev.extend_from_slice(&[0x41, 0xd0, 0x0a, 0x08]);
+    } else {
+        dev.extend_from_slice(&[0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x0a, 0x08]);
+    }
     dev.extend_from_slice(&[0x08, b'_', b'C', b'R', b'S', 0x11]);
     dev.extend_from_slice(&pkg_length(buffer.len()));
     dev.extend_from_slice(&buffer);
@@ -167,6 +179,16 @@ fn hand_built_crs_is_decoded() {
     let mut crs = StdVec::from(QWORD_MEM);
     crs.extend_from_slice(&[0x79, 0]);
     let d = host_bridges(FakePlatform::default(), &pci0_with_crs(&crs), &[]).unwrap();
+    assert_eq!(d.bridges[0].mem64, [w(0x1_0000_0000, 0x1_ffff_ffff)]);
+}
+
+#[test]
+fn a_hid_computed_by_a_method_is_evaluated() {
+    let mut crs = StdVec::from(QWORD_MEM);
+    crs.extend_from_slice(&[0x79, 0]);
+    let d = host_bridges(FakePlatform::default(), &pci0(&crs, true), &[]).unwrap();
+    assert_eq!(d.problems, []);
+    assert_eq!(d.bridges.len(), 1);
     assert_eq!(d.bridges[0].mem64, [w(0x1_0000_0000, 0x1_ffff_ffff)]);
 }
 

@@ -282,7 +282,14 @@ fn host_bridges_from_aml(
     let platform = tables::AmlPlatform {
         ecam: ecam.to_vec(),
     };
-    match acpi_aml::host_bridges(platform, dsdt, &ssdts) {
+    let t0 = crate::arch::now_ns();
+    let found = acpi_aml::host_bridges(platform, dsdt, &ssdts);
+    log::debug!(
+        "AML: DSDT and {} SSDT(s) loaded, host bridges read in {} us",
+        ssdts.len(),
+        (crate::arch::now_ns() - t0) / 1000
+    );
+    match found {
         Ok(d) => {
             problems.extend(d.problems.iter().map(|p| format!("AML: {p}")));
             d.bridges

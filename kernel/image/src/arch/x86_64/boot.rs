@@ -303,10 +303,11 @@ fn register_this_cpu(cpu: usize) {
 fn start_secondaries(plan: &ApStartPlan) -> Option<&'static str> {
     let parked = (!plan.parked.is_empty()).then(|| {
         log::warn!(
-            "{} CPU(s) beyond smp::MAX_CPUS = {} left parked (APIC ids {:#x?})",
+            "{} CPU(s) beyond smp::MAX_CPUS = {} left parked (APIC ids {:#x}..={:#x})",
             plan.parked.len(),
             smp::MAX_CPUS,
-            plan.parked
+            plan.parked.iter().min().unwrap_or(&0),
+            plan.parked.iter().max().unwrap_or(&0)
         );
         "more CPUs than the kernel drives (smp::MAX_CPUS): the rest left parked"
     });
