@@ -1,10 +1,11 @@
 //! PCI enumeration of every ECAM window discovery found. Bus numbers are
 //! kept where firmware set them (q35) and assigned where nobody did (virt
-//! booted with -kernel); BARs likewise, from the host bridge windows the
-//! devicetree gives.
+//! booted with -kernel); BARs likewise: from the devicetree's host bridge
+//! windows where nobody assigned them, and where firmware did (ACPI
+//! machines), kept, with only unassigned BARs placed in the `_CRS` windows.
 use crate::discovery::{EcamWindow, Topology};
 use alloc::vec::Vec;
-use pci::assign::{assign, Window};
+use pci::assign::{assign, fill_unassigned, Window};
 use pci::ecam::Ecam;
 use pci::enumerate::{enumerate, Policy, Topology as Bus};
 use spin::Once;
@@ -71,6 +72,31 @@ fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
     Some(host.windows.iter().filter_map(Window::from_dt).collect())
 }
 
+/// The host bridge windows discovery read from ACPI `_CRS` for `segment`.
+fn acpi_windows(segment: u16) -> Vec<Window> {
+    let Some(t) = crate::discovery::get() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in t.host_bridges.iter().filter(|b| b.segment == segment) {
+        let kinds = [
+            (&b.io, pci::bar::BarKind::Io),
+            (&b.mem32, pci::bar::BarKind::Mem32),
+            (&b.mem64, pci::bar::BarKind::Mem64),
+        ];
+        for (ws, kind) in kinds {
+            out.extend(ws.iter().map(|w| Window {
+                kind,
+                prefetchable: false,
+                cpu_base: w.cpu_start(),
+                pci_base: w.start,
+                size: w.len(),
+            }));
+        }
+    }
+    out
+}
+
 /// Segments enumerated from the devicetree before the ACPI tables were
 /// read (see [`enumerate_early`]), waiting for [`enumerate_all`].
 static EARLY: spin::Mutex<Vec<Segment>> = spin::Mutex::new(Vec::new());
@@ -118,11 +144,21 @@ fn enumerate_window(w: &EcamWindow) -> Segment {
         let errors = assign(&mut cfg, &mut bus, &windows);
         bus.errors.extend(errors);
     } else {
-        // PC: memory and I/O addresses on PCI are the CPU's own.
-        for f in &mut bus.functions {
-            for b in &mut f.bars {
-                b.cpu_address = b.address;
+        // Firmware (a PC's BIOS or UEFI) assigned resources: its BARs and
+        // bridge windows stay; only what it left unassigned is placed,
+        // inside the host bridge's `_CRS` windows.
+        let windows = acpi_windows(w.segment);
+        if windows.is_empty() {
+            // No windows known: take firmware's addresses as the CPU's own
+            // (what a PC's host bridge does).
+            for f in &mut bus.functions {
+                for b in &mut f.bars {
+                    b.cpu_address = b.address;
+                }
             }
+        } else {
+            let errors = fill_unassigned(&mut cfg, &mut bus, &windows);
+            bus.errors.extend(errors);
         }
     }
     log::info!(
