@@ -473,6 +473,55 @@ impl Madt {
     }
 }
 
+/// Which application processors to start, from the local APIC and local
+/// x2APIC structures: every enabled one but the boot CPU, in table order,
+/// up to what the kernel drives; the rest stay parked (never sent a
+/// startup IPI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApStartPlan {
+    /// APIC ids to start, one at a time.
+    pub start: Vec<u32>,
+    /// Enabled CPUs beyond the kernel's limit: left parked.
+    pub parked: Vec<u32>,
+    /// Online-capable CPUs that are not enabled (hot-plug slots): nothing
+    /// to start.
+    pub hotplug_slots: usize,
+    /// Some CPU's id does not fit xAPIC's 8-bit destination (0xff is the
+    /// broadcast id): the boot CPU must switch to x2APIC to reach it.
+    pub needs_x2apic: bool,
+}
+
+/// The largest id an xAPIC IPI can name (0xff broadcasts).
+pub const XAPIC_MAX_ID: u32 = 0xfe;
+
+impl Madt {
+    /// The start plan for a kernel that drives `max_cpus` CPUs, counting
+    /// the boot CPU (`boot_apic_id`). A CPU listed twice (local APIC and
+    /// x2APIC structures with the same id) counts once.
+    pub fn ap_start_plan(&self, boot_apic_id: u32, max_cpus: usize) -> ApStartPlan {
+        let mut plan = ApStartPlan::default();
+        let mut seen: Vec<u32> = alloc::vec![boot_apic_id];
+        for cpu in self.cpus() {
+            let CpuId::Apic(id) = cpu.id else { continue };
+            if !cpu.enabled {
+                plan.hotplug_slots += usize::from(cpu.online_capable);
+                continue;
+            }
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            if 1 + plan.start.len() < max_cpus {
+                plan.needs_x2apic |= id > XAPIC_MAX_ID;
+                plan.start.push(id);
+            } else {
+                plan.parked.push(id);
+            }
+        }
+        plan
+    }
+}
+
 /// MPS INTI flags as text: polarity (bits 0-1), trigger mode (bits 2-3).
 fn inti(flags: u16) -> (&'static str, &'static str) {
     let polarity = ["conforming", "active-high", "reserved", "active-low"];

@@ -251,6 +251,54 @@ impl Spcr {
     }
 }
 
+/// A PC's first serial port. Not a QEMU assumption: COM1 at I/O port
+/// 0x3f8 is the PC platform's legacy serial port (the BIOS data area's
+/// first entry), which firmware without an SPCR still leaves there.
+pub const COM1: u16 = 0x3f8;
+
+/// Where a 16550-compatible console's registers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uart16550At {
+    Port(u16),
+    /// Registers `stride` bytes apart.
+    Mmio {
+        address: u64,
+        stride: u8,
+    },
+}
+
+impl Spcr {
+    /// The SPCR's UART, when it is 16550-compatible and in memory or I/O
+    /// space (a port must fit 16 bits). MMIO register spacing comes from
+    /// the address's access size (or else its bit width; bytes when
+    /// neither says).
+    pub fn uart_16550(&self) -> Option<Uart16550At> {
+        let c = self.console()?;
+        if c.kind != ConsoleKind::Uart16550 {
+            return None;
+        }
+        if !c.mmio {
+            return u16::try_from(c.address).ok().map(Uart16550At::Port);
+        }
+        let g = &self.base_address;
+        let stride = match (g.access_size, g.bit_width) {
+            (1..=4, _) => 1u8 << (g.access_size - 1),
+            (_, 16 | 32 | 64) => g.bit_width / 8,
+            _ => 1,
+        };
+        Some(Uart16550At::Mmio {
+            address: c.address,
+            stride,
+        })
+    }
+}
+
+/// A PC's console: the SPCR's 16550 when it names one, else COM1.
+pub fn pc_console(spcr: Option<&Spcr>) -> Uart16550At {
+    spcr.and_then(Spcr::uart_16550)
+        .unwrap_or(Uart16550At::Port(COM1))
+}
+
 impl fmt::Display for Spcr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;

@@ -489,3 +489,135 @@ fn read_window<C: ConfigSpace + ?Sized>(cfg: &C, bdf: Bdf, class: Class) -> Opti
     };
     (base <= limit).then_some((base, limit))
 }
+
+/// Places only the BARs nobody assigned (firmware left them at 0), each
+/// in free space of the window that reaches it: its bridge's forwarding
+/// window, or on the root bus a host bridge window of its kind (outside
+/// every bridge's window). Every BAR and bridge window firmware set stays
+/// as it is, so this is what a machine whose firmware assigned resources
+/// gets, unlike [`assign`], which redoes a whole class when one BAR is
+/// missing. A BAR with no room gets `WindowExhausted` and no address.
+/// Assigned BARs get their CPU address from the host window holding them.
+pub fn fill_unassigned<C: ConfigSpace + ?Sized>(
+    cfg: &mut C,
+    topology: &mut Topology,
+    windows: &[Window],
+) -> Vec<PciError> {
+    let mut errors = Vec::new();
+    for fi in 0..topology.functions.len() {
+        for bi in 0..topology.functions[fi].bars.len() {
+            let bar = topology.functions[fi].bars[bi];
+            if bar.address.is_some() {
+                continue;
+            }
+            let bdf = topology.functions[fi].bdf;
+            let placed = free_slot(&*cfg, topology, windows, fi, bi);
+            let b = &mut topology.functions[fi].bars[bi];
+            match placed {
+                Some(addr) => {
+                    write_bar(cfg, bdf, &bar, addr);
+                    b.address = Some(addr);
+                }
+                None => errors.push(PciError::WindowExhausted {
+                    bdf,
+                    bar: bar.index,
+                    size: bar.size,
+                }),
+            }
+        }
+    }
+    for f in &mut topology.functions {
+        for b in &mut f.bars {
+            b.cpu_address = b.address.and_then(|a| {
+                windows
+                    .iter()
+                    .find(|w| {
+                        (w.kind == BarKind::Io) == (b.kind == BarKind::Io) && w.contains(a, b.size)
+                    })
+                    .map(|w| w.cpu_of(a))
+            });
+        }
+    }
+    errors
+}
+
+/// The lowest naturally aligned address where BAR `bi` of function `fi`
+/// fits: inside the range that reaches it and a host window, clear of
+/// every assigned BAR and every bridge window not on its own path.
+fn free_slot<C: ConfigSpace + ?Sized>(
+    cfg: &C,
+    topo: &Topology,
+    windows: &[Window],
+    fi: usize,
+    bi: usize,
+) -> Option<u64> {
+    let f = &topo.functions[fi];
+    let bar = f.bars[bi];
+    let io = bar.kind == BarKind::Io;
+    let last_allowed = if bar.kind == BarKind::Mem32 {
+        FOUR_GIB - 1
+    } else {
+        u64::MAX
+    };
+    // The first 4 KiB of I/O space belong to legacy ISA devices.
+    let floor = if io { 0x1000 } else { 0 };
+    let classes: &[Class] = match (io, bar.prefetchable) {
+        (true, _) => &[Class::Io],
+        (false, true) => &[Class::Pref, Class::Mem],
+        (false, false) => &[Class::Mem],
+    };
+    // Largest window first: a PC lists the legacy VGA hole (128 KiB at
+    // 0xa0000) before its real MMIO windows.
+    let mut host: Vec<(u64, u64)> = windows
+        .iter()
+        .filter(|w| (w.kind == BarKind::Io) == io && w.size != 0)
+        .map(|w| (w.pci_base, w.end() - 1))
+        .collect();
+    host.sort_unstable_by_key(|&(s, e)| core::cmp::Reverse(e - s));
+    let reach: Vec<(u64, u64)> = match f.parent {
+        Some(p) => classes
+            .iter()
+            .filter_map(|&c| read_window(cfg, p, c))
+            .filter(|&(s, e)| s <= e)
+            .collect(),
+        None => host.clone(),
+    };
+    let own_path = topo.upstream_bridges(f.bdf);
+    let mut used: Vec<(u64, u64)> = Vec::new();
+    for g in &topo.functions {
+        for b in &g.bars {
+            if let Some(a) = b.address.filter(|_| (b.kind == BarKind::Io) == io) {
+                used.push((a, a.saturating_add(b.size - 1)));
+            }
+        }
+    }
+    let space: &[Class] = if io {
+        &[Class::Io]
+    } else {
+        &[Class::Mem, Class::Pref]
+    };
+    for br in topo.bridges.iter().filter(|b| !own_path.contains(&b.bdf)) {
+        for &c in space {
+            if let Some((s, e)) = read_window(cfg, br.bdf, c).filter(|(s, e)| s <= e) {
+                used.push((s, e));
+            }
+        }
+    }
+    used.sort_unstable();
+    reach.iter().find_map(|&(start, end)| {
+        let end = end.min(last_allowed);
+        let mut a = align_up(start.max(floor), bar.size)?;
+        for &(us, ue) in &used {
+            if ue < a {
+                continue;
+            }
+            if us > a.checked_add(bar.size - 1)? {
+                break;
+            }
+            a = align_up(ue.checked_add(1)?, bar.size)?;
+        }
+        let last = a.checked_add(bar.size - 1)?;
+        let in_host = host.iter().any(|&(s, e)| s <= a && last <= e);
+        (last <= end && in_host).then_some(a)
+    })
+}

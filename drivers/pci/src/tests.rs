@@ -1,6 +1,6 @@
 extern crate std;
 
-use crate::assign::{assign, Window};
+use crate::assign::{assign, fill_unassigned, Window};
 use crate::bar::{size_bars, BarKind};
 use crate::caps::{capabilities, CapError, Capability, PortType};
 use crate::config::{Bdf, ConfigSpace, CMD_BUS_MASTER, CMD_IO, CMD_MEMORY};
@@ -1071,4 +1071,119 @@ fn msix_table_masking_and_pending_bits() {
     msix.disable(&mut fake);
     assert_eq!(fake.read16(f.bdf, 0x58 + 2) & 0xc000, 0);
     assert_eq!(msix.is_masked(4), Ok(true));
+}
+
+/// [`windows`] with I/O from 0x1000, where firmware puts it (the first
+/// 4 KiB are the ISA devices'; a BAR at 0 reads as unassigned).
+fn pc_windows() -> Vec<Window> {
+    let mut w = windows();
+    w[0].pci_base = 0x1000;
+    w[0].cpu_base += 0x1000;
+    w[0].size -= 0x1000;
+    w
+}
+
+/// What firmware leaves: everything assigned (here by `assign`), then a
+/// function nobody assigned appears on the root bus and one behind a
+/// switch port whose window has room. Only those two are placed; nothing else moves.
+#[test]
+fn only_unassigned_bars_are_filled_and_firmware_bars_stay() {
+    let Tree { mut fake, ds0, .. } = tree();
+    let windows = pc_windows();
+    let mut topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    assert_eq!(assign(&mut fake, &mut topo, &windows), vec![]);
+    let firmware = topo.clone();
+    fake.add(
+        None,
+        9,
+        0,
+        FakeFn::endpoint(0x1234, 0x0001, 0).mem32(0, 0x1000, false),
+    );
+    fake.add(
+        Some(ds0),
+        1,
+        0,
+        FakeFn::endpoint(0x1234, 0x0002, 0).mem32(0, 0x1000, false),
+    );
+    let mut topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    assert_eq!(fill_unassigned(&mut fake, &mut topo, &windows), vec![]);
+    for f in &firmware.functions {
+        assert_eq!(
+            topo.function(f.bdf).unwrap().bars,
+            f.bars,
+            "{} moved",
+            f.bdf
+        );
+    }
+    let root_new = topo.function(bdf(0, 9, 0)).unwrap().bars[0];
+    assert!(root_new.address.is_some());
+    check_assignment(&fake, &topo, &windows);
+    // The one behind the switch lies inside its port's memory window.
+    let behind = topo
+        .functions
+        .iter()
+        .find(|f| f.vendor == 0x1234 && f.device == 0x0002)
+        .unwrap();
+    let at = behind.bars[0].address.unwrap();
+    let port = topo.function(behind.parent.unwrap()).unwrap().bdf;
+    let v = fake.read32(port, 0x20);
+    let (base, limit) = (
+        u64::from(v & 0xfff0) << 16,
+        u64::from((v >> 16) & 0xfff0) << 16 | 0xf_ffff,
+    );
+    assert!(
+        base <= at && at + 0xfff <= limit,
+        "{at:#x} in {base:#x}-{limit:#x}"
+    );
+}
+
+#[test]
+fn a_bar_with_no_room_is_an_error_and_stays_unassigned() {
+    let Tree { mut fake, .. } = tree();
+    let windows = pc_windows();
+    let mut topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    assert_eq!(assign(&mut fake, &mut topo, &windows), vec![]);
+    // 4 GiB of 32-bit memory fits no window.
+    fake.add(
+        None,
+        9,
+        0,
+        FakeFn::endpoint(0x1234, 0x0001, 0).mem64(0, 1 << 32, false),
+    );
+    let mut topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    let only_32 = [windows[0], windows[1]];
+    assert_eq!(
+        fill_unassigned(&mut fake, &mut topo, &only_32),
+        vec![PciError::WindowExhausted {
+            bdf: bdf(0, 9, 0),
+            bar: 0,
+            size: 1 << 32
+        }]
+    );
+    assert_eq!(topo.function(bdf(0, 9, 0)).unwrap().bars[0].address, None);
+}
+
+#[test]
+fn an_unassigned_bar_goes_to_the_large_window_not_the_vga_hole() {
+    let mut fake = Fake::default();
+    fake.add(
+        None,
+        3,
+        0,
+        FakeFn::endpoint(0x1234, 0x0001, 0).mem32(0, 0x1000, false),
+    );
+    let mut topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    let window = |base: u64, size: u64| Window {
+        kind: BarKind::Mem32,
+        prefetchable: false,
+        cpu_base: base,
+        pci_base: base,
+        size,
+    };
+    // As a PC's _CRS lists them: the legacy VGA hole first.
+    let windows = [window(0xa_0000, 0x2_0000), window(0xc000_0000, 0x3ec0_0000)];
+    assert_eq!(fill_unassigned(&mut fake, &mut topo, &windows), vec![]);
+    let bar = topo.functions[0].bars[0];
+    assert_eq!(bar.address, Some(0xc000_0000));
+    assert_eq!(bar.cpu_address, Some(0xc000_0000));
 }

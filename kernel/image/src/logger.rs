@@ -7,6 +7,12 @@ static LOGGER: ConsoleLogger = ConsoleLogger;
 
 impl Log for ConsoleLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
+        // The AML interpreter (`acpi` crate) narrates at info level; its
+        // warnings and errors still show, the rest only when debugging.
+        let quiet = metadata.target().starts_with("acpi") && log::max_level() < LevelFilter::Debug;
+        if quiet && metadata.level() > log::Level::Warn {
+            return false;
+        }
         metadata.level() <= log::max_level()
     }
 

@@ -1,11 +1,12 @@
 //! PCI enumeration of every ECAM window discovery found. Bus numbers are
 //! kept where firmware set them (q35) and assigned where nobody did (virt
-//! booted with -kernel); BARs likewise, from the host bridge windows the
-//! devicetree gives.
+//! booted with -kernel); BARs likewise: from the devicetree's host bridge
+//! windows where nobody assigned them, and where firmware did (ACPI
+//! machines), kept, with only unassigned BARs placed in the `_CRS` windows.
 use crate::discovery::{EcamWindow, Topology};
 use alloc::vec::Vec;
 use kernel::addr::PhysRange;
-use pci::assign::{assign, Window};
+use pci::assign::{assign, fill_unassigned, Window};
 use pci::ecam::Ecam;
 use pci::enumerate::{enumerate, Policy, Topology as Bus};
 use spin::Once;
@@ -78,6 +79,31 @@ fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
         .iter()
         .find(|h| h.ecam.base == w.base + (u64::from(w.start_bus) << 20))?;
     Some(host.windows.iter().filter_map(Window::from_dt).collect())
+}
+
+/// The host bridge windows discovery read from ACPI `_CRS` for `segment`.
+fn acpi_windows(segment: u16) -> Vec<Window> {
+    let Some(t) = crate::discovery::get() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in t.host_bridges.iter().filter(|b| b.segment == segment) {
+        let kinds = [
+            (&b.io, pci::bar::BarKind::Io),
+            (&b.mem32, pci::bar::BarKind::Mem32),
+            (&b.mem64, pci::bar::BarKind::Mem64),
+        ];
+        for (ws, kind) in kinds {
+            out.extend(ws.iter().map(|w| Window {
+                kind,
+                prefetchable: false,
+                cpu_base: w.cpu_start(),
+                pci_base: w.start,
+                size: w.len(),
+            }));
+        }
+    }
+    out
 }
 
 /// Segments enumerated from the devicetree before the ACPI tables were
@@ -165,11 +191,26 @@ fn enumerate_window(w: &EcamWindow) -> Segment {
         let errors = assign(&mut cfg, &mut bus, &windows);
         bus.errors.extend(errors);
     } else {
-        // PC: memory and I/O addresses on PCI are the CPU's own.
-        for f in &mut bus.functions {
-            for b in &mut f.bars {
-                b.cpu_address = b.address;
+        // Firmware (a PC's BIOS or UEFI) assigned resources: its BARs and
+        // bridge windows stay; only what it left unassigned is placed,
+        // inside the host bridge's `_CRS` windows.
+        let windows = acpi_windows(w.segment);
+        if let Some(t) = crate::discovery::get() {
+            for r in t.pci_mmio_windows(w.segment) {
+                crate::mapping::map_device(r, "PCI host-bridge window");
             }
+        }
+        if windows.is_empty() {
+            // No windows known: take firmware's addresses as the CPU's own
+            // (what a PC's host bridge does).
+            for f in &mut bus.functions {
+                for b in &mut f.bars {
+                    b.cpu_address = b.address;
+                }
+            }
+        } else {
+            let errors = fill_unassigned(&mut cfg, &mut bus, &windows);
+            bus.errors.extend(errors);
         }
     }
     map_bars(&mut bus);
@@ -228,9 +269,35 @@ pub fn enumerate_all(t: &Topology) {
             for e in &b.errors {
                 log::warn!("  error: {e}");
             }
+            report_bars_outside_windows(t, b);
         }
         segments
     });
+}
+
+/// Memory BARs firmware (or we) placed where no host-bridge window of
+/// their segment reaches: the CPU cannot reach them there. Reported, not
+/// moved (firmware's assignment is kept; see docs/pci.md).
+fn report_bars_outside_windows(t: &Topology, b: &Bus) {
+    let windows = t.pci_mmio_windows(b.segment);
+    if windows.is_empty() {
+        return;
+    }
+    for f in &b.functions {
+        for bar in f.bars.iter().filter(|x| x.kind != pci::bar::BarKind::Io) {
+            let Some(at) = bar.cpu_address else { continue };
+            let end = at.saturating_add(bar.size);
+            if !windows.iter().any(|w| w.start <= at && end <= w.end) {
+                log::warn!(
+                    "  {} BAR{} at {at:#x} (size {:#x}) is outside segment {}'s host bridge windows",
+                    f.bdf,
+                    bar.index,
+                    bar.size,
+                    b.segment
+                );
+            }
+        }
+    }
 }
 
 /// Whether enumeration placed BAR0 of a vendor:device function at `bar0`:

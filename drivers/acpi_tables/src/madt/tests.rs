@@ -639,3 +639,73 @@ fn corrupted_never_panics() {
         }
     }
 }
+
+fn local_apic(uid: u8, id: u8, flags: u32) -> Vec<u8> {
+    st(0, &[&[uid, id], &flags.to_le_bytes()])
+}
+
+fn local_x2apic(id: u32, flags: u32, uid: u32) -> Vec<u8> {
+    st(
+        9,
+        &[
+            &[0, 0],
+            &id.to_le_bytes(),
+            &flags.to_le_bytes(),
+            &uid.to_le_bytes(),
+        ],
+    )
+}
+
+#[test]
+fn ap_start_plan_starts_enabled_cpus_one_list_and_parks_the_rest() {
+    let t = madt(
+        5,
+        0xfee0_0000,
+        PCAT_COMPAT,
+        &[
+            local_apic(0, 0, APIC_ENABLED),
+            local_apic(1, 1, APIC_ENABLED),
+            // Disabled and not online-capable: absent.
+            local_apic(2, 2, 0),
+            // A hot-plug slot.
+            local_apic(3, 3, APIC_ONLINE_CAPABLE),
+            local_apic(4, 4, APIC_ENABLED),
+            // x2APIC ids past xAPIC's reach, one listed twice.
+            local_x2apic(0x100, APIC_ENABLED, 5),
+            local_x2apic(0x100, APIC_ENABLED, 5),
+            local_x2apic(0x101, APIC_ENABLED, 6),
+            local_x2apic(0x102, APIC_ENABLED, 7),
+        ],
+    );
+    let m = parse(&t).unwrap();
+    let plan = m.ap_start_plan(0, 4);
+    assert_eq!(
+        plan,
+        ApStartPlan {
+            start: vec![1, 4, 0x100],
+            parked: vec![0x101, 0x102],
+            hotplug_slots: 1,
+            needs_x2apic: true,
+        }
+    );
+    // The boot CPU need not be first, and is never started.
+    let plan = m.ap_start_plan(4, 3);
+    assert_eq!(plan.start, [0, 1]);
+    assert!(!plan.needs_x2apic);
+}
+
+#[test]
+fn ap_start_plan_for_one_cpu_and_for_the_q35_fixture() {
+    let m = parse(&make_table(b"APIC", 5, &{
+        let mut b = 0xfee0_0000u32.to_le_bytes().to_vec();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&local_apic(0, 0, APIC_ENABLED));
+        b
+    }))
+    .unwrap();
+    assert_eq!(m.ap_start_plan(0, 8), ApStartPlan::default());
+    let q35 = parse(include_bytes!("../../fixtures/q35-intel-iommu/APIC.bin")).unwrap();
+    let plan = q35.ap_start_plan(0, 8);
+    assert_eq!(plan.parked, []);
+    assert!(!plan.needs_x2apic);
+}

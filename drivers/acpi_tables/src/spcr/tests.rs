@@ -244,3 +244,31 @@ fn errors() {
         );
     }
 }
+
+#[test]
+fn pc_console_from_spcr_else_com1() {
+    assert_eq!(pc_console(None), Uart16550At::Port(COM1));
+    // A PL011 is no 16550: COM1.
+    let virt = parse(&virt()).unwrap();
+    assert_eq!(pc_console(Some(&virt)), Uart16550At::Port(COM1));
+    // A 16550 on I/O port 0x2f8 (COM2).
+    let mut b = body(0, [1, 8, 0, 1], 0x2f8, INT_IOAPIC, 3, 3, 7);
+    b.extend_from_slice(&[0; 4]);
+    let com2 = parse(&make_table(b"SPCR", 2, &b)).unwrap();
+    assert_eq!(pc_console(Some(&com2)), Uart16550At::Port(0x2f8));
+    // A memory-mapped 16550 with 32-bit registers (interface 0x12).
+    let mut b = body(0x12, [0, 32, 0, 3], 0xfe03_2000, INT_IOAPIC, 0, 20, 7);
+    b.extend_from_slice(&[0; 4]);
+    let mmio = parse(&make_table(b"SPCR", 2, &b)).unwrap();
+    assert_eq!(
+        pc_console(Some(&mmio)),
+        Uart16550At::Mmio {
+            address: 0xfe03_2000,
+            stride: 4
+        }
+    );
+    // Redirection off (address 0): COM1.
+    let mut off = com2.clone();
+    off.base_address.address = 0;
+    assert_eq!(pc_console(Some(&off)), Uart16550At::Port(COM1));
+}

@@ -7,10 +7,12 @@
 mod tables;
 
 use crate::platform::BootInfo;
+use acpi_aml::Window;
 use acpi_tables::{dmar, iort, madt, mcfg, spcr};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use kernel::addr::PhysRange;
 use spin::Once;
 
 pub use tables::TableSet;
@@ -38,11 +40,83 @@ pub struct EcamWindow {
     pub end_bus: u8,
 }
 
+/// One PCI host bridge: its buses and the address windows it forwards,
+/// from ACPI `_CRS` or the devicetree's `ranges`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciHostBridge {
+    pub segment: u16,
+    /// Where it was described (`_CRS of \_SB_.PCI0`, `devicetree ranges`).
+    pub source: String,
+    pub buses: (u8, u8),
+    pub io: Vec<Window>,
+    pub mem32: Vec<Window>,
+    pub mem64: Vec<Window>,
+}
+
+/// Whether this CPU has an I/O port space. Without one, a host bridge's
+/// I/O window is reached through memory (its CPU side is MMIO too).
+const PORT_IO: bool = cfg!(target_arch = "x86_64");
+
+impl PciHostBridge {
+    /// The CPU-side ranges the bridge decodes as MMIO: its memory windows,
+    /// and its I/O window where I/O space is memory-mapped.
+    pub fn mmio(&self) -> Vec<PhysRange> {
+        let io = self.io.iter().filter(|_| !PORT_IO);
+        self.mem32
+            .iter()
+            .chain(&self.mem64)
+            .chain(io)
+            .map(|w| PhysRange::new(w.cpu_start(), w.len()))
+            .collect()
+    }
+
+    fn from_acpi(b: acpi_aml::HostBridge) -> Self {
+        PciHostBridge {
+            segment: b.segment,
+            source: format!("_CRS of {}", b.path),
+            buses: b.buses,
+            io: b.io,
+            mem32: b.mem32,
+            mem64: b.mem64,
+        }
+    }
+
+    fn from_devicetree(h: &devicetree::PcieHost) -> Self {
+        let mut b = PciHostBridge {
+            segment: h.domain.unwrap_or(0) as u16,
+            source: "devicetree ranges".into(),
+            buses: (*h.bus_range.start(), *h.bus_range.end()),
+            io: Vec::new(),
+            mem32: Vec::new(),
+            mem64: Vec::new(),
+        };
+        for w in h.windows.iter().filter(|w| w.size != 0) {
+            let window = Window {
+                start: w.pci_addr,
+                end: w.pci_addr.saturating_add(w.size - 1),
+                translation: w.cpu_addr.wrapping_sub(w.pci_addr),
+            };
+            match w.space {
+                devicetree::PciSpace::Config => {}
+                devicetree::PciSpace::Io => b.io.push(window),
+                _ if window.cpu_start().saturating_add(w.size - 1) < 1 << 32 => {
+                    b.mem32.push(window)
+                }
+                _ => b.mem64.push(window),
+            }
+        }
+        b
+    }
+}
+
 /// What the kernel believes about the platform.
 pub struct Topology {
     pub source: String,
     pub iommus: Vec<IommuUnit>,
     pub ecam: Vec<EcamWindow>,
+    /// Every PCI host bridge and its windows (ACPI `_CRS`, else the
+    /// devicetree).
+    pub host_bridges: Vec<PciHostBridge>,
     pub console: Option<spcr::Console>,
     pub gicd: Option<u64>,
     pub gic_its: Vec<u64>,
@@ -72,9 +146,31 @@ pub fn discover(boot: &BootInfo) -> &'static Topology {
             Ok(set) => from_tables(&set),
             Err(e) => empty(format!("no ACPI tables: {e}")),
         };
+        if topo.host_bridges.is_empty() {
+            if let Some(dt) = crate::arch::devicetree() {
+                topo.host_bridges = dt.pcie.iter().map(PciHostBridge::from_devicetree).collect();
+            }
+        }
         topo.discovery_ns = crate::arch::now_ns() - t0;
         topo
     })
+}
+
+/// The MADT alone, for bringing up CPUs before discovery proper (x86;
+/// on Arm the devicetree or the GICC entries come through `discover`).
+#[cfg(target_arch = "x86_64")]
+pub fn madt(entry: crate::platform::AcpiEntry) -> Result<madt::Madt, String> {
+    let set = tables::load(entry)?;
+    let bytes = set.find(b"APIC").ok_or("no MADT among the tables")?;
+    madt::parse(bytes).map_err(|e| e.to_string())
+}
+
+/// The SPCR alone, for choosing the console before anything is printed
+/// (x86; on Arm the early console comes from the devicetree or the board).
+#[cfg(target_arch = "x86_64")]
+pub fn spcr(entry: crate::platform::AcpiEntry) -> Option<spcr::Spcr> {
+    let set = tables::load(entry).ok()?;
+    spcr::parse(set.find(b"SPCR")?).ok()
 }
 
 fn empty(problem: String) -> Topology {
@@ -82,6 +178,7 @@ fn empty(problem: String) -> Topology {
         source: "none".into(),
         iommus: Vec::new(),
         ecam: Vec::new(),
+        host_bridges: Vec::new(),
         console: None,
         gicd: None,
         gic_its: Vec::new(),
@@ -160,10 +257,71 @@ fn from_tables(set: &TableSet) -> Topology {
         t.ioapics = madt.ioapics().map(|i| i.address as u64).collect();
         t.cpus = madt.cpus().iter().filter(|c| c.enabled).count();
     }
+    t.host_bridges = host_bridges_from_aml(set, &t.ecam, &mut t.problems);
     t.console = spcr.as_ref().and_then(|s| s.console());
     t.iort = iort;
     t.dmar = dmar;
     t
+}
+
+/// The host bridges the DSDT and SSDTs describe (empty without a DSDT).
+fn host_bridges_from_aml(
+    set: &TableSet,
+    ecam: &[EcamWindow],
+    problems: &mut Vec<String>,
+) -> Vec<PciHostBridge> {
+    let Some(dsdt) = set.find(b"DSDT") else {
+        return Vec::new();
+    };
+    let ssdts: Vec<&[u8]> = set
+        .tables
+        .iter()
+        .filter(|t| &t.signature == b"SSDT")
+        .map(|t| t.bytes)
+        .collect();
+    let platform = tables::AmlPlatform {
+        ecam: ecam.to_vec(),
+    };
+    let t0 = crate::arch::now_ns();
+    let found = acpi_aml::host_bridges(platform, dsdt, &ssdts);
+    log::debug!(
+        "AML: DSDT and {} SSDT(s) loaded, host bridges read in {} us",
+        ssdts.len(),
+        (crate::arch::now_ns() - t0) / 1000
+    );
+    match found {
+        Ok(d) => {
+            problems.extend(d.problems.iter().map(|p| format!("AML: {p}")));
+            d.bridges
+                .into_iter()
+                .map(PciHostBridge::from_acpi)
+                .collect()
+        }
+        Err(e) => {
+            problems.push(format!("AML: {e}"));
+            Vec::new()
+        }
+    }
+}
+
+impl Topology {
+    /// The CPU-side MMIO ranges of the host bridges of `segment`: where
+    /// BARs live, to be mapped as device memory.
+    pub fn pci_mmio_windows(&self, segment: u16) -> Vec<PhysRange> {
+        self.host_bridges
+            .iter()
+            .filter(|b| b.segment == segment)
+            .flat_map(|b| b.mmio())
+            .collect()
+    }
+}
+
+fn list(ws: &[Window]) -> String {
+    if ws.is_empty() {
+        return "none".into();
+    }
+    let items: Vec<String> = ws.iter().map(|w| w.to_string()).collect();
+    items.join(", ")
 }
 
 impl IommuKind {
@@ -211,6 +369,18 @@ pub fn report(t: &Topology) {
             e.base,
             e.start_bus,
             e.end_bus
+        );
+    }
+    for b in &t.host_bridges {
+        log::info!(
+            "  pci     segment {} windows: mem32 {}, mem64 {}, io {}; buses {:#x}-{:#x} ({})",
+            b.segment,
+            list(&b.mem32),
+            list(&b.mem64),
+            list(&b.io),
+            b.buses.0,
+            b.buses.1,
+            b.source
         );
     }
     if let Some(d) = t.gicd {

@@ -199,5 +199,170 @@ fn walk(rsdp_addr: u64, source: String) -> Result<TableSet, String> {
             Err(e) => set.problems.push(e),
         }
     }
+    if let Err(e) = add_dsdt(&mut set) {
+        set.problems.push(e);
+    }
     Ok(set)
+}
+
+/// FADT offsets (ACPI 6.5, 5.2.9) of the DSDT's 32-bit and 64-bit address.
+const FADT_DSDT: usize = 40;
+const FADT_X_DSDT: usize = 140;
+
+/// The DSDT, which the root table does not list: the FADT points to it
+/// (`X_DSDT` when the FADT is long enough to have it and it is set).
+fn add_dsdt(set: &mut TableSet) -> Result<(), String> {
+    let Some(fadt) = set.find(b"FACP") else {
+        return Ok(());
+    };
+    let x_dsdt = fadt
+        .get(FADT_X_DSDT..FADT_X_DSDT + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .filter(|&a| a != 0);
+    let dsdt = fadt
+        .get(FADT_DSDT..FADT_DSDT + 4)
+        .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())));
+    let Some(addr) = x_dsdt.or(dsdt).filter(|&a| a != 0) else {
+        return Err("the FADT names no DSDT".into());
+    };
+    let (h, t) = table_at(addr)
+        .and_then(|b| sdt::parse_table(b, Some(*b"DSDT")).map_err(|e| e.to_string()))?;
+    set.tables.push(RawTable {
+        addr,
+        signature: h.signature,
+        bytes: t.data,
+    });
+    Ok(())
+}
+
+/// What AML may touch while discovery evaluates `_CRS` and friends:
+/// firmware memory the arch maps, the x86 I/O ports, and config space
+/// through the MCFG's ECAM windows. Anything else reads as all ones and
+/// ignores writes (what a bus does for nothing there).
+pub struct AmlPlatform {
+    pub ecam: Vec<super::EcamWindow>,
+}
+
+fn width_bytes(w: acpi_aml::AccessWidth) -> usize {
+    match w {
+        acpi_aml::AccessWidth::U8 => 1,
+        acpi_aml::AccessWidth::U16 => 2,
+        acpi_aml::AccessWidth::U32 => 4,
+        acpi_aml::AccessWidth::U64 => 8,
+    }
+}
+
+impl AmlPlatform {
+    fn config(&self, f: acpi_aml::PciFunction) -> Option<(pci::ecam::Ecam, pci::config::Bdf)> {
+        let w = self
+            .ecam
+            .iter()
+            .find(|w| w.segment == f.segment && (w.start_bus..=w.end_bus).contains(&f.bus))?;
+        Some((
+            crate::pcie::ecam(w)?,
+            pci::config::Bdf::new(f.bus, f.device, f.function)?,
+        ))
+    }
+}
+
+impl acpi_aml::Platform for AmlPlatform {
+    /// Only memory already mapped as normal memory (RAM, the tables): an
+    /// operation region elsewhere may be MMIO, which must not be mapped as
+    /// memory on AML's say-so, nor read with side effects.
+    fn read_memory(&self, address: u64, width: acpi_aml::AccessWidth) -> u64 {
+        let n = width_bytes(width);
+        let normal = |a: u64| crate::mapping::kind_at(a) == Some(kernel::idmap::MemKind::Normal);
+        if !normal(address) || !normal(address + n as u64 - 1) {
+            log::debug!("AML read of unmapped or device memory at {address:#x} answered all-ones");
+            return u64::MAX;
+        }
+        match phys(address, n) {
+            Ok(b) => {
+                let mut v = [0u8; 8];
+                v[..n].copy_from_slice(b);
+                u64::from_le_bytes(v)
+            }
+            Err(_) => u64::MAX,
+        }
+    }
+
+    /// Firmware memory is not ours to write; AML that does (a mailbox in
+    /// RAM) gets nothing.
+    fn write_memory(&self, address: u64, _: acpi_aml::AccessWidth, _: u64) {
+        log::debug!("AML write to memory at {address:#x} dropped");
+    }
+
+    fn read_io(&self, port: u16, width: acpi_aml::AccessWidth) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use x86_64::instructions::port::Port;
+            // SAFETY: a port the firmware's own AML reads; reading an I/O
+            // port does not touch memory.
+            unsafe {
+                match width {
+                    acpi_aml::AccessWidth::U8 => u32::from(Port::<u8>::new(port).read()),
+                    acpi_aml::AccessWidth::U16 => u32::from(Port::<u16>::new(port).read()),
+                    _ => Port::<u32>::new(port).read(),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (port, width);
+            u32::MAX
+        }
+    }
+
+    fn write_io(&self, port: u16, width: acpi_aml::AccessWidth, value: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use x86_64::instructions::port::Port;
+            // SAFETY: a port the firmware's own AML writes, as firmware
+            // would on this machine; it does not touch memory we own.
+            unsafe {
+                match width {
+                    acpi_aml::AccessWidth::U8 => Port::<u8>::new(port).write(value as u8),
+                    acpi_aml::AccessWidth::U16 => Port::<u16>::new(port).write(value as u16),
+                    _ => Port::<u32>::new(port).write(value),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (port, width, value);
+    }
+
+    fn read_pci(&self, f: acpi_aml::PciFunction, offset: u16, width: acpi_aml::AccessWidth) -> u32 {
+        let Some((ecam, bdf)) = self.config(f) else {
+            return u32::MAX;
+        };
+        let aligned = offset & !3;
+        let Ok(word) = ecam.try_read32(bdf, aligned) else {
+            return u32::MAX;
+        };
+        let shifted = word >> ((offset & 3) * 8);
+        match width_bytes(width) {
+            1 => shifted & 0xff,
+            2 => shifted & 0xffff,
+            _ => shifted,
+        }
+    }
+
+    /// Config writes from AML are dropped: enumeration owns config space.
+    fn write_pci(&self, f: acpi_aml::PciFunction, offset: u16, _: acpi_aml::AccessWidth, _: u32) {
+        log::debug!("AML config write to {f:?} offset {offset:#x} dropped");
+    }
+
+    fn now_ns(&self) -> u64 {
+        crate::arch::now_ns()
+    }
+
+    fn stall_us(&self, us: u64) {
+        let t0 = crate::arch::now_ns();
+        // AML stalls are short (the spec asks for at most 100 us); the cap
+        // keeps a bad table from stopping the boot.
+        let ns = us.min(100_000) * 1000;
+        while crate::arch::now_ns() - t0 < ns {
+            core::hint::spin_loop();
+        }
+    }
 }

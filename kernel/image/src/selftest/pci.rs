@@ -334,12 +334,14 @@ fn run_dma(dev: &edu::Edu, dir: edu::Direction, ram: u64, name: &str) -> TestRes
 /// Assigned BARs do not overlap, and where the host bridge windows are
 /// known (devicetree) they lie inside them.
 pub fn bars_disjoint_and_inside_windows() -> TestResult {
-    let windows: Vec<(u64, u64)> = crate::arch::devicetree()
-        .map(|dt| {
-            dt.pcie
+    // The host bridges' windows as discovery found them: ACPI `_CRS` or
+    // the devicetree's `ranges`.
+    let windows: Vec<(u64, u64)> = crate::discovery::get()
+        .map(|t| {
+            t.host_bridges
                 .iter()
-                .flat_map(|h| h.windows.iter())
-                .map(|w| (w.cpu_addr, w.cpu_addr.saturating_add(w.size)))
+                .flat_map(|b| b.mmio())
+                .map(|r| (r.start, r.end))
                 .collect()
         })
         .unwrap_or_default();

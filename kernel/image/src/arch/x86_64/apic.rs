@@ -1,8 +1,11 @@
-//! The local APIC in xAPIC (MMIO) mode: this CPU's interrupt controller,
-//! its periodic timer, and the INIT/startup IPIs that start the others.
+//! The local APIC in xAPIC (MMIO) or x2APIC (MSR) mode: this CPU's
+//! interrupt controller, its periodic timer, and the INIT/startup IPIs that
+//! start the others, one CPU at a time. x2APIC is used when the CPU has it
+//! (or firmware already enabled it): its 32-bit ids reach CPUs past id 254,
+//! which xAPIC's 8-bit destination cannot.
 //! The legacy 8259 PICs are masked and disconnected (LINT0 masked).
 use core::fmt;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
@@ -16,6 +19,23 @@ pub const TICK_HZ: u64 = 100;
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
+/// CPUID.01H:ECX bit 21: the CPU has x2APIC mode.
+const CPUID_X2APIC: u32 = 1 << 21;
+/// x2APIC registers are MSRs at 0x800 + (xAPIC offset >> 4) (Intel SDM
+/// vol. 3, 11.12.1.2).
+mod x2 {
+    pub const ID: u32 = 0x802;
+    pub const TPR: u32 = 0x808;
+    pub const EOI: u32 = 0x80b;
+    pub const SVR: u32 = 0x80f;
+    pub const ICR: u32 = 0x830;
+    pub const LVT_TIMER: u32 = 0x832;
+    pub const LVT_LINT0: u32 = 0x835;
+    pub const LVT_ERROR: u32 = 0x837;
+    pub const TIMER_INITIAL: u32 = 0x838;
+    pub const TIMER_CURRENT: u32 = 0x839;
+    pub const TIMER_DIVIDE: u32 = 0x83e;
+}
 /// Polls of the ICR delivery-status bit before giving up.
 const IPI_SPIN_LIMIT: u32 = 1_000_000;
 
@@ -37,7 +57,7 @@ register_bitfields![u32,
         VALUE OFFSET(0) NUMBITS(4) [By16 = 0b0011]
     ],
     ICR_LOW [
-        SHORTHAND OFFSET(18) NUMBITS(2) [None = 0, AllButSelf = 3],
+        SHORTHAND OFFSET(18) NUMBITS(2) [None = 0],
         TRIGGER OFFSET(15) NUMBITS(1) [Edge = 0, Level = 1],
         LEVEL OFFSET(14) NUMBITS(1) [Deassert = 0, Assert = 1],
         DELIVERY_STATUS OFFSET(12) NUMBITS(1) [Idle = 0, Pending = 1],
@@ -81,8 +101,9 @@ register_structs! {
 pub enum ApicError {
     /// IA32_APIC_BASE says the APIC is globally disabled.
     Disabled,
-    /// The firmware left the APIC in x2APIC mode; this code drives xAPIC MMIO.
-    X2ApicMode,
+    /// A CPU to start has an id xAPIC cannot address, and this CPU has no
+    /// x2APIC mode.
+    NoX2Apic(u32),
     /// The register block could not be mapped as device memory (the log
     /// says why: beyond the CPU's reach, or inside RAM).
     NotMapped(u64),
@@ -94,7 +115,10 @@ impl fmt::Display for ApicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApicError::Disabled => write!(f, "the local APIC is disabled in IA32_APIC_BASE"),
-            ApicError::X2ApicMode => write!(f, "the local APIC is in x2APIC mode (xAPIC expected)"),
+            ApicError::NoX2Apic(id) => write!(
+                f,
+                "APIC id {id:#x} needs x2APIC mode, which this CPU does not have"
+            ),
             ApicError::NotMapped(b) => {
                 write!(
                     f,
@@ -106,6 +130,64 @@ impl fmt::Display for ApicError {
             }
         }
     }
+}
+
+/// Whether every CPU runs its local APIC in x2APIC mode (set by the boot
+/// CPU before it starts the others).
+static X2APIC: AtomicBool = AtomicBool::new(false);
+
+fn x2() -> bool {
+    X2APIC.load(Ordering::Relaxed)
+}
+
+fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: only x2APIC register MSRs, read while this CPU is in x2APIC
+    // mode; reading them has no side effects.
+    unsafe { Msr::new(msr).read() }
+}
+
+fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: only x2APIC register MSRs, written while this CPU is in
+    // x2APIC mode, with values the SDM defines for them.
+    unsafe { Msr::new(msr).write(value) }
+}
+
+fn cpu_has_x2apic() -> bool {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    leaf1.ecx & CPUID_X2APIC != 0
+}
+
+/// Puts this CPU's local APIC in x2APIC mode if the boot CPU chose it.
+/// Every CPU calls this before it reads its id.
+pub fn enter_mode() {
+    if !x2() {
+        return;
+    }
+    // SAFETY: IA32_APIC_BASE; setting EXTD with EN already set is the
+    // architectural xAPIC -> x2APIC switch and leaves the base unchanged.
+    unsafe {
+        let mut msr = Msr::new(IA32_APIC_BASE);
+        let v = msr.read();
+        if v & APIC_BASE_X2APIC == 0 {
+            msr.write(v | APIC_BASE_X2APIC | APIC_BASE_ENABLE);
+        }
+    }
+}
+
+/// Chooses x2APIC mode on the boot CPU when it has it (or firmware
+/// enabled it); refuses if `highest_id` needs it and the CPU lacks it.
+/// Returns whether x2APIC mode is on.
+pub fn choose_mode(highest_id: u32) -> Result<bool, ApicError> {
+    // SAFETY: reading IA32_APIC_BASE has no side effects.
+    let already = unsafe { Msr::new(IA32_APIC_BASE).read() } & APIC_BASE_X2APIC != 0;
+    let use_x2 = already || cpu_has_x2apic();
+    if !use_x2 && highest_id > acpi_tables::madt::XAPIC_MAX_ID {
+        return Err(ApicError::NoX2Apic(highest_id));
+    }
+    X2APIC.store(use_x2, Ordering::Relaxed);
+    enter_mode();
+    BOOT_APIC_ID.store(id(), Ordering::Relaxed);
+    Ok(use_x2)
 }
 
 /// Register block address; 0 until `init_boot`.
@@ -134,7 +216,11 @@ pub fn init_boot() -> Result<(), ApicError> {
         return Err(ApicError::Disabled);
     }
     if msr & APIC_BASE_X2APIC != 0 {
-        return Err(ApicError::X2ApicMode);
+        // Firmware chose x2APIC; there is no way back to xAPIC short of
+        // disabling the APIC, so keep it.
+        X2APIC.store(true, Ordering::Relaxed);
+        BOOT_APIC_ID.store(id(), Ordering::Relaxed);
+        return Ok(());
     }
     let base = msr & 0x000f_ffff_ffff_f000;
     let page = kernel::addr::PhysRange::new(base, 0x1000);
@@ -148,11 +234,21 @@ pub fn init_boot() -> Result<(), ApicError> {
 
 /// This CPU's APIC id (0 before `init_boot`).
 pub fn id() -> u32 {
+    if x2() {
+        return rdmsr(x2::ID) as u32;
+    }
     regs().map_or(0, |r| r.id.read(ID::ID))
 }
 
 /// Starts the timer counting down from the maximum, masked, for calibration.
 pub fn start_calibration_count() {
+    if x2() {
+        wrmsr(x2::TIMER_DIVIDE, DIVIDE::VALUE::By16.value.into());
+        let lvt = LVT::MASK::SET + LVT::TIMER_MODE::OneShot + LVT::VECTOR.val(TIMER_VECTOR as u32);
+        wrmsr(x2::LVT_TIMER, lvt.value.into());
+        wrmsr(x2::TIMER_INITIAL, u32::MAX.into());
+        return;
+    }
     if let Some(r) = regs() {
         r.timer_divide.write(DIVIDE::VALUE::By16);
         r.lvt_timer.write(
@@ -163,6 +259,9 @@ pub fn start_calibration_count() {
 }
 
 pub fn current_count() -> u32 {
+    if x2() {
+        return rdmsr(x2::TIMER_CURRENT) as u32;
+    }
     regs().map_or(0, |r| r.timer_current.get())
 }
 
@@ -172,6 +271,18 @@ pub fn set_tick_count(counts_per_tick: u32) {
 
 /// Software-enables this CPU's LAPIC and starts its periodic tick.
 pub fn init_cpu() {
+    if x2() {
+        wrmsr(x2::TPR, 0);
+        let svr = SVR::ENABLE::SET + SVR::VECTOR.val(SPURIOUS_VECTOR as u32);
+        wrmsr(x2::SVR, svr.value.into());
+        wrmsr(x2::LVT_LINT0, LVT::MASK::SET.value.into());
+        wrmsr(x2::LVT_ERROR, LVT::MASK::SET.value.into());
+        wrmsr(x2::TIMER_DIVIDE, DIVIDE::VALUE::By16.value.into());
+        let lvt = LVT::TIMER_MODE::Periodic + LVT::VECTOR.val(TIMER_VECTOR as u32);
+        wrmsr(x2::LVT_TIMER, lvt.value.into());
+        wrmsr(x2::TIMER_INITIAL, TICK_COUNT.load(Ordering::Relaxed).into());
+        return;
+    }
     let Some(r) = regs() else { return };
     r.tpr.set(0);
     r.svr
@@ -187,7 +298,9 @@ pub fn init_cpu() {
 
 /// Ends the interrupt being handled.
 pub fn eoi() {
-    if let Some(r) = regs() {
+    if x2() {
+        wrmsr(x2::EOI, 0);
+    } else if let Some(r) = regs() {
         r.eoi.set(0);
     }
 }
@@ -201,16 +314,22 @@ static BOOT_APIC_ID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU
 
 pub fn on_timer(cpu: usize) {
     crate::smp::timer_tick(cpu);
-    if let Some(r) = regs() {
-        r.eoi.set(0);
-    }
+    eoi();
 }
 
+/// Sends `cmd` to the CPU with APIC id `dest`; waits (bounded) until the
+/// xAPIC reports it sent (x2APIC ICR writes complete before the next
+/// instruction).
 fn send_ipi(
+    dest: u32,
     cmd: tock_registers::fields::FieldValue<u32, ICR_LOW::Register>,
 ) -> Result<(), ApicError> {
+    if x2() {
+        wrmsr(x2::ICR, u64::from(dest) << 32 | u64::from(cmd.value));
+        return Ok(());
+    }
     let r = regs().ok_or(ApicError::Disabled)?;
-    r.icr_high.set(0);
+    r.icr_high.set(dest << 24);
     r.icr_low.write(cmd);
     for _ in 0..IPI_SPIN_LIMIT {
         if r.icr_low.matches_all(ICR_LOW::DELIVERY_STATUS::Idle) {
@@ -221,20 +340,22 @@ fn send_ipi(
     Err(ApicError::IpiNotDelivered)
 }
 
-/// INIT to every other CPU: they reset and wait for a startup IPI.
-pub fn send_init_to_others() -> Result<(), ApicError> {
+/// INIT to one CPU: it resets and waits for a startup IPI.
+pub fn send_init(dest: u32) -> Result<(), ApicError> {
     send_ipi(
-        ICR_LOW::SHORTHAND::AllButSelf
+        dest,
+        ICR_LOW::SHORTHAND::None
             + ICR_LOW::TRIGGER::Level
             + ICR_LOW::LEVEL::Assert
             + ICR_LOW::DELIVERY_MODE::Init,
     )
 }
 
-/// Startup IPI to every other CPU: real mode at `page << 12`.
-pub fn send_startup_to_others(page: u8) -> Result<(), ApicError> {
+/// Startup IPI to one CPU: it starts in real mode at `page << 12`.
+pub fn send_startup(dest: u32, page: u8) -> Result<(), ApicError> {
     send_ipi(
-        ICR_LOW::SHORTHAND::AllButSelf
+        dest,
+        ICR_LOW::SHORTHAND::None
             + ICR_LOW::LEVEL::Assert
             + ICR_LOW::DELIVERY_MODE::Startup
             + ICR_LOW::VECTOR.val(u32::from(page)),

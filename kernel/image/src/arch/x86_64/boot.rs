@@ -3,6 +3,8 @@
 use super::{apic, entry, exceptions, paging, time};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
+use acpi_tables::madt::ApStartPlan;
+use acpi_tables::spcr::{self, Uart16550At};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec;
@@ -10,10 +12,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::PhysRange;
 use kernel::cmdline;
-use uart_16550::backend::PioBackend;
+use uart_16550::backend::Backend;
 use uart_16550::{Config, Uart16550};
 
-const COM1: u16 = 0x3f8;
 const PVH_MAGIC: u32 = 0x336e_c578;
 const E820_RAM: u32 = 1;
 const PAGE: u64 = 4096;
@@ -24,7 +25,7 @@ const LOW_MAPPED: u64 = 1 << 32;
 /// SeaBIOS keeps some RAM reserved (its high-memory copy, the EBDA), and
 /// the 640 KiB..1 MiB hole is not RAM.
 const RAM_SLACK: u64 = 2 << 20;
-/// How long the secondaries get to come online.
+/// How long each secondary gets to come online.
 const CPU_START_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// `struct hvm_start_info` (Xen's public `arch-x86/hvm/start_info.h`).
@@ -149,21 +150,12 @@ fn read_start_info(addr: u64) -> Result<Pvh, PvhError> {
     })
 }
 
-/// CPUs the machine has, from QEMU's fw_cfg (`FW_CFG_NB_CPUS`); falls back
-/// to `qemu.cpus=` on the command line, then 1. The MADT is the general
-/// answer and comes with the ACPI work.
-fn cpus_present(cmdline_text: &str) -> usize {
-    // SAFETY: q35 has fw_cfg at its fixed ports; without it the signature
-    // check fails and nothing else is read.
-    let mut port = unsafe { fw_cfg::transport::PortIo::new() };
-    let mut n = [0u8; 2];
-    let from_fw_cfg = fw_cfg::read_item(&mut port, fw_cfg::NB_CPUS, &mut n)
-        .ok()
-        .map(|()| usize::from(u16::from_le_bytes(n)));
-    from_fw_cfg
-        .filter(|&n| n > 0)
-        .or_else(|| cmdline::get(cmdline_text, "qemu.cpus").and_then(|n| n.parse().ok()))
-        .unwrap_or(1)
+/// The application processors to start, from the MADT (every enabled
+/// local APIC / x2APIC structure but ours). Without a readable MADT only
+/// the boot CPU runs, and the note says why.
+fn cpu_plan(acpi: AcpiEntry) -> Result<ApStartPlan, String> {
+    let madt = crate::discovery::madt(acpi)?;
+    Ok(madt.ap_start_plan(apic::id(), smp::MAX_CPUS))
 }
 
 pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
@@ -171,34 +163,46 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     exceptions::init_idt();
     exceptions::init_cpu(0);
     heap::init();
-    // SAFETY: COM1, which every PC-compatible machine (and q35) has at 0x3f8;
-    // nothing else drives it.
-    let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else {
-        super::exit(false)
-    };
-    if uart.init(Config::DEFAULT).is_err() {
-        // No console to say it on: the exit status is all the runner gets.
-        super::exit(false)
-    }
-    let uart = SerialConsole { uart, dropped: 0 };
-    console::install(Box::new(uart));
     // Nothing has written low memory yet: the start info is intact.
-    let pvh = match read_start_info(start_info) {
+    let mut pvh = read_start_info(start_info);
+    // The real identity map first, so the console (perhaps MMIO) and the
+    // tables are reached through it.
+    let (kstart, kend) = (
+        core::ptr::addr_of!(entry::__kernel_start) as u64,
+        core::ptr::addr_of!(entry::__kernel_end) as u64,
+    );
+    let unmapped = match pvh.as_mut() {
+        Ok(p) => paging::install(&mut p.ram, PhysRange::new(kstart, kend - kstart)),
+        Err(_) => Vec::new(),
+    };
+    let acpi = match pvh.as_ref().map_or(0, |p| p.rsdp) {
+        0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
+        a => AcpiEntry::Rsdp(a),
+    };
+    let console_note = install_console(acpi);
+    let pvh = match pvh {
         Ok(p) => p,
         Err(e) => console::bail_out(format_args!("PVH start info at {start_info:#x}: {e}")),
     };
     logger::init(cmdline::get(&pvh.cmdline, "log"));
 
-    let mut ram = pvh.ram;
-    let (kstart, kend) = (
-        core::ptr::addr_of!(entry::__kernel_start) as u64,
-        core::ptr::addr_of!(entry::__kernel_end) as u64,
-    );
-    for r in paging::install(&mut ram, PhysRange::new(kstart, kend - kstart)) {
+    let ram = pvh.ram;
+    for r in unmapped {
         log::warn!("RAM {r} left unmapped and unused");
     }
     if let Err(e) = apic::init_boot() {
         console::bail_out(format_args!("local APIC: {e}"));
+    }
+    if let Some(note) = console_note {
+        log::warn!("{note}");
+    }
+    let plan = cpu_plan(acpi);
+    let highest = plan
+        .as_ref()
+        .map_or(0, |p| p.start.iter().copied().max().unwrap_or(0));
+    match apic::choose_mode(highest) {
+        Ok(x2) => log::debug!("local APIC in {} mode", if x2 { "x2APIC" } else { "xAPIC" }),
+        Err(e) => console::bail_out(format_args!("local APIC: {e}")),
     }
     register_this_cpu(0);
     match time::calibrate() {
@@ -213,8 +217,13 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     smp::mark_online();
     super::interrupts_restore(true);
 
-    let present = cpus_present(&pvh.cmdline);
-    let cpus_note = start_secondaries(present);
+    let (present, cpus_note) = match &plan {
+        Ok(p) => (1 + p.start.len() + p.parked.len(), start_secondaries(p)),
+        Err(e) => {
+            log::warn!("no MADT ({e}): only the boot CPU runs");
+            (1, Some("no readable MADT: only the boot CPU was started"))
+        }
+    };
 
     let mut reserved = vec![
         (PhysRange::new(kstart, kend - kstart), "kernel image"),
@@ -230,24 +239,85 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         cmdline: pvh.cmdline,
         cpus_present: present,
         cpus_note,
-        acpi: match pvh.rsdp {
-            0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
-            a => AcpiEntry::Rsdp(a),
-        },
+        acpi,
         devicetree: None,
     })
+}
+
+/// The console: the SPCR's 16550 (I/O port or MMIO) when the tables name
+/// one, else COM1 (see `spcr::COM1`). Returns a note when the SPCR's UART
+/// could not be used; without any console the run ends with a failing exit
+/// status, all the runner gets then.
+fn install_console(acpi: AcpiEntry) -> Option<String> {
+    let spcr = crate::discovery::spcr(acpi);
+    let mut note = None;
+    let at = match spcr::pc_console(spcr.as_ref()) {
+        // Eight registers at the SPCR's spacing, mapped uncached.
+        Uart16550At::Mmio { address, stride }
+            if !crate::mapping::map_device(
+                PhysRange::new(address, 8 * u64::from(stride)),
+                "SPCR console",
+            ) =>
+        {
+            note = Some(alloc::format!(
+                "SPCR console at MMIO {address:#x} could not be mapped as device memory; using COM1"
+            ));
+            Uart16550At::Port(spcr::COM1)
+        }
+        at => at,
+    };
+    let installed = match at {
+        Uart16550At::Port(port) => {
+            // SAFETY: the port firmware named for the console (or COM1);
+            // nothing else drives it.
+            unsafe { Uart16550::new_port(port) }
+                .ok()
+                .and_then(SerialConsole::start)
+        }
+        Uart16550At::Mmio { address, stride } => {
+            // SAFETY: the UART firmware named, mapped uncached above;
+            // nothing else drives it.
+            unsafe {
+                Uart16550::new_mmio_from_address(
+                    core::num::NonZeroUsize::new(address as usize)
+                        .unwrap_or(core::num::NonZeroUsize::MIN),
+                    stride,
+                )
+            }
+            .ok()
+            .and_then(SerialConsole::start)
+        }
+    };
+    if installed.is_none() {
+        super::exit(false)
+    }
+    note
 }
 
 fn register_this_cpu(cpu: usize) {
     super::register_cpu(apic::id(), cpu);
 }
 
-/// INIT, then two startup IPIs (as the MP protocol asks) to every other CPU
-/// at once; each takes an index in the trampoline. Waits (bounded) for
-/// `present` CPUs to be online; returns why not if they are not.
-fn start_secondaries(present: usize) -> Option<&'static str> {
-    if present <= 1 {
-        return None;
+/// Starts the planned CPUs one at a time: INIT, then two startup IPIs (as
+/// the MP protocol asks), then a bounded wait for it to come online before
+/// the next (each takes the next index in the trampoline, so a late one
+/// must not race the next). Returns why fewer than present run, if so.
+fn start_secondaries(plan: &ApStartPlan) -> Option<&'static str> {
+    let parked = (!plan.parked.is_empty()).then(|| {
+        log::warn!(
+            "{} CPU(s) beyond smp::MAX_CPUS = {} left parked (APIC ids {:#x}..={:#x})",
+            plan.parked.len(),
+            smp::MAX_CPUS,
+            plan.parked.iter().min().unwrap_or(&0),
+            plan.parked.iter().max().unwrap_or(&0)
+        );
+        "more CPUs than the kernel drives (smp::MAX_CPUS): the rest left parked"
+    });
+    if plan.hotplug_slots != 0 {
+        log::debug!("{} hot-plug CPU slot(s) in the MADT", plan.hotplug_slots);
+    }
+    if plan.start.is_empty() {
+        return parked;
     }
     let start = core::ptr::addr_of!(entry::ap_trampoline_start);
     let len = core::ptr::addr_of!(entry::ap_trampoline_end) as usize - start as usize;
@@ -258,35 +328,38 @@ fn start_secondaries(present: usize) -> Option<&'static str> {
     // and nothing else uses it; the source is our own read-only data.
     unsafe { core::ptr::copy_nonoverlapping(start, entry::TRAMPOLINE_PHYS as *mut u8, len) };
     let page = (entry::TRAMPOLINE_PHYS >> 12) as u8;
-    // The MP protocol's 10 ms INIT-to-SIPI wait is for old discrete APICs;
-    // like Linux on modern CPUs we wait only briefly.
-    let sent = apic::send_init_to_others()
-        .inspect(|_| time::delay_us(1000))
-        .and_then(|_| apic::send_startup_to_others(page))
-        .inspect(|_| time::delay_us(200))
-        .and_then(|_| apic::send_startup_to_others(page));
-    if let Err(e) = sent {
-        log::error!("starting the secondary CPUs: {e}");
-        return Some("the INIT/startup IPIs were not delivered");
-    }
-    let wanted = present.min(smp::MAX_CPUS);
-    let t0 = time::now_ns();
-    while smp::online() < wanted {
-        if time::now_ns() - t0 > CPU_START_TIMEOUT_NS {
-            log::error!(
-                "only {} of {present} CPUs came online within 1 s",
-                smp::online()
-            );
-            return Some("a secondary CPU did not come online within 1 s");
+    for &id in &plan.start {
+        let before = smp::online();
+        // The MP protocol's 10 ms INIT-to-SIPI wait is for old discrete
+        // APICs; like Linux on modern CPUs we wait only briefly.
+        let sent = apic::send_init(id)
+            .inspect(|_| time::delay_us(1000))
+            .and_then(|_| apic::send_startup(id, page))
+            .inspect(|_| time::delay_us(200))
+            .and_then(|_| apic::send_startup(id, page));
+        if let Err(e) = sent {
+            log::error!("starting the CPU with APIC id {id:#x}: {e}");
+            return Some("an INIT/startup IPI was not delivered");
         }
-        core::hint::spin_loop();
+        let t0 = time::now_ns();
+        while smp::online() == before {
+            if time::now_ns() - t0 > CPU_START_TIMEOUT_NS {
+                log::error!(
+                    "the CPU with APIC id {id:#x} did not come online within 1 s; \
+                     not starting the rest"
+                );
+                return Some("a secondary CPU did not come online within 1 s");
+            }
+            core::hint::spin_loop();
+        }
     }
-    (present > smp::MAX_CPUS).then_some("more CPUs than the kernel supports (smp::MAX_CPUS)")
+    parked
 }
 
 pub extern "C" fn secondary_cpu_entry(cpu: u32) -> ! {
     paging::activate();
     let cpu = cpu as usize;
+    apic::enter_mode();
     register_this_cpu(cpu);
     exceptions::init_cpu(cpu);
     apic::init_cpu();
@@ -302,13 +375,21 @@ pub extern "C" fn secondary_cpu_entry(cpu: u32) -> ! {
 /// must never hang the kernel, even with a wedged UART.
 const TX_SPIN_LIMIT: u32 = 1_000_000;
 
-/// COM1 through `uart_16550`'s non-blocking send, with our own bound on the wait.
-struct SerialConsole {
-    uart: Uart16550<PioBackend>,
+/// A 16550 through `uart_16550`'s non-blocking send, with our own bound on
+/// the wait.
+struct SerialConsole<B: Backend> {
+    uart: Uart16550<B>,
     dropped: u64,
 }
 
-impl SerialConsole {
+impl<B: Backend + Send + 'static> SerialConsole<B> {
+    /// Initialises the UART and makes it the console; false if it would not.
+    fn start(mut uart: Uart16550<B>) -> Option<()> {
+        uart.init(Config::DEFAULT).ok()?;
+        console::install(Box::new(SerialConsole { uart, dropped: 0 }));
+        Some(())
+    }
+
     fn send(&mut self, b: u8) {
         for _ in 0..TX_SPIN_LIMIT {
             if self.uart.try_send_byte(b).is_ok() {
@@ -320,7 +401,7 @@ impl SerialConsole {
     }
 }
 
-impl core::fmt::Write for SerialConsole {
+impl<B: Backend + Send + 'static> core::fmt::Write for SerialConsole<B> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for b in s.bytes() {
             if b == b'\n' {

@@ -1,6 +1,6 @@
 //! x86_64 (qemu-q35): PVH entry, identity-mapped long mode, IDT with a
-//! crash report, xAPIC with a TSC-calibrated periodic timer, INIT/SIPI for
-//! the secondaries, 16550 console, isa-debug-exit for the exit status.
+//! crash report, xAPIC or x2APIC with a TSC-calibrated periodic timer,
+//! INIT/SIPI for each secondary the MADT lists, 16550 console, isa-debug-exit for the exit status.
 mod apic;
 mod boot;
 mod entry;
@@ -11,7 +11,7 @@ mod time;
 use crate::fault::{self, FaultInfo};
 use crate::smp::MAX_CPUS;
 use core::arch::asm;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use x86_64::instructions::{hlt, interrupts};
 
 pub const NAME: &str = "x86_64";
@@ -22,12 +22,37 @@ const DEBUG_EXIT_PORT: u16 = 0xf4;
 const EXIT_PASS: u32 = 0x10;
 const EXIT_FAIL: u32 = 0x11;
 
-/// CPU index by APIC id. Unknown ids read 0: only the boot CPU runs kernel
-/// code before registering itself.
-static CPU_OF_APIC: [AtomicU8; 256] = [const { AtomicU8::new(0) }; 256];
+/// CPU index + 1 by xAPIC-range id (0: not registered): the fast path for
+/// the ids most machines use.
+static CPU_OF_SMALL_ID: [AtomicU16; 256] = [const { AtomicU16::new(0) }; 256];
+/// APIC id + 1 of each CPU whose id is past 255 (x2APIC), by CPU index.
+static LARGE_ID_OF_CPU: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 fn register_cpu(apic_id: u32, cpu: usize) {
-    CPU_OF_APIC[apic_id as usize & 0xff].store(cpu as u8, Ordering::Relaxed);
+    match usize::try_from(apic_id)
+        .ok()
+        .filter(|&i| i < CPU_OF_SMALL_ID.len())
+    {
+        Some(i) => CPU_OF_SMALL_ID[i].store(cpu as u16 + 1, Ordering::Relaxed),
+        None => {
+            if let Some(slot) = LARGE_ID_OF_CPU.get(cpu) {
+                slot.store(apic_id.wrapping_add(1), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The CPU index of APIC id `apic_id`; unknown ids read 0: only the boot
+/// CPU runs kernel code before registering itself.
+fn cpu_of_apic(apic_id: u32) -> usize {
+    if let Some(slot) = CPU_OF_SMALL_ID.get(apic_id as usize) {
+        return usize::from(slot.load(Ordering::Relaxed)).saturating_sub(1);
+    }
+    let key = apic_id.wrapping_add(1);
+    LARGE_ID_OF_CPU
+        .iter()
+        .position(|s| s.load(Ordering::Relaxed) == key)
+        .unwrap_or(0)
 }
 
 /// Ends the run: QEMU exits 33 (pass) or 35 (fail). Without the
@@ -47,7 +72,7 @@ pub fn now_ns() -> u64 {
 }
 
 pub fn cpu_index() -> usize {
-    usize::from(CPU_OF_APIC[apic::id() as usize & 0xff].load(Ordering::Relaxed)).min(MAX_CPUS - 1)
+    cpu_of_apic(apic::id()).min(MAX_CPUS - 1)
 }
 
 /// Masks interrupts; returns whether they were enabled.
