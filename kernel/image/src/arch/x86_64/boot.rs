@@ -329,6 +329,16 @@ fn start_secondaries(plan: &ApStartPlan) -> Option<&'static str> {
     unsafe { core::ptr::copy_nonoverlapping(start, entry::TRAMPOLINE_PHYS as *mut u8, len) };
     let page = (entry::TRAMPOLINE_PHYS >> 12) as u8;
     for &id in &plan.start {
+        // This CPU's stack, from the heap; none left: it and the rest stay parked.
+        let mut stack: Vec<u8> = Vec::new();
+        if stack.try_reserve_exact(entry::AP_STACK_SIZE).is_err() {
+            log::error!("no heap left for the stack of the CPU with APIC id {id:#x}");
+            return Some("the heap had no stack left for every CPU: the rest left parked");
+        }
+        stack.resize(entry::AP_STACK_SIZE, 0);
+        let stack = stack.leak();
+        let top = (stack.as_ptr() as u64 + stack.len() as u64) & !0xf;
+        entry::AP_STACK_TOP.store(top, core::sync::atomic::Ordering::Release);
         let before = smp::online();
         // The MP protocol's 10 ms INIT-to-SIPI wait is for old discrete
         // APICs; like Linux on modern CPUs we wait only briefly.

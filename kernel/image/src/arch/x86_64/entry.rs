@@ -3,15 +3,23 @@
 //! the secondaries start in, and the interrupt stubs.
 use crate::smp::MAX_CPUS;
 use core::arch::global_asm;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
+/// The boot CPU's stack (the only static one: a secondary's comes from the
+/// heap when it is started, so 256 possible CPUs cost no image space).
 pub const STACK_SIZE: usize = 64 * 1024;
+/// A secondary's stack: it only takes interrupts and idles.
+pub const AP_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(4096))]
-pub struct Stacks([[u8; STACK_SIZE]; MAX_CPUS]);
+pub struct Stack([u8; STACK_SIZE]);
 
-/// One stack per CPU; CPU n uses slot n (the stack grows down from its top).
-pub static mut STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+pub static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
+
+/// The top of the stack for the secondary being started: the boot CPU
+/// sets it before each CPU's startup IPIs and waits for that CPU to come
+/// online before it starts the next, so one slot serves them all.
+pub static AP_STACK_TOP: AtomicU64 = AtomicU64::new(0);
 
 /// Physical page the secondaries' real-mode trampoline is copied to: below
 /// 1 MiB (a startup IPI names a page there) and inside the reserved low MiB.
@@ -117,7 +125,7 @@ long_mode_start:
     xor     %eax, %eax
     mov     %eax, %fs
     mov     %eax, %gs
-    lea     {stacks}+{stack_size}(%rip), %rsp
+    lea     {boot_stack}+{stack_size}(%rip), %rsp
     call    sse_on
     mov     %esi, %edi               // start info address (upper half zeroed)
     call    {boot}
@@ -151,10 +159,9 @@ ap_long_mode:
     cmp     ${max_cpus}, %eax
     jae     5f                       // more CPUs than slots: park this one
     mov     %eax, %edi
-    lea     1(%rdi), %rax
-    imul    ${stack_size}, %rax, %rax
-    lea     {stacks}(%rip), %rsp
-    add     %rax, %rsp
+    mov     {ap_stack_top}(%rip), %rsp
+    test    %rsp, %rsp
+    jz      5f                       // no stack given: park
     call    sse_on
     call    {secondary}
 5:  cli
@@ -258,7 +265,8 @@ isr_common:
     gdt = sym GDT,
     gdt_limit = const GDT_ENTRIES * 8 - 1,
     tables = sym super::paging::BOOT_TABLES,
-    stacks = sym STACKS,
+    boot_stack = sym BOOT_STACK,
+    ap_stack_top = sym AP_STACK_TOP,
     stack_size = const STACK_SIZE,
     max_cpus = const MAX_CPUS,
     ap_next = sym AP_NEXT,
