@@ -26,7 +26,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List the boards in boards/*.toml
-    Boards,
+    Boards {
+        /// List each board's variants instead, as BOARD:VARIANT
+        #[arg(long)]
+        variants: bool,
+    },
     /// Build the kernel (unless --kernel is given), boot it and check the self-tests
     Run(RunArgs),
     /// Build the kernel (unless --kernel is given), boot it in benchmark
@@ -209,8 +213,12 @@ pub fn execute(cli: Cli) -> Result<bool> {
     let root = board::workspace_root();
     let boards = board::load_boards(&root)?;
     match cli.command {
-        Cmd::Boards => {
+        Cmd::Boards { variants: false } => {
             print!("{}", board_list(&boards));
+            Ok(true)
+        }
+        Cmd::Boards { variants: true } => {
+            print!("{}", variant_list(&boards));
             Ok(true)
         }
         Cmd::Run(args) => run_boards(&root, &boards, &args),
@@ -313,6 +321,20 @@ pub fn board_list(boards: &[Board]) -> String {
             "{:<name_w$}  {:<arch_w$}  {}\n",
             b.name, b.arch, b.description
         ));
+    }
+    out
+}
+
+/// Every board's variants, one `BOARD:VARIANT  description` line each.
+pub fn variant_list(boards: &[Board]) -> String {
+    let runs: Vec<Board> = boards
+        .iter()
+        .flat_map(|b| b.variants.iter().map(|v| b.with_variant(v)))
+        .collect();
+    let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (r, v) in runs.iter().zip(boards.iter().flat_map(|b| &b.variants)) {
+        out.push_str(&format!("{:<width$}  {}\n", r.name, v.description));
     }
     out
 }
@@ -717,6 +739,47 @@ mod tests {
             panic!()
         };
         assert_eq!((a.repeat, a.load), (5, 2));
+    }
+
+    #[test]
+    fn variant_arguments_and_listing() {
+        let Cmd::Run(a) = parse(&["run", "--board", "qemu-virt", "--variant", "all"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.variant.as_deref(), Some("all"));
+        let Cmd::Run(a) = parse(&["run", "--board", "all"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(a.variant, None);
+        assert!(matches!(
+            parse(&["boards", "--variants"]).unwrap().command,
+            Cmd::Boards { variants: true }
+        ));
+
+        let boards = crate::board::load_boards(&board::workspace_root()).unwrap();
+        let list = variant_list(&boards);
+        assert!(
+            list.lines().any(|l| l.starts_with("qemu-virt:pasid8 ")),
+            "{list}"
+        );
+        assert!(
+            list.lines().any(|l| l.starts_with("qemu-q35:pasid8 ")),
+            "{list}"
+        );
+        // With --board all, a variant runs on the boards that have it.
+        let all: Vec<&Board> = boards.iter().collect();
+        let runs = board_runs(&all, Some("el2")).unwrap();
+        let names: Vec<_> = runs
+            .iter()
+            .map(|(b, base)| (b.name.as_str(), base.as_str()))
+            .collect();
+        assert_eq!(names, [("qemu-virt:el2", "qemu-virt")]);
+        let e = board_runs(&all, Some("nope")).unwrap_err();
+        assert_eq!(format!("{e:#}"), "no board selected has variant `nope`");
+        assert_eq!(board_runs(&all, None).unwrap().len(), boards.len());
     }
 
     #[test]
