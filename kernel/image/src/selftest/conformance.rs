@@ -180,6 +180,14 @@ pub(super) mod board {
         }
     }
 
+    impl<H: BoardIommu> BoardPlatform<H> {
+        /// Every device under the core, not only the suite's three.
+        #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+        pub fn managed(&self) -> Vec<DeviceId> {
+            self.devs.iter().map(|d| d.id).collect()
+        }
+    }
+
     impl<H: BoardIommu> Platform for BoardPlatform<H> {
         type Hw = H;
 

@@ -145,10 +145,12 @@ pub fn edu_dma_round_trip_with_msi() -> TestResult {
             ));
         }
     }
-    ensure!(
-        found > 0,
-        "no edu device found (the board's test configuration adds two)"
-    );
+    // What the board file says is there, `topology_matches_board` checks.
+    if found == 0 {
+        return Err(TestError::skip(
+            "no edu device (QEMU's DMA test device): nothing to test here",
+        ));
+    }
     Ok(())
 }
 
@@ -251,10 +253,12 @@ pub fn msix_masked_vector_waits_for_unmask() -> TestResult {
         });
         result?;
     }
-    ensure!(
-        found > 0,
-        "no igb found (the board's test configuration adds one)"
-    );
+    // What the board file says is there, `topology_matches_board` checks.
+    if found == 0 {
+        return Err(TestError::skip(
+            "no igb NIC (the MSI-X test device the CPU can trigger): nothing to test here",
+        ));
+    }
     Ok(())
 }
 
