@@ -498,6 +498,12 @@ pub fn narrow_device_refuses_wide_pasid<P: Platform>(p: &mut P) -> TestResult {
         ));
     };
     let bits = p.iommu().device_pasid_bits(n).map_err(core_err)?;
+    let wide_bits = p.iommu().device_pasid_bits(x).map_err(core_err)?;
+    ensure!(
+        bits < wide_bits,
+        "the platform's narrow device {n} ({bits} bits) is not narrower than device {x} \
+         ({wide_bits} bits)"
+    );
     let first_too_wide = 1u32 << bits.min(31);
     let saved = p.iommu().pasid_range();
     let wide_top = match p.iommu().pasid_limit(x).map_err(core_err)? {
