@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod dma;
 pub mod hal;
 pub mod harness;
+pub mod idmap;
 pub mod iommu;
 pub mod irq;
 pub mod mm;

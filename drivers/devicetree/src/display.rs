@@ -1,6 +1,6 @@
 //! The topology report: one fact per line, for the boot log.
 use crate::pci::{IdMap, PciSpace};
-use crate::platform::{EnableMethod, Gic, Note, Platform, PsciMethod};
+use crate::platform::{EnableMethod, Gic, Note, Platform, PsciMethod, UartKind};
 use crate::{Interrupt, IrqKind, Region};
 use core::fmt;
 
@@ -71,6 +71,13 @@ impl fmt::Display for Platform {
         for r in &self.reserved {
             writeln!(f, "  reserved {r}")?;
         }
+        for m in &self.reserved_memory {
+            write!(f, "  reserved-memory {}", m.path)?;
+            for r in &m.regions {
+                write!(f, " {r}")?;
+            }
+            writeln!(f, "{}", if m.no_map { " no-map" } else { "" })?;
+        }
         if let Some(c) = &self.chosen {
             write!(
                 f,
@@ -81,11 +88,18 @@ impl fmt::Display for Platform {
             writeln!(f)?;
         }
         if let Some(u) = &self.console {
-            write!(
-                f,
-                "  console PL011 {} at {:#x}+{:#x}, irq ",
-                u.path, u.base, u.size
-            )?;
+            match u.kind {
+                UartKind::Pl011 => write!(f, "  console PL011")?,
+                UartKind::SbsaUart => write!(f, "  console SBSA UART")?,
+                UartKind::Ns16550 {
+                    reg_shift,
+                    reg_io_width,
+                } => write!(
+                    f,
+                    "  console 16550 (reg-shift {reg_shift}, reg-io-width {reg_io_width})"
+                )?,
+            }
+            write!(f, " {} at {:#x}+{:#x}, irq ", u.path, u.base, u.size)?;
             opt(f, &u.interrupt)?;
             writeln!(f)?;
         }

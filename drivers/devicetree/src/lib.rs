@@ -1,6 +1,7 @@
 //! What an aarch64 kernel needs from a flattened devicetree, as typed
-//! values: RAM, /chosen, the PL011 console, fw_cfg, the GIC (v3 with its
-//! redistributor regions and ITSes, or v2 with GICv2m frames), the generic
+//! values: RAM and reserved memory, /chosen, the console (PL011, SBSA UART
+//! or 16550), fw_cfg, the GIC (v3 with its redistributor regions and ITSes,
+//! or v2 with GICv2m frames), the generic
 //! timer's PPIs, PSCI, the CPUs, ECAM PCIe host bridges (windows, iommu-map,
 //! msi-map) and SMMUv3s, plus a resolver from a PCI requester ID to its
 //! IOMMU StreamID and MSI DeviceID.
@@ -26,8 +27,8 @@ pub use blob::blob_size;
 pub use error::{BlobError, DtError, NodeError};
 pub use pci::{IdMap, IdMapEntry, IommuTarget, MsiTarget, PciSpace, PciWindow, PcieHost};
 pub use platform::{
-    Chosen, Cpu, EnableMethod, FwCfg, Gic, GicV2, GicV3, Its, Note, Pl011, Platform, Psci,
-    PsciMethod, SmmuIrqs, SmmuV3, Timer, V2mFrame,
+    stdout, Chosen, Cpu, EnableMethod, FwCfg, Gic, GicV2, GicV3, Its, Note, Platform, Psci,
+    PsciMethod, ReservedMemory, SmmuIrqs, SmmuV3, Timer, Uart, UartKind, V2mFrame,
 };
 
 /// A range of CPU physical addresses.

@@ -17,11 +17,15 @@ pub struct Platform {
     pub blob_size: usize,
     /// Every enabled memory node's regions, in tree order (empty ones left out).
     pub ram: Vec<Region>,
-    /// The header's memory reservation block.
+    /// The header's memory reservation block (`/memreserve/`).
     pub reserved: Vec<Region>,
+    /// `/reserved-memory` children with a `reg`: RAM that is not ours to
+    /// allocate (firmware, secure world, shared buffers).
+    pub reserved_memory: Vec<ReservedMemory>,
     pub chosen: Option<Chosen>,
-    /// The PL011 `/chosen/stdout-path` names, else the first enabled one.
-    pub console: Option<Pl011>,
+    /// The UART `/chosen/stdout-path` names, else the first enabled one
+    /// (see [`stdout`]).
+    pub console: Option<Uart>,
     pub fw_cfg: Option<FwCfg>,
     pub gic: Gic,
     pub timer: Timer,
@@ -50,12 +54,41 @@ pub struct Chosen {
     pub stdout: Option<String>,
 }
 
+/// A `/reserved-memory` child with a static placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pl011 {
+pub struct ReservedMemory {
     pub path: String,
+    pub regions: Vec<Region>,
+    /// `no-map`: not even to be mapped (speculative accesses would hurt).
+    pub no_map: bool,
+}
+
+/// A serial port this crate recognises as a console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uart {
+    pub path: String,
+    pub kind: UartKind,
     pub base: u64,
     pub size: u64,
     pub interrupt: Option<Interrupt>,
+    /// The line rate: `/chosen/stdout-path`'s options (`serial0:115200n8`)
+    /// for the stdout node, else `current-speed`.
+    pub baud: Option<u32>,
+    /// The UART's input clock (`clock-frequency`), which a 16550 divisor
+    /// needs; absent, the rate firmware programmed has to stay.
+    pub clock_frequency: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UartKind {
+    /// Arm PL011 (`arm,pl011`).
+    Pl011,
+    /// The SBSA generic UART (`arm,sbsa-uart`): the PL011 subset without
+    /// the baud, line and control registers, which firmware owns.
+    SbsaUart,
+    /// A 16550-compatible UART on MMIO: register `n` at `n << reg_shift`,
+    /// accessed `reg_io_width` bytes wide (1 or 4).
+    Ns16550 { reg_shift: u32, reg_io_width: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +214,14 @@ pub struct SmmuV3 {
 }
 
 const PL011: &[&str] = &["arm,pl011"];
+const SBSA_UART: &[&str] = &["arm,sbsa-uart"];
+const NS16550: &[&str] = &[
+    "ns16550a",
+    "ns16550",
+    "ns16450",
+    "ns8250",
+    "snps,dw-apb-uart",
+];
 const GICV3: &[&str] = &["arm,gic-v3"];
 const GICV2: &[&str] = &[
     "arm,gic-400",
@@ -212,6 +253,7 @@ impl Platform {
         let mut notes = Notes(Vec::new());
         let chosen = chosen(&t, &mut notes)?;
         let stdout = chosen.as_ref().and_then(|c| c.1);
+        let stdout_options = chosen.as_ref().and_then(|c| c.0.stdout_path.clone());
         let smmus = smmus(&t, &mut notes)?;
         if smmus.is_empty() {
             notes.add("/", "no arm,smmu-v3 node");
@@ -221,7 +263,8 @@ impl Platform {
             blob_size: checked.blob.len(),
             ram: ram(&t)?,
             reserved: checked.reserved,
-            console: console(&t, stdout, &mut notes)?,
+            reserved_memory: reserved_memory(&t, &mut notes)?,
+            console: console(&t, stdout, stdout_options.as_deref(), &mut notes)?,
             chosen: chosen.map(|c| c.0),
             fw_cfg: fw_cfg(&t, &mut notes)?,
             gic: gic(&t, &mut notes)?,
@@ -302,30 +345,131 @@ fn chosen(t: &Tree, notes: &mut Notes) -> Res<Option<(Chosen, Option<usize>)>> {
     )))
 }
 
-fn console(t: &Tree, stdout: Option<usize>, notes: &mut Notes) -> Res<Option<Pl011>> {
-    let node = match stdout {
-        Some(i) if t.compatible(i, PL011) => Some(i),
-        Some(i) => {
-            notes.add(
+/// What kind of UART node `i` is, if one this crate drives.
+fn uart_kind(t: &Tree, i: usize) -> Res<Option<UartKind>> {
+    if t.compatible(i, SBSA_UART) {
+        return Ok(Some(UartKind::SbsaUart));
+    }
+    if t.compatible(i, PL011) {
+        return Ok(Some(UartKind::Pl011));
+    }
+    if !t.compatible(i, NS16550) {
+        return Ok(None);
+    }
+    let reg_shift = t.u32(i, "reg-shift")?.unwrap_or(0);
+    if reg_shift > 3 {
+        let kind = NodeError::BadValue {
+            value: reg_shift.into(),
+        };
+        return Err(t.err(i, "reg-shift", kind));
+    }
+    let reg_io_width = t.u32(i, "reg-io-width")?.unwrap_or(1);
+    if !matches!(reg_io_width, 1 | 4) {
+        let kind = NodeError::BadValue {
+            value: reg_io_width.into(),
+        };
+        return Err(t.err(i, "reg-io-width", kind));
+    }
+    Ok(Some(UartKind::Ns16550 {
+        reg_shift,
+        reg_io_width,
+    }))
+}
+
+/// The baud rate at the start of a `stdout-path`'s options (`115200n8`).
+fn baud_option(stdout_path: &str) -> Option<u32> {
+    let (_, options) = stdout_path.split_once(':')?;
+    let digits = options.len()
+        - options
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .len();
+    options[..digits].parse().ok()
+}
+
+/// The console: the enabled UART stdout-path names, else the first enabled
+/// UART in tree order.
+fn console(
+    t: &Tree,
+    stdout: Option<usize>,
+    stdout_path: Option<&str>,
+    notes: &mut Notes,
+) -> Res<Option<Uart>> {
+    let mut chosen = None;
+    if let Some(i) = stdout {
+        match uart_kind(t, i)? {
+            Some(kind) if t.enabled(i) => {
+                chosen = Some((i, kind, stdout_path.and_then(baud_option)))
+            }
+            _ => notes.add(
                 &t.nodes[i].path,
-                "stdout is not a PL011; using the first PL011",
-            );
-            None
+                "stdout is not an enabled UART this kernel drives; using the first one",
+            ),
         }
-        None => None,
-    };
-    let Some(i) = node.or_else(|| t.find_all(PL011).next()) else {
-        notes.add("/", "no arm,pl011 node");
+    }
+    if chosen.is_none() {
+        for i in (0..t.nodes.len()).filter(|&i| t.enabled(i)) {
+            if let Some(kind) = uart_kind(t, i)? {
+                chosen = Some((i, kind, None));
+                break;
+            }
+        }
+    }
+    let Some((i, kind, baud)) = chosen else {
+        notes.add("/", "no UART node");
         return Ok(None);
     };
     let r = t.reg_min(i, 1)?[0];
     let interrupt = t.interrupts(i)?.and_then(|v| v.first().copied());
-    Ok(Some(Pl011 {
+    let baud = match baud {
+        Some(b) => Some(b),
+        None => t.u32(i, "current-speed")?,
+    };
+    Ok(Some(Uart {
         path: t.path(i),
+        kind,
         base: r.base,
         size: r.size,
         interrupt,
+        baud,
+        clock_frequency: t.u32(i, "clock-frequency")?,
     }))
+}
+
+/// Only the console, for the early console: the blob's checks, /chosen and
+/// the UART nodes, so a mistake elsewhere in the tree still gets reported
+/// on it.
+pub fn stdout(blob: &[u8]) -> Result<Option<Uart>, DtError> {
+    let checked = blob::check(blob)?;
+    let t = Tree::new(&checked.blob)?;
+    let mut notes = Notes(Vec::new());
+    let chosen = chosen(&t, &mut notes)?;
+    let stdout = chosen.as_ref().and_then(|c| c.1);
+    let path = chosen.as_ref().and_then(|c| c.0.stdout_path.as_deref());
+    console(&t, stdout, path, &mut notes)
+}
+
+/// `/reserved-memory` children that have a `reg` (statically placed);
+/// those with only a `size` ask the OS to allocate and are left to it.
+fn reserved_memory(t: &Tree, notes: &mut Notes) -> Res<Vec<ReservedMemory>> {
+    let Some(r) = t.children(0).find(|&i| t.name(i) == "reserved-memory") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for c in t.children(r).filter(|&c| t.enabled(c)) {
+        if !t.has(c, "reg") {
+            notes.add(
+                &t.nodes[c].path,
+                "dynamically placed reserved memory ignored",
+            );
+            continue;
+        }
+        out.push(ReservedMemory {
+            path: t.path(c),
+            regions: t.reg(c)?.into_iter().filter(|r| r.size > 0).collect(),
+            no_map: t.has(c, "no-map"),
+        });
+    }
+    Ok(out)
 }
 
 fn fw_cfg(t: &Tree, notes: &mut Notes) -> Res<Option<FwCfg>> {

@@ -88,7 +88,7 @@ fn virt_smmuv3_every_field() {
             size: 0x4000_0000
         }]
     );
-    assert!(p.reserved.is_empty());
+    assert!(p.reserved.is_empty() && p.reserved_memory.is_empty());
     let chosen = p.chosen.as_ref().unwrap();
     assert_eq!(
         chosen.bootargs, None,
@@ -99,11 +99,14 @@ fn virt_smmuv3_every_field() {
     let console = p.console.as_ref().unwrap();
     assert_eq!(
         console,
-        &Pl011 {
+        &Uart {
             path: "/pl011@9000000".into(),
+            kind: UartKind::Pl011,
             base: 0x0900_0000,
             size: 0x1000,
             interrupt: Some(spi(1, 4)),
+            baud: None,
+            clock_frequency: None,
         }
     );
     assert_eq!(console.interrupt.unwrap().intid(), 33);
@@ -420,7 +423,7 @@ fn optional_facts_missing_give_none_and_notes() {
         [
             "no /chosen node",
             "no arm,smmu-v3 node",
-            "no arm,pl011 node",
+            "no UART node",
             "no qemu,fw-cfg-mmio node",
             "no PSCI node",
             "no pci-host-ecam-generic node"

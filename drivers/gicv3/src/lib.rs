@@ -338,6 +338,23 @@ impl Redistributor {
         Err(GicError::NoRedistributor { affinity })
     }
 
+    /// Finds the frame for `affinity` in any of the redistributor regions
+    /// (`(base, size)` each): a platform may spread its CPUs' frames over
+    /// several (devicetree `#redistributor-regions`, one MADT GICR entry each).
+    ///
+    /// # Safety
+    /// Each region must be a mapped redistributor region.
+    pub unsafe fn find_in(regions: &[(usize, usize)], affinity: u32) -> Result<Self, GicError> {
+        for &(base, size) in regions {
+            // SAFETY: the caller vouched for every region.
+            match unsafe { Self::find(base, size, affinity) } {
+                Err(GicError::NoRedistributor { .. }) => continue,
+                found => return found,
+            }
+        }
+        Err(GicError::NoRedistributor { affinity })
+    }
+
     fn regs(&self) -> &GicrRegs {
         // SAFETY: `find`'s contract.
         unsafe { self.regs.as_ref() }

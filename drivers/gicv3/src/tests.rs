@@ -79,3 +79,33 @@ fn direct_lpi_invalidate() {
     f[0xc0 / 8] = 1; // GICR_SYNCR.Busy stuck
     assert_eq!(rd.inv_lpi(8200), Err(GicError::RedistributorSyncTimeout));
 }
+
+/// Two regions of two frames each; the CPU with affinity 0x0100_0001 is
+/// the second frame of the second region.
+#[test]
+fn redistributor_found_in_any_region() {
+    let frame = 0x20000 / 8;
+    let mut first = vec![0u64; 2 * frame];
+    first[frame + 1] = (1 << 32) | (1 << 4);
+    let mut second = vec![0u64; 2 * frame];
+    second[1] = 0x0100_0000 << 32;
+    second[frame + 1] = (0x0100_0001 << 32) | (1 << 4);
+    let regions = [
+        (first.as_mut_ptr() as usize, 0x40000),
+        (second.as_mut_ptr() as usize, 0x40000),
+    ];
+    // SAFETY: both fake regions are owned by the test.
+    let rd = unsafe { Redistributor::find_in(&regions, 0x0100_0001) }.unwrap();
+    assert_eq!(rd.regs.as_ptr() as usize, regions[1].0 + 0x20000);
+    // SAFETY: as above.
+    let rd = unsafe { Redistributor::find_in(&regions, 1) }.unwrap();
+    assert_eq!(rd.regs.as_ptr() as usize, regions[0].0 + 0x20000);
+    // SAFETY: as above.
+    let missing = unsafe { Redistributor::find_in(&regions, 0x0200_0000) };
+    assert_eq!(
+        missing.err(),
+        Some(GicError::NoRedistributor {
+            affinity: 0x0200_0000
+        })
+    );
+}

@@ -40,6 +40,9 @@ mod iommu;
 mod logger;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
+mod mapping;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)]
 mod memory;
 #[cfg(target_os = "none")]
 mod panic;
@@ -69,7 +72,7 @@ mod run {
         log::info!(
             "{} on {}: {} MiB RAM in {} region(s) from {}, {} of {} CPU(s) online",
             arch::NAME,
-            boot.board,
+            kernel::cmdline::get(&boot.cmdline, "board").unwrap_or(boot.board),
             kernel::mm::ranges::total(&boot.ram) >> 20,
             boot.ram.len(),
             boot.memory_source,

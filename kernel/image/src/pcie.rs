@@ -4,6 +4,7 @@
 //! devicetree gives.
 use crate::discovery::{EcamWindow, Topology};
 use alloc::vec::Vec;
+use kernel::addr::PhysRange;
 use pci::assign::{assign, Window};
 use pci::ecam::Ecam;
 use pci::enumerate::{enumerate, Policy, Topology as Bus};
@@ -42,14 +43,22 @@ pub fn functions_of(
     })
 }
 
-/// Config access to the window the firmware described.
-pub fn ecam(w: &EcamWindow) -> Ecam {
+/// Config access to the window the firmware described; `None` (logged)
+/// when the window cannot be mapped as device memory.
+pub fn ecam(w: &EcamWindow) -> Option<Ecam> {
     // MCFG's base is bus 0's; the accessor wants the first bus's.
     let base = w.base + (u64::from(w.start_bus) << 20);
+    let config = PhysRange {
+        start: base,
+        end: w.base + ((u64::from(w.end_bus) + 1) << 20),
+    };
+    if !crate::mapping::map_device(config, "ECAM") {
+        return None;
+    }
     // SAFETY: the ECAM window the firmware described, mapped as device memory
-    // by the arch code; config accesses are serialised by the callers (boot,
-    // then one test at a time).
-    unsafe { Ecam::new(base as usize, w.start_bus..=w.end_bus) }
+    // just above; config accesses are serialised by the callers (boot, then
+    // one test at a time).
+    Some(unsafe { Ecam::new(base as usize, w.start_bus..=w.end_bus) })
 }
 
 /// Runs `f` with config access to `segment` and its enumeration.
@@ -58,7 +67,7 @@ pub fn with_config<R>(segment: u16, f: impl FnOnce(&mut Ecam, &Bus) -> R) -> Opt
         .get()?
         .iter()
         .find(|s| s.window.segment == segment)?;
-    Some(f(&mut ecam(&s.window), &s.bus))
+    Some(f(&mut ecam(&s.window)?, &s.bus))
 }
 
 /// The host bridge windows the devicetree gives for the bridge with this ECAM.
@@ -74,6 +83,25 @@ fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
 /// Segments enumerated from the devicetree before the ACPI tables were
 /// read (see [`enumerate_early`]), waiting for [`enumerate_all`].
 static EARLY: spin::Mutex<Vec<Segment>> = spin::Mutex::new(Vec::new());
+
+/// Maps every placed memory BAR as device memory (windows the firmware
+/// described are mapped already; this covers BARs firmware placed where
+/// no window we know of says). A BAR that cannot be mapped is dropped
+/// (`cpu_address` cleared): nothing binds to it, and the log says why.
+fn map_bars(bus: &mut Bus) {
+    for f in &mut bus.functions {
+        for b in &mut f.bars {
+            let (Some(at), true) = (b.cpu_address, b.kind != pci::BarKind::Io) else {
+                continue;
+            };
+            let r = PhysRange::new(at, b.size);
+            if !crate::mapping::map_device(r, "BAR") {
+                log::error!("{} BAR{}: {r} left unbound", f.bdf, b.index);
+                b.cpu_address = None;
+            }
+        }
+    }
+}
 
 /// Enumerates every devicetree host bridge before the ACPI tables are
 /// read. QEMU builds its tables when they are first read, and the IORT
@@ -106,7 +134,20 @@ pub fn enumerate_early() {
 /// the devicetree's host bridge windows where there is one).
 fn enumerate_window(w: &EcamWindow) -> Segment {
     let t0 = crate::arch::now_ns();
-    let mut cfg = ecam(w);
+    let Some(mut cfg) = ecam(w) else {
+        log::error!("pci segment {}: ECAM not mapped, not enumerated", w.segment);
+        return Segment {
+            window: w.clone(),
+            bus: Bus {
+                segment: w.segment,
+                root_buses: w.start_bus..=w.end_bus,
+                policy: Policy::default(),
+                functions: Vec::new(),
+                bridges: Vec::new(),
+                errors: Vec::new(),
+            },
+        };
+    };
     let mut bus = enumerate(
         &mut cfg,
         w.segment,
@@ -115,6 +156,12 @@ fn enumerate_window(w: &EcamWindow) -> Segment {
     );
     // Without a devicetree (PC firmware) the BARs firmware set stay.
     if let Some(windows) = dt_windows(w) {
+        // Every devicetree window is CPU memory (I/O space too, on the
+        // platforms that describe themselves this way).
+        for win in &windows {
+            let r = PhysRange::new(win.cpu_base, win.size);
+            crate::mapping::map_device(r, "PCI host-bridge window");
+        }
         let errors = assign(&mut cfg, &mut bus, &windows);
         bus.errors.extend(errors);
     } else {
@@ -125,6 +172,7 @@ fn enumerate_window(w: &EcamWindow) -> Segment {
             }
         }
     }
+    map_bars(&mut bus);
     log::info!(
         "pci segment {}: {} function(s), {} bridge(s), {} error(s) in {} us",
         bus.segment,
@@ -263,9 +311,11 @@ pub fn smmuv3_at(base: u64) -> Option<smmuv3::probe::Smmu> {
             .iter()
             .any(|u| u.kind == crate::discovery::IommuKind::SmmuV3 && u.base == base)
     });
+    // Register pages 0 and 1 (64 KiB each): the architected frame.
+    let mapped = known && crate::mapping::map_device(PhysRange::new(base, 0x2_0000), "SMMUv3");
     // SAFETY: an SMMUv3 frame the firmware tables name, mapped as device
-    // memory; the self-tests read its ID registers only.
-    known.then(|| unsafe { smmuv3::probe::Smmu::new(base as usize) })
+    // memory just above; the self-tests read its ID registers only.
+    mapped.then(|| unsafe { smmuv3::probe::Smmu::new(base as usize) })
 }
 
 /// The VT-d unit whose registers discovery found at `base` (identity-mapped
@@ -276,9 +326,15 @@ pub fn vtd_at(base: u64) -> Option<vtd::probe::Unit> {
             .iter()
             .any(|u| u.kind == crate::discovery::IommuKind::VtdDrhd && u.base == base)
     });
-    // SAFETY: a DRHD register page the DMAR names, mapped uncached; the
-    // self-tests read its identification only.
-    known.then(|| unsafe { vtd::probe::Unit::new(base as usize) })
+    // The DRHD's size field: 2^N pages (0, one page, in older tables).
+    let pages = crate::discovery::get()
+        .and_then(|t| t.dmar.as_ref())
+        .and_then(|d| d.drhds().find(|u| u.register_base == base))
+        .map_or(1, |u| 1u64 << (u.size & 0xf));
+    let mapped = known && crate::mapping::map_device(PhysRange::new(base, pages << 12), "VT-d");
+    // SAFETY: a DRHD register set the DMAR names, mapped uncached just
+    // above; the self-tests read its identification only.
+    mapped.then(|| unsafe { vtd::probe::Unit::new(base as usize) })
 }
 
 /// The MSI-X table and PBA of a function enumeration placed, mapped.

@@ -18,7 +18,8 @@ pub enum AcpiEntry {
 }
 
 pub struct BootInfo {
-    /// Board name for messages (`qemu-virt`, `qemu-q35`).
+    /// What the firmware calls the machine (the devicetree's `model`), for
+    /// messages; `board=` on the command line names it instead.
     pub board: &'static str,
     /// Where the memory map came from (`devicetree`, `PVH memory map`).
     pub memory_source: &'static str,

@@ -98,6 +98,16 @@ impl TNode {
     /// end of the nodes named `nops_in` ("*": all). NOPs are legal, and
     /// what `fdt` 0.1.5 mis-walks.
     pub fn to_blob_with(&self, nops_in: Option<&str>) -> Vec<u8> {
+        self.build(nops_in, &[])
+    }
+
+    /// A packed blob whose memory reservation block (`/memreserve/`)
+    /// lists `reserve` as (address, size).
+    pub fn to_blob_reserving(&self, reserve: &[(u64, u64)]) -> Vec<u8> {
+        self.build(None, reserve)
+    }
+
+    fn build(&self, nops_in: Option<&str>, reserve: &[(u64, u64)]) -> Vec<u8> {
         fn emit(n: &TNode, nops_in: Option<&str>, s: &mut Vec<u8>, strings: &mut Vec<u8>) {
             let nops = nops_in.is_some_and(|w| w == "*" || w == n.name);
             let word = |s: &mut Vec<u8>, w: u32| s.extend_from_slice(&w.to_be_bytes());
@@ -136,7 +146,8 @@ impl TNode {
         let (mut s, mut strings) = (Vec::new(), Vec::new());
         emit(self, nops_in, &mut s, &mut strings);
         s.extend_from_slice(&9u32.to_be_bytes());
-        let (off_struct, off_strings) = (40 + 16, 40 + 16 + s.len());
+        let rsv = 16 * (reserve.len() + 1);
+        let (off_struct, off_strings) = (40 + rsv, 40 + rsv + s.len());
         let total = off_strings + strings.len();
         let header = [
             0xd00d_feed,
@@ -154,6 +165,10 @@ impl TNode {
             .iter()
             .flat_map(|&w| (w as u32).to_be_bytes())
             .collect();
+        for &(a, n) in reserve {
+            out.extend_from_slice(&a.to_be_bytes());
+            out.extend_from_slice(&n.to_be_bytes());
+        }
         out.extend_from_slice(&[0; 16]);
         out.extend_from_slice(&s);
         out.extend_from_slice(&strings);

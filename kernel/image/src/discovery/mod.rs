@@ -259,7 +259,7 @@ pub struct RoutedFunction {
 /// bounds-checks bus, device, function and offset).
 fn ecam_read32(w: &EcamWindow, bus: u8, dev: u8, func: u8, offset: u16) -> Option<u32> {
     let bdf = pci::config::Bdf::new(bus, dev, func)?;
-    crate::pcie::ecam(w).try_read32(bdf, offset).ok()
+    crate::pcie::ecam(w)?.try_read32(bdf, offset).ok()
 }
 
 /// Probes the first bus of each ECAM window (full enumeration is the PCI

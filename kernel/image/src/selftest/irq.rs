@@ -14,20 +14,12 @@ const WATCH: Window = Window {
     cap_ns: 10_000_000_000,
 };
 
-/// Whether the window opened at `t0`, with the watching CPU's tick count
-/// `ticks0` then, has closed.
-fn window_closed(t0: u64, ticks0: u64) -> bool {
-    let own = smp::ticks(arch::cpu_index()).saturating_sub(ticks0);
-    WATCH.closed(arch::now_ns().saturating_sub(t0), own)
-}
-
 /// The periodic timer interrupt arrives on every CPU that was brought up.
 pub fn timer_every_cpu() -> TestResult {
     let boot = platform::get();
     let online = smp::online();
     let start: Vec<u64> = (0..online).map(smp::ticks).collect();
-    let t0 = arch::now_ns();
-    let own0 = smp::ticks(arch::cpu_index());
+    let watch = super::Watch::start(WATCH);
     loop {
         let behind: Vec<usize> = (0..online)
             .filter(|&c| smp::ticks(c) < start[c] + TICKS_WANTED)
@@ -35,12 +27,12 @@ pub fn timer_every_cpu() -> TestResult {
         if behind.is_empty() {
             break;
         }
-        if window_closed(t0, own0) {
+        if watch.closed() {
             let seen: Vec<u64> = behind.iter().map(|&c| smp::ticks(c) - start[c]).collect();
             return Err(TestError::mismatch(
                 alloc::format!(
                     "timer interrupts missing on CPU(s) {behind:?} within {} ms",
-                    (arch::now_ns() - t0) / 1_000_000
+                    watch.elapsed_ns() / 1_000_000
                 ),
                 alloc::format!(">= {TICKS_WANTED} ticks each"),
                 alloc::format!("{seen:?} ticks"),
@@ -58,6 +50,21 @@ pub fn timer_every_cpu() -> TestResult {
         )));
     }
     Ok(())
+}
+
+/// Every CPU the kernel started set up its interrupts: found its
+/// redistributor (in whichever GICR region holds it), woke it, enabled its
+/// CPU interface. A CPU that could not stays idle and is named here.
+pub fn started_cpus_take_interrupts() -> TestResult {
+    let failed = smp::failed();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(TestError::mismatch(
+        "interrupt setup failed on started CPUs",
+        "none",
+        alloc::format!("{failed:?}"),
+    ))
 }
 
 /// Fired MSIs each arrive exactly once: the CPU raises one the way a
@@ -83,9 +90,8 @@ pub fn msi_doorbell_delivers_once() -> TestResult {
 /// Waits (bounded) until MSI `id` was delivered `target` times, then a
 /// little longer so a duplicate would show.
 pub fn wait_for_count(id: u32, target: u32) {
-    let t0 = arch::now_ns();
-    let own0 = smp::ticks(arch::cpu_index());
-    while arch::msi_count(id) < target && !window_closed(t0, own0) {
+    let watch = super::Watch::start(WATCH);
+    while arch::msi_count(id) < target && !watch.closed() {
         arch::wait_for_interrupt();
     }
     let settle = arch::now_ns();

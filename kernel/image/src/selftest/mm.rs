@@ -140,3 +140,48 @@ pub fn heap_round_trip() -> TestResult {
     ensure_eq!(heap::used(), before, "heap bytes in use after freeing");
     Ok(())
 }
+
+/// The CPU's identity map follows what firmware described: every RAM range
+/// is normal memory at both ends, every MMIO range the kernel bound (ECAM
+/// windows, IOMMU registers, placed memory BARs) is device memory, and the
+/// probe address of the fault tests is not mapped at all.
+pub fn identity_map_follows_firmware() -> TestResult {
+    use crate::mapping::kind_at;
+    use kernel::idmap::MemKind;
+    let boot = platform::get();
+    for r in &boot.ram {
+        for at in [r.start, r.end - 1] {
+            ensure_eq!(kind_at(at), Some(MemKind::Normal), "RAM {r} at {at:#x}");
+        }
+    }
+    let mut device = Vec::new();
+    if let Some(t) = crate::discovery::get() {
+        for w in &t.ecam {
+            device.push((w.base + (u64::from(w.start_bus) << 20), "ECAM"));
+        }
+        // Bound (and so mapped) by the boot-time IOMMU check.
+        for u in &t.iommus {
+            device.push((u.base, "IOMMU registers"));
+        }
+    }
+    for b in crate::pcie::buses() {
+        for f in &b.functions {
+            for bar in f.bars.iter().filter(|b| b.kind != pci::BarKind::Io) {
+                if let Some(at) = bar.cpu_address {
+                    device.push((at, "memory BAR"));
+                }
+            }
+        }
+    }
+    ensure!(!device.is_empty(), "no ECAM window or memory BAR to check");
+    for (at, what) in &device {
+        ensure_eq!(kind_at(*at), Some(MemKind::Device), "{what} at {at:#x}");
+    }
+    let hole = crate::arch::unmapped_addr();
+    ensure_eq!(
+        kind_at(hole),
+        None,
+        "the fault tests' probe address {hole:#x}"
+    );
+    Ok(())
+}

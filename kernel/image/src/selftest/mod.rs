@@ -22,6 +22,37 @@ mod pci;
 mod smmuv3;
 mod vtd;
 
+/// A watch window opened now on this CPU: it closes once the window's
+/// time has passed *and* this CPU saw its own ticks (see
+/// `kernel::harness::Window`), so a guest starved by a busy host is not
+/// failed for time it never ran.
+pub struct Watch {
+    window: kernel::harness::Window,
+    t0: u64,
+    own0: u64,
+}
+
+impl Watch {
+    pub fn start(window: kernel::harness::Window) -> Self {
+        Watch {
+            window,
+            t0: crate::arch::now_ns(),
+            own0: crate::smp::ticks(crate::arch::cpu_index()),
+        }
+    }
+
+    pub fn closed(&self) -> bool {
+        let own = crate::smp::ticks(crate::arch::cpu_index()).saturating_sub(self.own0);
+        self.window
+            .closed(crate::arch::now_ns().saturating_sub(self.t0), own)
+    }
+
+    /// Nanoseconds since the window opened.
+    pub fn elapsed_ns(&self) -> u64 {
+        crate::arch::now_ns().saturating_sub(self.t0)
+    }
+}
+
 /// A registry entry whose TAP name is `AREA::FUNCTION`, for the function
 /// `MODULE::FUNCTION`: a failure line names the function to grep for.
 macro_rules! test {
@@ -43,7 +74,9 @@ pub fn tests() -> Vec<Test> {
         test!(mm, mm::page_alloc_stays_in_free_ram),
         test!(mm, mm::dma_buffer_alignment),
         test!(mm, mm::heap_round_trip),
+        test!(mm, mm::identity_map_follows_firmware),
         test!(irq, irq::timer_every_cpu),
+        test!(irq, irq::started_cpus_take_interrupts),
         test!(irq, irq::msi_doorbell_delivers_once),
         test!(discovery, discovery::tables_parse_cleanly),
         test!(discovery, discovery::iommus_match_board),

@@ -496,21 +496,17 @@ mod on_board {
         })
     }
 
-    /// Waits (bounded) until `f` says the counts moved far enough. The
-    /// window closes only after this CPU's own ticks too: a guest starved
-    /// by a busy host must not give up on an interrupt it never ran to see.
+    /// Waits (bounded) until `f` says the counts moved far enough (a watch
+    /// window: at least 100 ms and 10 of this CPU's own ticks).
     fn wait_counts(p: &mut SmmuPlatform, f: impl Fn((u32, u32, u32)) -> bool) -> (u32, u32, u32) {
-        const WATCH: kernel::harness::Window = kernel::harness::Window {
+        let watch = crate::selftest::Watch::start(kernel::harness::Window {
             min_ns: 100_000_000,
             min_ticks: 10,
             cap_ns: 5_000_000_000,
-        };
-        let t0 = crate::arch::now_ns();
-        let own0 = crate::smp::ticks(crate::arch::cpu_index());
+        });
         loop {
             let c = p.iommu().hw.interrupt_counts().unwrap_or_default();
-            let own = crate::smp::ticks(crate::arch::cpu_index()).saturating_sub(own0);
-            if f(c) || WATCH.closed(crate::arch::now_ns().saturating_sub(t0), own) {
+            if f(c) || watch.closed() {
                 return c;
             }
             core::hint::spin_loop();

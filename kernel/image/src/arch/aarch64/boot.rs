@@ -1,25 +1,25 @@
 //! Boot on the boot CPU and on the secondaries.
-use super::{dt, entry, gic, mmu, psci, timer};
+use super::{cache, dt, entry, gic, mmu, psci, timer, uart};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
 use aarch64_cpu::registers::*;
-use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::addr::PhysRange;
 use kernel::cmdline;
-use pl011::Pl011;
 use spin::Once;
 
-/// Board facts of qemu-virt that no table gives before the devicetree is
-/// found: where QEMU puts the devicetree for an ELF image, and the UART to
-/// complain on when there is none.
+/// A board fact of qemu-virt that no table gives before the devicetree is
+/// found: where QEMU puts the devicetree for an ELF image.
 const VIRT_RAM_BASE: u64 = 0x4000_0000;
-const EARLY_UART: u64 = 0x0900_0000;
 
 /// How long the secondaries get to come online.
 const CPU_ON_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// A secondary's stack: it only idles and takes its timer tick.
+const SECONDARY_STACK_SIZE: usize = 16 * 1024;
 
 static FACTS: Once<dt::DtFacts> = Once::new();
 static MPIDR_OF: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
@@ -48,7 +48,11 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         core::ptr::addr_of!(entry::__kernel_start) as u64,
         core::ptr::addr_of!(entry::__kernel_end) as u64,
     );
-    let dtb = dt::locate(x0, VIRT_RAM_BASE).unwrap_or_else(|e| early_fail(e));
+    // The console is whatever the devicetree names: without one there is
+    // nothing to report on, and the exit status is all the runner gets.
+    let Ok(dtb) = dt::locate(x0, VIRT_RAM_BASE) else {
+        super::exit(false)
+    };
     // Until the devicetree is read, RAM is what we know holds RAM: our own
     // image (with the heap) and the devicetree.
     mmu::build(&[
@@ -58,14 +62,37 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         },
         dtb,
     ]);
+    // BSS, the stack and the tables were written with the MMU off, past
+    // the caches: drop any cached copies (a loader's, or speculative
+    // fills) before cacheable accesses could hit them.
+    before_mmu_on(kstart, kend);
     mmu::enable();
     heap::init();
-    let facts = dt::parse(dtb).unwrap_or_else(|e| early_fail(e));
-    mmu::add_ram(&facts.ram);
-    // SAFETY: the PL011 the devicetree names (or the board's), identity-mapped as device memory.
-    let mut uart = unsafe { Pl011::new(facts.uart.unwrap_or(EARLY_UART) as usize) };
-    uart.init();
-    console::install(Box::new(uart));
+    // The early console: read alone first, so a fault in the rest of the
+    // tree is reported on it. No usable UART described: no console, and
+    // the exit status is all the runner gets.
+    let uart = dt::console(dtb).ok().flatten();
+    let mapped = uart.as_ref().filter(|u| {
+        let r = PhysRange::new(u.base, u.size);
+        crate::mapping::map_device(r, "console")
+    });
+    match mapped.map(uart::open) {
+        Some(Ok(dev)) => console::install(dev),
+        _ => super::exit(false),
+    }
+    let facts =
+        dt::parse(dtb).unwrap_or_else(|e| console::bail_out(format_args!("devicetree: {e}")));
+    // `no-map` reservations are RAM the kernel must not even map
+    // (speculative accesses to firmware's memory could hurt).
+    let no_map: alloc::vec::Vec<PhysRange> = dt::platform()
+        .into_iter()
+        .flat_map(|p| p.reserved_memory.iter().filter(|m| m.no_map))
+        .flat_map(|m| m.regions.iter().map(|r| PhysRange::new(r.base, r.size)))
+        .collect();
+    mmu::add_ram(&kernel::mm::ranges::subtract(&facts.ram, &no_map));
+    if let Some(p) = dt::platform() {
+        mmu::map_described(p);
+    }
     logger::init(cmdline::get(facts.bootargs, "log"));
     let facts = FACTS.call_once(|| facts);
     if let Err(e) = timer::init_clock(facts.timer_intid, facts.timer_frequency) {
@@ -85,7 +112,9 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     let cpus_note = start_secondaries(facts, mpidr);
 
     crate::kmain(BootInfo {
-        board: "qemu-virt",
+        board: dt::platform()
+            .and_then(|p| p.model.as_deref())
+            .unwrap_or("a devicetree machine without a model"),
         memory_source: "devicetree",
         ram: facts.ram.clone(),
         reserved: vec![
@@ -97,7 +126,10 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
                 "kernel image",
             ),
             (facts.dtb, "devicetree"),
-        ],
+        ]
+        .into_iter()
+        .chain(facts.reserved.iter().copied())
+        .collect(),
         ram_slack: 0,
         cmdline: facts.bootargs.to_string(),
         cpus_present: facts.mpidr.len(),
@@ -109,7 +141,7 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
 
 /// Redistributor, CPU interface, timer tick, then interrupts on.
 fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError> {
-    let gicr = gic::init_cpu(facts.gicr.start, facts.gicr.size(), mpidr)?;
+    let gicr = gic::init_cpu(&facts.gicr, mpidr)?;
     gicr.enable_private(facts.timer_intid, gic::DEFAULT_PRIORITY)?;
     timer::start_tick();
     smp::mark_online();
@@ -117,28 +149,53 @@ fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError>
     Ok(())
 }
 
-/// Starts every other CPU through PSCI and waits (bounded) for them.
+/// Starts every other CPU through PSCI and waits (bounded) for them. CPUs
+/// beyond `smp::MAX_CPUS`, or beyond the stacks the heap can give, stay
+/// parked; the note says so.
 fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static str> {
-    let others = facts
+    let others: Vec<u64> = facts
         .mpidr
         .iter()
-        .filter(|&&m| m & MPIDR_AFFINITY != boot_mpidr);
+        .copied()
+        .filter(|&m| m & MPIDR_AFFINITY != boot_mpidr)
+        .collect();
     let Some(hvc) = facts.psci_hvc else {
-        return (facts.mpidr.len() > 1)
+        return (!others.is_empty())
             .then_some("the devicetree has no PSCI node to start them with");
     };
     let entry = core::ptr::addr_of!(entry::_secondary_start) as u64;
     let mut started = 1;
-    for (i, &mpidr) in others.enumerate() {
+    let mut note = None;
+    for (i, &mpidr) in others.iter().enumerate() {
         let idx = i + 1;
+        if idx >= smp::MAX_CPUS {
+            log::warn!(
+                "{} CPUs beyond the kernel's {} left parked (first MPIDR {mpidr:#x})",
+                others.len() + 1 - idx,
+                smp::MAX_CPUS
+            );
+            note = Some("CPUs beyond smp::MAX_CPUS left parked (see the boot log)");
+            break;
+        }
+        let Some(stack_top) = secondary_stack(idx) else {
+            log::warn!(
+                "no heap for a stack: {} CPUs from MPIDR {mpidr:#x} on left parked",
+                others.len() + 1 - idx
+            );
+            note = Some("no memory for more CPU stacks: the rest left parked");
+            break;
+        };
         MPIDR_OF[idx].store(mpidr & MPIDR_AFFINITY, Ordering::Release);
-        match psci::cpu_on(hvc, mpidr, entry, idx as u64) {
+        match psci::cpu_on(hvc, mpidr, entry, stack_top) {
             Ok(()) => started += 1,
-            Err(e) => log::error!("PSCI CPU_ON for MPIDR {mpidr:#x} failed with {}", e.0),
+            Err(e) => {
+                log::error!("PSCI CPU_ON for MPIDR {mpidr:#x} failed with {}", e.0);
+                note = Some("PSCI CPU_ON failed for some CPUs (see the boot log)");
+            }
         }
     }
     let t0 = timer::now_ns();
-    while smp::online() < started {
+    while smp::online() + smp::failed().len() < started {
         if timer::now_ns() - t0 > CPU_ON_TIMEOUT_NS {
             log::error!(
                 "only {} of {started} started CPUs came online within 1 s",
@@ -148,12 +205,43 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
         }
         core::hint::spin_loop();
     }
-    (started < facts.mpidr.len()).then_some("PSCI CPU_ON failed for some CPUs (see the boot log)")
+    if !smp::failed().is_empty() {
+        return Some("interrupt setup failed on some CPUs (see irq::started_cpus_take_interrupts)");
+    }
+    note
 }
 
-pub extern "C" fn secondary_cpu_entry(idx: u64) -> ! {
+/// A stack for secondary `idx` from the heap, returned as its top (the
+/// PSCI context id). The CPU starts with its MMU off, so it reads the
+/// words below the top (its index and the stack's bottom) from memory:
+/// they, and the whole stack, are written back and dropped from our
+/// caches so no dirty line of ours later lands over what it wrote.
+fn secondary_stack(idx: usize) -> Option<u64> {
+    let mut stack: Vec<u8> = Vec::new();
+    stack.try_reserve_exact(SECONDARY_STACK_SIZE).ok()?;
+    stack.resize(SECONDARY_STACK_SIZE, 0);
+    let stack = stack.leak();
+    let bottom = stack.as_ptr() as u64;
+    let top = (bottom + SECONDARY_STACK_SIZE as u64) & !15;
+    let args = (top - 16 - bottom) as usize;
+    stack[args..args + 8].copy_from_slice(&(idx as u64).to_le_bytes());
+    stack[args + 8..args + 16].copy_from_slice(&bottom.to_le_bytes());
+    cache::clean_invalidate_to_poc(bottom as usize, top as usize);
+    Some(top)
+}
+
+/// Cache maintenance before this CPU turns its MMU and caches on:
+/// `[start, end)` was written with the MMU off, so memory holds it and any
+/// cached copy is stale; the instruction cache may hold a loader's code.
+fn before_mmu_on(start: u64, end: u64) {
+    cache::invalidate_to_poc(start as usize, end as usize);
+    cache::invalidate_icache();
+}
+
+pub extern "C" fn secondary_cpu_entry(idx: u64, stack_bottom: u64, stack_top: u64) -> ! {
     TPIDR_EL1.set(idx);
     set_vectors();
+    before_mmu_on(stack_bottom, stack_top);
     mmu::enable();
     let facts = FACTS
         .get()
@@ -161,18 +249,12 @@ pub extern "C" fn secondary_cpu_entry(idx: u64) -> ! {
     let mpidr = MPIDR_OF[idx as usize].load(Ordering::Acquire);
     match init_this_cpu(facts, mpidr) {
         Ok(()) => log::debug!("cpu {idx} (MPIDR {mpidr:#x}) online"),
-        Err(e) => log::error!("cpu {idx} (MPIDR {mpidr:#x}): interrupt setup failed: {e:?}"),
+        Err(e) => {
+            log::error!("cpu {idx} (MPIDR {mpidr:#x}): interrupt setup failed: {e:?}");
+            smp::mark_failed(idx as usize, alloc::format!("MPIDR {mpidr:#x}: {e:?}"));
+        }
     }
     loop {
         aarch64_cpu::asm::wfi();
     }
-}
-
-/// No devicetree: say so on the board's UART and stop.
-fn early_fail(e: dt::DtError) -> ! {
-    // SAFETY: the board's UART; the MMU is off, so this is a device access.
-    let mut uart = unsafe { Pl011::new(EARLY_UART as usize) };
-    uart.init();
-    let _ = core::fmt::Write::write_fmt(&mut uart, format_args!("Bail out! devicetree: {e}\n"));
-    super::exit(false)
 }

@@ -1,7 +1,6 @@
 //! The devicetree: found at boot, parsed by the `devicetree` crate (which
 //! checks the blob before walking it) once the heap exists, and turned into
 //! the facts the boot path needs.
-use crate::smp::MAX_CPUS;
 use alloc::vec::Vec;
 use core::fmt;
 use devicetree::{Gic, Platform, PsciMethod};
@@ -15,7 +14,6 @@ pub enum DtError {
     NotFound { tried: u64 },
     Parse(devicetree::DtError),
     NotGicV3,
-    TooManyCpus(usize),
 }
 
 impl fmt::Display for DtError {
@@ -24,9 +22,6 @@ impl fmt::Display for DtError {
             DtError::NotFound { tried } => write!(f, "no devicetree in x0 or at {tried:#x}"),
             DtError::Parse(e) => write!(f, "{e}"),
             DtError::NotGicV3 => write!(f, "the interrupt controller is not a GICv3"),
-            DtError::TooManyCpus(n) => {
-                write!(f, "{n} CPUs described, the kernel supports {MAX_CPUS}")
-            }
         }
     }
 }
@@ -34,10 +29,14 @@ impl fmt::Display for DtError {
 pub struct DtFacts {
     pub dtb: PhysRange,
     pub ram: Vec<PhysRange>,
-    pub uart: Option<u64>,
+    /// `/memreserve/` entries and `/reserved-memory` children with a `reg`:
+    /// kept from the page allocator.
+    pub reserved: Vec<(PhysRange, &'static str)>,
     pub fw_cfg: Option<u64>,
     pub gicd: u64,
-    pub gicr: PhysRange,
+    /// Every redistributor region (`#redistributor-regions`): a CPU's
+    /// frame may be in any of them.
+    pub gicr: Vec<PhysRange>,
     pub timer_intid: u32,
     /// `/timer`'s `clock-frequency`, for a CNTFRQ_EL0 left at 0.
     pub timer_frequency: Option<u32>,
@@ -74,13 +73,44 @@ pub fn locate(x0: u64, ram_base: u64) -> Result<PhysRange, DtError> {
     Err(DtError::NotFound { tried: ram_base })
 }
 
-/// Parses the blob (heap needed) and extracts the boot facts.
-pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
+/// The blob as a slice.
+fn blob(dtb: PhysRange) -> &'static [u8] {
     // SAFETY: `locate` found a devicetree header here giving this size; the
     // blob lies in mapped RAM and stays reserved, unwritten, for the whole run.
-    let blob = unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) };
+    unsafe { core::slice::from_raw_parts(dtb.start as *const u8, dtb.size() as usize) }
+}
+
+/// The console UART alone (heap needed), read before the rest so that
+/// errors in the rest of the tree are reported on it.
+pub fn console(dtb: PhysRange) -> Result<Option<devicetree::Uart>, devicetree::DtError> {
+    devicetree::stdout(blob(dtb))
+}
+
+fn reservations(p: &Platform) -> Vec<(PhysRange, &'static str)> {
+    let memreserve = p
+        .reserved
+        .iter()
+        .map(|r| (PhysRange::new(r.base, r.size), "devicetree /memreserve/"));
+    let nodes = p.reserved_memory.iter().flat_map(|m| {
+        let what = if m.no_map {
+            "devicetree /reserved-memory (no-map)"
+        } else {
+            "devicetree /reserved-memory"
+        };
+        m.regions
+            .iter()
+            .map(move |r| (PhysRange::new(r.base, r.size), what))
+    });
+    memreserve
+        .chain(nodes)
+        .filter(|(r, _)| r.size() > 0)
+        .collect()
+}
+
+/// Parses the blob (heap needed) and extracts the boot facts.
+pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
     let p = PLATFORM
-        .call_once(|| Platform::parse(blob).map_err(DtError::Parse))
+        .call_once(|| Platform::parse(blob(dtb)).map_err(DtError::Parse))
         .as_ref();
     let p = match p {
         Ok(p) => p,
@@ -89,13 +119,11 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
     let Gic::V3(gic) = &p.gic else {
         return Err(DtError::NotGicV3);
     };
-    if p.cpus.len() > MAX_CPUS {
-        return Err(DtError::TooManyCpus(p.cpus.len()));
-    }
     let gicr = gic
         .redistributors
-        .first()
-        .map_or(PhysRange::default(), |r| PhysRange::new(r.base, r.size));
+        .iter()
+        .map(|r| PhysRange::new(r.base, r.size))
+        .collect();
     Ok(DtFacts {
         dtb,
         ram: p
@@ -103,7 +131,7 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
             .iter()
             .map(|r| PhysRange::new(r.base, r.size))
             .collect(),
-        uart: p.console.as_ref().map(|c| c.base),
+        reserved: reservations(p),
         fw_cfg: p.fw_cfg.as_ref().map(|f| f.base),
         gicd: gic.distributor.base,
         gicr,

@@ -1,19 +1,54 @@
 //! Entry points and the exception vector table. Everything here runs before
-//! Rust can: it picks a stack, drops from EL2 if a loader left us there,
-//! enables FP/SIMD (the target's code uses it), zeroes BSS, and calls Rust.
-use crate::smp::MAX_CPUS;
+//! Rust can: it hands over from EL2 to EL1 if a loader left us at EL2 (on
+//! every CPU: firmware starts secondaries at the level it entered the boot
+//! CPU at), puts SCTLR_EL1 in a known state, enables FP/SIMD (the target's
+//! code uses it), picks a stack, zeroes BSS, and calls Rust.
 use core::arch::global_asm;
 
-pub const STACK_SIZE: usize = 64 * 1024;
+/// The boot CPU's stack. Secondaries get theirs from the heap when they are
+/// started (`boot::start_secondaries`), so static memory does not grow with
+/// the CPU count.
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
 #[repr(C, align(4096))]
-pub struct Stacks([[u8; STACK_SIZE]; MAX_CPUS]);
+pub struct BootStack([u8; BOOT_STACK_SIZE]);
 
-/// One boot stack per CPU; CPU n uses slot n (the stack grows down from its top).
-pub static mut STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
 
 /// Size of the register frame the vectors push (see `exceptions::Frame`).
 pub const FRAME_SIZE: usize = 36 * 8;
+
+/// SCTLR_EL1 with the MMU and caches off, little-endian, alignment checks
+/// off, and every bit that was RES1 in Armv8.0 set (EOS, TSCXT, EIS, SPAN,
+/// nTLSMD, LSMAOE): written whole so nothing a loader or reset left in it
+/// (an enabled MMU, big-endian data, WXN) survives. `mmu::enable` sets M, C
+/// and I from here.
+pub const SCTLR_EL1_MMU_OFF: u64 =
+    (1 << 29) | (1 << 28) | (1 << 23) | (1 << 22) | (1 << 20) | (1 << 11);
+
+/// HCR_EL2: EL1 is AArch64 (RW); no stage 2, no traps, physical interrupts
+/// go to EL1 (IMO/FMO/AMO clear), E2H clear (we are not a host kernel).
+const HCR_EL2_RW: u64 = 1 << 31;
+/// HCR_EL2.API and APK: pointer-authentication instructions and keys not
+/// trapped (set only when the CPU has pointer authentication: RES0 otherwise).
+const HCR_EL2_API_APK: u64 = (1 << 41) | (1 << 40);
+/// CPTR_EL2 (E2H clear): TFP, TZ (SVE), TSM (SME), TTA, TAM, TCPAC clear: no
+/// trap of FP/SIMD, SVE, SME, trace, activity monitors, CPACR accesses.
+/// Bits 13, 9 and 7:0 are RES1; TZ and TSM are RES1 when the CPU lacks SVE
+/// or SME, which the code below adds.
+const CPTR_EL2_RES1: u64 = (1 << 13) | (1 << 9) | 0xff;
+const CPTR_EL2_TZ: u64 = 1 << 8;
+const CPTR_EL2_TSM: u64 = 1 << 12;
+/// CNTHCTL_EL2 (E2H clear): EL1PCTEN and EL1PCEN, EL1 reads the physical
+/// counter and drives the physical timer (the one the kernel ticks with).
+const CNTHCTL_EL2_EL1_ACCESS: u64 = 0b11;
+/// ICC_SRE_EL2: SRE (system-register CPU interface at EL2) and Enable (EL1
+/// may use the system registers too), DFB and DIB (no IRQ/FIQ bypass).
+const ICC_SRE_EL2_VALUE: u64 = 0b1111;
+/// SPSR_EL2 for the ERET: EL1h (SP_EL1), D, A, I and F masked.
+const SPSR_EL1H_MASKED: u64 = 0x3c5;
+/// CPACR_EL1.FPEN: no FP/SIMD traps at EL1.
+const CPACR_EL1_FPEN: u64 = 3 << 20;
 
 global_asm!(
     r#"
@@ -21,28 +56,10 @@ global_asm!(
 .global _start
 _start:
     mov     x19, x0                 // devicetree pointer when booted as a raw Image
-    mrs     x9, CurrentEL
-    lsr     x9, x9, #2
-    cmp     x9, #2
-    b.ne    1f
-    // At EL2: run the kernel at EL1 in AArch64 with the timers accessible.
-    mov     x9, #(1 << 31)
-    msr     hcr_el2, x9
-    mov     x9, #3
-    msr     cnthctl_el2, x9
-    msr     cntvoff_el2, xzr
-    mov     x9, #0x3c5              // EL1h, DAIF masked
-    msr     spsr_el2, x9
-    adr     x9, 1f
-    msr     elr_el2, x9
-    eret
-1:
-    mov     x9, #(3 << 20)          // CPACR_EL1.FPEN: no FP/SIMD traps
-    msr     cpacr_el1, x9
-    isb
-    adrp    x9, {stacks}
-    add     x9, x9, :lo12:{stacks}
-    mov     x10, #{stack_size}
+    bl      el1_from_any
+    adrp    x9, {boot_stack}
+    add     x9, x9, :lo12:{boot_stack}
+    mov     x10, #{boot_stack_size}
     add     sp, x9, x10
     adrp    x9, __bss_start
     add     x9, x9, :lo12:__bss_start
@@ -57,20 +74,99 @@ _start:
 4:  wfe
     b       4b
 
-// PSCI CPU_ON target: x0 = the CPU's index (the context id we passed).
+// PSCI CPU_ON target: x0 = the context id the boot CPU passed, the top of
+// this CPU's stack, below which it stored the CPU index and the stack's
+// bottom (cleaned to memory, readable with the MMU off).
 .global _secondary_start
 _secondary_start:
-    mov     x9, #(3 << 20)
-    msr     cpacr_el1, x9
-    isb
-    adrp    x9, {stacks}
-    add     x9, x9, :lo12:{stacks}
-    mov     x10, #{stack_size}
-    madd    x9, x0, x10, x9
-    add     sp, x9, x10
+    mov     x19, x0
+    bl      el1_from_any
+    sub     sp, x19, #16
+    ldp     x0, x1, [sp]
+    mov     x2, x19
     bl      {secondary}
 5:  wfe
     b       5b
+
+// Puts this CPU at EL1h with interrupts masked, SCTLR_EL1 whole and FP/SIMD
+// untrapped, and returns there (x30). From EL2 this is the whole hand-over
+// a hypervisor-less kernel needs; it clobbers x9-x12 only.
+el1_from_any:
+    mrs     x9, CurrentEL
+    lsr     x9, x9, #2
+    cmp     x9, #2
+    b.ne    9f
+    // HCR_EL2, with pointer authentication untrapped when the CPU has it
+    // (ID_AA64ISAR1_EL1.APA/API, ID_AA64ISAR2_EL1.APA3).
+    mov     x10, #{hcr_rw}
+    mrs     x9, id_aa64isar1_el1
+    mov     x11, #0xff0
+    tst     x9, x11
+    b.ne    6f
+    mrs     x9, id_aa64isar2_el1
+    tst     x9, #0xf000
+    b.eq    7f
+6:  orr     x10, x10, #{hcr_api_apk}
+7:  msr     hcr_el2, x10
+    // CPTR_EL2: nothing trapped; TZ/TSM set only where RES1 (no SVE/SME).
+    mov     x10, #{cptr_res1}
+    mrs     x9, id_aa64pfr0_el1
+    ubfx    x11, x9, #32, #4        // SVE
+    cbnz    x11, 6f
+    orr     x10, x10, #{cptr_tz}
+6:  mrs     x11, id_aa64pfr1_el1
+    ubfx    x11, x11, #24, #4       // SME
+    cbnz    x11, 7f
+    orr     x10, x10, #{cptr_tsm}
+7:  msr     cptr_el2, x10
+    msr     hstr_el2, xzr
+    // The EL1 physical counter and timer, and no virtual offset.
+    mov     x10, #{cnthctl}
+    msr     cnthctl_el2, x10
+    msr     cntvoff_el2, xzr
+    // GICv3 CPU interface by system registers, usable at EL1, when the
+    // CPU has one (ID_AA64PFR0_EL1.GIC); the virtual interface off.
+    ubfx    x11, x9, #24, #4
+    cbz     x11, 8f
+    mrs     x10, icc_sre_el2
+    orr     x10, x10, #{icc_sre}
+    msr     icc_sre_el2, x10
+    isb
+    msr     ich_hcr_el2, xzr
+8:  // No stage 2; EL1 reads of MIDR/MPIDR return the real ones (the
+    // virtual ones reset to UNKNOWN values).
+    msr     vttbr_el2, xzr
+    mrs     x10, midr_el1
+    msr     vpidr_el2, x10
+    mrs     x10, mpidr_el1
+    msr     vmpidr_el2, x10
+    // MDCR_EL2: no debug or PMU traps; HPMN = every counter the PMU has
+    // (PMCR_EL0.N) when there is an Arm PMU (ID_AA64DFR0_EL1.PMUVer 1..14).
+    mov     x10, xzr
+    mrs     x9, id_aa64dfr0_el1
+    ubfx    x9, x9, #8, #4
+    cbz     x9, 8f
+    cmp     x9, #0xf
+    b.eq    8f
+    mrs     x10, pmcr_el0
+    ubfx    x10, x10, #11, #5
+8:  msr     mdcr_el2, x10
+    ldr     x10, ={sctlr_el1}
+    msr     sctlr_el1, x10
+    mov     x10, #{spsr}
+    msr     spsr_el2, x10
+    adr     x10, 9f                 // on at EL1, which returns to x30
+    msr     elr_el2, x10
+    isb
+    eret
+9:  msr     daifset, #0xf
+    ldr     x10, ={sctlr_el1}
+    msr     sctlr_el1, x10
+    mov     x10, #{cpacr}
+    msr     cpacr_el1, x10
+    isb
+    ret
+.ltorg
 
 // The vector table: 16 entries of 0x80 bytes. Each saves x0/x1, puts its
 // index in x0 and joins the common path, which saves the rest.
@@ -152,8 +248,18 @@ exception_common:
     add     sp, sp, #{frame_size}
     eret
 "#,
-    stacks = sym STACKS,
-    stack_size = const STACK_SIZE,
+    boot_stack = sym BOOT_STACK,
+    boot_stack_size = const BOOT_STACK_SIZE,
+    hcr_rw = const HCR_EL2_RW,
+    hcr_api_apk = const HCR_EL2_API_APK,
+    cptr_res1 = const CPTR_EL2_RES1,
+    cptr_tz = const CPTR_EL2_TZ,
+    cptr_tsm = const CPTR_EL2_TSM,
+    cnthctl = const CNTHCTL_EL2_EL1_ACCESS,
+    icc_sre = const ICC_SRE_EL2_VALUE,
+    spsr = const SPSR_EL1H_MASKED,
+    sctlr_el1 = const SCTLR_EL1_MMU_OFF,
+    cpacr = const CPACR_EL1_FPEN,
     frame_size = const FRAME_SIZE,
     boot = sym super::boot::boot_cpu_entry,
     secondary = sym super::boot::secondary_cpu_entry,

@@ -1,8 +1,10 @@
 //! GICv3 bring-up and interrupt dispatch. The distributor and
 //! redistributors are memory-mapped (`gicv3` driver); the CPU interface is
 //! the ICC system registers, accessed here.
+use alloc::vec::Vec;
 use core::arch::asm;
 use gicv3::{Distributor, GicError, Redistributor};
+use kernel::addr::PhysRange;
 use spin::Once;
 
 static GICD: Once<Distributor> = Once::new();
@@ -27,12 +29,16 @@ pub fn init_distributor(base: u64) -> Result<(), GicError> {
     Ok(())
 }
 
-/// Wakes this CPU's redistributor and enables its CPU interface.
-pub fn init_cpu(gicr_base: u64, gicr_size: u64, mpidr: u64) -> Result<Redistributor, GicError> {
+/// Finds this CPU's redistributor in any of the regions, wakes it and
+/// enables its CPU interface.
+pub fn init_cpu(regions: &[PhysRange], mpidr: u64) -> Result<Redistributor, GicError> {
     let affinity = (((mpidr >> 32) & 0xff) << 24) | (mpidr & 0xff_ffff);
-    // SAFETY: the redistributor region from the devicetree, mapped as device memory.
-    let gicr =
-        unsafe { Redistributor::find(gicr_base as usize, gicr_size as usize, affinity as u32) }?;
+    let regions: Vec<(usize, usize)> = regions
+        .iter()
+        .map(|r| (r.start as usize, r.size() as usize))
+        .collect();
+    // SAFETY: the redistributor regions from the devicetree, mapped as device memory.
+    let gicr = unsafe { Redistributor::find_in(&regions, affinity as u32) }?;
     gicr.init()?;
     // SAFETY: ICC register writes configure only this CPU's interface:
     // system-register access on, all priorities unmasked, no preemption

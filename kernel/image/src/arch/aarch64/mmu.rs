@@ -1,95 +1,51 @@
-//! The identity map: 4 KiB granule, 48-bit addresses, 1 GiB blocks. RAM is
-//! normal write-back memory; the low 1 GiB (GIC, UART, fw_cfg, PCIe window)
-//! and the high MMIO above 256 GiB (redistributors, ECAM, 64-bit PCIe
-//! window) are device memory; everything else stays unmapped so a stray
-//! access faults.
+//! The MMU: stage-1 EL1 translation through TTBR0 with the identity map
+//! `crate::mapping` builds (4 KiB granule, 48-bit addresses): normal
+//! write-back memory where firmware describes RAM, Device-nGnRE where it
+//! describes MMIO, nothing elsewhere.
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 use kernel::addr::PhysRange;
+use kernel::idmap::MemKind;
 
-const GIB: u64 = 1 << 30;
-
-const VALID: u64 = 1 << 0;
-const TABLE: u64 = 1 << 1;
-const ATTR_DEVICE: u64 = 1 << 2; // AttrIndx 1: Device-nGnRE
-const ATTR_NORMAL: u64 = 2 << 2; // AttrIndx 2: Normal write-back
-const INNER_SHAREABLE: u64 = 3 << 8;
-const ACCESS_FLAG: u64 = 1 << 10;
-const PXN: u64 = 1 << 53;
-const UXN: u64 = 1 << 54;
-
-const DEVICE_BLOCK: u64 = VALID | ATTR_DEVICE | ACCESS_FLAG | PXN | UXN;
-const NORMAL_BLOCK: u64 = VALID | ATTR_NORMAL | INNER_SHAREABLE | ACCESS_FLAG | UXN;
-
-#[repr(C, align(4096))]
-struct Table([u64; 512]);
-
-// Written once by the boot CPU before the MMU is on, read only by the walker afterwards.
-static mut L0: Table = Table([0; 512]);
-static mut L1_LOW: Table = Table([0; 512]); // 0 .. 512 GiB
-static mut L1_HIGH: Table = Table([0; 512]); // 512 GiB .. 1 TiB
-
-/// What each 1 GiB slot of the low table holds.
-fn low_slot(i: u64, ram: &[PhysRange]) -> u64 {
-    let slot = PhysRange::new(i * GIB, GIB);
-    if ram.iter().any(|r| r.overlaps(&slot)) {
-        NORMAL_BLOCK | slot.start
-    } else if i == 0 || i >= 256 {
-        DEVICE_BLOCK | slot.start
-    } else {
-        0
-    }
-}
-
-/// An address in an unmapped slot, for the bad-access test.
-pub fn unmapped_addr(ram: &[PhysRange]) -> u64 {
-    let i = (2..256).find(|&i| low_slot(i, ram) == 0).unwrap_or(255);
-    i * GIB + 0xbad000
-}
-
-/// Builds the tables (boot CPU only, once).
+/// Maps the ranges the boot CPU must reach before the devicetree is
+/// read (its own image, the devicetree) as normal memory. MMU still off.
 pub fn build(ram: &[PhysRange]) {
-    // SAFETY: runs once on the boot CPU before the MMU is on and before any
-    // other CPU starts; nothing else references the tables yet.
-    unsafe {
-        let l1_low = &mut *core::ptr::addr_of_mut!(L1_LOW);
-        let l1_high = &mut *core::ptr::addr_of_mut!(L1_HIGH);
-        let l0 = &mut *core::ptr::addr_of_mut!(L0);
-        for i in 0..512u64 {
-            l1_low.0[i as usize] = low_slot(i, ram);
-            l1_high.0[i as usize] = DEVICE_BLOCK | ((512 + i) * GIB);
-        }
-        l0.0[0] = VALID | TABLE | l1_low.0.as_ptr() as u64;
-        l0.0[1] = VALID | TABLE | l1_high.0.as_ptr() as u64;
+    for r in ram {
+        // SAFETY: the boot CPU, MMU off, before any other CPU starts.
+        // Boot has no console yet; a failure shows as the fault that follows.
+        let _ = unsafe { crate::mapping::map_before_mmu(*r) };
     }
 }
 
-/// Maps further RAM as normal memory once the devicetree is read (boot CPU,
-/// before the secondaries start). A slot that changes from one valid
-/// mapping to another goes through break-before-make.
+/// Maps the RAM the devicetree describes (boot CPU, before the
+/// secondaries start). Entries only go from invalid to valid.
 pub fn add_ram(ram: &[PhysRange]) {
-    // SAFETY: boot CPU only, no other CPU runs; the walker may read the
-    // table concurrently, which the break-before-make sequence accounts for.
-    let table = unsafe { &mut *core::ptr::addr_of_mut!(L1_LOW) };
-    for i in 0..512u64 {
-        let want = low_slot(i, ram);
-        let have = table.0[i as usize];
-        if want == 0 || want == have {
-            continue;
-        }
-        if have != 0 {
-            table.0[i as usize] = 0;
-            barrier::dsb(barrier::ISH);
-            // SAFETY: drops stale translations of this CPU; no other effect.
-            unsafe { core::arch::asm!("tlbi vmalle1", "dsb ish", "isb", options(nostack)) };
-        }
-        table.0[i as usize] = want;
+    for r in ram {
+        let _ = crate::mapping::map(*r, MemKind::Normal, "RAM");
     }
-    barrier::dsb(barrier::ISH);
+}
+
+/// Makes new entries visible to the table walker: they were invalid
+/// before, so no TLB entry can hold them and no invalidation is needed.
+pub fn published() {
+    barrier::dsb(barrier::ISHST);
     barrier::isb(barrier::SY);
 }
 
-/// Turns the MMU and caches on with the tables `build` made (every CPU).
+/// The CPU's physical address size in bits (ID_AA64MMFR0_EL1.PARange),
+/// at most 48: the map has four levels of 4 KiB tables.
+pub fn pa_bits() -> u32 {
+    match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        _ => 48,
+    }
+}
+
+/// Turns the MMU and caches on with the identity map (every CPU).
 pub fn enable() {
     MAIR_EL1.write(
         MAIR_EL1::Attr0_Device::nonGathering_nonReordering_noEarlyWriteAck
@@ -108,11 +64,46 @@ pub fn enable() {
             + TCR_EL1::EPD1::DisableTTBR1Walks
             + TCR_EL1::IPS.val(pa_range),
     );
-    TTBR0_EL1.set(core::ptr::addr_of!(L0) as u64);
+    TTBR0_EL1.set(crate::mapping::root());
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
     // SAFETY: invalidating this CPU's stale TLB entries has no other effect.
     unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
     SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable);
     barrier::isb(barrier::SY);
+}
+
+/// Maps, as device memory, every MMIO range the devicetree describes and
+/// the kernel may touch: console, fw_cfg, the GIC's distributor,
+/// redistributor regions and ITSes, the SMMUs, and each PCIe host
+/// bridge's ECAM and windows (BARs are placed inside those).
+pub fn map_described(p: &devicetree::Platform) {
+    use crate::mapping::map_device;
+    let r = |base: u64, size: u64| PhysRange::new(base, size);
+    if let Some(c) = &p.console {
+        map_device(r(c.base, c.size), "console");
+    }
+    if let Some(f) = &p.fw_cfg {
+        map_device(r(f.base, f.size), "fw_cfg");
+    }
+    if let devicetree::Gic::V3(g) = &p.gic {
+        map_device(r(g.distributor.base, g.distributor.size), "GIC distributor");
+        for rd in &g.redistributors {
+            map_device(r(rd.base, rd.size), "GIC redistributors");
+        }
+        for its in &g.its {
+            map_device(r(its.base, its.size), "GIC ITS");
+        }
+    }
+    for s in &p.smmus {
+        map_device(r(s.base, s.size), "SMMUv3");
+    }
+    for h in &p.pcie {
+        map_device(r(h.ecam.base, h.ecam.size), "ECAM");
+        for w in &h.windows {
+            if w.space != devicetree::PciSpace::Config {
+                map_device(r(w.cpu_addr, w.size), "PCI host-bridge window");
+            }
+        }
+    }
 }

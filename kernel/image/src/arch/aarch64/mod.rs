@@ -1,6 +1,7 @@
 //! aarch64 (qemu-virt): EL1, identity-mapped, GICv3, generic timer, PL011,
 //! PSCI for secondaries, semihosting for the exit status.
 mod boot;
+mod cache;
 mod dt;
 mod entry;
 mod exceptions;
@@ -10,6 +11,7 @@ mod msi;
 mod psci;
 
 mod timer;
+mod uart;
 
 use crate::fault::{self, FaultInfo};
 use aarch64_cpu::registers::{Readable, DAIF, TPIDR_EL1};
@@ -80,29 +82,14 @@ pub fn dma_barrier() {
 }
 
 pub fn flush_cache_line(pa: u64) {
-    // SAFETY: DC CIVAC on an identity-mapped address writes back and
-    // drops a line; it changes no data.
-    unsafe { core::arch::asm!("dc civac, {}", in(reg) pa, options(nostack)) };
-    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+    cache::clean_invalidate_to_poc(pa as usize, pa as usize + 1);
 }
 
 /// Cleans `bytes` at `virt` to the point of coherency (DC CVAC over each
-/// data cache line, CTR_EL0.DminLine apart), then waits for it (DSB SY):
-/// for memory a device reads past the caches (a non-coherent GIC ITS).
+/// data cache line), then waits for it (DSB SY): for memory a device reads
+/// past the caches (a non-coherent GIC ITS).
 pub fn clean_to_poc(virt: *const u8, bytes: usize) {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 (the cache type register) has no side effects.
-    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
-    // DminLine (bits 19:16): log2 of the smallest data cache line in words.
-    let line = 4usize << ((ctr >> 16) & 0xf);
-    let start = virt as usize & !(line - 1);
-    let end = virt as usize + bytes;
-    for addr in (start..end).step_by(line) {
-        // SAFETY: DC CVAC writes a line back to memory without changing
-        // its data; the caller's range is mapped memory it owns.
-        unsafe { core::arch::asm!("dc cvac, {}", in(reg) addr, options(nostack)) };
-    }
-    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+    cache::clean_to_poc(virt as usize, virt as usize + bytes);
 }
 
 /// Reads [`unmapped_addr`] without arming the fault path: the crash
@@ -115,7 +102,23 @@ pub fn read_unmapped_unexpected() {
 }
 
 pub fn unmapped_addr() -> u64 {
-    mmu::unmapped_addr(&crate::platform::get().ram)
+    crate::mapping::unmapped_addr()
+}
+
+/// The identity map's descriptor format (`crate::mapping`).
+pub type MapFormat = kernel::idmap::Aarch64;
+
+pub fn map_format() -> MapFormat {
+    kernel::idmap::Aarch64
+}
+
+pub fn pa_bits() -> u32 {
+    mmu::pa_bits()
+}
+
+/// After new identity-map entries were written.
+pub fn map_published() {
+    mmu::published();
 }
 
 /// Reads [`unmapped_addr`] with this CPU armed for a data abort: the
@@ -142,13 +145,10 @@ fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
     }
 }
 
-/// Whether firmware tables at `r` may be read: on qemu-virt they live in
-/// RAM (the kernel's own pages, placed by the table loader).
+/// Whether firmware tables at `r` may be read (mapping them as normal
+/// memory if firmware left them outside the RAM mapped so far).
 pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
-    crate::platform::get()
-        .ram
-        .iter()
-        .any(|ram| ram.start <= r.start && r.end <= ram.end)
+    crate::mapping::map_firmware(r, "firmware tables")
 }
 
 /// Arm has no BIOS areas to scan for an RSDP.

@@ -16,8 +16,6 @@ pub const TICK_HZ: u64 = 100;
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
-/// The boot code maps this window uncached; the LAPIC must be inside it.
-const MMIO_WINDOW: core::ops::Range<u64> = 0xc000_0000..0x1_0000_0000;
 /// Polls of the ICR delivery-status bit before giving up.
 const IPI_SPIN_LIMIT: u32 = 1_000_000;
 
@@ -85,8 +83,9 @@ pub enum ApicError {
     Disabled,
     /// The firmware left the APIC in x2APIC mode; this code drives xAPIC MMIO.
     X2ApicMode,
-    /// The register block is outside the uncached MMIO window we map.
-    BaseOutsideMmioWindow(u64),
+    /// The register block could not be mapped as device memory (the log
+    /// says why: beyond the CPU's reach, or inside RAM).
+    NotMapped(u64),
     /// An IPI stayed pending.
     IpiNotDelivered,
 }
@@ -96,10 +95,10 @@ impl fmt::Display for ApicError {
         match self {
             ApicError::Disabled => write!(f, "the local APIC is disabled in IA32_APIC_BASE"),
             ApicError::X2ApicMode => write!(f, "the local APIC is in x2APIC mode (xAPIC expected)"),
-            ApicError::BaseOutsideMmioWindow(b) => {
+            ApicError::NotMapped(b) => {
                 write!(
                     f,
-                    "local APIC base {b:#x} is outside the mapped MMIO window 3..4 GiB"
+                    "local APIC base {b:#x} could not be mapped as device memory"
                 )
             }
             ApicError::IpiNotDelivered => {
@@ -138,8 +137,9 @@ pub fn init_boot() -> Result<(), ApicError> {
         return Err(ApicError::X2ApicMode);
     }
     let base = msr & 0x000f_ffff_ffff_f000;
-    if !MMIO_WINDOW.contains(&base) || !MMIO_WINDOW.contains(&(base + 0xfff)) {
-        return Err(ApicError::BaseOutsideMmioWindow(base));
+    let page = kernel::addr::PhysRange::new(base, 0x1000);
+    if !crate::mapping::map_device(page, "local APIC") {
+        return Err(ApicError::NotMapped(base));
     }
     BASE.store(base as usize, Ordering::Release);
     BOOT_APIC_ID.store(id(), Ordering::Relaxed);

@@ -190,13 +190,12 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     logger::init(cmdline::get(&pvh.cmdline, "log"));
 
     let mut ram = pvh.ram;
-    let dropped = paging::map_high_ram(&mut ram);
-    if dropped != 0 {
-        log::warn!(
-            "{} MiB of RAM above {:#x} left unmapped and unused",
-            dropped >> 20,
-            paging::MAP_LIMIT
-        );
+    let (kstart, kend) = (
+        core::ptr::addr_of!(entry::__kernel_start) as u64,
+        core::ptr::addr_of!(entry::__kernel_end) as u64,
+    );
+    for r in paging::install(&mut ram, PhysRange::new(kstart, kend - kstart)) {
+        log::warn!("RAM {r} left unmapped and unused");
     }
     if let Err(e) = apic::init_boot() {
         console::bail_out(format_args!("local APIC: {e}"));
@@ -217,17 +216,13 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     let present = cpus_present(&pvh.cmdline);
     let cpus_note = start_secondaries(present);
 
-    let (kstart, kend) = (
-        core::ptr::addr_of!(entry::__kernel_start) as u64,
-        core::ptr::addr_of!(entry::__kernel_end) as u64,
-    );
     let mut reserved = vec![
         (PhysRange::new(kstart, kend - kstart), "kernel image"),
         (PhysRange::new(0, 1 << 20), "BIOS area and CPU trampoline"),
     ];
     reserved.extend(pvh.boot_data.iter().map(|r| (*r, "PVH start info")));
     crate::kmain(BootInfo {
-        board: "qemu-q35",
+        board: "a PC started through PVH",
         memory_source: "PVH memory map",
         ram,
         reserved,
@@ -290,6 +285,7 @@ fn start_secondaries(present: usize) -> Option<&'static str> {
 }
 
 pub extern "C" fn secondary_cpu_entry(cpu: u32) -> ! {
+    paging::activate();
     let cpu = cpu as usize;
     register_this_cpu(cpu);
     exceptions::init_cpu(cpu);
@@ -339,11 +335,22 @@ impl core::fmt::Write for SerialConsole {
 /// Where a PC BIOS leaves the RSDP when nobody told us: the first KiB of the
 /// EBDA, then the BIOS area 0xe0000..0x100000, on 16-byte boundaries.
 pub fn scan_rsdp() -> Option<u64> {
-    // SAFETY: the BDA word at 0x40e (the EBDA segment) is in identity-mapped low memory.
+    // The BIOS data and ROM areas, as PC firmware lays them out: memory,
+    // read-only here (0xa0000..0xe0000, video and option ROM space, stays
+    // unmapped).
+    let bda = PhysRange::new(0, 0x1000);
+    let rom = PhysRange::new(0xe0000, 0x20000);
+    if !crate::mapping::map_firmware(bda, "BIOS data area")
+        || !crate::mapping::map_firmware(rom, "BIOS ROM area")
+    {
+        return None;
+    }
+    // SAFETY: the BDA word at 0x40e (the EBDA segment), mapped just above.
     let ebda = u64::from(unsafe { core::ptr::read_unaligned(0x40e as *const u16) }) << 4;
     let ebda = (0x80000..0xa0000)
         .contains(&ebda)
-        .then_some(ebda..ebda + 1024);
+        .then_some(ebda..ebda + 1024)
+        .filter(|e| crate::mapping::map_firmware(PhysRange::new(e.start, 1024), "EBDA"));
     ebda.into_iter()
         .chain(core::iter::once(0xe0000..0x100000))
         .find_map(|area| {

@@ -103,7 +103,25 @@ pub fn read_unmapped_unexpected() {
 }
 
 pub fn unmapped_addr() -> u64 {
-    paging::MAP_LIMIT
+    crate::mapping::unmapped_addr()
+}
+
+/// The identity map's descriptor format (`crate::mapping`).
+pub type MapFormat = kernel::idmap::X86_64;
+
+pub fn map_format() -> MapFormat {
+    kernel::idmap::X86_64 {
+        gib_pages: paging::gib_pages(),
+    }
+}
+
+pub fn pa_bits() -> u32 {
+    paging::pa_bits()
+}
+
+/// After new identity-map entries were written.
+pub fn map_published() {
+    paging::published();
 }
 
 /// Reads [`unmapped_addr`] with this CPU armed for a page fault: the
@@ -143,10 +161,10 @@ fn probe_read(addr: u64) -> Result<u64, FaultInfo> {
     }
 }
 
-/// Whether firmware tables at `r` may be read: everything below 4 GiB is
-/// identity-mapped, and that is where a PC's firmware puts them.
+/// Whether firmware tables at `r` may be read (mapped as normal memory
+/// here unless the range is MMIO).
 pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
-    r.start < r.end && r.end <= 1 << 32
+    r.start < r.end && crate::mapping::map_firmware(r, "firmware tables")
 }
 
 /// The RSDP found by scanning the BIOS areas (`None` inside: not found).

@@ -1,14 +1,13 @@
-//! The identity map. The 32-bit entry code maps 0..4 GiB with 2 MiB pages
-//! (3..4 GiB uncached for MMIO); RAM above 4 GiB is added here, up to
-//! `MAP_LIMIT`. Everything from `MAP_LIMIT` up stays unmapped.
+//! Paging. The 32-bit entry code maps 0..4 GiB with 2 MiB pages (3..4 GiB
+//! uncached) only to reach long mode; the boot CPU then builds the real
+//! identity map (`crate::mapping`: RAM write-back wherever the memory map
+//! puts it, MMIO uncached where firmware describes it, nothing else) and
+//! every CPU switches to it.
 use alloc::vec::Vec;
 use kernel::addr::PhysRange;
+use kernel::idmap::MemKind;
 
 const ENTRIES: usize = 512;
-const PRESENT_WRITABLE: u64 = 0x3;
-const HUGE: u64 = 0x80;
-const GIB: u64 = 1 << 30;
-const PAGE_2M: u64 = 2 << 20;
 
 #[repr(C, align(4096))]
 pub struct BootTables {
@@ -17,59 +16,71 @@ pub struct BootTables {
     pd: [[u64; ENTRIES]; 4],
 }
 
-/// Filled by the boot code (`entry.rs`) before paging is on; shared by all CPUs.
+/// Filled by the boot code (`entry.rs`) before paging is on; the
+/// secondaries' trampoline starts on it too, until they switch.
 pub static mut BOOT_TABLES: BootTables = BootTables {
     pml4: [0; ENTRIES],
     pdpt: [0; ENTRIES],
     pd: [[0; ENTRIES]; 4],
 };
 
-/// Page directories for RAM above 4 GiB, one per GiB.
-const EXTRA_PDS: usize = 60;
-
-#[repr(C, align(4096))]
-struct ExtraPds([[u64; ENTRIES]; EXTRA_PDS]);
-
-static mut EXTRA: ExtraPds = ExtraPds([[0; ENTRIES]; EXTRA_PDS]);
-
-/// The first address never mapped: RAM beyond it is not used.
-pub const MAP_LIMIT: u64 = (4 + EXTRA_PDS as u64) * GIB;
-
-/// Identity-maps (write-back) the RAM in `ram` that lies between 4 GiB and
-/// `MAP_LIMIT`, and drops RAM beyond `MAP_LIMIT` from `ram`, returning how
-/// many bytes were dropped. Boot CPU only, before the secondaries start.
-pub fn map_high_ram(ram: &mut Vec<PhysRange>) -> u64 {
-    let before = kernel::mm::ranges::total(ram);
-    ram.retain_mut(|r| {
-        r.end = r.end.min(MAP_LIMIT);
-        !r.is_empty()
-    });
-    // SAFETY: only the boot CPU runs, and nothing else holds references to
-    // the tables; entries are only added (never changed), so no live
-    // translation changes.
-    let (pdpt, extra) = unsafe {
-        (
-            &mut *core::ptr::addr_of_mut!(BOOT_TABLES.pdpt),
-            &mut *core::ptr::addr_of_mut!(EXTRA.0),
-        )
-    };
-    for r in ram.iter().filter(|r| r.end > 4 * GIB) {
-        let mut page = r.start.max(4 * GIB) & !(PAGE_2M - 1);
-        while page < r.end {
-            let gib = (page / GIB) as usize;
-            let pd = &mut extra[gib - 4];
-            if pdpt[gib] == 0 {
-                pdpt[gib] = pd.as_ptr() as u64 | PRESENT_WRITABLE;
-            }
-            pd[(page / PAGE_2M) as usize % ENTRIES] = page | HUGE | PRESENT_WRITABLE;
-            page += PAGE_2M;
-        }
-    }
-    // SAFETY: reloading CR3 with its own value flushes any cached
-    // not-present paging-structure entries; the tables stay the same.
+fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
+    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
+    #[allow(unused_unsafe)]
     unsafe {
-        let (frame, flags) = x86_64::registers::control::Cr3::read();
-        x86_64::registers::control::Cr3::write(frame, flags);
+        core::arch::x86_64::__cpuid(leaf)
     }
-    before - kernel::mm::ranges::total(ram)
 }
+
+/// Whether the CPU has 1 GiB pages (CPUID.80000001h:EDX bit 26).
+pub fn gib_pages() -> bool {
+    cpuid(0x8000_0000).eax >= 0x8000_0001 && cpuid(0x8000_0001).edx & (1 << 26) != 0
+}
+
+/// The CPU's physical address width (CPUID.80000008h:EAX[7:0]), at most
+/// 48 (four levels).
+pub fn pa_bits() -> u32 {
+    if cpuid(0x8000_0000).eax >= 0x8000_0008 {
+        (cpuid(0x8000_0008).eax & 0xff).min(48)
+    } else {
+        36
+    }
+}
+
+/// Maps the RAM in `ram` (write-back) into the new map and switches this
+/// (the boot) CPU to it. RAM that cannot be mapped (beyond the CPU's
+/// reach, out of table pages) is dropped from `ram` and returned.
+pub fn install(ram: &mut Vec<PhysRange>, kernel_image: PhysRange) -> Vec<PhysRange> {
+    let mut dropped = Vec::new();
+    ram.retain(|r| {
+        let ok = crate::mapping::map(*r, MemKind::Normal, "RAM").is_ok();
+        if !ok {
+            dropped.push(*r);
+        }
+        ok
+    });
+    // The image is inside RAM on every loader we know; mapping it again is
+    // free then, and saves the switch below if a memory map ever left it out.
+    let _ = crate::mapping::map(kernel_image, MemKind::Normal, "kernel image");
+    activate();
+    dropped
+}
+
+/// Loads the identity map into CR3 (every CPU, once the boot CPU built it).
+pub fn activate() {
+    let root = crate::mapping::root();
+    if root == 0 {
+        return;
+    }
+    let frame =
+        x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(root));
+    // SAFETY: the map identity-maps the kernel image (code, stacks, data)
+    // and all RAM exactly as the boot map did, so execution continues.
+    unsafe {
+        x86_64::registers::control::Cr3::write(frame, x86_64::registers::control::Cr3Flags::empty())
+    };
+}
+
+/// After new entries were written: they were not present before, and x86
+/// caches no translation for a not-present entry, so nothing to flush.
+pub fn published() {}
