@@ -23,8 +23,9 @@ use alloc::vec::Vec;
 pub trait Platform {
     type Hw: IommuHw;
     fn iommu(&mut self) -> &mut Iommu<Self::Hw>;
-    /// Two devices with full-width PASID support, and one with a narrow
-    /// PASID capability (`None` if the platform has none).
+    /// The two widest devices, and one with a PASID capability narrower
+    /// than theirs (`None` if the platform has none): chosen by width, as
+    /// [`pick_devices`] does, never by position.
     fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>);
     fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError>;
     /// Runs `op` asking for a completion interrupt; says whether exactly

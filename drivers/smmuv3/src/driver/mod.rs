@@ -1100,7 +1100,8 @@ impl<H: Hal> SmmuHw<H> {
         drained.records.iter().map(Event::decode).collect()
     }
 
-    fn oas_encoding(&self) -> u8 {
+    /// The SMMU's output address size (IDR5.OAS) as a CD's IPS field.
+    pub fn oas_encoding(&self) -> u8 {
         match self.features.oas {
             32 => 0,
             36 => 1,

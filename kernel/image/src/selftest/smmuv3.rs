@@ -392,7 +392,8 @@ mod on_board {
                     asid: l.b.tag as u16,
                     ttb0: l.b.root.ok_or_else(|| TestError::fail("B has no table"))?.0,
                     ias: 48,
-                    ips: 4,
+                    // What the SMMU's IDR5.OAS says, as the driver's CDs.
+                    ips: p.iommu().hw.oas_encoding(),
                     mair: MAIR,
                     walk: p.iommu().hw.coherency(),
                 });
