@@ -784,7 +784,7 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
         (Some(s), Some((r, register))) if s != r => {
             log::warn!(
                 "expect.pasid_tagged={} (the board file) but the IOMMU's {register} says {r} \
-                 PASID bits: QEMU runs another configuration than the board file's; testing \
+                 PASID bits: the platform is not the one the board file describes; testing \
                  what the IOMMU says",
                 stated.unwrap_or_default()
             );
