@@ -61,7 +61,45 @@ pub struct Board {
     /// What replaces entries of `expect` when `patched_args` are used.
     #[serde(default)]
     pub expect_patched: std::collections::BTreeMap<String, String>,
+    /// Named configurations of this board (`[[variant]]`): the same
+    /// machine with other memory, CPUs, devices or IOMMU settings, run
+    /// with `run --variant NAME|all`.
+    #[serde(default, rename = "variant")]
+    pub variants: Vec<Variant>,
 }
+
+/// A named configuration of a board: what it changes. The board with a
+/// variant applied ([`Board::with_variant`]) is an ordinary board whose
+/// name is `BOARD:VARIANT`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Replaces the board's `memory` (and so `-m` and `qemu.mem=`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Replaces the board's `cpus` (and so `-smp` and `qemu.cpus=`).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// QEMU arguments added after the board's test arguments. Later
+    /// `-cpu` and `-global` win over the board's; `-M` properties merge.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Added after `args` when the QEMU has the patched devices.
+    #[serde(default)]
+    pub patched_args: Vec<String>,
+    /// Entries of the board's `expect` this configuration changes.
+    #[serde(default)]
+    pub expect: std::collections::BTreeMap<String, String>,
+    /// Entries of the board's `expect_patched` this configuration changes.
+    #[serde(default)]
+    pub expect_patched: std::collections::BTreeMap<String, String>,
+}
+
+/// Options a variant sets through its own keys, not through `args`.
+const VARIANT_OWNED_OPTIONS: [&str; 4] = ["m", "smp", "kernel", "append"];
 
 impl Board {
     pub fn parse(text: &str, origin: &Path) -> Result<Board> {
@@ -83,14 +121,113 @@ impl Board {
         if board.cpus == 0 {
             bail!("{}: cpus must be at least 1", origin.display());
         }
-        if board.memory.trim().is_empty() || board.memory.contains(char::is_whitespace) {
+        if !is_size(&board.memory) {
             bail!(
                 "{}: memory must be a QEMU size such as \"1G\"",
                 origin.display()
             );
         }
+        for (i, v) in board.variants.iter().enumerate() {
+            let at = format!("{}: variant {:?}", origin.display(), v.name);
+            let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if v.name.is_empty() || v.name == "all" || !v.name.chars().all(plain) {
+                bail!("{at}: a variant's name is letters, digits, - and _ (and not `all`)");
+            }
+            if board.variants[..i].iter().any(|w| w.name == v.name) {
+                bail!("{at}: named twice");
+            }
+            if v.cpus == Some(0) {
+                bail!("{at}: cpus must be at least 1");
+            }
+            if v.memory.as_deref().is_some_and(|m| !is_size(m)) {
+                bail!("{at}: memory must be a QEMU size such as \"1G\"");
+            }
+            let owned = v.args.iter().chain(&v.patched_args).find(|a| {
+                let name = a.strip_prefix("--").or_else(|| a.strip_prefix('-'));
+                name.is_some_and(|n| VARIANT_OWNED_OPTIONS.contains(&n))
+            });
+            if let Some(a) = owned {
+                bail!("{at}: {a} in args: use the variant's memory / cpus keys");
+            }
+        }
         Ok(board)
     }
+
+    pub fn variant(&self, name: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// This board under variant `v`: named `BOARD:VARIANT`, with the
+    /// variant's memory, CPUs, arguments and expectations.
+    pub fn with_variant(&self, v: &Variant) -> Board {
+        let mut b = self.clone();
+        b.name = format!("{}:{}", self.name, v.name);
+        if !v.description.is_empty() {
+            b.description = format!("{} ({})", self.description, v.description);
+        }
+        if let Some(m) = &v.memory {
+            b.memory = m.clone();
+        }
+        if let Some(c) = v.cpus {
+            b.cpus = c;
+        }
+        b.test_args.extend(v.args.iter().cloned());
+        b.patched_args.extend(v.patched_args.iter().cloned());
+        b.expect.extend(v.expect.clone());
+        // A variant's plain `expect` also wins over the board's
+        // `expect_patched` (both say what this configuration creates).
+        for k in v.expect.keys() {
+            b.expect_patched.remove(k);
+        }
+        b.expect_patched.extend(v.expect_patched.clone());
+        b.variants.clear();
+        b
+    }
+}
+
+/// A QEMU size: one word, not empty.
+fn is_size(s: &str) -> bool {
+    !s.trim().is_empty() && !s.contains(char::is_whitespace)
+}
+
+/// The runs `--variant SPEC` asks of `board`: `all` (every variant),
+/// or a comma-separated list of names, where `base` is the board as its
+/// file describes it. A name the board lacks is an error when `strict`
+/// (one board), and leaves the board out otherwise (`--board all`).
+pub fn variant_runs(board: &Board, spec: &str, strict: bool) -> Result<Vec<Board>> {
+    if spec == "all" {
+        return Ok(board
+            .variants
+            .iter()
+            .map(|v| board.with_variant(v))
+            .collect());
+    }
+    let mut runs = Vec::new();
+    for name in spec.split(',').map(str::trim) {
+        if name == "base" {
+            runs.push(board.clone());
+            continue;
+        }
+        match board.variant(name) {
+            Some(v) => runs.push(board.with_variant(v)),
+            None if strict => bail!(
+                "board {} has no variant `{name}`; its variants: {} (or `all`, `base`)",
+                board.name,
+                if board.variants.is_empty() {
+                    "none".to_string()
+                } else {
+                    board
+                        .variants
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+            None => {}
+        }
+    }
+    Ok(runs)
 }
 
 /// The workspace root: `IOMMU_WORKSPACE` if set, else the parent of this
@@ -345,6 +482,146 @@ uart = "pl011"
         let e = load_boards(dir).unwrap_err();
         let e = format!("{e:#}");
         assert!(e.contains("too deeply"), "{e}");
+    }
+
+    const VARIANTS: &str = r#"
+patched_args = ["-device", "pasid-dma", "-global", "intel-iommu.x-pasid-bits=20"]
+[expect]
+pci = "edu@rootport"
+pasid_tagged = "passthrough:8"
+[expect_patched]
+pci = "edu@rootport,pasid@rootport"
+pasid_tagged = "passthrough:20"
+
+[[variant]]
+name = "smp12"
+description = "12 CPUs, 6 GiB"
+cpus = 12
+memory = "6G"
+
+[[variant]]
+name = "pasid8"
+patched_args = ["-global", "intel-iommu.x-pasid-bits=8"]
+[variant.expect_patched]
+pasid_tagged = "passthrough:8"
+
+[[variant]]
+name = "deep"
+args = ["-device", "edu,bus=dn9"]
+[variant.expect]
+pci = "edu@rootport,edu@switch"
+"#;
+
+    fn with_variants() -> Board {
+        let text = VIRT.replace("[memory_map]", &format!("{VARIANTS}\n[memory_map]"));
+        Board::parse(&text, Path::new("v.toml")).unwrap()
+    }
+
+    #[test]
+    fn variants_parse_and_apply() {
+        use crate::run::{invocation, Request};
+        let b = with_variants();
+        let names: Vec<_> = b.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["smp12", "pasid8", "deep"]);
+        let req = Request {
+            patched_devices: true,
+            ..Request::default()
+        };
+        let line = |b: &Board| {
+            let inv = invocation(b, Path::new("k"), &req).unwrap();
+            let args: Vec<String> = inv
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            (args.join(" "), inv.cmdline)
+        };
+
+        let smp = b.with_variant(b.variant("smp12").unwrap());
+        assert_eq!(smp.name, "qemu-virt:smp12");
+        assert!(smp.variants.is_empty());
+        let (args, cmdline) = line(&smp);
+        assert!(args.contains("-smp 12 -m 6G"), "{args}");
+        assert!(cmdline.contains("qemu.mem=6G qemu.cpus=12"), "{cmdline}");
+
+        // The variant's -global comes after the board's, so it wins; its
+        // expectation replaces the board's patched one.
+        let p8 = b.with_variant(b.variant("pasid8").unwrap());
+        let (args, cmdline) = line(&p8);
+        assert!(
+            args.contains("x-pasid-bits=20 -global intel-iommu.x-pasid-bits=8 -kernel k"),
+            "{args}"
+        );
+        assert!(
+            cmdline.contains("expect.pasid_tagged=passthrough:8"),
+            "{cmdline}"
+        );
+        assert!(
+            cmdline.contains("expect.pci=edu@rootport,pasid@rootport"),
+            "{cmdline}"
+        );
+
+        // A plain expectation of the variant wins over the board's patched
+        // one too; its args go after the board's test args.
+        let deep = b.with_variant(b.variant("deep").unwrap());
+        let (args, cmdline) = line(&deep);
+        assert!(args.contains("edu,bus=dn9 -device pasid-dma"), "{args}");
+        assert!(
+            cmdline.contains("expect.pci=edu@rootport,edu@switch"),
+            "{cmdline}"
+        );
+        assert!(
+            cmdline.contains("expect.pasid_tagged=passthrough:20"),
+            "{cmdline}"
+        );
+    }
+
+    #[test]
+    fn variant_selection() {
+        let b = with_variants();
+        let names = |spec, strict| {
+            variant_runs(&b, spec, strict)
+                .map(|r| r.into_iter().map(|b| b.name).collect::<Vec<_>>())
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(
+            names("all", true).unwrap(),
+            ["qemu-virt:smp12", "qemu-virt:pasid8", "qemu-virt:deep"]
+        );
+        assert_eq!(
+            names("base,deep", true).unwrap(),
+            ["qemu-virt", "qemu-virt:deep"]
+        );
+        assert_eq!(
+            names("nope", true).unwrap_err(),
+            "board qemu-virt has no variant `nope`; its variants: smp12, pasid8, deep (or `all`, `base`)"
+        );
+        assert_eq!(names("nope,deep", false).unwrap(), ["qemu-virt:deep"]);
+        assert_eq!(variant_runs(&virt(), "all", true).unwrap(), []);
+    }
+
+    #[test]
+    fn bad_variants_are_refused() {
+        let bad = |variant: &str| {
+            let text = VIRT.replace("[memory_map]", &format!("{variant}\n[memory_map]"));
+            let e = Board::parse(&text, Path::new("v.toml")).unwrap_err();
+            format!("{e:#}")
+        };
+        let e = bad("[[variant]]\nname = \"a b\"");
+        assert!(e.contains("variant \"a b\": a variant's name is"), "{e}");
+        let e = bad("[[variant]]\nname = \"all\"");
+        assert!(e.contains("not `all`"), "{e}");
+        let e = bad("[[variant]]\nname = \"x\"\n[[variant]]\nname = \"x\"");
+        assert!(e.contains("variant \"x\": named twice"), "{e}");
+        let e = bad("[[variant]]\nname = \"x\"\ncpus = 0");
+        assert!(e.contains("cpus must be at least 1"), "{e}");
+        let e = bad("[[variant]]\nname = \"x\"\nargs = [\"-m\", \"2G\"]");
+        assert!(
+            e.contains("-m in args: use the variant's memory / cpus keys"),
+            "{e}"
+        );
+        let e = bad("[[variant]]\nname = \"x\"\nmemroy = \"2G\"");
+        assert!(e.contains("unknown field `memroy`"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List the boards in boards/*.toml
-    Boards,
+    Boards {
+        /// List each board's variants instead, as BOARD:VARIANT
+        #[arg(long)]
+        variants: bool,
+    },
     /// Build the kernel (unless --kernel is given), boot it and check the self-tests
     Run(RunArgs),
     /// Build the kernel (unless --kernel is given), boot it in benchmark
@@ -137,6 +141,11 @@ pub struct RunArgs {
     /// Extra words for the kernel command line
     #[arg(long, value_name = "TEXT")]
     pub append: Option<String>,
+    /// Run the board under these named configurations (`[[variant]]` in
+    /// its file; comma-separated; `base` is the board as described), or
+    /// `all` of them; each is reported as BOARD:VARIANT
+    #[arg(long, value_name = "NAME|all")]
+    pub variant: Option<String>,
     /// Boot each board this many times (a stress run: with --load, it
     /// shows tests that fail only now and then)
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -204,8 +213,12 @@ pub fn execute(cli: Cli) -> Result<bool> {
     let root = board::workspace_root();
     let boards = board::load_boards(&root)?;
     match cli.command {
-        Cmd::Boards => {
+        Cmd::Boards { variants: false } => {
             print!("{}", board_list(&boards));
+            Ok(true)
+        }
+        Cmd::Boards { variants: true } => {
+            print!("{}", variant_list(&boards));
             Ok(true)
         }
         Cmd::Run(args) => run_boards(&root, &boards, &args),
@@ -312,6 +325,20 @@ pub fn board_list(boards: &[Board]) -> String {
     out
 }
 
+/// Every board's variants, one `BOARD:VARIANT  description` line each.
+pub fn variant_list(boards: &[Board]) -> String {
+    let runs: Vec<Board> = boards
+        .iter()
+        .flat_map(|b| b.variants.iter().map(|v| b.with_variant(v)))
+        .collect();
+    let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (r, v) in runs.iter().zip(boards.iter().flat_map(|b| &b.variants)) {
+        out.push_str(&format!("{:<width$}  {}\n", r.name, v.description));
+    }
+    out
+}
+
 /// `runner ELF [args]` as a `run`: a first argument that looks like a test
 /// name (cargo passes test-name filters that way) becomes `--filter`.
 pub fn runner_args(board: &Board, elf: PathBuf, args: &[String]) -> RunArgs {
@@ -326,6 +353,7 @@ pub fn runner_args(board: &Board, elf: PathBuf, args: &[String]) -> RunArgs {
         timeout: 60,
         junit: None,
         append: None,
+        variant: None,
         repeat: 1,
         load: 0,
         qemu_args: Vec::new(),
@@ -545,9 +573,13 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
         extra: args.qemu_args.clone(),
         patched_devices: false,
     };
-    // Refuse a bad request before spending minutes on builds.
-    if let Some(b) = board::select(boards, &args.on.board)?.first() {
-        run::invocation(b, Path::new("kernel"), &request)?;
+    // Refuse a bad request (or variant) before spending minutes on builds.
+    let runs = board_runs(
+        &board::select(boards, &args.on.board)?,
+        args.variant.as_deref(),
+    )?;
+    for (run, _) in &runs {
+        run::invocation(run, Path::new("kernel"), &request)?;
     }
     let (selected, qemus) =
         boards_and_qemus(root, boards, &args.on.board, args.on.kernel.as_deref())?;
@@ -555,21 +587,22 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
         timeout: Duration::from_secs(args.timeout),
         ..Options::default()
     };
-    let mut kernels = Vec::new();
+    let mut kernels: HashMap<&str, PathBuf> = HashMap::new();
     for b in &selected {
-        kernels.push(kernel_for(root, &args.on, b)?);
+        kernels.insert(&b.name, kernel_for(root, &args.on, b)?);
     }
     let _load = (args.load > 0).then(|| crate::stress::Load::start(args.load));
     let mut reports = Vec::new();
     for round in 1..=args.repeat {
-        for (b, kernel) in selected.iter().zip(&kernels) {
-            let q = &qemus[b.name.as_str()];
+        for (b, base) in &runs {
+            let q = &qemus[base.as_str()];
+            let kernel = &kernels[base.as_str()];
             request.patched_devices = q.patched_devices;
             // One QEMU log per board and round: QEMU truncates `-D FILE`
             // at each start, so a shared file would keep only the last.
             let label = crate::stress::label(&b.name, round, args.repeat);
             let mut request = request.clone();
-            if selected.len() > 1 || args.repeat > 1 {
+            if runs.len() > 1 || args.repeat > 1 {
                 request.extra = per_run_log(&args.qemu_args, &label);
             }
             let outcome = boot(&q.bin, b, kernel, &request, &opts)?;
@@ -590,6 +623,9 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
     }
 
     print!("{}", crate::summary_table(&reports));
+    if args.variant.is_some() {
+        print!("{}", crate::variant_summary(&reports));
+    }
     if args.repeat > 1 {
         print!("{}", crate::stress::tally(&reports, args.repeat, args.load));
     }
@@ -598,6 +634,28 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
             .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
     }
     Ok(reports.iter().all(|r| r.verdict.pass))
+}
+
+/// What to boot for `selected` boards: each board as described, or under
+/// each variant `--variant` names (see [`board::variant_runs`]), with
+/// the name of the board it derives from (for its QEMU and kernel).
+pub fn board_runs(selected: &[&Board], variant: Option<&str>) -> Result<Vec<(Board, String)>> {
+    let Some(spec) = variant else {
+        return Ok(selected
+            .iter()
+            .map(|&b| (b.clone(), b.name.clone()))
+            .collect());
+    };
+    let mut runs = Vec::new();
+    for &b in selected {
+        for r in board::variant_runs(b, spec, selected.len() == 1)? {
+            runs.push((r, b.name.clone()));
+        }
+    }
+    if runs.is_empty() {
+        bail!("no board selected has variant `{spec}`");
+    }
+    Ok(runs)
 }
 
 /// `args` with the file of a `-D FILE` (QEMU's log) named for `run`:
@@ -681,6 +739,47 @@ mod tests {
             panic!()
         };
         assert_eq!((a.repeat, a.load), (5, 2));
+    }
+
+    #[test]
+    fn variant_arguments_and_listing() {
+        let Cmd::Run(a) = parse(&["run", "--board", "qemu-virt", "--variant", "all"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.variant.as_deref(), Some("all"));
+        let Cmd::Run(a) = parse(&["run", "--board", "all"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(a.variant, None);
+        assert!(matches!(
+            parse(&["boards", "--variants"]).unwrap().command,
+            Cmd::Boards { variants: true }
+        ));
+
+        let boards = crate::board::load_boards(&board::workspace_root()).unwrap();
+        let list = variant_list(&boards);
+        assert!(
+            list.lines().any(|l| l.starts_with("qemu-virt:pasid8 ")),
+            "{list}"
+        );
+        assert!(
+            list.lines().any(|l| l.starts_with("qemu-q35:pasid8 ")),
+            "{list}"
+        );
+        // With --board all, a variant runs on the boards that have it.
+        let all: Vec<&Board> = boards.iter().collect();
+        let runs = board_runs(&all, Some("el2")).unwrap();
+        let names: Vec<_> = runs
+            .iter()
+            .map(|(b, base)| (b.name.as_str(), base.as_str()))
+            .collect();
+        assert_eq!(names, [("qemu-virt:el2", "qemu-virt")]);
+        let e = board_runs(&all, Some("nope")).unwrap_err();
+        assert_eq!(format!("{e:#}"), "no board selected has variant `nope`");
+        assert_eq!(board_runs(&all, None).unwrap().len(), boards.len());
     }
 
     #[test]

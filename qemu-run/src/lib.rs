@@ -93,6 +93,41 @@ pub fn summary_table(reports: &[BoardReport]) -> String {
     out
 }
 
+/// One line per run of a variant matrix (`run --variant`): its name,
+/// verdict, ok / SKIP / failed counts and QEMU's wall time; then the
+/// matrix's totals.
+pub fn variant_summary(reports: &[BoardReport]) -> String {
+    let width = reports
+        .iter()
+        .map(|r| r.board.len())
+        .chain(["variant".len()])
+        .max()
+        .unwrap_or(7);
+    let mut out = format!("{:<width$}  result  ok  SKIP  failed   wall\n", "variant");
+    let mut wall = Duration::ZERO;
+    for r in reports {
+        let c = r.outcome.tap.counts();
+        wall += r.outcome.wall;
+        out.push_str(&format!(
+            "{:<width$}  {:<6}  {:>2}  {:>4}  {:>6}  {:>5.1}s\n",
+            r.board,
+            if r.verdict.pass { "PASS" } else { "FAIL" },
+            c.passed,
+            c.skipped,
+            c.failed,
+            r.outcome.wall.as_secs_f64(),
+        ));
+    }
+    let passed = reports.iter().filter(|r| r.verdict.pass).count();
+    out.push_str(&format!(
+        "matrix: {} run(s), {passed} passed, {} failed; QEMU wall {:.1}s\n",
+        reports.len(),
+        reports.len() - passed,
+        wall.as_secs_f64()
+    ));
+    out
+}
+
 /// Reports made from TAP lines, for the unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -124,9 +159,9 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use crate::summary_table;
     use crate::tap::Exit;
     use crate::testing::report;
+    use crate::{summary_table, variant_summary};
 
     #[test]
     fn table_has_one_row_per_board_with_reason() {
@@ -154,5 +189,47 @@ mod tests {
         assert!(lines[1].starts_with("qemu-virt  PASS         1       0        1     0.40"));
         assert!(lines[2].starts_with("qemu-q35   FAIL         0       1        0     0.30"));
         assert!(lines[2].ends_with("   1 test(s) failed: mm::x"));
+    }
+
+    #[test]
+    fn variant_summary_counts_each_run_and_the_matrix() {
+        let a = report(
+            "qemu-virt:smp12",
+            &[
+                "TAP version 14",
+                "1..3",
+                "ok 1 - a::b",
+                "ok 2 - a::c # SKIP no GIC ITS",
+                "ok 3 - a::d",
+            ],
+            Exit::Status(0),
+            0,
+        );
+        let b = report(
+            "qemu-virt:el2",
+            &["TAP version 14", "1..1", "not ok 1 - irq::timer_every_cpu"],
+            Exit::Status(1),
+            0,
+        );
+        let t = variant_summary(&[a, b]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        let cols = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            cols(lines[0]),
+            ["variant", "result", "ok", "SKIP", "failed", "wall"]
+        );
+        assert_eq!(
+            cols(lines[1]),
+            ["qemu-virt:smp12", "PASS", "2", "1", "0", "2.0s"]
+        );
+        assert_eq!(
+            cols(lines[2]),
+            ["qemu-virt:el2", "FAIL", "0", "0", "1", "2.0s"]
+        );
+        assert_eq!(
+            lines[3],
+            "matrix: 2 run(s), 1 passed, 1 failed; QEMU wall 4.0s"
+        );
     }
 }

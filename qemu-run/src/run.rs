@@ -432,6 +432,7 @@ mod tests {
             acpi_capture_setup: Vec::new(),
             expect: Default::default(),
             expect_patched: Default::default(),
+            variants: Vec::new(),
         }
     }
 

@@ -38,6 +38,84 @@ fn every_board_passes() {
     }
 }
 
+/// The variant matrix: qemu-virt and qemu-q35 under each of their named
+/// configurations (`[[variant]]` in their board files: memory, CPUs, CPU
+/// model, EL2 entry, narrower PASIDs, deeper and expanded hierarchies,
+/// extra devices). Every run passes, and every SKIP says why. The boards
+/// that extend qemu-q35 inherit its variants and differ only in VT-d's
+/// levels; they are left out to keep the time bounded.
+#[test]
+fn every_variant_passes() {
+    let listed = qemu_run(&["boards", "--variants"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.text());
+    let _qemu = qemu_lock();
+    // Every board's matrix runs before anything is judged, so one run
+    // shows every variant that fails.
+    let mut failures = Vec::new();
+    let mut took = Duration::ZERO;
+    for board in ["qemu-virt", "qemu-q35"] {
+        let variants: Vec<&str> = listed
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|v| v.split(':').next() == Some(board))
+            .collect();
+        assert!(variants.len() >= 8, "{board}: {variants:?}");
+        let run = qemu_run(&[
+            "run",
+            "--board",
+            board,
+            "--variant",
+            "all",
+            "--timeout",
+            "120",
+        ]);
+        took += run.elapsed;
+        // The matrix's own summary, and how long it took, in the test's log.
+        let summary = run
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("variant "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        eprintln!("{summary}\n{board}: the matrix took {:.1?}", run.elapsed);
+        let not_passed: Vec<&str> = variants
+            .iter()
+            .copied()
+            .filter(|v| {
+                let row = summary
+                    .lines()
+                    .find(|l| l.split_whitespace().next() == Some(v));
+                row.and_then(|r| r.split_whitespace().nth(1)) != Some("PASS")
+            })
+            .collect();
+        let unreasoned: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("ok "))
+            .filter(|l| {
+                l.split_once(" # SKIP")
+                    .is_some_and(|(_, why)| why.trim().is_empty())
+            })
+            .collect();
+        if run.code != Some(0) || !not_passed.is_empty() || !unreasoned.is_empty() {
+            failures.push(format!(
+                "{board}: exit {:?}; not passed: {not_passed:?}; SKIPs without a reason: \
+                 {unreasoned:?}\n{}",
+                run.code,
+                // Without the runs' QEMU command lines.
+                run.digest()
+                    .lines()
+                    .filter(|l| !l.contains(" -kernel "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+    }
+    eprintln!("the variant matrix took {took:.1?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The checking mode (`iommu.check`: table writes, invalidations, frees
 /// and tags verified at each DMA) finds nothing on any board.
 #[test]

@@ -109,7 +109,11 @@ pub fn bring_up<H: Bringup>(
     for i in 0..managed.len() {
         learn(&mut hw, i);
     }
-    let mut iommu = match Iommu::new(hw, 1, (1 << 20) - 1) {
+    // PASIDs the unit can take, up to PCIe's 20 bits (at least PASID 1, so
+    // the allocator has a range: attaching it to a unit without PASIDs is
+    // then refused as too wide).
+    let pasid_max = ((1u32 << hw.pasid_bits().min(20)) - 1).max(1);
+    let mut iommu = match Iommu::new(hw, 1, pasid_max) {
         Ok(iommu) => iommu,
         Err(e) => return Err(BringupError::Core(e)),
     };
@@ -219,6 +223,25 @@ mod tests {
         assert_eq!(up.tear_down(), Ok((0, 0)));
         assert!(!state.borrow().enabled());
         assert_eq!(state.borrow().contexts(), 0);
+    }
+
+    /// The PASID allocator's range is what the unit takes: 8 bits of
+    /// PASIDs (SSIDSIZE, PSS) give 1..=255, more than 20 give PCIe's 20, a
+    /// unit without PASIDs a range whose one PASID is refused as too wide.
+    #[test]
+    fn the_pasid_range_follows_the_unit() {
+        for (bits, max) in [(8, 0xff), (20, 0xf_ffff), (1, 1), (0, 1)] {
+            let state = ModelState::new(FORMAT, bits);
+            let managed = [Managed {
+                id: DeviceId(0),
+                pasid_bits: 20,
+            }];
+            let mut up = bring_up(ModelIommu::new(state), &managed, &[], |_, _| {}).unwrap();
+            assert_eq!(up.iommu.pasid_range(), (1, max), "{bits} bits");
+            let limit = up.iommu.pasid_limit(DeviceId(0)).unwrap();
+            assert_eq!(limit, (bits > 0).then_some(max), "{bits} bits");
+            assert_eq!(up.tear_down(), Ok((0, 0)));
+        }
     }
 
     /// A unit that refuses to enable is shut down again, with the

@@ -23,8 +23,9 @@ use alloc::vec::Vec;
 pub trait Platform {
     type Hw: IommuHw;
     fn iommu(&mut self) -> &mut Iommu<Self::Hw>;
-    /// Two devices with full-width PASID support, and one with a narrow
-    /// PASID capability (`None` if the platform has none).
+    /// The two widest devices, and one with a PASID capability narrower
+    /// than theirs (`None` if the platform has none): chosen by width, as
+    /// [`pick_devices`] does, never by position.
     fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>);
     fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError>;
     /// Runs `op` asking for a completion interrupt; says whether exactly
@@ -45,6 +46,24 @@ pub trait Platform {
 }
 
 pub type Case<P> = (&'static str, fn(&mut P) -> TestResult);
+
+/// The suite's devices among `widths` (each device's PASID capability
+/// width), chosen by width, not position: the two widest, and the
+/// narrowest of the rest whose PASIDs are narrower than the widest's (and
+/// not none). `None` with fewer than two devices.
+pub fn pick_devices(widths: &[(DeviceId, u8)]) -> Option<(DeviceId, DeviceId, Option<DeviceId>)> {
+    let mut by_width = widths.to_vec();
+    by_width.sort_by_key(|&(_, bits)| core::cmp::Reverse(bits));
+    let [(x, widest), (y, _), rest @ ..] = by_width.as_slice() else {
+        return None;
+    };
+    let narrow = rest
+        .iter()
+        .filter(|&&(_, bits)| bits > 0 && bits < *widest)
+        .min_by_key(|&&(_, bits)| bits)
+        .map(|&(d, _)| d);
+    Some((*x, *y, narrow))
+}
 
 /// Every case of the suite, in order, named once: calls `$m!` with
 /// `$args` and then each case as `primary NAME` (runs with primary
@@ -469,49 +488,73 @@ pub fn busy_while_aux_attached<P: Platform>(p: &mut P) -> TestResult {
 }
 
 /// 7: a device with a narrow PASID width gets an error at attach time for
-/// a PASID beyond it (the domain's PASID is set by its first attachment).
+/// a PASID beyond it (the domain's PASID is set by its first attachment,
+/// to a wide device). The allocator's range is moved past the narrow
+/// device's width for the test.
 pub fn narrow_device_refuses_wide_pasid<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, narrow) = p.devices();
     let Some(n) = narrow else {
         return Err(TestError::skip(
-            "this platform has no device with a narrow PASID capability",
+            "this platform has no device with a PASID capability narrower than the others",
         ));
     };
-    p.iommu()
-        .dev_enable_feature(x, Feature::Aux)
-        .map_err(core_err)?;
-    p.iommu()
-        .dev_enable_feature(n, Feature::Aux)
-        .map_err(core_err)?;
-    // Attach domains to X until one's PASID no longer fits 4 bits.
-    let mut held = Vec::new();
-    let wide = loop {
-        let d = paging(p)?;
-        held.push(d);
-        let pasid = p.iommu().aux_attach_device(d, x).map_err(core_err)?;
-        if pasid.0 >= 16 {
-            break (d, pasid);
-        }
-        ensure!(held.len() < 64, "no PASID of 16 or more after 64 domains");
-    };
-    match p.iommu().aux_attach_device(wide.0, n) {
-        Err(IommuError::PasidTooWide { pasid, .. }) => {
-            ensure_eq!(pasid, wide.1, "the refused PASID")
-        }
-        other => {
-            return Err(TestError::mismatch(
-                "aux attach of a wide PASID to the narrow device",
-                "PasidTooWide",
-                format!("{other:?}"),
-            ))
-        }
-    }
-    ensure_eq!(
-        p.iommu().aux_get_pasid(wide.0, n).map_err(core_err)?,
-        None,
-        "nothing attached"
+    let bits = p.iommu().device_pasid_bits(n).map_err(core_err)?;
+    let wide_bits = p.iommu().device_pasid_bits(x).map_err(core_err)?;
+    ensure!(
+        bits < wide_bits,
+        "the platform's narrow device {n} ({bits} bits) is not narrower than device {x} \
+         ({wide_bits} bits)"
     );
-    release(p, &held)
+    let first_too_wide = 1u32 << bits.min(31);
+    let saved = p.iommu().pasid_range();
+    let wide_top = match p.iommu().pasid_limit(x).map_err(core_err)? {
+        Some(top) if top >= first_too_wide => top,
+        _ => {
+            return Err(TestError::skip(format!(
+                "the IOMMU takes no PASID wider than the narrow device's {bits} bits"
+            )))
+        }
+    };
+    p.iommu()
+        .set_pasid_range(first_too_wide, wide_top)
+        .map_err(core_err)?;
+    let result = (|| {
+        p.iommu()
+            .dev_enable_feature(x, Feature::Aux)
+            .map_err(core_err)?;
+        p.iommu()
+            .dev_enable_feature(n, Feature::Aux)
+            .map_err(core_err)?;
+        let d = paging(p)?;
+        let pasid = p.iommu().aux_attach_device(d, x).map_err(core_err)?;
+        ensure!(
+            pasid.0 >= first_too_wide,
+            "PASID {pasid} from the range {first_too_wide:#x}..={wide_top:#x}"
+        );
+        match p.iommu().aux_attach_device(d, n) {
+            Err(IommuError::PasidTooWide { pasid: refused, .. }) => {
+                ensure_eq!(refused, pasid, "the refused PASID")
+            }
+            other => {
+                return Err(TestError::mismatch(
+                    format!("aux attach of PASID {pasid:#x} to the {bits}-bit device"),
+                    "PasidTooWide",
+                    format!("{other:?}"),
+                ))
+            }
+        }
+        ensure_eq!(
+            p.iommu().aux_get_pasid(d, n).map_err(core_err)?,
+            None,
+            "nothing attached"
+        );
+        release(p, &[d])
+    })();
+    let restored = p
+        .iommu()
+        .set_pasid_range(saved.0, saved.1)
+        .map_err(core_err);
+    result.and(restored)
 }
 
 /// 8: `aux_get_pasid` agrees across devices, is empty after detach, and a
@@ -632,17 +675,24 @@ fn primary_and_aux<P: Platform>(p: &mut P, dev: DeviceId, n: usize) -> Result<Se
     })
 }
 
-/// 11: 256 aux domains on one device at once, each verified by DMA to its
-/// own page.
+/// 11: many aux domains on one device at once (256, or as many as the
+/// PASIDs both the device and the IOMMU take and the unit's tags allow),
+/// each verified by DMA to its own page.
 pub fn many_aux_domains<P: Platform>(p: &mut P) -> TestResult {
-    const N: u64 = 256;
+    const WANTED: u64 = 256;
     let (x, _, _) = p.devices();
+    let n = aux_domains_possible(p, x)?.min(WANTED);
+    if n < 2 {
+        return Err(TestError::skip(format!(
+            "device {x} can hold {n} aux domain(s) at once (PASIDs, tags)"
+        )));
+    }
     p.iommu()
         .dev_enable_feature(x, Feature::Aux)
         .map_err(core_err)?;
-    let pages = p.alloc_pages(N, PAGE_SIZE)?;
+    let pages = p.alloc_pages(n, PAGE_SIZE)?;
     let mut doms = Vec::new();
-    for k in 0..N {
+    for k in 0..n {
         let d = paging(p)?;
         doms.push(d);
         p.iommu()
@@ -655,7 +705,7 @@ pub fn many_aux_domains<P: Platform>(p: &mut P) -> TestResult {
             "domain {k}, PASID {pasid}"
         );
     }
-    for k in 0..N {
+    for k in 0..n {
         ensure_eq!(
             read_u64(p, pages + k * PAGE_SIZE),
             0x1000 + k,
@@ -663,19 +713,35 @@ pub fn many_aux_domains<P: Platform>(p: &mut P) -> TestResult {
         );
     }
     release(p, &doms)?;
-    p.free_pages(pages, N);
+    p.free_pages(pages, n);
     Ok(())
 }
 
-/// 10: a PASID at the top of the 20-bit range works (two-level PASID
-/// structures on real hardware): the allocator's range is moved to the
-/// top for the test.
+/// How many aux domains `dev` can hold at once: PASIDs of the allocator's
+/// range that fit both the device and the IOMMU, bounded by the tags
+/// (ASIDs, domain ids) the unit has left.
+pub fn aux_domains_possible<P: Platform>(p: &mut P, dev: DeviceId) -> Result<u64, TestError> {
+    let (min, _) = p.iommu().pasid_range();
+    let pasids = match p.iommu().pasid_limit(dev).map_err(core_err)? {
+        Some(top) => u64::from(top - min) + 1,
+        None => 0,
+    };
+    let tags = p.iommu().hw.tags_left().map_or(u64::MAX, u64::from);
+    Ok(pasids.min(tags))
+}
+
+/// 10: the largest PASID both the device and the IOMMU take (2^20 - 1 with
+/// full widths: two-level PASID structures on real hardware) works: the
+/// allocator's range is moved to it for the test.
 pub fn pasid_at_the_top_of_the_range<P: Platform>(p: &mut P) -> TestResult {
     let (x, _, _) = p.devices();
     let saved = p.iommu().pasid_range();
-    p.iommu()
-        .set_pasid_range(0xfff00, 0xfffff)
-        .map_err(core_err)?;
+    let Some(top) = p.iommu().pasid_limit(x).map_err(core_err)? else {
+        return Err(TestError::skip(format!(
+            "device {x} and the IOMMU share no PASID"
+        )));
+    };
+    p.iommu().set_pasid_range(top, top).map_err(core_err)?;
     let result = (|| {
         p.iommu()
             .dev_enable_feature(x, Feature::Aux)
@@ -686,7 +752,7 @@ pub fn pasid_at_the_top_of_the_range<P: Platform>(p: &mut P) -> TestResult {
             .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
             .map_err(core_err)?;
         let pasid = p.iommu().aux_attach_device(d, x).map_err(core_err)?;
-        ensure_eq!(pasid, Pasid(0xfff00), "the first PASID of the range");
+        ensure_eq!(pasid, Pasid(top), "the top PASID");
         ensure_eq!(
             write_u64(p, x, IOVA, 0xf00, tagged(pasid))?,
             ok(8),
@@ -1403,17 +1469,25 @@ pub mod host {
         pub state: Shared,
         iommu: Iommu<ModelIommu>,
         engines: Vec<ModelDma>,
+        widths: Vec<(DeviceId, u8)>,
     }
 
     impl ModelPlatform {
         pub fn new(format: TableFormat) -> Self {
-            let state = ModelState::new(format, 20);
+            Self::with(format, 20, &[20, 20, 4])
+        }
+
+        /// An IOMMU with `iommu_bits` of PASIDs and one device per entry
+        /// of `widths` (its PASID capability's width), in that order.
+        pub fn with(format: TableFormat, iommu_bits: u8, widths: &[u8]) -> Self {
+            let state = ModelState::new(format, iommu_bits);
             // MSIs through translation, as with the GIC ITS (GITS_TRANSLATER
             // on QEMU virt), outside the model's RAM.
             state.borrow_mut().msi_doorbell = Some(0x0808_0040);
+            // The whole PCIe range, whatever the IOMMU takes: the cases
+            // must bound themselves.
             let mut iommu =
                 Iommu::new(ModelIommu::new(state.clone()), 1, (1 << 20) - 1).expect("core");
-            let widths = [20u8, 20, 4];
             let mut engines = Vec::new();
             for (dev, &bits) in widths.iter().enumerate() {
                 iommu
@@ -1421,10 +1495,16 @@ pub mod host {
                     .expect("device");
                 engines.push(ModelDma::new(state.clone(), DeviceId(dev as u32), bits));
             }
+            let widths = widths
+                .iter()
+                .enumerate()
+                .map(|(dev, &bits)| (DeviceId(dev as u32), bits))
+                .collect();
             ModelPlatform {
                 state,
                 iommu,
                 engines,
+                widths,
             }
         }
     }
@@ -1435,7 +1515,7 @@ pub mod host {
             &mut self.iommu
         }
         fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>) {
-            (DeviceId(0), DeviceId(1), Some(DeviceId(2)))
+            pick_devices(&self.widths).expect("the model has two devices or more")
         }
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
             self.engines[dev.0 as usize].run(&op, tag, 0)
@@ -1497,6 +1577,76 @@ mod tests {
             0,
             "tables leaked on {format:?}"
         );
+    }
+
+    /// Runs every case, each on a fresh platform from `make` (as on the
+    /// boards); returns the names of the cases that skipped.
+    fn run_cases(make: impl Fn() -> ModelPlatform, what: &str) -> Vec<&'static str> {
+        let mut skipped = Vec::new();
+        for (name, case) in cases::<ModelPlatform>() {
+            let mut p = make();
+            match case(&mut p) {
+                Ok(()) => {}
+                Err(TestError::Skip(_)) => skipped.push(name),
+                Err(e) => panic!("{name} on {what}: {e:?}"),
+            }
+            let violations = core::mem::take(&mut p.state.borrow_mut().violations);
+            assert!(violations.is_empty(), "{name} on {what}: {violations:?}");
+        }
+        skipped
+    }
+
+    /// The cases size themselves from the platform: an IOMMU with 8 or 4
+    /// PASID bits, few tags, devices in any order, more than one wide
+    /// device before the narrow one, none narrow. What the platform
+    /// cannot express is a SKIP with the reason, never a failure.
+    #[test]
+    fn the_suite_adapts_to_pasid_widths_tags_and_device_order() {
+        let format = TableFormat::Arm(ArmLpae::S1);
+        let skips = |iommu_bits, widths: &[u8], tags| {
+            let make = || {
+                let p = ModelPlatform::with(format, iommu_bits, widths);
+                p.state.borrow_mut().tags = tags;
+                p
+            };
+            let what = format!("IOMMU {iommu_bits} bits, devices {widths:?}, tags {tags:?}");
+            run_cases(make, &what)
+        };
+        assert_eq!(skips(8, &[20, 20, 4], None), [] as [&str; 0]);
+        assert_eq!(skips(20, &[20, 20, 20, 4], None), [] as [&str; 0]);
+        assert_eq!(skips(20, &[4, 20, 20, 20], None), [] as [&str; 0]);
+        assert_eq!(skips(20, &[20, 20, 6], Some(40)), [] as [&str; 0]);
+        assert_eq!(
+            skips(20, &[20, 20, 20], None),
+            ["iommu::narrow_device_refuses_wide_pasid"]
+        );
+        assert_eq!(
+            skips(4, &[20, 20, 4], None),
+            ["iommu::narrow_device_refuses_wide_pasid"]
+        );
+    }
+
+    #[test]
+    fn pick_devices_goes_by_width() {
+        let d = |widths: &[u8]| {
+            let w: Vec<_> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| (DeviceId(i as u32), b))
+                .collect();
+            pick_devices(&w).map(|(x, y, n)| (x.0, y.0, n.map(|n| n.0)))
+        };
+        assert_eq!(d(&[20, 20, 4]), Some((0, 1, Some(2))));
+        assert_eq!(d(&[20, 4, 20, 20]), Some((0, 2, Some(1))));
+        assert_eq!(d(&[20, 20, 20, 4]), Some((0, 1, Some(3))));
+        assert_eq!(d(&[20, 20, 20]), Some((0, 1, None)));
+        assert_eq!(
+            d(&[20, 20, 0]),
+            Some((0, 1, None)),
+            "no PASIDs is not narrow"
+        );
+        assert_eq!(d(&[20, 8, 4]), Some((0, 1, Some(2))));
+        assert_eq!(d(&[20]), None);
     }
 
     #[test]

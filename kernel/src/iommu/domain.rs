@@ -182,6 +182,12 @@ pub trait IommuHw {
     /// A fresh ASID or domain id.
     fn alloc_tag(&mut self) -> Result<u32, Self::Error>;
     fn free_tag(&mut self, tag: u32);
+    /// How many more tags [`Self::alloc_tag`] can hand out (the unit's
+    /// ASIDs or domain ids not yet used); `None` when there is no bound
+    /// worth knowing. Tests size their domain counts from it.
+    fn tags_left(&self) -> Option<u32> {
+        None
+    }
     /// Makes `d` the translation of `dev`'s requests without PASID,
     /// replacing the previous one atomically.
     fn set_primary(&mut self, dev: DeviceId, d: &DomainRef) -> Result<(), Self::Error>;
@@ -1002,6 +1008,24 @@ impl<H: IommuHw> Iommu<H> {
 
     pub fn pasid_range(&self) -> (u32, u32) {
         self.pasids.range()
+    }
+
+    /// The PASID width of `dev`'s capability, as registered.
+    pub fn device_pasid_bits(&self, dev: DeviceId) -> Result<u8, IommuError<H::Error>> {
+        Ok(self.device(dev)?.pasid_bits)
+    }
+
+    /// The largest PASID `dev` can be aux-attached with: the smaller of
+    /// its width and the IOMMU's, within the allocator's range; `None`
+    /// when no PASID of the range fits.
+    pub fn pasid_limit(&self, dev: DeviceId) -> Result<Option<u32>, IommuError<H::Error>> {
+        let bits = self
+            .device_pasid_bits(dev)?
+            .min(self.hw.pasid_bits())
+            .min(31);
+        let (min, max) = self.pasids.range();
+        let top = max.min((1u32 << bits).saturating_sub(1));
+        Ok((top >= min).then_some(top))
     }
 
     /// PASIDs in use (for leak checks).

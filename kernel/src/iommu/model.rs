@@ -56,6 +56,8 @@ pub struct ModelState {
     /// drivers do. `None`: no cap.
     pub batch_cap: Option<u64>,
     next_tag: u32,
+    /// Tags (ASIDs, domain ids) the model has; `None`: unbounded.
+    pub tags: Option<u32>,
     pub faults: Vec<Fault>,
     pub invalidations: u32,
     pub tables_live: usize,
@@ -108,6 +110,7 @@ impl ModelState {
             violations: Vec::new(),
             batch_cap: Some(16),
             next_tag: 1,
+            tags: None,
             faults: Vec::new(),
             invalidations: 0,
             tables_live: 0,
@@ -391,6 +394,8 @@ pub enum ModelError {
     NoPasidTable(DeviceId),
     /// Asked to (`ModelState::refuse_enable`).
     EnableRefused,
+    /// Every tag of `ModelState::tags` is in use.
+    OutOfTags,
 }
 
 impl core::fmt::Display for ModelError {
@@ -399,6 +404,7 @@ impl core::fmt::Display for ModelError {
             ModelError::PasidsLive(dev) => write!(f, "device {dev}: PASID entries still live"),
             ModelError::NoPasidTable(dev) => write!(f, "device {dev}: PASID table not set up"),
             ModelError::EnableRefused => f.write_str("translation refused to turn on"),
+            ModelError::OutOfTags => f.write_str("no tag left"),
         }
     }
 }
@@ -436,9 +442,18 @@ impl IommuHw for ModelIommu {
     }
 
     fn alloc_tag(&mut self) -> Result<u32, ModelError> {
+        if self.tags_left() == Some(0) {
+            return Err(ModelError::OutOfTags);
+        }
         let mut s = self.state.borrow_mut();
         s.next_tag += 1;
         Ok(s.next_tag)
+    }
+
+    fn tags_left(&self) -> Option<u32> {
+        let s = self.state.borrow();
+        // Tags are handed out from 2 on and not reused (as the drivers do).
+        s.tags.map(|n| (n + 1).saturating_sub(s.next_tag))
     }
 
     fn free_tag(&mut self, tag: u32) {

@@ -1100,7 +1100,8 @@ impl<H: Hal> SmmuHw<H> {
         drained.records.iter().map(Event::decode).collect()
     }
 
-    fn oas_encoding(&self) -> u8 {
+    /// The SMMU's output address size (IDR5.OAS) as a CD's IPS field.
+    pub fn oas_encoding(&self) -> u8 {
         match self.features.oas {
             32 => 0,
             36 => 1,
@@ -1759,6 +1760,17 @@ impl<H: Hal> SmmuHw<H> {
     }
 }
 
+impl<H: Hal> SmmuHw<H> {
+    /// Width of the domains' tags: VMIDs on stage 2, ASIDs otherwise.
+    fn tag_bits(&self) -> u8 {
+        if self.translation == Translation::Stage2 {
+            self.features.vmid_bits
+        } else {
+            self.features.asid_bits
+        }
+    }
+}
+
 impl<H: Hal> IommuHw for SmmuHw<H> {
     type Error = SmmuError;
 
@@ -1784,13 +1796,14 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
     }
 
     fn alloc_tag(&mut self) -> Result<u32, SmmuError> {
-        let bits = if self.translation == Translation::Stage2 {
-            self.features.vmid_bits
-        } else {
-            self.features.asid_bits
-        };
-        self.next_asid = next_tag(self.next_asid, bits).ok_or(SmmuError::OutOfAsids)?;
+        self.next_asid = next_tag(self.next_asid, self.tag_bits()).ok_or(SmmuError::OutOfAsids)?;
         Ok(u32::from(self.next_asid))
+    }
+
+    fn tags_left(&self) -> Option<u32> {
+        // `next_tag` hands out 1 to 2^bits - 1, each once.
+        let all = (1u32 << self.tag_bits().min(16)) - 1;
+        Some(all.saturating_sub(u32::from(self.next_asid)))
     }
 
     fn free_tag(&mut self, tag: u32) {

@@ -877,6 +877,15 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
         self.alloc_did().map(u32::from)
     }
 
+    fn tags_left(&self) -> Option<u32> {
+        // `alloc_did` hands out 1 to CAP.ND's count - 1, each once.
+        Some(
+            self.caps
+                .domains
+                .saturating_sub(u32::from(self.next_did) + 1),
+        )
+    }
+
     fn free_tag(&mut self, tag: u32) {
         self.free_did(tag as u16);
     }

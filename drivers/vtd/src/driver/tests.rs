@@ -1300,3 +1300,23 @@ fn checked_a_non_coherent_units_tables_allocated_coherent_are_caught() {
         "{found:x?}"
     );
 }
+
+/// The domain ids left (what tests size their domain counts from) count
+/// down to zero exactly when the unit's CAP.ND runs out.
+#[test]
+fn tags_left_counts_down_to_out_of_domain_ids() {
+    use kernel::iommu::domain::IommuHw;
+    let (hal, unit) = fake_unit(CAP, 0, true);
+    let mut hw = VtdHw::new(hal, unit, 0xfed9_0000).unwrap();
+    let mut left = hw.tags_left().unwrap();
+    assert!((250..256).contains(&left), "{left} of 256");
+    while left > 0 {
+        hw.alloc_tag().unwrap();
+        assert_eq!(hw.tags_left(), Some(left - 1));
+        left -= 1;
+    }
+    assert_eq!(
+        hw.alloc_tag(),
+        Err(VtdError::OutOfDomainIds { domains: 256 })
+    );
+}

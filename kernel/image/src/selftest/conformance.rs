@@ -1,8 +1,9 @@
 //! The IOMMU conformance suite (`kernel::iommu::conformance`) on the
 //! board's IOMMU with its pasid-dma devices. Each case gets a fresh
-//! platform: the driver takes over the IOMMU, the two widest devices and
-//! the narrow one are added to the core, every other function is left
-//! untranslated, and afterwards every device goes back as it was found,
+//! platform: the driver takes over the IOMMU, every pasid-dma device is
+//! added to the core (the cases take the two widest and a narrow one by
+//! their PASID widths, `conformance::pick_devices`), every other function
+//! is left untranslated, and afterwards every device goes back as it was found,
 //! translation is turned off, and leaks are checked (page tables, CD or
 //! PASID tables, the case's own pages).
 //!
@@ -120,6 +121,8 @@ pub(super) mod board {
     /// The engines go before `open`, which releases the device.
     struct Dev {
         id: DeviceId,
+        /// Its PASID capability's width.
+        pasid_bits: u8,
         plain: Engine,
         signalling: Engine,
         open: Open,
@@ -177,6 +180,14 @@ pub(super) mod board {
         }
     }
 
+    impl<H: BoardIommu> BoardPlatform<H> {
+        /// Every device under the core, not only the suite's three.
+        #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+        pub fn managed(&self) -> Vec<DeviceId> {
+            self.devs.iter().map(|d| d.id).collect()
+        }
+    }
+
     impl<H: BoardIommu> Platform for BoardPlatform<H> {
         type Hw = H;
 
@@ -185,11 +196,13 @@ pub(super) mod board {
         }
 
         fn devices(&self) -> (DeviceId, DeviceId, Option<DeviceId>) {
-            (
+            let widths: Vec<_> = self.devs.iter().map(|d| (d.id, d.pasid_bits)).collect();
+            // `setup` refuses fewer than two devices.
+            kernel::iommu::conformance::pick_devices(&widths).unwrap_or((
                 self.devs[0].id,
-                self.devs[1].id,
-                self.devs.get(2).map(|d| d.id),
-            )
+                self.devs[0].id,
+                None,
+            ))
         }
 
         fn dma(&mut self, dev: DeviceId, op: DmaOp, tag: DmaTag) -> Result<DmaResult, EngineError> {
@@ -281,6 +294,7 @@ pub(super) mod board {
             let signalling = open.unrecorded_engine(1, true)?;
             devs.push(Dev {
                 id,
+                pasid_bits: open.pasid_width(),
                 plain,
                 signalling,
                 open,

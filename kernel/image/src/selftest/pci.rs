@@ -10,7 +10,9 @@ use pci::enumerate::BridgeKind;
 
 /// Enumeration found the devices the board's test configuration adds,
 /// behind the kind of bridge the board file says, without errors, and bus
-/// numbers nest (every bridge's range inside its parent's).
+/// numbers nest (every bridge's range inside its parent's). A device the
+/// board file does not mention is logged, not a failure: the platform may
+/// have more than the board file knows.
 pub fn topology_matches_board() -> TestResult {
     let buses: Vec<_> = pcie::buses().collect();
     ensure!(!buses.is_empty(), "no PCI segment was enumerated");
@@ -60,19 +62,37 @@ pub fn topology_matches_board() -> TestResult {
             seen.push(format!("{:04x}:{:04x}@{place}", f.vendor, f.device));
         }
     }
-    seen.sort();
-    let mut want: Vec<String> = want
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    want.sort();
-    ensure_eq!(
-        seen.join(","),
-        want.join(","),
-        "endpoints behind bridges (vendor:device@where)"
+    let want: Vec<&str> = want.split(',').filter(|s| !s.is_empty()).collect();
+    let (missing, extra) = unmatched(&want, &seen);
+    for e in &extra {
+        log::info!("endpoint {e} is not in the board file (expect.pci): left alone");
+    }
+    ensure!(
+        missing.is_empty(),
+        "endpoints the board file states (expect.pci) but enumeration did not find: {}; \
+         found: {}",
+        missing.join(","),
+        seen.join(",")
     );
     Ok(())
+}
+
+/// What `want` names that `seen` lacks, and what `seen` has beyond `want`,
+/// counting repeats (two `x@switch` stated need two found).
+fn unmatched<'a>(want: &[&'a str], seen: &'a [String]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut extra: Vec<&str> = seen.iter().map(String::as_str).collect();
+    let mut missing = Vec::new();
+    for &w in want {
+        match extra.iter().position(|&s| s == w) {
+            Some(i) => {
+                extra.remove(i);
+            }
+            None => missing.push(w),
+        }
+    }
+    missing.sort_unstable();
+    extra.sort_unstable();
+    (missing, extra)
 }
 
 /// Each edu device copies a buffer into its memory and back by DMA (the
@@ -125,10 +145,12 @@ pub fn edu_dma_round_trip_with_msi() -> TestResult {
             ));
         }
     }
-    ensure!(
-        found > 0,
-        "no edu device found (the board's test configuration adds two)"
-    );
+    // What the board file says is there, `topology_matches_board` checks.
+    if found == 0 {
+        return Err(TestError::skip(
+            "no edu device (QEMU's DMA test device): nothing to test here",
+        ));
+    }
     Ok(())
 }
 
@@ -231,10 +253,12 @@ pub fn msix_masked_vector_waits_for_unmask() -> TestResult {
         });
         result?;
     }
-    ensure!(
-        found > 0,
-        "no igb found (the board's test configuration adds one)"
-    );
+    // What the board file says is there, `topology_matches_board` checks.
+    if found == 0 {
+        return Err(TestError::skip(
+            "no igb NIC (the MSI-X test device the CPU can trigger): nothing to test here",
+        ));
+    }
     Ok(())
 }
 

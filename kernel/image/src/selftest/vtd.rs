@@ -20,10 +20,11 @@ super::conformance::board_tests!(
 #[cfg(target_arch = "x86_64")]
 mod on_board {
     use super::super::conformance::board::{fail, VtdPlatform};
+    use alloc::format;
     use kernel::dma::{DmaOp, DmaStatus, DmaTag};
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::conformance::{core_err as core, read_u64, tagged, write_u64, Platform};
-    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, Pasid};
+    use kernel::iommu::domain::{DeviceId, DomainKind, Feature, IommuHw, Pasid};
     use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
     use kernel::{ensure, ensure_eq};
     use vtd::fault::FaultRecord;
@@ -307,19 +308,32 @@ mod on_board {
         )
     }
 
-    /// A PASID near 2^20 needs a PASID directory entry far past the first
-    /// page: the directory grows to the device's 20 bits (2^14 entries)
-    /// and a second PASID table appears; DMA under that PASID lands.
+    /// The largest PASID both the device and the unit take (2^20 - 1 with
+    /// full widths) needs a PASID table of its own, past the first (64
+    /// PASIDs each), and with more than 15 bits a directory entry past
+    /// the first directory page: the directory then grows to the unit's
+    /// width (2^(bits - 6) entries). DMA under that PASID lands.
     pub fn vtd_pasid_near_the_top(p: &mut VtdPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let sid = x.0 as u16;
+        let saved = p.iommu().pasid_range();
+        let top = match p.iommu().pasid_limit(x).map_err(core)? {
+            Some(top) if top >= 64 => top,
+            other => {
+                return Err(TestError::skip(format!(
+                    "the largest PASID device {x} and the unit share is {other:?}: \
+                     one PASID table covers it"
+                )))
+            }
+        };
+        let unit_bits = p.iommu().hw.pasid_bits();
         let page = p.alloc_pages(1, PAGE_SIZE)?;
         let d = p
             .iommu()
             .domain_alloc(DomainKind::Unmanaged)
             .map_err(core)?;
         let result = (|| -> TestResult {
-            p.iommu().set_pasid_range(0xffff0, 0xfffff).map_err(core)?;
+            p.iommu().set_pasid_range(top, top).map_err(core)?;
             p.iommu()
                 .map(d, IOVA, page, PAGE_SIZE, Prot::RW)
                 .map_err(core)?;
@@ -330,13 +344,18 @@ mod on_board {
             let pasid = p.iommu().aux_attach_device(d, x).map_err(core)?;
             let after = p.iommu().hw.pasid_directory(sid);
             log::info!("VT-d PASID {pasid:#x}: directory and tables {before:?} -> {after:?}");
-            ensure!(pasid.0 >= 0xffff0, "PASID {pasid:#x}");
-            ensure_eq!(after.map(|a| a.0), Some(1 << 14), "directory entries");
-            ensure_eq!(
-                after.map(|a| a.1),
-                before.map(|b| b.1 + 1),
-                "PASID tables (a second one)"
-            );
+            ensure_eq!(pasid, Pasid(top), "the PASID");
+            let (Some(before), Some(after)) = (before, after) else {
+                return Err(fail("the device has no PASID directory"));
+            };
+            let index = top >> 6;
+            let entries = if index < before.0 {
+                before.0
+            } else {
+                1u32 << (unit_bits.max(7) - 6)
+            };
+            ensure_eq!(after.0, entries, "directory entries");
+            ensure_eq!(after.1, before.1 + 1, "PASID tables (a second one)");
             ensure_eq!(
                 write_u64(p, x, IOVA + 8, 0x7a, tagged(pasid))?.status,
                 DmaStatus::Success,
@@ -352,7 +371,7 @@ mod on_board {
         let cleanup = p
             .iommu()
             .domain_free(d)
-            .and_then(|()| p.iommu().set_pasid_range(1, (1 << 20) - 1))
+            .and_then(|()| p.iommu().set_pasid_range(saved.0, saved.1))
             .map_err(core);
         p.free_pages(page, 1);
         result.and(cleanup)
