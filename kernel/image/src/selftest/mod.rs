@@ -146,7 +146,14 @@ pub fn run(cmdline_text: &str) -> bool {
     }
     let mut tap = TapWriter::start(Console, selected.len());
     for test in selected {
+        let start = crate::arch::now_ns();
         let result = (test.run)();
+        // Per-test durations for finding slow tests (`log=debug`).
+        log::debug!(
+            "{} took {} us",
+            test.name,
+            (crate::arch::now_ns() - start) / 1000
+        );
         tap.report(test.name, &result);
     }
     let s = tap.summary;
