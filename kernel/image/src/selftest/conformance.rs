@@ -255,7 +255,7 @@ pub(super) mod board {
     }
 
     fn setup<H: BoardIommu>(opts: Options) -> Result<BoardPlatform<H>, TestError> {
-        let opens = dma::open_all()?;
+        let opens = dma::open_all_to_bring_up()?;
         if opens.len() < 2 {
             return Err(TestError::skip(format!(
                 "the suite needs two pasid-dma devices, the board has {}",

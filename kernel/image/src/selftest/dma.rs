@@ -169,10 +169,27 @@ fn vector_of(segment: u16, f: &pci::Function) -> Result<MsiVector, TestError> {
     Ok(v)
 }
 
-fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Open, TestError> {
+/// Whether [`open`] makes DMA untranslated first, or the caller brings
+/// the IOMMU up itself before any DMA.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    Untranslated,
+    CallerBringsUp,
+}
+
+fn open(
+    segment: u16,
+    f: &'static pci::Function,
+    bar0: Option<u64>,
+    rest: Rest,
+) -> Result<Open, TestError> {
     // Untranslated unless the test brings the IOMMU up (an SMMU that is
-    // off aborts DMA).
-    crate::iommu::untranslated().map_err(fail)?;
+    // off aborts DMA). Opening does no DMA, so a caller that brings the
+    // IOMMU up next is spared a resting bring-up it would take down at
+    // once (on the SMMU a whole bring-up and tear-down per case).
+    if rest == Rest::Untranslated {
+        crate::iommu::untranslated().map_err(fail)?;
+    }
     let bar0 = bar0.ok_or_else(|| fail(format!("pasid-dma {}: BAR0 unassigned", f.bdf)))?;
     let msix = pcie::msix_of(f).map_err(|e| fail(format!("{e}")))?;
     let vector = vector_of(segment, f)?;
@@ -201,15 +218,16 @@ fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Op
 
 pub(super) fn first() -> Result<Open, TestError> {
     let (segment, f, bar0) = devices()?[0];
-    open(segment, f, bar0)
+    open(segment, f, bar0, Rest::Untranslated)
 }
 
-/// Every pasid-dma function, opened, widest PASID first.
+/// Every pasid-dma function, opened, widest PASID first, for a caller
+/// that brings the IOMMU up before any DMA.
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-pub(super) fn open_all() -> Result<Vec<Open>, TestError> {
+pub(super) fn open_all_to_bring_up() -> Result<Vec<Open>, TestError> {
     devices()?
         .into_iter()
-        .map(|(segment, f, bar0)| open(segment, f, bar0))
+        .map(|(segment, f, bar0)| open(segment, f, bar0, Rest::CallerBringsUp))
         .collect()
 }
 
@@ -763,7 +781,7 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
         ));
     };
     for (segment, f, bar0) in devices()? {
-        let o = open(segment, f, bar0)?;
+        let o = open(segment, f, bar0, Rest::Untranslated)?;
         let name = o.name();
         let width = f
             .find_cap(|c| match *c {

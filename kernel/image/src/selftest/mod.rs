@@ -68,6 +68,7 @@ pub fn tests() -> Vec<Test> {
         test!(iommu, iommu::smmuv3_coherency_from_firmware),
         test!(iommu, iommu::smmuv3_rmr_streams_reserved),
         test!(iommu, iommu::smmuv3_stage1_dma_inject_faults),
+        test!(iommu, iommu::one_bring_up_per_case),
     ];
     v.extend(conformance::tests());
     v.extend([
