@@ -2,7 +2,8 @@
 //! board's IOMMU with its pasid-dma devices. Each case gets a fresh
 //! platform: the driver takes over the IOMMU, the two widest devices and
 //! the narrow one are added to the core, every other function is left
-//! untranslated, and afterwards every device goes back as it was found,
+//! untranslated, and afterwards every device goes back as it was found
+//! (but for its claim, which lasts the run: `dma::CLAIMS`),
 //! translation is turned off, and leaks are checked (page tables, CD or
 //! PASID tables, the case's own pages).
 //!

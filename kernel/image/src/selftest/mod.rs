@@ -69,6 +69,7 @@ pub fn tests() -> Vec<Test> {
         test!(iommu, iommu::smmuv3_rmr_streams_reserved),
         test!(iommu, iommu::smmuv3_stage1_dma_inject_faults),
         test!(iommu, iommu::one_bring_up_per_case),
+        test!(iommu, iommu::devices_stay_claimed_across_cases),
     ];
     v.extend(conformance::tests());
     v.extend([
