@@ -50,9 +50,16 @@ pub fn claim<C: ConfigSpace + ?Sized>(
             BarKind::Mem32 | BarKind::Mem64 => CMD_MEMORY,
         };
     }
+    // A bridge already open is left alone: rewriting its command register
+    // makes an emulator remap its windows (QEMU rebuilds every address
+    // space's view for each such write), and opening the bridges is all
+    // that is wanted.
+    let open = CMD_IO | CMD_MEMORY | CMD_BUS_MASTER;
     for bridge in topology.upstream_bridges(f.bdf) {
         let cmd = cfg.command(bridge);
-        cfg.write_command(bridge, cmd | CMD_IO | CMD_MEMORY | CMD_BUS_MASTER);
+        if cmd & open != open {
+            cfg.write_command(bridge, cmd | open);
+        }
     }
     let cmd = cfg.command(f.bdf);
     cfg.write_command(f.bdf, cmd | enable);

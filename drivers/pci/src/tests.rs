@@ -740,6 +740,51 @@ fn claim_enables_only_the_claimed_function() {
     assert_eq!(fake.read16(f.bdf, 4) & 7, 0);
 }
 
+/// Config space that counts writes to each function's command register.
+struct CountingCommands<'a> {
+    inner: &'a mut Fake,
+    writes: Vec<Bdf>,
+}
+
+impl ConfigSpace for CountingCommands<'_> {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+        self.inner.read32(bdf, offset)
+    }
+
+    fn write32(&mut self, bdf: Bdf, offset: u16, value: u32) {
+        if offset == 4 {
+            self.writes.push(bdf);
+        }
+        self.inner.write32(bdf, offset, value);
+    }
+}
+
+/// A second claim behind the same bridges writes only the function's own
+/// command register: an emulator remaps a bridge's windows at every
+/// write to its command register (QEMU rebuilds every address space's
+/// view), which made each claim cost as much as a page of DMA.
+#[test]
+fn claim_leaves_open_bridges_alone() {
+    let Tree { mut fake, .. } = tree();
+    let mut topo = enumerate(&mut fake, 0, 0..=255, Policy::default());
+    assert_eq!(assign(&mut fake, &mut topo, &windows()), vec![]);
+    let f = topo.matching(&Edu).next().unwrap().clone();
+    let mut cfg = CountingCommands {
+        inner: &mut fake,
+        writes: Vec::new(),
+    };
+    let c = claim(&mut cfg, &topo, &f).unwrap();
+    assert_eq!(cfg.writes.len(), 4, "three bridges and the function");
+    release(&mut cfg, c);
+    cfg.writes.clear();
+    let c = claim(&mut cfg, &topo, &f).unwrap();
+    assert_eq!(cfg.writes, vec![f.bdf], "bridges already open");
+    release(&mut cfg, c);
+    for up in [bdf(0, 1, 0), bdf(1, 0, 0), bdf(2, 0, 0)] {
+        assert_eq!(cfg.read16(up, 4) & 7, 7, "{up} forwards");
+    }
+}
+
 #[test]
 #[allow(unsafe_code)]
 fn ecam_bounds() {

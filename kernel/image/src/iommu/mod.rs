@@ -118,10 +118,20 @@ pub fn bring_up<H: IommuDriver>(
     bring_up_unparked(opts, managed)
 }
 
+/// Bring-ups started since boot (the resting one included): a test
+/// checks that a conformance case costs one.
+static BRING_UPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many bring-ups have started since boot.
+pub fn bring_ups() -> u64 {
+    BRING_UPS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 fn bring_up_unparked<H: IommuDriver>(
     opts: Options,
     managed: &[Managed<'_>],
 ) -> Result<Up<H>, BringupError<H::Error>> {
+    BRING_UPS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let mut devices = Vec::new();
     for m in managed {
         let id = H::device_id(m.segment, m.f).ok_or(BringupError::NoDeviceId {

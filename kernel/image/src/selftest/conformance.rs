@@ -3,7 +3,8 @@
 //! platform: the driver takes over the IOMMU, every pasid-dma device is
 //! added to the core (the cases take the two widest and a narrow one by
 //! their PASID widths, `conformance::pick_devices`), every other function
-//! is left untranslated, and afterwards every device goes back as it was found,
+//! is left untranslated, and afterwards every device goes back as it was
+//! found (but for its claim, which lasts the run: `dma::CLAIMS`),
 //! translation is turned off, and leaks are checked (page tables, CD or
 //! PASID tables, the case's own pages).
 //!
@@ -268,7 +269,7 @@ pub(super) mod board {
     }
 
     fn setup<H: BoardIommu>(opts: Options) -> Result<BoardPlatform<H>, TestError> {
-        let opens = dma::open_all()?;
+        let opens = dma::open_all_to_bring_up()?;
         if opens.len() < 2 {
             return Err(TestError::skip(format!(
                 "the suite needs two pasid-dma devices, the board has {}",

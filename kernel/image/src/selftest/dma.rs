@@ -34,14 +34,13 @@ const NOWHERE: u64 = 0x7000_0000_0000;
 pub(super) type Engine = PasidDmaEngine<KernelHal>;
 
 /// A claimed pasid-dma function with MSI-X on, its first vector pointing
-/// at a fresh MSI.
+/// at a fresh MSI. The claim outlives it (see [`CLAIMS`]).
 pub(super) struct Open {
     pub(super) segment: u16,
     pub(super) f: &'static pci::Function,
     bar0: u64,
     /// The one binding of BAR0; the engines of each queue share it.
     pub(super) dev: Rc<PasidDma>,
-    claimed: Option<pci::Claimed>,
     msix: pci::msix::Msix,
     pub(super) vector: MsiVector,
 }
@@ -114,13 +113,10 @@ impl Drop for Open {
     fn drop(&mut self) {
         self.dev.reset();
         pcie::release_pasid_dma(self.bar0);
-        let (f, msix, claimed) = (self.f, &self.msix, self.claimed.take());
+        let (f, msix) = (self.f, &self.msix);
         pcie::with_config(self.segment, |cfg, _| {
             let _ = pci::features::disable_pasid(cfg, f);
             msix.disable(cfg);
-            if let Some(c) = claimed {
-                pci::driver::release(cfg, c);
-            }
         });
     }
 }
@@ -169,17 +165,56 @@ fn vector_of(segment: u16, f: &pci::Function) -> Result<MsiVector, TestError> {
     Ok(v)
 }
 
-fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Open, TestError> {
+/// pasid-dma functions stay claimed (decoding and bus mastering on) from
+/// their first open to the end of the run, by segment: turning a
+/// function's command bits off after every case and on before the next
+/// makes QEMU rebuild every address space's view each time, a third of a
+/// conformance case's time (more on q35 once many PASIDs have their own
+/// address spaces). Each open still resets the device, and its PASID
+/// capability and MSI-X go off when it is dropped.
+static CLAIMS: spin::Mutex<Vec<(u16, pci::Claimed)>> = spin::Mutex::new(Vec::new());
+
+/// Whether `f` is claimed (and stays so for the run).
+pub(super) fn stays_claimed(segment: u16, f: &pci::Function) -> bool {
+    CLAIMS
+        .lock()
+        .iter()
+        .any(|(s, c)| *s == segment && c.bdf == f.bdf)
+}
+
+/// Whether [`open`] makes DMA untranslated first, or the caller brings
+/// the IOMMU up itself before any DMA.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    Untranslated,
+    CallerBringsUp,
+}
+
+fn open(
+    segment: u16,
+    f: &'static pci::Function,
+    bar0: Option<u64>,
+    rest: Rest,
+) -> Result<Open, TestError> {
     // Untranslated unless the test brings the IOMMU up (an SMMU that is
-    // off aborts DMA).
-    crate::iommu::untranslated().map_err(fail)?;
+    // off aborts DMA). Opening does no DMA, so a caller that brings the
+    // IOMMU up next is spared a resting bring-up it would take down at
+    // once (on the SMMU a whole bring-up and tear-down per case).
+    if rest == Rest::Untranslated {
+        crate::iommu::untranslated().map_err(fail)?;
+    }
     let bar0 = bar0.ok_or_else(|| fail(format!("pasid-dma {}: BAR0 unassigned", f.bdf)))?;
     let msix = pcie::msix_of(f).map_err(|e| fail(format!("{e}")))?;
     let vector = vector_of(segment, f)?;
-    let claimed = pcie::with_config(segment, |cfg, topo| {
-        let c = pci::driver::claim(cfg, topo, f)?;
+    let claimed = stays_claimed(segment, f);
+    pcie::with_config(segment, |cfg, topo| {
+        if !claimed {
+            CLAIMS
+                .lock()
+                .push((segment, pci::driver::claim(cfg, topo, f)?));
+        }
         msix.enable(cfg, f);
-        Ok::<_, pci::PciError>(c)
+        Ok::<_, pci::PciError>(())
     })
     .ok_or_else(|| fail("segment vanished"))?
     .map_err(|e| fail(format!("{e}")))?;
@@ -193,7 +228,6 @@ fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Op
         f,
         bar0,
         dev: Rc::new(dev),
-        claimed: Some(claimed),
         msix,
         vector,
     })
@@ -201,15 +235,16 @@ fn open(segment: u16, f: &'static pci::Function, bar0: Option<u64>) -> Result<Op
 
 pub(super) fn first() -> Result<Open, TestError> {
     let (segment, f, bar0) = devices()?[0];
-    open(segment, f, bar0)
+    open(segment, f, bar0, Rest::Untranslated)
 }
 
-/// Every pasid-dma function, opened, widest PASID first.
+/// Every pasid-dma function, opened, widest PASID first, for a caller
+/// that brings the IOMMU up before any DMA.
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-pub(super) fn open_all() -> Result<Vec<Open>, TestError> {
+pub(super) fn open_all_to_bring_up() -> Result<Vec<Open>, TestError> {
     devices()?
         .into_iter()
-        .map(|(segment, f, bar0)| open(segment, f, bar0))
+        .map(|(segment, f, bar0)| open(segment, f, bar0, Rest::CallerBringsUp))
         .collect()
 }
 
@@ -800,7 +835,7 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
         }
     };
     for (segment, f, bar0) in devices()? {
-        let o = open(segment, f, bar0)?;
+        let o = open(segment, f, bar0, Rest::Untranslated)?;
         let name = o.name();
         let width = f
             .find_cap(|c| match *c {

@@ -388,3 +388,49 @@ pub(super) mod stage1 {
         result.and(restore)
     }
 }
+
+/// A conformance case brings the IOMMU up once: opening its devices
+/// brings up no resting IOMMU that the case's own bring-up takes down at
+/// once (on the SMMU that was a second bring-up and tear-down in every
+/// case, about a tenth of the suite's time).
+pub fn one_bring_up_per_case() -> TestResult {
+    // As a case finds it after another case: nothing up.
+    crate::iommu::park();
+    let before = crate::iommu::bring_ups();
+    super::conformance::board::run(|_| Ok(()))?;
+    ensure_eq!(
+        crate::iommu::bring_ups() - before,
+        1,
+        "IOMMU bring-ups for one conformance case"
+    );
+    Ok(())
+}
+
+/// The pasid-dma functions stay claimed from one conformance case to the
+/// next, decoding and bus mastering on: each case turning them off and
+/// on again made QEMU rebuild every address space's view four times per
+/// function.
+pub fn devices_stay_claimed_across_cases() -> TestResult {
+    use pci::config::{CMD_BUS_MASTER, CMD_MEMORY};
+    use pci::ConfigSpace;
+    super::conformance::board::run(|_| Ok(()))?;
+    let mut seen = 0;
+    for (segment, f, _) in pcie::functions_of(pasid_dma::VENDOR, pasid_dma::DEVICE, 0) {
+        seen += 1;
+        let cmd = pcie::with_config(segment, |cfg, _| cfg.read16(f.bdf, 4))
+            .ok_or_else(|| TestError::fail("segment vanished"))?;
+        ensure!(
+            super::dma::stays_claimed(segment, f),
+            "pasid-dma {} is not held claimed after a case",
+            f.bdf
+        );
+        ensure_eq!(
+            cmd & (CMD_MEMORY | CMD_BUS_MASTER),
+            CMD_MEMORY | CMD_BUS_MASTER,
+            "pasid-dma {}: memory decoding and bus mastering after a case",
+            f.bdf
+        );
+    }
+    ensure!(seen > 0, "no pasid-dma function");
+    Ok(())
+}
