@@ -305,6 +305,14 @@ fn host_bridges_from_aml(
 }
 
 impl Topology {
+    /// The host bridge whose bus range holds `bus` of `segment`: the root
+    /// whose windows a function there decodes in.
+    pub fn host_bridge_of(&self, segment: u16, bus: u8) -> Option<&PciHostBridge> {
+        self.host_bridges
+            .iter()
+            .find(|b| b.segment == segment && (b.buses.0..=b.buses.1).contains(&bus))
+    }
+
     /// The CPU-side MMIO ranges of the host bridges of `segment`: where
     /// BARs live, to be mapped as device memory.
     pub fn pci_mmio_windows(&self, segment: u16) -> Vec<PhysRange> {
