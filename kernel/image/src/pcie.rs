@@ -9,6 +9,7 @@ use crate::discovery::{EcamWindow, Topology};
 use alloc::vec::Vec;
 use kernel::addr::PhysRange;
 use pci::assign::{assign, fill_unassigned, Window};
+use pci::config::ConfigSpace;
 use pci::ecam::Ecam;
 use pci::enumerate::{enumerate, Policy, Topology as Bus};
 use spin::Once;
@@ -222,7 +223,33 @@ fn enumerate_dt(cfg: &mut Ecam, w: &EcamWindow, windows: &[Window]) -> Bus {
     }
     let errors = assign(cfg, &mut bus, windows);
     bus.errors.extend(errors);
+    decode_expander_ports(cfg, &bus, &peers);
     bus
+}
+
+/// Turns memory decoding on for the bridges on the expanders' root buses
+/// that have a memory BAR of their own (as claiming a function behind
+/// them would). Without firmware, the platform describes an expander's
+/// windows (its `_CRS`, built when the ACPI tables are first read) from
+/// what decodes on its root bus then: bridge windows always, a function's
+/// own BARs only with memory decoding on; a root port's BAR would
+/// otherwise lie outside its host bridge's windows. Nothing behind the
+/// bridges decodes until a driver claims it.
+fn decode_expander_ports(cfg: &mut Ecam, bus: &Bus, peers: &[u8]) {
+    let ports = bus
+        .functions
+        .iter()
+        .filter(|f| f.parent.is_none() && f.header_type == 1 && peers.contains(&f.bdf.bus()));
+    for f in ports {
+        let memory = f
+            .bars
+            .iter()
+            .any(|b| b.kind != pci::BarKind::Io && b.address.is_some());
+        if memory {
+            let cmd = cfg.command(f.bdf);
+            cfg.write_command(f.bdf, cmd | pci::config::CMD_MEMORY);
+        }
+    }
 }
 
 /// Firmware (a PC's BIOS or UEFI) numbered the buses and assigned
