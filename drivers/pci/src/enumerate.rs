@@ -94,6 +94,18 @@ impl Topology {
         self.bridges.iter().find(|b| b.bdf == bdf)
     }
 
+    /// Takes in what was found under a further root bus of the same
+    /// segment (scanned with its own bus range); `root_buses` grows to
+    /// cover both.
+    pub fn merge(&mut self, other: Topology) {
+        let start = *self.root_buses.start().min(other.root_buses.start());
+        let end = *self.root_buses.end().max(other.root_buses.end());
+        self.root_buses = start..=end;
+        self.functions.extend(other.functions);
+        self.bridges.extend(other.bridges);
+        self.errors.extend(other.errors);
+    }
+
     /// The bridges from the root bus down to `bdf`'s parent, root first.
     pub fn upstream_bridges(&self, bdf: Bdf) -> Vec<Bdf> {
         let mut path = Vec::new();
@@ -108,6 +120,89 @@ impl Topology {
         path.reverse();
         path
     }
+}
+
+/// Class code (class and subclass) of a host bridge function.
+const HOST_BRIDGE_CLASS: u32 = 0x0600;
+
+/// The buses of `range` (after its first, the root bus) that are further
+/// root buses of the same configuration space, each behind a host bridge
+/// of its own (an expander bridge: a host-bridge function on the root
+/// bus, its buses starting at a number of its own that no bridge of the
+/// root bus forwards). Only looked for when the root bus holds a host
+/// bridge function beside the root complex's own at device 0: probing
+/// buses nobody forwards is then safe. Buses behind the bridges of the
+/// root bus or of a root found are skipped. For a machine described by a
+/// devicetree only; ACPI names each root bus (`_BBN`, `_CRS`).
+pub fn peer_root_buses<C: ConfigSpace + ?Sized>(cfg: &C, range: RangeInclusive<u8>) -> Vec<u8> {
+    let first = *range.start();
+    let mut roots = Vec::new();
+    let expander = (1..32).any(|d| {
+        Bdf::new(first, d, 0).is_some_and(|f| {
+            present(cfg, f) && cfg.read32(f, CLASS_REVISION) >> 16 == HOST_BRIDGE_CLASS
+        })
+    });
+    if !expander {
+        return roots;
+    }
+    let mut forwarded = forwarded_buses(cfg, first);
+    for bus in range.clone().skip(1) {
+        if forwarded.iter().any(|r| r.contains(&bus)) {
+            continue;
+        }
+        if (0..32).any(|d| Bdf::new(bus, d, 0).is_some_and(|f| present(cfg, f))) {
+            roots.push(bus);
+            forwarded.extend(forwarded_buses(cfg, bus));
+        }
+    }
+    roots
+}
+
+/// Each root bus's range: from its number to the bus before the next
+/// root's (the last one to the end of `range`). `peers` ascending, inside
+/// `range`, after its first bus.
+pub fn root_ranges(range: RangeInclusive<u8>, peers: &[u8]) -> Vec<RangeInclusive<u8>> {
+    let starts = core::iter::once(*range.start()).chain(peers.iter().copied());
+    let ends = peers
+        .iter()
+        .map(|p| p.saturating_sub(1))
+        .chain(core::iter::once(*range.end()));
+    starts.zip(ends).map(|(s, e)| s..=e).collect()
+}
+
+fn present<C: ConfigSpace + ?Sized>(cfg: &C, bdf: Bdf) -> bool {
+    let vendor = cfg.read16(bdf, VENDOR_ID);
+    vendor != 0xffff && vendor != 0
+}
+
+/// The bus ranges the bridges on `bus` forward (firmware's numbers).
+fn forwarded_buses<C: ConfigSpace + ?Sized>(cfg: &C, bus: u8) -> Vec<RangeInclusive<u8>> {
+    let mut out = Vec::new();
+    for d in 0..32 {
+        for f in 0..8 {
+            let Some(bdf) = Bdf::new(bus, d, f) else {
+                continue;
+            };
+            if !present(cfg, bdf) {
+                if f == 0 {
+                    break;
+                }
+                continue;
+            }
+            let header = cfg.read8(bdf, HEADER_TYPE);
+            if header & 0x7f == 1 {
+                let n = cfg.read32(bdf, BUS_NUMBERS);
+                let (sec, sub) = ((n >> 8) as u8, (n >> 16) as u8);
+                if sec > bus && sub >= sec {
+                    out.push(sec..=sub);
+                }
+            }
+            if f == 0 && header & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 struct Walk<'a, C: ConfigSpace + ?Sized> {
@@ -190,8 +285,7 @@ impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
     }
 
     fn present(&self, bdf: Bdf) -> bool {
-        let vendor = self.cfg.read16(bdf, VENDOR_ID);
-        vendor != 0xffff && vendor != 0
+        present(&*self.cfg, bdf)
     }
 
     /// Records the function; for a bridge, returns its kind.

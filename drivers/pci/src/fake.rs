@@ -146,10 +146,16 @@ impl FakeFn {
     }
 }
 
+/// The functions on one bus: (device, function, index into `fns`).
+type BusList = Vec<(u8, u8, usize)>;
+
 #[derive(Default)]
 pub struct Fake {
     pub fns: Vec<FakeFn>,
-    root: Vec<(u8, u8, usize)>,
+    root: BusList,
+    /// Further root buses (a host bridge beside bus 0's, as an expander
+    /// bridge is): their bus number and functions.
+    peers: Vec<(u8, BusList)>,
 }
 
 impl Fake {
@@ -165,10 +171,29 @@ impl Fake {
         i
     }
 
-    /// Routes a config cycle as the bridges would (root bus is 0).
+    /// Adds `f` at device/function on the further root bus `bus`.
+    pub fn add_peer(&mut self, bus: u8, dev: u8, func: u8, f: FakeFn) -> usize {
+        let i = self.fns.len();
+        self.fns.push(f);
+        match self.peers.iter_mut().find(|(b, _)| *b == bus) {
+            Some((_, list)) => list.push((dev, func, i)),
+            None => self.peers.push((bus, vec![(dev, func, i)])),
+        }
+        i
+    }
+
+    /// Routes a config cycle as the bridges would: from root bus 0, then
+    /// from each further root bus at or below the target bus.
     pub fn route(&self, bdf: Bdf) -> Option<usize> {
-        let mut list = &self.root;
-        let mut bus = 0u8;
+        let peers = self.peers.iter().filter(|(b, _)| *b <= bdf.bus());
+        core::iter::once((0u8, &self.root))
+            .chain(peers.map(|(b, l)| (*b, l)))
+            .find_map(|(bus, list)| self.route_from(bus, list, bdf))
+    }
+
+    fn route_from(&self, root: u8, list: &BusList, bdf: Bdf) -> Option<usize> {
+        let mut list = list;
+        let mut bus = root;
         for _ in 0..256 {
             if bdf.bus() == bus {
                 return list

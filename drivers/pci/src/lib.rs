@@ -39,6 +39,8 @@ pub use caps::{capabilities, CapError, Capability, ExtCapIter, PortType, RawCap,
 pub use config::{Bdf, ConfigSpace};
 pub use driver::{claim, release, Claimed, Driver};
 pub use ecam::Ecam;
-pub use enumerate::{enumerate, Bridge, BridgeKind, Function, Policy, Topology};
+pub use enumerate::{
+    enumerate, peer_root_buses, root_ranges, Bridge, BridgeKind, Function, Policy, Topology,
+};
 pub use error::PciError;
 pub use features::{disable_ats, disable_pasid, disable_pri, enable_ats, enable_pasid, enable_pri};

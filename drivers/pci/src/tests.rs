@@ -6,7 +6,9 @@ use crate::caps::{capabilities, CapError, Capability, PortType};
 use crate::config::{Bdf, ConfigSpace, CMD_BUS_MASTER, CMD_IO, CMD_MEMORY};
 use crate::driver::{claim, release, Driver};
 use crate::ecam::Ecam;
-use crate::enumerate::{enumerate, BridgeKind, Function, Policy, Topology};
+use crate::enumerate::{
+    enumerate, peer_root_buses, root_ranges, BridgeKind, Function, Policy, Topology,
+};
 use crate::error::PciError;
 use crate::fake::{Fake, FakeFn};
 use alloc::format;
@@ -156,6 +158,64 @@ fn qemu_bus_reservation_widens_a_bridge() {
     let a = fake.add(None, 1, 0, reserving_port(1000));
     enumerate(&mut fake, 0, 0..=255, Policy::default());
     assert_eq!(buses(&fake, a), (0, 1, 255));
+}
+
+/// Bus 0 with a root port asking for 200 buses and an expander (a second
+/// host bridge function), whose own root bus is 0x80, with a root port
+/// and an endpoint behind it.
+fn two_roots() -> (Fake, usize, usize) {
+    let mut fake = Fake::default();
+    fake.add(None, 0, 0, FakeFn::endpoint(0x1b36, 0x0008, 0x06_0000));
+    let rp = fake.add(None, 1, 0, reserving_port(200));
+    fake.add(
+        Some(rp),
+        0,
+        0,
+        FakeFn::endpoint(0x1234, 0x11e8, 0x00ff_0000).mem32(0, 0x10_0000, false),
+    );
+    fake.add(None, 2, 0, FakeFn::endpoint(0x1b36, 0x000b, 0x06_0000));
+    let peer_rp = fake.add_peer(0x80, 0, 0, FakeFn::bridge(Some(RP)));
+    fake.add(
+        Some(peer_rp),
+        0,
+        0,
+        FakeFn::endpoint(0x1234, 0x5a51, 0x08_8000).mem32(0, 0x4000, false),
+    );
+    (fake, rp, peer_rp)
+}
+
+/// The expander's root bus is found, each root is numbered inside its own
+/// range (bus 0's reservation stops below 0x80, so no bus number is on
+/// both sides), and one assignment over both places every BAR.
+#[test]
+fn a_second_root_bus_is_scanned_in_its_own_bus_range() {
+    let (mut fake, rp, peer_rp) = two_roots();
+    let peers = peer_root_buses(&fake, 0..=255);
+    assert_eq!(peers, vec![0x80]);
+    let roots = root_ranges(0..=255, &peers);
+    assert_eq!(roots, vec![0..=0x7f, 0x80..=255]);
+    let mut topo = enumerate(&mut fake, 0, roots[0].clone(), Policy::default());
+    topo.merge(enumerate(&mut fake, 0, roots[1].clone(), Policy::default()));
+    assert_eq!(topo.errors, vec![]);
+    assert_eq!(topo.root_buses, 0..=255);
+    assert_eq!(buses(&fake, rp), (0, 1, 0x7f));
+    assert_eq!(buses(&fake, peer_rp), (0x80, 0x81, 0x81));
+    let behind = topo.function(bdf(0x81, 0, 0)).expect("behind the expander");
+    assert_eq!(
+        (behind.vendor, behind.parent),
+        (0x1234, Some(bdf(0x80, 0, 0)))
+    );
+    assert!(topo.function(bdf(1, 0, 0)).is_some());
+    assert_eq!(assign(&mut fake, &mut topo, &windows()), vec![]);
+    check_assignment(&fake, &topo, &windows());
+    // Numbered now: the buses behind either root's bridges are no roots.
+    assert_eq!(peer_root_buses(&fake, 0..=255), vec![0x80]);
+    // Without a host bridge function beside 00.0 nothing is probed.
+    let mut plain = Fake::default();
+    plain.add(None, 0, 0, FakeFn::endpoint(0x1b36, 0x0008, 0x06_0000));
+    plain.add_peer(0x80, 0, 0, FakeFn::bridge(Some(RP)));
+    assert_eq!(peer_root_buses(&plain, 0..=255), vec![]);
+    assert_eq!(root_ranges(0..=255, &[]), vec![0..=255]);
 }
 
 #[test]

@@ -93,7 +93,7 @@ mod run {
         crate::pcie::enumerate_early();
         let topology = crate::discovery::discover(boot);
         crate::discovery::report(topology);
-        crate::discovery::report_functions(&crate::discovery::route_bus0(topology));
+        crate::discovery::report_functions(&crate::discovery::route_root_buses(topology));
         crate::pcie::enumerate_all(topology);
         crate::iommu::boot_check();
         // `crash=unexpected` proves the crash path ends the run as failed.

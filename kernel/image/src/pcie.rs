@@ -1,4 +1,6 @@
-//! PCI enumeration of every ECAM window discovery found. Bus numbers are
+//! PCI enumeration of every ECAM window discovery found, each root bus in
+//! it (ACPI host bridges; on a devicetree machine, expanders found behind
+//! its host bridge) inside its own bus range. Bus numbers are
 //! kept where firmware set them (q35) and assigned where nobody did (virt
 //! booted with -kernel); BARs likewise: from the devicetree's host bridge
 //! windows where nobody assigned them, and where firmware did (ACPI
@@ -7,6 +9,7 @@ use crate::discovery::{EcamWindow, Topology};
 use alloc::vec::Vec;
 use kernel::addr::PhysRange;
 use pci::assign::{assign, fill_unassigned, Window};
+use pci::config::ConfigSpace;
 use pci::ecam::Ecam;
 use pci::enumerate::{enumerate, Policy, Topology as Bus};
 use spin::Once;
@@ -81,27 +84,22 @@ fn dt_windows(w: &EcamWindow) -> Option<Vec<Window>> {
     Some(host.windows.iter().filter_map(Window::from_dt).collect())
 }
 
-/// The host bridge windows discovery read from ACPI `_CRS` for `segment`.
-fn acpi_windows(segment: u16) -> Vec<Window> {
-    let Some(t) = crate::discovery::get() else {
-        return Vec::new();
-    };
+/// The windows of one host bridge discovery read from ACPI `_CRS`.
+fn acpi_windows(b: &crate::discovery::PciHostBridge) -> Vec<Window> {
+    let kinds = [
+        (&b.io, pci::bar::BarKind::Io),
+        (&b.mem32, pci::bar::BarKind::Mem32),
+        (&b.mem64, pci::bar::BarKind::Mem64),
+    ];
     let mut out = Vec::new();
-    for b in t.host_bridges.iter().filter(|b| b.segment == segment) {
-        let kinds = [
-            (&b.io, pci::bar::BarKind::Io),
-            (&b.mem32, pci::bar::BarKind::Mem32),
-            (&b.mem64, pci::bar::BarKind::Mem64),
-        ];
-        for (ws, kind) in kinds {
-            out.extend(ws.iter().map(|w| Window {
-                kind,
-                prefetchable: false,
-                cpu_base: w.cpu_start(),
-                pci_base: w.start,
-                size: w.len(),
-            }));
-        }
+    for (ws, kind) in kinds {
+        out.extend(ws.iter().map(|w| Window {
+            kind,
+            prefetchable: false,
+            cpu_base: w.cpu_start(),
+            pci_base: w.start,
+            size: w.len(),
+        }));
     }
     out
 }
@@ -156,8 +154,10 @@ pub fn enumerate_early() {
     *EARLY.lock() = segments;
 }
 
-/// Scans one ECAM window: bus numbers, capabilities, BARs (assigned from
-/// the devicetree's host bridge windows where there is one).
+/// Scans one ECAM window, every root bus in it: bus numbers,
+/// capabilities, BARs (assigned from the devicetree's host bridge windows
+/// where there is one, else kept from firmware and completed inside each
+/// ACPI host bridge's `_CRS` windows).
 fn enumerate_window(w: &EcamWindow) -> Segment {
     let t0 = crate::arch::now_ns();
     let Some(mut cfg) = ecam(w) else {
@@ -174,45 +174,10 @@ fn enumerate_window(w: &EcamWindow) -> Segment {
             },
         };
     };
-    let mut bus = enumerate(
-        &mut cfg,
-        w.segment,
-        w.start_bus..=w.end_bus,
-        Policy::default(),
-    );
-    // Without a devicetree (PC firmware) the BARs firmware set stay.
-    if let Some(windows) = dt_windows(w) {
-        // Every devicetree window is CPU memory (I/O space too, on the
-        // platforms that describe themselves this way).
-        for win in &windows {
-            let r = PhysRange::new(win.cpu_base, win.size);
-            crate::mapping::map_device(r, "PCI host-bridge window");
-        }
-        let errors = assign(&mut cfg, &mut bus, &windows);
-        bus.errors.extend(errors);
-    } else {
-        // Firmware (a PC's BIOS or UEFI) assigned resources: its BARs and
-        // bridge windows stay; only what it left unassigned is placed,
-        // inside the host bridge's `_CRS` windows.
-        let windows = acpi_windows(w.segment);
-        if let Some(t) = crate::discovery::get() {
-            for r in t.pci_mmio_windows(w.segment) {
-                crate::mapping::map_device(r, "PCI host-bridge window");
-            }
-        }
-        if windows.is_empty() {
-            // No windows known: take firmware's addresses as the CPU's own
-            // (what a PC's host bridge does).
-            for f in &mut bus.functions {
-                for b in &mut f.bars {
-                    b.cpu_address = b.address;
-                }
-            }
-        } else {
-            let errors = fill_unassigned(&mut cfg, &mut bus, &windows);
-            bus.errors.extend(errors);
-        }
-    }
+    let mut bus = match dt_windows(w) {
+        Some(windows) => enumerate_dt(&mut cfg, w, &windows),
+        None => enumerate_acpi(&mut cfg, w),
+    };
     map_bars(&mut bus);
     log::info!(
         "pci segment {}: {} function(s), {} bridge(s), {} error(s) in {} us",
@@ -226,6 +191,122 @@ fn enumerate_window(w: &EcamWindow) -> Segment {
         window: w.clone(),
         bus,
     }
+}
+
+/// A devicetree host bridge: its root bus, and every further root bus
+/// found behind it (an expander bridge's, which the devicetree does not
+/// describe), each numbered inside its own bus range so that no bus
+/// number is on both sides; then BARs from the devicetree's windows, which
+/// the expanders decode inside too. Bus numbers and windows set here are
+/// what the ACPI tables (built when first read, after this) describe.
+fn enumerate_dt(cfg: &mut Ecam, w: &EcamWindow, windows: &[Window]) -> Bus {
+    let range = w.start_bus..=w.end_bus;
+    let peers = pci::peer_root_buses(&*cfg, range.clone());
+    let mut roots = pci::root_ranges(range.clone(), &peers).into_iter();
+    let first = roots.next().unwrap_or(range);
+    let mut bus = enumerate(cfg, w.segment, first, Policy::default());
+    for root in roots {
+        log::info!(
+            "pci segment {}: a further root bus {:#x} (buses {:#x}-{:#x})",
+            w.segment,
+            root.start(),
+            root.start(),
+            root.end()
+        );
+        bus.merge(enumerate(cfg, w.segment, root, Policy::default()));
+    }
+    // Every devicetree window is CPU memory (I/O space too, on the
+    // platforms that describe themselves this way).
+    for win in windows {
+        let r = PhysRange::new(win.cpu_base, win.size);
+        crate::mapping::map_device(r, "PCI host-bridge window");
+    }
+    let errors = assign(cfg, &mut bus, windows);
+    bus.errors.extend(errors);
+    decode_expander_ports(cfg, &bus, &peers);
+    bus
+}
+
+/// Turns memory decoding on for the bridges on the expanders' root buses
+/// that have a memory BAR of their own (as claiming a function behind
+/// them would). Without firmware, the platform describes an expander's
+/// windows (its `_CRS`, built when the ACPI tables are first read) from
+/// what decodes on its root bus then: bridge windows always, a function's
+/// own BARs only with memory decoding on; a root port's BAR would
+/// otherwise lie outside its host bridge's windows. Nothing behind the
+/// bridges decodes until a driver claims it.
+fn decode_expander_ports(cfg: &mut Ecam, bus: &Bus, peers: &[u8]) {
+    let ports = bus
+        .functions
+        .iter()
+        .filter(|f| f.parent.is_none() && f.header_type == 1 && peers.contains(&f.bdf.bus()));
+    for f in ports {
+        let memory = f
+            .bars
+            .iter()
+            .any(|b| b.kind != pci::BarKind::Io && b.address.is_some());
+        if memory {
+            let cmd = cfg.command(f.bdf);
+            cfg.write_command(f.bdf, cmd | pci::config::CMD_MEMORY);
+        }
+    }
+}
+
+/// Firmware (a PC's BIOS or UEFI) numbered the buses and assigned
+/// resources: each ACPI host bridge of the window's segment is a root bus
+/// scanned inside its own `_CRS` bus range, its firmware BARs and bridge
+/// windows kept and only what firmware left unassigned placed inside its
+/// own `_CRS` windows.
+fn enumerate_acpi(cfg: &mut Ecam, w: &EcamWindow) -> Bus {
+    let mut bridges: Vec<&crate::discovery::PciHostBridge> = crate::discovery::get()
+        .map(|t| {
+            t.host_bridges
+                .iter()
+                .filter(|b| b.segment == w.segment)
+                .filter(|b| b.buses.0 >= w.start_bus && b.buses.0 <= w.end_bus)
+                .collect()
+        })
+        .unwrap_or_default();
+    bridges.sort_by_key(|b| b.buses.0);
+    if let Some(t) = crate::discovery::get() {
+        for r in t.pci_mmio_windows(w.segment) {
+            crate::mapping::map_device(r, "PCI host-bridge window");
+        }
+    }
+    let mut roots: Vec<(core::ops::RangeInclusive<u8>, Vec<Window>)> = bridges
+        .iter()
+        .map(|b| {
+            (
+                b.buses.0..=b.buses.1.clamp(b.buses.0, w.end_bus),
+                acpi_windows(b),
+            )
+        })
+        .collect();
+    if roots.is_empty() {
+        // No host bridge described: one root over the whole window.
+        roots.push((w.start_bus..=w.end_bus, Vec::new()));
+    }
+    let mut all: Option<Bus> = None;
+    for (root, windows) in roots {
+        let mut bus = enumerate(cfg, w.segment, root, Policy::default());
+        if windows.is_empty() {
+            // No windows known: take firmware's addresses as the CPU's own
+            // (what a PC's host bridge does).
+            for f in &mut bus.functions {
+                for bar in &mut f.bars {
+                    bar.cpu_address = bar.address;
+                }
+            }
+        } else {
+            let errors = fill_unassigned(cfg, &mut bus, &windows);
+            bus.errors.extend(errors);
+        }
+        match &mut all {
+            Some(a) => a.merge(bus),
+            None => all = Some(bus),
+        }
+    }
+    all.unwrap_or_else(|| enumerate(cfg, w.segment, w.start_bus..=w.end_bus, Policy::default()))
 }
 
 /// Every ECAM window discovery found, enumerated (or taken over from

@@ -305,6 +305,14 @@ fn host_bridges_from_aml(
 }
 
 impl Topology {
+    /// The host bridge whose bus range holds `bus` of `segment`: the root
+    /// whose windows a function there decodes in.
+    pub fn host_bridge_of(&self, segment: u16, bus: u8) -> Option<&PciHostBridge> {
+        self.host_bridges
+            .iter()
+            .find(|b| b.segment == segment && (b.buses.0..=b.buses.1).contains(&bus))
+    }
+
     /// The CPU-side MMIO ranges of the host bridges of `segment`: where
     /// BARs live, to be mapped as device memory.
     pub fn pci_mmio_windows(&self, segment: u16) -> Vec<PhysRange> {
@@ -432,32 +440,50 @@ fn ecam_read32(w: &EcamWindow, bus: u8, dev: u8, func: u8, offset: u16) -> Optio
     crate::pcie::ecam(w)?.try_read32(bdf, offset).ok()
 }
 
-/// Probes the first bus of each ECAM window (full enumeration is the PCI
-/// driver's job) and resolves every function through the IORT or DMAR.
-pub fn route_bus0(t: &Topology) -> Vec<RoutedFunction> {
+/// Probes the root buses of each ECAM window, its first bus and the first
+/// bus of every host bridge of its segment inside it (an expander's; full
+/// enumeration is the PCI driver's job), and resolves every function
+/// through the IORT or DMAR.
+pub fn route_root_buses(t: &Topology) -> Vec<RoutedFunction> {
     let mut out = Vec::new();
     for w in &t.ecam {
-        let bus = w.start_bus;
-        for dev in 0..32u8 {
-            for func in 0..8u8 {
-                let Some(id) = ecam_read32(w, bus, dev, func, 0) else {
-                    continue;
-                };
-                if id & 0xffff == 0xffff {
-                    if func == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                out.push(route(t, w, bus, dev, func, id));
-                let header = ecam_read32(w, bus, dev, 0, 0xc).unwrap_or(0) >> 16;
-                if func == 0 && header & 0x80 == 0 {
-                    break;
-                }
-            }
+        let mut roots: Vec<u8> = t
+            .host_bridges
+            .iter()
+            .filter(|b| b.segment == w.segment)
+            .map(|b| b.buses.0)
+            .filter(|&b| b > w.start_bus && b <= w.end_bus)
+            .collect();
+        roots.push(w.start_bus);
+        roots.sort_unstable();
+        roots.dedup();
+        for bus in roots {
+            route_bus(t, w, bus, &mut out);
         }
     }
     out
+}
+
+/// Every function answering on `bus` of window `w`, routed.
+fn route_bus(t: &Topology, w: &EcamWindow, bus: u8, out: &mut Vec<RoutedFunction>) {
+    for dev in 0..32u8 {
+        for func in 0..8u8 {
+            let Some(id) = ecam_read32(w, bus, dev, func, 0) else {
+                continue;
+            };
+            if id & 0xffff == 0xffff {
+                if func == 0 {
+                    break;
+                }
+                continue;
+            }
+            out.push(route(t, w, bus, dev, func, id));
+            let header = ecam_read32(w, bus, dev, 0, 0xc).unwrap_or(0) >> 16;
+            if func == 0 && header & 0x80 == 0 {
+                break;
+            }
+        }
+    }
 }
 
 fn route(t: &Topology, w: &EcamWindow, bus: u8, dev: u8, func: u8, id: u32) -> RoutedFunction {

@@ -88,7 +88,8 @@ pub fn console_matches_board() -> TestResult {
     Ok(())
 }
 
-/// Every function on the first bus of each segment resolves to one of the
+/// Every function on a root bus of each segment (its first bus, and each
+/// further host bridge's, as an expander's) resolves to one of the
 /// described IOMMUs, each with its own stream id; where the board file says
 /// so (`expect.stream_ids=rid`: QEMU's IORT maps RIDs to StreamIDs one to
 /// one, and on VT-d the source id is the RID), the stream id is the
@@ -98,7 +99,7 @@ pub fn pci_functions_routed() -> TestResult {
     if t.ecam.is_empty() {
         return Err(TestError::skip("no ECAM window described"));
     }
-    let functions = discovery::route_bus0(t);
+    let functions = discovery::route_root_buses(t);
     ensure!(
         !functions.is_empty(),
         "no PCI function answered on bus 0 of {:?}",
@@ -201,7 +202,7 @@ pub fn acpi_agrees_with_devicetree() -> TestResult {
     let Some(host) = dt.pcie.first() else {
         return Ok(());
     };
-    for f in discovery::route_bus0(t) {
+    for f in discovery::route_root_buses(t) {
         let rid = (f.bus as u16) << 8 | (f.device as u16) << 3 | f.function as u16;
         let dt_iommu = dt.iommu_for(host, rid).map(|i| (i.smmu_base, i.stream_id));
         let acpi_iommu = f.iommu.as_ref().map(|(u, sid)| (Some(u.base), *sid));
