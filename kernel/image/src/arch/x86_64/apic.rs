@@ -177,10 +177,16 @@ pub fn enter_mode() {
 /// Chooses x2APIC mode on the boot CPU when it has it (or firmware
 /// enabled it); refuses if `highest_id` needs it and the CPU lacks it.
 /// Returns whether x2APIC mode is on.
-pub fn choose_mode(highest_id: u32) -> Result<bool, ApicError> {
+///
+/// `prefer_xapic` (`apic=xapic` on the command line) keeps xAPIC unless
+/// firmware chose x2APIC or an id needs it: QEMU under `-icount` stops
+/// with "Bad icount read" when the guest reads the x2APIC timer through
+/// an MSR, so the runner's virtual-time benchmark asks for xAPIC.
+pub fn choose_mode(highest_id: u32, prefer_xapic: bool) -> Result<bool, ApicError> {
     // SAFETY: reading IA32_APIC_BASE has no side effects.
     let already = unsafe { Msr::new(IA32_APIC_BASE).read() } & APIC_BASE_X2APIC != 0;
-    let use_x2 = already || cpu_has_x2apic();
+    let needed = highest_id > acpi_tables::madt::XAPIC_MAX_ID;
+    let use_x2 = already || (cpu_has_x2apic() && (needed || !prefer_xapic));
     if !use_x2 && highest_id > acpi_tables::madt::XAPIC_MAX_ID {
         return Err(ApicError::NoX2Apic(highest_id));
     }

@@ -200,7 +200,8 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     let highest = plan
         .as_ref()
         .map_or(0, |p| p.start.iter().copied().max().unwrap_or(0));
-    match apic::choose_mode(highest) {
+    let prefer_xapic = cmdline::get(&pvh.cmdline, "apic") == Some("xapic");
+    match apic::choose_mode(highest, prefer_xapic) {
         Ok(x2) => log::debug!("local APIC in {} mode", if x2 { "x2APIC" } else { "xAPIC" }),
         Err(e) => console::bail_out(format_args!("local APIC: {e}")),
     }
