@@ -89,11 +89,14 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         .flat_map(|p| p.reserved_memory.iter().filter(|m| m.no_map))
         .flat_map(|m| m.regions.iter().map(|r| PhysRange::new(r.base, r.size)))
         .collect();
-    mmu::add_ram(&kernel::mm::ranges::subtract(&facts.ram, &no_map));
+    let unmapped = mmu::add_ram(&kernel::mm::ranges::subtract(&facts.ram, &no_map));
     if let Some(p) = dt::platform() {
         mmu::map_described(p);
     }
     logger::init(cmdline::get(facts.bootargs, "log"));
+    for r in &unmapped {
+        log::warn!("RAM {r} left unmapped and unused");
+    }
     let facts = FACTS.call_once(|| facts);
     if let Err(e) = timer::init_clock(facts.timer_intid, facts.timer_frequency) {
         console::bail_out(format_args!("generic timer: {e}"));
@@ -116,7 +119,8 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
             .and_then(|p| p.model.as_deref())
             .unwrap_or("a devicetree machine without a model"),
         memory_source: "devicetree",
-        ram: facts.ram.clone(),
+        // RAM the map could not take is not RAM the kernel may use.
+        ram: kernel::mm::ranges::subtract(&facts.ram, &unmapped),
         reserved: vec![
             (
                 PhysRange {

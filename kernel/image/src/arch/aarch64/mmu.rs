@@ -19,10 +19,13 @@ pub fn build(ram: &[PhysRange]) {
 
 /// Maps the RAM the devicetree describes (boot CPU, before the
 /// secondaries start). Entries only go from invalid to valid.
-pub fn add_ram(ram: &[PhysRange]) {
-    for r in ram {
-        let _ = crate::mapping::map(*r, MemKind::Normal, "RAM");
-    }
+/// Returns the RAM that could not be mapped (beyond the CPU's reach, or
+/// contradicting an earlier mapping), which must not be handed out.
+pub fn add_ram(ram: &[PhysRange]) -> alloc::vec::Vec<PhysRange> {
+    ram.iter()
+        .filter(|r| crate::mapping::map(**r, MemKind::Normal, "RAM").is_err())
+        .copied()
+        .collect()
 }
 
 /// Makes new entries visible to the table walker: they were invalid
