@@ -210,6 +210,13 @@ struct Walk<'a, C: ConfigSpace + ?Sized> {
     topo: Topology,
     /// The next bus number not yet handed out.
     next_free: u16,
+    /// Buses bus reservations may still take beyond what each subtree
+    /// holds (`None`: as many as each asks for and its parent allows).
+    reserve_budget: Option<u16>,
+    /// Whether a reservation widened some bridge.
+    widened: bool,
+    /// The bridges this walk numbered, in the order it numbered them.
+    ours: Vec<Bdf>,
 }
 
 /// Scans the segment from `root_buses.start()` depth-first. Bridges whose
@@ -227,6 +234,35 @@ pub fn enumerate<C: ConfigSpace + ?Sized>(
     root_buses: RangeInclusive<u8>,
     policy: Policy,
 ) -> Topology {
+    let walk = walk_once(cfg, segment, root_buses.clone(), policy, None);
+    let starved = walk.widened
+        && walk
+            .topo
+            .errors
+            .iter()
+            .any(|e| matches!(e, PciError::BusesExhausted { .. }));
+    if !starved {
+        return walk.topo;
+    }
+    // A reservation (a hint for hotplug) took buses that bridges after it
+    // need: number the tree without reservations to learn what it needs,
+    // then again with only the spare buses shared out, in scan order.
+    let ours = walk.ours;
+    reset_buses(cfg, &ours);
+    let bare = walk_once(cfg, segment, root_buses.clone(), policy, Some(0));
+    let spare = (u16::from(*root_buses.end()) + 1).saturating_sub(bare.next_free);
+    let ours = bare.ours;
+    reset_buses(cfg, &ours);
+    walk_once(cfg, segment, root_buses, policy, Some(spare)).topo
+}
+
+fn walk_once<C: ConfigSpace + ?Sized>(
+    cfg: &mut C,
+    segment: u16,
+    root_buses: RangeInclusive<u8>,
+    policy: Policy,
+    reserve_budget: Option<u16>,
+) -> Walk<'_, C> {
     let root = *root_buses.start();
     let last = *root_buses.end();
     let mut walk = Walk {
@@ -240,9 +276,21 @@ pub fn enumerate<C: ConfigSpace + ?Sized>(
             errors: Vec::new(),
         },
         next_free: u16::from(root) + 1,
+        reserve_budget,
+        widened: false,
+        ours: Vec::new(),
     };
     walk.scan_bus(root, None, root, last);
-    walk.topo
+    walk
+}
+
+/// Closes the bridges a walk numbered (secondary and subordinate 0),
+/// deepest first, so each is still reachable when its turn comes.
+fn reset_buses<C: ConfigSpace + ?Sized>(cfg: &mut C, bridges: &[Bdf]) {
+    for &bdf in bridges.iter().rev() {
+        let old = cfg.read32(bdf, BUS_NUMBERS);
+        cfg.write32(bdf, BUS_NUMBERS, (old & 0xff00_0000) | u32::from(bdf.bus()));
+    }
 }
 
 impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
@@ -409,6 +457,7 @@ impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
         // Open the bridge to everything the parent may forward while the
         // subtree is scanned, then shrink it to what was found.
         self.write_buses(bdf, bus, secondary, limit);
+        self.ours.push(bdf);
         let index = self.topo.bridges.len();
         self.topo.bridges.push(Bridge {
             bdf,
@@ -422,8 +471,14 @@ impl<C: ConfigSpace + ?Sized> Walk<'_, C> {
         // A bus reservation (QEMU's bridges, for hotplug) widens the range
         // as far as the parent allows.
         if let Some(reserve) = self.qemu_bus_reserve(bdf) {
-            let want = u16::from(secondary) + reserve.min(256) as u16 - 1;
-            subordinate = subordinate.max(want.min(u16::from(limit)) as u8);
+            let want = (u16::from(secondary) + reserve.min(256) as u16 - 1).min(u16::from(limit));
+            let mut extra = want.saturating_sub(u16::from(subordinate));
+            if let Some(budget) = self.reserve_budget.as_mut() {
+                extra = extra.min(*budget);
+                *budget -= extra;
+            }
+            self.widened |= extra > 0;
+            subordinate = (u16::from(subordinate) + extra) as u8;
             self.next_free = u16::from(subordinate) + 1;
         }
         self.write_buses(bdf, bus, secondary, subordinate);

@@ -160,6 +160,37 @@ fn qemu_bus_reservation_widens_a_bridge() {
     assert_eq!(buses(&fake, a), (0, 1, 255));
 }
 
+/// A reservation that would starve the bridges after it (16 buses, the
+/// first port asking for 128) is cut to what is spare once every bridge
+/// has its own buses: everything is reached, the first port keeps the rest.
+#[test]
+fn a_reservation_leaves_the_buses_later_bridges_need() {
+    let mut fake = Fake::default();
+    let a = fake.add(None, 1, 0, reserving_port(128));
+    fake.add(Some(a), 0, 0, FakeFn::endpoint(0x1234, 0x11e8, 0x00ff_0000));
+    let b = fake.add(None, 2, 0, FakeFn::bridge(Some(RP)));
+    let up = fake.add(Some(b), 0, 0, FakeFn::bridge(Some(5)));
+    let down = fake.add(Some(up), 0, 0, FakeFn::bridge(Some(6)));
+    fake.add(
+        Some(down),
+        0,
+        0,
+        FakeFn::endpoint(0x1234, 0x5a51, 0x08_8000),
+    );
+    let c = fake.add(None, 3, 0, FakeFn::bridge(Some(RP)));
+    fake.add(Some(c), 0, 0, FakeFn::endpoint(0x8086, 0x10c9, 0x02_0000));
+    let topo = enumerate(&mut fake, 0, 0..=15, Policy::default());
+    assert_eq!(topo.errors, vec![]);
+    assert_eq!(
+        topo.functions.iter().filter(|f| f.bdf.bus() != 0).count(),
+        5
+    );
+    // b's subtree takes 3 buses, c's 1: a keeps 15 - 4 = 11.
+    assert_eq!(buses(&fake, a), (0, 1, 11));
+    assert_eq!(buses(&fake, b), (0, 12, 14));
+    assert_eq!(buses(&fake, c), (0, 15, 15));
+}
+
 /// Bus 0 with a root port asking for 200 buses and an expander (a second
 /// host bridge function), whose own root bus is 0x80, with a root port
 /// and an endpoint behind it.
