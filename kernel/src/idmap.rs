@@ -231,18 +231,6 @@ impl<F: Format> IdMap<F> {
         }
         None
     }
-
-    /// Whether every page of `range` is mapped as `kind`.
-    pub fn covers(&self, tables: &impl Tables, range: PhysRange, kind: MemKind) -> bool {
-        let mut at = range.start & !(PAGE - 1);
-        while at < range.end {
-            if self.kind_at(tables, at) != Some(kind) {
-                return false;
-            }
-            at += PAGE;
-        }
-        true
-    }
 }
 
 /// The stage-1 VMSAv8-64 descriptors (4 KiB granule) the aarch64 kernel

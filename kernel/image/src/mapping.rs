@@ -126,11 +126,11 @@ pub fn map_device(range: PhysRange, what: &str) -> bool {
     map(range, MemKind::Device, what).is_ok()
 }
 
-/// Maps firmware memory (tables, boot data) as normal memory for reading;
-/// false when the range is device memory or cannot be mapped.
+/// Maps firmware memory (tables, boot data) as normal memory for reading
+/// (a range already normal memory stays as it is); false when the range
+/// is device memory or cannot be mapped.
 pub fn map_firmware(range: PhysRange, what: &str) -> bool {
-    let mapped = with_map(|s| s.map.covers(&s.tables, range, MemKind::Normal)).unwrap_or(false);
-    mapped || map(range, MemKind::Normal, what).is_ok()
+    map(range, MemKind::Normal, what).is_ok()
 }
 
 /// How `addr` is mapped, if at all.

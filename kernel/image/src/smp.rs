@@ -37,6 +37,12 @@ pub fn failed() -> Vec<(usize, String)> {
     FAILED.lock().clone()
 }
 
+/// How many CPUs `mark_failed` named (no copy: the bring-up polls it).
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub fn failed_count() -> usize {
+    FAILED.lock().len()
+}
+
 /// Called from the timer interrupt of `cpu`.
 pub fn timer_tick(cpu: usize) {
     if let Some(t) = TICKS.get(cpu) {

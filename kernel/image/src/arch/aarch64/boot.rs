@@ -199,7 +199,7 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
         }
     }
     let t0 = timer::now_ns();
-    while smp::online() + smp::failed().len() < started {
+    while smp::online() + smp::failed_count() < started {
         if timer::now_ns() - t0 > CPU_ON_TIMEOUT_NS {
             log::error!(
                 "only {} of {started} started CPUs came online within 1 s",
@@ -209,7 +209,7 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
         }
         core::hint::spin_loop();
     }
-    if !smp::failed().is_empty() {
+    if smp::failed_count() != 0 {
         return Some("interrupt setup failed on some CPUs (see irq::started_cpus_take_interrupts)");
     }
     note

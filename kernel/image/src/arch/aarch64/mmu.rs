@@ -78,8 +78,8 @@ pub fn enable() {
 
 /// Maps, as device memory, every MMIO range the devicetree describes and
 /// the kernel may touch: console, fw_cfg, the GIC's distributor,
-/// redistributor regions and ITSes, the SMMUs, and each PCIe host
-/// bridge's ECAM and windows (BARs are placed inside those).
+/// redistributor regions and ITSes, the SMMUs. PCIe ECAM windows and
+/// host-bridge windows are mapped where PCI binds them (`pcie`).
 pub fn map_described(p: &devicetree::Platform) {
     use crate::mapping::map_device;
     let r = |base: u64, size: u64| PhysRange::new(base, size);
@@ -100,13 +100,5 @@ pub fn map_described(p: &devicetree::Platform) {
     }
     for s in &p.smmus {
         map_device(r(s.base, s.size), "SMMUv3");
-    }
-    for h in &p.pcie {
-        map_device(r(h.ecam.base, h.ecam.size), "ECAM");
-        for w in &h.windows {
-            if w.space != devicetree::PciSpace::Config {
-                map_device(r(w.cpu_addr, w.size), "PCI host-bridge window");
-            }
-        }
     }
 }
