@@ -19,15 +19,35 @@ pub struct Board {
     pub target: String,
     #[serde(default)]
     pub boot: String,
-    /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`).
+    /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`). Empty (the
+    /// key left out) for a board that is real hardware: `watch` judges its
+    /// console, `run` refuses it and `--board all` leaves it out.
+    #[serde(default)]
     pub qemu: String,
+    /// A board file to copy for real hardware, not a board of its own:
+    /// listed, never run.
+    #[serde(default)]
+    pub template: bool,
+    /// Where a real board's console is (defaults for `watch --board`).
+    #[serde(default)]
+    pub console: Option<crate::hardware::Console>,
+    /// How a real board's run ends (`psci`, `acpi`, `semihosting`,
+    /// `isa-debug-exit`); QEMU boards say it through their command line.
+    #[serde(default)]
+    pub exit: Option<crate::hardware::ExitMethod>,
+    /// The firmware file QEMU boots through and the Debian package that
+    /// provides it, installed by the runner when missing.
+    #[serde(default)]
+    pub firmware: Option<crate::debian::Firmware>,
     /// Use the patched QEMU qemu-run builds (`qemu-run/patches/`) instead
     /// of the system's.
     #[serde(default)]
     pub patched_qemu: bool,
     /// QEMU `-m` value; also passed to the kernel as `qemu.mem=`.
+    #[serde(default)]
     pub memory: String,
     /// QEMU `-smp` value; also passed to the kernel as `qemu.cpus=`.
+    #[serde(default)]
     pub cpus: u32,
     #[serde(default)]
     pub machine: Vec<String>,
@@ -40,8 +60,10 @@ pub struct Board {
     #[serde(default)]
     pub patched_args: Vec<String>,
     /// QEMU's exit status when the kernel reports success.
+    #[serde(default)]
     pub exit_pass: i32,
     /// QEMU's exit status when the kernel reports failure.
+    #[serde(default)]
     pub exit_fail: i32,
     /// Where the machine's fw_cfg is (MMIO base or I/O port base), for
     /// capturing its ACPI tables from the host.
@@ -118,6 +140,15 @@ impl Board {
 
     fn check(self, origin: &Path) -> Result<Board> {
         let board = self;
+        if board.is_hardware() {
+            return crate::hardware::check(board, origin);
+        }
+        if board.template {
+            bail!(
+                "{}: a template describes real hardware: it has no qemu key",
+                origin.display()
+            );
+        }
         if board.cpus == 0 {
             bail!("{}: cpus must be at least 1", origin.display());
         }
@@ -151,6 +182,24 @@ impl Board {
             }
         }
         Ok(board)
+    }
+
+    /// Real hardware: no QEMU command line, judged by `watch`.
+    pub fn is_hardware(&self) -> bool {
+        self.qemu.is_empty()
+    }
+
+    /// The QEMU binary's name, or why this board has none.
+    pub fn qemu_name(&self) -> Result<&str> {
+        if self.is_hardware() {
+            bail!(
+                "board {} is real hardware, not a QEMU board: build its image with \
+                 `qemu-run image` and judge its console with `qemu-run watch --board {}`",
+                self.name,
+                self.name
+            );
+        }
+        Ok(&self.qemu)
     }
 
     pub fn variant(&self, name: &str) -> Option<&Variant> {
@@ -322,10 +371,11 @@ fn resolve_extends(dir: &Path, text: &str, origin: &Path, depth: u32) -> Result<
     Ok(merged)
 }
 
-/// The boards `--board NAME|all` selects.
+/// The boards `--board NAME|all` selects: `all` is every QEMU board (real
+/// hardware and templates are run one by one, through `watch`).
 pub fn select<'a>(boards: &'a [Board], name: &str) -> Result<Vec<&'a Board>> {
     if name == "all" {
-        return Ok(boards.iter().collect());
+        return Ok(boards.iter().filter(|b| !b.is_hardware()).collect());
     }
     match boards.iter().find(|b| b.name == name) {
         Some(b) => Ok(vec![b]),
@@ -400,7 +450,7 @@ pub fn board_for_elf<'a>(boards: &'a [Board], path: &Path) -> Result<&'a Board> 
             path.display()
         );
     };
-    match boards.iter().find(|b| b.arch == arch) {
+    match boards.iter().find(|b| b.arch == arch && !b.is_hardware()) {
         Some(b) => Ok(b),
         None => bail!("{}: no board file has arch = \"{arch}\"", path.display()),
     }
@@ -650,6 +700,33 @@ pci = "edu@rootport,edu@switch"
         let boards = load_boards(root).unwrap();
         let names: Vec<_> = boards.iter().map(|b| b.name.as_str()).collect();
         assert!(names.contains(&"qemu-virt") && names.contains(&"qemu-q35"));
+        // Every file parsed (load_boards stops at the first bad one); the
+        // templates are real hardware, named as such and not in `all`.
+        let files = fs::read_dir(root.join("boards"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "toml")
+            })
+            .count();
+        assert_eq!(boards.len(), files);
+        let templates: Vec<_> = boards.iter().filter(|b| b.template).collect();
+        let names: Vec<_> = templates.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["template-systemready-arm64", "template-uboot-arm64"]
+        );
+        for t in &templates {
+            assert!(t.is_hardware() && t.description.starts_with("TEMPLATE: "));
+        }
+        assert_eq!(templates[0].boot, "uefi");
+        assert_eq!(templates[1].boot, "uboot");
+        let all = select(&boards, "all").unwrap();
+        assert!(all.iter().all(|b| !b.is_hardware() && !b.template));
+        assert_eq!(all.len(), boards.len() - templates.len());
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum Cmd {
     },
     /// Build the kernel (unless --kernel is given), boot it and check the self-tests
     Run(RunArgs),
+    /// Judge a console that is not QEMU's: a real board's serial device, a
+    /// saved log, or standard input, with `run`'s verdict rules
+    Watch(WatchArgs),
     /// Build the kernel (unless --kernel is given), boot it in benchmark
     /// mode (twice: real time, then virtual time under -icount) and print
     /// the figures
@@ -162,6 +165,33 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The board whose console this is: its name in the reports, and the
+    /// defaults for --device, --baud and --timeout
+    #[arg(long, value_name = "NAME")]
+    pub board: Option<String>,
+    /// Serial device to read (put in raw mode at --baud)
+    #[arg(long, value_name = "PATH", conflicts_with = "file")]
+    pub device: Option<PathBuf>,
+    /// Baud rate of --device (default: the board's, else 115200)
+    #[arg(long, value_name = "RATE")]
+    pub baud: Option<u32>,
+    /// A saved console log (or a FIFO) to read to its end; `-` is standard input
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Seconds to wait for the verdict (default: the board's, else 600)
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Seconds to keep reading after a bail out or the last planned test
+    /// (for the crash report)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub grace: u64,
+    /// Write a JUnit XML report here
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub on: OnBoards,
@@ -222,6 +252,7 @@ pub fn execute(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Run(args) => run_boards(&root, &boards, &args),
+        Cmd::Watch(args) => watch_console(&boards, &args),
         Cmd::Bench(args) => bench_boards(&root, &boards, &args),
         Cmd::Qemu(QemuCmd::Status) => {
             print!("{}", qemu_status(&root, &boards)?);
@@ -256,7 +287,7 @@ pub fn execute(cli: Cli) -> Result<bool> {
             let [board] = board.as_slice() else {
                 bail!("acpi capture takes one board, not `all`");
             };
-            let qemu = qemu::ensure(&board.qemu)?;
+            let qemu = qemu::ensure(board.qemu_name()?)?;
             let machine: Option<Vec<String>> =
                 machine.map(|m| m.split_whitespace().map(String::from).collect());
             let qt = crate::acpi::Qtest::start(&qemu, board, machine.as_deref(), &qemu_args)?;
@@ -315,11 +346,22 @@ pub fn board_list(boards: &[Board]) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("{:<name_w$}  {:<arch_w$}  description\n", "name", "arch");
+    let kind = |b: &Board| match (b.is_hardware(), b.template) {
+        (false, _) => "qemu",
+        (true, false) => "hardware",
+        (true, true) => "template",
+    };
+    let mut out = format!(
+        "{:<name_w$}  {:<arch_w$}  {:<8}  description\n",
+        "name", "arch", "kind"
+    );
     for b in boards {
         out.push_str(&format!(
-            "{:<name_w$}  {:<arch_w$}  {}\n",
-            b.name, b.arch, b.description
+            "{:<name_w$}  {:<arch_w$}  {:<8}  {}\n",
+            b.name,
+            b.arch,
+            kind(b),
+            b.description
         ));
     }
     out
@@ -399,6 +441,8 @@ fn qemu_status(root: &Path, boards: &[Board]) -> Result<String> {
     for b in boards {
         let what = if b.patched_qemu {
             format!("patched {}", plan.binary(&b.qemu).display())
+        } else if b.is_hardware() {
+            "real hardware (no QEMU)".to_string()
         } else {
             match qemu::check(&b.qemu) {
                 Ok(p) => format!("stock {}", p.display()),
@@ -421,6 +465,10 @@ struct Qemu {
 /// whether the board's `patched_args` go in (the tests that need them SKIP
 /// without them).
 fn qemu_for(root: &Path, b: &Board) -> Result<Qemu> {
+    b.qemu_name()?;
+    if let Some(f) = &b.firmware {
+        crate::debian::ensure_firmware(f)?;
+    }
     if !b.patched_qemu {
         return Ok(Qemu {
             bin: qemu::ensure(&b.qemu)?,
@@ -634,6 +682,80 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
             .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
     }
     Ok(reports.iter().all(|r| r.verdict.pass))
+}
+
+/// Where `watch` reads, from the arguments and the board's console.
+pub fn watch_source(args: &WatchArgs, board: Option<&Board>) -> Result<crate::watch::Source> {
+    use crate::watch::Source;
+    let console = board.and_then(|b| b.console.as_ref());
+    if let Some(f) = &args.file {
+        if args.baud.is_some() {
+            bail!("--baud is for a serial --device, not --file");
+        }
+        return Ok(if f.as_os_str() == "-" {
+            Source::Stdin
+        } else {
+            Source::File(f.clone())
+        });
+    }
+    let device = args
+        .device
+        .clone()
+        .or_else(|| console.and_then(|c| c.device.clone()));
+    let Some(device) = device else {
+        bail!(
+            "watch needs --device, --file (`-` for standard input) or a --board whose \
+             [console] names a device"
+        );
+    };
+    let baud = args
+        .baud
+        .or(console.map(|c| c.baud))
+        .unwrap_or(crate::hardware::DEFAULT_BAUD);
+    Ok(Source::Serial { device, baud })
+}
+
+/// `watch`: one console judged as one board's run.
+fn watch_console(boards: &[Board], args: &WatchArgs) -> Result<bool> {
+    let board = match &args.board {
+        Some(name) => Some(board::select(boards, name)?[0]),
+        None => None,
+    };
+    let name = board.map_or("console", |b| b.name.as_str());
+    let source = watch_source(args, board)?;
+    let timeout = args
+        .timeout
+        .or(board.and_then(|b| b.console.as_ref()?.timeout))
+        .unwrap_or(crate::hardware::DEFAULT_TIMEOUT_SECS);
+    let input = source.open()?;
+    eprintln!(
+        "qemu-run: {name}: watching {} (timeout {timeout}s)",
+        source.describe()
+    );
+    let opts = Options {
+        timeout: Duration::from_secs(timeout),
+        bail_grace: Duration::from_secs(args.grace),
+        echo: true,
+    };
+    let outcome = crate::watch::watch(input, &opts);
+    if let Some(line) = crate::watch::timeout_line(name, &outcome) {
+        eprintln!("qemu-run: {line}");
+    }
+    // No exit status to compare: the passing status stands for "none".
+    let verdict = tap::verdict(&outcome.tap, &outcome.exit, 0, &outcome.stderr_head);
+    let report = BoardReport {
+        board: name.to_string(),
+        outcome,
+        verdict,
+    };
+    eprintln!("qemu-run: {}", verdict_line(&report));
+    let reports = [report];
+    print!("{}", crate::summary_table(&reports));
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit::render(&reports)?)
+            .with_context(|| format!("cannot write JUnit to {}", path.display()))?;
+    }
+    Ok(reports[0].verdict.pass)
 }
 
 /// What to boot for `selected` boards: each board as described, or under
@@ -878,10 +1000,14 @@ mod tests {
         let boards = crate::board::load_boards(&board::workspace_root()).unwrap();
         let list = board_list(&boards);
         let header: Vec<&str> = list.lines().next().unwrap().split_whitespace().collect();
-        assert_eq!(header, ["name", "arch", "description"], "{list}");
+        assert_eq!(header, ["name", "arch", "kind", "description"], "{list}");
         let virt = list.lines().find(|l| l.starts_with("qemu-virt ")).unwrap();
-        let cols: Vec<&str> = virt.split_whitespace().take(4).collect();
-        assert_eq!(cols, ["qemu-virt", "aarch64", "QEMU", "virt"], "{list}");
+        let cols: Vec<&str> = virt.split_whitespace().take(5).collect();
+        assert_eq!(
+            cols,
+            ["qemu-virt", "aarch64", "qemu", "QEMU", "virt"],
+            "{list}"
+        );
         // Columns line up: every description starts where the header's does.
         let at = list.find("description").unwrap();
         for l in list.lines().skip(1) {

@@ -10,6 +10,8 @@ pub mod bench;
 pub mod board;
 pub mod build;
 pub mod cli;
+pub mod debian;
+pub mod hardware;
 pub mod junit;
 pub mod patched;
 pub mod qemu;
@@ -17,6 +19,7 @@ pub mod qtest;
 pub mod run;
 pub mod stress;
 pub mod tap;
+pub mod watch;
 
 use std::time::Duration;
 

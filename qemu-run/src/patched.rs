@@ -396,21 +396,10 @@ fn check_can_build(root: &Path) -> Result<()> {
 /// `Ok(None)`: that build made what `plan` wants meanwhile and `done_if_built`.
 fn lock_cache(plan: &Plan, done_if_built: bool) -> Result<Option<fs::File>> {
     fs::create_dir_all(&plan.cache).with_context(|| plan.cache.display().to_string())?;
-    let lock_path = plan.cache.join(".lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| lock_path.display().to_string())?;
-    if lock.try_lock().is_err() {
-        eprintln!("qemu-run: waiting for another qemu-run building QEMU");
-        lock.lock()
-            .with_context(|| lock_path.display().to_string())?;
-        // It may have built what we want meanwhile.
-        if done_if_built && plan.info().is_some() {
-            return Ok(None);
-        }
+    let (lock, waited) = crate::qemu::exclusive_lock(&plan.cache.join(".lock"), "building QEMU")?;
+    // It may have built what we want meanwhile.
+    if waited && done_if_built && plan.info().is_some() {
+        return Ok(None);
     }
     Ok(Some(lock))
 }

@@ -323,18 +323,7 @@ pub fn add_backports_if_missing() -> Result<()> {
 /// file keeps two runs (parallel tests, say) from running apt at once; the
 /// second one finds QEMU installed when it gets the lock.
 pub fn install(name: &str) -> Result<()> {
-    let lock_file = lock_path();
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_file)
-        .with_context(|| lock_file.display().to_string())?;
-    if lock.try_lock().is_err() {
-        eprintln!("qemu-run: waiting for another qemu-run installing QEMU");
-        lock.lock()
-            .with_context(|| lock_file.display().to_string())?;
-    }
+    let _lock = install_lock()?;
     if check(name).is_ok() {
         return Ok(());
     }
@@ -349,7 +338,29 @@ pub fn install(name: &str) -> Result<()> {
     run_root(&update)?;
     run_root(&install)?;
     Ok(())
-    // The lock is released when `lock` is dropped.
+}
+
+/// Held while one qemu-run runs apt (QEMU, firmware, any package): a
+/// second run waits, then finds the package installed. Released on drop.
+pub fn install_lock() -> Result<fs::File> {
+    Ok(exclusive_lock(&lock_path(), "installing packages")?.0)
+}
+
+/// An exclusive lock on `path` (created if missing), and whether another
+/// qemu-run held it first (we said so, and waited: `doing` is what it did).
+pub fn exclusive_lock(path: &Path, doing: &str) -> Result<(fs::File, bool)> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    if lock.try_lock().is_ok() {
+        return Ok((lock, false));
+    }
+    eprintln!("qemu-run: waiting for another qemu-run {doing}");
+    lock.lock().with_context(|| path.display().to_string())?;
+    Ok((lock, true))
 }
 
 #[cfg(test)]

@@ -227,14 +227,15 @@ const CONSOLE_CAP: usize = 4 << 20;
 /// Only a grandchild holding the pipes could keep them open longer.
 const DRAIN: Duration = Duration::from_secs(2);
 
-enum Event {
+pub(crate) enum Event {
     Out(String),
     Err(String),
     Closed,
 }
 
-/// Sends each line of `pipe` (lossy UTF-8, line ending removed) until EOF.
-fn reader(pipe: impl Read + Send + 'static, tx: mpsc::Sender<Event>, out: bool) {
+/// Sends each line of `pipe` (lossy UTF-8, line ending removed) until EOF
+/// or a read error (a pty whose writer hung up reads as EIO).
+pub(crate) fn reader(pipe: impl Read + Send + 'static, tx: mpsc::Sender<Event>, out: bool) {
     thread::spawn(move || {
         let mut r = BufReader::new(pipe);
         let mut buf = Vec::new();
@@ -265,14 +266,79 @@ fn reader(pipe: impl Read + Send + 'static, tx: mpsc::Sender<Event>, out: bool) 
     });
 }
 
+/// Why the TAP stream says the run is over before the console closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    BailOut,
+    PlanComplete,
+}
+
+/// The judging half of a run, the same for QEMU's console and a real
+/// board's: each console line is echoed, kept (capped) for JUnit and fed
+/// to the TAP parser; after a bail out or a complete plan the run is over
+/// once `grace` has passed (for a crash report, or the exit, to follow).
+pub(crate) struct Judge {
+    pub start: Instant,
+    pub tap: Tap,
+    pub console: String,
+    echo: bool,
+    grace: Duration,
+    ending: Option<(Instant, StreamEnd)>,
+}
+
+impl Judge {
+    pub fn new(start: Instant, echo: bool, grace: Duration) -> Judge {
+        Judge {
+            start,
+            tap: Tap::default(),
+            console: String::new(),
+            echo,
+            grace,
+            ending: None,
+        }
+    }
+
+    pub fn line(&mut self, line: &str) {
+        if self.echo {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        }
+        if self.console.len() < CONSOLE_CAP {
+            self.console.push_str(line);
+            self.console.push('\n');
+        }
+        self.tap.feed(line, self.start.elapsed());
+        if self.ending.is_none() {
+            let why = if self.tap.bail_out.is_some() {
+                Some(StreamEnd::BailOut)
+            } else if self.tap.plan_complete() {
+                Some(StreamEnd::PlanComplete)
+            } else {
+                None
+            };
+            self.ending = why.map(|w| (Instant::now() + self.grace, w));
+        }
+    }
+
+    /// The stream's end, once its grace has passed at `now`.
+    pub fn over(&self, now: Instant) -> Option<StreamEnd> {
+        self.ending.filter(|(at, _)| now >= *at).map(|(_, why)| why)
+    }
+
+    pub fn finish(mut self) -> (Tap, String) {
+        self.tap.finish();
+        (self.tap, self.console)
+    }
+}
+
 /// Runs `program args`, streaming and parsing its stdout as the console.
 /// Never hangs: QEMU is killed at the timeout, or `bail_grace` after a
 /// `Bail out!` or the last planned test if it has not exited by then.
 pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
     let start = Instant::now();
-    let mut tap = Tap::default();
+    let mut judge = Judge::new(start, opts.echo, opts.bail_grace);
     let mut stderr_head = Vec::new();
-    let mut console = String::new();
     let spawned = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -282,13 +348,14 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            let (tap, console) = judge.finish();
             return Outcome {
                 tap,
                 exit: Exit::SpawnError(format!("{}: {e}", program.display())),
                 stderr_head,
                 wall: start.elapsed(),
                 console,
-            }
+            };
         }
     };
     let (tx, rx) = mpsc::channel();
@@ -302,8 +369,6 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
 
     let deadline = start + opts.timeout;
     let mut open = 2;
-    // After a bail out or a complete plan: when to give up on QEMU exiting.
-    let mut grace: Option<(Instant, Exit)> = None;
     // Why and when we killed QEMU, if we did.
     let mut killed: Option<(Exit, Instant)> = None;
     let mut status = None;
@@ -312,10 +377,11 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
         if killed.is_none() {
             let why = if now >= deadline {
                 Some(Exit::Timeout(opts.timeout))
-            } else if let Some((_, why)) = grace.as_ref().filter(|(d, _)| now >= *d) {
-                Some(why.clone())
             } else {
-                None
+                judge.over(now).map(|end| match end {
+                    StreamEnd::BailOut => Exit::KilledAfterBailOut,
+                    StreamEnd::PlanComplete => Exit::KilledAfterPlan,
+                })
             };
             if let Some(why) = why {
                 // Kills the child only (SIGKILL); QEMU has nothing to save.
@@ -340,28 +406,7 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
             continue;
         }
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Event::Out(line)) => {
-                if opts.echo {
-                    let mut o = std::io::stdout().lock();
-                    let _ = writeln!(o, "{line}");
-                    let _ = o.flush();
-                }
-                if console.len() < CONSOLE_CAP {
-                    console.push_str(&line);
-                    console.push('\n');
-                }
-                tap.feed(&line, start.elapsed());
-                if grace.is_none() {
-                    let why = if tap.bail_out.is_some() {
-                        Some(Exit::KilledAfterBailOut)
-                    } else if tap.plan_complete() {
-                        Some(Exit::KilledAfterPlan)
-                    } else {
-                        None
-                    };
-                    grace = why.map(|w| (Instant::now() + opts.bail_grace, w));
-                }
-            }
+            Ok(Event::Out(line)) => judge.line(&line),
             Ok(Event::Err(line)) => {
                 if opts.echo {
                     eprintln!("{line}");
@@ -380,7 +425,7 @@ pub fn run(program: &Path, args: &[OsString], opts: &Options) -> Outcome {
         status = child.wait().ok();
     }
     let wall = start.elapsed();
-    tap.finish();
+    let (tap, console) = judge.finish();
     let exit = match (killed, status) {
         (Some((why, _)), _) => why,
         (None, Some(s)) => exit_of(s),
@@ -418,6 +463,10 @@ mod tests {
             target: "aarch64-unknown-none".into(),
             boot: String::new(),
             qemu: "qemu-system-aarch64".into(),
+            template: false,
+            console: None,
+            exit: None,
+            firmware: None,
             patched_qemu: false,
             memory: "1G".into(),
             cpus: 2,

@@ -339,6 +339,22 @@ pub enum Exit {
     KilledAfterPlan,
     /// QEMU could not be started at all.
     SpawnError(String),
+    /// A console watched with no process behind it (a real board's UART,
+    /// a saved log): there is no exit status, the TAP stream alone decides.
+    Watched(ConsoleEnd),
+    /// The watch's timeout expired before the stream ended.
+    WatchTimeout(Duration),
+}
+
+/// How a watched console stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleEnd {
+    /// End of file, or the device hung up.
+    EndOfInput,
+    /// A bail out, and the grace for the crash report after it passed.
+    AfterBailOut,
+    /// The last planned test, and the grace after it passed.
+    AfterPlan,
 }
 
 /// A board's verdict: `reason` is one line, set when the board failed.
@@ -391,6 +407,10 @@ fn describe_exit(exit: &Exit) -> String {
         Exit::KilledAfterBailOut => "QEMU killed after the bail out".into(),
         Exit::KilledAfterPlan => "QEMU did not exit after the last test; killed".into(),
         Exit::SpawnError(e) => format!("QEMU did not start: {e}"),
+        Exit::Watched(ConsoleEnd::EndOfInput) => "the console ended".into(),
+        Exit::Watched(ConsoleEnd::AfterBailOut) => "console watched until the bail out".into(),
+        Exit::Watched(ConsoleEnd::AfterPlan) => "console watched until the last test".into(),
+        Exit::WatchTimeout(d) => format!("console watched for {}s", d.as_secs()),
     }
 }
 
@@ -406,13 +426,17 @@ pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: i32, stderr_head: &[String]) -
         };
         return Verdict::fail(format!("bail out: {}", clip(reason)));
     }
-    if let Exit::Timeout(d) = exit {
+    if let Exit::Timeout(d) | Exit::WatchTimeout(d) = exit {
         let last = match &tap.last_line {
             Some(l) => clip(l),
             None => "none (kernel printed nothing)".into(),
         };
+        let what = match exit {
+            Exit::Timeout(_) => "QEMU killed",
+            _ => "stopped watching the console",
+        };
         return Verdict::fail(format!(
-            "timeout after {}s (QEMU killed); last console line: {last}",
+            "timeout after {}s ({what}); last console line: {last}",
             d.as_secs()
         ));
     }
@@ -488,6 +512,7 @@ pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: i32, stderr_head: &[String]) -
     }
     match exit {
         Exit::Status(s) if *s == exit_pass => Verdict::pass(),
+        Exit::Watched(_) => Verdict::pass(),
         Exit::Status(s) => Verdict::fail(format!(
             "exit status {s} does not match the verdict (expected {exit_pass})"
         )),

@@ -168,11 +168,16 @@ pub fn summary_rows(stdout: &str) -> Vec<&str> {
 pub fn board_names() -> Vec<String> {
     let run = qemu_run(&["boards"]);
     assert_eq!(run.code, Some(0), "{}", run.text());
+    // Only the QEMU boards (`--board all`): real hardware and templates
+    // are listed too, with their kind in the third column.
     run.stdout
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let name = cols.next()?;
+            (cols.nth(1)? == "qemu").then(|| name.to_string())
+        })
         .collect()
 }
 
