@@ -51,42 +51,54 @@ pub fn install_line(missing: &[&str]) -> String {
     )
 }
 
+/// What [`ensure_debian_packages`] does, given which packages are
+/// installed and whether we are root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    /// `apt-get install` these.
+    Install(Vec<String>),
+    /// We may not install: the message names the command to run.
+    Refuse(String),
+}
+
+pub fn plan(packages: &[&str], installed: impl Fn(&str) -> bool, root: bool) -> Result<Action> {
+    for p in packages {
+        check_name(p)?;
+    }
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    Ok(if missing.is_empty() {
+        Action::Nothing
+    } else if root {
+        Action::Install(missing.iter().map(|p| p.to_string()).collect())
+    } else {
+        Action::Refuse(format!(
+            "Debian package(s) {} missing; qemu-run installs packages only when run as root. \
+             As root, run:\n  {}",
+            missing.join(", "),
+            install_line(&missing)
+        ))
+    })
+}
+
 /// Installs whichever of `packages` is not installed: with apt-get when we
 /// are root, else an error naming the command. One install at a time (a
 /// lock file), and a package another run installed meanwhile is not
 /// installed again.
 pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
-    for p in packages {
-        check_name(p)?;
-    }
-    let missing = |ps: &[&str]| -> Vec<String> {
-        ps.iter()
-            .filter(|p| !installed(p))
-            .map(|p| p.to_string())
-            .collect()
-    };
-    if missing(packages).is_empty() {
-        return Ok(());
-    }
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| crate::qemu::effective_uid(&s))
         == Some(0);
-    if !root {
-        let m = missing(packages);
-        let m: Vec<&str> = m.iter().map(String::as_str).collect();
-        bail!(
-            "Debian package(s) {} missing; qemu-run installs packages only when run as root. \
-             As root, run:\n  {}",
-            m.join(", "),
-            install_line(&m)
-        );
+    match plan(packages, installed, root)? {
+        Action::Nothing => return Ok(()),
+        Action::Refuse(why) => bail!("{why}"),
+        Action::Install(_) => {}
     }
     let _lock = crate::qemu::install_lock()?;
-    let m = missing(packages);
-    if m.is_empty() {
+    let Action::Install(m) = plan(packages, installed, root)? else {
         return Ok(());
-    }
+    };
     let m: Vec<&str> = m.iter().map(String::as_str).collect();
     eprintln!(
         "qemu-run: installing {}: {}",
@@ -97,8 +109,7 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     let mut install = vec!["install", "-y"];
     install.extend(&m);
     apt(&install)?;
-    let still = missing(packages);
-    if !still.is_empty() {
+    if let Action::Install(still) = plan(packages, installed, root)? {
         bail!("apt-get installed nothing for {}", still.join(", "));
     }
     Ok(())
@@ -153,6 +164,43 @@ mod tests {
             install_line(&["ovmf", "u-boot-qemu"]),
             "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ovmf u-boot-qemu"
         );
+    }
+
+    #[test]
+    fn missing_packages_are_installed_as_root_or_named() {
+        let have = |p: &str| p == "ovmf";
+        assert_eq!(plan(&["ovmf"], have, false).unwrap(), Action::Nothing);
+        assert_eq!(
+            plan(&["ovmf", "u-boot-qemu", "qemu-efi-aarch64"], have, true).unwrap(),
+            Action::Install(vec!["u-boot-qemu".into(), "qemu-efi-aarch64".into()])
+        );
+        let Action::Refuse(why) = plan(&["ovmf", "u-boot-qemu"], have, false).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            why,
+            "Debian package(s) u-boot-qemu missing; qemu-run installs packages only when run \
+             as root. As root, run:\n  apt-get update && DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y u-boot-qemu"
+        );
+        assert!(plan(&["-o APT::x"], have, true).is_err());
+    }
+
+    #[test]
+    fn a_board_names_its_firmware() {
+        let text = "name = \"b\"\ndescription = \"\"\narch = \"aarch64\"\ntarget = \"t\"\n\
+                    qemu = \"qemu-system-aarch64\"\nmemory = \"1G\"\ncpus = 1\n\
+                    firmware = { file = \"/usr/share/ovmf/OVMF.fd\", package = \"ovmf\" }\n";
+        let b = crate::board::Board::parse(text, std::path::Path::new("b.toml")).unwrap();
+        assert_eq!(
+            b.firmware,
+            Some(Firmware {
+                file: "/usr/share/ovmf/OVMF.fd".into(),
+                package: "ovmf".into()
+            })
+        );
+        let bad = text.replace("package", "pkg");
+        assert!(crate::board::Board::parse(&bad, std::path::Path::new("b.toml")).is_err());
     }
 
     #[test]
