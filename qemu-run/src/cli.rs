@@ -905,6 +905,58 @@ mod tests {
     }
 
     #[test]
+    fn watch_sources_from_arguments_and_board() {
+        use crate::watch::Source;
+        let args = |a: &[&str]| {
+            let Cmd::Watch(w) = parse(&[&["watch"], a].concat()).unwrap().command else {
+                panic!()
+            };
+            w
+        };
+        let boards = crate::board::load_boards(&board::workspace_root()).unwrap();
+        let uboot = boards
+            .iter()
+            .find(|b| b.name == "template-uboot-arm64")
+            .unwrap();
+        let ttyusb0 = Source::Serial {
+            device: "/dev/ttyUSB0".into(),
+            baud: 115200,
+        };
+        assert_eq!(watch_source(&args(&[]), Some(uboot)).unwrap(), ttyusb0);
+        assert_eq!(
+            watch_source(
+                &args(&["--device", "/dev/ttyS1", "--baud", "9600"]),
+                Some(uboot)
+            )
+            .unwrap(),
+            Source::Serial {
+                device: "/dev/ttyS1".into(),
+                baud: 9600
+            }
+        );
+        assert_eq!(
+            watch_source(&args(&["--file", "-"]), None).unwrap(),
+            Source::Stdin
+        );
+        assert_eq!(
+            watch_source(&args(&["--file", "boot.log"]), Some(uboot)).unwrap(),
+            Source::File("boot.log".into())
+        );
+        let e = watch_source(&args(&[]), None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("watch needs --device, --file"),
+            "{e}"
+        );
+        let e = watch_source(&args(&["--file", "x", "--baud", "9600"]), None).unwrap_err();
+        assert!(
+            e.to_string().contains("--baud is for a serial --device"),
+            "{e}"
+        );
+        assert!(parse(&["watch", "--file", "x", "--device", "y"]).is_err());
+        assert!(parse(&["watch", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
     fn qemu_logs_are_named_per_run() {
         let args: Vec<String> = ["-d", "guest_errors", "-D", "/tmp/ge.log"]
             .iter()
