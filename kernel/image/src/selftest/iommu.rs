@@ -138,7 +138,7 @@ pub fn vtd_identifies_itself() -> TestResult {
 pub fn smmuv3_coherency_from_firmware() -> TestResult {
     #[cfg(target_arch = "aarch64")]
     {
-        use crate::iommu::{bring_up, BringupError, Driver, Options};
+        use crate::iommu::{bring_up_unit, BringupError, Driver, Options};
         use smmuv3::Coherency;
         for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
             let fw = crate::iommu::smmu::firmware(base);
@@ -147,10 +147,11 @@ pub fn smmuv3_coherency_from_firmware() -> TestResult {
                     "neither the IORT nor the devicetree describes the SMMU at {base:#x}"
                 )));
             };
-            let up = bring_up::<Driver>(Options::default(), &[]).map_err(|e| match e {
-                BringupError::Unavailable(why) => TestError::skip(why),
-                e => TestError::fail(alloc::format!("bring-up: {e}")),
-            })?;
+            let up =
+                bring_up_unit::<Driver>(base, Options::default(), &[]).map_err(|e| match e {
+                    BringupError::Unavailable(why) => TestError::skip(why),
+                    e => TestError::fail(alloc::format!("bring-up: {e}")),
+                })?;
             let want = if coherent {
                 Coherency::Coherent
             } else {
@@ -181,7 +182,7 @@ pub fn smmuv3_coherency_from_firmware() -> TestResult {
 pub fn smmuv3_rmr_streams_reserved() -> TestResult {
     #[cfg(target_arch = "aarch64")]
     {
-        use crate::iommu::{bring_up, BringupError, Driver, Options};
+        use crate::iommu::{bring_up_unit, BringupError, Driver, Options};
         use kernel::iommu::domain::{DeviceId, IommuHw};
         let mut any = false;
         for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
@@ -190,10 +191,11 @@ pub fn smmuv3_rmr_streams_reserved() -> TestResult {
                 continue;
             }
             any = true;
-            let mut up = bring_up::<Driver>(Options::default(), &[]).map_err(|e| match e {
-                BringupError::Unavailable(why) => TestError::skip(why),
-                e => TestError::fail(alloc::format!("bring-up with RMR streams: {e}")),
-            })?;
+            let mut up =
+                bring_up_unit::<Driver>(base, Options::default(), &[]).map_err(|e| match e {
+                    BringupError::Unavailable(why) => TestError::skip(why),
+                    e => TestError::fail(alloc::format!("bring-up with RMR streams: {e}")),
+                })?;
             let mut result = Ok(());
             for r in &fw.reserved {
                 for sid in [r.first, r.last] {
@@ -251,8 +253,15 @@ pub(super) mod stage1 {
     const IOVA: u64 = 0x1000_0000;
     const BOUND_NS: u64 = 2_000_000_000;
 
+    /// On each unit, with the widest pasid-dma function behind it.
     pub fn run() -> TestResult {
-        let open = dma::first()?;
+        for (unit, open) in dma::first_behind_each_unit()? {
+            crate::selftest::on_unit(unit, run_on(open))?;
+        }
+        Ok(())
+    }
+
+    fn run_on(open: dma::Open) -> TestResult {
         // The device under the core (without PASIDs); every other
         // function keeps working untranslated.
         let device = Managed {
@@ -413,9 +422,13 @@ pub fn one_bring_up_per_case() -> TestResult {
 pub fn devices_stay_claimed_across_cases() -> TestResult {
     use pci::config::{CMD_BUS_MASTER, CMD_MEMORY};
     use pci::ConfigSpace;
-    super::conformance::board::run(|_| Ok(()))?;
+    let mut functions = alloc::vec::Vec::new();
+    super::conformance::board::run(|p| {
+        functions = p.functions();
+        Ok(())
+    })?;
     let mut seen = 0;
-    for (segment, f, _) in pcie::functions_of(pasid_dma::VENDOR, pasid_dma::DEVICE, 0) {
+    for (segment, f) in functions {
         seen += 1;
         let cmd = pcie::with_config(segment, |cfg, _| cfg.read16(f.bdf, 4))
             .ok_or_else(|| TestError::fail("segment vanished"))?;

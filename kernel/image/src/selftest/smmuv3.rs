@@ -43,6 +43,19 @@ pub fn smmuv3_stream_tables_inject_faults() -> TestResult {
 /// memory alone; up again, DMA lands again.
 #[cfg(target_arch = "aarch64")]
 pub fn smmuv3_off_aborts_dma() -> TestResult {
+    use kernel::harness::TestError;
+    if crate::iommu::units().is_empty() {
+        return Err(TestError::skip("this board has no SMMUv3"));
+    }
+    for (base, open) in super::dma::first_behind_each_unit()? {
+        super::on_unit(base, off_aborts_dma_on(base, open))?;
+    }
+    Ok(())
+}
+
+/// [`smmuv3_off_aborts_dma`] on the SMMU at `base`, with `open` behind it.
+#[cfg(target_arch = "aarch64")]
+fn off_aborts_dma_on(base: u64, open: super::dma::Open) -> TestResult {
     use crate::memory::DmaBuffer;
     use kernel::dma::{DmaEngine, DmaOp, DmaStatus, DmaTag};
     use kernel::harness::TestError;
@@ -50,9 +63,6 @@ pub fn smmuv3_off_aborts_dma() -> TestResult {
     use tock_registers::interfaces::Readable;
     const BOUND_NS: u64 = 2_000_000_000;
     let fail = |e: &dyn core::fmt::Display| TestError::fail(alloc::format!("{e}"));
-    let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)
-        .ok_or_else(|| TestError::skip("this board has no SMMUv3"))?;
-    let open = super::dma::first()?;
     // No completion records: their writes would abort too.
     let mut e = open.unrecorded_engine(0, false)?;
     let buf = DmaBuffer::new(kernel::mm::PAGE_SIZE as usize, kernel::mm::PAGE_SIZE)
@@ -520,8 +530,7 @@ mod on_board {
     /// interrupt. Polling again afterwards.
     pub fn smmuv3_inject_interrupts(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
-        let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)
-            .ok_or_else(|| TestError::skip("this board has no SMMUv3"))?;
+        let base = p.unit();
         let irqs = wired_irqs(base)
             .ok_or_else(|| TestError::fail(format!("no IORT node for the SMMU at {base:#x}")))?;
         log::info!("SMMU interrupts (IORT GSIVs): {irqs:?}");
