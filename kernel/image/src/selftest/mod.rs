@@ -122,6 +122,7 @@ pub fn tests() -> Vec<Test> {
         test!(iommu, iommu::smmuv3_coherency_from_firmware),
         test!(iommu, iommu::smmuv3_rmr_streams_reserved),
         test!(iommu, iommu::smmuv3_stage1_dma_inject_faults),
+        test!(iommu, iommu::faults_come_from_their_unit_inject_faults),
         test!(iommu, iommu::one_bring_up_per_case),
         test!(iommu, iommu::devices_stay_claimed_across_cases),
     ];
