@@ -1,5 +1,6 @@
-//! Bring-up facts of the Arm SMMUv3: the units from the IORT, each PCI
-//! function's unit and StreamID from its ID mappings, the ITS doorbell, which stages a mode uses, and
+//! Bring-up facts of the Arm SMMUv3: the units from the IORT (else the
+//! devicetree), each PCI function's unit and StreamID from its ID
+//! mappings (else the devicetree's `iommu-map`), the ITS doorbell, which stages a mode uses, and
 //! what the firmware says of the unit (coherency, RMR reserved streams).
 use super::DriverHal;
 use super::{unavailable, BringupError, IommuDriver, Mode, Options, Route};
@@ -13,12 +14,14 @@ use smmuv3::driver::{Firmware, ReservedStreams, SmmuError, SmmuHw, Translation};
 use smmuv3::idr::StreamTableLevels;
 
 /// The SMMUv3 the IORT puts a PCI function behind (through its root
-/// complex's ID mappings) and the StreamID it arrives with.
+/// complex's ID mappings) and the StreamID it arrives with; without an
+/// IORT, the devicetree's `iommu-map` says.
 pub fn route(segment: u16, f: &pci::Function) -> Option<Route> {
-    let (unit, sid) = discovery::get()?
-        .iort
-        .as_ref()?
-        .smmuv3_route(segment, u32::from(f.bdf.rid()))?;
+    let rid = f.bdf.rid();
+    let (unit, sid) = match &discovery::get()?.iort {
+        Some(iort) => iort.smmuv3_route(segment, u32::from(rid))?,
+        None => crate::arch::devicetree()?.smmu_route(segment, rid)?,
+    };
     Some(Route {
         unit,
         id: DeviceId(sid),

@@ -496,14 +496,24 @@ mod on_board {
 
     /// The SMMU's wired interrupts, from its IORT node.
     fn wired_irqs(base: u64) -> Option<WiredIrqs> {
-        let iort = crate::discovery::get()?.iort.as_ref()?;
-        iort.nodes.iter().find_map(|n| match &n.kind {
-            NodeKind::SmmuV3(s) if s.base == base => Some(WiredIrqs {
-                event: s.event_gsiv,
-                gerror: s.gerr_gsiv,
-                sync: s.sync_gsiv,
-            }),
-            _ => None,
+        if let Some(iort) = crate::discovery::get()?.iort.as_ref() {
+            return iort.nodes.iter().find_map(|n| match &n.kind {
+                NodeKind::SmmuV3(s) if s.base == base => Some(WiredIrqs {
+                    event: s.event_gsiv,
+                    gerror: s.gerr_gsiv,
+                    sync: s.sync_gsiv,
+                }),
+                _ => None,
+            });
+        }
+        // A devicetree-only boot: the SMMU node's named interrupts (their
+        // INTIDs are the GSIVs an IORT would give).
+        let dt = crate::arch::devicetree()?;
+        let irqs = &dt.smmus.iter().find(|s| s.base == base)?.irqs;
+        Some(WiredIrqs {
+            event: irqs.eventq?.intid(),
+            gerror: irqs.gerror?.intid(),
+            sync: irqs.cmdq_sync?.intid(),
         })
     }
 
@@ -531,8 +541,11 @@ mod on_board {
     pub fn smmuv3_inject_interrupts(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
         let base = p.unit();
-        let irqs = wired_irqs(base)
-            .ok_or_else(|| TestError::fail(format!("no IORT node for the SMMU at {base:#x}")))?;
+        let irqs = wired_irqs(base).ok_or_else(|| {
+            TestError::fail(format!(
+                "no IORT or devicetree node names the interrupts of the SMMU at {base:#x}"
+            ))
+        })?;
         log::info!("SMMU interrupts (IORT GSIVs): {irqs:?}");
         p.iommu().hw.enable_interrupts(irqs, true).map_err(hw)?;
         let result = (|| -> TestResult {
