@@ -278,6 +278,21 @@ impl Dmar {
         all
     }
 
+    /// The unit that translates `bdf`'s DMA (see [`Dmar::drhd_for`]), as
+    /// its register base, and the source id the requests arrive with:
+    /// the requester id.
+    pub fn route(
+        &self,
+        segment: u16,
+        bdf: Bdf,
+        secondary_bus: &BusRead<'_>,
+        subordinate_bus: &BusRead<'_>,
+    ) -> Option<(u64, u16)> {
+        let unit = self.drhd_for(segment, bdf, secondary_bus, subordinate_bus)?;
+        let rid = u16::from(bdf.bus) << 8 | u16::from(bdf.device) << 3 | u16::from(bdf.function);
+        Some((unit.register_base, rid))
+    }
+
     /// The reserved regions `bdf` must keep reaching, in table order.
     pub fn rmrrs_for(
         &self,

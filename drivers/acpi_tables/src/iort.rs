@@ -1004,6 +1004,17 @@ impl Iort {
         self.walk(rc, rid)
     }
 
+    /// The SMMUv3 that translates the DMA of the PCI function with
+    /// requester ID `rid` in `segment` (its register base) and the
+    /// StreamID it arrives with: where the root complex's ID mappings
+    /// lead. `None` when they lead to no SMMUv3 (straight to an ITS, as
+    /// QEMU maps a root bus without an SMMU, or to an SMMUv1/v2) or
+    /// nowhere.
+    pub fn smmuv3_route(&self, segment: u16, rid: u32) -> Option<(u64, u32)> {
+        let smmu = self.resolve_pci(segment, rid).ok()?.smmu?;
+        (smmu.kind == SmmuKind::V3).then_some((smmu.base, smmu.stream_id))
+    }
+
     /// As [`Iort::resolve_pci`] for the named component whose device object
     /// is `name`, with input ID `id` (ignored by single mappings).
     pub fn resolve_named(&self, name: &str, id: u32) -> Result<Route, ResolveError> {

@@ -119,6 +119,20 @@ impl Platform {
         })
     }
 
+    /// The SMMUv3 (register base) that translates the DMA of requester ID
+    /// `rid` on the host bridge of PCI domain `segment` whose bus range
+    /// holds its bus, and the StreamID it arrives with; `None` when the
+    /// bridge's maps name no SMMUv3 node for it.
+    pub fn smmu_route(&self, segment: u16, rid: u16) -> Option<(u64, u32)> {
+        let bus = (rid >> 8) as u8;
+        let host = self
+            .pcie
+            .iter()
+            .find(|h| h.domain.unwrap_or(0) == u32::from(segment) && h.bus_range.contains(&bus))?;
+        let target = self.iommu_for(host, rid)?;
+        Some((target.smmu_base?, target.stream_id))
+    }
+
     /// The MSI controller and DeviceID for requester ID `rid` below `host`:
     /// through `msi-map` if the bridge has one; else, with `msi-parent`,
     /// that controller and DeviceID = RID; else none.

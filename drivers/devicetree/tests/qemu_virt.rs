@@ -476,3 +476,37 @@ fn smmu_dma_coherent_decides_coherency() {
     t.node("/smmuv3@9050000").set("dma-coherent", Vec::new());
     assert!(Platform::parse(&t.to_blob()).unwrap().smmus[0].dma_coherent);
 }
+
+/// Two SMMUs, the host bridge's `iommu-map` sending buses 0x00-0x7f to
+/// the first and 0x80-0xff to the second: each RID is routed to its own
+/// SMMU with the StreamID the map gives.
+#[test]
+fn smmu_route_follows_the_iommu_map_to_each_smmu() {
+    const SECOND: u32 = 0x9000;
+    let mut t = TNode::fixture("virt-smmuv3");
+    let mut second = t.node("/smmuv3@9050000").clone();
+    second.name = "smmuv3@9070000".into();
+    second.set("reg", cells(&[0, 0x0907_0000, 0, 0x2_0000]));
+    second.set("phandle", cells(&[SECOND]));
+    t.child(second);
+    t.node("/pcie@10000000").set(
+        "iommu-map",
+        cells(&[
+            0x0,
+            SMMU_PHANDLE,
+            0x0,
+            0x8000,
+            0x8000,
+            SECOND,
+            0x8000,
+            0x8000,
+        ]),
+    );
+    let p = Platform::parse(&t.to_blob()).unwrap();
+    assert_eq!(p.smmus.len(), 2);
+    assert_eq!(p.smmu_route(0, 0x0010), Some((0x0905_0000, 0x10)));
+    assert_eq!(p.smmu_route(0, 0x7fff), Some((0x0905_0000, 0x7fff)));
+    assert_eq!(p.smmu_route(0, 0x8000), Some((0x0907_0000, 0x8000)));
+    assert_eq!(p.smmu_route(0, 0xc310), Some((0x0907_0000, 0xc310)));
+    assert_eq!(p.smmu_route(1, 0x0010), None, "no host bridge in domain 1");
+}

@@ -718,3 +718,32 @@ fn mutations_never_panic() {
         let _ = parse(&t);
     }
 }
+
+/// Two DRHDs in segment 0 (one with a device scope: a root port and the
+/// buses below it; one INCLUDE_PCI_ALL for the rest) and a third, the
+/// INCLUDE_PCI_ALL unit of segment 1: each function is routed to its own
+/// unit, with its requester id as the source id.
+#[test]
+fn route_to_each_unit() {
+    let t = table(
+        38,
+        0,
+        &[
+            drhd(0, 0, 0xfed9_1000, &[scope(2, 0, 0, &[(0x1c, 0)])]),
+            drhd(1, 0, 0xfed9_0000, &[]),
+            drhd(1, 1, 0xfed9_2000, &[]),
+        ],
+    );
+    let d = parse(&t).unwrap();
+    // 00:1c.0 is a root port with buses 3..=4 below it.
+    let bridges = [(0, 0x1c, 0, 3, 4), (3, 0, 0, 4, 4)];
+    let (sec, sub) = (secondary(&bridges), subordinate(&bridges));
+    let route = |seg, dev| d.route(seg, dev, &sec, &sub);
+    assert_eq!(route(0, bdf(0, 0x1c, 0)), Some((0xfed9_1000, 0x00e0)));
+    assert_eq!(route(0, bdf(3, 0, 0)), Some((0xfed9_1000, 0x0300)));
+    assert_eq!(route(0, bdf(4, 2, 1)), Some((0xfed9_1000, 0x0411)));
+    assert_eq!(route(0, bdf(0, 2, 0)), Some((0xfed9_0000, 0x0010)));
+    assert_eq!(route(0, bdf(5, 0, 0)), Some((0xfed9_0000, 0x0500)));
+    assert_eq!(route(1, bdf(3, 0, 0)), Some((0xfed9_2000, 0x0300)));
+    assert_eq!(route(2, bdf(0, 2, 0)), None, "no unit for segment 2");
+}

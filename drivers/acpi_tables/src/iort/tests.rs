@@ -1376,3 +1376,84 @@ fn the_rmr_fixture_is_the_hand_built_table() {
     let fixture = include_bytes!("../../fixtures/hand-built-rmr/IORT.bin");
     assert_eq!(fixture.as_slice(), rmr_table(5).as_slice());
 }
+
+/// What QEMU virt builds for two user-created SMMUv3s (`-device
+/// arm-smmuv3,primary-bus=PXB` on two expander bridges, no machine-wide
+/// SMMU): the root complex sends the root bus's RIDs straight to the
+/// ITS, and each expander's bus range to its own SMMU, whose output goes
+/// to the ITS.
+fn two_smmuv3s() -> Vec<u8> {
+    const SMMU_A: u32 = 0x48;
+    const SMMU_B: u32 = 0xa0;
+    let smmu = |id, base, gsiv| {
+        smmuv3(
+            4,
+            id,
+            base,
+            SMMU_V3_COHACC_OVERRIDE,
+            [gsiv, gsiv + 1, gsiv + 3, gsiv + 2],
+            0,
+            &[map(0, 0xffff, 0, ITS, 0)],
+        )
+    };
+    table(
+        3,
+        &[
+            its(0, &[0]),
+            smmu(1, 0x0c00_0000, 80),
+            smmu(2, 0x0c02_0000, 84),
+            rc(
+                3,
+                0,
+                None,
+                &[
+                    map(0, 0xb3ff, 0, ITS, 0),
+                    map(0xb400, 0x27ff, 0xb400, SMMU_A, 0),
+                    map(0xdc00, 0x23ff, 0xdc00, SMMU_B, 0),
+                ],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn two_smmuv3s_each_route_their_buses() {
+    let iort = parse(&two_smmuv3s()).unwrap();
+    let bases: Vec<u64> = iort
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::SmmuV3(s) => Some(s.base),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bases, [0x0c00_0000, 0x0c02_0000]);
+    // The root bus: no SMMU, MSIs straight to the ITS.
+    assert_eq!(iort.smmuv3_route(0, 0x0030), None);
+    let root = iort.resolve_pci(0, 0x0030).unwrap();
+    assert_eq!(root.msi.map(|m| m.device_id), Some(0x30));
+    // Each expander's buses: its own SMMU, the StreamID the RID.
+    for (rid, base) in [
+        (0xb400, 0x0c00_0000),
+        (0xb518, 0x0c00_0000),
+        (0xdbff, 0x0c00_0000),
+        (0xdc00, 0x0c02_0000),
+        (0xdd10, 0x0c02_0000),
+        (0xffff, 0x0c02_0000),
+    ] {
+        assert_eq!(iort.smmuv3_route(0, rid), Some((base, rid)), "RID {rid:#x}");
+        let msi = iort.resolve_pci(0, rid).unwrap().msi.unwrap();
+        assert_eq!(msi.device_id, rid, "ITS DeviceID of RID {rid:#x}");
+    }
+    assert_eq!(iort.smmuv3_route(1, 0xb400), None, "no root complex");
+}
+
+#[test]
+fn smmuv3_route_only_names_smmuv3s() {
+    let iort = parse(&multi()).unwrap();
+    assert_eq!(iort.smmuv3_route(0, 0x5), Some((0x2b40_0000, 0x1005)));
+    // Behind an SMMUv1/v2, and straight to an ITS: no SMMUv3.
+    assert!(iort.resolve_pci(1, 0x300).unwrap().smmu.is_some());
+    assert_eq!(iort.smmuv3_route(1, 0x300), None);
+    assert_eq!(iort.smmuv3_route(0, 0x210), None);
+}

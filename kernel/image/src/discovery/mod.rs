@@ -151,6 +151,17 @@ pub fn discover(boot: &BootInfo) -> &'static Topology {
                 topo.host_bridges = dt.pcie.iter().map(PciHostBridge::from_devicetree).collect();
             }
         }
+        // Without an IORT (a devicetree-only boot), the devicetree's SMMUs
+        // are the units, and its iommu-map routes to them.
+        if topo.iort.is_none() {
+            if let Some(dt) = crate::arch::devicetree() {
+                topo.iommus.extend(dt.smmus.iter().map(|s| IommuUnit {
+                    kind: IommuKind::SmmuV3,
+                    base: s.base,
+                    segment: None,
+                }));
+            }
+        }
         topo.discovery_ns = crate::arch::now_ns() - t0;
         topo
     })

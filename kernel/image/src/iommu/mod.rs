@@ -14,6 +14,13 @@
 //! the MSI doorbell itself from what the image hands it. Taking down
 //! releases every device, turns translation off and reports what the
 //! driver still holds.
+//!
+//! A platform may have several units (every SMMUv3 in the IORT, every
+//! DRHD in the DMAR). Each PCI function is routed to the unit the
+//! firmware tables put it behind ([`IommuDriver::route`]); a bring-up
+//! takes one unit, with the managed functions behind it and every other
+//! function behind it untranslated, and leaves the other units alone.
+use crate::discovery::IommuKind;
 use crate::pcie;
 use alloc::format;
 use alloc::vec::Vec;
@@ -83,10 +90,15 @@ pub fn driver_hal(opts: Options) -> DriverHal {
 /// What the image needs of a driver beyond bring-up itself: finding the
 /// unit, naming PCI functions, faults, and the firmware's facts.
 pub trait IommuDriver: Bringup + Sized {
-    /// Takes over the platform's unit, translation still off.
-    fn open(opts: Options) -> Result<Self, BringupError<Self::Error>>;
-    /// The id the IOMMU knows a PCI function by (StreamID, source id).
-    fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId>;
+    /// The units this driver takes.
+    const KIND: IommuKind;
+    /// Takes over the unit whose registers are at `base`, translation
+    /// still off.
+    fn open(base: u64, opts: Options) -> Result<Self, BringupError<Self::Error>>;
+    /// The unit the firmware tables put a PCI function behind, and the
+    /// id that unit knows it by (StreamID, source id); `None` when its
+    /// DMA reaches memory through no unit of this kind.
+    fn route(segment: u16, f: &pci::Function) -> Option<Route>;
     fn faults(&mut self) -> Vec<Fault>;
     /// The checking mode's findings since the last call (nothing when it
     /// is off): called at each DMA.
@@ -99,6 +111,36 @@ pub trait IommuDriver: Bringup + Sized {
     fn learn_device(&mut self, _segment: u16, _f: &pci::Function, _id: DeviceId) {}
 }
 
+/// Where a PCI function's DMA is translated: the unit's register base and
+/// the id the unit knows the function by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub unit: u64,
+    pub id: DeviceId,
+}
+
+/// The register bases of the platform's units the image's driver takes,
+/// in the firmware tables' order.
+pub fn units() -> Vec<u64> {
+    crate::discovery::get().map_or_else(Vec::new, |t| {
+        t.iommus
+            .iter()
+            .filter(|u| u.kind == <Driver as IommuDriver>::KIND)
+            .map(|u| u.base)
+            .collect()
+    })
+}
+
+/// The unit and id of a PCI function (see [`IommuDriver::route`]).
+pub fn route(segment: u16, f: &pci::Function) -> Option<Route> {
+    <Driver as IommuDriver>::route(segment, f)
+}
+
+/// For messages: the unit at `base` as `kind@base`.
+pub fn unit_name(base: u64) -> alloc::string::String {
+    format!("{}@{base:#x}", <Driver as IommuDriver>::KIND.name())
+}
+
 /// A function the core is to manage, with its PASID width.
 #[derive(Clone, Copy)]
 pub struct Managed<'a> {
@@ -107,15 +149,46 @@ pub struct Managed<'a> {
     pub pasid_bits: u8,
 }
 
-/// Brings the platform's IOMMU up with `managed` under the core and every
-/// other function the firmware gives an id left untranslated
-/// (`kernel::iommu::bringup` does the sequence).
+/// Brings up the unit `managed` sit behind (the first unit when there
+/// are none) with them under the core and every other function behind
+/// that unit left untranslated (`kernel::iommu::bringup` does the
+/// sequence). Managed functions behind different units are refused: one
+/// core drives one unit.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub fn bring_up<H: IommuDriver>(
     opts: Options,
     managed: &[Managed<'_>],
 ) -> Result<Up<H>, BringupError<H::Error>> {
+    let unit = match managed.first() {
+        Some(m) => {
+            H::route(m.segment, m.f)
+                .ok_or(BringupError::NoDeviceId {
+                    segment: m.segment,
+                    rid: m.f.bdf.rid(),
+                })?
+                .unit
+        }
+        None => first_unit::<H>()?,
+    };
+    bring_up_unit(unit, opts, managed)
+}
+
+/// [`bring_up`] of the unit at `unit`.
+pub fn bring_up_unit<H: IommuDriver>(
+    unit: u64,
+    opts: Options,
+    managed: &[Managed<'_>],
+) -> Result<Up<H>, BringupError<H::Error>> {
     park();
-    bring_up_unparked(opts, managed)
+    bring_up_unparked(unit, opts, managed)
+}
+
+/// The first unit of `H`'s kind, or why there is none.
+fn first_unit<H: IommuDriver>() -> Result<u64, BringupError<H::Error>> {
+    crate::discovery::get()
+        .and_then(|t| t.iommus.iter().find(|u| u.kind == H::KIND))
+        .map(|u| u.base)
+        .ok_or_else(|| unavailable(format!("this board has no {}", H::KIND.name())))
 }
 
 /// Bring-ups started since boot (the resting one included): a test
@@ -128,29 +201,39 @@ pub fn bring_ups() -> u64 {
 }
 
 fn bring_up_unparked<H: IommuDriver>(
+    unit: u64,
     opts: Options,
     managed: &[Managed<'_>],
 ) -> Result<Up<H>, BringupError<H::Error>> {
     BRING_UPS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let mut devices = Vec::new();
     for m in managed {
-        let id = H::device_id(m.segment, m.f).ok_or(BringupError::NoDeviceId {
+        let route = H::route(m.segment, m.f).ok_or(BringupError::NoDeviceId {
             segment: m.segment,
             rid: m.f.bdf.rid(),
         })?;
+        if route.unit != unit {
+            return Err(BringupError::Inconsistent(
+                "a managed function sits behind another IOMMU than the one brought up",
+            ));
+        }
         devices.push(bringup::Managed {
-            id,
+            id: route.id,
             pasid_bits: m.pasid_bits,
         });
     }
+    // Only the functions behind this unit: the others' ids mean nothing
+    // to it (another unit may give the same id to another function).
     let all: Vec<DeviceId> = pcie::buses()
         .flat_map(|bus| {
             bus.functions
                 .iter()
-                .filter_map(move |f| H::device_id(bus.segment, f))
+                .filter_map(move |f| H::route(bus.segment, f))
         })
+        .filter(|r| r.unit == unit)
+        .map(|r| r.id)
         .collect();
-    let hw = H::open(opts)?;
+    let hw = H::open(unit, opts)?;
     bringup::bring_up(hw, &devices, &all, |hw, i| {
         let m = &managed[i];
         hw.learn_device(m.segment, m.f, devices[i].id);
@@ -167,33 +250,47 @@ pub fn boot_check() {
             "iommu.check: the driver's table writes and invalidations are verified at each DMA"
         );
     }
-    match bring_up::<Driver>(Options::default(), &[]) {
-        Ok(mut up) => {
-            let n = up.untranslated.len();
-            match up.tear_down() {
-                Ok((0, 0)) => log::info!("up with {n} function(s) untranslated, and down again"),
-                Ok((pages, bytes)) => log::error!(
-                    "down, but {pages} page-table page(s) and {bytes} bytes of tables held"
-                ),
-                Err(e) => log::error!("does not come down: {e}"),
+    let units = units();
+    if units.is_empty() {
+        let why = first_unit::<Driver>().err().map(|e| format!("{e}"));
+        log::info!("none brought up: {}", why.unwrap_or_default());
+    }
+    for unit in units {
+        let name = unit_name(unit);
+        match bring_up_unit::<Driver>(unit, Options::default(), &[]) {
+            Ok(mut up) => {
+                let n = up.untranslated.len();
+                match up.tear_down() {
+                    Ok((0, 0)) => {
+                        log::info!("{name} up with {n} function(s) untranslated, and down again")
+                    }
+                    Ok((pages, bytes)) => log::error!(
+                        "{name} down, but {pages} page-table page(s) and {bytes} bytes of \
+                         tables held"
+                    ),
+                    Err(e) => log::error!("{name} does not come down: {e}"),
+                }
             }
+            Err(BringupError::Unavailable(why)) => log::info!("{name} not brought up: {why}"),
+            Err(e) => log::error!("{name}: bring-up failed: {e}"),
         }
-        Err(BringupError::Unavailable(why)) => log::info!("none brought up: {why}"),
-        Err(e) => log::error!("bring-up failed: {e}"),
     }
 }
 
 /// The platform at rest between IOMMU tests, when every function's DMA
 /// goes untranslated. An SMMU that is off aborts every transaction (its
 /// driver sets GBPA.ABORT before SMMUEN is set or cleared), so on Arm
-/// the rest is the SMMU up with every function behind a bypass STE; VT-d
-/// with translation off passes DMA, so x86 needs nothing.
+/// the rest is each SMMU up with every function behind it on a bypass
+/// STE; VT-d with translation off passes DMA, so x86 needs nothing.
 #[cfg(target_arch = "aarch64")]
-static RESTING: spin::Mutex<Option<Resting>> = spin::Mutex::new(None);
+static RESTING: spin::Mutex<Vec<Resting>> = spin::Mutex::new(Vec::new());
 
-/// The resting bring-up, held in [`RESTING`].
+/// The resting bring-up of one unit, held in [`RESTING`].
 #[cfg(target_arch = "aarch64")]
-struct Resting(Up<Driver>);
+struct Resting {
+    unit: u64,
+    up: Up<Driver>,
+}
 
 // SAFETY: only the boot CPU, which runs the self-tests, creates, uses and
 // drops the resting state (secondary CPUs only take timer ticks), so the
@@ -210,19 +307,23 @@ pub fn untranslated() -> Result<(), alloc::string::String> {
     #[cfg(target_arch = "aarch64")]
     {
         let mut resting = RESTING.lock();
-        if resting.is_some() {
-            return Ok(());
-        }
-        let held = unit_base(crate::discovery::IommuKind::SmmuV3)
-            .and_then(pcie::smmuv3_at)
-            .is_some_and(|smmu| smmu.enabled());
-        if held {
-            return Ok(());
-        }
-        match bring_up_unparked::<Driver>(Options::default(), &[]) {
-            Ok(up) => *resting = Some(Resting(up)),
-            Err(BringupError::Unavailable(_)) => {}
-            Err(e) => return Err(format!("untranslated DMA through the SMMU: {e}")),
+        for unit in units() {
+            if resting.iter().any(|r| r.unit == unit) {
+                continue;
+            }
+            let held = pcie::smmuv3_at(unit).is_some_and(|smmu| smmu.enabled());
+            if held {
+                continue;
+            }
+            match bring_up_unparked::<Driver>(unit, Options::default(), &[]) {
+                Ok(up) => resting.push(Resting { unit, up }),
+                Err(BringupError::Unavailable(_)) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "untranslated DMA through the SMMU at {unit:#x}: {e}"
+                    ))
+                }
+            }
         }
     }
     Ok(())
@@ -232,20 +333,16 @@ pub fn untranslated() -> Result<(), alloc::string::String> {
 /// aborted on Arm); nothing when it is not up.
 pub fn park() {
     #[cfg(target_arch = "aarch64")]
-    if let Some(Resting(mut up)) = RESTING.lock().take() {
+    for Resting { unit, mut up } in core::mem::take(&mut *RESTING.lock()) {
         match up.tear_down() {
             Ok((0, 0)) => {}
             Ok((pages, bytes)) => log::error!(
-                "resting SMMU down, but {pages} page-table page(s) and {bytes} bytes held"
+                "resting SMMU at {unit:#x} down, but {pages} page-table page(s) and {bytes} \
+                 bytes held"
             ),
-            Err(e) => log::error!("resting SMMU does not come down: {e}"),
+            Err(e) => log::error!("resting SMMU at {unit:#x} does not come down: {e}"),
         }
     }
-}
-
-/// The register base of the first unit of `kind` the firmware names.
-pub fn unit_base(kind: crate::discovery::IommuKind) -> Option<u64> {
-    crate::discovery::get().and_then(|t| t.iommus.iter().find(|u| u.kind == kind).map(|u| u.base))
 }
 
 /// `what`'s absence, as an [`BringupError::Unavailable`].

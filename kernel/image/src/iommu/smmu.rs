@@ -1,8 +1,9 @@
-//! Bring-up facts of the Arm SMMUv3: the unit from the IORT, StreamIDs
-//! from its ID mappings, the ITS doorbell, which stages a mode uses, and
+//! Bring-up facts of the Arm SMMUv3: the units from the IORT (else the
+//! devicetree), each PCI function's unit and StreamID from its ID
+//! mappings (else the devicetree's `iommu-map`), the ITS doorbell, which stages a mode uses, and
 //! what the firmware says of the unit (coherency, RMR reserved streams).
 use super::DriverHal;
-use super::{unavailable, BringupError, IommuDriver, Mode, Options};
+use super::{unavailable, BringupError, IommuDriver, Mode, Options, Route};
 use crate::discovery::{self, IommuKind};
 use crate::pcie;
 use acpi_tables::iort::NodeKind;
@@ -12,15 +13,19 @@ use kernel::iommu::domain::{DeviceId, Fault};
 use smmuv3::driver::{Firmware, ReservedStreams, SmmuError, SmmuHw, Translation};
 use smmuv3::idr::StreamTableLevels;
 
-/// The StreamID the IORT gives a PCI function.
-pub fn stream_id(segment: u16, f: &pci::Function) -> Option<u32> {
-    discovery::get()?
-        .iort
-        .as_ref()?
-        .resolve_pci(segment, u32::from(f.bdf.rid()))
-        .ok()?
-        .smmu
-        .map(|s| s.stream_id)
+/// The SMMUv3 the IORT puts a PCI function behind (through its root
+/// complex's ID mappings) and the StreamID it arrives with; without an
+/// IORT, the devicetree's `iommu-map` says.
+pub fn route(segment: u16, f: &pci::Function) -> Option<Route> {
+    let rid = f.bdf.rid();
+    let (unit, sid) = match &discovery::get()?.iort {
+        Some(iort) => iort.smmuv3_route(segment, u32::from(rid))?,
+        None => crate::arch::devicetree()?.smmu_route(segment, rid)?,
+    };
+    Some(Route {
+        unit,
+        id: DeviceId(sid),
+    })
 }
 
 /// What the firmware says of the SMMU at `base`: the IORT node's COHACC
@@ -69,9 +74,9 @@ pub fn firmware(base: u64) -> Firmware {
 }
 
 impl IommuDriver for SmmuHw<DriverHal> {
-    fn open(opts: Options) -> Result<Self, BringupError<SmmuError>> {
-        let base = super::unit_base(IommuKind::SmmuV3)
-            .ok_or_else(|| unavailable("this board has no SMMUv3"))?;
+    const KIND: IommuKind = IommuKind::SmmuV3;
+
+    fn open(base: u64, opts: Options) -> Result<Self, BringupError<SmmuError>> {
         let smmu = pcie::smmuv3_at(base).ok_or(BringupError::Inconsistent("SMMU vanished"))?;
         let table = opts
             .linear_stream_table
@@ -97,8 +102,8 @@ impl IommuDriver for SmmuHw<DriverHal> {
         }
         Ok(hw)
     }
-    fn device_id(segment: u16, f: &pci::Function) -> Option<DeviceId> {
-        stream_id(segment, f).map(DeviceId)
+    fn route(segment: u16, f: &pci::Function) -> Option<Route> {
+        route(segment, f)
     }
     fn faults(&mut self) -> Vec<Fault> {
         self.take_faults()

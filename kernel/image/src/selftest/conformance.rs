@@ -1,7 +1,9 @@
 //! The IOMMU conformance suite (`kernel::iommu::conformance`) on the
 //! board's IOMMU with its pasid-dma devices. Each case gets a fresh
-//! platform: the driver takes over the IOMMU, every pasid-dma device is
-//! added to the core (the cases take the two widest and a narrow one by
+//! platform on one unit (with several, the cases take the units that
+//! have two or more pasid-dma functions behind them in turn, and say
+//! which): the driver takes over the unit, every pasid-dma device behind
+//! it is added to the core (the cases take the two widest and a narrow one by
 //! their PASID widths, `conformance::pick_devices`), every other function
 //! is left untranslated, and afterwards every device goes back as it was
 //! found (but for its claim, which lasts the run: `dma::CLAIMS`),
@@ -103,7 +105,7 @@ pub fn tests() -> alloc::vec::Vec<kernel::harness::Test> {
 pub(super) mod board {
     use super::super::dma::{self, Engine, Open};
     use super::Mode;
-    use crate::iommu::{bring_up, BringupError, Managed, Up};
+    use crate::iommu::{bring_up_unit, BringupError, Managed, Up};
     use crate::memory::DmaBuffer;
     use alloc::collections::BTreeMap;
     use alloc::format;
@@ -130,6 +132,8 @@ pub(super) mod board {
     }
 
     pub struct BoardPlatform<H: BoardIommu> {
+        /// The register base of the unit brought up.
+        unit: u64,
         /// The IOMMU, brought up with the devices under the core.
         up: Up<H>,
         devs: Vec<Dev>,
@@ -186,6 +190,20 @@ pub(super) mod board {
         #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
         pub fn managed(&self) -> Vec<DeviceId> {
             self.devs.iter().map(|d| d.id).collect()
+        }
+
+        /// The PCI functions under the core (segment and function).
+        pub fn functions(&self) -> Vec<(u16, &'static pci::Function)> {
+            self.devs
+                .iter()
+                .map(|d| (d.open.segment, d.open.f))
+                .collect()
+        }
+
+        /// The register base of the unit the case runs on.
+        #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+        pub fn unit(&self) -> u64 {
+            self.unit
         }
     }
 
@@ -268,14 +286,39 @@ pub(super) mod board {
         }
     }
 
-    fn setup<H: BoardIommu>(opts: Options) -> Result<BoardPlatform<H>, TestError> {
-        let opens = dma::open_all_to_bring_up()?;
-        if opens.len() < 2 {
+    /// Cases set up so far: each takes the next unit in turn, so on a
+    /// platform with several units the suite runs across them all.
+    static CASES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    /// The unit the next case runs on and the pasid-dma functions behind
+    /// it: the units with two or more, taken in turn.
+    fn pick_unit() -> Result<(u64, Vec<dma::Found>), TestError> {
+        let groups = dma::by_unit()?;
+        let counts: Vec<_> = groups
+            .iter()
+            .map(|(u, found)| format!("{} {}", crate::iommu::unit_name(*u), found.len()))
+            .collect();
+        let mut usable: Vec<_> = groups.into_iter().filter(|(_, f)| f.len() >= 2).collect();
+        if usable.is_empty() {
             return Err(TestError::skip(format!(
-                "the suite needs two pasid-dma devices, the board has {}",
-                opens.len()
+                "the suite needs two pasid-dma devices behind one IOMMU; behind each: [{}]",
+                counts.join(", ")
             )));
         }
+        let turn = CASES.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % usable.len();
+        Ok(usable.swap_remove(turn))
+    }
+
+    fn setup<H: BoardIommu>(opts: Options) -> Result<BoardPlatform<H>, TestError> {
+        let (unit, found) = pick_unit()?;
+        if crate::iommu::units().len() > 1 {
+            log::info!(
+                "conformance: on {} with {} pasid-dma function(s)",
+                crate::iommu::unit_name(unit),
+                found.len()
+            );
+        }
+        let opens = dma::open_to_bring_up(&found)?;
         let mut managed = Vec::new();
         for open in &opens {
             open.enable_pasid()?;
@@ -285,7 +328,7 @@ pub(super) mod board {
                 pasid_bits: open.pasid_width(),
             });
         }
-        let up = bring_up::<H>(opts, &managed).map_err(|e| match e {
+        let up = bring_up_unit::<H>(unit, opts, &managed).map_err(|e| match e {
             BringupError::Unavailable(why) => TestError::skip(why),
             e => fail(e),
         })?;
@@ -302,6 +345,7 @@ pub(super) mod board {
             });
         }
         Ok(BoardPlatform {
+            unit,
             up,
             devs,
             pages: BTreeMap::new(),
@@ -328,7 +372,14 @@ pub(super) mod board {
 
     /// [`run_in`] with all the options.
     pub fn run_with(opts: Options, case: impl FnOnce(&mut Board) -> TestResult) -> TestResult {
-        let mut p: Board = setup(opts)?;
+        let p: Board = setup(opts)?;
+        let unit = p.unit;
+        let result = run_set_up(p, case);
+        super::super::on_unit(unit, result)
+    }
+
+    /// [`run_with`] on the platform set up.
+    fn run_set_up(mut p: Board, case: impl FnOnce(&mut Board) -> TestResult) -> TestResult {
         let mut result = case(&mut p);
         // What the case's last changes left, and what a case that took
         // a refused DMA in its stride did.

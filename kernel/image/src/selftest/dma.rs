@@ -128,7 +128,7 @@ fn fail(m: impl Into<String>) -> TestError {
 /// Every pasid-dma function, widest PASID first; SKIP when there is none
 /// (a board on the stock QEMU).
 /// A function found: its segment, itself, and its BAR0's CPU address.
-type Found = (u16, &'static pci::Function, Option<u64>);
+pub(super) type Found = (u16, &'static pci::Function, Option<u64>);
 
 fn devices() -> Result<Vec<Found>, TestError> {
     let mut found: Vec<_> = pcie::functions_of(pasid_dma::VENDOR, pasid_dma::DEVICE, 0).collect();
@@ -238,13 +238,53 @@ pub(super) fn first() -> Result<Open, TestError> {
     open(segment, f, bar0, Rest::Untranslated)
 }
 
-/// Every pasid-dma function, opened, widest PASID first, for a caller
-/// that brings the IOMMU up before any DMA.
+/// The pasid-dma functions behind each IOMMU unit (widest PASID first),
+/// by unit in the firmware tables' order; units with none are left out,
+/// and so are functions behind no unit. SKIP without pasid-dma functions.
+pub(super) fn by_unit() -> Result<Vec<(u64, Vec<Found>)>, TestError> {
+    let found = devices()?;
+    let mut groups: Vec<(u64, Vec<Found>)> = Vec::new();
+    for unit in crate::iommu::units() {
+        let behind: Vec<Found> = found
+            .iter()
+            .copied()
+            .filter(|(segment, f, _)| {
+                crate::iommu::route(*segment, f).is_some_and(|r| r.unit == unit)
+            })
+            .collect();
+        if !behind.is_empty() {
+            groups.push((unit, behind));
+        }
+    }
+    Ok(groups)
+}
+
+/// The widest pasid-dma function behind each unit, opened untranslated,
+/// with its unit; SKIP when no pasid-dma sits behind a unit.
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-pub(super) fn open_all_to_bring_up() -> Result<Vec<Open>, TestError> {
-    devices()?
+pub(super) fn first_behind_each_unit() -> Result<Vec<(u64, Open)>, TestError> {
+    let groups = by_unit()?;
+    if groups.is_empty() {
+        return Err(TestError::skip(
+            "no pasid-dma function sits behind an IOMMU",
+        ));
+    }
+    groups
         .into_iter()
-        .map(|(segment, f, bar0)| open(segment, f, bar0, Rest::CallerBringsUp))
+        .map(|(unit, found)| {
+            let (segment, f, bar0) = found[0];
+            open(segment, f, bar0, Rest::Untranslated).map(|o| (unit, o))
+        })
+        .collect()
+}
+
+/// `found`, opened, for a caller that brings their IOMMU up before any
+/// DMA.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(super) fn open_to_bring_up(found: &[Found]) -> Result<Vec<Open>, TestError> {
+    found
+        .iter()
+        .map(|&(segment, f, bar0)| open(segment, f, bar0, Rest::CallerBringsUp))
         .collect()
 }
 
@@ -789,7 +829,9 @@ pub fn queues_run_concurrently() -> TestResult {
 /// address like untagged requests (q35's VT-d with 8 bits, or 20 with the
 /// patched QEMU's x-pasid-bits; virt's SMMUv3 with our substream patch
 /// and 20) and wider ones are refused; with none, only PASID 0 is taken
-/// (an SMMUv3 without substreams). The board file states the answer
+/// (an SMMUv3 without substreams), and a function behind no IOMMU on a
+/// platform that has some (a root bus QEMU's IORT leaves without an SMMU)
+/// has no PASID taken at all. The board file states the answer
 /// (`expect.pasid_tagged`: `passthrough:BITS` or `unsupported`); where it
 /// and the ID registers differ (QEMU started with other widths than the
 /// board file's), the difference is logged and the registers decide. A
@@ -814,27 +856,33 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
             }
         },
     };
-    let reported = iommu_pasid_bits();
-    let bits = match (stated_bits, reported) {
-        (Some(s), Some((r, register))) if s != r => {
-            log::warn!(
-                "expect.pasid_tagged={} (the board file) but the IOMMU's {register} says {r} \
-                 PASID bits: the platform is not the one the board file describes; testing \
-                 what the IOMMU says",
-                stated.unwrap_or_default()
-            );
-            r
-        }
-        (_, Some((r, _))) => r,
-        (Some(s), None) => s,
-        (None, None) => {
-            return Err(TestError::skip(
-                "no expect.pasid_tagged= on the command line and no IOMMU whose PASID width \
-                 says what a PASID-tagged request does",
-            ))
-        }
-    };
+    let units = crate::iommu::units();
     for (segment, f, bar0) in devices()? {
+        // What the unit the function sits behind says; a function behind
+        // none on a platform with units has nothing to carry its PASID.
+        let route = crate::iommu::route(segment, f);
+        let behind_none = route.is_none() && !units.is_empty();
+        let reported = route.and_then(|r| iommu_pasid_bits(r.unit));
+        let bits = match (stated_bits, reported) {
+            _ if behind_none => 0,
+            (Some(s), Some((r, register))) if s != r => {
+                log::warn!(
+                    "expect.pasid_tagged={} (the board file) but the IOMMU's {register} says \
+                     {r} PASID bits: the platform is not the one the board file describes; \
+                     testing what the IOMMU says",
+                    stated.unwrap_or_default()
+                );
+                r
+            }
+            (_, Some((r, _))) => r,
+            (Some(s), None) => s,
+            (None, None) => {
+                return Err(TestError::skip(
+                    "no expect.pasid_tagged= on the command line and no IOMMU whose PASID \
+                     width says what a PASID-tagged request does",
+                ))
+            }
+        };
         let o = open(segment, f, bar0, Rest::Untranslated)?;
         let name = o.name();
         let width = f
@@ -900,11 +948,15 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
                     },
                     tagged(0, false),
                 )?;
-                ensure_eq!(
-                    r0.status,
-                    DmaStatus::Success,
-                    "{name}: PASID 0 (substream 0)"
-                );
+                // With no IOMMU in its path there is no address space for
+                // any PASID, 0 included; an IOMMU without PASIDs still
+                // takes substream 0.
+                let want = if behind_none {
+                    DmaStatus::PasidUnsupported
+                } else {
+                    DmaStatus::Success
+                };
+                ensure_eq!(r0.status, want, "{name}: PASID 0 (substream 0)");
             }
         }
         let one_byte = DmaOp::WriteImm {
@@ -942,18 +994,16 @@ pub fn pasid_tagged_requests_without_translation() -> TestResult {
     Ok(())
 }
 
-/// The PASID width the platform's IOMMU reports in its ID registers, and
-/// which register says so; `None` without an IOMMU.
-fn iommu_pasid_bits() -> Option<(u8, &'static str)> {
+/// The PASID width the IOMMU at `base` reports in its ID registers, and
+/// which register says so.
+fn iommu_pasid_bits(base: u64) -> Option<(u8, &'static str)> {
     #[cfg(target_arch = "aarch64")]
     {
-        let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)?;
         let f = pcie::smmuv3_at(base)?.features().ok()?;
         Some((f.ssid_bits, "IDR1.SSIDSIZE"))
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let base = crate::iommu::unit_base(crate::discovery::IommuKind::VtdDrhd)?;
         let (_, e) = pcie::vtd_at(base)?.caps();
         Some((if e.pasid { e.pasid_bits } else { 0 }, "ECAP.PSS"))
     }

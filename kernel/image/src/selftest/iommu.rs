@@ -138,7 +138,7 @@ pub fn vtd_identifies_itself() -> TestResult {
 pub fn smmuv3_coherency_from_firmware() -> TestResult {
     #[cfg(target_arch = "aarch64")]
     {
-        use crate::iommu::{bring_up, BringupError, Driver, Options};
+        use crate::iommu::{bring_up_unit, BringupError, Driver, Options};
         use smmuv3::Coherency;
         for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
             let fw = crate::iommu::smmu::firmware(base);
@@ -147,10 +147,11 @@ pub fn smmuv3_coherency_from_firmware() -> TestResult {
                     "neither the IORT nor the devicetree describes the SMMU at {base:#x}"
                 )));
             };
-            let up = bring_up::<Driver>(Options::default(), &[]).map_err(|e| match e {
-                BringupError::Unavailable(why) => TestError::skip(why),
-                e => TestError::fail(alloc::format!("bring-up: {e}")),
-            })?;
+            let up =
+                bring_up_unit::<Driver>(base, Options::default(), &[]).map_err(|e| match e {
+                    BringupError::Unavailable(why) => TestError::skip(why),
+                    e => TestError::fail(alloc::format!("bring-up: {e}")),
+                })?;
             let want = if coherent {
                 Coherency::Coherent
             } else {
@@ -181,7 +182,7 @@ pub fn smmuv3_coherency_from_firmware() -> TestResult {
 pub fn smmuv3_rmr_streams_reserved() -> TestResult {
     #[cfg(target_arch = "aarch64")]
     {
-        use crate::iommu::{bring_up, BringupError, Driver, Options};
+        use crate::iommu::{bring_up_unit, BringupError, Driver, Options};
         use kernel::iommu::domain::{DeviceId, IommuHw};
         let mut any = false;
         for base in units(discovery::IommuKind::SmmuV3, "SMMUv3")? {
@@ -190,10 +191,11 @@ pub fn smmuv3_rmr_streams_reserved() -> TestResult {
                 continue;
             }
             any = true;
-            let mut up = bring_up::<Driver>(Options::default(), &[]).map_err(|e| match e {
-                BringupError::Unavailable(why) => TestError::skip(why),
-                e => TestError::fail(alloc::format!("bring-up with RMR streams: {e}")),
-            })?;
+            let mut up =
+                bring_up_unit::<Driver>(base, Options::default(), &[]).map_err(|e| match e {
+                    BringupError::Unavailable(why) => TestError::skip(why),
+                    e => TestError::fail(alloc::format!("bring-up with RMR streams: {e}")),
+                })?;
             let mut result = Ok(());
             for r in &fw.reserved {
                 for sid in [r.first, r.last] {
@@ -251,8 +253,15 @@ pub(super) mod stage1 {
     const IOVA: u64 = 0x1000_0000;
     const BOUND_NS: u64 = 2_000_000_000;
 
+    /// On each unit, with the widest pasid-dma function behind it.
     pub fn run() -> TestResult {
-        let open = dma::first()?;
+        for (unit, open) in dma::first_behind_each_unit()? {
+            crate::selftest::on_unit(unit, run_on(open))?;
+        }
+        Ok(())
+    }
+
+    fn run_on(open: dma::Open) -> TestResult {
         // The device under the core (without PASIDs); every other
         // function keeps working untranslated.
         let device = Managed {
@@ -413,9 +422,13 @@ pub fn one_bring_up_per_case() -> TestResult {
 pub fn devices_stay_claimed_across_cases() -> TestResult {
     use pci::config::{CMD_BUS_MASTER, CMD_MEMORY};
     use pci::ConfigSpace;
-    super::conformance::board::run(|_| Ok(()))?;
+    let mut functions = alloc::vec::Vec::new();
+    super::conformance::board::run(|p| {
+        functions = p.functions();
+        Ok(())
+    })?;
     let mut seen = 0;
-    for (segment, f, _) in pcie::functions_of(pasid_dma::VENDOR, pasid_dma::DEVICE, 0) {
+    for (segment, f) in functions {
         seen += 1;
         let cmd = pcie::with_config(segment, |cfg, _| cfg.read16(f.bdf, 4))
             .ok_or_else(|| TestError::fail("segment vanished"))?;
@@ -433,4 +446,96 @@ pub fn devices_stay_claimed_across_cases() -> TestResult {
     }
     ensure!(seen > 0, "no pasid-dma function");
     Ok(())
+}
+
+/// With several units, each reports the faults of the functions behind
+/// it and no others: every unit that has a pasid-dma function behind it
+/// is up at once with that function in its blocked primary domain; an
+/// untagged write from each faults, and only the unit it sits behind
+/// reports it, naming that function. SKIP with fewer than two such units.
+pub fn faults_come_from_their_unit_inject_faults() -> TestResult {
+    use crate::iommu::{bring_up_unit, unit_name, BringupError, Driver, Managed, Options, Up};
+    use crate::memory::DmaBuffer;
+    use kernel::dma::{DmaEngine, DmaOp, DmaStatus, DmaTag};
+    use kernel::iommu::domain::DeviceId;
+    const BOUND_NS: u64 = 2_000_000_000;
+    let fail = |e: &dyn core::fmt::Display| TestError::fail(alloc::format!("{e}"));
+    let opens = super::dma::first_behind_each_unit()?;
+    if opens.len() < 2 {
+        return Err(TestError::skip(alloc::format!(
+            "needs pasid-dma functions behind two IOMMUs; {} unit(s) have one",
+            opens.len()
+        )));
+    }
+    let mut ups: alloc::vec::Vec<(u64, Up<Driver>)> = alloc::vec::Vec::new();
+    let mut result = Ok(());
+    for (unit, open) in &opens {
+        let m = Managed {
+            segment: open.segment,
+            f: open.f,
+            pasid_bits: 0,
+        };
+        match bring_up_unit::<Driver>(*unit, Options::default(), &[m]) {
+            Ok(up) => ups.push((*unit, up)),
+            Err(BringupError::Unavailable(why)) => {
+                result = Err(TestError::skip(why));
+                break;
+            }
+            Err(e) => {
+                result = Err(TestError::fail(alloc::format!("{}: {e}", unit_name(*unit))));
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = (|| -> TestResult {
+            let buf = DmaBuffer::new(kernel::mm::PAGE_SIZE as usize, kernel::mm::PAGE_SIZE)
+                .map_err(|e| fail(&e))?;
+            let dst = buf.phys().as_u64();
+            for (i, (unit, open)) in opens.iter().enumerate() {
+                let from = alloc::format!("{} behind {}", open.name(), unit_name(*unit));
+                let mut e = open.unrecorded_engine(0, false)?;
+                let op = DmaOp::WriteImm {
+                    dst,
+                    value: 1,
+                    size: 8,
+                };
+                let r = e
+                    .run(&op, DmaTag::Untagged, BOUND_NS)
+                    .map_err(|e| fail(&e))?;
+                ensure_eq!(
+                    r.status,
+                    DmaStatus::WriteFault { addr: dst },
+                    "a write from {from} in its blocked domain"
+                );
+                for (j, (other, up)) in ups.iter_mut().enumerate() {
+                    crate::iommu::IommuDriver::after_dma(&mut up.iommu.hw);
+                    let got: alloc::vec::Vec<DeviceId> =
+                        crate::iommu::IommuDriver::faults(&mut up.iommu.hw)
+                            .iter()
+                            .map(|f| f.dev)
+                            .collect();
+                    let want = if i == j {
+                        alloc::vec![up.managed[0]]
+                    } else {
+                        alloc::vec::Vec::new()
+                    };
+                    ensure_eq!(
+                        got,
+                        want,
+                        "faults {} reports after a write from {from}",
+                        unit_name(*other)
+                    );
+                }
+            }
+            Ok(())
+        })();
+    }
+    for (unit, mut up) in ups {
+        let down = up.tear_down();
+        if result.is_ok() {
+            down.map_err(|e| TestError::fail(alloc::format!("{}: {e}", unit_name(unit))))?;
+        }
+    }
+    result
 }

@@ -53,6 +53,26 @@ impl Watch {
     }
 }
 
+/// `result` of a part of a test run on the IOMMU unit at `unit`, its
+/// failure message naming the unit when the platform has several.
+pub(crate) fn on_unit(
+    unit: u64,
+    result: kernel::harness::TestResult,
+) -> kernel::harness::TestResult {
+    match result {
+        Err(kernel::harness::TestError::Fail {
+            message,
+            expected,
+            seen,
+        }) if crate::iommu::units().len() > 1 => Err(kernel::harness::TestError::Fail {
+            message: alloc::format!("on {}: {message}", crate::iommu::unit_name(unit)),
+            expected,
+            seen,
+        }),
+        other => other,
+    }
+}
+
 /// A registry entry whose TAP name is `AREA::FUNCTION`, for the function
 /// `MODULE::FUNCTION`: a failure line names the function to grep for.
 macro_rules! test {
@@ -83,6 +103,7 @@ pub fn tests() -> Vec<Test> {
         test!(discovery, discovery::ecam_matches_board),
         test!(discovery, discovery::console_matches_board),
         test!(discovery, discovery::pci_functions_routed),
+        test!(discovery, discovery::devices_behind_each_unit),
         test!(discovery, discovery::rsdp_scan_agrees),
         test!(discovery, discovery::acpi_agrees_with_devicetree),
         test!(pci, pci::topology_matches_board),
@@ -101,6 +122,7 @@ pub fn tests() -> Vec<Test> {
         test!(iommu, iommu::smmuv3_coherency_from_firmware),
         test!(iommu, iommu::smmuv3_rmr_streams_reserved),
         test!(iommu, iommu::smmuv3_stage1_dma_inject_faults),
+        test!(iommu, iommu::faults_come_from_their_unit_inject_faults),
         test!(iommu, iommu::one_bring_up_per_case),
         test!(iommu, iommu::devices_stay_claimed_across_cases),
     ];

@@ -43,6 +43,19 @@ pub fn smmuv3_stream_tables_inject_faults() -> TestResult {
 /// memory alone; up again, DMA lands again.
 #[cfg(target_arch = "aarch64")]
 pub fn smmuv3_off_aborts_dma() -> TestResult {
+    use kernel::harness::TestError;
+    if crate::iommu::units().is_empty() {
+        return Err(TestError::skip("this board has no SMMUv3"));
+    }
+    for (base, open) in super::dma::first_behind_each_unit()? {
+        super::on_unit(base, off_aborts_dma_on(base, open))?;
+    }
+    Ok(())
+}
+
+/// [`smmuv3_off_aborts_dma`] on the SMMU at `base`, with `open` behind it.
+#[cfg(target_arch = "aarch64")]
+fn off_aborts_dma_on(base: u64, open: super::dma::Open) -> TestResult {
     use crate::memory::DmaBuffer;
     use kernel::dma::{DmaEngine, DmaOp, DmaStatus, DmaTag};
     use kernel::harness::TestError;
@@ -50,9 +63,6 @@ pub fn smmuv3_off_aborts_dma() -> TestResult {
     use tock_registers::interfaces::Readable;
     const BOUND_NS: u64 = 2_000_000_000;
     let fail = |e: &dyn core::fmt::Display| TestError::fail(alloc::format!("{e}"));
-    let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)
-        .ok_or_else(|| TestError::skip("this board has no SMMUv3"))?;
-    let open = super::dma::first()?;
     // No completion records: their writes would abort too.
     let mut e = open.unrecorded_engine(0, false)?;
     let buf = DmaBuffer::new(kernel::mm::PAGE_SIZE as usize, kernel::mm::PAGE_SIZE)
@@ -486,14 +496,24 @@ mod on_board {
 
     /// The SMMU's wired interrupts, from its IORT node.
     fn wired_irqs(base: u64) -> Option<WiredIrqs> {
-        let iort = crate::discovery::get()?.iort.as_ref()?;
-        iort.nodes.iter().find_map(|n| match &n.kind {
-            NodeKind::SmmuV3(s) if s.base == base => Some(WiredIrqs {
-                event: s.event_gsiv,
-                gerror: s.gerr_gsiv,
-                sync: s.sync_gsiv,
-            }),
-            _ => None,
+        if let Some(iort) = crate::discovery::get()?.iort.as_ref() {
+            return iort.nodes.iter().find_map(|n| match &n.kind {
+                NodeKind::SmmuV3(s) if s.base == base => Some(WiredIrqs {
+                    event: s.event_gsiv,
+                    gerror: s.gerr_gsiv,
+                    sync: s.sync_gsiv,
+                }),
+                _ => None,
+            });
+        }
+        // A devicetree-only boot: the SMMU node's named interrupts (their
+        // INTIDs are the GSIVs an IORT would give).
+        let dt = crate::arch::devicetree()?;
+        let irqs = &dt.smmus.iter().find(|s| s.base == base)?.irqs;
+        Some(WiredIrqs {
+            event: irqs.eventq?.intid(),
+            gerror: irqs.gerror?.intid(),
+            sync: irqs.cmdq_sync?.intid(),
         })
     }
 
@@ -520,10 +540,12 @@ mod on_board {
     /// interrupt. Polling again afterwards.
     pub fn smmuv3_inject_interrupts(p: &mut SmmuPlatform) -> TestResult {
         let (x, _, _) = p.devices();
-        let base = crate::iommu::unit_base(crate::discovery::IommuKind::SmmuV3)
-            .ok_or_else(|| TestError::skip("this board has no SMMUv3"))?;
-        let irqs = wired_irqs(base)
-            .ok_or_else(|| TestError::fail(format!("no IORT node for the SMMU at {base:#x}")))?;
+        let base = p.unit();
+        let irqs = wired_irqs(base).ok_or_else(|| {
+            TestError::fail(format!(
+                "no IORT or devicetree node names the interrupts of the SMMU at {base:#x}"
+            ))
+        })?;
         log::info!("SMMU interrupts (IORT GSIVs): {irqs:?}");
         p.iommu().hw.enable_interrupts(irqs, true).map_err(hw)?;
         let result = (|| -> TestResult {
