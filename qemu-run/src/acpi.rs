@@ -292,7 +292,7 @@ pub struct Decoded {
 
 /// Decodes one table with the kernel's parsers (chosen by signature).
 pub fn decode(file: &str, bytes: &[u8]) -> Decoded {
-    use acpi_tables::{dmar, iort, madt, mcfg, spcr};
+    use acpi_tables::{dmar, fadt, gtdt, iort, madt, mcfg, spcr};
     use serde_json::json;
 
     fn show<T: std::fmt::Display + serde::Serialize>(
@@ -332,6 +332,8 @@ pub fn decode(file: &str, bytes: &[u8]) -> Decoded {
         b"MCFG" => show(mcfg::parse(bytes)),
         b"APIC" => show(madt::parse(bytes)),
         b"SPCR" => show(spcr::parse(bytes)),
+        b"GTDT" => show(gtdt::parse(bytes)),
+        b"FACP" => show(fadt::parse(bytes)),
         _ => (
             format!("{head_text}  (no decoder for this table: header only)\n"),
             json!({}),

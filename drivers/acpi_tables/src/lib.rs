@@ -16,6 +16,8 @@ extern crate alloc;
 pub mod bytes;
 pub mod dmar;
 pub mod error;
+pub mod fadt;
+pub mod gtdt;
 pub mod iort;
 pub mod madt;
 pub mod mcfg;

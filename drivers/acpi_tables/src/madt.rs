@@ -17,6 +17,10 @@ pub const APIC_ONLINE_CAPABLE: u32 = 1 << 1;
 /// GICC flags (ACPI 6.5 table 5.37).
 pub const GICC_ENABLED: u32 = 1;
 pub const GICC_ONLINE_CAPABLE: u32 = 1 << 3;
+/// One redistributor's frames (GICv3: RD and SGI; GICv4 adds VLPI and a
+/// reserved page).
+pub const GICR_FRAME_V3: u64 = 0x2_0000;
+pub const GICR_FRAME_V4: u64 = 0x4_0000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -409,6 +413,28 @@ impl Madt {
             EntryKind::Gicc(c) => Some(c),
             _ => None,
         })
+    }
+
+    /// Where the GICv3 redistributors are, as `(base, size)`: the GICR
+    /// structures when there are any, else each usable CPU's own frame
+    /// from its GICC (ACPI allows either, never both). A GICC frame is
+    /// one redistributor: two 64 KiB pages, four on a GICv4.
+    pub fn redistributor_regions(&self) -> Vec<(u64, u64)> {
+        let regions: Vec<(u64, u64)> = self
+            .redistributors()
+            .map(|r| (r.base, r.length.into()))
+            .collect();
+        if !regions.is_empty() {
+            return regions;
+        }
+        let frame = match self.gicd().map(|d| d.version) {
+            Some(4) => GICR_FRAME_V4,
+            _ => GICR_FRAME_V3,
+        };
+        self.gicc()
+            .filter(|c| c.flags & (GICC_ENABLED | GICC_ONLINE_CAPABLE) != 0 && c.gicr_base != 0)
+            .map(|c| (c.gicr_base, frame))
+            .collect()
     }
 
     pub fn ioapics(&self) -> impl Iterator<Item = &IoApic> {

@@ -75,7 +75,7 @@ pub struct Gas {
 }
 
 impl Gas {
-    fn read(b: &Bytes<'_>, at: usize) -> Result<Gas, TableError> {
+    pub(crate) fn read(b: &Bytes<'_>, at: usize) -> Result<Gas, TableError> {
         Ok(Gas {
             space_id: b.u8(at)?,
             bit_width: b.u8(at + 1)?,

@@ -709,3 +709,44 @@ fn ap_start_plan_for_one_cpu_and_for_the_q35_fixture() {
     assert_eq!(plan.parked, []);
     assert!(!plan.needs_x2apic);
 }
+
+#[test]
+fn redistributors_from_gicr_structures_else_from_each_usable_gicc() {
+    let m = parse(include_bytes!("../../fixtures/virt-smmuv3/APIC.bin")).unwrap();
+    assert_eq!(m.redistributor_regions(), [(0x080a_0000, 0x00f6_0000)]);
+    // No GICR structure: each CPU's frame, enabled or online-capable ones
+    // only, sized by the distributor's version.
+    let per_cpu = |i: u32, flags: u32, gicr: u64| {
+        let mut c = gicc(i, i.into());
+        c[12..16].copy_from_slice(&flags.to_le_bytes());
+        c[60..68].copy_from_slice(&gicr.to_le_bytes());
+        c
+    };
+    let gicd = |version: u8| {
+        st(
+            0xc,
+            &[
+                &[0, 0],
+                &0u32.to_le_bytes(),
+                &0x0800_0000u64.to_le_bytes(),
+                &0u32.to_le_bytes(),
+                &[version, 0, 0, 0],
+            ],
+        )
+    };
+    let cpus = [
+        per_cpu(0, GICC_ENABLED, 0x080a_0000),
+        per_cpu(1, 0, 0x080c_0000),
+        per_cpu(2, GICC_ONLINE_CAPABLE, 0x080e_0000),
+    ];
+    let mut entries = vec![gicd(3)];
+    entries.extend(cpus.iter().cloned());
+    let m = parse(&madt(5, 0, 0, &entries)).unwrap();
+    assert_eq!(
+        m.redistributor_regions(),
+        [(0x080a_0000, GICR_FRAME_V3), (0x080e_0000, GICR_FRAME_V3)]
+    );
+    entries[0] = gicd(4);
+    let m = parse(&madt(5, 0, 0, &entries)).unwrap();
+    assert_eq!(m.redistributor_regions()[0], (0x080a_0000, GICR_FRAME_V4));
+}

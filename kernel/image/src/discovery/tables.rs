@@ -205,26 +205,17 @@ fn walk(rsdp_addr: u64, source: String) -> Result<TableSet, String> {
     Ok(set)
 }
 
-/// FADT offsets (ACPI 6.5, 5.2.9) of the DSDT's 32-bit and 64-bit address.
-const FADT_DSDT: usize = 40;
-const FADT_X_DSDT: usize = 140;
-
-/// The DSDT, which the root table does not list: the FADT points to it
-/// (`X_DSDT` when the FADT is long enough to have it and it is set).
+/// The DSDT, which the root table does not list: the FADT points to it.
 fn add_dsdt(set: &mut TableSet) -> Result<(), String> {
     let Some(fadt) = set.find(b"FACP") else {
         return Ok(());
     };
-    let x_dsdt = fadt
-        .get(FADT_X_DSDT..FADT_X_DSDT + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        .filter(|&a| a != 0);
-    let dsdt = fadt
-        .get(FADT_DSDT..FADT_DSDT + 4)
-        .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())));
-    let Some(addr) = x_dsdt.or(dsdt).filter(|&a| a != 0) else {
+    let addr = acpi_tables::fadt::parse(fadt)
+        .map_err(|e| e.to_string())?
+        .dsdt;
+    if addr == 0 {
         return Err("the FADT names no DSDT".into());
-    };
+    }
     let (h, t) = table_at(addr)
         .and_then(|b| sdt::parse_table(b, Some(*b"DSDT")).map_err(|e| e.to_string()))?;
     set.tables.push(RawTable {
