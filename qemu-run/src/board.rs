@@ -59,6 +59,9 @@ pub struct Board {
     /// only when the QEMU has them.
     #[serde(default)]
     pub patched_args: Vec<String>,
+    /// Words added to the kernel command line (`acpi=force`).
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
     /// QEMU's exit status when the kernel reports success.
     #[serde(default)]
     pub exit_pass: i32,
@@ -112,6 +115,9 @@ pub struct Variant {
     /// Added after `args` when the QEMU has the patched devices.
     #[serde(default)]
     pub patched_args: Vec<String>,
+    /// Words added after the board's `kernel_args`.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
     /// Entries of the board's `expect` this configuration changes.
     #[serde(default)]
     pub expect: std::collections::BTreeMap<String, String>,
@@ -222,6 +228,7 @@ impl Board {
         }
         b.test_args.extend(v.args.iter().cloned());
         b.patched_args.extend(v.patched_args.iter().cloned());
+        b.kernel_args.extend(v.kernel_args.iter().cloned());
         b.expect.extend(v.expect.clone());
         // A variant's plain `expect` also wins over the board's
         // `expect_patched` (both say what this configuration creates).
@@ -560,6 +567,10 @@ name = "deep"
 args = ["-device", "edu,bus=dn9"]
 [variant.expect]
 pci = "edu@rootport,edu@switch"
+
+[[variant]]
+name = "acpi"
+kernel_args = ["acpi=force"]
 "#;
 
     fn with_variants() -> Board {
@@ -572,7 +583,7 @@ pci = "edu@rootport,edu@switch"
         use crate::run::{invocation, Request};
         let b = with_variants();
         let names: Vec<_> = b.variants.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["smp12", "pasid8", "deep"]);
+        assert_eq!(names, ["smp12", "pasid8", "deep", "acpi"]);
         let req = Request {
             patched_devices: true,
             ..Request::default()
@@ -624,6 +635,12 @@ pci = "edu@rootport,edu@switch"
             cmdline.contains("expect.pasid_tagged=passthrough:20"),
             "{cmdline}"
         );
+
+        // A variant's kernel words reach the command line, the base's not.
+        let acpi = b.with_variant(b.variant("acpi").unwrap());
+        let (_, cmdline) = line(&acpi);
+        assert!(cmdline.contains("qemu.cpus=2 acpi=force"), "{cmdline}");
+        assert!(!line(&b).1.contains("acpi="));
     }
 
     #[test]
@@ -636,7 +653,12 @@ pci = "edu@rootport,edu@switch"
         };
         assert_eq!(
             names("all", true).unwrap(),
-            ["qemu-virt:smp12", "qemu-virt:pasid8", "qemu-virt:deep"]
+            [
+                "qemu-virt:smp12",
+                "qemu-virt:pasid8",
+                "qemu-virt:deep",
+                "qemu-virt:acpi"
+            ]
         );
         assert_eq!(
             names("base,deep", true).unwrap(),
@@ -644,7 +666,7 @@ pci = "edu@rootport,edu@switch"
         );
         assert_eq!(
             names("nope", true).unwrap_err(),
-            "board qemu-virt has no variant `nope`; its variants: smp12, pasid8, deep (or `all`, `base`)"
+            "board qemu-virt has no variant `nope`; its variants: smp12, pasid8, deep, acpi (or `all`, `base`)"
         );
         assert_eq!(names("nope,deep", false).unwrap(), ["qemu-virt:deep"]);
         assert_eq!(variant_runs(&virt(), "all", true).unwrap(), []);

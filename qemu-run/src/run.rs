@@ -128,6 +128,7 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     }
     words.push(format!("qemu.mem={mem}"));
     words.push(format!("qemu.cpus={cpus}"));
+    words.extend(board.kernel_args.iter().cloned());
     // What the board's QEMU command line creates, for the discovery tests.
     let mut expect = board.expect.clone();
     if req.patched_devices {
@@ -474,6 +475,7 @@ mod tests {
             io: vec!["-serial".into(), "stdio".into()],
             test_args: vec!["-device".into(), "edu".into()],
             patched_args: vec!["-device".into(), "pasid-dma".into()],
+            kernel_args: Vec::new(),
             exit_pass: 0,
             exit_fail: 1,
             fw_cfg_mmio: None,

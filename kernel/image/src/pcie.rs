@@ -133,8 +133,13 @@ fn map_bars(bus: &mut Bus) {
 /// moment: without this, functions behind bridges on virt (booted without
 /// firmware, so nobody numbered the buses) would have no StreamID in the
 /// IORT. [`enumerate_all`] takes these segments over instead of scanning
-/// them again.
+/// them again. Runs once: the Arm ACPI boot path calls it before it reads
+/// the tables for its boot facts, and `kmain` then finds it done.
 pub fn enumerate_early() {
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
     let Some(dt) = crate::arch::devicetree() else {
         return;
     };

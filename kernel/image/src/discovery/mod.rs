@@ -142,8 +142,8 @@ pub fn get() -> Option<&'static Topology> {
 pub fn discover(boot: &BootInfo) -> &'static Topology {
     TOPOLOGY.call_once(|| {
         let t0 = crate::arch::now_ns();
-        let mut topo = match tables::load(boot.acpi) {
-            Ok(set) => from_tables(&set),
+        let mut topo = match tables::load_once(boot.acpi) {
+            Ok(set) => from_tables(set),
             Err(e) => empty(format!("no ACPI tables: {e}")),
         };
         if topo.host_bridges.is_empty() {
@@ -165,6 +165,13 @@ pub fn discover(boot: &BootInfo) -> &'static Topology {
         topo.discovery_ns = crate::arch::now_ns() - t0;
         topo
     })
+}
+
+/// The ACPI tables at `entry`, for the Arm boot path's facts; discovery
+/// later uses the same set.
+#[cfg(target_arch = "aarch64")]
+pub fn boot_tables(entry: crate::platform::AcpiEntry) -> Result<&'static TableSet, String> {
+    tables::load_once(entry)
 }
 
 /// The MADT alone, for bringing up CPUs before discovery proper (x86;

@@ -3,6 +3,8 @@
 use crate::memory;
 use crate::platform::AcpiEntry;
 use acpi_tables::sdt::{self, HEADER_LEN, RSDP_V1_LEN, RSDP_V2_LEN};
+use alloc::alloc::Layout;
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -10,6 +12,7 @@ use fw_cfg::loader::{self, Zone};
 use fw_cfg::FwCfg;
 use kernel::addr::PhysRange;
 use kernel::mm::PAGE_SIZE;
+use spin::Once;
 
 /// Longest table we read: no real one comes near, a lying length must not
 /// make us walk off into unmapped memory.
@@ -68,6 +71,22 @@ fn table_at(addr: u64) -> Result<&'static [u8], String> {
     phys(addr, (len as usize).max(HEADER_LEN))
 }
 
+static LOADED: Once<(AcpiEntry, TableSet)> = Once::new();
+
+/// The tables at `entry`, loaded once for the run: the Arm boot path reads
+/// its facts from them before the page allocator exists, and discovery
+/// then uses the same set instead of running fw_cfg's table loader again.
+pub fn load_once(entry: AcpiEntry) -> Result<&'static TableSet, String> {
+    match LOADED.get() {
+        Some((e, set)) if *e == entry => return Ok(set),
+        // A second entry point in one run: not expected; kept apart.
+        Some(_) => return load(entry).map(|set| &*Box::leak(Box::new(set))),
+        None => {}
+    }
+    let set = load(entry)?;
+    Ok(&LOADED.call_once(|| (entry, set)).1)
+}
+
 pub fn load(entry: AcpiEntry) -> Result<TableSet, String> {
     match entry {
         AcpiEntry::Rsdp(addr) => walk(addr, "ACPI (RSDP from the boot information)".into()),
@@ -122,6 +141,18 @@ fn run_table_loader(base: u64) -> Result<u64, String> {
     result
 }
 
+/// A blob's place before the page allocator exists (the Arm boot path
+/// reads its facts first): the heap, which lies inside the kernel image,
+/// identity-mapped and kept from the page allocator. Never freed, as
+/// firmware's tables are not.
+fn heap_place(size: usize, align: u64) -> Option<u64> {
+    let align = usize::try_from(align).ok()?.max(8);
+    let layout = Layout::from_size_align(size.max(1), align).ok()?;
+    // SAFETY: the layout's size is not zero; the block is never freed.
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    (!p.is_null()).then_some(p as u64)
+}
+
 fn load_with<T: fw_cfg::Transport>(mut fw: FwCfg<T>) -> Result<u64, String> {
     let script = fw
         .read_file("etc/table-loader")
@@ -137,6 +168,7 @@ fn load_with<T: fw_cfg::Transport>(mut fw: FwCfg<T>) -> Result<u64, String> {
         memory::alloc_pages(pages, align.max(PAGE_SIZE))
             .ok()
             .map(|p| p.as_u64())
+            .or_else(|| heap_place(size, align))
     };
     let loaded = loader::run(&script, fetch, place).map_err(|e| match &fetch_error {
         Some(f) => format!("{e} ({f})"),

@@ -267,13 +267,55 @@ pub fn rsdp_scan_agrees() -> TestResult {
     Ok(())
 }
 
+/// The facts the Arm boot path takes from the devicetree or from ACPI
+/// (`acpi=force`) are the same either way.
+#[cfg(target_arch = "aarch64")]
+fn boot_facts_agree() -> TestResult {
+    let acpi = crate::arch::acpi_boot_facts()
+        .map_err(|e| TestError::fail(format!("boot facts from ACPI: {e}")))?;
+    let Some(dt) = crate::arch::devicetree_boot_facts() else {
+        return Ok(());
+    };
+    let dt = dt.map_err(|e| TestError::fail(format!("boot facts from the devicetree: {e}")))?;
+    kernel::ensure_eq!(acpi.gicd, dt.gicd, "GIC distributor: MADT vs devicetree");
+    kernel::ensure_eq!(
+        set(acpi.gicr.iter().map(|r| format!("{r}"))),
+        set(dt.gicr.iter().map(|r| format!("{r}"))),
+        "GIC redistributor regions: MADT vs devicetree"
+    );
+    kernel::ensure_eq!(
+        acpi.timer_intid,
+        dt.timer_intid,
+        "EL1 physical timer INTID: GTDT vs devicetree /timer"
+    );
+    kernel::ensure_eq!(
+        acpi.psci_hvc,
+        dt.psci_hvc,
+        "PSCI through HVC: FADT vs devicetree /psci"
+    );
+    kernel::ensure_eq!(
+        set(acpi.mpidr.iter().map(|m| format!("{m:#x}"))),
+        set(dt.mpidr.iter().map(|m| format!("{m:#x}"))),
+        "CPU MPIDRs: MADT GICC vs devicetree /cpus"
+    );
+    kernel::ensure_eq!(
+        acpi.console.map(|u| (u.base, u.kind)),
+        dt.console.map(|u| (u.base, u.kind)),
+        "console UART: SPCR vs devicetree stdout"
+    );
+    Ok(())
+}
+
 /// Where the boot protocol also gave a devicetree, it and the ACPI tables
 /// describe the same machine: SMMUs, ECAM, GIC distributor and ITS, the
-/// console, and the same StreamID and ITS DeviceID for every bus-0 function.
+/// console, the same StreamID and ITS DeviceID for every bus-0 function,
+/// and on Arm the same boot facts (GIC, timer interrupt, CPUs, PSCI).
 pub fn acpi_agrees_with_devicetree() -> TestResult {
     let Some(dt) = crate::arch::devicetree() else {
         return Err(TestError::skip("no devicetree on this board"));
     };
+    #[cfg(target_arch = "aarch64")]
+    boot_facts_agree()?;
     let t = topology()?;
     let acpi_smmus = set(t.iommus.iter().map(|u| format!("{:#x}", u.base)));
     let dt_smmus = set(dt.smmus.iter().map(|s| format!("{:#x}", s.base)));

@@ -1,4 +1,5 @@
 //! Boot on the boot CPU and on the secondaries.
+use super::facts::{self, BootFacts};
 use super::{cache, dt, entry, gic, mmu, psci, timer, uart};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
@@ -21,7 +22,7 @@ const CPU_ON_TIMEOUT_NS: u64 = 1_000_000_000;
 /// A secondary's stack: it only idles and takes its timer tick.
 const SECONDARY_STACK_SIZE: usize = 16 * 1024;
 
-static FACTS: Once<dt::DtFacts> = Once::new();
+static FACTS: Once<BootFacts> = Once::new();
 static MPIDR_OF: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
 
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
@@ -31,9 +32,14 @@ pub fn boot_mpidr() -> u64 {
     MPIDR_OF[0].load(Ordering::Relaxed)
 }
 
-/// PSCI through HVC (true) or SMC (false), once the devicetree was read.
+/// PSCI through HVC (true) or SMC (false), once the facts were read.
 pub fn psci_conduit() -> Option<bool> {
     FACTS.get().and_then(|f| f.psci_hvc)
+}
+
+/// The boot facts (GIC, ITS, timer, CPUs), once the boot CPU read them.
+pub fn facts() -> Option<&'static BootFacts> {
+    FACTS.get()
 }
 
 fn set_vectors() {
@@ -44,44 +50,33 @@ fn set_vectors() {
 pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     TPIDR_EL1.set(0);
     set_vectors();
-    let (kstart, kend) = (
-        core::ptr::addr_of!(entry::__kernel_start) as u64,
-        core::ptr::addr_of!(entry::__kernel_end) as u64,
-    );
-    // The console is whatever the devicetree names: without one there is
-    // nothing to report on, and the exit status is all the runner gets.
+    let image = PhysRange {
+        start: core::ptr::addr_of!(entry::__kernel_start) as u64,
+        end: core::ptr::addr_of!(entry::__kernel_end) as u64,
+    };
+    // RAM comes from the devicetree until the UEFI hand-over gives a
+    // memory map; without one there is nothing to run in, and the exit
+    // status is all the runner gets.
     let Ok(dtb) = dt::locate(x0, VIRT_RAM_BASE) else {
         super::exit(false)
     };
     // Until the devicetree is read, RAM is what we know holds RAM: our own
     // image (with the heap) and the devicetree.
-    mmu::build(&[
-        PhysRange {
-            start: kstart,
-            end: kend,
-        },
-        dtb,
-    ]);
+    mmu::build(&[image, dtb]);
     // BSS, the stack and the tables were written with the MMU off, past
     // the caches: drop any cached copies (a loader's, or speculative
     // fills) before cacheable accesses could hit them.
-    before_mmu_on(kstart, kend);
+    before_mmu_on(image.start, image.end);
     mmu::enable();
     heap::init();
     // The early console: read alone first, so a fault in the rest of the
-    // tree is reported on it. No usable UART described: no console, and
-    // the exit status is all the runner gets.
+    // tree (or in the ACPI tables) is reported on it. No usable UART
+    // described: no console, and the exit status is all the runner gets.
     let uart = dt::console(dtb).ok().flatten();
-    let mapped = uart.as_ref().filter(|u| {
-        let r = PhysRange::new(u.base, u.size);
-        crate::mapping::map_device(r, "console")
-    });
-    match mapped.map(uart::open) {
-        Some(Ok(dev)) => console::install(dev),
-        _ => super::exit(false),
+    if !open_console(uart.as_ref()) {
+        super::exit(false)
     }
-    let facts =
-        dt::parse(dtb).unwrap_or_else(|e| console::bail_out(format_args!("devicetree: {e}")));
+    let dtf = dt::parse(dtb).unwrap_or_else(|e| console::bail_out(format_args!("devicetree: {e}")));
     // `no-map` reservations are RAM the kernel must not even map
     // (speculative accesses to firmware's memory could hurt).
     let no_map: alloc::vec::Vec<PhysRange> = dt::platform()
@@ -89,14 +84,131 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         .flat_map(|p| p.reserved_memory.iter().filter(|m| m.no_map))
         .flat_map(|m| m.regions.iter().map(|r| PhysRange::new(r.base, r.size)))
         .collect();
-    let unmapped = mmu::add_ram(&kernel::mm::ranges::subtract(&facts.ram, &no_map));
+    let unmapped = mmu::add_ram(&kernel::mm::ranges::subtract(&dtf.ram, &no_map));
     if let Some(p) = dt::platform() {
         mmu::map_described(p);
     }
-    logger::init(cmdline::get(facts.bootargs, "log"));
+    logger::init(cmdline::get(dtf.bootargs, "log"));
     for r in &unmapped {
         log::warn!("RAM {r} left unmapped and unused");
     }
+    let memory = BootMemory {
+        // RAM the map could not take is not RAM the kernel may use.
+        ram: kernel::mm::ranges::subtract(&dtf.ram, &unmapped),
+        source: "devicetree",
+        reserved: vec![(image, "kernel image"), (dtf.dtb, "devicetree")]
+            .into_iter()
+            .chain(dtf.reserved.iter().copied())
+            .collect(),
+    };
+    let acpi = dtf.fw_cfg.map_or(AcpiEntry::None, AcpiEntry::FwCfgMmio);
+    log::info!("boot: command line from the devicetree /chosen");
+    if wants_acpi(dtf.bootargs) {
+        log::info!("boot: acpi=force: the machine's facts come from ACPI, not the devicetree");
+        boot_from_acpi(memory, acpi, dtf.bootargs, Some(dtb));
+    }
+    let board = dt::platform()
+        .and_then(|p| p.model.as_deref())
+        .unwrap_or("a devicetree machine without a model");
+    start(dtf.boot, memory, dtf.bootargs, acpi, Some(dtb), board)
+}
+
+/// Linux's word: ACPI even when there is a devicetree.
+fn wants_acpi(cmdline: &str) -> bool {
+    cmdline::get(cmdline, "acpi") == Some("force")
+}
+
+/// RAM for the page allocator, with where it came from and what in it
+/// must not be handed out.
+pub struct BootMemory {
+    pub ram: Vec<PhysRange>,
+    pub source: &'static str,
+    pub reserved: Vec<(PhysRange, &'static str)>,
+}
+
+/// Boots with every machine fact from ACPI: RAM is mapped already
+/// (`memory`), the tables are at `acpi`. A devicetree boot with
+/// `acpi=force` comes here; so will the UEFI hand-over, with RAM from
+/// its memory map and `AcpiEntry::Rsdp` from its configuration table.
+/// The console switches to the SPCR's UART when that is another one.
+pub fn boot_from_acpi(
+    memory: BootMemory,
+    acpi: AcpiEntry,
+    cmdline: &'static str,
+    dtb: Option<PhysRange>,
+) -> ! {
+    if matches!(acpi, AcpiEntry::FwCfgMmio(_)) {
+        // No firmware ran, so the kernel numbers the PCI buses before it
+        // reads the tables, as firmware would: QEMU builds them (the
+        // IORT's RID maps) when they are first read.
+        crate::pcie::enumerate_early();
+    }
+    let set = crate::discovery::boot_tables(acpi)
+        .unwrap_or_else(|e| console::bail_out(format_args!("ACPI tables: {e}")));
+    let (facts, board) = facts::from_acpi(set)
+        .unwrap_or_else(|e| console::bail_out(format_args!("ACPI boot facts: {e}")));
+    let current = CONSOLE_BASE.load(Ordering::Relaxed);
+    match &facts.console {
+        Some(u) if u.base == current => {
+            log::info!("boot: the SPCR's UART is the console already")
+        }
+        Some(u) => {
+            log::info!(
+                "boot: console moves to the SPCR's {:?} at {:#x}",
+                u.kind,
+                u.base
+            );
+            if !open_console(Some(u)) {
+                console::bail_out(format_args!(
+                    "the SPCR's UART at {:#x} did not open",
+                    u.base
+                ));
+            }
+        }
+        None if current != 0 => log::warn!("boot: no SPCR console; keeping the early console"),
+        None => super::exit(false),
+    }
+    let board: &'static str = alloc::string::String::leak(board);
+    start(facts, memory, cmdline, acpi, dtb, board)
+}
+
+/// The console's UART base, 0 before one is open.
+static CONSOLE_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Maps and opens `uart` as the console; false when there is none or it
+/// cannot be used.
+fn open_console(uart: Option<&devicetree::Uart>) -> bool {
+    let Some(u) = uart else {
+        return false;
+    };
+    if !crate::mapping::map_device(PhysRange::new(u.base, u.size), "console") {
+        return false;
+    }
+    match uart::open(u) {
+        Ok(dev) => {
+            console::install(dev);
+            CONSOLE_BASE.store(u.base, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            log::error!("console at {:#x}: {e}", u.base);
+            false
+        }
+    }
+}
+
+/// The one boot path after the facts: GIC, timer, CPUs, then `kmain`.
+fn start(
+    facts: BootFacts,
+    memory: BootMemory,
+    cmdline: &'static str,
+    acpi: AcpiEntry,
+    dtb: Option<PhysRange>,
+    board: &'static str,
+) -> ! {
+    facts.log();
+    log::info!("boot: RAM from the {}", memory.source);
+    mmu::map_facts(&facts);
     let facts = FACTS.call_once(|| facts);
     if let Err(e) = timer::init_clock(facts.timer_intid, facts.timer_frequency) {
         console::bail_out(format_args!("generic timer: {e}"));
@@ -115,36 +227,21 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     let cpus_note = start_secondaries(facts, mpidr);
 
     crate::kmain(BootInfo {
-        board: dt::platform()
-            .and_then(|p| p.model.as_deref())
-            .unwrap_or("a devicetree machine without a model"),
-        memory_source: "devicetree",
-        // RAM the map could not take is not RAM the kernel may use.
-        ram: kernel::mm::ranges::subtract(&facts.ram, &unmapped),
-        reserved: vec![
-            (
-                PhysRange {
-                    start: kstart,
-                    end: kend,
-                },
-                "kernel image",
-            ),
-            (facts.dtb, "devicetree"),
-        ]
-        .into_iter()
-        .chain(facts.reserved.iter().copied())
-        .collect(),
+        board,
+        memory_source: memory.source,
+        ram: memory.ram,
+        reserved: memory.reserved,
         ram_slack: 0,
-        cmdline: facts.bootargs.to_string(),
+        cmdline: cmdline.to_string(),
         cpus_present: facts.mpidr.len(),
         cpus_note,
-        acpi: facts.fw_cfg.map_or(AcpiEntry::None, AcpiEntry::FwCfgMmio),
-        devicetree: Some(facts.dtb),
+        acpi,
+        devicetree: dtb,
     })
 }
 
 /// Redistributor, CPU interface, timer tick, then interrupts on.
-fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError> {
+fn init_this_cpu(facts: &BootFacts, mpidr: u64) -> Result<(), gicv3::GicError> {
     let gicr = gic::init_cpu(&facts.gicr, mpidr)?;
     gicr.enable_private(facts.timer_intid, gic::DEFAULT_PRIORITY)?;
     timer::start_tick();
@@ -156,7 +253,7 @@ fn init_this_cpu(facts: &dt::DtFacts, mpidr: u64) -> Result<(), gicv3::GicError>
 /// Starts every other CPU through PSCI and waits (bounded) for them. CPUs
 /// beyond `smp::MAX_CPUS`, or beyond the stacks the heap can give, stay
 /// parked; the note says so.
-fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static str> {
+fn start_secondaries(facts: &BootFacts, boot_mpidr: u64) -> Option<&'static str> {
     let others: Vec<u64> = facts
         .mpidr
         .iter()
@@ -164,8 +261,7 @@ fn start_secondaries(facts: &dt::DtFacts, boot_mpidr: u64) -> Option<&'static st
         .filter(|&m| m & MPIDR_AFFINITY != boot_mpidr)
         .collect();
     let Some(hvc) = facts.psci_hvc else {
-        return (!others.is_empty())
-            .then_some("the devicetree has no PSCI node to start them with");
+        return (!others.is_empty()).then_some("the firmware describes no PSCI to start them with");
     };
     let entry = core::ptr::addr_of!(entry::_secondary_start) as u64;
     let mut started = 1;
@@ -249,7 +345,7 @@ pub extern "C" fn secondary_cpu_entry(idx: u64, stack_bottom: u64, stack_top: u6
     mmu::enable();
     let facts = FACTS
         .get()
-        .expect("secondary started before the boot CPU recorded the devicetree");
+        .expect("secondary started before the boot CPU recorded the boot facts");
     let mpidr = MPIDR_OF[idx as usize].load(Ordering::Acquire);
     match init_this_cpu(facts, mpidr) {
         Ok(()) => log::debug!("cpu {idx} (MPIDR {mpidr:#x}) online"),

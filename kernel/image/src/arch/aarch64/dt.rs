@@ -1,6 +1,7 @@
 //! The devicetree: found at boot, parsed by the `devicetree` crate (which
 //! checks the blob before walking it) once the heap exists, and turned into
 //! the facts the boot path needs.
+use super::facts::{BootFacts, Sources};
 use alloc::vec::Vec;
 use core::fmt;
 use devicetree::{Gic, Platform, PsciMethod};
@@ -33,17 +34,9 @@ pub struct DtFacts {
     /// kept from the page allocator.
     pub reserved: Vec<(PhysRange, &'static str)>,
     pub fw_cfg: Option<u64>,
-    pub gicd: u64,
-    /// Every redistributor region (`#redistributor-regions`): a CPU's
-    /// frame may be in any of them.
-    pub gicr: Vec<PhysRange>,
-    pub timer_intid: u32,
-    /// `/timer`'s `clock-frequency`, for a CNTFRQ_EL0 left at 0.
-    pub timer_frequency: Option<u32>,
-    /// PSCI through HVC (true) or SMC (false); None without a PSCI node.
-    pub psci_hvc: Option<bool>,
-    pub mpidr: Vec<u64>,
     pub bootargs: &'static str,
+    /// What boot needs of the machine, unless ACPI is to give it.
+    pub boot: BootFacts,
 }
 
 static PLATFORM: Once<Result<Platform, DtError>> = Once::new();
@@ -107,6 +100,37 @@ fn reservations(p: &Platform) -> Vec<(PhysRange, &'static str)> {
         .collect()
 }
 
+/// What boot needs of the machine, as the devicetree describes it.
+pub fn boot_facts(p: &Platform) -> Result<BootFacts, DtError> {
+    let Gic::V3(gic) = &p.gic else {
+        return Err(DtError::NotGicV3);
+    };
+    let range = |base: u64, size: u64| PhysRange::new(base, size);
+    Ok(BootFacts {
+        gicd: gic.distributor.base,
+        gicr: gic
+            .redistributors
+            .iter()
+            .map(|r| range(r.base, r.size))
+            .collect(),
+        its: gic.its.iter().map(|i| range(i.base, i.size)).collect(),
+        timer_intid: p.timer.nonsecure_phys.intid(),
+        timer_frequency: p.timer.clock_frequency,
+        psci_hvc: p.psci.as_ref().map(|p| p.method == PsciMethod::Hvc),
+        mpidr: p.cpus.iter().map(|c| c.mpidr).collect(),
+        console: p.console.clone(),
+        sources: Sources {
+            gic: "devicetree GICv3 node",
+            redistributors: "devicetree GICv3 node",
+            its: "devicetree ITS nodes",
+            timer: "devicetree /timer",
+            psci: "devicetree /psci",
+            cpus: "devicetree /cpus".into(),
+            console: "devicetree /chosen stdout-path",
+        },
+    })
+}
+
 /// Parses the blob (heap needed) and extracts the boot facts.
 pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
     let p = PLATFORM
@@ -116,14 +140,7 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
         Ok(p) => p,
         Err(e) => return Err(e.clone()),
     };
-    let Gic::V3(gic) = &p.gic else {
-        return Err(DtError::NotGicV3);
-    };
-    let gicr = gic
-        .redistributors
-        .iter()
-        .map(|r| PhysRange::new(r.base, r.size))
-        .collect();
+    let boot = boot_facts(p)?;
     Ok(DtFacts {
         dtb,
         ram: p
@@ -133,16 +150,11 @@ pub fn parse(dtb: PhysRange) -> Result<DtFacts, DtError> {
             .collect(),
         reserved: reservations(p),
         fw_cfg: p.fw_cfg.as_ref().map(|f| f.base),
-        gicd: gic.distributor.base,
-        gicr,
-        timer_intid: p.timer.nonsecure_phys.intid(),
-        timer_frequency: p.timer.clock_frequency,
-        psci_hvc: p.psci.as_ref().map(|p| p.method == PsciMethod::Hvc),
-        mpidr: p.cpus.iter().map(|c| c.mpidr).collect(),
         bootargs: p
             .chosen
             .as_ref()
             .and_then(|c| c.bootargs.as_deref())
             .unwrap_or(""),
+        boot,
     })
 }

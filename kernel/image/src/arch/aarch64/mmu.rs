@@ -102,3 +102,19 @@ pub fn map_described(p: &devicetree::Platform) {
         map_device(r(s.base, s.size), "SMMUv3");
     }
 }
+
+/// A GIC distributor's register frame.
+const GICD_SIZE: u64 = 0x1_0000;
+
+/// Maps the GIC's frames the boot facts name, as device memory (again,
+/// where the devicetree's were mapped already).
+pub fn map_facts(f: &super::facts::BootFacts) {
+    use crate::mapping::map_device;
+    map_device(PhysRange::new(f.gicd, GICD_SIZE), "GIC distributor");
+    for r in &f.gicr {
+        map_device(*r, "GIC redistributors");
+    }
+    for r in &f.its {
+        map_device(*r, "GIC ITS");
+    }
+}

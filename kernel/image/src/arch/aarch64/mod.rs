@@ -5,6 +5,7 @@ mod cache;
 mod dt;
 mod entry;
 mod exceptions;
+pub mod facts;
 pub mod gic;
 mod mmu;
 mod msi;
@@ -154,6 +155,18 @@ pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
 /// Arm has no BIOS areas to scan for an RSDP.
 pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
     None
+}
+
+/// The boot facts (GIC, timer, CPUs, PSCI, console) as ACPI alone gives
+/// them, whatever the boot used: for comparing with the devicetree's.
+pub fn acpi_boot_facts() -> Result<facts::BootFacts, alloc::string::String> {
+    let set = crate::discovery::boot_tables(crate::platform::get().acpi)?;
+    facts::from_acpi(set).map(|(f, _)| f)
+}
+
+/// The same facts as the devicetree gives them, if there is one.
+pub fn devicetree_boot_facts() -> Option<Result<facts::BootFacts, alloc::string::String>> {
+    dt::platform().map(|p| dt::boot_facts(p).map_err(|e| alloc::format!("{e}")))
 }
 
 /// The devicetree the boot path parsed.

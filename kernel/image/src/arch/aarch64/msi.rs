@@ -1,7 +1,6 @@
 //! MSIs on Arm: the GICv3 ITS turns a device's write to GITS_TRANSLATER
 //! into an LPI. Brought up after the page allocator exists (its tables
 //! come from it), on the boot CPU only for now.
-use super::dt;
 use crate::memory;
 use crate::platform::MsiVector;
 use alloc::format;
@@ -62,30 +61,28 @@ pub fn lpi_count(lpi: u32) -> u32 {
         .map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
-/// Brings up the ITS the devicetree names and LPIs on the boot CPU.
+/// Brings up the first ITS the boot facts name and LPIs on the boot CPU.
 pub fn init() -> Result<String, String> {
-    let platform = dt::platform().ok_or("no devicetree")?;
-    let devicetree::Gic::V3(gic) = &platform.gic else {
-        return Err("not a GICv3".into());
-    };
-    let its_node = gic.its.first().ok_or("the devicetree describes no ITS")?;
-    let rd_region = gic
-        .redistributors
-        .first()
-        .ok_or("no redistributor region")?;
+    let facts = super::boot::facts().ok_or("no boot facts")?;
+    let its_node = facts.its.first().ok_or("the firmware describes no ITS")?;
+    let regions: alloc::vec::Vec<(usize, usize)> = facts
+        .gicr
+        .iter()
+        .map(|r| (r.start as usize, r.size() as usize))
+        .collect();
     let mpidr = super::boot::boot_mpidr();
     let affinity = ((((mpidr >> 32) & 0xff) << 24) | (mpidr & 0xff_ffff)) as u32;
-    // SAFETY: the redistributor region from the devicetree, mapped as device memory.
-    let rd =
-        unsafe { Redistributor::find(rd_region.base as usize, rd_region.size as usize, affinity) }
-            .map_err(|e| format!("redistributor: {e:?}"))?;
-    // SAFETY: the ITS frame from the devicetree, identity-mapped as device
+    // SAFETY: the redistributor regions the boot facts name, mapped as
+    // device memory.
+    let rd = unsafe { Redistributor::find_in(&regions, affinity) }
+        .map_err(|e| format!("redistributor: {e:?}"))?;
+    // SAFETY: the ITS frame from the boot facts, identity-mapped as device
     // memory (the low 1 GiB); only this state ever drives it.
-    let mut its = unsafe { Its::new(its_node.base as usize, its_node.base) };
+    let mut its = unsafe { Its::new(its_node.start as usize, its_node.start) };
     its.set_cache_clean(super::clean_to_poc);
     let info = its
         .init(&mut Pages)
-        .map_err(|e| format!("ITS at {:#x}: {e:?}", its_node.base))?;
+        .map_err(|e| format!("ITS at {:#x}: {e:?}", its_node.start))?;
     let config =
         LpiConfigTable::alloc(&mut Pages, LPI_ID_BITS).map_err(|e| format!("LPI table: {e:?}"))?;
     rd.enable_lpis_alloc(&config, &mut Pages)
@@ -99,7 +96,7 @@ pub fn init() -> Result<String, String> {
         devices: alloc::vec::Vec::new(),
         next_lpi: LPI_BASE,
     });
-    Ok(format!("ITS at {:#x}: {info:?}", its_node.base))
+    Ok(format!("ITS at {:#x}: {info:?}", its_node.start))
 }
 
 /// A new LPI for `device_id` (the DeviceID its MSIs carry): the next event
