@@ -17,7 +17,7 @@ const SPECIAL: core::ops::RangeInclusive<u64> = 1020..=1023;
 pub const DEFAULT_PRIORITY: u8 = 0x80;
 
 pub fn init_distributor(base: u64) -> Result<(), GicError> {
-    // SAFETY: `base` is the distributor from the devicetree, identity-mapped
+    // SAFETY: `base` is the distributor from the boot facts, identity-mapped
     // as device memory; only this Once ever wraps it.
     let gicd = GICD.call_once(|| unsafe { Distributor::new(base as usize) });
     gicd.init()?;
@@ -37,7 +37,7 @@ pub fn init_cpu(regions: &[PhysRange], mpidr: u64) -> Result<Redistributor, GicE
         .iter()
         .map(|r| (r.start as usize, r.size() as usize))
         .collect();
-    // SAFETY: the redistributor regions from the devicetree, mapped as device memory.
+    // SAFETY: the redistributor regions from the boot facts, mapped as device memory.
     let gicr = unsafe { Redistributor::find_in(&regions, affinity as u32) }?;
     gicr.init()?;
     // SAFETY: ICC register writes configure only this CPU's interface:

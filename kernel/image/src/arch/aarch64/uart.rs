@@ -1,4 +1,4 @@
-//! The console UART the devicetree names: a PL011, an SBSA generic UART
+//! The console UART the devicetree or the SPCR names: a PL011, an SBSA generic UART
 //! (firmware owns its rate and framing) or an MMIO 16550.
 use alloc::boxed::Box;
 use core::fmt::{self, Write};
@@ -44,7 +44,7 @@ pub fn open(u: &Uart) -> Result<Box<dyn Write + Send>, UartError> {
     let base = u.base as usize;
     Ok(match u.kind {
         UartKind::Pl011 | UartKind::SbsaUart => {
-            // SAFETY: the UART the devicetree names, identity-mapped as
+            // SAFETY: the UART the devicetree or SPCR names, identity-mapped as
             // device memory; only the console drives it.
             let mut p = unsafe { Pl011::new(base) };
             if u.kind == UartKind::SbsaUart {
@@ -58,7 +58,7 @@ pub fn open(u: &Uart) -> Result<Box<dyn Write + Send>, UartError> {
             reg_shift,
             reg_io_width,
         } => {
-            // SAFETY: as above, with the register layout the devicetree gives.
+            // SAFETY: as above, with the register layout the firmware gives.
             let mut n = unsafe { Ns16550::mmio(base, reg_shift, reg_io_width) }
                 .map_err(UartError::Ns16550)?;
             n.init(u.clock_frequency, u.baud)
