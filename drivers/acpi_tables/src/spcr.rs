@@ -299,6 +299,86 @@ pub fn pc_console(spcr: Option<&Spcr>) -> Uart16550At {
         .unwrap_or(Uart16550At::Port(COM1))
 }
 
+/// The console as a memory-mapped UART driver takes it (Arm has no I/O
+/// ports), from [`Spcr::mmio_uart`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioUart {
+    pub kind: MmioUartKind,
+    pub address: u64,
+    /// None: leave the rate as the firmware set it.
+    pub baud: Option<u32>,
+    /// The input clock a 16550 divisor needs (revision 3 and later, not 0).
+    pub clock: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmioUartKind {
+    Pl011,
+    /// The SBSA generic UART (0xd, 0xe): firmware owns rate and framing.
+    SbsaUart,
+    /// Registers `1 << reg_shift` bytes apart, accessed `reg_io_width`
+    /// bytes wide (1 or 4), as the devicetree's properties say.
+    Ns16550 {
+        reg_shift: u32,
+        reg_io_width: u32,
+    },
+}
+
+/// Why the SPCR's console cannot be a memory-mapped UART here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmioUartError {
+    /// In I/O space.
+    IoSpace,
+    /// An interface type with no driver (by number).
+    Unsupported(u8),
+}
+
+impl fmt::Display for MmioUartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MmioUartError::IoSpace => write!(f, "the SPCR's UART is in I/O space"),
+            MmioUartError::Unsupported(t) => write!(
+                f,
+                "the SPCR's UART type {t:#x} ({}) has no driver",
+                interface_name(*t)
+            ),
+        }
+    }
+}
+
+impl Spcr {
+    /// The console as a PL011, an SBSA generic UART or a 16550 in
+    /// memory; None when redirection is off. A 16550's register width is
+    /// 32 bits when its address structure says dword access, else bytes.
+    pub fn mmio_uart(&self) -> Result<Option<MmioUart>, MmioUartError> {
+        let Some(c) = self.console() else {
+            return Ok(None);
+        };
+        if !c.mmio {
+            return Err(MmioUartError::IoSpace);
+        }
+        let kind = match (c.kind, self.uart_16550()) {
+            (ConsoleKind::Pl011, _) => MmioUartKind::Pl011,
+            (ConsoleKind::Other(0x0d | 0x0e), _) => MmioUartKind::SbsaUart,
+            (_, Some(Uart16550At::Mmio { stride, .. })) => MmioUartKind::Ns16550 {
+                reg_shift: stride.trailing_zeros(),
+                reg_io_width: if self.base_address.access_size == 3 {
+                    4
+                } else {
+                    1
+                },
+            },
+            _ => return Err(MmioUartError::Unsupported(self.interface_type)),
+        };
+        Ok(Some(MmioUart {
+            kind,
+            address: c.address,
+            baud: c.baud,
+            clock: self.uart_clock_frequency.filter(|&f| f != 0),
+        }))
+    }
+}
+
 impl fmt::Display for Spcr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;

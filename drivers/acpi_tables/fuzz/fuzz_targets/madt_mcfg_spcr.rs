@@ -7,7 +7,7 @@ mod common;
 fuzz_target!(|data: &[u8]| {
     if let Some(t) = common::as_table(data, b"APIC") {
         if let Ok(m) = madt::parse(&t) {
-            let _ = (m.gicd(), m.redistributors().count(), m.its().count(), m.cpus(), format!("{m}"));
+            let _ = (m.gicd(), m.redistributor_regions(), m.its().count(), m.cpus(), format!("{m}"));
         }
     }
     if let Some(t) = common::as_table(data, b"MCFG") {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(t) = common::as_table(data, b"SPCR") {
         if let Ok(s) = spcr::parse(&t) {
-            let _ = (s.console(), format!("{s}"));
+            let _ = (s.console(), s.mmio_uart(), format!("{s}"));
         }
     }
 });

@@ -272,3 +272,66 @@ fn pc_console_from_spcr_else_com1() {
     off.base_address.address = 0;
     assert_eq!(pc_console(Some(&off)), Uart16550At::Port(COM1));
 }
+
+#[test]
+fn mmio_uarts_for_an_arm_console() {
+    let virt = parse(&virt()).unwrap();
+    assert_eq!(
+        virt.mmio_uart(),
+        Ok(Some(MmioUart {
+            kind: MmioUartKind::Pl011,
+            address: 0x0900_0000,
+            baud: Some(9600),
+            clock: None
+        }))
+    );
+    let mut sbsa = virt.clone();
+    sbsa.interface_type = 0x0e;
+    assert_eq!(
+        sbsa.mmio_uart().unwrap().unwrap().kind,
+        MmioUartKind::SbsaUart
+    );
+    // A DesignWare-style 16550: 32-bit registers 4 bytes apart, its clock.
+    let mut b = body(0x12, [0, 32, 0, 3], 0xfe03_2000, INT_GIC, 0, 40, 7);
+    b.extend_from_slice(&1_843_200u32.to_le_bytes());
+    let dw = parse(&make_table(b"SPCR", 3, &b)).unwrap();
+    assert_eq!(
+        dw.mmio_uart(),
+        Ok(Some(MmioUart {
+            kind: MmioUartKind::Ns16550 {
+                reg_shift: 2,
+                reg_io_width: 4
+            },
+            address: 0xfe03_2000,
+            baud: Some(115_200),
+            clock: Some(1_843_200)
+        }))
+    );
+    // Byte registers packed together, clock unknown (0).
+    let mut b = body(0, [0, 8, 0, 1], 0x1c02_8000, INT_GIC, 0, 40, 0);
+    b.extend_from_slice(&0u32.to_le_bytes());
+    let packed = parse(&make_table(b"SPCR", 3, &b)).unwrap().mmio_uart();
+    assert_eq!(
+        packed.map(|u| u.map(|u| (u.kind, u.clock, u.baud))),
+        Ok(Some((
+            MmioUartKind::Ns16550 {
+                reg_shift: 0,
+                reg_io_width: 1
+            },
+            None,
+            None
+        )))
+    );
+    // COM1 on an I/O port, a UART nobody drives, redirection off.
+    assert_eq!(
+        parse(&com1(0, 88, 2)).unwrap().mmio_uart(),
+        Err(MmioUartError::IoSpace)
+    );
+    let mut dcc = virt.clone();
+    dcc.interface_type = 0x0f;
+    assert_eq!(dcc.mmio_uart(), Err(MmioUartError::Unsupported(0x0f)));
+    assert!(dcc.mmio_uart().unwrap_err().to_string().contains("Arm DCC"));
+    let mut off = virt.clone();
+    off.base_address.address = 0;
+    assert_eq!(off.mmio_uart(), Ok(None));
+}

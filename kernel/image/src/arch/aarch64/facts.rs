@@ -180,44 +180,28 @@ pub fn from_acpi(set: &TableSet) -> Result<(BootFacts, String), String> {
     ))
 }
 
-/// The SPCR's UART as the console driver takes it: a PL011, an SBSA
-/// generic UART or an MMIO 16550 (register spacing and width from its
-/// address structure). Redirection off: no console.
+/// The SPCR's UART as the console driver takes it (a devicetree `Uart`).
 fn spcr_uart(s: &spcr::Spcr) -> Result<Option<Uart>, String> {
-    let Some(c) = s.console() else {
+    let Some(u) = s.mmio_uart().map_err(|e| e.to_string())? else {
         return Ok(None);
-    };
-    if !c.mmio {
-        return Err(format!(
-            "the SPCR's {} is in I/O space, which Arm does not have",
-            s.interface_name
-        ));
-    }
-    let kind = match (c.kind, s.uart_16550()) {
-        (spcr::ConsoleKind::Pl011, _) => UartKind::Pl011,
-        (spcr::ConsoleKind::Other(0x0d | 0x0e), _) => UartKind::SbsaUart,
-        (_, Some(spcr::Uart16550At::Mmio { stride, .. })) => UartKind::Ns16550 {
-            reg_shift: stride.trailing_zeros(),
-            reg_io_width: if s.base_address.access_size == 3 {
-                4
-            } else {
-                1
-            },
-        },
-        _ => {
-            return Err(format!(
-                "the SPCR's UART ({:#x}, {}) has no driver here",
-                s.interface_type, s.interface_name
-            ))
-        }
     };
     Ok(Some(Uart {
         path: "SPCR".into(),
-        kind,
-        base: c.address,
+        kind: match u.kind {
+            spcr::MmioUartKind::Pl011 => UartKind::Pl011,
+            spcr::MmioUartKind::SbsaUart => UartKind::SbsaUart,
+            spcr::MmioUartKind::Ns16550 {
+                reg_shift,
+                reg_io_width,
+            } => UartKind::Ns16550 {
+                reg_shift,
+                reg_io_width,
+            },
+        },
+        base: u.address,
         size: UART_SIZE,
         interrupt: None,
-        baud: c.baud,
-        clock_frequency: s.uart_clock_frequency.filter(|&f| f != 0),
+        baud: u.baud,
+        clock_frequency: u.clock,
     }))
 }
