@@ -16,6 +16,9 @@ use spin::Once;
 /// found: where QEMU puts the devicetree for an ELF image.
 const VIRT_RAM_BASE: u64 = 0x4000_0000;
 
+/// How long the boot CPU's first timer tick may take (100 Hz: 10 ms).
+const FIRST_TICK_TIMEOUT_NS: u64 = 1_000_000_000;
+
 /// How long the secondaries get to come online.
 const CPU_ON_TIMEOUT_NS: u64 = 1_000_000_000;
 
@@ -224,6 +227,7 @@ fn start(
             "cpu 0 (MPIDR {mpidr:#x}): interrupt setup: {e:?}"
         ));
     }
+    first_tick(facts);
     let cpus_note = start_secondaries(facts, mpidr);
 
     crate::kmain(BootInfo {
@@ -248,6 +252,23 @@ fn init_this_cpu(facts: &BootFacts, mpidr: u64) -> Result<(), gicv3::GicError> {
     smp::mark_online();
     super::interrupts_restore(true);
     Ok(())
+}
+
+/// Waits (bounded, without WFI) for the boot CPU's first timer tick.
+/// Later waits sleep in WFI until an interrupt, the tick at least: a
+/// timer INTID that never fires (a wrong GTDT or `/timer`) would leave
+/// them asleep for good, so boot ends here instead, saying which.
+fn first_tick(facts: &BootFacts) {
+    let t0 = timer::now_ns();
+    while smp::ticks(0) == 0 {
+        if timer::now_ns() - t0 > FIRST_TICK_TIMEOUT_NS {
+            console::bail_out(format_args!(
+                "the timer's INTID {} ({}) did not interrupt within 1 s",
+                facts.timer_intid, facts.sources.timer
+            ));
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Starts every other CPU through PSCI and waits (bounded) for them. CPUs
