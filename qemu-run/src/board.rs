@@ -17,6 +17,9 @@ pub struct Board {
     pub arch: String,
     /// Rust target the kernel is built for.
     pub target: String,
+    /// How the kernel is started: `elf` (QEMU `-kernel` with the ELF),
+    /// `pvh` (the same, x86's PVH note), `image` (QEMU `-kernel` with the
+    /// arm64 `Image`, devicetree in x0).
     #[serde(default)]
     pub boot: String,
     /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`).
@@ -151,6 +154,11 @@ impl Board {
             }
         }
         Ok(board)
+    }
+
+    /// Whether the board starts the arm64 `Image` rather than the ELF.
+    pub fn boots_image(&self) -> bool {
+        self.boot == "image"
     }
 
     pub fn variant(&self, name: &str) -> Option<&Variant> {

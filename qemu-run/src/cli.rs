@@ -480,6 +480,16 @@ fn kernel_for(root: &Path, on: &OnBoards, b: &Board) -> Result<PathBuf> {
         None => build::build_kernel(root, b)?,
     };
     board::check_kernel(&kernel, b)?;
+    // Boards that start an arm64 Image get it made from the ELF; a kernel
+    // given as an Image already is checked and used as it is.
+    if b.boots_image() {
+        let head = board::read_kernel_head(&kernel)?;
+        if board::elf_machine(&head).is_some() {
+            return crate::arm64::write_beside(&kernel);
+        }
+        let bytes = std::fs::read(&kernel).with_context(|| kernel.display().to_string())?;
+        crate::arm64::header(&bytes).with_context(|| format!("kernel {}", kernel.display()))?;
+    }
     Ok(kernel)
 }
 

@@ -6,6 +6,7 @@
 //! calls [`cli::main`].
 
 pub mod acpi;
+pub mod arm64;
 pub mod bench;
 pub mod board;
 pub mod build;

@@ -3,7 +3,7 @@
 //! here has a `--timeout`, so no test can hang on a stuck guest.
 use std::time::Duration;
 
-use tests::{board_names, qemu_lock, qemu_run, scratch_dir, silent_aarch64_elf, summary_rows};
+use tests::{board_names, qemu_lock, qemu_run, scratch_dir, silent_arm64_image, summary_rows};
 
 /// Every board passes in the checking mode (`iommu.check`: table writes,
 /// invalidations, frees and tags verified at each DMA), which finds
@@ -187,8 +187,8 @@ fn bad_input_fails_clearly() {
     );
 
     // A kernel that boots and never prints: killed at the timeout.
-    let silent = dir.join("silent-aarch64.elf");
-    std::fs::write(&silent, silent_aarch64_elf()).unwrap();
+    let silent = dir.join("silent-Image");
+    std::fs::write(&silent, silent_arm64_image()).unwrap();
     let _qemu = qemu_lock();
     let run = qemu_run(&[
         "run",

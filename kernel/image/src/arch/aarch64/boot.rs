@@ -11,10 +11,6 @@ use kernel::addr::PhysRange;
 use kernel::cmdline;
 use spin::Once;
 
-/// A board fact of qemu-virt that no table gives before the devicetree is
-/// found: where QEMU puts the devicetree for an ELF image.
-const VIRT_RAM_BASE: u64 = 0x4000_0000;
-
 /// How long the secondaries get to come online.
 const CPU_ON_TIMEOUT_NS: u64 = 1_000_000_000;
 
@@ -41,7 +37,10 @@ fn set_vectors() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
+/// The boot CPU's Rust entry, per the entry contract: `dtb` is the
+/// devicetree's address or 0 (x0), `handoff` our UEFI loader's hand-over
+/// block or 0 (x1; U-Boot and QEMU pass 0).
+pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
     TPIDR_EL1.set(0);
     set_vectors();
     let (kstart, kend) = (
@@ -50,7 +49,10 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
     );
     // The console is whatever the devicetree names: without one there is
     // nothing to report on, and the exit status is all the runner gets.
-    let Ok(dtb) = dt::locate(x0, VIRT_RAM_BASE) else {
+    // The hand-over block is read once the loader's side lands; until
+    // then a UEFI boot still needs the devicetree in x0.
+    let _ = handoff;
+    let Ok(dtb) = dt::locate(dtb) else {
         super::exit(false)
     };
     // Until the devicetree is read, RAM is what we know holds RAM: our own
