@@ -42,7 +42,13 @@ pub struct Board {
     /// only when the QEMU has them.
     #[serde(default)]
     pub patched_args: Vec<String>,
-    /// QEMU's exit status when the kernel reports success.
+    /// Words for the kernel command line, first on it. `exit=` names how
+    /// the run ends (`semihosting`, `isa-debug-exit`); without it the
+    /// kernel powers off through firmware and there is no exit status.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    /// QEMU's exit status when the kernel reports success (read only when
+    /// the exit method gives one: [`Board::exit_status`]).
     pub exit_pass: i32,
     /// QEMU's exit status when the kernel reports failure.
     pub exit_fail: i32,
@@ -86,6 +92,12 @@ pub struct Variant {
     /// Replaces the board's `cpus` (and so `-smp` and `qemu.cpus=`).
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// Replaces the board's `kernel_args` (another exit method, say).
+    #[serde(default)]
+    pub kernel_args: Option<Vec<String>>,
+    /// Replaces the board's `io` (without semihosting, say).
+    #[serde(default)]
+    pub io: Option<Vec<String>>,
     /// QEMU arguments added after the board's test arguments. Later
     /// `-cpu` and `-global` win over the board's; `-M` properties merge.
     #[serde(default)]
@@ -156,6 +168,17 @@ impl Board {
         Ok(board)
     }
 
+    /// The exit status that means a pass, when the board's exit method
+    /// gives one (`exit=semihosting` or `exit=isa-debug-exit` in
+    /// `kernel_args`); `None`: the run is judged by the TAP stream alone.
+    pub fn exit_status(&self) -> Option<i32> {
+        let words = self.kernel_args.join(" ");
+        match kernel_exit_word(&words) {
+            Some("semihosting" | "isa-debug-exit") => Some(self.exit_pass),
+            _ => None,
+        }
+    }
+
     /// Whether the board starts the arm64 `Image` rather than the ELF.
     pub fn boots_image(&self) -> bool {
         self.boot == "image"
@@ -179,6 +202,12 @@ impl Board {
         if let Some(c) = v.cpus {
             b.cpus = c;
         }
+        if let Some(k) = &v.kernel_args {
+            b.kernel_args = k.clone();
+        }
+        if let Some(io) = &v.io {
+            b.io = io.clone();
+        }
         b.test_args.extend(v.args.iter().cloned());
         b.patched_args.extend(v.patched_args.iter().cloned());
         b.expect.extend(v.expect.clone());
@@ -191,6 +220,14 @@ impl Board {
         b.variants.clear();
         b
     }
+}
+
+/// The value of the last `exit=` word of a kernel command line.
+fn kernel_exit_word(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("exit="))
+        .next_back()
 }
 
 /// A QEMU size: one word, not empty.
@@ -630,6 +667,33 @@ pci = "edu@rootport,edu@switch"
         );
         let e = bad("[[variant]]\nname = \"x\"\nmemroy = \"2G\"");
         assert!(e.contains("unknown field `memroy`"), "{e}");
+    }
+
+    #[test]
+    fn only_a_status_giving_exit_method_is_judged_by_status() {
+        let b = |args: &str| {
+            let text = VIRT.replace(
+                "exit_pass = 0",
+                &format!("kernel_args = [{args}]\nexit_pass = 0"),
+            );
+            Board::parse(&text, Path::new("v.toml")).unwrap()
+        };
+        assert_eq!(b("\"exit=semihosting\"").exit_status(), Some(0));
+        assert_eq!(
+            b("\"log=debug\", \"exit=isa-debug-exit\"").exit_status(),
+            Some(0)
+        );
+        // PSCI SYSTEM_OFF, a halt, an unknown method: no status to read.
+        assert_eq!(b("").exit_status(), None);
+        assert_eq!(b("\"exit=psci\"").exit_status(), None);
+        assert_eq!(b("\"exit=semihosting\", \"exit=nope\"").exit_status(), None);
+        // A variant replaces the words (and QEMU's io).
+        let text = VIRT.replace("exit_pass = 0", "kernel_args = [\"exit=semihosting\"]\nexit_pass = 0")
+            .replace("[memory_map]", "[[variant]]\nname = \"psci-exit\"\nkernel_args = []\nio = [\"-serial\", \"stdio\"]\n[memory_map]");
+        let board = Board::parse(&text, Path::new("v.toml")).unwrap();
+        let v = board.with_variant(board.variant("psci-exit").unwrap());
+        assert_eq!(v.exit_status(), None);
+        assert!(v.kernel_args.is_empty());
     }
 
     #[test]

@@ -541,14 +541,14 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
             let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
             let nothing_selected = outcome.tap.bail_out.is_none()
                 && outcome.tap.plan.as_ref().is_some_and(|p| p.count == 0)
-                && matches!(outcome.exit, tap::Exit::Status(s) if s == b.exit_pass);
+                && matches!(outcome.exit, tap::Exit::Status(s) if b.exit_status().is_none_or(|p| s == p));
             if nothing_selected {
                 continue;
             }
             let verdict = tap::verdict(
                 &outcome.tap,
                 &outcome.exit,
-                b.exit_pass,
+                b.exit_status(),
                 &outcome.stderr_head,
             );
             let figures = bench::parse_console(&outcome.console);
@@ -619,7 +619,7 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
             let verdict = tap::verdict(
                 &outcome.tap,
                 &outcome.exit,
-                b.exit_pass,
+                b.exit_status(),
                 &outcome.stderr_head,
             );
             let report = BoardReport {

@@ -119,7 +119,7 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
         None => board.cpus,
     };
 
-    let mut words = Vec::new();
+    let mut words = board.kernel_args.clone();
     if let Some(f) = &req.filter {
         words.push(format!("filter={f}"));
     }
@@ -425,6 +425,7 @@ mod tests {
             io: vec!["-serial".into(), "stdio".into()],
             test_args: vec!["-device".into(), "edu".into()],
             patched_args: vec!["-device".into(), "pasid-dma".into()],
+            kernel_args: Vec::new(),
             exit_pass: 0,
             exit_fail: 1,
             fw_cfg_mmio: None,
@@ -622,7 +623,7 @@ mod tests {
         assert_eq!(o.stderr_head, ["warning"]);
         assert_eq!(o.tap.last_line.as_deref(), Some("no newline at the end"));
         assert!(o.console.starts_with("boot log\nTAP version 14\n1..1\n"));
-        assert!(crate::tap::verdict(&o.tap, &o.exit, 3, &o.stderr_head).pass);
+        assert!(crate::tap::verdict(&o.tap, &o.exit, Some(3), &o.stderr_head).pass);
     }
 
     #[test]
@@ -649,7 +650,7 @@ mod tests {
         let o = sh("echo 'Bail out! kernel panic'; exec sleep 30", 20_000, 300);
         assert_eq!(o.exit, Exit::KilledAfterBailOut);
         assert!(t.elapsed() < Duration::from_secs(5));
-        let v = crate::tap::verdict(&o.tap, &o.exit, 0, &o.stderr_head);
+        let v = crate::tap::verdict(&o.tap, &o.exit, Some(0), &o.stderr_head);
         assert_eq!(v.reason.as_deref(), Some("bail out: kernel panic"));
     }
 
@@ -690,7 +691,7 @@ mod tests {
             5_000,
             5_000,
         );
-        let v = crate::tap::verdict(&o.tap, &o.exit, 0, &o.stderr_head);
+        let v = crate::tap::verdict(&o.tap, &o.exit, Some(0), &o.stderr_head);
         assert_eq!(
             v.reason.as_deref(),
             Some("QEMU failed to start: qemu: -M nope: unsupported machine type")

@@ -96,6 +96,7 @@ pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
         mmu::map_described(p);
     }
     logger::init(cmdline::get(facts.bootargs, "log"));
+    crate::exit::configure(facts.bootargs);
     for r in &unmapped {
         log::warn!("RAM {r} left unmapped and unused");
     }
