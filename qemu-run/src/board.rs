@@ -19,7 +19,8 @@ pub struct Board {
     pub target: String,
     /// How the kernel is started: `elf` (QEMU `-kernel` with the ELF),
     /// `pvh` (the same, x86's PVH note), `image` (QEMU `-kernel` with the
-    /// arm64 `Image`, devicetree in x0).
+    /// arm64 `Image`, devicetree in x0), `uboot` (the board's firmware is
+    /// U-Boot, which runs `boot.scr` from a disk qemu-run builds).
     #[serde(default)]
     pub boot: String,
     /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`).
@@ -181,7 +182,12 @@ impl Board {
 
     /// Whether the board starts the arm64 `Image` rather than the ELF.
     pub fn boots_image(&self) -> bool {
-        self.boot == "image"
+        self.boot == "image" || self.boots_uboot()
+    }
+
+    /// Whether U-Boot (the board's `-bios`) starts the `Image` from a disk.
+    pub fn boots_uboot(&self) -> bool {
+        self.boot == "uboot"
     }
 
     pub fn variant(&self, name: &str) -> Option<&Variant> {

@@ -502,6 +502,10 @@ fn boot(
     opts: &Options,
 ) -> Result<run::Outcome> {
     let inv = run::invocation(b, kernel, request)?;
+    if b.boots_uboot() {
+        let disk = crate::uboot::disk_path(kernel, &b.name);
+        crate::uboot::write_disk(kernel, &inv.cmdline, &disk)?;
+    }
     eprintln!(
         "qemu-run: {}: {}",
         b.name,

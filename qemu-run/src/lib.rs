@@ -11,6 +11,7 @@ pub mod bench;
 pub mod board;
 pub mod build;
 pub mod cli;
+pub mod disk;
 pub mod junit;
 pub mod patched;
 pub mod qemu;
@@ -18,6 +19,7 @@ pub mod qtest;
 pub mod run;
 pub mod stress;
 pub mod tap;
+pub mod uboot;
 
 use std::time::Duration;
 

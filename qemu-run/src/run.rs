@@ -156,10 +156,20 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     if req.patched_devices {
         args.extend(board.patched_args.iter().map(OsString::from));
     }
-    args.push("-kernel".into());
-    args.push(kernel.as_os_str().to_owned());
-    args.push("-append".into());
-    args.push(cmdline.clone().into());
+    if board.boots_uboot() {
+        // Firmware (the board's -bios) boots from a disk holding the
+        // Image and a script with the command line (`uboot::write_disk`).
+        let disk = crate::uboot::disk_path(kernel, &board.name);
+        let mut drive = OsString::from("if=none,format=raw,id=bootdisk,file=");
+        drive.push(disk.as_os_str());
+        args.extend(["-drive".into(), drive]);
+        args.extend(["-device".into(), "virtio-blk-device,drive=bootdisk".into()]);
+    } else {
+        args.push("-kernel".into());
+        args.push(kernel.as_os_str().to_owned());
+        args.push("-append".into());
+        args.push(cmdline.clone().into());
+    }
     args.extend(req.extra.iter().map(OsString::from));
     Ok(Invocation { args, cmdline })
 }
@@ -492,6 +502,25 @@ mod tests {
             ]
         );
         assert_eq!(inv.cmdline, "qemu.mem=1G qemu.cpus=2");
+    }
+
+    #[test]
+    fn a_uboot_board_boots_from_its_disk() {
+        let b = Board {
+            boot: "uboot".into(),
+            kernel_args: vec!["exit=semihosting".into()],
+            ..board()
+        };
+        let inv = invocation(&b, Path::new("/k/Image"), &Request::default()).unwrap();
+        let a = strs(&inv.args);
+        assert!(!a.contains(&"-kernel".to_string()) && !a.contains(&"-append".to_string()));
+        assert!(a.ends_with(&[
+            "-drive".into(),
+            "if=none,format=raw,id=bootdisk,file=/k/b.disk.img".into(),
+            "-device".into(),
+            "virtio-blk-device,drive=bootdisk".into()
+        ]));
+        assert_eq!(inv.cmdline, "exit=semihosting qemu.mem=1G qemu.cpus=2");
     }
 
     #[test]
