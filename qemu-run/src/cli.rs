@@ -43,6 +43,9 @@ pub enum Cmd {
     /// ACPI tables: capture a board's, or decode table files
     #[command(subcommand)]
     Acpi(AcpiCmd),
+    /// Build what to copy or flash for a board (the Image, boot.scr and a
+    /// disk image for U-Boot boards) into a directory, with a README.txt
+    Image(ImageArgs),
     /// Cargo target runner: boot ELF on the board for its machine type
     Runner {
         /// The kernel ELF cargo built
@@ -159,6 +162,22 @@ pub struct RunArgs {
     /// Extra QEMU arguments (after `--`)
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The board to build for (one board)
+    #[arg(long, value_name = "NAME")]
+    pub board: String,
+    /// Kernel to package instead of building one (the ELF, or an Image)
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Directory for the files (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Extra words for the kernel command line
+    #[arg(long, value_name = "TEXT")]
+    pub append: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -294,12 +313,43 @@ pub fn execute(cli: Cli) -> Result<bool> {
             }
             Ok(all_ok)
         }
+        Cmd::Image(args) => {
+            image_for_board(&root, &boards, &args)?;
+            Ok(true)
+        }
         Cmd::Runner { elf, args } => {
             let board = board::board_for_elf(&boards, &elf)?;
             let args = runner_args(board, elf, &args);
             run_boards(&root, &boards, &args)
         }
     }
+}
+
+/// `image`: the kernel for the board, packaged the way the board boots it,
+/// with the command line its QEMU run would give.
+fn image_for_board(root: &Path, boards: &[Board], args: &ImageArgs) -> Result<()> {
+    let [b] = board::select(boards, &args.board)?[..] else {
+        bail!("image takes one board, not `all`");
+    };
+    let on = OnBoards {
+        board: b.name.clone(),
+        kernel: args.kernel.clone(),
+    };
+    let kernel = kernel_for(root, &on, b)?;
+    let request = Request {
+        append: args.append.clone(),
+        patched_devices: b.patched_qemu,
+        ..Request::default()
+    };
+    let cmdline = run::invocation(b, &kernel, &request)?.cmdline;
+    let bytes = std::fs::read(&kernel).with_context(|| kernel.display().to_string())?;
+    let files = crate::bundle::files_for(b, &bytes, &cmdline)?;
+    crate::bundle::write(&args.out, b, &files, &cmdline)?;
+    for f in &files {
+        println!("{}", args.out.join(&f.name).display());
+    }
+    println!("{}", args.out.join("README.txt").display());
+    Ok(())
 }
 
 pub fn board_list(boards: &[Board]) -> String {

@@ -10,6 +10,7 @@ pub mod arm64;
 pub mod bench;
 pub mod board;
 pub mod build;
+pub mod bundle;
 pub mod cli;
 pub mod disk;
 pub mod junit;
