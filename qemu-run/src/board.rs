@@ -48,6 +48,10 @@ pub struct Board {
     /// kernel powers off through firmware and there is no exit status.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// For `boot = "uboot"`: entries replacing those of U-Boot's default
+    /// environment, saved in its environment flash bank (`bootdelay = "0"`).
+    #[serde(default)]
+    pub uboot_env: std::collections::BTreeMap<String, String>,
     /// QEMU's exit status when the kernel reports success (read only when
     /// the exit method gives one: [`Board::exit_status`]).
     pub exit_pass: i32,

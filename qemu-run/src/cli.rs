@@ -555,6 +555,22 @@ fn boot(
     if b.boots_uboot() {
         let disk = crate::uboot::disk_path(kernel, &b.name);
         crate::uboot::write_disk(kernel, &inv.cmdline, &disk)?;
+        if !b.uboot_env.is_empty() {
+            let args: Vec<String> = b.machine.iter().chain(&b.io).cloned().collect();
+            let Some(firmware) = crate::uboot::bios_of(&args) else {
+                bail!(
+                    "board {}: uboot_env needs the U-Boot binary (-bios) in its arguments",
+                    b.name
+                );
+            };
+            let set: Vec<(&str, &str)> = b
+                .uboot_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let bank = crate::uboot::env_path(kernel, &b.name);
+            crate::uboot::write_env_flash(Path::new(firmware), &set, &bank)?;
+        }
     }
     eprintln!(
         "qemu-run: {}: {}",

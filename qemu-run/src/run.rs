@@ -164,6 +164,11 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
         drive.push(disk.as_os_str());
         args.extend(["-drive".into(), drive]);
         args.extend(["-device".into(), "virtio-blk-device,drive=bootdisk".into()]);
+        if !board.uboot_env.is_empty() {
+            let mut bank = OsString::from("if=pflash,unit=1,format=raw,file=");
+            bank.push(crate::uboot::env_path(kernel, &board.name).as_os_str());
+            args.extend(["-drive".into(), bank]);
+        }
     } else {
         args.push("-kernel".into());
         args.push(kernel.as_os_str().to_owned());
@@ -436,6 +441,7 @@ mod tests {
             test_args: vec!["-device".into(), "edu".into()],
             patched_args: vec!["-device".into(), "pasid-dma".into()],
             kernel_args: Vec::new(),
+            uboot_env: Default::default(),
             exit_pass: 0,
             exit_fail: 1,
             fw_cfg_mmio: None,
@@ -521,6 +527,16 @@ mod tests {
             "virtio-blk-device,drive=bootdisk".into()
         ]));
         assert_eq!(inv.cmdline, "exit=semihosting qemu.mem=1G qemu.cpus=2");
+        // A saved environment goes in U-Boot's flash bank.
+        let b = Board {
+            uboot_env: [("bootdelay".to_string(), "0".to_string())].into(),
+            ..b
+        };
+        let inv = invocation(&b, Path::new("/k/Image"), &Request::default()).unwrap();
+        assert!(strs(&inv.args).ends_with(&[
+            "-drive".into(),
+            "if=pflash,unit=1,format=raw,file=/k/b.uboot-env.img".into()
+        ]));
     }
 
     #[test]

@@ -31,6 +31,94 @@ pub const FDT_ADDR: &str = "${fdt_addr}";
 /// function is added to the boards' test topology).
 pub const DEVICE: &str = "virtio 0:1";
 
+/// Debian's qemu_arm64 keeps its environment in the second flash bank
+/// (CONFIG_ENV_ADDR 0x400_0000, CONFIG_ENV_SIZE 0x4_0000): QEMU virt's
+/// `-drive if=pflash,unit=1`, a 64 MiB bank.
+pub const ENV_SIZE: usize = 0x4_0000;
+pub const FLASH_BANK_SIZE: u64 = 64 << 20;
+
+/// U-Boot's built-in default environment, found in its binary: the block
+/// of NUL-separated `name=value` entries that starts with `bootcmd=` and
+/// holds `bootdelay=`, ended by an empty entry.
+pub fn default_environment(uboot: &[u8]) -> Result<Vec<String>> {
+    let mut from = 0;
+    while let Some(at) = find(&uboot[from..], b"\0bootcmd=").map(|i| from + i + 1) {
+        let len = find(&uboot[at..], b"\0\0").map_or(uboot.len() - at, |e| e + 1);
+        let entries: Vec<String> = uboot[at..at + len]
+            .split(|&c| c == 0)
+            .filter(|e| !e.is_empty())
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        let has = |name: &str| entries.iter().any(|e| e.starts_with(name));
+        if has("bootdelay=") && entries.iter().all(|e| e.contains('=')) {
+            return Ok(entries);
+        }
+        from = at;
+    }
+    bail!("no default environment (bootcmd=, bootdelay=) found in the U-Boot binary")
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A flash environment as U-Boot stores it (`saveenv`): CRC32 of the data,
+/// then `ENV_SIZE - 4` bytes of NUL-separated entries padded with zeros.
+/// Entries of `set` replace those of `env` with the same name.
+pub fn flash_environment(env: &[String], set: &[(&str, &str)]) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(ENV_SIZE);
+    for e in env {
+        let name = e.split('=').next().unwrap_or("");
+        if set.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        data.extend(e.as_bytes());
+        data.push(0);
+    }
+    for (n, v) in set {
+        data.extend(format!("{n}={v}").as_bytes());
+        data.push(0);
+    }
+    data.push(0);
+    if data.len() > ENV_SIZE - 4 {
+        bail!(
+            "the U-Boot environment ({} bytes) does not fit its {ENV_SIZE} bytes",
+            data.len()
+        );
+    }
+    data.resize(ENV_SIZE - 4, 0);
+    let mut out = crc32fast::hash(&data).to_le_bytes().to_vec();
+    out.extend(data);
+    Ok(out)
+}
+
+/// The environment flash bank for a U-Boot board run, beside the `Image`.
+pub fn env_path(image: &Path, board: &str) -> PathBuf {
+    image.with_file_name(format!("{}.uboot-env.img", board.replace(':', "-")))
+}
+
+/// Writes a flash bank holding `firmware`'s own default environment with
+/// the entries of `set` replaced (as `setenv NAME VALUE; saveenv` would
+/// leave it): `bootdelay=0` skips the 2 s U-Boot waits for a key.
+pub fn write_env_flash(firmware: &Path, set: &[(&str, &str)], out: &Path) -> Result<()> {
+    let bin = std::fs::read(firmware).with_context(|| firmware.display().to_string())?;
+    let env = default_environment(&bin).with_context(|| firmware.display().to_string())?;
+    let bank = flash_environment(&env, set)?;
+    let f = std::fs::File::create(out).with_context(|| out.display().to_string())?;
+    use std::io::Write as _;
+    (&f).write_all(&bank)
+        .and_then(|()| f.set_len(FLASH_BANK_SIZE))
+        .with_context(|| out.display().to_string())
+}
+
+/// The firmware file a board's QEMU arguments load (`-bios FILE`).
+pub fn bios_of(args: &[String]) -> Option<&str> {
+    args.windows(2)
+        .filter(|w| w[0] == "-bios" || w[0] == "--bios")
+        .map(|w| w[1].as_str())
+        .next_back()
+}
+
 /// A legacy U-Boot script image of `script`, as `mkimage -T script -C none
 /// -A arm64 -O linux` makes it (time 0: the same input gives the same bytes).
 pub fn script_image(script: &str, name: &str) -> Vec<u8> {
@@ -119,6 +207,30 @@ mod tests {
         assert_eq!(be(4), crc32fast::hash(&h));
         // A known value: CRC-32 (IEEE) of "123456789".
         assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn the_default_environment_comes_from_the_binary_and_is_saved_with_its_crc() {
+        // A decoy block without bootdelay= first, as a string table might hold.
+        let bin = b"\x01\x02%s%d\0bootcmd=x\0\0%s\0bootcmd=run distro_bootcmd\0bootdelay=2\0\
+                    boot_targets=virtio0\0\0after\0";
+        let env = default_environment(bin).unwrap();
+        assert_eq!(
+            env,
+            [
+                "bootcmd=run distro_bootcmd",
+                "bootdelay=2",
+                "boot_targets=virtio0"
+            ]
+        );
+        assert!(default_environment(b"\0bootcmd=x\0\0").is_err());
+        let bank = flash_environment(&env, &[("bootdelay", "0")]).unwrap();
+        assert_eq!(bank.len(), ENV_SIZE);
+        let crc = u32::from_le_bytes(bank[..4].try_into().unwrap());
+        assert_eq!(crc, crc32fast::hash(&bank[4..]));
+        let text = b"bootcmd=run distro_bootcmd\0boot_targets=virtio0\0bootdelay=0\0\0";
+        assert_eq!(&bank[4..4 + text.len()], text);
+        assert!(bank[4 + text.len()..].iter().all(|&b| b == 0));
     }
 
     #[test]
