@@ -48,9 +48,10 @@ pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
         core::ptr::addr_of!(entry::__kernel_end) as u64,
     );
     // The console is whatever the devicetree names: without one there is
-    // nothing to report on, and the exit status is all the runner gets.
-    // The hand-over block is read once the loader's side lands; until
-    // then a UEFI boot still needs the devicetree in x0.
+    // nothing to report on and no command line to name an exit method, so
+    // the CPU halts (the runner's timeout ends the run). The hand-over
+    // block is read once the loader's side lands; until then a UEFI boot
+    // still needs the devicetree in x0.
     let _ = handoff;
     let Ok(dtb) = dt::locate(dtb) else {
         super::exit(false)
