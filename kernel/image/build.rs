@@ -8,7 +8,7 @@ fn main() {
         return;
     }
     let script = match target.as_str() {
-        "aarch64-unknown-none" => "aarch64-virt.ld",
+        "aarch64-unknown-none" => "aarch64.ld",
         "x86_64-unknown-none" => "x86_64-pvh.ld",
         other => panic!("no linker script for target {other}"),
     };
@@ -16,4 +16,21 @@ fn main() {
     let path = dir.join(script);
     println!("cargo:rerun-if-changed={}", path.display());
     println!("cargo:rustc-link-arg-bins=-T{}", path.display());
+    if target == "aarch64-unknown-none" {
+        // A static PIE (the code is built with relocation-model=pie,
+        // .cargo/config.toml) with no interpreter. The prebuilt `core` has
+        // absolute pointers in .rodata: they become relocations too
+        // (`notext`, as Linux links arm64), applied before the MMU is on;
+        // nothing is made read-only after relocation (`norelro`).
+        for arg in [
+            "-pie",
+            "--no-dynamic-linker",
+            "-z",
+            "notext",
+            "-z",
+            "norelro",
+        ] {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
+    }
 }

@@ -17,6 +17,31 @@ pub fn get<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
         .last()
 }
 
+/// How a run ends, from the `exit=` word: only a board that has the
+/// mechanism names it; real hardware gets the firmware's power-off and the
+/// verdict is the TAP stream alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitMethod {
+    /// `exit=semihosting` (aarch64): SYS_EXIT with 0 (pass) or 1 (fail).
+    Semihosting,
+    /// `exit=isa-debug-exit` (x86): QEMU's isa-debug-exit port.
+    IsaDebugExit,
+    /// No `exit=` word: PSCI SYSTEM_OFF on aarch64, ACPI power-off (or a
+    /// halt) on x86. No exit status.
+    Firmware,
+}
+
+/// The exit method the command line names; `Err` carries an `exit=`
+/// value that names no method (the caller reports it and powers off).
+pub fn exit_method(cmdline: &str) -> Result<ExitMethod, &str> {
+    match get(cmdline, "exit") {
+        None => Ok(ExitMethod::Firmware),
+        Some("semihosting") => Ok(ExitMethod::Semihosting),
+        Some("isa-debug-exit") => Ok(ExitMethod::IsaDebugExit),
+        Some(other) => Err(other),
+    }
+}
+
 /// Parses a QEMU-style size (`1G`, `512M`, `4096K`, plain bytes; suffixes
 /// are binary units, case-insensitive, an optional trailing `B`/`iB`).
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -53,6 +78,21 @@ mod tests {
         assert_eq!(get(c, "verbose"), Some(""));
         assert_eq!(get(c, "missing"), None);
         assert_eq!(pairs("").count(), 0);
+    }
+
+    #[test]
+    fn exit_methods() {
+        assert_eq!(exit_method("log=debug"), Ok(ExitMethod::Firmware));
+        assert_eq!(
+            exit_method("exit=semihosting log=debug"),
+            Ok(ExitMethod::Semihosting)
+        );
+        assert_eq!(
+            exit_method("exit=isa-debug-exit"),
+            Ok(ExitMethod::IsaDebugExit)
+        );
+        assert_eq!(exit_method("exit=semihosting exit=psci"), Err("psci"));
+        assert_eq!(exit_method("exit="), Err(""));
     }
 
     #[test]

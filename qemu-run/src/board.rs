@@ -17,6 +17,10 @@ pub struct Board {
     pub arch: String,
     /// Rust target the kernel is built for.
     pub target: String,
+    /// How the kernel is started: `elf` (QEMU `-kernel` with the ELF),
+    /// `pvh` (the same, x86's PVH note), `image` (QEMU `-kernel` with the
+    /// arm64 `Image`, devicetree in x0), `uboot` (the board's firmware is
+    /// U-Boot, which runs `boot.scr` from a disk qemu-run builds).
     #[serde(default)]
     pub boot: String,
     /// QEMU binary name, looked up on PATH (or in `QEMU_DIR`). Empty (the
@@ -59,10 +63,17 @@ pub struct Board {
     /// only when the QEMU has them.
     #[serde(default)]
     pub patched_args: Vec<String>,
-    /// Words added to the kernel command line (`acpi=force`).
+    /// Words for the kernel command line, first on it. `exit=` names how
+    /// the run ends (`semihosting`, `isa-debug-exit`); without it the
+    /// kernel powers off through firmware and there is no exit status.
     #[serde(default)]
     pub kernel_args: Vec<String>,
-    /// QEMU's exit status when the kernel reports success.
+    /// For `boot = "uboot"`: entries replacing those of U-Boot's default
+    /// environment, saved in its environment flash bank (`bootdelay = "0"`).
+    #[serde(default)]
+    pub uboot_env: std::collections::BTreeMap<String, String>,
+    /// QEMU's exit status when the kernel reports success (read only when
+    /// the exit method gives one: [`Board::exit_status`]).
     #[serde(default)]
     pub exit_pass: i32,
     /// QEMU's exit status when the kernel reports failure.
@@ -108,6 +119,12 @@ pub struct Variant {
     /// Replaces the board's `cpus` (and so `-smp` and `qemu.cpus=`).
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// Replaces the board's `kernel_args` (another exit method, say).
+    #[serde(default)]
+    pub kernel_args: Option<Vec<String>>,
+    /// Replaces the board's `io` (without semihosting, say).
+    #[serde(default)]
+    pub io: Option<Vec<String>>,
     /// QEMU arguments added after the board's test arguments. Later
     /// `-cpu` and `-global` win over the board's; `-M` properties merge.
     #[serde(default)]
@@ -115,9 +132,6 @@ pub struct Variant {
     /// Added after `args` when the QEMU has the patched devices.
     #[serde(default)]
     pub patched_args: Vec<String>,
-    /// Words added after the board's `kernel_args`.
-    #[serde(default)]
-    pub kernel_args: Vec<String>,
     /// Entries of the board's `expect` this configuration changes.
     #[serde(default)]
     pub expect: std::collections::BTreeMap<String, String>,
@@ -208,6 +222,27 @@ impl Board {
         Ok(&self.qemu)
     }
 
+    /// The exit status that means a pass, when the board's exit method
+    /// gives one (`exit=semihosting` or `exit=isa-debug-exit` in
+    /// `kernel_args`); `None`: the run is judged by the TAP stream alone.
+    pub fn exit_status(&self) -> Option<i32> {
+        let words = self.kernel_args.join(" ");
+        match kernel_exit_word(&words) {
+            Some("semihosting" | "isa-debug-exit") => Some(self.exit_pass),
+            _ => None,
+        }
+    }
+
+    /// Whether the board starts the arm64 `Image` rather than the ELF.
+    pub fn boots_image(&self) -> bool {
+        self.boot == "image" || self.boots_uboot()
+    }
+
+    /// Whether U-Boot (the board's `-bios`) starts the `Image` from a disk.
+    pub fn boots_uboot(&self) -> bool {
+        self.boot == "uboot"
+    }
+
     pub fn variant(&self, name: &str) -> Option<&Variant> {
         self.variants.iter().find(|v| v.name == name)
     }
@@ -226,9 +261,14 @@ impl Board {
         if let Some(c) = v.cpus {
             b.cpus = c;
         }
+        if let Some(k) = &v.kernel_args {
+            b.kernel_args = k.clone();
+        }
+        if let Some(io) = &v.io {
+            b.io = io.clone();
+        }
         b.test_args.extend(v.args.iter().cloned());
         b.patched_args.extend(v.patched_args.iter().cloned());
-        b.kernel_args.extend(v.kernel_args.iter().cloned());
         b.expect.extend(v.expect.clone());
         // A variant's plain `expect` also wins over the board's
         // `expect_patched` (both say what this configuration creates).
@@ -239,6 +279,14 @@ impl Board {
         b.variants.clear();
         b
     }
+}
+
+/// The value of the last `exit=` word of a kernel command line.
+fn kernel_exit_word(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("exit="))
+        .next_back()
 }
 
 /// A QEMU size: one word, not empty.
@@ -570,7 +618,7 @@ pci = "edu@rootport,edu@switch"
 
 [[variant]]
 name = "acpi"
-kernel_args = ["acpi=force"]
+kernel_args = ["exit=semihosting", "acpi=force"]
 "#;
 
     fn with_variants() -> Board {
@@ -639,7 +687,7 @@ kernel_args = ["acpi=force"]
         // A variant's kernel words reach the command line, the base's not.
         let acpi = b.with_variant(b.variant("acpi").unwrap());
         let (_, cmdline) = line(&acpi);
-        assert!(cmdline.contains("qemu.cpus=2 acpi=force"), "{cmdline}");
+        assert!(cmdline.starts_with("exit=semihosting acpi=force "), "{cmdline}");
         assert!(!line(&b).1.contains("acpi="));
     }
 
@@ -694,6 +742,33 @@ kernel_args = ["acpi=force"]
         );
         let e = bad("[[variant]]\nname = \"x\"\nmemroy = \"2G\"");
         assert!(e.contains("unknown field `memroy`"), "{e}");
+    }
+
+    #[test]
+    fn only_a_status_giving_exit_method_is_judged_by_status() {
+        let b = |args: &str| {
+            let text = VIRT.replace(
+                "exit_pass = 0",
+                &format!("kernel_args = [{args}]\nexit_pass = 0"),
+            );
+            Board::parse(&text, Path::new("v.toml")).unwrap()
+        };
+        assert_eq!(b("\"exit=semihosting\"").exit_status(), Some(0));
+        assert_eq!(
+            b("\"log=debug\", \"exit=isa-debug-exit\"").exit_status(),
+            Some(0)
+        );
+        // PSCI SYSTEM_OFF, a halt, an unknown method: no status to read.
+        assert_eq!(b("").exit_status(), None);
+        assert_eq!(b("\"exit=psci\"").exit_status(), None);
+        assert_eq!(b("\"exit=semihosting\", \"exit=nope\"").exit_status(), None);
+        // A variant replaces the words (and QEMU's io).
+        let text = VIRT.replace("exit_pass = 0", "kernel_args = [\"exit=semihosting\"]\nexit_pass = 0")
+            .replace("[memory_map]", "[[variant]]\nname = \"psci-exit\"\nkernel_args = []\nio = [\"-serial\", \"stdio\"]\n[memory_map]");
+        let board = Board::parse(&text, Path::new("v.toml")).unwrap();
+        let v = board.with_variant(board.variant("psci-exit").unwrap());
+        assert_eq!(v.exit_status(), None);
+        assert!(v.kernel_args.is_empty());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum Cmd {
     /// ACPI tables: capture a board's, or decode table files
     #[command(subcommand)]
     Acpi(AcpiCmd),
+    /// Build what to copy or flash for a board (the Image, boot.scr and a
+    /// disk image for U-Boot boards) into a directory, with a README.txt
+    Image(ImageArgs),
     /// Cargo target runner: boot ELF on the board for its machine type
     Runner {
         /// The kernel ELF cargo built
@@ -192,6 +195,22 @@ pub struct WatchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The board to build for (one board)
+    #[arg(long, value_name = "NAME")]
+    pub board: String,
+    /// Kernel to package instead of building one (the ELF, or an Image)
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Directory for the files (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Extra words for the kernel command line
+    #[arg(long, value_name = "TEXT")]
+    pub append: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub on: OnBoards,
@@ -325,12 +344,43 @@ pub fn execute(cli: Cli) -> Result<bool> {
             }
             Ok(all_ok)
         }
+        Cmd::Image(args) => {
+            image_for_board(&root, &boards, &args)?;
+            Ok(true)
+        }
         Cmd::Runner { elf, args } => {
             let board = board::board_for_elf(&boards, &elf)?;
             let args = runner_args(board, elf, &args);
             run_boards(&root, &boards, &args)
         }
     }
+}
+
+/// `image`: the kernel for the board, packaged the way the board boots it,
+/// with the command line its QEMU run would give.
+fn image_for_board(root: &Path, boards: &[Board], args: &ImageArgs) -> Result<()> {
+    let [b] = board::select(boards, &args.board)?[..] else {
+        bail!("image takes one board, not `all`");
+    };
+    let on = OnBoards {
+        board: b.name.clone(),
+        kernel: args.kernel.clone(),
+    };
+    let kernel = kernel_for(root, &on, b)?;
+    let request = Request {
+        append: args.append.clone(),
+        patched_devices: b.patched_qemu,
+        ..Request::default()
+    };
+    let cmdline = run::invocation(b, &kernel, &request)?.cmdline;
+    let bytes = std::fs::read(&kernel).with_context(|| kernel.display().to_string())?;
+    let files = crate::bundle::files_for(b, &bytes, &cmdline)?;
+    crate::bundle::write(&args.out, b, &files, &cmdline)?;
+    for f in &files {
+        println!("{}", args.out.join(&f.name).display());
+    }
+    println!("{}", args.out.join("README.txt").display());
+    Ok(())
 }
 
 pub fn board_list(boards: &[Board]) -> String {
@@ -528,6 +578,16 @@ fn kernel_for(root: &Path, on: &OnBoards, b: &Board) -> Result<PathBuf> {
         None => build::build_kernel(root, b)?,
     };
     board::check_kernel(&kernel, b)?;
+    // Boards that start an arm64 Image get it made from the ELF; a kernel
+    // given as an Image already is checked and used as it is.
+    if b.boots_image() {
+        let head = board::read_kernel_head(&kernel)?;
+        if board::elf_machine(&head).is_some() {
+            return crate::arm64::write_beside(&kernel);
+        }
+        let bytes = std::fs::read(&kernel).with_context(|| kernel.display().to_string())?;
+        crate::arm64::header(&bytes).with_context(|| format!("kernel {}", kernel.display()))?;
+    }
     Ok(kernel)
 }
 
@@ -540,6 +600,26 @@ fn boot(
     opts: &Options,
 ) -> Result<run::Outcome> {
     let inv = run::invocation(b, kernel, request)?;
+    if b.boots_uboot() {
+        let disk = crate::uboot::disk_path(kernel, &b.name);
+        crate::uboot::write_disk(kernel, &inv.cmdline, &disk)?;
+        if !b.uboot_env.is_empty() {
+            let args: Vec<String> = b.machine.iter().chain(&b.io).cloned().collect();
+            let Some(firmware) = crate::uboot::bios_of(&args) else {
+                bail!(
+                    "board {}: uboot_env needs the U-Boot binary (-bios) in its arguments",
+                    b.name
+                );
+            };
+            let set: Vec<(&str, &str)> = b
+                .uboot_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let bank = crate::uboot::env_path(kernel, &b.name);
+            crate::uboot::write_env_flash(Path::new(firmware), &set, &bank)?;
+        }
+    }
     eprintln!(
         "qemu-run: {}: {}",
         b.name,
@@ -579,14 +659,14 @@ fn bench_boards(root: &Path, boards: &[Board], args: &BenchArgs) -> Result<bool>
             let outcome = boot(qemu_bin, b, &kernel, &request, &opts)?;
             let nothing_selected = outcome.tap.bail_out.is_none()
                 && outcome.tap.plan.as_ref().is_some_and(|p| p.count == 0)
-                && matches!(outcome.exit, tap::Exit::Status(s) if s == b.exit_pass);
+                && matches!(outcome.exit, tap::Exit::Status(s) if b.exit_status().is_none_or(|p| s == p));
             if nothing_selected {
                 continue;
             }
             let verdict = tap::verdict(
                 &outcome.tap,
                 &outcome.exit,
-                b.exit_pass,
+                b.exit_status(),
                 &outcome.stderr_head,
             );
             let figures = bench::parse_console(&outcome.console);
@@ -657,7 +737,7 @@ fn run_boards(root: &Path, boards: &[Board], args: &RunArgs) -> Result<bool> {
             let verdict = tap::verdict(
                 &outcome.tap,
                 &outcome.exit,
-                b.exit_pass,
+                b.exit_status(),
                 &outcome.stderr_head,
             );
             let report = BoardReport {

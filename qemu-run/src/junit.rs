@@ -142,7 +142,7 @@ mod tests {
             tap.feed(l, Duration::from_millis(250 * i as u64));
         }
         tap.finish();
-        let verdict = tap::verdict(&tap, &exit, 0, &[]);
+        let verdict = tap::verdict(&tap, &exit, Some(0), &[]);
         BoardReport {
             board: board.into(),
             outcome: Outcome {

@@ -6,11 +6,14 @@
 //! calls [`cli::main`].
 
 pub mod acpi;
+pub mod arm64;
 pub mod bench;
 pub mod board;
 pub mod build;
+pub mod bundle;
 pub mod cli;
 pub mod debian;
+pub mod disk;
 pub mod hardware;
 pub mod junit;
 pub mod patched;
@@ -19,6 +22,7 @@ pub mod qtest;
 pub mod run;
 pub mod stress;
 pub mod tap;
+pub mod uboot;
 pub mod watch;
 
 use std::time::Duration;
@@ -145,7 +149,7 @@ pub(crate) mod testing {
             tap.feed(l, Duration::from_millis(100 * (i as u64 + 1)));
         }
         tap.finish();
-        let verdict = tap::verdict(&tap, &exit, pass_status, &[]);
+        let verdict = tap::verdict(&tap, &exit, Some(pass_status), &[]);
         BoardReport {
             board: board.into(),
             outcome: Outcome {

@@ -119,7 +119,7 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
         None => board.cpus,
     };
 
-    let mut words = Vec::new();
+    let mut words = board.kernel_args.clone();
     if let Some(f) = &req.filter {
         words.push(format!("filter={f}"));
     }
@@ -128,7 +128,6 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     }
     words.push(format!("qemu.mem={mem}"));
     words.push(format!("qemu.cpus={cpus}"));
-    words.extend(board.kernel_args.iter().cloned());
     // What the board's QEMU command line creates, for the discovery tests.
     let mut expect = board.expect.clone();
     if req.patched_devices {
@@ -157,10 +156,25 @@ pub fn invocation(board: &Board, kernel: &Path, req: &Request) -> Result<Invocat
     if req.patched_devices {
         args.extend(board.patched_args.iter().map(OsString::from));
     }
-    args.push("-kernel".into());
-    args.push(kernel.as_os_str().to_owned());
-    args.push("-append".into());
-    args.push(cmdline.clone().into());
+    if board.boots_uboot() {
+        // Firmware (the board's -bios) boots from a disk holding the
+        // Image and a script with the command line (`uboot::write_disk`).
+        let disk = crate::uboot::disk_path(kernel, &board.name);
+        let mut drive = OsString::from("if=none,format=raw,id=bootdisk,file=");
+        drive.push(disk.as_os_str());
+        args.extend(["-drive".into(), drive]);
+        args.extend(["-device".into(), "virtio-blk-device,drive=bootdisk".into()]);
+        if !board.uboot_env.is_empty() {
+            let mut bank = OsString::from("if=pflash,unit=1,format=raw,file=");
+            bank.push(crate::uboot::env_path(kernel, &board.name).as_os_str());
+            args.extend(["-drive".into(), bank]);
+        }
+    } else {
+        args.push("-kernel".into());
+        args.push(kernel.as_os_str().to_owned());
+        args.push("-append".into());
+        args.push(cmdline.clone().into());
+    }
     args.extend(req.extra.iter().map(OsString::from));
     Ok(Invocation { args, cmdline })
 }
@@ -476,6 +490,7 @@ mod tests {
             test_args: vec!["-device".into(), "edu".into()],
             patched_args: vec!["-device".into(), "pasid-dma".into()],
             kernel_args: Vec::new(),
+            uboot_env: Default::default(),
             exit_pass: 0,
             exit_fail: 1,
             fw_cfg_mmio: None,
@@ -542,6 +557,35 @@ mod tests {
             ]
         );
         assert_eq!(inv.cmdline, "qemu.mem=1G qemu.cpus=2");
+    }
+
+    #[test]
+    fn a_uboot_board_boots_from_its_disk() {
+        let b = Board {
+            boot: "uboot".into(),
+            kernel_args: vec!["exit=semihosting".into()],
+            ..board()
+        };
+        let inv = invocation(&b, Path::new("/k/Image"), &Request::default()).unwrap();
+        let a = strs(&inv.args);
+        assert!(!a.contains(&"-kernel".to_string()) && !a.contains(&"-append".to_string()));
+        assert!(a.ends_with(&[
+            "-drive".into(),
+            "if=none,format=raw,id=bootdisk,file=/k/b.disk.img".into(),
+            "-device".into(),
+            "virtio-blk-device,drive=bootdisk".into()
+        ]));
+        assert_eq!(inv.cmdline, "exit=semihosting qemu.mem=1G qemu.cpus=2");
+        // A saved environment goes in U-Boot's flash bank.
+        let b = Board {
+            uboot_env: [("bootdelay".to_string(), "0".to_string())].into(),
+            ..b
+        };
+        let inv = invocation(&b, Path::new("/k/Image"), &Request::default()).unwrap();
+        assert!(strs(&inv.args).ends_with(&[
+            "-drive".into(),
+            "if=pflash,unit=1,format=raw,file=/k/b.uboot-env.img".into()
+        ]));
     }
 
     #[test]
@@ -673,7 +717,7 @@ mod tests {
         assert_eq!(o.stderr_head, ["warning"]);
         assert_eq!(o.tap.last_line.as_deref(), Some("no newline at the end"));
         assert!(o.console.starts_with("boot log\nTAP version 14\n1..1\n"));
-        assert!(crate::tap::verdict(&o.tap, &o.exit, 3, &o.stderr_head).pass);
+        assert!(crate::tap::verdict(&o.tap, &o.exit, Some(3), &o.stderr_head).pass);
     }
 
     #[test]
@@ -700,7 +744,7 @@ mod tests {
         let o = sh("echo 'Bail out! kernel panic'; exec sleep 30", 20_000, 300);
         assert_eq!(o.exit, Exit::KilledAfterBailOut);
         assert!(t.elapsed() < Duration::from_secs(5));
-        let v = crate::tap::verdict(&o.tap, &o.exit, 0, &o.stderr_head);
+        let v = crate::tap::verdict(&o.tap, &o.exit, Some(0), &o.stderr_head);
         assert_eq!(v.reason.as_deref(), Some("bail out: kernel panic"));
     }
 
@@ -741,7 +785,7 @@ mod tests {
             5_000,
             5_000,
         );
-        let v = crate::tap::verdict(&o.tap, &o.exit, 0, &o.stderr_head);
+        let v = crate::tap::verdict(&o.tap, &o.exit, Some(0), &o.stderr_head);
         assert_eq!(
             v.reason.as_deref(),
             Some("QEMU failed to start: qemu: -M nope: unsupported machine type")

@@ -415,9 +415,11 @@ fn describe_exit(exit: &Exit) -> String {
 }
 
 /// The board's verdict from the TAP seen, how QEMU ended, the board's
-/// passing exit status and the first lines QEMU printed on stderr. The
-/// first failure in a fixed priority order gives the reason.
-pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: i32, stderr_head: &[String]) -> Verdict {
+/// passing exit status (`None` when its exit method gives none: PSCI
+/// SYSTEM_OFF, a halt; then the TAP stream alone decides) and the first
+/// lines QEMU printed on stderr. The first failure in a fixed priority
+/// order gives the reason.
+pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: Option<i32>, stderr_head: &[String]) -> Verdict {
     if let Some(reason) = &tap.bail_out {
         let reason = if reason.is_empty() {
             "(no reason given)"
@@ -446,7 +448,7 @@ pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: i32, stderr_head: &[String]) -
     if !tap.printed {
         // QEMU refusing its command line looks like this too: it prints
         // its complaint on stderr and exits non-zero.
-        let failed_status = matches!(exit, Exit::Status(s) if *s != exit_pass);
+        let failed_status = matches!(exit, Exit::Status(s) if *s != exit_pass.unwrap_or(0));
         let stderr: Vec<&str> = stderr_head
             .iter()
             .map(|l| l.trim())
@@ -510,13 +512,15 @@ pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: i32, stderr_head: &[String]) -
             board_level: false,
         };
     }
-    match exit {
-        Exit::Status(s) if *s == exit_pass => Verdict::pass(),
-        Exit::Watched(_) => Verdict::pass(),
-        Exit::Status(s) => Verdict::fail(format!(
-            "exit status {s} does not match the verdict (expected {exit_pass})"
+    match (exit, exit_pass) {
+        // No status to compare: QEMU ended (powered off) or was stopped
+        // after the last planned test, or a real board's console was watched.
+        (Exit::Status(_) | Exit::KilledAfterPlan, None) | (Exit::Watched(_), _) => Verdict::pass(),
+        (Exit::Status(s), Some(p)) if *s == p => Verdict::pass(),
+        (Exit::Status(s), Some(p)) => Verdict::fail(format!(
+            "exit status {s} does not match the verdict (expected {p})"
         )),
-        other => Verdict::fail(describe_exit(other)),
+        (other, _) => Verdict::fail(describe_exit(other)),
     }
 }
 
@@ -537,7 +541,7 @@ ok 3 - arch::timer # SKIP secondary CPUs left off
 ";
 
     fn v(text: &str, exit: Exit) -> Verdict {
-        verdict(&Tap::parse(text), &exit, 0, &[])
+        verdict(&Tap::parse(text), &exit, Some(0), &[])
     }
 
     fn reason(text: &str, exit: Exit) -> String {
@@ -588,7 +592,7 @@ ok 3 - arch::timer # SKIP secondary CPUs left off
             tap.tests[2].directive,
             Some(Directive::Skip("secondary CPUs left off".into()))
         );
-        assert!(verdict(&tap, &Exit::Status(0), 0, &[]).pass);
+        assert!(verdict(&tap, &Exit::Status(0), Some(0), &[]).pass);
     }
 
     #[test]
@@ -850,7 +854,7 @@ not ok 2 - after the bail
     fn nothing_printed() {
         let tap = Tap::parse("");
         assert!(!tap.printed);
-        let v = verdict(&tap, &Exit::Status(0), 0, &[]);
+        let v = verdict(&tap, &Exit::Status(0), Some(0), &[]);
         assert_eq!(
             v.reason.as_deref(),
             Some("kernel printed nothing (QEMU exit status 0)")
@@ -861,12 +865,12 @@ not ok 2 - after the bail
             "qemu-system-aarch64: -M nope: unsupported machine type".to_string(),
             "Use -machine help to list supported machines".to_string(),
         ];
-        let v = verdict(&tap, &Exit::Status(1), 0, &stderr);
+        let v = verdict(&tap, &Exit::Status(1), Some(0), &stderr);
         assert_eq!(
             v.reason.as_deref(),
             Some("QEMU failed to start: qemu-system-aarch64: -M nope: unsupported machine type | Use -machine help to list supported machines")
         );
-        let v = verdict(&tap, &Exit::SpawnError("No such file".into()), 0, &[]);
+        let v = verdict(&tap, &Exit::SpawnError("No such file".into()), Some(0), &[]);
         assert_eq!(
             v.reason.as_deref(),
             Some("QEMU failed to start: No such file")
@@ -883,7 +887,7 @@ not ok 2 - after the bail
             "[ 1.0] INFO waiting for the timer",
             Duration::from_millis(13),
         );
-        let v = verdict(&tap, &Exit::Timeout(Duration::from_secs(7)), 0, &[]);
+        let v = verdict(&tap, &Exit::Timeout(Duration::from_secs(7)), Some(0), &[]);
         assert_eq!(
             v.reason.as_deref(),
             Some("timeout after 7s (QEMU killed); last console line: [ 1.0] INFO waiting for the timer")
@@ -892,7 +896,7 @@ not ok 2 - after the bail
         let v = verdict(
             &Tap::default(),
             &Exit::Timeout(Duration::from_secs(5)),
-            0,
+            Some(0),
             &[],
         );
         assert_eq!(
@@ -903,7 +907,7 @@ not ok 2 - after the bail
         );
         let long = "x".repeat(500);
         let tap = Tap::parse(&long);
-        let r = verdict(&tap, &Exit::Timeout(Duration::from_secs(1)), 0, &[])
+        let r = verdict(&tap, &Exit::Timeout(Duration::from_secs(1)), Some(0), &[])
             .reason
             .unwrap();
         assert!(r.len() < 300 && r.ends_with('…'));
@@ -916,6 +920,21 @@ not ok 2 - after the bail
             "exit status 3 does not match the verdict (expected 0)"
         );
         assert_eq!(reason(CLEAN, Exit::Signal(9)), "QEMU killed by signal 9");
-        assert!(verdict(&Tap::parse(CLEAN), &Exit::Status(33), 33, &[]).pass);
+        assert!(verdict(&Tap::parse(CLEAN), &Exit::Status(33), Some(33), &[]).pass);
+    }
+
+    #[test]
+    fn without_an_exit_status_the_tap_stream_decides() {
+        let clean = Tap::parse(CLEAN);
+        // PSCI SYSTEM_OFF: QEMU exits 0 whatever the verdict.
+        assert!(verdict(&clean, &Exit::Status(0), None, &[]).pass);
+        // A halt: QEMU is stopped after the last planned test.
+        assert!(verdict(&clean, &Exit::KilledAfterPlan, None, &[]).pass);
+        let failed = CLEAN.replace("ok 2 - mm::dma_align", "not ok 2 - mm::dma_align");
+        let v = verdict(&Tap::parse(&failed), &Exit::Status(0), None, &[]);
+        assert_eq!(v.reason.as_deref(), Some("1 test(s) failed: mm::dma_align"));
+        let short = CLEAN.replace("ok 3 - arch::timer # SKIP secondary CPUs left off\n", "");
+        assert!(!verdict(&Tap::parse(&short), &Exit::Status(0), None, &[]).pass);
+        assert!(!verdict(&clean, &Exit::Signal(9), None, &[]).pass);
     }
 }

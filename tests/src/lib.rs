@@ -181,42 +181,21 @@ pub fn board_names() -> Vec<String> {
         .collect()
 }
 
-/// A minimal aarch64 ELF for QEMU virt that prints nothing and sleeps
-/// forever (`wfi` in a loop), loaded at 2 MiB into RAM.
-pub fn silent_aarch64_elf() -> Vec<u8> {
-    const BASE: u64 = 0x4020_0000;
-    const CODE_OFF: u64 = 64 + 56;
-    // wfi; b .-4
+/// A minimal arm64 `Image` that prints nothing and sleeps forever (`wfi`
+/// in a loop): the 64-byte header (code0 branches over it, 4 KiB pages,
+/// placement anywhere), then the loop.
+pub fn silent_arm64_image() -> Vec<u8> {
+    // b +0x40 (over the header); at 0x40: wfi; b .-4
+    const BRANCH_OVER_HEADER: u32 = 0x1400_0010;
     const CODE: [u32; 2] = [0xd503_207f, 0x17ff_ffff];
-    let size = CODE_OFF + 4 * CODE.len() as u64;
-    let mut e = Vec::with_capacity(size as usize);
-    // ELF header: 64-bit, little endian, current version, System V.
-    e.extend_from_slice(b"\x7fELF\x02\x01\x01\x00");
-    e.extend_from_slice(&[0; 8]);
-    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    e.extend_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
-    e.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
-    e.extend_from_slice(&(BASE + CODE_OFF).to_le_bytes()); // e_entry
-    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    e.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    e.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    e.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
-    e.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
-                                  // One PT_LOAD, R+X, the whole file at BASE.
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&5u32.to_le_bytes());
-    e.extend_from_slice(&0u64.to_le_bytes()); // p_offset
-    e.extend_from_slice(&BASE.to_le_bytes()); // p_vaddr
-    e.extend_from_slice(&BASE.to_le_bytes()); // p_paddr
-    e.extend_from_slice(&size.to_le_bytes()); // p_filesz
-    e.extend_from_slice(&size.to_le_bytes()); // p_memsz
-    e.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    let mut e = vec![0u8; 64];
+    e[..4].copy_from_slice(&BRANCH_OVER_HEADER.to_le_bytes());
+    e[16..24].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
+    e[24..32].copy_from_slice(&0b1010u64.to_le_bytes()); // flags
+    e[0x38..0x3c].copy_from_slice(b"ARM\x64");
     for insn in CODE {
         e.extend_from_slice(&insn.to_le_bytes());
     }
-    assert_eq!(e.len() as u64, size);
     e
 }
 

@@ -3,7 +3,7 @@
 //! here has a `--timeout`, so no test can hang on a stuck guest.
 use std::time::Duration;
 
-use tests::{board_names, qemu_lock, qemu_run, scratch_dir, silent_aarch64_elf, summary_rows};
+use tests::{board_names, qemu_lock, qemu_run, scratch_dir, silent_arm64_image, summary_rows};
 
 /// Every board passes in the checking mode (`iommu.check`: table writes,
 /// invalidations, frees and tags verified at each DMA), which finds
@@ -187,8 +187,8 @@ fn bad_input_fails_clearly() {
     );
 
     // A kernel that boots and never prints: killed at the timeout.
-    let silent = dir.join("silent-aarch64.elf");
-    std::fs::write(&silent, silent_aarch64_elf()).unwrap();
+    let silent = dir.join("silent-Image");
+    std::fs::write(&silent, silent_arm64_image()).unwrap();
     let _qemu = qemu_lock();
     let run = qemu_run(&[
         "run",
@@ -211,6 +211,53 @@ fn bad_input_fails_clearly() {
         "took {:?}",
         run.elapsed
     );
+}
+
+/// `qemu-run image` writes what the boards boot: its `Image` is the one
+/// `run` builds, and both arm64 boot paths start it (QEMU's `-kernel` at
+/// the base of RAM, U-Boot's `booti` elsewhere); the U-Boot board's disk
+/// holds it and the script.
+#[test]
+fn the_image_command_writes_what_the_boards_boot() {
+    let out = scratch_dir().join("image-qemu-virt-uboot");
+    let _ = std::fs::remove_dir_all(&out);
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "image",
+        "--board",
+        "qemu-virt-uboot",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    for f in ["Image", "boot.scr", "disk.img", "README.txt"] {
+        assert!(out.join(f).is_file(), "{f} missing:\n{}", run.text());
+    }
+    let image = std::fs::read(out.join("Image")).unwrap();
+    let built = tests::workspace_root().join("target/kernel/aarch64-unknown-none/release/Image");
+    assert_eq!(
+        image,
+        std::fs::read(built).unwrap(),
+        "not the Image run boots"
+    );
+    assert_eq!(&image[0x38..0x3c], b"ARM\x64");
+    let readme = std::fs::read_to_string(out.join("README.txt")).unwrap();
+    assert!(readme.contains("exit=semihosting"), "{readme}");
+    let kernel = out.join("Image");
+    for board in ["qemu-virt", "qemu-virt-uboot"] {
+        let run = qemu_run(&[
+            "run",
+            "--board",
+            board,
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--filter",
+            "exceptions::*",
+            "--timeout",
+            "60",
+        ]);
+        assert_eq!(run.code, Some(0), "{board}:\n{}", run.text());
+    }
 }
 
 /// A filter that selects no test is a failure that names the filter (the

@@ -25,6 +25,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod discovery;
 #[cfg(target_os = "none")]
+mod exit;
+#[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]

@@ -12,10 +12,6 @@ use kernel::addr::PhysRange;
 use kernel::cmdline;
 use spin::Once;
 
-/// A board fact of qemu-virt that no table gives before the devicetree is
-/// found: where QEMU puts the devicetree for an ELF image.
-const VIRT_RAM_BASE: u64 = 0x4000_0000;
-
 /// How long the boot CPU's first timer tick may take (100 Hz: 10 ms).
 const FIRST_TICK_TIMEOUT_NS: u64 = 1_000_000_000;
 
@@ -50,7 +46,10 @@ fn set_vectors() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
+/// The boot CPU's Rust entry, per the entry contract: `dtb` is the
+/// devicetree's address or 0 (x0), `handoff` our UEFI loader's hand-over
+/// block or 0 (x1; U-Boot and QEMU pass 0).
+pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
     TPIDR_EL1.set(0);
     set_vectors();
     let image = PhysRange {
@@ -58,9 +57,11 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         end: core::ptr::addr_of!(entry::__kernel_end) as u64,
     };
     // RAM comes from the devicetree until the UEFI hand-over gives a
-    // memory map; without one there is nothing to run in, and the exit
-    // status is all the runner gets.
-    let Ok(dtb) = dt::locate(x0, VIRT_RAM_BASE) else {
+    // memory map. Without a devicetree there is no console and no command
+    // line to name an exit method, so the CPU halts (the runner's timeout
+    // ends the run).
+    let _ = handoff;
+    let Ok(dtb) = dt::locate(dtb) else {
         super::exit(false)
     };
     // Until the devicetree is read, RAM is what we know holds RAM: our own
@@ -92,6 +93,7 @@ pub extern "C" fn boot_cpu_entry(x0: u64) -> ! {
         mmu::map_described(p);
     }
     logger::init(cmdline::get(dtf.bootargs, "log"));
+    crate::exit::configure(dtf.bootargs);
     for r in &unmapped {
         log::warn!("RAM {r} left unmapped and unused");
     }

@@ -12,7 +12,7 @@ const FDT_MAGIC: u32 = 0xd00d_feed;
 
 #[derive(Debug, Clone)]
 pub enum DtError {
-    NotFound { tried: u64 },
+    NotFound { x0: u64 },
     Parse(devicetree::DtError),
     NotGicV3,
 }
@@ -20,7 +20,7 @@ pub enum DtError {
 impl fmt::Display for DtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DtError::NotFound { tried } => write!(f, "no devicetree in x0 or at {tried:#x}"),
+            DtError::NotFound { x0 } => write!(f, "no devicetree at x0 ({x0:#x})"),
             DtError::Parse(e) => write!(f, "{e}"),
             DtError::NotGicV3 => write!(f, "the interrupt controller is not a GICv3"),
         }
@@ -46,24 +46,23 @@ pub fn platform() -> Option<&'static Platform> {
     PLATFORM.get()?.as_ref().ok()
 }
 
-/// Finds the devicetree: x0 (raw Image boot), else the base of RAM (ELF
-/// boot). Returns its address and size (from its header).
-pub fn locate(x0: u64, ram_base: u64) -> Result<PhysRange, DtError> {
-    for addr in [x0, ram_base] {
-        if addr == 0 || !addr.is_multiple_of(8) {
-            continue;
-        }
-        // SAFETY: an 8-byte read at a candidate inside RAM: x0 as the boot
-        // protocol hands it over, or the base of RAM where QEMU puts the blob.
-        let header = unsafe { core::ptr::read_volatile(addr as *const [u8; 8]) };
-        if u32::from_be_bytes([header[0], header[1], header[2], header[3]]) != FDT_MAGIC {
-            continue;
-        }
-        if let Ok(size) = devicetree::blob_size(&header) {
-            return Ok(PhysRange::new(addr, size as u64));
-        }
+/// Checks the devicetree the loader handed over in x0 (the arm64 boot
+/// protocol: no search, the image may sit anywhere). Returns its address
+/// and size (from its header).
+pub fn locate(x0: u64) -> Result<PhysRange, DtError> {
+    if x0 == 0 || !x0.is_multiple_of(8) {
+        return Err(DtError::NotFound { x0 });
     }
-    Err(DtError::NotFound { tried: ram_base })
+    // SAFETY: an 8-byte read at the address the boot protocol hands over,
+    // inside RAM the loader filled.
+    let header = unsafe { core::ptr::read_volatile(x0 as *const [u8; 8]) };
+    if u32::from_be_bytes([header[0], header[1], header[2], header[3]]) != FDT_MAGIC {
+        return Err(DtError::NotFound { x0 });
+    }
+    match devicetree::blob_size(&header) {
+        Ok(size) => Ok(PhysRange::new(x0, size as u64)),
+        Err(_) => Err(DtError::NotFound { x0 }),
+    }
 }
 
 /// The blob as a slice.

@@ -1,5 +1,6 @@
-//! Entry points and the exception vector table. Everything here runs before
-//! Rust can: it hands over from EL2 to EL1 if a loader left us at EL2 (on
+//! The arm64 Image header, entry points and the exception vector table.
+//! Everything here runs before Rust can: it relocates the image for where
+//! the loader put it, hands over from EL2 to EL1 if a loader left us at EL2 (on
 //! every CPU: firmware starts secondaries at the level it entered the boot
 //! CPU at), puts SCTLR_EL1 in a known state, enables FP/SIMD (the target's
 //! code uses it), picks a stack, zeroes BSS, and calls Rust.
@@ -14,6 +15,14 @@ pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 pub struct BootStack([u8; BOOT_STACK_SIZE]);
 
 pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
+
+/// The Image header's flags: little-endian (bit 0 clear), 4 KiB pages
+/// (bits 1-2 = 1), placement anywhere in RAM (bit 3).
+pub const IMAGE_FLAGS: u64 = (1 << 1) | (1 << 3);
+/// "ARM\x64" at offset 0x38, read as a little-endian u32.
+pub const IMAGE_MAGIC: u32 = u32::from_le_bytes(*b"ARM\x64");
+/// The only dynamic relocation a static PIE of ours carries.
+const R_AARCH64_RELATIVE: u32 = 1027;
 
 /// Size of the register frame the vectors push (see `exceptions::Frame`).
 pub const FRAME_SIZE: usize = 36 * 8;
@@ -52,10 +61,25 @@ const CPACR_EL1_FPEN: u64 = 3 << 20;
 
 global_asm!(
     r#"
-.section .text.boot, "ax"
+// The arm64 Image header (Linux Documentation/arch/arm64/booting.rst): a
+// loader enters at its first byte, which branches over it.
+.section .text.head, "ax"
 .global _start
 _start:
-    mov     x19, x0                 // devicetree pointer when booted as a raw Image
+    b       primary_entry           // code0
+    .long   0                       // code1
+    .quad   0                       // text_offset: the image starts at the 2 MiB boundary
+    .quad   __kernel_size           // image_size, BSS included (linker script)
+    .quad   {image_flags}
+    .quad   0, 0, 0                 // res2..res4
+    .long   {image_magic}
+    .long   0                       // res5: no PE header
+
+.section .text.boot, "ax"
+primary_entry:
+    mov     x19, x0                 // devicetree, or 0
+    mov     x20, x1                 // hand-over block, or 0
+    bl      relocate
     bl      el1_from_any
     adrp    x9, {boot_stack}
     add     x9, x9, :lo12:{boot_stack}
@@ -70,9 +94,33 @@ _start:
     str     xzr, [x9], #8
     b       2b
 3:  mov     x0, x19
+    mov     x1, x20
     bl      {boot}
 4:  wfe
     b       4b
+
+// Applies `.rela.dyn` for where we run: the image is linked at 0, so the
+// load offset is the running address of __kernel_start, and each
+// R_AARCH64_RELATIVE entry stores offset + addend at offset. Writing the
+// value (not adding to it) makes a second pass harmless. Other types are
+// skipped: the runner refuses an image that has any. Clobbers x9-x14.
+relocate:
+    adrp    x9, __kernel_start
+    add     x9, x9, :lo12:__kernel_start
+    adrp    x10, __rela_start
+    add     x10, x10, :lo12:__rela_start
+    adrp    x11, __rela_end
+    add     x11, x11, :lo12:__rela_end
+5:  cmp     x10, x11
+    b.hs    7f
+    ldp     x12, x13, [x10], #16    // r_offset, r_info
+    ldr     x14, [x10], #8          // r_addend
+    cmp     w13, #{r_relative}
+    b.ne    5b
+    add     x14, x14, x9
+    str     x14, [x9, x12]
+    b       5b
+7:  ret
 
 // PSCI CPU_ON target: x0 = the context id the boot CPU passed, the top of
 // this CPU's stack, below which it stored the CPU index and the stack's
@@ -248,6 +296,9 @@ exception_common:
     add     sp, sp, #{frame_size}
     eret
 "#,
+    image_flags = const IMAGE_FLAGS,
+    image_magic = const IMAGE_MAGIC,
+    r_relative = const R_AARCH64_RELATIVE,
     boot_stack = sym BOOT_STACK,
     boot_stack_size = const BOOT_STACK_SIZE,
     hcr_rw = const HCR_EL2_RW,

@@ -185,6 +185,7 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         Err(e) => console::bail_out(format_args!("PVH start info at {start_info:#x}: {e}")),
     };
     logger::init(cmdline::get(&pvh.cmdline, "log"));
+    crate::exit::configure(&pvh.cmdline);
 
     let ram = pvh.ram;
     for r in unmapped {
