@@ -16,4 +16,9 @@ fn main() {
     let path = dir.join(script);
     println!("cargo:rerun-if-changed={}", path.display());
     println!("cargo:rustc-link-arg-bins=-T{}", path.display());
+    if target == "x86_64-unknown-none" {
+        // The UEFI loader places the image wherever firmware has room and
+        // moves it there with the link-time relocations kept here.
+        println!("cargo:rustc-link-arg-bins=--emit-relocs");
+    }
 }

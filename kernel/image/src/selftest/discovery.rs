@@ -151,7 +151,7 @@ pub fn pci_functions_routed() -> TestResult {
 pub fn rsdp_scan_agrees() -> TestResult {
     let Some(scanned) = crate::arch::legacy_rsdp_scan() else {
         return Err(TestError::skip(
-            "this architecture has no BIOS areas to scan",
+            "no BIOS areas to scan on this architecture or under UEFI",
         ));
     };
     let crate::platform::AcpiEntry::Rsdp(given) = platform::get().acpi else {
