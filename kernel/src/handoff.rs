@@ -183,7 +183,7 @@ impl Handoff {
         if h.descriptor_size < EFI_DESCRIPTOR_SIZE {
             return Err(HandoffError::DescriptorTooSmall(h.descriptor_size));
         }
-        if h.memory_map_size % h.descriptor_size != 0 {
+        if !h.memory_map_size.is_multiple_of(h.descriptor_size) {
             return Err(HandoffError::RaggedMap {
                 size: h.memory_map_size,
                 descriptor_size: h.descriptor_size,
@@ -316,7 +316,7 @@ pub fn decode_memory_map(map: &[u8], descriptor_size: u64) -> Result<MemoryMap, 
     if descriptor_size < EFI_DESCRIPTOR_SIZE {
         return Err(HandoffError::DescriptorTooSmall(descriptor_size));
     }
-    if map.len() as u64 % descriptor_size != 0 {
+    if !(map.len() as u64).is_multiple_of(descriptor_size) {
         return Err(HandoffError::RaggedMap {
             size: map.len() as u64,
             descriptor_size,

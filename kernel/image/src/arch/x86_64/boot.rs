@@ -27,9 +27,9 @@ const LOW_MAPPED: u64 = 1 << 32;
 /// SeaBIOS keeps some RAM reserved (its high-memory copy, the EBDA), and
 /// the 640 KiB..1 MiB hole is not RAM.
 const RAM_SLACK: u64 = 2 << 20;
-/// What OVMF keeps of q35's RAM for itself (runtime services, ACPI
-/// tables and NVS, its reserved low pages), measured with 1 GiB.
-const UEFI_RAM_SLACK: u64 = 32 << 20;
+/// What UEFI firmware keeps of the RAM for itself (runtime services, ACPI
+/// tables and NVS, reserved pages): OVMF on q35 keeps 6 MiB of 1 GiB.
+const UEFI_RAM_SLACK: u64 = 16 << 20;
 /// How long each secondary gets to come online.
 const CPU_START_TIMEOUT_NS: u64 = 1_000_000_000;
 
@@ -246,7 +246,7 @@ fn read_handoff(addr: u64) -> Result<Firmware, String> {
     }
     Ok(Firmware {
         board: "a PC started through UEFI",
-        memory_source: "UEFI memory map",
+        memory_source: crate::platform::UEFI_MEMORY_MAP,
         cmdline,
         ram: map.ram,
         boot_data: h.boot_data(addr),
