@@ -150,6 +150,9 @@ efi_start64:
     sub     %rdi, %rcx
     xor     %eax, %eax
     rep stosb
+    // Our stack before anything is pushed: firmware's may lie above the
+    // 4 GiB the boot tables map.
+    lea     {boot_stack}+{stack_size}(%rip), %rsp
     lea     {tables}(%rip), %rdi
     lea     0x1003(%rdi), %rax
     mov     %rax, (%rdi)
@@ -185,7 +188,6 @@ efi_start64:
     xor     %eax, %eax
     mov     %eax, %fs
     mov     %eax, %gs
-    lea     {boot_stack}+{stack_size}(%rip), %rsp
     call    sse_on
     mov     %r12, %rdi
     call    {efi_boot}
