@@ -33,4 +33,9 @@ fn main() {
             println!("cargo:rustc-link-arg-bins={arg}");
         }
     }
+    if target == "x86_64-unknown-none" {
+        // The UEFI loader places the image wherever firmware has room and
+        // moves it there with the link-time relocations kept here.
+        println!("cargo:rustc-link-arg-bins=--emit-relocs");
+    }
 }

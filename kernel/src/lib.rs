@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod dma;
 pub mod hal;
+pub mod handoff;
 pub mod harness;
 pub mod idmap;
 pub mod iommu;

@@ -32,6 +32,43 @@ pub fn build_command(root: &Path, target: &str) -> Vec<String> {
     ]
 }
 
+/// The UEFI target of `arch` (the loader's, `kernel/efi`).
+pub fn uefi_target(arch: &str) -> String {
+    format!("{arch}-unknown-uefi")
+}
+
+/// Where `cargo build -p efi --release --target T` leaves the loader.
+pub fn loader_image(root: &Path, arch: &str) -> PathBuf {
+    target_dir(root)
+        .join(uefi_target(arch))
+        .join("release")
+        .join("loader.efi")
+}
+
+/// The loader's build; the kernel it embeds is named in `IOMMU_EFI_KERNEL`.
+pub fn loader_build_command(root: &Path, arch: &str) -> Vec<String> {
+    vec![
+        "cargo".into(),
+        "build".into(),
+        "-p".into(),
+        "efi".into(),
+        "--release".into(),
+        "--target".into(),
+        uefi_target(arch),
+        "--target-dir".into(),
+        target_dir(root).to_string_lossy().into_owned(),
+    ]
+}
+
+/// What the loader embeds: the x86_64 kernel ELF (the loader moves it), or
+/// on arm64 the `Image` beside the ELF (entered at its first byte).
+pub fn loader_payload(kernel_elf: &Path, arch: &str) -> PathBuf {
+    match arch {
+        "aarch64" => kernel_elf.with_file_name("Image"),
+        _ => kernel_elf.to_path_buf(),
+    }
+}
+
 /// Whether `rustup target list --installed` output lists `target`.
 pub fn target_listed(installed: &str, target: &str) -> bool {
     installed.lines().any(|l| l.trim() == target)
@@ -108,7 +145,55 @@ pub fn build_kernel(root: &Path, board: &Board) -> Result<PathBuf> {
             image.display()
         );
     }
+    if board.boot == "uefi" {
+        return build_loader(root, board, &image);
+    }
     Ok(image)
+}
+
+/// Builds `loader.efi` around the kernel just built, for a board that
+/// boots through UEFI firmware.
+pub fn build_loader(root: &Path, board: &Board, kernel_elf: &Path) -> Result<PathBuf> {
+    ensure_target(root, &uefi_target(&board.arch))?;
+    let payload = loader_payload(kernel_elf, &board.arch);
+    if !payload.is_file() {
+        bail!(
+            "{}: the UEFI loader embeds {}, which is not there",
+            board.name,
+            payload.display()
+        );
+    }
+    let cmd = loader_build_command(root, &board.arch);
+    eprintln!(
+        "qemu-run: {}: building the UEFI loader: IOMMU_EFI_KERNEL={} {}",
+        board.name,
+        payload.display(),
+        cmd.join(" ")
+    );
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .current_dir(root)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env("IOMMU_EFI_KERNEL", &payload)
+        .stdin(Stdio::null())
+        .stdout(crate::stderr_stdio()?)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!(
+            "building the UEFI loader for {} failed ({status})",
+            board.name
+        );
+    }
+    let loader = loader_image(root, &board.arch);
+    if !loader.is_file() {
+        bail!(
+            "cargo built the loader but {} is not there",
+            loader.display()
+        );
+    }
+    Ok(loader)
 }
 
 #[cfg(test)]
@@ -125,6 +210,25 @@ mod tests {
         assert_eq!(
             build_command(root, "x86_64-unknown-none").join(" "),
             "cargo build -p image --release --target x86_64-unknown-none --target-dir /w/target/kernel"
+        );
+    }
+
+    #[test]
+    fn loader_paths_and_command() {
+        let root = Path::new("/w");
+        assert_eq!(
+            loader_image(root, "x86_64"),
+            Path::new("/w/target/kernel/x86_64-unknown-uefi/release/loader.efi")
+        );
+        assert_eq!(
+            loader_build_command(root, "aarch64").join(" "),
+            "cargo build -p efi --release --target aarch64-unknown-uefi --target-dir /w/target/kernel"
+        );
+        let elf = kernel_image(root, "x86_64-unknown-none");
+        assert_eq!(loader_payload(&elf, "x86_64"), elf);
+        assert_eq!(
+            loader_payload(&kernel_image(root, "aarch64-unknown-none"), "aarch64"),
+            Path::new("/w/target/kernel/aarch64-unknown-none/release/Image")
         );
     }
 

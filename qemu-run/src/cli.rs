@@ -822,7 +822,7 @@ fn watch_console(boards: &[Board], args: &WatchArgs) -> Result<bool> {
         eprintln!("qemu-run: {line}");
     }
     // No exit status to compare: the passing status stands for "none".
-    let verdict = tap::verdict(&outcome.tap, &outcome.exit, 0, &outcome.stderr_head);
+    let verdict = tap::verdict(&outcome.tap, &outcome.exit, None, &outcome.stderr_head);
     let report = BoardReport {
         board: name.to_string(),
         outcome,

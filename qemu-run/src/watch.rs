@@ -184,7 +184,7 @@ mod tests {
             &["-c".into(), script.into()],
             &opts(10_000),
         );
-        verdict(&o.tap, &o.exit, 0, &o.stderr_head)
+        verdict(&o.tap, &o.exit, None, &o.stderr_head)
     }
 
     fn watch_text(console: &str, timeout_ms: u64) -> Outcome {
@@ -195,7 +195,7 @@ mod tests {
     }
 
     fn v(o: &Outcome) -> crate::tap::Verdict {
-        verdict(&o.tap, &o.exit, 0, &o.stderr_head)
+        verdict(&o.tap, &o.exit, None, &o.stderr_head)
     }
 
     #[test]

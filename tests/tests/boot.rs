@@ -50,6 +50,33 @@ fn every_board_passes() {
     }
 }
 
+/// The UEFI board boots the loader through OVMF, and the kernel runs on
+/// what the loader handed over (its memory map, RSDP and command line),
+/// not on a PVH start info. `every_board_passes` runs its whole suite.
+#[test]
+fn q35_uefi_boots_through_the_loader() {
+    assert!(board_names().iter().any(|b| b == "qemu-q35-uefi"));
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-q35-uefi",
+        "--filter",
+        "boot::",
+        "--timeout",
+        "120",
+    ]);
+    let text = run.text();
+    assert_eq!(run.code, Some(0), "{text}");
+    assert!(text.contains("efi loader: kernel at "), "{text}");
+    assert!(text.contains("a PC started through UEFI"), "{text}");
+    assert!(text.contains("from UEFI memory map"), "{text}");
+    assert!(
+        text.contains("ok 1 - boot::memory_map_matches_qemu"),
+        "{text}"
+    );
+}
+
 /// The variant matrix: qemu-virt and qemu-q35 under each of their named
 /// configurations (`[[variant]]` in their board files: memory, CPUs, CPU
 /// model, EL2 entry, narrower PASIDs, deeper and expanded hierarchies,

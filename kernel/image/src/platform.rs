@@ -17,6 +17,9 @@ pub enum AcpiEntry {
     None,
 }
 
+/// `BootInfo::memory_source` when our UEFI loader handed the memory map over.
+pub const UEFI_MEMORY_MAP: &str = "UEFI memory map";
+
 pub struct BootInfo {
     /// What the firmware calls the machine (the devicetree's `model`), for
     /// messages; `board=` on the command line names it instead.

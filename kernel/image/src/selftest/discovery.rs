@@ -247,14 +247,33 @@ pub fn devices_behind_each_unit() -> TestResult {
 }
 
 /// Where the boot information gives an RSDP, a scan of the BIOS areas
-/// finds the same one (the fallback when no boot protocol says).
+/// finds the same one (the fallback when no boot protocol says). Under
+/// UEFI there are no BIOS areas; there the RSDP from the configuration
+/// table must lie outside the RAM the kernel hands out (firmware keeps it
+/// in ACPI or reserved memory), or the page allocator would overwrite it.
 pub fn rsdp_scan_agrees() -> TestResult {
+    let boot = platform::get();
+    let given = match boot.acpi {
+        crate::platform::AcpiEntry::Rsdp(given) => Some(given),
+        _ => None,
+    };
+    if boot.memory_source == platform::UEFI_MEMORY_MAP {
+        let Some(given) = given else {
+            return Err(TestError::skip("UEFI gave no RSDP"));
+        };
+        if let Some(r) = boot.ram.iter().find(|r| r.contains(given)) {
+            return Err(TestError::fail(format!(
+                "the RSDP at {given:#x} lies in RAM {r} that the UEFI memory map calls free"
+            )));
+        }
+        return Ok(());
+    }
     let Some(scanned) = crate::arch::legacy_rsdp_scan() else {
         return Err(TestError::skip(
             "this architecture has no BIOS areas to scan",
         ));
     };
-    let crate::platform::AcpiEntry::Rsdp(given) = platform::get().acpi else {
+    let Some(given) = given else {
         return Err(TestError::skip(
             "the boot information gave no RSDP to compare with",
         ));

@@ -1,17 +1,19 @@
-//! Boot on the boot CPU (from the 32-bit PVH entry, now in long mode) and
-//! on the secondaries (from the trampoline).
+//! Boot on the boot CPU (from the 32-bit PVH entry, now in long mode, or
+//! from our UEFI loader's 64-bit entry) and on the secondaries (from the
+//! trampoline).
 use super::{apic, entry, exceptions, paging, time};
 use crate::platform::{AcpiEntry, BootInfo};
 use crate::{console, heap, logger, smp};
 use acpi_tables::madt::ApStartPlan;
 use acpi_tables::spcr::{self, Uart16550At};
 use alloc::boxed::Box;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use kernel::addr::PhysRange;
 use kernel::cmdline;
+use kernel::handoff::{self, Handoff};
 use uart_16550::backend::Backend;
 use uart_16550::{Config, Uart16550};
 
@@ -25,6 +27,9 @@ const LOW_MAPPED: u64 = 1 << 32;
 /// SeaBIOS keeps some RAM reserved (its high-memory copy, the EBDA), and
 /// the 640 KiB..1 MiB hole is not RAM.
 const RAM_SLACK: u64 = 2 << 20;
+/// What UEFI firmware keeps of the RAM for itself (runtime services, ACPI
+/// tables and NVS, reserved pages): OVMF on q35 keeps 6 MiB of 1 GiB.
+const UEFI_RAM_SLACK: u64 = 16 << 20;
 /// How long each secondary gets to come online.
 const CPU_START_TIMEOUT_NS: u64 = 1_000_000_000;
 
@@ -158,36 +163,128 @@ fn cpu_plan(acpi: AcpiEntry) -> Result<ApStartPlan, String> {
     Ok(madt.ap_start_plan(apic::id(), smp::MAX_CPUS))
 }
 
+/// What the boot protocol (PVH or our UEFI loader) told us, copied out of
+/// firmware memory.
+struct Firmware {
+    board: &'static str,
+    memory_source: &'static str,
+    cmdline: String,
+    ram: Vec<PhysRange>,
+    /// Boot data to keep out of the page allocator.
+    boot_data: Vec<(PhysRange, &'static str)>,
+    acpi: AcpiEntry,
+    /// What a memory-size check allows the firmware to keep.
+    ram_slack: u64,
+}
+
+impl From<Pvh> for Firmware {
+    fn from(p: Pvh) -> Firmware {
+        Firmware {
+            board: "a PC started through PVH",
+            memory_source: "PVH memory map",
+            cmdline: p.cmdline,
+            ram: p.ram,
+            boot_data: p.boot_data.iter().map(|r| (*r, "PVH start info")).collect(),
+            // Where the start info gives none, the BIOS areas are scanned
+            // (once the identity map is up).
+            acpi: match p.rsdp {
+                0 => AcpiEntry::None,
+                a => AcpiEntry::Rsdp(a),
+            },
+            ram_slack: RAM_SLACK,
+        }
+    }
+}
+
 pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     time::set_epoch();
     exceptions::init_idt();
     exceptions::init_cpu(0);
     heap::init();
     // Nothing has written low memory yet: the start info is intact.
-    let mut pvh = read_start_info(start_info);
+    let fw = read_start_info(start_info)
+        .map(Firmware::from)
+        .map_err(|e| alloc::format!("PVH start info at {start_info:#x}: {e}"));
+    boot(fw, true)
+}
+
+/// From our UEFI loader (`efi_start64`): the hand-over block at `handoff`.
+pub extern "C" fn efi_boot_cpu_entry(handoff: u64) -> ! {
+    time::set_epoch();
+    exceptions::init_idt();
+    exceptions::init_cpu(0);
+    heap::init();
+    super::BOOTED_BY_UEFI.store(true, core::sync::atomic::Ordering::Relaxed);
+    let fw =
+        read_handoff(handoff).map_err(|e| alloc::format!("UEFI hand-over at {handoff:#x}: {e}"));
+    boot(fw, false)
+}
+
+/// Copies the memory map and command line the hand-over block points to.
+fn read_handoff(addr: u64) -> Result<Firmware, String> {
+    check_reach("hand-over block", addr, handoff::SIZE as u64).map_err(|e| e.to_string())?;
+    let mut block = [0u8; handoff::SIZE];
+    // SAFETY: identity-mapped low memory the loader filled in; copied out
+    // byte by byte (no alignment promised) before anything else runs.
+    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, block.as_mut_ptr(), block.len()) };
+    let h = Handoff::parse(&block).map_err(|e| e.to_string())?;
+    check_reach("UEFI memory map", h.memory_map_addr, h.memory_map_size)
+        .map_err(|e| e.to_string())?;
+    // SAFETY: the map the loader left, inside mapped low memory (checked).
+    let map = unsafe {
+        core::slice::from_raw_parts(h.memory_map_addr as *const u8, h.memory_map_size as usize)
+    };
+    let map = handoff::decode_memory_map(map, h.descriptor_size).map_err(|e| e.to_string())?;
+    let mut cmdline = String::new();
+    if h.cmdline_len != 0 {
+        let len = h.cmdline_len.min(CMDLINE_MAX as u64);
+        check_reach("command line", h.cmdline_addr, len).map_err(|e| e.to_string())?;
+        // SAFETY: `len` bytes of mapped low memory the loader wrote (checked).
+        let bytes =
+            unsafe { core::slice::from_raw_parts(h.cmdline_addr as *const u8, len as usize) };
+        cmdline = String::from_utf8_lossy(bytes).into_owned();
+    }
+    Ok(Firmware {
+        board: "a PC started through UEFI",
+        memory_source: crate::platform::UEFI_MEMORY_MAP,
+        cmdline,
+        ram: map.ram,
+        boot_data: h.boot_data(addr),
+        // UEFI hands the RSDP over; there is no BIOS area to scan.
+        acpi: match h.acpi_rsdp {
+            0 => AcpiEntry::None,
+            a => AcpiEntry::Rsdp(a),
+        },
+        ram_slack: UEFI_RAM_SLACK,
+    })
+}
+
+/// The boot CPU's way from what the boot protocol gave to `kmain`;
+/// `scan_bios` says whether a missing RSDP is looked for in the BIOS areas.
+fn boot(mut fw: Result<Firmware, String>, scan_bios: bool) -> ! {
     // The real identity map first, so the console (perhaps MMIO) and the
     // tables are reached through it.
     let (kstart, kend) = (
         core::ptr::addr_of!(entry::__kernel_start) as u64,
         core::ptr::addr_of!(entry::__kernel_end) as u64,
     );
-    let unmapped = match pvh.as_mut() {
-        Ok(p) => paging::install(&mut p.ram, PhysRange::new(kstart, kend - kstart)),
+    let unmapped = match fw.as_mut() {
+        Ok(f) => paging::install(&mut f.ram, PhysRange::new(kstart, kend - kstart)),
         Err(_) => Vec::new(),
     };
-    let acpi = match pvh.as_ref().map_or(0, |p| p.rsdp) {
-        0 => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
-        a => AcpiEntry::Rsdp(a),
+    let acpi = match fw.as_ref().map_or(AcpiEntry::None, |f| f.acpi) {
+        AcpiEntry::None if scan_bios => scan_rsdp().map_or(AcpiEntry::None, AcpiEntry::Rsdp),
+        a => a,
     };
     let console_note = install_console(acpi);
-    let pvh = match pvh {
-        Ok(p) => p,
-        Err(e) => console::bail_out(format_args!("PVH start info at {start_info:#x}: {e}")),
+    let fw = match fw {
+        Ok(f) => f,
+        Err(e) => console::bail_out(format_args!("{e}")),
     };
-    logger::init(cmdline::get(&pvh.cmdline, "log"));
-    crate::exit::configure(&pvh.cmdline);
+    logger::init(cmdline::get(&fw.cmdline, "log"));
+    crate::exit::configure(&fw.cmdline);
 
-    let ram = pvh.ram;
+    let ram = fw.ram;
     for r in unmapped {
         log::warn!("RAM {r} left unmapped and unused");
     }
@@ -197,11 +294,14 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
     if let Some(note) = console_note {
         log::warn!("{note}");
     }
+    if acpi == AcpiEntry::None {
+        log::warn!("no RSDP from {}: no ACPI tables", fw.memory_source);
+    }
     let plan = cpu_plan(acpi);
     let highest = plan
         .as_ref()
         .map_or(0, |p| p.start.iter().copied().max().unwrap_or(0));
-    let prefer_xapic = cmdline::get(&pvh.cmdline, "apic") == Some("xapic");
+    let prefer_xapic = cmdline::get(&fw.cmdline, "apic") == Some("xapic");
     match apic::choose_mode(highest, prefer_xapic) {
         Ok(x2) => log::debug!("local APIC in {} mode", if x2 { "x2APIC" } else { "xAPIC" }),
         Err(e) => console::bail_out(format_args!("local APIC: {e}")),
@@ -231,14 +331,14 @@ pub extern "C" fn boot_cpu_entry(start_info: u64) -> ! {
         (PhysRange::new(kstart, kend - kstart), "kernel image"),
         (PhysRange::new(0, 1 << 20), "BIOS area and CPU trampoline"),
     ];
-    reserved.extend(pvh.boot_data.iter().map(|r| (*r, "PVH start info")));
+    reserved.extend(fw.boot_data);
     crate::kmain(BootInfo {
-        board: "a PC started through PVH",
-        memory_source: "PVH memory map",
+        board: fw.board,
+        memory_source: fw.memory_source,
         ram,
         reserved,
-        ram_slack: RAM_SLACK,
-        cmdline: pvh.cmdline,
+        ram_slack: fw.ram_slack,
+        cmdline: fw.cmdline,
         cpus_present: present,
         cpus_note,
         acpi,

@@ -1,5 +1,6 @@
 //! Code that runs before Rust can, or around it: the PVH note, the boot
-//! CPU's 32-bit entry (BSS, page tables, long mode), the real-mode trampoline
+//! CPU's 32-bit entry (BSS, page tables, long mode) and its 64-bit entry
+//! from our UEFI loader, the real-mode trampoline
 //! the secondaries start in, and the interrupt stubs.
 use crate::smp::MAX_CPUS;
 use core::arch::global_asm;
@@ -132,6 +133,67 @@ long_mode_start:
 4:  cli
     hlt
     jmp     4b
+
+// UEFI (our loader, `kernel/efi`): long mode on firmware's identity map,
+// interrupts off, rdi = hand-over block, the image wherever the loader
+// found room below 2 GiB (it applied the link-time relocations). From
+// here the boot CPU takes the PVH path's state: the BSS zeroed, the boot
+// tables (0..4 GiB, which the secondaries' trampoline needs too), our GDT,
+// our stack.
+.global efi_start64
+efi_start64:
+    cli
+    cld
+    mov     %rdi, %r12
+    lea     __bss_start(%rip), %rdi
+    lea     __bss_end(%rip), %rcx
+    sub     %rdi, %rcx
+    xor     %eax, %eax
+    rep stosb
+    // Our stack before anything is pushed: firmware's may lie above the
+    // 4 GiB the boot tables map.
+    lea     {boot_stack}+{stack_size}(%rip), %rsp
+    lea     {tables}(%rip), %rdi
+    lea     0x1003(%rdi), %rax
+    mov     %rax, (%rdi)
+    lea     0x2003(%rdi), %rax
+    xor     %ecx, %ecx
+6:  mov     %rax, 0x1000(%rdi,%rcx,8)
+    add     $0x1000, %rax
+    inc     %ecx
+    cmp     $4, %ecx
+    jb      6b
+    xor     %ecx, %ecx
+7:  mov     %rcx, %rax
+    shl     $21, %rax
+    or      $0x83, %rax
+    cmp     $1536, %ecx
+    jb      8f
+    or      $0x18, %rax
+8:  mov     %rax, 0x2000(%rdi,%rcx,8)
+    inc     %ecx
+    cmp     $2048, %ecx
+    jb      7b
+    mov     %rdi, %cr3
+    // The GDT's address in boot_gdtr was relocated with the image.
+    lgdt    boot_gdtr(%rip)
+    lea     9f(%rip), %rax
+    push    ${cs}
+    push    %rax
+    lretq
+9:  mov     ${ds}, %eax
+    mov     %eax, %ds
+    mov     %eax, %es
+    mov     %eax, %ss
+    xor     %eax, %eax
+    mov     %eax, %fs
+    mov     %eax, %gs
+    call    sse_on
+    mov     %r12, %rdi
+    call    {efi_boot}
+10: cli
+    hlt
+    jmp     10b
 
 // SSE on (CR0.EM=0, MP, NE; CR4.OSFXSR|OSXMMEXCPT): the target is
 // soft-float, but nothing should trap if some code uses SSE anyway.
@@ -274,6 +336,7 @@ isr_common:
     ds = const KERNEL_DS,
     tramp = const TRAMPOLINE_PHYS,
     boot = sym super::boot::boot_cpu_entry,
+    efi_boot = sym super::boot::efi_boot_cpu_entry,
     secondary = sym super::boot::secondary_cpu_entry,
     handler = sym super::exceptions::handle_exception,
     options(att_syntax)

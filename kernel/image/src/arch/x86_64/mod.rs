@@ -205,8 +205,17 @@ pub fn firmware_readable(r: kernel::addr::PhysRange) -> bool {
     r.start < r.end && crate::mapping::map_firmware(r, "firmware tables")
 }
 
-/// The RSDP found by scanning the BIOS areas (`None` inside: not found).
+/// Set when our UEFI loader started the kernel: there are no BIOS areas
+/// then (the RSDP comes from the configuration table).
+pub static BOOTED_BY_UEFI: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// The RSDP found by scanning the BIOS areas (`None` inside: not found);
+/// `None` outside when UEFI started us and there is no BIOS to scan.
 pub fn legacy_rsdp_scan() -> Option<Option<u64>> {
+    if BOOTED_BY_UEFI.load(core::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
     Some(boot::scan_rsdp())
 }
 

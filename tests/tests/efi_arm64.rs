@@ -1,0 +1,150 @@
+//! The arm64 UEFI loader under Debian's edk2 on QEMU virt, with a probe
+//! `Image` in place of the kernel (the kernel's own `Image` and the
+//! ACPI-only Arm boot are not there yet, so no `qemu-virt-uefi` board). The
+//! probe checks the entry contract from inside: it prints through virt's
+//! PL011 what it finds (MMU off, the hand-over magic at x1, a devicetree
+//! in x0) and spins.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tests::{qemu_lock, qemu_run, scratch_dir, workspace_root};
+
+const EDK2: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
+
+/// An arm64 `Image` (64-byte header, then code) that prints
+/// "IMAGE:" then M if SCTLR_EL1.M is clear, H if x1 points at "IOMMHOF1",
+/// D if x0 is not zero, and a newline.
+fn probe_image() -> Vec<u8> {
+    let movz_w = |rd: u32, imm: u32| 0x5280_0000 | (imm << 5) | rd;
+    let strb = |rt: u32, rn: u32| 0x3900_0000 | (rn << 5) | rt;
+    let mut code: Vec<u32> = vec![0xd2a1_2009]; // movz x9, #0x0900, lsl #16: the PL011
+    let putc = |code: &mut Vec<u32>, c: char| code.extend([movz_w(10, c as u32), strb(10, 9)]);
+    for c in "IMAGE:".chars() {
+        putc(&mut code, c);
+    }
+    code.extend([0xd538_100d, 0x3700_006d]); // mrs x13, sctlr_el1; tbnz x13, #0, +12
+    putc(&mut code, 'M');
+    code.push(0xf940_002b); // ldr x11, [x1]
+    for (shift, half) in [0x4f49u32, 0x4d4d, 0x4f48, 0x3146].into_iter().enumerate() {
+        let op = if shift == 0 { 0xd280_0000 } else { 0xf280_0000 };
+        code.push(op | ((shift as u32) << 21) | (half << 5) | 12); // movz/movk x12
+    }
+    code.extend([0xeb0c_017f, 0x5400_0061]); // cmp x11, x12; b.ne +12
+    putc(&mut code, 'H');
+    code.push(0xb400_0060); // cbz x0, +12
+    putc(&mut code, 'D');
+    putc(&mut code, '\n');
+    code.push(0x1400_0000); // b .
+    let mut image = Vec::new();
+    image.extend_from_slice(&0x1400_0010u32.to_le_bytes()); // b +64: past the header
+    image.extend_from_slice(&0u32.to_le_bytes());
+    image.extend_from_slice(&0u64.to_le_bytes()); // text_offset
+    image.extend_from_slice(&0x1_0000u64.to_le_bytes()); // image_size
+    image.extend_from_slice(&8u64.to_le_bytes()); // flags: anywhere in RAM
+    image.extend_from_slice(&[0; 24]);
+    image.extend_from_slice(b"ARM\x64");
+    image.extend_from_slice(&[0; 4]);
+    for c in code {
+        image.extend_from_slice(&c.to_le_bytes());
+    }
+    image.resize(4096, 0);
+    image
+}
+
+/// The patched QEMU's directory, from `qemu-run qemu status`.
+fn qemu_dir() -> PathBuf {
+    let run = qemu_run(&["qemu", "status"]);
+    let line = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cache entry: "))
+        .unwrap_or_else(|| panic!("no cache entry in `qemu-run qemu status`:\n{}", run.text()));
+    PathBuf::from(line.trim())
+}
+
+fn build_loader(payload: &Path) -> PathBuf {
+    let target_dir = workspace_root().join("target").join("tests-efi");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "efi", "--release", "--target"])
+        .arg("aarch64-unknown-uefi")
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(workspace_root())
+        .env_remove("CARGO_TARGET_DIR")
+        .env("IOMMU_EFI_KERNEL", payload)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building the arm64 loader failed: {status}"
+    );
+    target_dir.join("aarch64-unknown-uefi/release/loader.efi")
+}
+
+/// Boots the loader on `machine` and returns the console up to the
+/// probe's line (or all of it after 60 s).
+fn boot(qemu: &Path, loader: &Path, machine: &str) -> String {
+    let mut child = Command::new(qemu.join("bin/qemu-system-aarch64"))
+        .arg("-L")
+        .arg(qemu.join("share"))
+        .args(["-M", machine, "-cpu", "max", "-m", "1G", "-nodefaults"])
+        .args(["-display", "none", "-serial", "stdio", "-bios", EDK2])
+        .arg("-kernel")
+        .arg(loader)
+        .args(["-append", "probe=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start QEMU");
+    let mut out = child.stdout.take().expect("QEMU's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&text).contains("IMAGE:") && text.ends_with(b"\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let start = Instant::now();
+    while !reader.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap_or_default()
+}
+
+#[test]
+fn arm64_loader_enters_an_image_per_the_contract() {
+    if !Path::new(EDK2).is_file() {
+        eprintln!("{EDK2} missing (Debian's qemu-efi-aarch64): not run");
+        return;
+    }
+    let payload = scratch_dir().join("probe-Image");
+    std::fs::write(&payload, probe_image()).expect("write the probe Image");
+    let loader = build_loader(&payload);
+    let qemu = qemu_dir();
+    let _qemu = qemu_lock();
+    // ACPI (edk2's default on virt): no devicetree in the configuration table.
+    let acpi = boot(&qemu, &loader, "virt");
+    assert!(acpi.contains("command line \"probe=1\""), "{acpi}");
+    assert!(
+        acpi.contains("IMAGE:MH\r\n") || acpi.contains("IMAGE:MH\n"),
+        "{acpi}"
+    );
+    // Devicetree only: x0 carries it.
+    let dt = boot(&qemu, &loader, "virt,acpi=off");
+    assert!(dt.contains("RSDP 0x0;"), "{dt}");
+    assert!(dt.contains("IMAGE:MHD"), "{dt}");
+}
