@@ -405,7 +405,10 @@ fn describe_exit(exit: &Exit) -> String {
         Exit::Signal(s) => format!("QEMU killed by signal {s}"),
         Exit::Timeout(d) => format!("QEMU killed after {}s", d.as_secs()),
         Exit::KilledAfterBailOut => "QEMU killed after the bail out".into(),
-        Exit::KilledAfterPlan => "QEMU did not exit after the last test; killed".into(),
+        Exit::KilledAfterPlan => {
+            "QEMU did not exit after the last test (the kernel did not power the machine off); killed"
+                .into()
+        }
         Exit::SpawnError(e) => format!("QEMU did not start: {e}"),
         Exit::Watched(ConsoleEnd::EndOfInput) => "the console ended".into(),
         Exit::Watched(ConsoleEnd::AfterBailOut) => "console watched until the bail out".into(),
@@ -513,9 +516,10 @@ pub fn verdict(tap: &Tap, exit: &Exit, exit_pass: Option<i32>, stderr_head: &[St
         };
     }
     match (exit, exit_pass) {
-        // No status to compare: QEMU ended (powered off) or was stopped
-        // after the last planned test, or a real board's console was watched.
-        (Exit::Status(_) | Exit::KilledAfterPlan, None) | (Exit::Watched(_), _) => Verdict::pass(),
+        // No status to compare: QEMU ended (the kernel powered it off), or
+        // a real board's console was watched. A QEMU that had to be killed
+        // after the last test did not power off: the exit path failed.
+        (Exit::Status(_), None) | (Exit::Watched(_), _) => Verdict::pass(),
         (Exit::Status(s), Some(p)) if *s == p => Verdict::pass(),
         (Exit::Status(s), Some(p)) => Verdict::fail(format!(
             "exit status {s} does not match the verdict (expected {p})"
@@ -928,8 +932,11 @@ not ok 2 - after the bail
         let clean = Tap::parse(CLEAN);
         // PSCI SYSTEM_OFF: QEMU exits 0 whatever the verdict.
         assert!(verdict(&clean, &Exit::Status(0), None, &[]).pass);
-        // A halt: QEMU is stopped after the last planned test.
-        assert!(verdict(&clean, &Exit::KilledAfterPlan, None, &[]).pass);
+        // A halt instead of the power-off: QEMU is killed after the last
+        // planned test, and the exit path is what failed.
+        let v = verdict(&clean, &Exit::KilledAfterPlan, None, &[]);
+        assert!(!v.pass);
+        assert!(v.reason.unwrap().contains("did not power the machine off"));
         let failed = CLEAN.replace("ok 2 - mm::dma_align", "not ok 2 - mm::dma_align");
         let v = verdict(&Tap::parse(&failed), &Exit::Status(0), None, &[]);
         assert_eq!(v.reason.as_deref(), Some("1 test(s) failed: mm::dma_align"));

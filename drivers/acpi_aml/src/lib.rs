@@ -146,7 +146,19 @@ impl fmt::Display for Error {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Discovery {
     pub bridges: Vec<HostBridge>,
+    /// What `\_S5` says to write to the PM1 control blocks' SLP_TYP
+    /// fields for soft-off (None: no `\_S5`, as on hardware-reduced
+    /// machines, or a malformed one, then also in `problems`).
+    pub soft_off: Option<SleepType>,
     pub problems: Vec<Error>,
+}
+
+/// A sleep state's SLP_TYP values for the PM1a and PM1b control blocks
+/// (the first two elements of its `\_Sx` package).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepType {
+    pub pm1a: u8,
+    pub pm1b: u8,
 }
 
 /// Loads `dsdt` and then `ssdts` (whole tables, headers included) into a
@@ -176,6 +188,11 @@ pub fn host_bridges<P: Platform + 'static>(
     }
 
     let mut out = Discovery::default();
+    match soft_off(&interpreter) {
+        Ok(s) => out.soft_off = s,
+        Err(e) => out.problems.push(e),
+    }
+    handler.take_fatal()?;
     for candidate in candidates(&interpreter)? {
         let path = match candidate {
             Candidate::Bridge(path) => path,
@@ -195,6 +212,44 @@ pub fn host_bridges<P: Platform + 'static>(
         handler.take_fatal()?;
     }
     Ok(out)
+}
+
+/// `\_S5`: a package whose first two elements are integers (a
+/// one-element package gives PM1b the same value, as firmware that has
+/// no PM1b block writes it).
+fn soft_off<H: acpi::Handler>(interpreter: &Interpreter<H>) -> Result<Option<SleepType>, Error> {
+    const WHERE: &str = "\\";
+    let name = AmlName::from_str("\\_S5_").map_err(|e| eval_error(WHERE, "_S5", e))?;
+    let Some(value) = interpreter
+        .evaluate_if_present(name, vec![])
+        .map_err(|e| eval_error(WHERE, "_S5", e))?
+    else {
+        return Ok(None);
+    };
+    let bad = |why: String| Error::Eval {
+        path: WHERE.into(),
+        object: "_S5",
+        error: why,
+    };
+    let Object::Package(elements) = &*value else {
+        return Err(bad(format!("{:?} where a package belongs", value.typ())));
+    };
+    let typ = |i: usize| -> Result<Option<u8>, Error> {
+        match elements.get(i).map(|e| &**e) {
+            None => Ok(None),
+            Some(Object::Integer(v)) => u8::try_from(*v)
+                .ok()
+                .filter(|v| *v <= 7)
+                .map(Some)
+                .ok_or_else(|| bad(format!("SLP_TYP {v:#x} does not fit 3 bits"))),
+            Some(o) => Err(bad(format!("{:?} where an integer belongs", o.typ()))),
+        }
+    };
+    let Some(pm1a) = typ(0)? else {
+        return Err(bad("an empty package".into()));
+    };
+    let pm1b = typ(1)?.unwrap_or(pm1a);
+    Ok(Some(SleepType { pm1a, pm1b }))
 }
 
 /// DSDT revision, the AML after the header, the signature.

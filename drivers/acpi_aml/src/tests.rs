@@ -252,3 +252,51 @@ fn the_fixture_dsdts_touch_no_hardware() {
     host_bridges(p, &fixture("q35-intel-iommu", "DSDT"), &[]).unwrap();
     assert_eq!(seen.load(Ordering::Relaxed), 0);
 }
+
+/// `Name (_S5, Package () { elements })`, each element already encoded.
+fn s5(elements: &[&[u8]]) -> StdVec<u8> {
+    let body: StdVec<u8> = elements.concat();
+    let mut t = StdVec::from([0x08, b'_', b'S', b'5', b'_', 0x12]);
+    t.push((2 + body.len()) as u8);
+    t.push(elements.len() as u8);
+    t.extend_from_slice(&body);
+    t
+}
+
+fn soft_off_of(body: &[u8]) -> Discovery {
+    host_bridges(FakePlatform::default(), &dsdt(body), &[]).unwrap()
+}
+
+#[test]
+fn soft_off_comes_from_s5_for_each_pm1_block() {
+    // QEMU's q35 powers off with SLP_TYP 0 (its `\_S5` is all zeros).
+    let q35 = bridges_of("q35-intel-iommu");
+    assert_eq!(q35.soft_off, Some(SleepType { pm1a: 0, pm1b: 0 }));
+    // virt is hardware-reduced: no `\_S5`, nothing to write.
+    assert_eq!(bridges_of("virt-smmuv3").soft_off, None);
+    let d = soft_off_of(&s5(&[&[0x0a, 5], &[0x0a, 6]]));
+    assert_eq!(d.soft_off, Some(SleepType { pm1a: 5, pm1b: 6 }));
+    assert_eq!(d.problems, []);
+    // One element: PM1b takes PM1a's value.
+    let d = soft_off_of(&s5(&[&[0x0a, 7]]));
+    assert_eq!(d.soft_off, Some(SleepType { pm1a: 7, pm1b: 7 }));
+}
+
+#[test]
+fn a_malformed_s5_is_a_problem_not_a_power_off() {
+    for body in [
+        s5(&[]),
+        s5(&[&[0x0a, 8]]),
+        s5(&[&[0x0d, b'x', 0]]),
+        StdVec::from([0x08, b'_', b'S', b'5', b'_', 0x0a, 5]),
+    ] {
+        let d = soft_off_of(&body);
+        assert_eq!(d.soft_off, None, "{body:x?}");
+        assert_eq!(d.problems.len(), 1, "{body:x?}: {:?}", d.problems);
+        assert!(
+            std::format!("{}", d.problems[0]).contains("_S5"),
+            "{:?}",
+            d.problems
+        );
+    }
+}

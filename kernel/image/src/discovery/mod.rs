@@ -8,7 +8,7 @@ mod tables;
 
 use crate::platform::BootInfo;
 use acpi_aml::Window;
-use acpi_tables::{dmar, iort, madt, mcfg, spcr};
+use acpi_tables::{dmar, fadt, iort, madt, mcfg, spcr};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -128,6 +128,17 @@ pub struct Topology {
     /// Every table found (signature, address).
     pub tables: Vec<([u8; 4], u64)>,
     pub discovery_ns: u64,
+    /// How to power the machine off through ACPI (S5), when the FADT and
+    /// the DSDT's `\_S5` say.
+    pub soft_off: Option<SoftOff>,
+}
+
+/// ACPI soft-off: SLP_TYP and SLP_EN written to the PM1 control blocks.
+#[derive(Debug, Clone)]
+pub struct SoftOff {
+    pub pm1a_cnt: spcr::Gas,
+    pub pm1b_cnt: Option<spcr::Gas>,
+    pub slp_typ: acpi_aml::SleepType,
 }
 
 static TOPOLOGY: Once<Topology> = Once::new();
@@ -207,6 +218,7 @@ fn empty(problem: String) -> Topology {
         dmar: None,
         tables: Vec::new(),
         discovery_ns: 0,
+        soft_off: None,
     }
 }
 
@@ -275,21 +287,34 @@ fn from_tables(set: &TableSet) -> Topology {
         t.ioapics = madt.ioapics().map(|i| i.address as u64).collect();
         t.cpus = madt.cpus().iter().filter(|c| c.enabled).count();
     }
-    t.host_bridges = host_bridges_from_aml(set, &t.ecam, &mut t.problems);
+    let (bridges, slp_typ) = host_bridges_from_aml(set, &t.ecam, &mut t.problems);
+    t.host_bridges = bridges;
+    // The FADT was read once already for the DSDT's address: a bad one is
+    // in `problems` from then.
+    let fadt = set.find(b"FACP").and_then(|b| fadt::parse(b).ok());
+    t.soft_off = match (fadt.and_then(|f| Some((f.pm1a_cnt?, f.pm1b_cnt))), slp_typ) {
+        (Some((pm1a_cnt, pm1b_cnt)), Some(slp_typ)) => Some(SoftOff {
+            pm1a_cnt,
+            pm1b_cnt,
+            slp_typ,
+        }),
+        _ => None,
+    };
     t.console = spcr.as_ref().and_then(|s| s.console());
     t.iort = iort;
     t.dmar = dmar;
     t
 }
 
-/// The host bridges the DSDT and SSDTs describe (empty without a DSDT).
+/// The host bridges the DSDT and SSDTs describe (empty without a DSDT),
+/// and `\_S5`'s sleep types.
 fn host_bridges_from_aml(
     set: &TableSet,
     ecam: &[EcamWindow],
     problems: &mut Vec<String>,
-) -> Vec<PciHostBridge> {
+) -> (Vec<PciHostBridge>, Option<acpi_aml::SleepType>) {
     let Some(dsdt) = set.find(b"DSDT") else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let ssdts: Vec<&[u8]> = set
         .tables
@@ -310,14 +335,16 @@ fn host_bridges_from_aml(
     match found {
         Ok(d) => {
             problems.extend(d.problems.iter().map(|p| format!("AML: {p}")));
-            d.bridges
+            let bridges = d
+                .bridges
                 .into_iter()
                 .map(PciHostBridge::from_acpi)
-                .collect()
+                .collect();
+            (bridges, d.soft_off)
         }
         Err(e) => {
             problems.push(format!("AML: {e}"));
-            Vec::new()
+            (Vec::new(), None)
         }
     }
 }
@@ -424,6 +451,18 @@ pub fn report(t: &Topology) {
             c.address
         ),
         None => log::info!("  console not described (no SPCR)"),
+    }
+    if let Some(off) = &t.soft_off {
+        log::info!(
+            "  soft-off SLP_TYP {}/{} into PM1a control {} {:#x}{} (FADT, \\_S5)",
+            off.slp_typ.pm1a,
+            off.slp_typ.pm1b,
+            off.pm1a_cnt.space_name(),
+            off.pm1a_cnt.address,
+            off.pm1b_cnt
+                .as_ref()
+                .map_or(String::new(), |b| format!(", PM1b {:#x}", b.address)),
+        );
     }
     for p in &t.problems {
         log::warn!("  problem {p}");
