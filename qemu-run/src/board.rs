@@ -687,7 +687,10 @@ kernel_args = ["exit=semihosting", "acpi=force"]
         // A variant's kernel words reach the command line, the base's not.
         let acpi = b.with_variant(b.variant("acpi").unwrap());
         let (_, cmdline) = line(&acpi);
-        assert!(cmdline.starts_with("exit=semihosting acpi=force "), "{cmdline}");
+        assert!(
+            cmdline.starts_with("exit=semihosting acpi=force "),
+            "{cmdline}"
+        );
         assert!(!line(&b).1.contains("acpi="));
     }
 
