@@ -77,6 +77,36 @@ fn q35_uefi_boots_through_the_loader() {
     );
 }
 
+/// The arm64 UEFI board: edk2 starts the loader, which enters the Image
+/// with the hand-over block in x1; the kernel takes its RAM, command line
+/// and ACPI tables from the block (edk2 gives no devicetree) and drives
+/// both user-created SMMUs. `every_board_passes` runs its whole suite.
+#[test]
+fn virt_uefi_boots_through_the_loader() {
+    assert!(board_names().iter().any(|b| b == "qemu-virt-uefi"));
+    let _qemu = qemu_lock();
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        "qemu-virt-uefi",
+        "--filter",
+        "boot::,discovery::",
+        "--timeout",
+        "120",
+    ]);
+    let text = run.text();
+    assert_eq!(run.code, Some(0), "{text}");
+    assert!(text.contains("efi loader: kernel at "), "{text}");
+    assert!(text.contains("started by our UEFI loader"), "{text}");
+    assert!(text.contains("from UEFI memory map"), "{text}");
+    assert!(text.contains("(RSDP from the boot information)"), "{text}");
+    assert!(text.contains("iommu   SMMUv3 at 0xc020000"), "{text}");
+    assert!(
+        text.contains("ok 1 - boot::memory_map_matches_qemu"),
+        "{text}"
+    );
+}
+
 /// The variant matrix: qemu-virt and qemu-q35 under each of their named
 /// configurations (`[[variant]]` in their board files: memory, CPUs, CPU
 /// model, EL2 entry, narrower PASIDs, deeper and expanded hierarchies,

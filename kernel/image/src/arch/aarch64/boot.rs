@@ -147,6 +147,10 @@ pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
     start(dtf.boot, memory, dtf.bootargs, acpi, Some(dtb), board)
 }
 
+/// Where our UEFI loader's hand-over block was, for the log once the
+/// console (perhaps the SPCR's, opened later) is up.
+static HANDOFF_AT: Once<u64> = Once::new();
+
 /// Why x1's block was not used, for the console once there is one.
 static BAD_HANDOFF: Once<alloc::string::String> = Once::new();
 
@@ -248,9 +252,7 @@ fn uefi_boot(h: Handoff, block: u64, image: PhysRange, x0: u64) -> ! {
         ram_slack: UEFI_RAM_SLACK,
         reserved,
     };
-    log::info!(
-        "boot: started by our UEFI loader (hand-over block at {block:#x}); command line from it"
-    );
+    HANDOFF_AT.call_once(|| block);
     match (source, dtb) {
         (FactsSource::Acpi(rsdp), _) => {
             boot_from_acpi(memory(reserved), AcpiEntry::Rsdp(rsdp), cmdline, None)
@@ -376,6 +378,11 @@ fn start(
     board: &'static str,
 ) -> ! {
     facts.log();
+    if let Some(block) = HANDOFF_AT.get() {
+        log::info!(
+            "boot: started by our UEFI loader (hand-over block at {block:#x}); command line from it"
+        );
+    }
     log::info!("boot: RAM from the {}", memory.source);
     mmu::map_facts(&facts);
     let facts = FACTS.call_once(|| facts);
