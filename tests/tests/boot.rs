@@ -302,19 +302,68 @@ fn the_image_command_writes_what_the_boards_boot() {
     assert!(readme.contains("exit=semihosting"), "{readme}");
     let kernel = out.join("Image");
     for board in ["qemu-virt", "qemu-virt-uboot"] {
-        let run = qemu_run(&[
-            "run",
-            "--board",
-            board,
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--filter",
-            "exceptions::*",
-            "--timeout",
-            "60",
-        ]);
-        assert_eq!(run.code, Some(0), "{board}:\n{}", run.text());
+        boots_given_kernel(board, &kernel);
     }
+    // The UEFI boards: the loader.efi written is the one the board boots
+    // (the same bytes as the runner's build, and it passes when given
+    // back with --kernel), and the ESP holds it at the removable-media path.
+    for (board, arch, boot_name) in [
+        ("qemu-virt-uefi", "aarch64", "BOOTAA64.EFI"),
+        ("qemu-q35-uefi", "x86_64", "BOOTX64.EFI"),
+    ] {
+        let out = scratch_dir().join(format!("image-{board}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let run = qemu_run(&["image", "--board", board, "--out", out.to_str().unwrap()]);
+        assert_eq!(run.code, Some(0), "{board}:\n{}", run.text());
+        for f in ["loader.efi", "startup.nsh", "esp.img", "README.txt"] {
+            assert!(
+                out.join(f).is_file(),
+                "{board}: {f} missing:\n{}",
+                run.text()
+            );
+        }
+        let loader = std::fs::read(out.join("loader.efi")).unwrap();
+        assert_eq!(&loader[..2], b"MZ", "{board}: not a PE image");
+        let built = tests::workspace_root().join(format!(
+            "target/kernel/{arch}-unknown-uefi/release/loader.efi"
+        ));
+        assert_eq!(
+            loader,
+            std::fs::read(built).unwrap(),
+            "{board}: not the loader a run boots"
+        );
+        let nsh = std::fs::read_to_string(out.join("startup.nsh")).unwrap();
+        assert!(
+            nsh.starts_with(&format!("\\EFI\\BOOT\\{boot_name} ")) && nsh.contains("exit="),
+            "{board}: {nsh}"
+        );
+        let esp = std::fs::read(out.join("esp.img")).unwrap();
+        assert_eq!(esp[446 + 4], 0xef, "{board}: not an EFI system partition");
+        let kernel = out.join("loader.efi");
+        let run = boots_given_kernel(board, &kernel);
+        assert!(
+            run.text().contains("efi loader: kernel at "),
+            "{board}:\n{}",
+            run.text()
+        );
+    }
+}
+
+/// `board` passes a short run on `kernel` (what `qemu-run image` wrote).
+fn boots_given_kernel(board: &str, kernel: &std::path::Path) -> tests::Run {
+    let run = qemu_run(&[
+        "run",
+        "--board",
+        board,
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--filter",
+        "exceptions::*",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(run.code, Some(0), "{board}:\n{}", run.text());
+    run
 }
 
 /// A filter that selects no test is a failure that names the filter (the
