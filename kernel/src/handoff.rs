@@ -241,6 +241,49 @@ impl Handoff {
     }
 }
 
+/// Where an arm64 kernel started through UEFI takes the machine's facts
+/// (interrupt controller, CPUs, timer, PSCI, console) from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactsSource {
+    /// The ACPI tables at the RSDP.
+    Acpi(u64),
+    /// The devicetree firmware installed (ACPI may still be there, for
+    /// discovery's IORT).
+    Devicetree,
+    /// Firmware gave neither: nothing to boot from.
+    Neither,
+}
+
+impl Handoff {
+    /// As Linux on arm64 decides: the devicetree when firmware gave one,
+    /// unless the command line says `acpi=force` (`acpi_force`) and
+    /// there is an RSDP; ACPI when it is all there is.
+    pub fn facts_source(&self, acpi_force: bool) -> FactsSource {
+        let has_dt = self.devicetree_addr != 0 && self.devicetree_size != 0;
+        match (self.acpi_rsdp, has_dt) {
+            (0, true) => FactsSource::Devicetree,
+            (0, false) => FactsSource::Neither,
+            (rsdp, false) => FactsSource::Acpi(rsdp),
+            (rsdp, true) if acpi_force => FactsSource::Acpi(rsdp),
+            (_, true) => FactsSource::Devicetree,
+        }
+    }
+}
+
+/// The whole pages holding a block at `addr` (x1 at an arm64 entry), to
+/// map before the block is read: `None` for 0 (U-Boot and QEMU pass 0)
+/// or an address no block of ours could have (unaligned, wrapping).
+pub fn block_pages(addr: u64) -> Option<PhysRange> {
+    if addr == 0 || !addr.is_multiple_of(8) {
+        return None;
+    }
+    let end = addr.checked_add(SIZE as u64)?.checked_add(EFI_PAGE - 1)?;
+    Some(PhysRange {
+        start: addr & !(EFI_PAGE - 1),
+        end: end & !(EFI_PAGE - 1),
+    })
+}
+
 /// `EFI_MEMORY_TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryType {
@@ -576,6 +619,56 @@ mod tests {
                 start: 0x7000_0000,
                 end: 0x7000_1000
             }
+        );
+    }
+
+    #[test]
+    fn facts_come_from_the_devicetree_unless_acpi_is_all_there_is_or_forced() {
+        let acpi_only = block();
+        assert_eq!(
+            acpi_only.facts_source(false),
+            FactsSource::Acpi(0x7fbf_e014)
+        );
+        let both = Handoff {
+            devicetree_addr: 0x7e00_0000,
+            devicetree_size: 0x10_0000,
+            ..block()
+        };
+        assert_eq!(both.facts_source(false), FactsSource::Devicetree);
+        assert_eq!(both.facts_source(true), FactsSource::Acpi(0x7fbf_e014));
+        let dt_only = Handoff {
+            acpi_rsdp: 0,
+            ..both
+        };
+        assert_eq!(dt_only.facts_source(true), FactsSource::Devicetree);
+        // An address without a size is no devicetree.
+        let neither = Handoff {
+            acpi_rsdp: 0,
+            devicetree_addr: 0x7e00_0000,
+            ..block()
+        };
+        assert_eq!(neither.facts_source(false), FactsSource::Neither);
+    }
+
+    #[test]
+    fn block_pages_cover_the_block_and_refuse_what_no_loader_passes() {
+        assert_eq!(block_pages(0), None);
+        assert_eq!(block_pages(0x7000_0004), None);
+        assert_eq!(block_pages(u64::MAX - 15), None);
+        assert_eq!(
+            block_pages(0x7000_0010),
+            Some(PhysRange {
+                start: 0x7000_0000,
+                end: 0x7000_1000
+            })
+        );
+        // A block that crosses a page boundary needs both pages.
+        assert_eq!(
+            block_pages(0x7000_0fc0),
+            Some(PhysRange {
+                start: 0x7000_0000,
+                end: 0x7000_2000
+            })
         );
     }
 }

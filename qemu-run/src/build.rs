@@ -155,6 +155,10 @@ pub fn build_kernel(root: &Path, board: &Board) -> Result<PathBuf> {
 /// boots through UEFI firmware.
 pub fn build_loader(root: &Path, board: &Board, kernel_elf: &Path) -> Result<PathBuf> {
     ensure_target(root, &uefi_target(&board.arch))?;
+    if board.arch == "aarch64" {
+        // The loader enters the Image at its first byte: made from the ELF.
+        crate::arm64::write_beside(kernel_elf)?;
+    }
     let payload = loader_payload(kernel_elf, &board.arch);
     if !payload.is_file() {
         bail!(

@@ -56,19 +56,71 @@ pub fn files_for(board: &Board, kernel: &[u8], cmdline: &str) -> Result<Vec<OutF
             out
         }
         "image" => vec![file("Image", kernel.to_vec(), image_what)],
-        // The UEFI helper adds its boot method here: the loader `.efi`
-        // with the kernel embedded (and an ESP disk from `disk::fat_disk`
-        // with `Partition::EfiSystem`).
-        "uefi" => bail!(
-            "board {}: boots through UEFI, and the .efi loader is not built by this runner yet",
-            board.name
-        ),
+        "uefi" => {
+            let loader = file(
+                "loader.efi",
+                kernel.to_vec(),
+                "our UEFI loader (an EFI application) with the kernel inside: start it \
+                 from the UEFI shell or a boot entry; its LoadOptions are the kernel \
+                 command line",
+            );
+            let boot_name = removable_boot_name(&board.arch)?;
+            let path = format!("EFI/BOOT/{boot_name}");
+            let nsh = startup_nsh(&path, cmdline);
+            let disk = crate::disk::fat_disk(
+                &[
+                    (path.as_str(), loader.bytes.as_slice()),
+                    ("startup.nsh", nsh.as_bytes()),
+                ],
+                crate::disk::Partition::EfiSystem,
+            )?;
+            vec![
+                loader,
+                file(
+                    "startup.nsh",
+                    nsh.into_bytes(),
+                    "UEFI shell script: starts the loader with the command line below \
+                     (the shell runs it from the ESP when no boot entry took over)",
+                ),
+                file(
+                    "esp.img",
+                    disk,
+                    &format!(
+                        "a whole disk (MBR, one EFI system partition) holding the loader \
+                         as {path}, firmware's default for removable media, and \
+                         startup.nsh: write it to a USB stick (dd if=esp.img of=/dev/sdX \
+                         bs=1M). Started as {boot_name} the loader gets only the options \
+                         of the boot entry (none for a removable disk), so the kernel runs \
+                         with its defaults; for the command line below, create an entry \
+                         whose optional data carries it (Linux: efibootmgr --create \
+                         --disk /dev/sdX --part 1 --loader '\\EFI\\BOOT\\{boot_name}' \
+                         --unicode 'COMMAND LINE') or run startup.nsh from the UEFI shell"
+                    ),
+                ),
+            ]
+        }
         _ => vec![file(
             "kernel.elf",
             kernel.to_vec(),
             "the kernel ELF, for a loader that takes one (QEMU -kernel; PVH on x86)",
         )],
     })
+}
+
+/// The file name UEFI firmware boots from removable media (the UEFI
+/// specification's default boot path for each architecture).
+pub fn removable_boot_name(arch: &str) -> Result<&'static str> {
+    Ok(match arch {
+        "aarch64" => "BOOTAA64.EFI",
+        "x86_64" => "BOOTX64.EFI",
+        other => bail!("no UEFI removable-media boot name for arch {other}"),
+    })
+}
+
+/// A UEFI shell script that starts the loader at `path` on the ESP (the
+/// shell's current file system when it runs startup.nsh) with `cmdline`.
+fn startup_nsh(path: &str, cmdline: &str) -> String {
+    format!("\\{} {cmdline}\r\n", path.replace('/', "\\"))
 }
 
 /// README.txt for `files`.
@@ -82,7 +134,7 @@ pub fn readme(board: &Board, files: &[OutFile], cmdline: &str) -> String {
     }
     let _ = writeln!(
         r,
-        "\nKernel command line (built into boot.scr where there is one):"
+        "\nKernel command line (built into boot.scr or startup.nsh where there is one):"
     );
     let _ = writeln!(r, "  {cmdline}");
     let _ = writeln!(
@@ -156,7 +208,30 @@ mod tests {
             names(&files_for(&board("pvh"), b"E", "").unwrap()),
             ["kernel.elf"]
         );
-        let e = files_for(&board("uefi"), b"E", "").unwrap_err();
-        assert!(e.to_string().contains(".efi loader"), "{e}");
+    }
+
+    #[test]
+    fn a_uefi_board_gets_the_loader_and_an_esp_that_boots_it() {
+        let files = files_for(&board("uefi"), b"MZ-LOADER", "exit=semihosting log=info").unwrap();
+        assert_eq!(names(&files), ["loader.efi", "startup.nsh", "esp.img"]);
+        assert_eq!(files[0].bytes, b"MZ-LOADER");
+        assert_eq!(
+            String::from_utf8_lossy(&files[1].bytes),
+            "\\EFI\\BOOT\\BOOTAA64.EFI exit=semihosting log=info\r\n"
+        );
+        let esp = &files[2].bytes;
+        // One partition, of the EFI system partition's MBR type.
+        assert_eq!(esp[446 + 4], 0xef);
+        assert_eq!(
+            crate::disk::read_file(esp, "EFI/BOOT/BOOTAA64.EFI").unwrap(),
+            b"MZ-LOADER"
+        );
+        assert_eq!(
+            crate::disk::read_file(esp, "startup.nsh").unwrap(),
+            files[1].bytes
+        );
+        assert!(files[2].what.contains("efibootmgr"), "{}", files[2].what);
+        assert_eq!(removable_boot_name("x86_64").unwrap(), "BOOTX64.EFI");
+        assert!(removable_boot_name("riscv64").is_err());
     }
 }

@@ -47,7 +47,8 @@ pub enum Cmd {
     #[command(subcommand)]
     Acpi(AcpiCmd),
     /// Build what to copy or flash for a board (the Image, boot.scr and a
-    /// disk image for U-Boot boards) into a directory, with a README.txt
+    /// disk image for U-Boot boards; loader.efi, startup.nsh and an ESP
+    /// disk image for UEFI boards) into a directory, with a README.txt
     Image(ImageArgs),
     /// Cargo target runner: boot ELF on the board for its machine type
     Runner {

@@ -1,9 +1,9 @@
 //! The arm64 UEFI loader under Debian's edk2 on QEMU virt, with a probe
-//! `Image` in place of the kernel (the kernel's own `Image` and the
-//! ACPI-only Arm boot are not there yet, so no `qemu-virt-uefi` board). The
-//! probe checks the entry contract from inside: it prints through virt's
-//! PL011 what it finds (MMU off, the hand-over magic at x1, a devicetree
-//! in x0) and spins.
+//! `Image` in place of the kernel (the kernel itself boots this way as the
+//! `qemu-virt-uefi` board). The probe checks the entry contract from
+//! inside: it prints through virt's PL011 what it finds (MMU off, the
+//! hand-over magic at x1, a devicetree in x0) and spins. And the ESP
+//! disk `qemu-run image` writes boots by itself, from removable media.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -147,4 +147,95 @@ fn arm64_loader_enters_an_image_per_the_contract() {
     let dt = boot(&qemu, &loader, "virt,acpi=off");
     assert!(dt.contains("RSDP 0x0;"), "{dt}");
     assert!(dt.contains("IMAGE:MHD"), "{dt}");
+}
+
+/// `qemu-run image --board qemu-virt-uefi` writes an ESP that edk2 boots
+/// by itself (no `-kernel`): the loader, as `EFI/BOOT/BOOTAA64.EFI`, gets
+/// no LoadOptions, so the kernel runs with its defaults, prints its whole
+/// plan and powers off through PSCI (QEMU exits). The bare machine has
+/// none of the board's devices, so the verdict is not judged here.
+#[test]
+fn esp_image_boots_from_removable_media() {
+    if !Path::new(EDK2).is_file() {
+        eprintln!("{EDK2} missing (Debian's qemu-efi-aarch64): not run");
+        return;
+    }
+    let qemu = qemu_dir();
+    let _qemu = qemu_lock();
+    let out = scratch_dir().join("esp-qemu-virt-uefi");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = qemu_run(&[
+        "image",
+        "--board",
+        "qemu-virt-uefi",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    let console = out.join("console.txt");
+    let drive = format!(
+        "if=none,id=esp,format=raw,snapshot=on,file={}",
+        out.join("esp.img").display()
+    );
+    let mut child = Command::new(qemu.join("bin/qemu-system-aarch64"))
+        .arg("-L")
+        .arg(qemu.join("share"))
+        .args([
+            "-M",
+            "virt,gic-version=3",
+            "-cpu",
+            "max",
+            "-m",
+            "1G",
+            "-smp",
+            "2",
+        ])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .args([
+            "-bios",
+            EDK2,
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=esp",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&console).expect("console file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start QEMU");
+    let start = Instant::now();
+    let exited = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(&console).unwrap_or_default()).into_owned();
+    assert!(exited.is_some(), "QEMU still running after 120 s:\n{text}");
+    assert!(text.contains("command line \"\""), "{text}");
+    assert!(text.contains("started by our UEFI loader"), "{text}");
+    let plan: usize = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("1.."))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no TAP plan:\n{text}"));
+    let last = format!("ok {plan} - ");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&last) || l.starts_with(&format!("not {last}"))),
+        "the plan's last test did not report:\n{text}"
+    );
 }

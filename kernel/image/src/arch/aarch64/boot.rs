@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::addr::PhysRange;
 use kernel::cmdline;
+use kernel::handoff::{self, FactsSource, Handoff};
 use spin::Once;
 
 /// How long the boot CPU's first timer tick may take (100 Hz: 10 ms).
@@ -56,29 +57,56 @@ pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
         start: core::ptr::addr_of!(entry::__kernel_start) as u64,
         end: core::ptr::addr_of!(entry::__kernel_end) as u64,
     };
-    // RAM comes from the devicetree until the UEFI hand-over gives a
-    // memory map. Without a devicetree there is no console and no command
-    // line to name an exit method, so the CPU halts (the runner's timeout
-    // ends the run).
-    let _ = handoff;
-    let Ok(dtb) = dt::locate(dtb) else {
+    // x1 is 0 unless our UEFI loader started us. Without a hand-over
+    // block or a devicetree there is no console and no command line to
+    // name an exit method, so the CPU halts (the runner's timeout ends
+    // the run).
+    let block = handoff::block_pages(handoff);
+    let x0_dt = dt::locate(dtb).ok();
+    if block.is_none() && x0_dt.is_none() {
+        super::exit(false)
+    }
+    if let Some(block) = block {
+        // The block's pages only: the rest of what it names is mapped
+        // once the MMU is on and the block has been read.
+        mmu::build(&[image, block]);
+        before_mmu_on(image.start, image.end);
+        mmu::enable();
+        heap::init();
+        match read_handoff(handoff) {
+            Ok(h) => uefi_boot(h, handoff, image, dtb),
+            // Not our loader's block: go on with the devicetree in x0,
+            // and say so once its console is up.
+            Err(e) => BAD_HANDOFF.call_once(|| alloc::format!("{e}")),
+        };
+    }
+    let Some(dtb) = x0_dt else {
+        // A bad block and no devicetree: nothing to report on.
         super::exit(false)
     };
     // Until the devicetree is read, RAM is what we know holds RAM: our own
     // image (with the heap) and the devicetree.
-    mmu::build(&[image, dtb]);
-    // BSS, the stack and the tables were written with the MMU off, past
-    // the caches: drop any cached copies (a loader's, or speculative
-    // fills) before cacheable accesses could hit them.
-    before_mmu_on(image.start, image.end);
-    mmu::enable();
-    heap::init();
+    if block.is_none() {
+        mmu::build(&[image, dtb]);
+        // BSS, the stack and the tables were written with the MMU off, past
+        // the caches: drop any cached copies (a loader's, or speculative
+        // fills) before cacheable accesses could hit them.
+        before_mmu_on(image.start, image.end);
+        mmu::enable();
+        heap::init();
+    } else {
+        // The MMU is on already: the devicetree is mapped now.
+        crate::mapping::map_firmware(dtb, "devicetree");
+    }
     // The early console: read alone first, so a fault in the rest of the
     // tree (or in the ACPI tables) is reported on it. No usable UART
     // described: no console, and the exit status is all the runner gets.
     let uart = dt::console(dtb).ok().flatten();
     if !open_console(uart.as_ref()) {
         super::exit(false)
+    }
+    if let Some(e) = BAD_HANDOFF.get() {
+        log::warn!("boot: x1 ({handoff:#x}) holds no UEFI hand-over block ({e}); booting from the devicetree in x0");
     }
     let dtf = dt::parse(dtb).unwrap_or_else(|e| console::bail_out(format_args!("devicetree: {e}")));
     // `no-map` reservations are RAM the kernel must not even map
@@ -101,6 +129,7 @@ pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
         // RAM the map could not take is not RAM the kernel may use.
         ram: kernel::mm::ranges::subtract(&dtf.ram, &unmapped),
         source: "devicetree",
+        ram_slack: 0,
         reserved: vec![(image, "kernel image"), (dtf.dtb, "devicetree")]
             .into_iter()
             .chain(dtf.reserved.iter().copied())
@@ -118,6 +147,141 @@ pub extern "C" fn boot_cpu_entry(dtb: u64, handoff: u64) -> ! {
     start(dtf.boot, memory, dtf.bootargs, acpi, Some(dtb), board)
 }
 
+/// Where our UEFI loader's hand-over block was, for the log once the
+/// console (perhaps the SPCR's, opened later) is up.
+static HANDOFF_AT: Once<u64> = Once::new();
+
+/// Why x1's block was not used, for the console once there is one.
+static BAD_HANDOFF: Once<alloc::string::String> = Once::new();
+
+/// What UEFI firmware keeps of the RAM for itself (runtime services,
+/// ACPI tables, reserved pages): edk2 on virt keeps about 7 MiB of 1 GiB.
+const UEFI_RAM_SLACK: u64 = 16 << 20;
+
+/// Longest command line taken from the hand-over block.
+const CMDLINE_MAX: u64 = 4096;
+
+/// Copies the hand-over block at `addr` (its pages are mapped) and checks it.
+fn read_handoff(addr: u64) -> Result<Handoff, handoff::HandoffError> {
+    let mut bytes = [0u8; handoff::SIZE];
+    // SAFETY: `block_pages` pages, mapped as normal memory before the MMU
+    // went on; the loader wrote and cleaned them to the point of
+    // coherency. Copied byte-wise: nothing promises more alignment.
+    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, bytes.as_mut_ptr(), bytes.len()) };
+    Handoff::parse(&bytes)
+}
+
+/// `len` bytes of boot data at `addr`, mapped as normal memory first;
+/// `None` when the range cannot be mapped (MMIO, beyond the map).
+fn boot_bytes(addr: u64, len: u64, what: &str) -> Option<&'static [u8]> {
+    if addr == 0 || len == 0 || addr.checked_add(len).is_none() {
+        return None;
+    }
+    if !crate::mapping::map_firmware(PhysRange::new(addr, len), what) {
+        return None;
+    }
+    // SAFETY: just mapped as normal memory; the loader's pages, kept from
+    // the page allocator (`Handoff::boot_data`) and never written again.
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
+}
+
+/// Boot from our UEFI loader's hand-over block (`h`, at `block`): the
+/// command line first (it names the exit method), the devicetree's
+/// console if firmware gave a devicetree, RAM from the UEFI memory map,
+/// then the facts from ACPI or the devicetree as `Handoff::facts_source`
+/// decides. Before a console is up a failure can only end the run the
+/// way the command line says.
+fn uefi_boot(h: Handoff, block: u64, image: PhysRange, x0: u64) -> ! {
+    let cmdline: &'static str = match boot_bytes(
+        h.cmdline_addr,
+        h.cmdline_len.min(CMDLINE_MAX),
+        "command line",
+    ) {
+        Some(b) => {
+            alloc::string::String::leak(alloc::string::String::from_utf8_lossy(b).into_owned())
+        }
+        None => "",
+    };
+    crate::exit::configure(cmdline);
+    logger::init(cmdline::get(cmdline, "log"));
+    let source = h.facts_source(wants_acpi(cmdline));
+    // The loader passes the devicetree in x0 as well; the block's is the one.
+    let dt_addr = if h.devicetree_addr != 0 {
+        h.devicetree_addr
+    } else {
+        x0
+    };
+    let dtb = match source {
+        FactsSource::Devicetree => boot_bytes(dt_addr, h.devicetree_size, "devicetree")
+            .and_then(|_| dt::locate(dt_addr).ok()),
+        _ => None,
+    };
+    if let Some(dtb) = dtb {
+        let uart = dt::console(dtb).ok().flatten();
+        if !open_console(uart.as_ref()) {
+            super::exit(false)
+        }
+    }
+    // The map as the loader left it: a ragged or overlapping map is a
+    // broken loader, said on the console when there is one.
+    let map = boot_bytes(h.memory_map_addr, h.memory_map_size, "UEFI memory map")
+        .ok_or_else(|| {
+            alloc::format!(
+                "{} bytes at {:#x} cannot be mapped",
+                h.memory_map_size,
+                h.memory_map_addr
+            )
+        })
+        .and_then(|m| {
+            handoff::decode_memory_map(m, h.descriptor_size).map_err(|e| alloc::format!("{e}"))
+        })
+        .unwrap_or_else(|e| {
+            console::bail_out(format_args!(
+                "UEFI hand-over at {block:#x}: memory map: {e}"
+            ))
+        });
+    let unmapped = mmu::add_ram(&map.ram);
+    for r in &unmapped {
+        log::warn!("RAM {r} left unmapped and unused");
+    }
+    let mut reserved = vec![(image, "kernel image")];
+    reserved.extend(h.boot_data(block));
+    let memory = |reserved| BootMemory {
+        ram: kernel::mm::ranges::subtract(&map.ram, &unmapped),
+        source: crate::platform::UEFI_MEMORY_MAP,
+        ram_slack: UEFI_RAM_SLACK,
+        reserved,
+    };
+    HANDOFF_AT.call_once(|| block);
+    match (source, dtb) {
+        (FactsSource::Acpi(rsdp), _) => {
+            boot_from_acpi(memory(reserved), AcpiEntry::Rsdp(rsdp), cmdline, None)
+        }
+        (FactsSource::Devicetree, Some(dtb)) => {
+            let dtf = dt::parse(dtb)
+                .unwrap_or_else(|e| console::bail_out(format_args!("devicetree: {e}")));
+            if let Some(p) = dt::platform() {
+                mmu::map_described(p);
+            }
+            reserved.extend(dtf.reserved.iter().copied());
+            let acpi = match h.acpi_rsdp {
+                0 => AcpiEntry::None,
+                a => AcpiEntry::Rsdp(a),
+            };
+            let board = dt::platform()
+                .and_then(|p| p.model.as_deref())
+                .unwrap_or("a devicetree machine without a model");
+            start(dtf.boot, memory(reserved), cmdline, acpi, Some(dtb), board)
+        }
+        (FactsSource::Devicetree, None) => console::bail_out(format_args!(
+            "UEFI hand-over at {block:#x}: no devicetree at {dt_addr:#x}"
+        )),
+        (FactsSource::Neither, _) => console::bail_out(format_args!(
+            "UEFI hand-over at {block:#x}: firmware gave neither ACPI tables nor a devicetree"
+        )),
+    }
+}
+
 /// Linux's word: ACPI even when there is a devicetree.
 fn wants_acpi(cmdline: &str) -> bool {
     cmdline::get(cmdline, "acpi") == Some("force")
@@ -128,6 +292,8 @@ fn wants_acpi(cmdline: &str) -> bool {
 pub struct BootMemory {
     pub ram: Vec<PhysRange>,
     pub source: &'static str,
+    /// How much RAM firmware may keep for itself (`BootInfo::ram_slack`).
+    pub ram_slack: u64,
     pub reserved: Vec<(PhysRange, &'static str)>,
 }
 
@@ -212,6 +378,11 @@ fn start(
     board: &'static str,
 ) -> ! {
     facts.log();
+    if let Some(block) = HANDOFF_AT.get() {
+        log::info!(
+            "boot: started by our UEFI loader (hand-over block at {block:#x}); command line from it"
+        );
+    }
     log::info!("boot: RAM from the {}", memory.source);
     mmu::map_facts(&facts);
     let facts = FACTS.call_once(|| facts);
@@ -237,7 +408,7 @@ fn start(
         memory_source: memory.source,
         ram: memory.ram,
         reserved: memory.reserved,
-        ram_slack: 0,
+        ram_slack: memory.ram_slack,
         cmdline: cmdline.to_string(),
         cpus_present: facts.mpidr.len(),
         cpus_note,
