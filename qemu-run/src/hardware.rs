@@ -62,7 +62,7 @@ impl ExitMethod {
 pub const BOOT_METHODS: [&str; 3] = ["uefi", "uboot", "image"];
 
 /// The checks for a board without `qemu`.
-pub fn check(board: Board, origin: &Path) -> Result<Board> {
+pub fn check(mut board: Board, origin: &Path) -> Result<Board> {
     let at = origin.display();
     if !BOOT_METHODS.contains(&board.boot.as_str()) {
         bail!(
@@ -91,8 +91,25 @@ pub fn check(board: Board, origin: &Path) -> Result<Board> {
     if console.timeout == Some(0) {
         bail!("{at}: console: timeout must be at least 1 second");
     }
-    if board.exit.is_none() {
+    let Some(exit) = board.exit else {
         bail!("{at}: real hardware needs exit = \"psci\", \"acpi\", \"semihosting\" or \"isa-debug-exit\"");
+    };
+    // The kernel learns the exit method from its command line: the word
+    // goes first in `kernel_args`, so `qemu-run image` bakes it into
+    // boot.scr / startup.nsh. A different `exit=` there is a contradiction.
+    let stated: Vec<&String> = board
+        .kernel_args
+        .iter()
+        .filter(|w| w.starts_with("exit="))
+        .collect();
+    match (exit.cmdline_word(), stated.as_slice()) {
+        (Some(w), []) => board.kernel_args.insert(0, w.to_string()),
+        (Some(w), [s]) if s.as_str() == w => {}
+        (None, []) => {}
+        (_, s) => bail!(
+            "{at}: kernel_args say {} but exit = {exit:?} (leave the exit= word to the exit key)",
+            s.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(" ")
+        ),
     }
     Ok(board)
 }
@@ -137,6 +154,23 @@ iommus = "smmuv3@0x4000000"
             Some("exit=isa-debug-exit")
         );
         assert_eq!(ExitMethod::Psci.cmdline_word(), None);
+        assert!(b.kernel_args.is_empty());
+    }
+
+    #[test]
+    fn the_exit_key_reaches_the_kernel_command_line() {
+        let b = parse(&BOARD.replace("exit = \"psci\"", "exit = \"semihosting\"")).unwrap();
+        assert_eq!(b.kernel_args, ["exit=semihosting"]);
+        let cmdline = crate::run::invocation(&b, Path::new("Image"), &Default::default())
+            .unwrap()
+            .cmdline;
+        assert!(cmdline.starts_with("exit=semihosting "), "{cmdline}");
+        let clash = BOARD.replace(
+            "exit = \"psci\"",
+            "exit = \"psci\"\nkernel_args = [\"exit=semihosting\"]",
+        );
+        let e = format!("{:#}", parse(&clash).unwrap_err());
+        assert!(e.contains("exit = Psci"), "{e}");
     }
 
     #[test]
