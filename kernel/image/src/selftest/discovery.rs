@@ -101,6 +101,11 @@ pub fn pci_functions_routed() -> TestResult {
     if t.ecam.is_empty() {
         return Err(TestError::skip("no ECAM window described"));
     }
+    if t.iommus.is_empty() {
+        return Err(TestError::skip(
+            "no IOMMU described: every function bypasses translation",
+        ));
+    }
     let functions = discovery::route_root_buses(t);
     ensure!(
         !functions.is_empty(),
