@@ -50,6 +50,13 @@ pub enum Cmd {
     /// disk image for U-Boot boards; loader.efi, startup.nsh and an ESP
     /// disk image for UEFI boards) into a directory, with a README.txt
     Image(ImageArgs),
+    /// Install the firmware a board boots through (its `firmware` key's
+    /// Debian package) if missing, and print the file's path
+    Firmware {
+        /// The board (one board)
+        #[arg(long, value_name = "NAME")]
+        board: String,
+    },
     /// Cargo target runner: boot ELF on the board for its machine type
     Runner {
         /// The kernel ELF cargo built
@@ -347,6 +354,16 @@ pub fn execute(cli: Cli) -> Result<bool> {
         }
         Cmd::Image(args) => {
             image_for_board(&root, &boards, &args)?;
+            Ok(true)
+        }
+        Cmd::Firmware { board } => {
+            let [b] = board::select(&boards, &board)?[..] else {
+                bail!("firmware takes one board, not `all`");
+            };
+            let Some(f) = &b.firmware else {
+                bail!("board {} names no firmware (it boots without any)", b.name);
+            };
+            println!("{}", crate::debian::ensure_firmware(f)?.display());
             Ok(true)
         }
         Cmd::Runner { elf, args } => {
