@@ -1958,6 +1958,7 @@ mod tests {
         let soak: CaseFn = randomized_soak_inject_faults;
         let detach: CaseFn = aux_detach_faults_and_reattach_lands_inject_faults;
         let replace: CaseFn = primary_replace_switches_translation;
+        let chosen: CaseFn = chosen_pasids_replace_detach_reuse_inject_faults;
         let bugs: [(Broken, &[(&str, CaseFn)]); 5] = [
             (Broken::FirstPageOnly, &[("range", range), ("soak", soak)]),
             (
@@ -1965,7 +1966,10 @@ mod tests {
                 &[("range", range), ("soak", soak)],
             ),
             (Broken::LeafOnly, &[("range", range), ("soak", soak)]),
-            (Broken::DetachKeepsPasidEntry, &[("detach", detach)]),
+            (
+                Broken::DetachKeepsPasidEntry,
+                &[("detach", detach), ("chosen", chosen)],
+            ),
             (Broken::StalePrimary, &[("replace", replace)]),
         ];
         let formats = [
