@@ -95,6 +95,9 @@ macro_rules! conformance_cases {
             primary unmap_of_a_range_invalidates_every_page_inject_faults,
             primary primary_replace_switches_translation,
             aux randomized_soak_inject_faults,
+            aux chosen_pasids_replace_detach_reuse_inject_faults,
+            aux chosen_pasid_refusals,
+            aux chosen_pasid_too_wide_for_the_device_is_refused,
             aux many_aux_domains,
         }
     };
@@ -1060,24 +1063,7 @@ pub fn aux_detach_faults_and_reattach_lands_inject_faults<P: Platform>(p: &mut P
     );
     ensure_eq!(read_u64(p, pa), 0x11, "the attached domain's page");
     p.iommu().aux_detach_device(a, x).map_err(core_err)?;
-    let r = write_u64(p, x, IOVA, 0x12, tagged(pasid))?;
-    ensure_eq!(
-        r.status,
-        DmaStatus::WriteFault { addr: IOVA },
-        "write under PASID {pasid} after the detach"
-    );
-    // An SMMU reports a substream without a valid CD as C_BAD_CD, a
-    // record with no address in it (IHI 0070, 7.3.10).
-    let faults = p.take_faults();
-    ensure!(
-        faults.len() == 1
-            && faults[0].dev == x
-            && faults[0].pasid == Some(pasid)
-            && faults[0].write
-            && (faults[0].iova == Iova(IOVA)
-                || (faults[0].reason == FaultReason::NoPasid && faults[0].iova == Iova(0))),
-        "expected one fault (device {x}, PASID {pasid}, iova {IOVA:#x}, write), got {faults:?}"
-    );
+    write_blocked(p, x, pasid, 0x12, "write after the detach")?;
     ensure_eq!(
         (read_u64(p, pa), read_u64(p, pb)),
         (0x11, 0),
@@ -1548,6 +1534,287 @@ pub mod host {
     }
 }
 
+/// A PASID both `x` and `y` can carry that the allocator has not handed
+/// out: the top of their common width within the allocator's range, at
+/// most 0xffff. (QEMU 10.2's VT-d keeps 16 bits of the PASID in a fault
+/// record, whose PV field has 20; these cases check the PASID a fault
+/// reports, not the width, which `pasid_at_the_top_of_the_range` covers.)
+fn common_free_pasid<P: Platform>(p: &mut P, x: DeviceId, y: DeviceId) -> Result<Pasid, TestError> {
+    let lx = p.iommu().pasid_limit(x).map_err(core_err)?;
+    let ly = p.iommu().pasid_limit(y).map_err(core_err)?;
+    match (lx, ly) {
+        (Some(a), Some(b)) => Ok(Pasid(a.min(b).min(0xffff))),
+        _ => Err(TestError::skip(
+            "the two devices share no PASID of the allocator's range",
+        )),
+    }
+}
+
+/// Writes `value` at [`IOVA`] from `dev` under `pasid`, which is blocked:
+/// expects the write to fault, and one fault record for it (an SMMU
+/// reports a substream without a valid CD as C_BAD_CD, with no address:
+/// IHI 0070, 7.3.10).
+fn write_blocked<P: Platform>(
+    p: &mut P,
+    dev: DeviceId,
+    pasid: Pasid,
+    value: u64,
+    what: &str,
+) -> TestResult {
+    let r = write_u64(p, dev, IOVA, value, tagged(pasid))?;
+    ensure_eq!(
+        r.status,
+        DmaStatus::WriteFault { addr: IOVA },
+        "{what} (PASID {pasid})"
+    );
+    let faults = p.take_faults();
+    ensure!(
+        faults.len() == 1
+            && faults[0].dev == dev
+            && faults[0].pasid == Some(pasid)
+            && faults[0].write
+            && (faults[0].iova == Iova(IOVA)
+                || (faults[0].reason == FaultReason::NoPasid && faults[0].iova == Iova(0))),
+        "expected one fault (device {dev}, PASID {pasid}, iova {IOVA:#x}, write), got {faults:?}"
+    );
+    Ok(())
+}
+
+/// Writes `value` at [`IOVA`] from `dev` under `pasid` and expects it to
+/// succeed with the pages of domains A and B then holding `want`.
+fn write_lands<P: Platform>(
+    p: &mut P,
+    dev: DeviceId,
+    pasid: Pasid,
+    value: u64,
+    (pa, pb): (u64, u64),
+    want: (u64, u64),
+    what: &str,
+) -> TestResult {
+    let r = write_u64(p, dev, IOVA, value, tagged(pasid))?;
+    ensure_eq!(r, ok(8), "{what}: write under PASID {pasid}");
+    ensure_eq!(
+        (read_u64(p, pa), read_u64(p, pb)),
+        want,
+        "{what}: A's and B's pages"
+    );
+    Ok(())
+}
+
+/// 20: one caller-chosen PASID on two devices, each with its own domain:
+/// writes land on each domain's page. Detached on `y` only, `y`'s request
+/// faults with the PASID while `x`'s still lands. Replaced on `x` while
+/// quiet (one update, never blocked between), the next write lands in the
+/// new domain. Detached and attached again, the PASID works as before.
+pub fn chosen_pasids_replace_detach_reuse_inject_faults<P: Platform>(p: &mut P) -> TestResult {
+    let (x, y, _) = p.devices();
+    let pasid = common_free_pasid(p, x, y)?;
+    let (a, b, pages) = two_domains(p)?;
+    let (pa, pb) = (pages, pages + PAGE_SIZE);
+    for dev in [x, y] {
+        p.iommu()
+            .dev_enable_feature(dev, Feature::Aux)
+            .map_err(core_err)?;
+    }
+    let result = (|| {
+        p.iommu()
+            .attach_device_pasid(a, x, pasid)
+            .map_err(core_err)?;
+        p.iommu()
+            .attach_device_pasid(b, y, pasid)
+            .map_err(core_err)?;
+        ensure_eq!(
+            p.iommu().device_pasid_domain(y, pasid).map_err(core_err)?,
+            Some(b),
+            "the domain at PASID {pasid} of device {y}"
+        );
+        let pages = (pa, pb);
+        write_lands(p, x, pasid, 0x1a, pages, (0x1a, 0), "device x in A")?;
+        write_lands(p, y, pasid, 0x1b, pages, (0x1a, 0x1b), "device y in B")?;
+        p.iommu().detach_device_pasid(y, pasid).map_err(core_err)?;
+        ensure_eq!(
+            p.iommu().device_pasid_domain(y, pasid).map_err(core_err)?,
+            None,
+            "PASID {pasid} of device {y} after the detach"
+        );
+        write_blocked(
+            p,
+            y,
+            pasid,
+            0x2b,
+            "write from the device it is not attached on",
+        )?;
+        let what = "x still in A, y's refused write changed nothing";
+        write_lands(p, x, pasid, 0x2a, pages, (0x2a, 0x1b), what)?;
+        // Replacement: A's translations were used (and may be cached).
+        p.iommu()
+            .attach_device_pasid(b, x, pasid)
+            .map_err(core_err)?;
+        let what = "right after replacing A by B, the write lands in B only";
+        write_lands(p, x, pasid, 0x3b, pages, (0x2a, 0x3b), what)?;
+        p.iommu().detach_device_pasid(x, pasid).map_err(core_err)?;
+        write_blocked(p, x, pasid, 0x4b, "write after the detach")?;
+        p.iommu()
+            .attach_device_pasid(a, x, pasid)
+            .map_err(core_err)?;
+        let what = "the PASID attached again lands in A";
+        write_lands(p, x, pasid, 0x5a, pages, (0x5a, 0x3b), what)?;
+        ensure!(p.take_faults().is_empty(), "unexpected faults");
+        p.iommu().detach_device_pasid(x, pasid).map_err(core_err)?;
+        ensure_eq!(p.iommu().pasids_in_use(), 0, "PASIDs left taken");
+        Ok(())
+    })();
+    for dev in [x, y] {
+        if p.iommu()
+            .device_pasid_domain(dev, pasid)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = p.iommu().detach_device_pasid(dev, pasid);
+        }
+    }
+    let released = release(p, &[a, b]);
+    p.free_pages(pages, 2);
+    result.and(released)
+}
+
+/// Expects `r` to be the refusal `want` names.
+fn refused<E: core::fmt::Debug>(
+    what: &str,
+    r: Result<(), IommuError<E>>,
+    want: &str,
+    ok: impl Fn(&IommuError<E>) -> bool,
+) -> TestResult {
+    match r {
+        Err(e) if ok(&e) => Ok(()),
+        other => Err(TestError::mismatch(what, want, format!("{other:?}"))),
+    }
+}
+
+/// 21: attach at a chosen PASID refuses PASID 0, a PASID wider than the
+/// IOMMU, a blocked or identity domain, a device without PASIDs enabled,
+/// and a PASID the allocator handed to an aux domain; none of them
+/// changes what the PASID translates.
+pub fn chosen_pasid_refusals<P: Platform>(p: &mut P) -> TestResult {
+    let (x, y, _) = p.devices();
+    let pasid = common_free_pasid(p, x, y)?;
+    let d = paging(p)?;
+    let result = (|| {
+        refused(
+            "attach before PASIDs are enabled",
+            p.iommu().attach_device_pasid(d, x, pasid),
+            "AuxDisabled",
+            |e| matches!(e, IommuError::AuxDisabled(dev) if *dev == x),
+        )?;
+        for dev in [x, y] {
+            p.iommu()
+                .dev_enable_feature(dev, Feature::Aux)
+                .map_err(core_err)?;
+        }
+        refused(
+            "attach at PASID 0",
+            p.iommu().attach_device_pasid(d, x, Pasid(0)),
+            "PasidZero",
+            |e| matches!(e, IommuError::PasidZero { .. }),
+        )?;
+        let iommu_bits = p.iommu().hw.pasid_bits();
+        let too_wide = Pasid(if iommu_bits >= 20 {
+            crate::iommu::pasid::PASID_MAX + 1
+        } else {
+            1 << iommu_bits
+        });
+        refused(
+            "attach at a PASID wider than the IOMMU",
+            p.iommu().attach_device_pasid(d, x, too_wide),
+            "PasidTooWide",
+            |e| matches!(e, IommuError::PasidTooWide { pasid, .. } if *pasid == too_wide),
+        )?;
+        let blocked = p.iommu().default_domain();
+        refused(
+            "attach of the blocked domain",
+            p.iommu().attach_device_pasid(blocked, x, pasid),
+            "WrongDomainType",
+            |e| matches!(e, IommuError::WrongDomainType { .. }),
+        )?;
+        let identity = p
+            .iommu()
+            .domain_alloc(DomainKind::Identity)
+            .map_err(core_err)?;
+        let r = p.iommu().attach_device_pasid(identity, x, pasid);
+        p.iommu().domain_free(identity).map_err(core_err)?;
+        refused("attach of an identity domain", r, "WrongDomainType", |e| {
+            matches!(e, IommuError::WrongDomainType { .. })
+        })?;
+        let aux = paging(p)?;
+        let owned = p.iommu().aux_attach_device(aux, y).map_err(core_err)?;
+        let r = p.iommu().attach_device_pasid(d, x, owned);
+        let detached = p.iommu().aux_detach_device(aux, y).map_err(core_err);
+        let freed = p.iommu().domain_free(aux).map_err(core_err);
+        refused(
+            "attach at a PASID the allocator handed out",
+            r,
+            "PasidOwned",
+            |e| matches!(e, IommuError::PasidOwned { pasid } if *pasid == owned),
+        )?;
+        detached?;
+        freed?;
+        ensure_eq!(
+            p.iommu().device_pasid_domain(x, pasid).map_err(core_err)?,
+            None,
+            "PASID {pasid} after the refusals"
+        );
+        ensure_eq!(p.iommu().pasids_in_use(), 0, "PASIDs left taken");
+        Ok(())
+    })();
+    let released = release(p, &[d]);
+    result.and(released)
+}
+
+/// 22: a PASID the IOMMU takes but the narrow device's capability cannot
+/// carry is refused for that device with `PasidTooWide`.
+pub fn chosen_pasid_too_wide_for_the_device_is_refused<P: Platform>(p: &mut P) -> TestResult {
+    let (_, _, narrow) = p.devices();
+    let Some(n) = narrow else {
+        return Err(TestError::skip(
+            "this platform has no device with a PASID capability narrower than the others",
+        ));
+    };
+    let bits = p.iommu().device_pasid_bits(n).map_err(core_err)?;
+    let iommu_bits = p.iommu().hw.pasid_bits();
+    if bits >= iommu_bits || bits >= 20 {
+        return Err(TestError::skip(format!(
+            "the IOMMU takes no PASID wider than the narrow device's {bits} bits"
+        )));
+    }
+    let too_wide = Pasid(1 << bits);
+    let d = paging(p)?;
+    let result = (|| {
+        p.iommu()
+            .dev_enable_feature(n, Feature::Aux)
+            .map_err(core_err)?;
+        refused(
+            "attach at a PASID wider than the device",
+            p.iommu().attach_device_pasid(d, n, too_wide),
+            "PasidTooWide",
+            |e| {
+                matches!(e, IommuError::PasidTooWide { pasid, device_bits, .. }
+                    if *pasid == too_wide && *device_bits == bits)
+            },
+        )?;
+        ensure_eq!(
+            p.iommu()
+                .device_pasid_domain(n, too_wide)
+                .map_err(core_err)?,
+            None,
+            "nothing attached"
+        );
+        Ok(())
+    })();
+    let released = release(p, &[d]);
+    result.and(released)
+}
+
 #[cfg(test)]
 mod tests {
     use super::host::ModelPlatform;
@@ -1620,11 +1887,17 @@ mod tests {
         assert_eq!(skips(20, &[20, 20, 6], Some(40)), [] as [&str; 0]);
         assert_eq!(
             skips(20, &[20, 20, 20], None),
-            ["iommu::narrow_device_refuses_wide_pasid"]
+            [
+                "iommu::narrow_device_refuses_wide_pasid",
+                "iommu::chosen_pasid_too_wide_for_the_device_is_refused"
+            ]
         );
         assert_eq!(
             skips(4, &[20, 20, 4], None),
-            ["iommu::narrow_device_refuses_wide_pasid"]
+            [
+                "iommu::narrow_device_refuses_wide_pasid",
+                "iommu::chosen_pasid_too_wide_for_the_device_is_refused"
+            ]
         );
     }
 
@@ -1685,6 +1958,7 @@ mod tests {
         let soak: CaseFn = randomized_soak_inject_faults;
         let detach: CaseFn = aux_detach_faults_and_reattach_lands_inject_faults;
         let replace: CaseFn = primary_replace_switches_translation;
+        let chosen: CaseFn = chosen_pasids_replace_detach_reuse_inject_faults;
         let bugs: [(Broken, &[(&str, CaseFn)]); 5] = [
             (Broken::FirstPageOnly, &[("range", range), ("soak", soak)]),
             (
@@ -1692,7 +1966,10 @@ mod tests {
                 &[("range", range), ("soak", soak)],
             ),
             (Broken::LeafOnly, &[("range", range), ("soak", soak)]),
-            (Broken::DetachKeepsPasidEntry, &[("detach", detach)]),
+            (
+                Broken::DetachKeepsPasidEntry,
+                &[("detach", detach), ("chosen", chosen)],
+            ),
             (Broken::StalePrimary, &[("replace", replace)]),
         ];
         let formats = [
@@ -1919,5 +2196,168 @@ mod tests {
             dma.run(&w, DmaTag::Untagged, 0).unwrap().status,
             DmaStatus::Success
         );
+    }
+
+    /// A platform with AUX on devices 0 and 1, a paging domain mapping
+    /// [`IOVA`] to a page of its own for each of `n` domains.
+    fn pasid_platform(n: usize) -> (ModelPlatform, Vec<(DomainId, u64)>) {
+        let mut p = ModelPlatform::new(TableFormat::Arm(ArmLpae::S1));
+        for dev in [DeviceId(0), DeviceId(1)] {
+            p.iommu().dev_enable_feature(dev, Feature::Aux).unwrap();
+        }
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let d = p.iommu().domain_alloc(DomainKind::Unmanaged).unwrap();
+            let page = p.alloc_pages(1, PAGE_SIZE).unwrap();
+            p.iommu().map(d, IOVA, page, PAGE_SIZE, Prot::RW).unwrap();
+            v.push((d, page));
+        }
+        (p, v)
+    }
+
+    #[test]
+    fn replacing_the_domain_at_a_pasid_never_blocks_it() {
+        let (mut p, d) = pasid_platform(2);
+        let (x, pasid) = (DeviceId(0), Pasid(0x40));
+        p.iommu().attach_device_pasid(d[0].0, x, pasid).unwrap();
+        write_u64(&mut p, x, IOVA, 1, tagged(pasid)).unwrap();
+        let clears = p.state.borrow().pasid_clears;
+        p.iommu().attach_device_pasid(d[1].0, x, pasid).unwrap();
+        assert_eq!(
+            p.state.borrow().pasid_clears,
+            clears,
+            "the replacement went through a blocked PASID"
+        );
+        assert_eq!(
+            p.iommu().device_pasid_domain(x, pasid).unwrap(),
+            Some(d[1].0)
+        );
+        assert_eq!(write_u64(&mut p, x, IOVA, 2, tagged(pasid)).unwrap(), ok(8));
+        assert_eq!((read_u64(&mut p, d[0].1), read_u64(&mut p, d[1].1)), (1, 2));
+        // The old domain is attached nowhere now: it can be freed.
+        assert!(p.iommu().attachments(d[0].0).is_empty());
+        p.iommu().detach_device_pasid(x, pasid).unwrap();
+        assert_eq!(p.iommu().pasids_in_use(), 0);
+    }
+
+    #[test]
+    fn detached_pasid_is_blocked_and_faults_with_the_pasid() {
+        let (mut p, d) = pasid_platform(1);
+        let (x, pasid) = (DeviceId(0), Pasid(7));
+        assert_eq!(p.iommu().device_pasid_domain(x, pasid).unwrap(), None);
+        p.iommu().attach_device_pasid(d[0].0, x, pasid).unwrap();
+        p.iommu().detach_device_pasid(x, pasid).unwrap();
+        let r = write_u64(&mut p, x, IOVA, 3, tagged(pasid)).unwrap();
+        assert_eq!(r.status, DmaStatus::WriteFault { addr: IOVA });
+        let f = p.take_faults();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].pasid, Some(pasid));
+        assert_eq!(read_u64(&mut p, d[0].1), 0);
+        assert_eq!(
+            p.iommu().detach_device_pasid(x, pasid),
+            Err(IommuError::PasidNotAttached { dev: x, pasid })
+        );
+    }
+
+    #[test]
+    fn chosen_pasids_and_the_allocator_keep_apart() {
+        let (mut p, d) = pasid_platform(3);
+        let (x, y) = (DeviceId(0), DeviceId(1));
+        // PASID 1 is the allocator's first: chosen, it is not handed out.
+        p.iommu().attach_device_pasid(d[0].0, x, Pasid(1)).unwrap();
+        p.iommu().attach_device_pasid(d[1].0, y, Pasid(1)).unwrap();
+        let aux = p.iommu().aux_attach_device(d[2].0, x).unwrap();
+        assert_eq!(aux, Pasid(2));
+        // The aux domain's PASID may not be chosen by anyone else.
+        assert_eq!(
+            p.iommu().attach_device_pasid(d[0].0, y, aux),
+            Err(IommuError::PasidOwned { pasid: aux })
+        );
+        assert!(matches!(
+            p.iommu().set_pasid_range(1, 100),
+            Err(IommuError::Pasid(_))
+        ));
+        p.iommu().aux_detach_device(d[2].0, x).unwrap();
+        // Still chosen on y after x lets go: still not handed out.
+        p.iommu().detach_device_pasid(x, Pasid(1)).unwrap();
+        assert_eq!(p.iommu().pasids_in_use(), 1);
+        assert_eq!(p.iommu().aux_attach_device(d[2].0, x).unwrap(), Pasid(2));
+        p.iommu().aux_detach_device(d[2].0, x).unwrap();
+        p.iommu().detach_device_pasid(y, Pasid(1)).unwrap();
+        assert_eq!(p.iommu().pasids_in_use(), 0);
+        assert_eq!(p.iommu().aux_attach_device(d[2].0, x).unwrap(), Pasid(1));
+        // A chosen PASID outside the range keeps the range from moving
+        // over it.
+        p.iommu().aux_detach_device(d[2].0, x).unwrap();
+        p.iommu().set_pasid_range(1, 100).unwrap();
+        p.iommu()
+            .attach_device_pasid(d[2].0, x, Pasid(200))
+            .unwrap();
+        assert_eq!(p.iommu().pasids_in_use(), 0);
+        assert_eq!(
+            p.iommu().set_pasid_range(1, 300),
+            Err(IommuError::PasidOwned { pasid: Pasid(200) })
+        );
+        // Busy covers PASIDs attached by choice as well.
+        p.iommu().attach_device_pasid(d[0].0, y, Pasid(9)).unwrap();
+        assert!(matches!(
+            p.iommu().detach_device(y),
+            Err(IommuError::Busy { .. })
+        ));
+        assert!(matches!(
+            p.iommu().dev_disable_feature(y, Feature::Aux),
+            Err(IommuError::Busy { .. })
+        ));
+    }
+
+    #[test]
+    fn chosen_pasid_refusals_are_typed() {
+        let (mut p, d) = pasid_platform(1);
+        let (x, narrow) = (DeviceId(0), DeviceId(2));
+        assert_eq!(
+            p.iommu().attach_device_pasid(d[0].0, x, Pasid(0)),
+            Err(IommuError::PasidZero { dev: x })
+        );
+        assert!(matches!(
+            p.iommu().attach_device_pasid(d[0].0, x, Pasid(1 << 20)),
+            Err(IommuError::PasidTooWide { .. })
+        ));
+        assert_eq!(
+            p.iommu().attach_device_pasid(d[0].0, narrow, Pasid(16)),
+            Err(IommuError::AuxDisabled(narrow))
+        );
+        p.iommu().dev_enable_feature(narrow, Feature::Aux).unwrap();
+        assert_eq!(
+            p.iommu().attach_device_pasid(d[0].0, narrow, Pasid(16)),
+            Err(IommuError::PasidTooWide {
+                pasid: Pasid(16),
+                device_bits: 4,
+                iommu_bits: 20
+            })
+        );
+        let blocked = p.iommu().default_domain();
+        assert!(matches!(
+            p.iommu().attach_device_pasid(blocked, x, Pasid(3)),
+            Err(IommuError::WrongDomainType { .. })
+        ));
+        assert_eq!(p.iommu().pasids_in_use(), 0);
+        assert_eq!(p.iommu().device_pasid_domain(x, Pasid(3)).unwrap(), None);
+    }
+
+    #[test]
+    fn narrow_iommu_refuses_a_chosen_pasid_it_cannot_carry() {
+        let mut p = ModelPlatform::with(TableFormat::Arm(ArmLpae::S1), 8, &[20, 20]);
+        let x = DeviceId(0);
+        p.iommu().dev_enable_feature(x, Feature::Aux).unwrap();
+        let d = p.iommu().domain_alloc(DomainKind::Unmanaged).unwrap();
+        assert_eq!(
+            p.iommu().attach_device_pasid(d, x, Pasid(256)),
+            Err(IommuError::PasidTooWide {
+                pasid: Pasid(256),
+                device_bits: 20,
+                iommu_bits: 8
+            })
+        );
+        p.iommu().attach_device_pasid(d, x, Pasid(255)).unwrap();
     }
 }

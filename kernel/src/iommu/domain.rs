@@ -5,7 +5,7 @@
 use super::check::Note;
 use super::iova::IovaAllocator;
 pub use super::pasid::Pasid;
-use super::pasid::{PasidAllocator, PasidError};
+use super::pasid::{PasidAllocator, PasidError, PASID_MAX};
 use super::pgtable::arm::ArmLpae;
 use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory, PAGE_SIZE};
@@ -287,6 +287,20 @@ pub enum IommuError<E> {
         domain: DomainId,
         dev: DeviceId,
     },
+    /// PASID 0 is the primary domain's (`attach_device`).
+    PasidZero {
+        dev: DeviceId,
+    },
+    /// The PASID allocator handed this PASID out (to an aux domain): a
+    /// caller may not choose it.
+    PasidOwned {
+        pasid: Pasid,
+    },
+    /// Nothing is attached at this PASID of the device (it is blocked).
+    PasidNotAttached {
+        dev: DeviceId,
+        pasid: Pasid,
+    },
     NotAttached {
         domain: DomainId,
         dev: DeviceId,
@@ -324,7 +338,7 @@ impl<E: fmt::Display> fmt::Display for IommuError<E> {
             IommuError::WrongDomainType { domain, kind } => {
                 write!(
                     f,
-                    "domain {} is {kind:?}: aux attach needs unmanaged or DMA",
+                    "domain {} is {kind:?}: attaching at a PASID needs unmanaged or DMA",
                     domain.0
                 )
             }
@@ -345,6 +359,16 @@ impl<E: fmt::Display> fmt::Display for IommuError<E> {
                     "domain {} is already aux-attached to device {dev}",
                     domain.0
                 )
+            }
+            IommuError::PasidZero { dev } => write!(
+                f,
+                "PASID 0 of device {dev} is the primary domain's: use attach_device"
+            ),
+            IommuError::PasidOwned { pasid } => {
+                write!(f, "PASID {pasid:#x} belongs to the PASID allocator's user")
+            }
+            IommuError::PasidNotAttached { dev, pasid } => {
+                write!(f, "nothing is attached at PASID {pasid:#x} of device {dev}")
             }
             IommuError::NotAttached { domain, dev } => {
                 write!(f, "domain {} is not aux-attached to device {dev}", domain.0)
@@ -375,7 +399,9 @@ struct Domain {
     tag: u32,
     pasid: Option<Pasid>,
     primary_of: Vec<DeviceId>,
-    aux_of: Vec<DeviceId>,
+    /// Every `(device, PASID)` the domain is attached at: its aux PASID
+    /// and PASIDs callers chose.
+    pasid_of: Vec<(DeviceId, Pasid)>,
     iova: Option<IovaAllocator>,
     /// The MSI doorbell page is mapped (while primary somewhere).
     msi_mapped: bool,
@@ -388,7 +414,8 @@ struct Device {
     pasid_bits: u8,
     primary: DomainId,
     aux_enabled: bool,
-    aux: Vec<DomainId>,
+    /// The domain at each attached PASID; a PASID not here is blocked.
+    pasids: BTreeMap<Pasid, DomainId>,
 }
 
 /// The page table of paging domain `id`.
@@ -414,6 +441,8 @@ pub struct Iommu<H: IommuHw> {
     domains: BTreeMap<DomainId, Domain>,
     devices: BTreeMap<DeviceId, Device>,
     pasids: PasidAllocator,
+    /// Caller-chosen PASIDs: on how many devices each is attached.
+    chosen: BTreeMap<Pasid, u32>,
     next: u32,
     blocked: DomainId,
 }
@@ -426,6 +455,7 @@ impl<H: IommuHw> Iommu<H> {
             domains: BTreeMap::new(),
             devices: BTreeMap::new(),
             pasids: PasidAllocator::new(pasid_min, pasid_max)?,
+            chosen: BTreeMap::new(),
             next: 1,
             blocked: DomainId(0),
         };
@@ -473,7 +503,7 @@ impl<H: IommuHw> Iommu<H> {
                 pasid_bits,
                 primary: self.blocked,
                 aux_enabled: false,
-                aux: Vec::new(),
+                pasids: BTreeMap::new(),
             },
         );
         if let Some(d) = self.domains.get_mut(&self.blocked) {
@@ -511,7 +541,7 @@ impl<H: IommuHw> Iommu<H> {
                 tag,
                 pasid: None,
                 primary_of: Vec::new(),
-                aux_of: Vec::new(),
+                pasid_of: Vec::new(),
                 iova: (kind == DomainKind::Dma).then(|| {
                     let mut a = IovaAllocator::new(DMA_IOVA_BASE, DMA_IOVA_END);
                     if let Some(db) = self.hw.msi_doorbell() {
@@ -537,7 +567,7 @@ impl<H: IommuHw> Iommu<H> {
     /// Frees a domain that nothing is attached to.
     pub fn domain_free(&mut self, id: DomainId) -> Result<(), IommuError<H::Error>> {
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
-        let attachments = d.primary_of.len() + d.aux_of.len();
+        let attachments = d.primary_of.len() + d.pasid_of.len();
         if attachments > 0 || id == self.blocked {
             return Err(IommuError::DomainInUse {
                 domain: id,
@@ -628,7 +658,7 @@ impl<H: IommuHw> Iommu<H> {
             return Vec::new();
         };
         let mut v: Vec<Attachment> = d.primary_of.iter().map(|&dev| (dev, None)).collect();
-        v.extend(d.aux_of.iter().map(|&dev| (dev, d.pasid)));
+        v.extend(d.pasid_of.iter().map(|&(dev, p)| (dev, Some(p))));
         v
     }
 
@@ -702,10 +732,10 @@ impl<H: IommuHw> Iommu<H> {
         dev: DeviceId,
     ) -> Result<(), IommuError<H::Error>> {
         let device = self.device(dev)?;
-        if !device.aux.is_empty() {
+        if !device.pasids.is_empty() {
             return Err(IommuError::Busy {
                 dev,
-                aux_domains: device.aux.len(),
+                aux_domains: device.pasids.len(),
             });
         }
         let old = device.primary;
@@ -878,10 +908,10 @@ impl<H: IommuHw> Iommu<H> {
             return Err(IommuError::Unsupported(feat));
         }
         let device = self.device(dev)?;
-        if !device.aux.is_empty() {
+        if !device.pasids.is_empty() {
             return Err(IommuError::Busy {
                 dev,
-                aux_domains: device.aux.len(),
+                aux_domains: device.pasids.len(),
             });
         }
         if !device.aux_enabled {
@@ -894,18 +924,133 @@ impl<H: IommuHw> Iommu<H> {
         Ok(())
     }
 
-    /// Attaches `id` to `dev` through the domain's PASID (allocated at its
-    /// first aux attachment, the same on every device) and returns it.
-    pub fn aux_attach_device(
+    /// Attaches paging domain `id` to `dev` at `pasid`, a PASID the caller
+    /// chose: requests tagged with it use `id`. A domain already at that
+    /// PASID is replaced by one driver update (never blocked in between).
+    /// A PASID inside the allocator's range is refused while the allocator
+    /// has handed it out (to an aux domain); otherwise it is taken from the
+    /// allocator until the last device attached at it lets it go.
+    pub fn attach_device_pasid(
         &mut self,
         id: DomainId,
         dev: DeviceId,
-    ) -> Result<Pasid, IommuError<H::Error>> {
+        pasid: Pasid,
+    ) -> Result<(), IommuError<H::Error>> {
+        self.check_pasid_attach(id, dev, pasid)?;
+        let chosen = self.chosen.get(&pasid).copied().unwrap_or(0);
+        let in_range = self.pasids.contains(pasid.0);
+        if in_range && chosen == 0 && self.pasids.is_allocated(pasid.0) {
+            return Err(IommuError::PasidOwned { pasid });
+        }
+        let old = self.device(dev)?.pasids.get(&pasid).copied();
+        if old == Some(id) {
+            return Ok(());
+        }
+        let claim = in_range && chosen == 0;
+        if claim {
+            self.pasids.claim(pasid.0)?;
+        }
+        if let Err(e) = self.set_pasid_domain(id, dev, pasid, old) {
+            if claim {
+                let _ = self.pasids.free(pasid.0);
+            }
+            return Err(e);
+        }
+        if old.is_none() {
+            *self.chosen.entry(pasid).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    /// Puts `pasid` of `dev` back to blocked: its translation and every
+    /// cached copy go, and requests with it fault. A caller-chosen PASID
+    /// goes back to the allocator when no device is attached at it any
+    /// more; an aux domain's when it was the domain's last attachment.
+    pub fn detach_device_pasid(
+        &mut self,
+        dev: DeviceId,
+        pasid: Pasid,
+    ) -> Result<(), IommuError<H::Error>> {
+        let id = self
+            .device(dev)?
+            .pasids
+            .get(&pasid)
+            .copied()
+            .ok_or(IommuError::PasidNotAttached { dev, pasid })?;
+        let r = self.dref(id)?;
+        self.hw
+            .clear_pasid(dev, pasid, &r)
+            .map_err(IommuError::Hw)?;
+        if let Some(device) = self.devices.get_mut(&dev) {
+            device.pasids.remove(&pasid);
+        }
+        let mut aux_released = false;
+        if let Some(d) = self.domains.get_mut(&id) {
+            d.pasid_of.retain(|&a| a != (dev, pasid));
+            if d.pasid == Some(pasid) && !d.pasid_of.iter().any(|&(_, p)| p == pasid) {
+                d.pasid = None;
+                aux_released = true;
+            }
+        }
+        if aux_released {
+            self.pasids.free(pasid.0)?;
+        } else if let Some(n) = self.chosen.get_mut(&pasid) {
+            *n -= 1;
+            if *n == 0 {
+                self.chosen.remove(&pasid);
+                if self.pasids.contains(pasid.0) {
+                    self.pasids.free(pasid.0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The domain attached at `pasid` of `dev`; `None` when the PASID is
+    /// blocked (the default).
+    pub fn device_pasid_domain(
+        &self,
+        dev: DeviceId,
+        pasid: Pasid,
+    ) -> Result<Option<DomainId>, IommuError<H::Error>> {
+        Ok(self.device(dev)?.pasids.get(&pasid).copied())
+    }
+
+    /// What every attach at a PASID checks first: a known device with
+    /// PASIDs enabled, a paging domain, a PASID other than 0 that fits
+    /// the device and the IOMMU.
+    fn check_pasid_attach(
+        &self,
+        id: DomainId,
+        dev: DeviceId,
+        pasid: Pasid,
+    ) -> Result<(), IommuError<H::Error>> {
+        let (device, _) = self.pasid_target(id, dev)?;
+        if pasid.0 == 0 {
+            return Err(IommuError::PasidZero { dev });
+        }
+        let (device_bits, iommu_bits) = (device.pasid_bits, self.hw.pasid_bits());
+        let fits = |bits: u8| bits >= 32 || u64::from(pasid.0) < 1u64 << bits;
+        if !fits(device_bits) || !fits(iommu_bits) || pasid.0 > PASID_MAX {
+            return Err(IommuError::PasidTooWide {
+                pasid,
+                device_bits,
+                iommu_bits,
+            });
+        }
+        Ok(())
+    }
+
+    /// `dev` with PASIDs enabled and `id` a paging domain.
+    fn pasid_target(
+        &self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<(&Device, &Domain), IommuError<H::Error>> {
         let device = self.device(dev)?;
         if !device.aux_enabled {
             return Err(IommuError::AuxDisabled(dev));
         }
-        let device_bits = device.pasid_bits;
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         if !d.kind.paging() {
             return Err(IommuError::WrongDomainType {
@@ -913,25 +1058,53 @@ impl<H: IommuHw> Iommu<H> {
                 kind: d.kind,
             });
         }
-        if d.aux_of.contains(&dev) {
-            return Err(IommuError::AlreadyAttached { domain: id, dev });
+        Ok((device, d))
+    }
+
+    /// Points `pasid` of `dev` at `id` with one driver call, replacing
+    /// `old` when there is one, and records it.
+    fn set_pasid_domain(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+        pasid: Pasid,
+        old: Option<DomainId>,
+    ) -> Result<(), IommuError<H::Error>> {
+        let r = self.dref(id)?;
+        self.hw.set_pasid(dev, pasid, &r).map_err(IommuError::Hw)?;
+        if let Some(o) = old.and_then(|o| self.domains.get_mut(&o)) {
+            o.pasid_of.retain(|&a| a != (dev, pasid));
+        }
+        if let Some(d) = self.domains.get_mut(&id) {
+            d.pasid_of.push((dev, pasid));
+        }
+        if let Some(device) = self.devices.get_mut(&dev) {
+            device.pasids.insert(pasid, id);
+        }
+        Ok(())
+    }
+
+    /// Attaches `id` to `dev` through the domain's PASID (allocated at its
+    /// first aux attachment, the same on every device) and returns it:
+    /// allocate, then attach at that PASID.
+    pub fn aux_attach_device(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<Pasid, IommuError<H::Error>> {
+        let (_, d) = self.pasid_target(id, dev)?;
+        if let Some(p) = d.pasid {
+            if d.pasid_of.contains(&(dev, p)) {
+                return Err(IommuError::AlreadyAttached { domain: id, dev });
+            }
         }
         let (pasid, fresh) = match d.pasid {
             Some(p) => (p, false),
             None => (Pasid(self.pasids.alloc()?), true),
         };
-        let iommu_bits = self.hw.pasid_bits();
-        let fits = |bits: u8| bits >= 32 || u64::from(pasid.0) < 1u64 << bits;
-        let result = if !fits(device_bits) || !fits(iommu_bits) {
-            Err(IommuError::PasidTooWide {
-                pasid,
-                device_bits,
-                iommu_bits,
-            })
-        } else {
-            let r = self.dref(id)?;
-            self.hw.set_pasid(dev, pasid, &r).map_err(IommuError::Hw)
-        };
+        let result = self
+            .check_pasid_attach(id, dev, pasid)
+            .and_then(|()| self.set_pasid_domain(id, dev, pasid, None));
         if let Err(e) = result {
             if fresh {
                 let _ = self.pasids.free(pasid.0);
@@ -940,10 +1113,6 @@ impl<H: IommuHw> Iommu<H> {
         }
         if let Some(d) = self.domains.get_mut(&id) {
             d.pasid = Some(pasid);
-            d.aux_of.push(dev);
-        }
-        if let Some(device) = self.devices.get_mut(&dev) {
-            device.aux.push(id);
         }
         Ok(pasid)
     }
@@ -955,15 +1124,12 @@ impl<H: IommuHw> Iommu<H> {
     ) -> Result<Option<Pasid>, IommuError<H::Error>> {
         self.device(dev)?;
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
-        Ok(if d.aux_of.contains(&dev) {
-            d.pasid
-        } else {
-            None
-        })
+        Ok(d.pasid.filter(|&p| d.pasid_of.contains(&(dev, p))))
     }
 
-    /// Detaches `id` from `dev`; the PASID goes back to the allocator when
-    /// this was the domain's last aux attachment.
+    /// Detaches `id` from `dev` (its aux PASID back to blocked); the PASID
+    /// goes back to the allocator when this was the domain's last aux
+    /// attachment.
     pub fn aux_detach_device(
         &mut self,
         id: DomainId,
@@ -971,29 +1137,10 @@ impl<H: IommuHw> Iommu<H> {
     ) -> Result<(), IommuError<H::Error>> {
         self.device(dev)?;
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
-        let (Some(pasid), true) = (d.pasid, d.aux_of.contains(&dev)) else {
+        let Some(pasid) = d.pasid.filter(|&p| d.pasid_of.contains(&(dev, p))) else {
             return Err(IommuError::NotAttached { domain: id, dev });
         };
-        let r = self.dref(id)?;
-        self.hw
-            .clear_pasid(dev, pasid, &r)
-            .map_err(IommuError::Hw)?;
-        let last = if let Some(d) = self.domains.get_mut(&id) {
-            d.aux_of.retain(|&x| x != dev);
-            d.aux_of.is_empty()
-        } else {
-            false
-        };
-        if let Some(device) = self.devices.get_mut(&dev) {
-            device.aux.retain(|&x| x != id);
-        }
-        if last {
-            if let Some(d) = self.domains.get_mut(&id) {
-                d.pasid = None;
-            }
-            self.pasids.free(pasid.0)?;
-        }
-        Ok(())
+        self.detach_device_pasid(dev, pasid)
     }
 
     /// Moves the PASID range; only while no PASID is allocated.
@@ -1001,6 +1148,10 @@ impl<H: IommuHw> Iommu<H> {
         let used = self.pasids.used();
         if used > 0 {
             return Err(IommuError::Pasid(PasidError::InUse { allocated: used }));
+        }
+        // The allocator must not hand out a PASID attached by choice.
+        if let Some(&p) = self.chosen.keys().find(|p| (min..=max).contains(&p.0)) {
+            return Err(IommuError::PasidOwned { pasid: p });
         }
         self.pasids = PasidAllocator::new(min, max)?;
         Ok(())

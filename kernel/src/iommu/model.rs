@@ -60,6 +60,8 @@ pub struct ModelState {
     pub tags: Option<u32>,
     pub faults: Vec<Fault>,
     pub invalidations: u32,
+    /// PASID entries the driver cleared (a replacement must clear none).
+    pub pasid_clears: u32,
     pub tables_live: usize,
     /// Where MSIs are written (through DMA translation, as on Arm), and
     /// how many reached it per device.
@@ -113,6 +115,7 @@ impl ModelState {
             tags: None,
             faults: Vec::new(),
             invalidations: 0,
+            pasid_clears: 0,
             tables_live: 0,
             msi_doorbell: None,
             msis: BTreeMap::new(),
@@ -508,6 +511,7 @@ impl IommuHw for ModelIommu {
         if s.broken == Some(Broken::DetachKeepsPasidEntry) {
             return Ok(());
         }
+        s.pasid_clears += 1;
         s.pasids.remove(&(dev, pasid));
         Ok(())
     }

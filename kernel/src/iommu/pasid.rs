@@ -45,6 +45,8 @@ pub enum PasidError {
     Exhausted,
     /// Not in the allocator's range.
     OutOfRange(u32),
+    /// Claimed but allocated already.
+    Taken(u32),
     /// Released but not allocated.
     NotAllocated(u32),
     /// The range cannot change while PASIDs are allocated.
@@ -61,6 +63,7 @@ impl fmt::Display for PasidError {
             PasidError::Exhausted => f.write_str("no PASID left in the range"),
             PasidError::OutOfRange(p) => write!(f, "PASID {p:#x} is outside the allocator's range"),
             PasidError::NotAllocated(p) => write!(f, "PASID {p:#x} is not allocated"),
+            PasidError::Taken(p) => write!(f, "PASID {p:#x} is allocated already"),
             PasidError::InUse { allocated } => {
                 write!(f, "{allocated} PASID(s) allocated: the range cannot change")
             }
@@ -166,6 +169,25 @@ impl PasidAllocator {
         self.set(idx);
         self.used += 1;
         Ok(p)
+    }
+
+    /// `p` lies in the range the allocator hands out.
+    pub fn contains(&self, p: u32) -> bool {
+        (self.min..=self.max).contains(&p)
+    }
+
+    /// Takes the specific PASID `p` (chosen by a caller), so that
+    /// [`Self::alloc`] does not hand it out.
+    pub fn claim(&mut self, p: u32) -> Result<(), PasidError> {
+        if !self.contains(p) {
+            return Err(PasidError::OutOfRange(p));
+        }
+        if self.is_allocated(p) {
+            return Err(PasidError::Taken(p));
+        }
+        self.set(p as usize);
+        self.used += 1;
+        Ok(())
     }
 
     pub fn is_allocated(&self, p: u32) -> bool {
