@@ -121,34 +121,42 @@ pub fn build_kernel(root: &Path, board: &Board) -> Result<PathBuf> {
         board.name,
         cmd.join(" ")
     );
+    let what = format!("the kernel for {} ({})", board.name, board.target);
+    let image = kernel_image(root, &board.target);
+    run_cargo(root, &cmd, &[], &what, &image)?;
+    if board.boot == "uefi" {
+        return build_loader(root, board, &image);
+    }
+    Ok(image)
+}
+
+/// Runs the cargo build `cmd` with `env` added (cargo's output streams to
+/// our stderr) and checks that it left `out` behind.
+fn run_cargo(
+    root: &Path,
+    cmd: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    what: &str,
+    out: &Path,
+) -> Result<()> {
     let status = Command::new(&cmd[0])
         .args(&cmd[1..])
         .current_dir(root)
         // Our own build's settings must not leak into the kernel's.
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(crate::stderr_stdio()?)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        bail!(
-            "building the kernel for {} ({}) failed ({status})",
-            board.name,
-            board.target
-        );
+        bail!("building {what} failed ({status})");
     }
-    let image = kernel_image(root, &board.target);
-    if !image.is_file() {
-        bail!(
-            "cargo built the kernel but {} is not there",
-            image.display()
-        );
+    if !out.is_file() {
+        bail!("cargo built {what} but {} is not there", out.display());
     }
-    if board.boot == "uefi" {
-        return build_loader(root, board, &image);
-    }
-    Ok(image)
+    Ok(())
 }
 
 /// Builds `loader.efi` around the kernel just built, for a board that
@@ -174,29 +182,15 @@ pub fn build_loader(root: &Path, board: &Board, kernel_elf: &Path) -> Result<Pat
         payload.display(),
         cmd.join(" ")
     );
-    let status = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .current_dir(root)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env("IOMMU_EFI_KERNEL", &payload)
-        .stdin(Stdio::null())
-        .stdout(crate::stderr_stdio()?)
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!(
-            "building the UEFI loader for {} failed ({status})",
-            board.name
-        );
-    }
+    let what = format!("the UEFI loader for {}", board.name);
     let loader = loader_image(root, &board.arch);
-    if !loader.is_file() {
-        bail!(
-            "cargo built the loader but {} is not there",
-            loader.display()
-        );
-    }
+    run_cargo(
+        root,
+        &cmd,
+        &[("IOMMU_EFI_KERNEL", payload.as_os_str())],
+        &what,
+        &loader,
+    )?;
     Ok(loader)
 }
 
