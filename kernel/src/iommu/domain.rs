@@ -10,6 +10,7 @@ use super::pgtable::arm::ArmLpae;
 use super::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use super::pgtable::{Format, Gather, PageTable, PgError, Prot, Pte, TableMemory, PAGE_SIZE};
 use crate::addr::{Iova, PhysAddr, PhysRange};
+pub use crate::mm::space::SpaceId;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -52,6 +53,10 @@ pub enum DomainKind {
     Unmanaged,
     /// The core hands out IOVAs ([`Iommu::dma_map`]).
     Dma,
+    /// A CPU address space bound for shared virtual addressing: its page
+    /// tables are the space's, changed by the CPU side only
+    /// ([`Iommu::sva_bind`]).
+    Sva,
 }
 
 impl DomainKind {
@@ -64,8 +69,13 @@ impl DomainKind {
 pub enum Feature {
     /// Aux domains through PASIDs.
     Aux,
+    /// Shared virtual addressing: CPU address spaces bound to PASIDs.
     Sva,
+    /// I/O page faults: translation misses served on demand.
+    Iopf,
+    /// Address translation services: a device TLB.
     Ats,
+    /// Page requests (PCIe PRI).
     Pri,
 }
 
@@ -248,6 +258,16 @@ pub trait IommuHw {
     /// Tells the checking mode what the core did (drivers pass it to
     /// their HAL's [`crate::hal::Hal::note`]).
     fn note(&self, _n: Note) {}
+    /// The unit can walk a CPU's page tables for PASID-tagged requests
+    /// (SMMUv3 stage 1 with substreams; VT-d first-level translation).
+    fn sva_supported(&self) -> bool {
+        false
+    }
+    /// The unit can walk tables of `format` for a bound address space
+    /// (a space's format is the CPU's).
+    fn sva_accepts(&self, _format: &TableFormat) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +326,30 @@ pub enum IommuError<E> {
         dev: DeviceId,
     },
     Unsupported(Feature),
+    /// The feature is supported but not enabled on the device.
+    FeatureDisabled {
+        dev: DeviceId,
+        feature: Feature,
+    },
+    /// The feature is in use on the device (an address space is bound).
+    FeatureInUse {
+        dev: DeviceId,
+        feature: Feature,
+    },
+    /// An SVA domain belongs to its address space: it is made, attached
+    /// and freed through [`Iommu::sva_bind`] and [`Iommu::sva_unbind`].
+    SvaDomain {
+        domain: DomainId,
+    },
+    /// The unit cannot walk an address space in this format.
+    SpaceFormat {
+        format: &'static str,
+    },
+    /// The address space is not bound to the device.
+    NotBound {
+        dev: DeviceId,
+        space: SpaceId,
+    },
     /// No IOVA space left in a DMA domain.
     NoIova {
         size: u64,
@@ -374,6 +418,23 @@ impl<E: fmt::Display> fmt::Display for IommuError<E> {
                 write!(f, "domain {} is not aux-attached to device {dev}", domain.0)
             }
             IommuError::Unsupported(feat) => write!(f, "{feat:?} is not supported"),
+            IommuError::FeatureDisabled { dev, feature } => {
+                write!(f, "{feature:?} is not enabled on device {dev}")
+            }
+            IommuError::FeatureInUse { dev, feature } => {
+                write!(f, "{feature:?} is in use on device {dev}")
+            }
+            IommuError::SvaDomain { domain } => write!(
+                f,
+                "domain {} belongs to an address space: use sva_bind and sva_unbind",
+                domain.0
+            ),
+            IommuError::SpaceFormat { format } => {
+                write!(f, "the IOMMU cannot walk an address space in {format}")
+            }
+            IommuError::NotBound { dev, space } => {
+                write!(f, "address space {} is not bound to device {dev}", space.0)
+            }
             IommuError::NoIova { size } => write!(f, "no IOVA space for {size:#x} bytes"),
             IommuError::Pasid(e) => write!(f, "{e}"),
             IommuError::PageTable(e) => write!(f, "{e}"),
@@ -408,12 +469,16 @@ struct Domain {
     /// Direct regions mapped for devices this domain is or was primary of
     /// (they stay until the domain is freed).
     direct: Vec<(u64, u64)>,
+    /// An SVA domain's address space: its id, root table and format.
+    space: Option<(SpaceId, u64, TableFormat)>,
 }
 
 struct Device {
     pasid_bits: u8,
     primary: DomainId,
     aux_enabled: bool,
+    /// SVA enabled (implies PASIDs enabled).
+    sva: bool,
     /// The domain at each attached PASID; a PASID not here is blocked.
     pasids: BTreeMap<Pasid, DomainId>,
 }
@@ -435,6 +500,8 @@ fn paging_table<E>(
 pub const DMA_IOVA_BASE: u64 = 0x10_0000;
 pub const DMA_IOVA_END: u64 = 0x1_0000_0000;
 
+mod sva;
+
 /// One IOMMU's domains and devices.
 pub struct Iommu<H: IommuHw> {
     pub hw: H,
@@ -443,6 +510,8 @@ pub struct Iommu<H: IommuHw> {
     pasids: PasidAllocator,
     /// Caller-chosen PASIDs: on how many devices each is attached.
     chosen: BTreeMap<Pasid, u32>,
+    /// The SVA domain of each bound address space.
+    spaces: BTreeMap<SpaceId, DomainId>,
     next: u32,
     blocked: DomainId,
 }
@@ -456,6 +525,7 @@ impl<H: IommuHw> Iommu<H> {
             devices: BTreeMap::new(),
             pasids: PasidAllocator::new(pasid_min, pasid_max)?,
             chosen: BTreeMap::new(),
+            spaces: BTreeMap::new(),
             next: 1,
             blocked: DomainId(0),
         };
@@ -476,11 +546,18 @@ impl<H: IommuHw> Iommu<H> {
 
     fn dref(&self, id: DomainId) -> Result<DomainRef, IommuError<H::Error>> {
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        let (root, format) = match d.space {
+            Some((_, root, format)) => (Some(PhysAddr(root)), format),
+            None => (
+                d.table.as_ref().map(|t| PhysAddr(t.root())),
+                self.hw.format(),
+            ),
+        };
         Ok(DomainRef {
             id,
             kind: d.kind,
-            root: d.table.as_ref().map(|t| PhysAddr(t.root())),
-            format: self.hw.format(),
+            root,
+            format,
             tag: d.tag,
         })
     }
@@ -503,6 +580,7 @@ impl<H: IommuHw> Iommu<H> {
                 pasid_bits,
                 primary: self.blocked,
                 aux_enabled: false,
+                sva: false,
                 pasids: BTreeMap::new(),
             },
         );
@@ -513,6 +591,20 @@ impl<H: IommuHw> Iommu<H> {
     }
 
     pub fn domain_alloc(&mut self, kind: DomainKind) -> Result<DomainId, IommuError<H::Error>> {
+        if kind == DomainKind::Sva {
+            return Err(IommuError::SvaDomain {
+                domain: DomainId(self.next),
+            });
+        }
+        self.new_domain(kind, None)
+    }
+
+    /// A domain of `kind`; an SVA domain over `space`'s tables.
+    fn new_domain(
+        &mut self,
+        kind: DomainKind,
+        space: Option<(SpaceId, u64, TableFormat)>,
+    ) -> Result<DomainId, IommuError<H::Error>> {
         let id = DomainId(self.next);
         let (table, tag) = if kind.paging() {
             let fmt = self.hw.format();
@@ -529,6 +621,10 @@ impl<H: IommuHw> Iommu<H> {
                     return Err(IommuError::Hw(e));
                 }
             }
+        } else if kind == DomainKind::Sva {
+            let tag = self.hw.alloc_tag().map_err(IommuError::Hw)?;
+            self.hw.note(Note::TagLive(tag));
+            (None, tag)
         } else {
             (None, 0)
         };
@@ -551,6 +647,7 @@ impl<H: IommuHw> Iommu<H> {
                 }),
                 msi_mapped: false,
                 direct: Vec::new(),
+                space,
             },
         );
         Ok(id)
@@ -588,6 +685,10 @@ impl<H: IommuHw> Iommu<H> {
             self.hw.free_tag(d.tag);
             self.hw.note(Note::TagFree(d.tag));
             r.map_err(IommuError::Hw)?;
+        } else if let Some((space, ..)) = d.space {
+            self.spaces.remove(&space);
+            self.hw.free_tag(d.tag);
+            self.hw.note(Note::TagFree(d.tag));
         }
         Ok(())
     }
@@ -738,6 +839,9 @@ impl<H: IommuHw> Iommu<H> {
                 aux_domains: device.pasids.len(),
             });
         }
+        if self.domain_kind(id)? == DomainKind::Sva {
+            return Err(IommuError::SvaDomain { domain: id });
+        }
         let old = device.primary;
         if old == id {
             self.dref(id)?;
@@ -867,9 +971,11 @@ impl<H: IommuHw> Iommu<H> {
         feat: Feature,
     ) -> Result<bool, IommuError<H::Error>> {
         let device = self.device(dev)?;
+        let pasids = device.pasid_bits > 0 && self.hw.pasid_bits() > 0;
         Ok(match feat {
-            Feature::Aux => device.pasid_bits > 0 && self.hw.pasid_bits() > 0,
-            Feature::Sva | Feature::Ats | Feature::Pri => false,
+            Feature::Aux => pasids,
+            Feature::Sva => pasids && self.hw.sva_supported(),
+            Feature::Iopf | Feature::Ats | Feature::Pri => false,
         })
     }
 
@@ -878,9 +984,15 @@ impl<H: IommuHw> Iommu<H> {
         dev: DeviceId,
         feat: Feature,
     ) -> Result<bool, IommuError<H::Error>> {
-        Ok(feat == Feature::Aux && self.device(dev)?.aux_enabled)
+        let device = self.device(dev)?;
+        Ok(match feat {
+            Feature::Aux => device.aux_enabled,
+            Feature::Sva => device.sva,
+            Feature::Iopf | Feature::Ats | Feature::Pri => false,
+        })
     }
 
+    /// Enables `feat` on `dev`. SVA enables PASIDs too (as AUX does).
     pub fn dev_enable_feature(
         &mut self,
         dev: DeviceId,
@@ -889,25 +1001,39 @@ impl<H: IommuHw> Iommu<H> {
         if !self.dev_has_feature(dev, feat)? {
             return Err(IommuError::Unsupported(feat));
         }
-        if self.device(dev)?.aux_enabled {
-            return Ok(());
+        if !self.device(dev)?.aux_enabled {
+            self.hw.enable_aux(dev).map_err(IommuError::Hw)?;
         }
-        self.hw.enable_aux(dev).map_err(IommuError::Hw)?;
         if let Some(d) = self.devices.get_mut(&dev) {
             d.aux_enabled = true;
+            d.sva |= feat == Feature::Sva;
         }
         Ok(())
     }
 
+    /// Disables `feat` on `dev`: AUX (PASIDs, and SVA with them) once no
+    /// PASID is attached, SVA once no address space is bound.
     pub fn dev_disable_feature(
         &mut self,
         dev: DeviceId,
         feat: Feature,
     ) -> Result<(), IommuError<H::Error>> {
-        if feat != Feature::Aux {
-            return Err(IommuError::Unsupported(feat));
-        }
         let device = self.device(dev)?;
+        match feat {
+            Feature::Aux => {}
+            Feature::Sva => {
+                if self.bound_spaces(dev) > 0 {
+                    return Err(IommuError::FeatureInUse { dev, feature: feat });
+                }
+                if let Some(d) = self.devices.get_mut(&dev) {
+                    d.sva = false;
+                }
+                return Ok(());
+            }
+            Feature::Iopf | Feature::Ats | Feature::Pri => {
+                return Err(IommuError::Unsupported(feat))
+            }
+        }
         if !device.pasids.is_empty() {
             return Err(IommuError::Busy {
                 dev,
@@ -920,6 +1046,7 @@ impl<H: IommuHw> Iommu<H> {
         self.hw.disable_aux(dev).map_err(IommuError::Hw)?;
         if let Some(d) = self.devices.get_mut(&dev) {
             d.aux_enabled = false;
+            d.sva = false;
         }
         Ok(())
     }
@@ -967,6 +1094,20 @@ impl<H: IommuHw> Iommu<H> {
     /// goes back to the allocator when no device is attached at it any
     /// more; an aux domain's when it was the domain's last attachment.
     pub fn detach_device_pasid(
+        &mut self,
+        dev: DeviceId,
+        pasid: Pasid,
+    ) -> Result<(), IommuError<H::Error>> {
+        if let Some(id) = self.device(dev)?.pasids.get(&pasid) {
+            if self.domain_kind(*id)? == DomainKind::Sva {
+                return Err(IommuError::SvaDomain { domain: *id });
+            }
+        }
+        self.clear_device_pasid(dev, pasid)
+    }
+
+    /// [`Self::detach_device_pasid`] for any domain, SVA ones included.
+    fn clear_device_pasid(
         &mut self,
         dev: DeviceId,
         pasid: Pasid,
@@ -1025,7 +1166,13 @@ impl<H: IommuHw> Iommu<H> {
         dev: DeviceId,
         pasid: Pasid,
     ) -> Result<(), IommuError<H::Error>> {
-        let (device, _) = self.pasid_target(id, dev)?;
+        self.pasid_target(id, dev)?;
+        self.check_pasid_width(dev, pasid)
+    }
+
+    /// A PASID other than 0 that fits the device and the IOMMU.
+    fn check_pasid_width(&self, dev: DeviceId, pasid: Pasid) -> Result<(), IommuError<H::Error>> {
+        let device = self.device(dev)?;
         if pasid.0 == 0 {
             return Err(IommuError::PasidZero { dev });
         }
@@ -1052,6 +1199,9 @@ impl<H: IommuHw> Iommu<H> {
             return Err(IommuError::AuxDisabled(dev));
         }
         let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
+        if d.kind == DomainKind::Sva {
+            return Err(IommuError::SvaDomain { domain: id });
+        }
         if !d.kind.paging() {
             return Err(IommuError::WrongDomainType {
                 domain: id,
@@ -1092,7 +1242,18 @@ impl<H: IommuHw> Iommu<H> {
         id: DomainId,
         dev: DeviceId,
     ) -> Result<Pasid, IommuError<H::Error>> {
-        let (_, d) = self.pasid_target(id, dev)?;
+        self.pasid_target(id, dev)?;
+        self.attach_own_pasid(id, dev)
+    }
+
+    /// Attaches `id` to `dev` at the domain's own PASID (an aux domain's,
+    /// an SVA domain's), allocated at its first attachment.
+    fn attach_own_pasid(
+        &mut self,
+        id: DomainId,
+        dev: DeviceId,
+    ) -> Result<Pasid, IommuError<H::Error>> {
+        let d = self.domains.get(&id).ok_or(IommuError::UnknownDomain(id))?;
         if let Some(p) = d.pasid {
             if d.pasid_of.contains(&(dev, p)) {
                 return Err(IommuError::AlreadyAttached { domain: id, dev });
@@ -1103,7 +1264,7 @@ impl<H: IommuHw> Iommu<H> {
             None => (Pasid(self.pasids.alloc()?), true),
         };
         let result = self
-            .check_pasid_attach(id, dev, pasid)
+            .check_pasid_width(dev, pasid)
             .and_then(|()| self.set_pasid_domain(id, dev, pasid, None));
         if let Err(e) = result {
             if fresh {

@@ -17,6 +17,7 @@
 use super::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
+use super::pgtable::arm::{ArmLpae, Stage};
 use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};
 use crate::addr::{Iova, PhysAddr, PhysRange};
 use crate::dma::{DmaEngine, DmaOp, DmaResult, DmaStatus, DmaTag, EngineError, Ticket};
@@ -330,8 +331,9 @@ pub struct ModelIommu {
     tables: ModelTables,
 }
 
-/// Page-table pages in the model's physical memory.
-pub struct ModelTables(Shared);
+/// Page-table pages in the model's physical memory (a CPU address
+/// space's too).
+pub struct ModelTables(pub Shared);
 
 impl TableMemory for ModelTables {
     fn alloc(&mut self) -> Option<u64> {
@@ -366,11 +368,23 @@ impl ModelIommu {
 fn context(d: &DomainRef) -> Context {
     match (d.kind, d.root) {
         (DomainKind::Identity, _) => Context::Identity,
-        (DomainKind::Unmanaged | DomainKind::Dma, Some(root)) => Context::Paged {
+        (DomainKind::Unmanaged | DomainKind::Dma | DomainKind::Sva, Some(root)) => Context::Paged {
             root: root.0,
             tag: d.tag,
         },
         _ => Context::Blocked,
+    }
+}
+
+/// The format a CPU's page tables have on a platform whose IOMMU uses
+/// `own`: what a process's address space looks like next to that IOMMU
+/// (Arm stage 1 with the CPU's memory attributes; x86-64 paging). A
+/// format with no CPU counterpart (a second level, stage 2) comes back
+/// unchanged, and no IOMMU accepts it for SVA.
+pub fn cpu_format_of(own: TableFormat) -> TableFormat {
+    match own {
+        TableFormat::Arm(f) if f.stage == Stage::One => TableFormat::Arm(ArmLpae::S1_CPU),
+        other => other,
     }
 }
 
@@ -414,6 +428,24 @@ impl core::fmt::Display for ModelError {
 
 impl IommuHw for ModelIommu {
     type Error = ModelError;
+
+    /// As SMMUv3 stage 1 and VT-d first level: the model walks a CPU's
+    /// tables when its own format is the CPU's (Arm stage 1 with either
+    /// memory-attribute layout, x86-64 paging).
+    fn sva_supported(&self) -> bool {
+        let s = self.state.borrow();
+        s.pasid_bits > 0 && self.sva_accepts(&cpu_format_of(s.format))
+    }
+
+    fn sva_accepts(&self, format: &TableFormat) -> bool {
+        match (self.state.borrow().format, format) {
+            (TableFormat::Arm(own), TableFormat::Arm(f)) => {
+                own.stage == Stage::One && f.stage == Stage::One
+            }
+            (TableFormat::X86FirstLevel(_), TableFormat::X86FirstLevel(_)) => true,
+            _ => false,
+        }
+    }
 
     fn format(&self) -> TableFormat {
         self.state.borrow().format

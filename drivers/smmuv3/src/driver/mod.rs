@@ -32,7 +32,7 @@ use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
 use kernel::iommu::entry::{write_entry, EntryFormat, EntryTarget};
-use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
+use kernel::iommu::pgtable::arm::{ArmLpae, Stage, MAIR};
 use kernel::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use tock_registers::interfaces::{Readable, Writeable};
 
@@ -1546,13 +1546,19 @@ impl<H: Hal> SmmuHw<H> {
         }
     }
 
-    fn paging_cd(&self, asid: u16, root: u64) -> Cd {
+    /// A CD over stage-1 tables in `format`: the SMMU's own, or a bound
+    /// CPU address space's, whose memory attributes are the CPU's MAIR.
+    fn paging_cd(&self, asid: u16, root: u64, format: &TableFormat) -> Cd {
+        let mair = match format {
+            TableFormat::Arm(f) => f.mair(),
+            _ => MAIR,
+        };
         Cd::new(&CdConfig {
             asid,
             ttb0: root,
             ias: 48,
             ips: self.oas_encoding(),
-            mair: MAIR,
+            mair,
             walk: self.coherency,
         })
     }
@@ -1835,7 +1841,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         // CD 0 first: the STE may already point at it.
         match primary {
             Primary::Paging { asid, root } => {
-                let cd = self.paging_cd(asid, root);
+                let cd = self.paging_cd(asid, root, &d.format);
                 self.write_cd(dev, 0, &cd, &[])?;
             }
             Primary::Blocked => self.write_cd(dev, 0, &Cd::blocking(BLOCKING_ASID), &[])?,
@@ -1872,7 +1878,7 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
             return Err(SmmuError::AuxNotEnabled { sid: dev });
         }
         self.grow(dev, pasid)?;
-        let cd = self.paging_cd(d.tag as u16, root.0);
+        let cd = self.paging_cd(d.tag as u16, root.0, &d.format);
         self.write_cd(dev, pasid, &cd, &[])?;
         self.st_mut(dev)?.pasids.insert(pasid);
         Ok(())
@@ -1964,6 +1970,19 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
 
     fn note(&self, n: Note) {
         self.hal.note(n);
+    }
+
+    /// Stage 1 with substreams walks a CPU's tables. The SVA domain gets
+    /// an ASID of its own and every CPU-side change is invalidated with
+    /// explicit commands, as Linux does since 6.10: sharing the CPU's
+    /// ASID pays only where IDR0.BTM lets the CPU's broadcast TLBIs reach
+    /// the SMMU, and QEMU's SMMU has no BTM.
+    fn sva_supported(&self) -> bool {
+        self.translation != Translation::Stage2 && self.pasid_bits() > 0
+    }
+
+    fn sva_accepts(&self, format: &TableFormat) -> bool {
+        matches!(format, TableFormat::Arm(f) if f.stage == Stage::One)
     }
 }
 

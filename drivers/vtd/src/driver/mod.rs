@@ -759,7 +759,20 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
     fn attach_pasid(&mut self, dev: DeviceId, pasid: u32, d: &DomainRef) -> Result<(), VtdError> {
         let root = d.root.ok_or(VtdError::NotPaging { pasid })?;
         let sid = sid_of(dev)?;
-        let entry = self.paging_entry(d.tag as u16, root.0);
+        let entry = if d.kind == DomainKind::Sva {
+            // A CPU's tables: always first level, whatever the unit's
+            // own domains use.
+            PasidEntry {
+                did: d.tag as u16,
+                translation: Translation::FirstLevel {
+                    root: root.0,
+                    privileged: false,
+                },
+                page_walk_snoop: self.ecaps.page_walk_coherency,
+            }
+        } else {
+            self.paging_entry(d.tag as u16, root.0)
+        };
         let bits = self.ecaps.pasid_bits;
         let (t, mut qi) = self.split();
         t.device(&mut qi, sid, bits)?;
@@ -781,7 +794,7 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
     /// absent entries: Linux flushes only the write buffer there); else
     /// the write buffer is flushed where CAP.RWBF asks for it.
     fn flush_map(&mut self, d: &DomainRef, iova: u64, size: u64) -> Result<(), VtdError> {
-        let second_level = matches!(self.format, TableFormat::VtdSecondLevel(_));
+        let second_level = matches!(d.format, TableFormat::VtdSecondLevel(_));
         if !(self.caps.caching_mode && second_level) {
             return self.flush_write_buffer();
         }
@@ -805,7 +818,7 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             return Ok(());
         }
         let descs = unmap_descriptors(
-            matches!(self.format, TableFormat::VtdSecondLevel(_)),
+            matches!(d.format, TableFormat::VtdSecondLevel(_)),
             self.caps.max_address_mask,
             d.tag as u16,
             attached,
@@ -935,5 +948,18 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
 
     fn note(&self, n: Note) {
         self.hal.note(n);
+    }
+
+    /// First-level translation walks x86-64 paging, a process's tables;
+    /// PASIDs need scalable mode.
+    fn sva_supported(&self) -> bool {
+        self.ecaps.first_level && self.ecaps.pasid_bits > 0
+    }
+
+    fn sva_accepts(&self, format: &TableFormat) -> bool {
+        match format {
+            TableFormat::X86FirstLevel(f) => !f.gib_pages || self.caps.first_level_1g,
+            _ => false,
+        }
     }
 }

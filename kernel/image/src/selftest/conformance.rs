@@ -105,16 +105,20 @@ pub fn tests() -> alloc::vec::Vec<kernel::harness::Test> {
 pub(super) mod board {
     use super::super::dma::{self, Engine, Open};
     use super::Mode;
+    use crate::hal::KernelHal;
     use crate::iommu::{bring_up_unit, BringupError, Managed, Up};
     use crate::memory::DmaBuffer;
+    use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
     use alloc::format;
     use alloc::vec::Vec;
     use kernel::dma::{DmaEngine, DmaOp, DmaResult, DmaTag, EngineError};
+    use kernel::hal::{Coherency, HalTables};
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::bringup::Bringup;
     use kernel::iommu::conformance::Platform;
-    use kernel::iommu::domain::{DeviceId, Fault, Iommu, IommuHw};
+    use kernel::iommu::domain::{DeviceId, Fault, Iommu, IommuHw, TableFormat};
+    use kernel::iommu::pgtable::TableMemory;
     use kernel::mm::PAGE_SIZE;
 
     const BOUND_NS: u64 = 2_000_000_000;
@@ -283,6 +287,25 @@ pub(super) mod board {
 
         fn take_faults(&mut self) -> Vec<Fault> {
             self.up.iommu.hw.faults()
+        }
+
+        /// Stage 1 with the kernel's own MAIR on Arm; x86-64 paging with
+        /// 4 KiB and 2 MiB pages on x86.
+        fn cpu_format(&self) -> TableFormat {
+            #[cfg(target_arch = "aarch64")]
+            let f = TableFormat::Arm(kernel::iommu::pgtable::arm::ArmLpae::S1_CPU);
+            #[cfg(target_arch = "x86_64")]
+            let f = TableFormat::X86FirstLevel(kernel::iommu::pgtable::x86::X86FirstLevel {
+                gib_pages: false,
+            });
+            f
+        }
+
+        /// Pages from the kernel's allocator, written as for a walker that
+        /// does not snoop (cleaned to the point of coherency): a CPU's
+        /// tables do not know which IOMMU will walk them.
+        fn space_memory(&mut self) -> Box<dyn TableMemory> {
+            Box::new(HalTables::new(KernelHal, Coherency::NonCoherent))
         }
     }
 

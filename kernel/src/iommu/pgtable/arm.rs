@@ -3,14 +3,21 @@
 //! context descriptor's TTB0) and stage 2 (an STE's S2TTB). Arm ARM
 //! D8.3 ("Translation table descriptor formats").
 //!
-//! Stage 1 uses MAIR index 0 for normal memory and 1 for device memory;
-//! the driver programs MAIR to match ([`MAIR`]). Stage 1 has no "write
-//! only": any valid entry can be read.
+//! Stage 1 tables the SMMU owns use MAIR index 0 for normal memory and 1
+//! for device memory; the driver programs MAIR to match ([`MAIR`]). A
+//! CPU address space bound for shared virtual addressing uses the CPU's
+//! indices instead ([`ArmLpae::S1_CPU`], [`CPU_MAIR`]), and its context
+//! descriptor takes the CPU's MAIR. Stage 1 has no "write only": any
+//! valid entry can be read.
 use super::{Format, Prot, Pte};
 
 /// MAIR for stage 1: attribute 0 normal write-back read/write-allocate,
 /// attribute 1 device nGnRE.
 pub const MAIR: u64 = 0xff | (0x04 << 8);
+
+/// MAIR_EL1 as the aarch64 kernel programs it: attribute 0 Device-nGnRnE,
+/// 1 Device-nGnRE, 2 normal write-back read/write-allocate.
+pub const CPU_MAIR: u64 = (0x04 << 8) | (0xff << 16);
 
 const VALID: u64 = 1 << 0;
 /// Table (levels 0-2) or page (level 3); clear for a block.
@@ -42,14 +49,57 @@ pub enum Stage {
     Two,
 }
 
+/// Stage-1 AttrIndx values for normal and device memory, and the MAIR
+/// that gives them their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attrs {
+    pub normal: u8,
+    pub device: u8,
+    pub mair: u64,
+}
+
+impl Attrs {
+    /// The SMMU's own tables.
+    pub const SMMU: Attrs = Attrs {
+        normal: 0,
+        device: 1,
+        mair: MAIR,
+    };
+    /// A CPU address space of the aarch64 kernel.
+    pub const CPU: Attrs = Attrs {
+        normal: 2,
+        device: 1,
+        mair: CPU_MAIR,
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArmLpae {
     pub stage: Stage,
+    /// Stage 1 only.
+    pub attrs: Attrs,
 }
 
 impl ArmLpae {
-    pub const S1: ArmLpae = ArmLpae { stage: Stage::One };
-    pub const S2: ArmLpae = ArmLpae { stage: Stage::Two };
+    pub const S1: ArmLpae = ArmLpae {
+        stage: Stage::One,
+        attrs: Attrs::SMMU,
+    };
+    pub const S2: ArmLpae = ArmLpae {
+        stage: Stage::Two,
+        attrs: Attrs::SMMU,
+    };
+    /// Stage 1 as the CPU's own tables (EL0 pages of a process): what an
+    /// SMMU walks for shared virtual addressing.
+    pub const S1_CPU: ArmLpae = ArmLpae {
+        stage: Stage::One,
+        attrs: Attrs::CPU,
+    };
+
+    /// The MAIR a context descriptor over these tables needs.
+    pub fn mair(&self) -> u64 {
+        self.attrs.mair
+    }
 }
 
 impl Format for ArmLpae {
@@ -88,9 +138,9 @@ impl Format for ArmLpae {
             Stage::One => {
                 e |= NG;
                 if prot.device {
-                    e |= 1 << ATTR_INDX_SHIFT;
+                    e |= u64::from(self.attrs.device) << ATTR_INDX_SHIFT;
                 } else {
-                    e |= SH_INNER;
+                    e |= (u64::from(self.attrs.normal) << ATTR_INDX_SHIFT) | SH_INNER;
                 }
                 if !prot.write {
                     e |= AP_RDONLY;
@@ -140,7 +190,7 @@ impl Format for ArmLpae {
                 write: e & AP_RDONLY == 0,
                 exec: e & (XN | PXN) == 0,
                 privileged: e & AP_UNPRIV == 0,
-                device: (e >> ATTR_INDX_SHIFT) & 7 == 1,
+                device: (e >> ATTR_INDX_SHIFT) & 7 == u64::from(self.attrs.device),
             },
             Stage::Two => Prot {
                 read: e & S2AP_READ != 0,
