@@ -153,3 +153,8 @@ pub fn copy_1m() -> TestResult {
     let mut samples = super::dma::copy_samples(1 << 20)?;
     report("dma::copy_1m", &mut samples)
 }
+
+/// 1 MiB copies through SVA against a DMA domain, same device, same run.
+pub fn copy_1m_sva_and_dma_domain() -> TestResult {
+    super::conformance::board::run(super::conformance::board::copy_1m_sva_bench)
+}

@@ -595,7 +595,6 @@ pub(super) mod board {
     /// with the device in an identity domain, on the same device in the
     /// same run; reported as benchmarks `translated` and `direct`.
     pub fn copy_1m_bench(p: &mut Board, translated: &str, direct: &str) -> TestResult {
-        use kernel::dma::DmaStatus;
         use kernel::iommu::domain::DomainKind;
         use kernel::iommu::pgtable::Prot;
         const LEN: u64 = 1 << 20;
@@ -622,23 +621,7 @@ pub(super) mod board {
             ];
             for (name, dom, from, to) in runs {
                 p.iommu().attach_device(dom, x).map_err(core)?;
-                let op = DmaOp::Copy {
-                    src: from,
-                    dst: to,
-                    len: LEN,
-                };
-                let mut samples = Vec::with_capacity(100);
-                for _ in 0..100 {
-                    let t0 = crate::arch::now_ns();
-                    let r = p
-                        .dma(x, op, DmaTag::Untagged)
-                        .map_err(|e| TestError::fail(format!("{name}: {e}")))?;
-                    samples.push(crate::arch::now_ns() - t0);
-                    kernel::ensure_eq!(r.status, DmaStatus::Success, "{name}");
-                }
-                let stats = kernel::stats::Stats::of(&mut samples)
-                    .ok_or_else(|| TestError::fail("no samples"))?;
-                crate::kprint!("# bench {name} {stats}\n");
+                time_copies(p, x, name, from, to, DmaTag::Untagged)?;
             }
             Ok(())
         })();
@@ -650,6 +633,98 @@ pub(super) mod board {
             .map_err(core);
         p.free_pages(src, PAGES);
         p.free_pages(dst, PAGES);
+        result.and(cleanup)
+    }
+
+    const COPIES: usize = 100;
+    const COPY_LEN: u64 = 1 << 20;
+
+    /// Times [`COPIES`] copies of [`COPY_LEN`] bytes from `src` to `dst` by
+    /// `x` under `tag`, and reports them as benchmark `name`.
+    fn time_copies(
+        p: &mut Board,
+        x: DeviceId,
+        name: &str,
+        src: u64,
+        dst: u64,
+        tag: DmaTag,
+    ) -> TestResult {
+        use kernel::dma::DmaStatus;
+        let op = DmaOp::Copy {
+            src,
+            dst,
+            len: COPY_LEN,
+        };
+        let mut samples = Vec::with_capacity(COPIES);
+        for _ in 0..COPIES {
+            let t0 = crate::arch::now_ns();
+            let r = p
+                .dma(x, op, tag)
+                .map_err(|e| TestError::fail(format!("{name}: {e}")))?;
+            samples.push(crate::arch::now_ns() - t0);
+            kernel::ensure_eq!(r.status, DmaStatus::Success, "{name}");
+        }
+        let stats =
+            kernel::stats::Stats::of(&mut samples).ok_or_else(|| TestError::fail("no samples"))?;
+        crate::kprint!("# bench {name} {stats}\n");
+        Ok(())
+    }
+
+    /// The same 1 MiB copy on the same device in the same run: between two
+    /// CPU virtual addresses of a bound address space (SVA, PASID-tagged),
+    /// then between two IOVAs a DMA domain handed out (the device's
+    /// primary domain); reported as `sva::copy_1m_sva` and
+    /// `sva::copy_1m_dma_domain`.
+    pub fn copy_1m_sva_bench(p: &mut Board) -> TestResult {
+        use kernel::iommu::conformance::SVA_VA;
+        use kernel::iommu::domain::{DomainKind, Feature};
+        use kernel::iommu::pgtable::Prot;
+        use kernel::mm::space::{AddressSpace, SpaceId};
+        let core = kernel::iommu::conformance::core_err;
+        let pages = COPY_LEN / PAGE_SIZE;
+        let (x, _, _) = p.devices();
+        if !p.iommu().dev_has_feature(x, Feature::Sva).map_err(core)? {
+            return Err(TestError::skip(
+                "no SVA here: the unit cannot walk a CPU's page tables",
+            ));
+        }
+        let src = p.alloc_pages(pages, 2 << 20)?;
+        let dst = p.alloc_pages(pages, 2 << 20)?;
+        let format = p.cpu_format();
+        let memory = p.space_memory();
+        let mut space = AddressSpace::new(SpaceId(1), format, memory)
+            .map_err(|e| TestError::fail(format!("a CPU address space: {e}")))?;
+        let d = p.iommu().domain_alloc(DomainKind::Dma).map_err(core)?;
+        let result = (|| -> TestResult {
+            let (va_src, va_dst) = (SVA_VA, SVA_VA + (2 << 20));
+            space
+                .map(va_src, src, COPY_LEN, Prot::RO)
+                .and_then(|()| space.map(va_dst, dst, COPY_LEN, Prot::RW))
+                .map_err(|e| TestError::fail(format!("{e}")))?;
+            let iommu = p.iommu();
+            let from = iommu.dma_map(d, src, COPY_LEN, Prot::RO).map_err(core)?;
+            let to = iommu.dma_map(d, dst, COPY_LEN, Prot::RW).map_err(core)?;
+            // The primary domain first: it cannot change under a bound PASID.
+            iommu.attach_device(d, x).map_err(core)?;
+            iommu.dev_enable_feature(x, Feature::Sva).map_err(core)?;
+            let pasid = iommu.sva_bind(x, &space).map_err(core)?;
+            let tag = kernel::iommu::conformance::tagged(pasid);
+            time_copies(p, x, "sva::copy_1m_sva", va_src, va_dst, tag)?;
+            time_copies(p, x, "sva::copy_1m_dma_domain", from, to, DmaTag::Untagged)
+        })();
+        let iommu = p.iommu();
+        let cleanup = match iommu.sva_unbind(x, space.id()) {
+            Ok(()) | Err(kernel::iommu::domain::IommuError::NotBound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+        .and_then(|()| iommu.detach_device(x))
+        .and_then(|()| iommu.dev_disable_feature(x, Feature::Sva))
+        .and_then(|()| iommu.dev_disable_feature(x, Feature::Aux))
+        .and_then(|()| iommu.domain_free(d))
+        .map_err(core);
+        drop(space);
+        p.free_pages(src, pages);
+        p.free_pages(dst, pages);
         result.and(cleanup)
     }
 }

@@ -159,6 +159,7 @@ pub fn benches() -> Vec<Test> {
         test!(dma, bench::copy_1m),
         test!(smmu, smmuv3::copy_1m_stage1_and_bypass),
         test!(vtd, vtd::copy_1m_translated_and_pass_through),
+        test!(sva, bench::copy_1m_sva_and_dma_domain),
         test!(vclock, bench::edu_dma_msi_round_trip),
     ]
 }
