@@ -779,6 +779,10 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             }
         }
         let sid = sid_of(dev)?;
+        if ats.is_none() && !self.tables.contains(sid) {
+            // Never programmed: nothing to turn off, no entry to make.
+            return Ok(());
+        }
         // The physical function's source id only where the unit reads it;
         // the functions we drive are their own PFs.
         let ats = ats.map(|a| Ats {

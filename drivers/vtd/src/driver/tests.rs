@@ -1460,6 +1460,12 @@ fn ats_and_page_requests_are_refused_without_ecap_dt_and_prs() {
         Err(lacks("page requests (ECAP.PRS)"))
     );
     assert_eq!(dt_only.device_ats(DeviceId(0x10)), None);
+    dt_only.set_device_ats(DeviceId(0x20), None).unwrap();
+    assert_eq!(
+        dt_only.pasid_directory(0x20),
+        None,
+        "off on a new device: no entry made"
+    );
     dt_only.set_device_ats(DeviceId(0x10), Some(ATS)).unwrap();
     assert_eq!(dt_only.device_ats(DeviceId(0x10)), Some(ATS));
     assert_eq!(
@@ -1864,6 +1870,10 @@ fn page_responses_and_drains() {
     assert_eq!(
         hw.page_response(&req, PageResponse::Success),
         Err(VtdError::PageRequestsOff { base: 0xfed9_0000 })
+    );
+    assert_eq!(
+        hw.enable_page_requests(8),
+        Err(VtdError::BadQueueSize { pqs: 8 })
     );
     hw.enable_page_requests(2).unwrap();
     let ran0 = ran(&unit).len();
