@@ -64,6 +64,17 @@ pub enum DmaStatus {
     PasidUnsupported,
     /// The device's PASID capability is not enabled (or lacks privileged mode).
     PasidDisabled,
+    /// A page request for the page at `addr` was answered Invalid Request
+    /// (the address space has no such page).
+    PageRequestInvalid {
+        addr: u64,
+    },
+    /// A page request for the page at `addr` was answered Response
+    /// Failure: the device makes no more page requests until its page
+    /// request interface is reset.
+    PageRequestFailed {
+        addr: u64,
+    },
     /// A status code the driver does not know.
     Other(u8),
 }

@@ -606,6 +606,63 @@ mod tests {
         );
     }
 
+    /// Version 1.2's counters come from 0x030 in register order, the
+    /// device-TLB flush sets CTRL bit 2 and keeps PAUSE, and PRI is CAP
+    /// bit 20; a 1.1 device is still driven, without counters and with a
+    /// typed refusal of the flush (issue 16, point 4).
+    #[test]
+    fn version_1_2_counters_and_flush_and_1_1_without_them() {
+        let bar = FakeBar::new();
+        let dev = bar.dev();
+        bar.set32(0x004, 0x0001_0001);
+        assert_eq!(dev.counters(), None);
+        assert_eq!(
+            dev.flush_device_tlb(),
+            Err(PasidDmaError::TooOld {
+                what: "flushing the device TLB",
+                needs: (1, 2),
+                has: (1, 1)
+            })
+        );
+        assert_eq!(bar.get32(0x010), 0, "nothing written");
+        assert!(!dev.has_pri());
+
+        bar.set32(0x004, 0x0001_0002);
+        bar.set32(0x008, 1 << 20 | 1 << 19);
+        assert!(dev.has_pri());
+        for i in 0..9 {
+            bar.set32(0x030 + 4 * i, 0x100 + i as u32);
+        }
+        assert_eq!(
+            dev.counters(),
+            Some(crate::DeviceCounters {
+                devtlb_hits: 0x100,
+                devtlb_misses: 0x101,
+                devtlb_invalidations: 0x102,
+                devtlb_valid: 0x103,
+                pri_requests: 0x104,
+                pri_success: 0x105,
+                pri_invalid: 0x106,
+                pri_failure: 0x107,
+                pri_overflows: 0x108,
+            })
+        );
+        assert_eq!(bar.get32(0x054), 0, "nothing past the counters");
+        bar.set32(0x010, 1 << 1); // paused
+        dev.flush_device_tlb().unwrap();
+        assert_eq!(bar.get32(0x010), 1 << 2 | 1 << 1, "flush, PAUSE kept");
+        use alloc::string::ToString;
+        assert_eq!(
+            PasidDmaError::TooOld {
+                what: "flushing the device TLB",
+                needs: (1, 2),
+                has: (1, 1)
+            }
+            .to_string(),
+            "flushing the device TLB needs pasid-dma 1.2, the device is 1.1"
+        );
+    }
+
     #[test]
     fn driver_errors_convert_into_the_traits() {
         let cases = [

@@ -30,6 +30,8 @@ pub const QUEUES: usize = 4;
 pub const VECTORS: u16 = 8;
 pub const DESCRIPTOR_BYTES: usize = 64;
 pub const COMPLETION_BYTES: usize = 32;
+/// The first version with a device TLB, PRI and their counters.
+pub const VERSION_DEVTLB: (u16, u16) = (1, 2);
 
 register_bitfields![u32,
     pub CAP [
@@ -39,12 +41,16 @@ register_bitfields![u32,
         PASID_EXEC OFFSET(17) NUMBITS(1) [],
         PASID_PRIV OFFSET(18) NUMBITS(1) [],
         ATS OFFSET(19) NUMBITS(1) [],
+        /// A PRI capability (version 1.2).
+        PRI OFFSET(20) NUMBITS(1) [],
         QUEUE_DEPTH OFFSET(24) NUMBITS(8) []
     ],
     pub CTRL [
         RESET OFFSET(0) NUMBITS(1) [],
         /// Queues take descriptors but run none (a test hook).
-        PAUSE OFFSET(1) NUMBITS(1) []
+        PAUSE OFFSET(1) NUMBITS(1) [],
+        /// Drops every device-TLB entry (version 1.2; reads 0).
+        DEVTLB_FLUSH OFFSET(2) NUMBITS(1) []
     ],
     pub ERROR [
         QUEUE_DISABLED OFFSET(0) NUMBITS(1) [],
@@ -94,6 +100,10 @@ register_structs! {
         (0x020 => pub error_addr_lo: ReadOnly<u32>),
         (0x024 => pub error_addr_hi: ReadOnly<u32>),
         (0x028 => _reserved1),
+        /// Version 1.2: the device TLB's and the page request
+        /// interface's counters, cleared by CTRL.RESET.
+        (0x030 => pub counters: [ReadOnly<u32>; 9]),
+        (0x054 => _reserved1b),
         (0x100 => pub wq: [WorkQueueRegs; QUEUES]),
         (0x180 => _reserved2),
         (0x200 => pub last: [LastCompletion; QUEUES]),
@@ -223,6 +233,48 @@ pub const STATUS_INVALID: u8 = 4;
 pub const STATUS_PASID_UNSUPPORTED: u8 = 5;
 /// PASID use is not enabled in the device's PASID capability.
 pub const STATUS_PASID_DISABLED: u8 = 6;
+/// A page request was answered Invalid Request (version 1.2).
+pub const STATUS_PAGE_REQUEST_INVALID: u8 = 7;
+/// A page request was answered Response Failure (version 1.2).
+pub const STATUS_PAGE_REQUEST_FAILED: u8 = 8;
+
+/// The device TLB's and the page request interface's counters (version
+/// 1.2), in register order from 0x030.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// 4 KiB pieces served from the device TLB.
+    pub devtlb_hits: u32,
+    /// Translation requests sent.
+    pub devtlb_misses: u32,
+    /// Invalidations received from the IOMMU (any size).
+    pub devtlb_invalidations: u32,
+    /// Entries valid now.
+    pub devtlb_valid: u32,
+    /// Page requests the IOMMU accepted.
+    pub pri_requests: u32,
+    /// Responses received, by code.
+    pub pri_success: u32,
+    pub pri_invalid: u32,
+    pub pri_failure: u32,
+    /// Page requests the IOMMU refused (its queue full or overflowed).
+    pub pri_overflows: u32,
+}
+
+impl DeviceCounters {
+    fn from_registers(r: [u32; 9]) -> DeviceCounters {
+        DeviceCounters {
+            devtlb_hits: r[0],
+            devtlb_misses: r[1],
+            devtlb_invalidations: r[2],
+            devtlb_valid: r[3],
+            pri_requests: r[4],
+            pri_success: r[5],
+            pri_invalid: r[6],
+            pri_failure: r[7],
+            pri_overflows: r[8],
+        }
+    }
+}
 
 /// A completion record as the device wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +304,8 @@ impl Completion {
             STATUS_INVALID => Some(DmaStatus::Invalid),
             STATUS_PASID_UNSUPPORTED => Some(DmaStatus::PasidUnsupported),
             STATUS_PASID_DISABLED => Some(DmaStatus::PasidDisabled),
+            STATUS_PAGE_REQUEST_INVALID => Some(DmaStatus::PageRequestInvalid { addr: at }),
+            STATUS_PAGE_REQUEST_FAILED => Some(DmaStatus::PageRequestFailed { addr: at }),
             c => Some(DmaStatus::Other(c)),
         };
         Completion {
@@ -306,6 +360,13 @@ pub enum PasidDmaError {
     },
     /// The completion records' memory.
     Memory(HalError),
+    /// What was asked needs a newer device version (`needs`) than this
+    /// one (`has`), as (major, minor).
+    TooOld {
+        what: &'static str,
+        needs: (u16, u16),
+        has: (u16, u16),
+    },
 }
 
 impl From<HalError> for PasidDmaError {
@@ -339,6 +400,11 @@ impl fmt::Display for PasidDmaError {
                 "the queue counted ticket {ticket} done, yet its last completion reads pending"
             ),
             PasidDmaError::Memory(e) => write!(f, "completion records: {e}"),
+            PasidDmaError::TooOld { what, needs, has } => write!(
+                f,
+                "{what} needs pasid-dma {}.{}, the device is {}.{}",
+                needs.0, needs.1, has.0, has.1
+            ),
         }
     }
 }
@@ -365,6 +431,10 @@ impl From<PasidDmaError> for EngineError {
                 value: ticket,
             },
             PasidDmaError::Memory(e) => EngineError::Memory(e),
+            PasidDmaError::TooOld { has, .. } => EngineError::Device {
+                what: "pasid-dma too old (1.2 needed): its version reads",
+                value: u64::from(has.0) << 16 | u64::from(has.1),
+            },
         }
     }
 }
@@ -423,6 +493,38 @@ impl PasidDma {
         } else {
             0
         }
+    }
+
+    /// A PRI capability (version 1.2 devices started with `pri=on`).
+    pub fn has_pri(&self) -> bool {
+        self.regs().cap.is_set(CAP::PRI)
+    }
+
+    /// The device TLB's and page request counters; `None` on a device
+    /// before version 1.2, which has neither.
+    pub fn counters(&self) -> Option<DeviceCounters> {
+        if self.version() < VERSION_DEVTLB {
+            return None;
+        }
+        let c = &self.regs().counters;
+        Some(DeviceCounters::from_registers(core::array::from_fn(|i| {
+            c[i].get()
+        })))
+    }
+
+    /// Drops every entry of the device TLB (version 1.2): how a test
+    /// makes the next access miss. PAUSE keeps its state.
+    pub fn flush_device_tlb(&self) -> Result<(), PasidDmaError> {
+        let has = self.version();
+        if has < VERSION_DEVTLB {
+            return Err(PasidDmaError::TooOld {
+                what: "flushing the device TLB",
+                needs: VERSION_DEVTLB,
+                has,
+            });
+        }
+        self.regs().ctrl.modify(CTRL::DEVTLB_FLUSH::SET);
+        Ok(())
     }
 
     pub fn queue_depth(&self) -> u32 {
@@ -701,6 +803,14 @@ mod tests {
         assert_eq!(status(4, 0), Some(DmaStatus::Invalid));
         assert_eq!(status(5, 0), Some(DmaStatus::PasidUnsupported));
         assert_eq!(status(6, 0), Some(DmaStatus::PasidDisabled));
+        assert_eq!(
+            status(7, 0),
+            Some(DmaStatus::PageRequestInvalid { addr: 0x40 })
+        );
+        assert_eq!(
+            status(8, 0),
+            Some(DmaStatus::PageRequestFailed { addr: 0x40 })
+        );
         assert_eq!(status(9, 0), Some(DmaStatus::Other(9)));
     }
 }

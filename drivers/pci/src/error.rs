@@ -33,6 +33,9 @@ pub enum PciError {
     MissingCapability { bdf: Bdf, id: u16 },
     /// The capability does not support what was asked (named).
     Unsupported { bdf: Bdf, what: &'static str },
+    /// The page request interface is not Stopped (still enabled, or
+    /// requests outstanding): it cannot be reset and enabled now.
+    PriNotStopped { bdf: Bdf },
     /// The MSI-X capability points somewhere it cannot be (named).
     BadMsix { bdf: Bdf, what: &'static str },
     /// An MSI-X vector number at or past the table's size.
@@ -72,6 +75,9 @@ impl fmt::Display for PciError {
                 write!(f, "{bdf}: no capability {id:#x}")
             }
             PciError::Unsupported { bdf, what } => write!(f, "{bdf}: {what} not supported"),
+            PciError::PriNotStopped { bdf } => {
+                write!(f, "{bdf}: page request interface not stopped")
+            }
             PciError::BadMsix { bdf, what } => write!(f, "{bdf}: MSI-X: {what}"),
             PciError::NoSuchVector {
                 bdf,

@@ -43,4 +43,7 @@ pub use enumerate::{
     enumerate, peer_root_buses, root_ranges, Bridge, BridgeKind, Function, Policy, Topology,
 };
 pub use error::PciError;
-pub use features::{disable_ats, disable_pasid, disable_pri, enable_ats, enable_pasid, enable_pri};
+pub use features::{
+    clear_pri_status, disable_ats, disable_pasid, disable_pri, enable_ats, enable_pasid,
+    enable_pri, pri_status, PriStatus,
+};

@@ -36,7 +36,7 @@ fn rich_endpoint() -> FakeFn {
         .cap(0x09, 0, &[]) // vendor-specific: unknown
         .ext(0x001b, &[(20 << 8) | 0b110]) // PASID: 20 bits, exec + priv
         .ext(0x000f, &[0x0000_0005 | 1 << 5]) // ATS: depth 5, page aligned
-        .ext(0x0013, &[0, 0x200, 0]) // PRI: 0x200 outstanding
+        .ext(0x0013, &[1 << 24, 0x200, 0]) // PRI: stopped, 0x200 outstanding
         .ext(0x000d, &[0x0000_001f]) // ACS
         .ext(0x0001, &[0; 8]) // AER: unknown
 }
@@ -949,6 +949,80 @@ fn overlapping_firmware_bars_are_reassigned() {
     check_assignment(&fake, &fresh, &windows);
 }
 
+/// PRI is enabled only from Stopped (refused with a typed error while it
+/// is not), reset with its failure bits cleared, given min(capacity,
+/// request), then enabled; the status decodes Response Failure,
+/// Unexpected PRG Index, Stopped and PRG Response PASID Required; ATS
+/// reports the Invalidate Queue Depth, 0 meaning 32; both refuse a
+/// function without the capability (issue 16, point 3).
+#[test]
+fn pri_enables_only_from_stopped_and_reports_its_status() {
+    use crate::features::*;
+    let mut fake = Fake::default();
+    let pri_at: u16 = 0x108;
+    let i = fake.add(
+        None,
+        0,
+        0,
+        FakeFn::endpoint(0x1234, 0x5a51, 0x0880)
+            .pcie(0)
+            .ext(0x000f, &[0]) // ATS at 0x100: depth field 0 (32)
+            .ext(0x0013, &[0, 32, 0]), // PRI at 0x108: running, capacity 32
+    );
+    fake.fns[i].wmask[0x104 / 4] = 0xffff_0000;
+    fake.fns[i].wmask[usize::from(pri_at + 4) / 4] = u32::MAX;
+    fake.fns[i].wmask[usize::from(pri_at + 12) / 4] = u32::MAX;
+    let topo = enumerate(&mut fake, 0, 0..=0, Policy::default());
+    let f = topo.function(bdf(0, 0, 0)).unwrap();
+    assert_eq!(enable_ats(&mut fake, f, 0), Ok(32));
+    // Not stopped: nothing is written.
+    fake.fns[i].set(pri_at + 4, 1);
+    assert_eq!(
+        enable_pri(&mut fake, f, 2048),
+        Err(PciError::PriNotStopped { bdf: f.bdf })
+    );
+    assert_eq!(fake.fns[i].get(pri_at + 4), 1);
+    assert_eq!(fake.fns[i].get(pri_at + 12), 0, "no allocation written");
+    // Stopped, PASID required, with a failure left from before.
+    fake.fns[i].set(pri_at + 4, (0x8000 | 0x100 | 1) << 16);
+    let st = pri_status(&fake, f).unwrap();
+    assert_eq!(
+        st,
+        PriStatus {
+            response_failure: true,
+            unexpected_group: false,
+            stopped: true,
+            pasid_required: true,
+        }
+    );
+    assert_eq!(enable_pri(&mut fake, f, 2048), Ok(32));
+    assert_eq!(fake.fns[i].get(pri_at + 12), 32);
+    assert_eq!(fake.fns[i].get(pri_at + 4), 1, "enabled last");
+    // The reset write cleared RF and UPRGI (their 1s), then enable.
+    fake.fns[i].set(pri_at + 4, 1 | (2 << 16));
+    assert!(pri_status(&fake, f).unwrap().unexpected_group);
+    clear_pri_status(&mut fake, f).unwrap();
+    assert_eq!(
+        fake.fns[i].get(pri_at + 4),
+        1 | (3 << 16),
+        "W1C both, control kept"
+    );
+    disable_pri(&mut fake, f).unwrap();
+    assert_eq!(fake.fns[i].get(pri_at + 4) & 0xffff, 0);
+
+    fake.add(None, 1, 0, FakeFn::endpoint(1, 1, 0).pcie(0));
+    let topo = enumerate(&mut fake, 0, 0..=0, Policy::default());
+    let g = topo.function(bdf(0, 1, 0)).unwrap();
+    let no_pri = Err(PciError::MissingCapability {
+        bdf: g.bdf,
+        id: 0x13,
+    });
+    assert_eq!(enable_pri(&mut fake, g, 1), no_pri);
+    assert_eq!(pri_status(&fake, g).map(|_| ()), no_pri.map(|_: u32| ()));
+    assert_eq!(clear_pri_status(&mut fake, g), no_pri.map(|_: u32| ()));
+    assert_eq!(disable_pri(&mut fake, g), no_pri.map(|_: u32| ()));
+}
+
 #[test]
 fn pasid_ats_pri_enable() {
     use crate::features::*;
@@ -964,7 +1038,7 @@ fn pasid_ats_pri_enable() {
     enable_pasid(&mut fake, f, true, true).unwrap();
     assert_eq!(fake.fns[i].get(0x104) >> 16, 0b111);
     assert_eq!(fake.fns[i].get(0x104) & 0xffff, (20 << 8) | 0b110);
-    enable_ats(&mut fake, f, 0).unwrap();
+    assert_eq!(enable_ats(&mut fake, f, 0), Ok(5), "invalidate queue depth");
     assert_eq!(fake.fns[i].get(0x10c) >> 16, 0x8000);
     assert_eq!(enable_pri(&mut fake, f, 0x1000), Ok(0x200));
     assert_eq!(fake.fns[i].get(0x11c), 0x200);

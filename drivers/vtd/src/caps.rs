@@ -47,6 +47,8 @@ impl Caps {
 pub struct Ecaps {
     pub coherent: bool,
     pub queued_invalidation: bool,
+    /// DT: the unit takes ATS translation requests and device-TLB
+    /// invalidation descriptors.
     pub device_tlb: bool,
     pub interrupt_remapping: bool,
     pub pass_through: bool,
@@ -54,10 +56,17 @@ pub struct Ecaps {
     /// IOTLB registers' offset.
     pub iotlb_offset: u32,
     pub nested: bool,
+    /// PRS: a page request queue.
     pub page_requests: bool,
     /// PASID bits supported (PSS + 1).
     pub pasid_bits: u8,
     pub pasid: bool,
+    /// DIT: device-TLB invalidations carry the physical function's source
+    /// id (PFSID); without it those bits are reserved.
+    pub device_tlb_throttle: bool,
+    /// PDS: the invalidation wait's Page-request Drain (PD) is honoured;
+    /// without it the bit is reserved.
+    pub page_request_drain: bool,
     pub scalable_mode: bool,
     pub second_level_ad: bool,
     pub second_level: bool,
@@ -81,6 +90,8 @@ impl Ecaps {
             page_requests: bits(ecap, 29, 29) == 1,
             pasid_bits: bits(ecap, 39, 35) as u8 + 1,
             pasid: bits(ecap, 40, 40) == 1,
+            device_tlb_throttle: bits(ecap, 41, 41) == 1,
+            page_request_drain: bits(ecap, 42, 42) == 1,
             scalable_mode: bits(ecap, 43, 43) == 1,
             second_level_ad: bits(ecap, 45, 45) == 1,
             second_level: bits(ecap, 46, 46) == 1,
@@ -134,6 +145,15 @@ mod tests {
         assert_eq!(e.pasid_bits, 8);
         assert!(e.pasid && e.scalable_mode && e.second_level && e.first_level);
         assert!(!e.page_walk_coherency);
+        assert!(!e.page_requests && !e.page_request_drain && !e.device_tlb_throttle);
+        // What `device-iotlb=on,x-pri=on` adds on the patched QEMU.
+        let ats = Ecaps::decode(ecap | 1 << 2 | 1 << 29 | 1 << 42);
+        assert!(ats.device_tlb && ats.page_requests && ats.page_request_drain);
+        assert!(!ats.device_tlb_throttle);
+        assert!(
+            Ecaps::decode(ecap | 1 << 41).device_tlb_throttle,
+            "DIT is bit 41"
+        );
         assert!(
             Ecaps::decode(ecap | 1 << 48).page_walk_coherency,
             "SMPWC is bit 48"

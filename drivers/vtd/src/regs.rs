@@ -66,6 +66,18 @@ register_bitfields![u32,
     /// Invalidation completion status (waits without a status write).
     pub ICS [
         IWC OFFSET(0) NUMBITS(1) []
+    ],
+    /// Page request status; both bits write-1-to-clear.
+    pub PRS [
+        /// Pending page request: the unit wrote requests since the last clear.
+        PPR OFFSET(0) NUMBITS(1) [],
+        /// Page request overflow: requests were refused (queue full).
+        PRO OFFSET(1) NUMBITS(1) []
+    ],
+    /// Page request event control (as FECTL).
+    pub PECTL [
+        IP OFFSET(30) NUMBITS(1) [],
+        IM OFFSET(31) NUMBITS(1) []
     ]
 ];
 
@@ -86,6 +98,20 @@ register_bitfields![u64,
     ],
     pub IQT [
         QT OFFSET(5) NUMBITS(14) []
+    ],
+    /// Page request queue head (software) and tail (the unit): bits 18:5
+    /// index 32-byte descriptors.
+    pub PQH [
+        PQH OFFSET(5) NUMBITS(14) []
+    ],
+    pub PQT [
+        PQT OFFSET(5) NUMBITS(14) []
+    ],
+    pub PQA [
+        /// Queue size: 2^(PQS + 7) descriptors (2^PQS pages).
+        PQS OFFSET(0) NUMBITS(3) [],
+        /// The queue's page frame.
+        PQA OFFSET(12) NUMBITS(52) []
     ],
     pub IQA [
         /// Queue size: 2^QS pages.
@@ -129,7 +155,19 @@ register_structs! {
         (0x90 => pub iqa: ReadWrite<u64, IQA::Register>),
         (0x98 => _reserved3),
         (0x9c => pub ics: ReadWrite<u32, ICS::Register>),
-        (0xa0 => @END),
+        (0xa0 => _reserved4),
+        /// The page request queue (with ECAP.PRS): head, tail, address,
+        /// status, and its event's MSI (as the fault event's).
+        (0xc0 => pub pqh: ReadWrite<u64, PQH::Register>),
+        (0xc8 => pub pqt: ReadOnly<u64, PQT::Register>),
+        (0xd0 => pub pqa: ReadWrite<u64, PQA::Register>),
+        (0xd8 => _reserved5),
+        (0xdc => pub prs: ReadWrite<u32, PRS::Register>),
+        (0xe0 => pub pectl: ReadWrite<u32, PECTL::Register>),
+        (0xe4 => pub pedata: ReadWrite<u32>),
+        (0xe8 => pub peaddr: ReadWrite<u32>),
+        (0xec => pub peuaddr: ReadWrite<u32>),
+        (0xf0 => @END),
     }
 }
 
@@ -168,7 +206,7 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<VtdRegs>(), 0xa0);
+        assert_eq!(core::mem::size_of::<VtdRegs>(), 0xf0);
         assert_eq!(core::mem::size_of::<FaultRecordRegs>(), 0x10);
     }
 
@@ -183,5 +221,12 @@ mod tests {
         assert_eq!(FRCD_HI::F::SET.value, 1 << 63);
         assert_eq!(FSTS::IQE::SET.value, 1 << 4);
         assert_eq!(FECTL::IM::SET.value, 1 << 31);
+        assert_eq!(PECTL::IM::SET.value, 1 << 31);
+        assert_eq!((PRS::PPR::SET.value, PRS::PRO::SET.value), (1, 2));
+        assert_eq!(PQH::PQH.val(3).value, 3 << 5);
+        assert_eq!(
+            (PQA::PQA.val(0x8_0000) + PQA::PQS.val(2)).value,
+            0x8000_0002
+        );
     }
 }

@@ -3,13 +3,15 @@
 //! the I/O page tables ([`pgtable`]), and the ordering of live entry
 //! updates every driver uses ([`entry`]), and the bring-up sequence that
 //! puts a driver under the core ([`bringup`]), and the checking mode
-//! that verifies drivers' invalidations at each DMA ([`check`]). It knows no hardware: drivers
+//! that verifies drivers' invalidations at each DMA ([`check`]), and the
+//! vocabulary of I/O page faults ([`iopf`]). It knows no hardware: drivers
 //! implement [`domain::IommuHw`].
 pub mod bringup;
 pub mod check;
 pub mod conformance;
 pub mod domain;
 pub mod entry;
+pub mod iopf;
 pub mod iova;
 pub mod model;
 pub mod pasid;

@@ -74,6 +74,23 @@ pub enum VtdError {
     NotManaged { sid: u16 },
     /// An address in none of the driver's PASID tables.
     NotOurs { pa: u64 },
+    /// What was asked needs a capability (`what`, with its ECAP bit) the
+    /// unit lacks.
+    Lacks { base: u64, what: &'static str },
+    /// Page requests were used before `enable_page_requests`.
+    PageRequestsOff { base: u64 },
+    /// A page request queue of 2^(`pqs` + 7) entries: PQS is 0 to 7.
+    BadQueueSize { pqs: u8 },
+    /// A page request queue descriptor the driver cannot serve (`why`),
+    /// at `index`: skipped, never answered.
+    BadPageRequest {
+        index: u32,
+        descriptor: [u64; 2],
+        why: &'static str,
+    },
+    /// A page response for a request without PASID: the unit takes
+    /// requests with a PASID only.
+    ResponseWithoutPasid { rid: u16 },
 }
 
 impl fmt::Display for VtdError {
@@ -129,6 +146,26 @@ impl fmt::Display for VtdError {
             }
             VtdError::NotOurs { pa } => {
                 write!(f, "{pa:#x} is not in a PASID table of this driver")
+            }
+            VtdError::Lacks { base, what } => {
+                write!(f, "VT-d at {base:#x} has no {what}")
+            }
+            VtdError::PageRequestsOff { base } => {
+                write!(f, "VT-d at {base:#x}: the page request queue is not enabled")
+            }
+            VtdError::BadQueueSize { pqs } => {
+                write!(f, "page request queue size {pqs}: PQS is 0 to 7")
+            }
+            VtdError::BadPageRequest {
+                index,
+                descriptor,
+                why,
+            } => write!(
+                f,
+                "page request descriptor {index} {descriptor:x?} skipped: {why}"
+            ),
+            VtdError::ResponseWithoutPasid { rid } => {
+                write!(f, "no page response without PASID (requester {rid:#x})")
             }
         }
     }

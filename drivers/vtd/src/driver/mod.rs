@@ -19,12 +19,17 @@
 //! - Faults are read from the fault recording registers, cleared, and
 //!   turned into the core's faults; overflow (PFO) is counted.
 //!   ([`faults`] turns records into faults.)
+//! - Devices with ATS on (DTE, and PRE for page requests, in their
+//!   context entry) get device-TLB invalidations after every IOTLB
+//!   invalidation that covers them; the page request queue is taken from
+//!   PQH to PQT and page groups are answered ([`prq`]).
 //!
 //! Every structure the unit reads is a region of the HAL's, allocated
 //! non-coherent when the unit does not snoop (ECAP.C = 0).
 mod error;
 mod faults;
 mod mmio;
+mod prq;
 mod queue;
 mod tables;
 #[cfg(test)]
@@ -33,14 +38,16 @@ mod tests;
 pub use error::{Missing, VtdError};
 pub use mmio::UnitRegs;
 pub use queue::Refused;
+pub use tables::Ats;
 
 use crate::caps::{Caps, Ecaps};
 use crate::entries::{PasidEntry, Translation};
 use crate::fault::FaultRecord;
 use crate::probe::Unit;
-use crate::qi::Descriptor;
+use crate::qi::{AtsRange, Descriptor};
 use crate::regs::{
     fault_event_address, iqa_one_page_256, rtaddr_scalable, FECTL, FSTS, GCMD, GSTS, IQH, IQT,
+    PECTL, PQA, PQH, PQT, PRS,
 };
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -51,9 +58,11 @@ use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
 };
+use kernel::iommu::iopf::{PageRequest, PageResponse, PrqPass};
 use kernel::iommu::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
 use kernel::iommu::pgtable::{Gather, TableMemory};
-use queue::{unmap_descriptors, Queue, IQ_ENTRIES};
+use prq::PageRequestQueue;
+use queue::{page_chunks, unmap_descriptors, Queue, IQ_ENTRIES, MAX_PAGE_DESCRIPTORS};
 use tables::{Invalidate, Primary, Tables};
 use tock_registers::fields::FieldValue;
 use tock_registers::LocalRegisterCopy;
@@ -120,6 +129,8 @@ struct Qi<'a, H: Hal, R: UnitRegs> {
     hal: &'a H,
     queue: &'a mut Queue<H>,
     base: u64,
+    /// Leave device-TLB invalidations out (a test of the stale device TLB).
+    suppress_dev_tlb: bool,
 }
 
 impl<H: Hal, R: UnitRegs> Qi<'_, H, R> {
@@ -128,7 +139,12 @@ impl<H: Hal, R: UnitRegs> Qi<'_, H, R> {
     /// replaced by a harmless one and the queue goes on; the refused ones
     /// are returned.
     fn run(&mut self, entries: &[[u64; 4]]) -> Result<Vec<Refused>, VtdError> {
-        let seq = self.queue.stage(entries)?;
+        self.run_with(entries, false)
+    }
+
+    /// As [`Qi::run`], the wait draining page requests too with `drain`.
+    fn run_with(&mut self, entries: &[[u64; 4]], drain: bool) -> Result<Vec<Refused>, VtdError> {
+        let seq = self.queue.stage(entries, drain)?;
         let tail = IQT::QT.val(u64::from(self.queue.tail()));
         // The descriptors are in memory before the unit is told.
         self.hal.barrier();
@@ -184,7 +200,18 @@ impl<H: Hal, R: UnitRegs> Invalidate for Qi<'_, H, R> {
     /// One batch; a refused descriptor is an error (what it invalidates
     /// may still be cached), after the batch completed.
     fn invalidate(&mut self, descs: &[Descriptor]) -> Result<(), VtdError> {
-        let entries: Vec<[u64; 4]> = descs.iter().map(Descriptor::encode).collect();
+        let suppressed = |d: &&Descriptor| {
+            self.suppress_dev_tlb
+                && matches!(
+                    d,
+                    Descriptor::DeviceTlb { .. } | Descriptor::PasidDeviceTlb { .. }
+                )
+        };
+        let entries: Vec<[u64; 4]> = descs
+            .iter()
+            .filter(|d| !suppressed(d))
+            .map(Descriptor::encode)
+            .collect();
         note_issued(self.hal, descs);
         match self.run(&entries)?.first() {
             Some(&Refused { index, descriptor }) => Err(VtdError::Refused { index, descriptor }),
@@ -292,6 +319,16 @@ pub struct VtdHw<H: Hal, R: UnitRegs = Unit> {
     /// their overflow).
     #[cfg(feature = "test-hooks")]
     pub defer_fault_collection: bool,
+    /// Send no device-TLB invalidation (a test that the device then uses
+    /// its stale translations).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub suppress_dev_tlb_invalidation: bool,
+    /// Take page requests without moving PQH past them (a test that fills
+    /// the page request queue until it overflows).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub hold_page_request_head: bool,
+    /// The page request queue, once enabled.
+    prq: Option<PageRequestQueue<H>>,
     /// Reserved memory regions (RMRRs) each device must keep reaching.
     rmrrs: BTreeMap<u16, Vec<(u64, u64)>>,
 }
@@ -363,6 +400,11 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             pending: Vec::new(),
             #[cfg(feature = "test-hooks")]
             defer_fault_collection: false,
+            #[cfg(any(test, feature = "test-hooks"))]
+            suppress_dev_tlb_invalidation: false,
+            #[cfg(any(test, feature = "test-hooks"))]
+            hold_page_request_head: false,
+            prq: None,
             rmrrs: BTreeMap::new(),
         };
         if hw.gcmd.is_set(GCMD::QIE) {
@@ -390,7 +432,8 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             level,
             "VT-d at {base:#x}: scalable mode; domains on {} ({}); PASIDs {} bits; {} domain ids; \
              QI with 256-bit descriptors, {} entries; page-selective invalidation up to 2^{} pages; \
-             pass-through {}; {} fault record(s); device-TLB {}, page requests {}, nested {} (unused); \
+             pass-through {}; {} fault record(s); device-TLB {}, page requests {} (when asked for), \
+             nested {} (unused); \
              {}coherent, page walks {}snooped (SMPWC); caching mode {}, write-buffer flush {}; \
              firmware left GCMD {:#x}",
             if ecaps.first_level { "first level" } else { "second level" },
@@ -429,6 +472,10 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
     /// The tables and the invalidation queue they send their
     /// invalidations to, borrowed apart.
     fn split(&mut self) -> (&mut Tables<H>, Qi<'_, H, R>) {
+        #[cfg(any(test, feature = "test-hooks"))]
+        let suppress_dev_tlb = self.suppress_dev_tlb_invalidation;
+        #[cfg(not(any(test, feature = "test-hooks")))]
+        let suppress_dev_tlb = false;
         (
             &mut self.tables,
             Qi {
@@ -436,8 +483,16 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
                 hal: &self.hal,
                 queue: &mut self.queue,
                 base: self.base,
+                suppress_dev_tlb,
             },
         )
+    }
+
+    fn holding_page_request_head(&self) -> bool {
+        #[cfg(any(test, feature = "test-hooks"))]
+        return self.hold_page_request_head;
+        #[cfg(not(any(test, feature = "test-hooks")))]
+        false
     }
 
     /// Writes GCMD: the persistent bits plus `extra` (a one-shot command,
@@ -521,6 +576,9 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
     /// masked. What firmware enabled besides (interrupt remapping) stays.
     pub fn disable(&mut self) -> Result<(), VtdError> {
         self.disable_fault_interrupt();
+        if self.prq.is_some() {
+            self.disable_page_request_interrupt();
+        }
         self.set(GCMD::TE, GSTS::TES, false)?;
         self.set(GCMD::QIE, GSTS::QIES, false)
     }
@@ -697,6 +755,251 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             .collect()
     }
 
+    /// Turns the device TLB on (`Some`) or off for `dev`: DTE, and PRE
+    /// with page requests, in its context entry, with the context-cache
+    /// invalidation that needs (`Tables::set_ats`). From then on every
+    /// invalidation of what the device reaches is followed by a device-TLB
+    /// invalidation, before the wait. The device's own ATS (and PRI)
+    /// capability is the caller's to enable after this, and to disable
+    /// before turning it off here. Refused without ECAP.DT (and ECAP.PRS
+    /// for page requests).
+    pub fn set_device_ats(&mut self, dev: DeviceId, ats: Option<Ats>) -> Result<(), VtdError> {
+        if let Some(a) = ats {
+            if !self.ecaps.device_tlb {
+                return Err(VtdError::Lacks {
+                    base: self.base,
+                    what: "device TLB (ECAP.DT)",
+                });
+            }
+            if a.page_requests && !self.ecaps.page_requests {
+                return Err(VtdError::Lacks {
+                    base: self.base,
+                    what: "page requests (ECAP.PRS)",
+                });
+            }
+        }
+        let sid = sid_of(dev)?;
+        if ats.is_none() && !self.tables.contains(sid) {
+            // Never programmed: nothing to turn off, no entry to make.
+            return Ok(());
+        }
+        // The physical function's source id only where the unit reads it;
+        // the functions we drive are their own PFs.
+        let ats = ats.map(|a| Ats {
+            pfsid: self.ecaps.device_tlb_throttle.then_some(sid),
+            ..a
+        });
+        let bits = self
+            .tables
+            .pasid_bits_of(sid)
+            .unwrap_or(self.ecaps.pasid_bits);
+        let (t, mut qi) = self.split();
+        t.device(&mut qi, sid, bits)?;
+        t.set_ats(&mut qi, sid, ats)
+    }
+
+    /// The device's ATS state, if it is on.
+    pub fn device_ats(&self, dev: DeviceId) -> Option<Ats> {
+        u16::try_from(dev.0)
+            .ok()
+            .and_then(|sid| self.tables.ats(sid))
+    }
+
+    /// The device-TLB invalidations for an unmap of `ranges` in a domain
+    /// attached at `attached`: one per range chunk (the ATS size encoding
+    /// takes aligned powers of two) for each attachment whose device has
+    /// ATS on, without PASID for primaries (type 3), with it for the
+    /// others (type 8); past [`MAX_PAGE_DESCRIPTORS`], or with no ranges,
+    /// everything of that attachment.
+    fn dev_tlb_descriptors(
+        &self,
+        attached: &[Attachment],
+        ranges: &[(u64, u64)],
+    ) -> Vec<Descriptor> {
+        let mut seen: Vec<Attachment> = attached.to_vec();
+        seen.sort_unstable_by_key(|&(d, p)| (d.0, p.map(|p| p.0)));
+        seen.dedup();
+        let mut descs = Vec::new();
+        for (dev, pasid) in seen {
+            let Ok(sid) = u16::try_from(dev.0) else {
+                continue;
+            };
+            let Some(ats) = self.tables.ats(sid) else {
+                continue;
+            };
+            let which = pasid.map(|p| Some(p.0));
+            let mut mine = Vec::new();
+            for &(iova, size) in ranges {
+                let room = MAX_PAGE_DESCRIPTORS.saturating_sub(mine.len());
+                match page_chunks(iova, size, room, 51) {
+                    Some(c) => mine.extend(c.into_iter().map(|(addr, order)| {
+                        ats.invalidation(sid, which, AtsRange::Pages { addr, order })
+                    })),
+                    None => {
+                        mine.clear();
+                        break;
+                    }
+                }
+            }
+            if mine.is_empty() {
+                mine.push(ats.invalidation(sid, which, AtsRange::All));
+            }
+            descs.extend(mine);
+        }
+        descs
+    }
+
+    /// Page requests on: a queue of 2^(`pqs` + 7) descriptors (2^`pqs`
+    /// pages) at PQA, PQH at its start, any status left from before
+    /// cleared; the page request event stays masked (polled) until
+    /// [`VtdHw::enable_page_request_interrupt`]. As Linux's
+    /// `intel_iommu_enable_prq`. Refused without ECAP.PRS.
+    pub fn enable_page_requests(&mut self, pqs: u8) -> Result<(), VtdError> {
+        if !self.ecaps.page_requests {
+            return Err(VtdError::Lacks {
+                base: self.base,
+                what: "page requests (ECAP.PRS)",
+            });
+        }
+        if self.prq.is_some() {
+            return Ok(());
+        }
+        let (coherency, _) = walk_coherency(&self.ecaps);
+        let q = PageRequestQueue::new(&self.hal, pqs, coherency)?;
+        self.unit.write_pectl(PECTL::IM::SET);
+        self.unit.write_pqh(PQH::PQH.val(0));
+        self.hal.barrier();
+        self.unit
+            .write_pqa(PQA::PQA.val(q.base() >> 12) + PQA::PQS.val(u64::from(q.pqs())));
+        self.unit.write_prs(PRS::PPR::SET + PRS::PRO::SET);
+        self.prq = Some(q);
+        Ok(())
+    }
+
+    /// Page request events by MSI, as [`VtdHw::enable_fault_interrupt`]:
+    /// PEADDR/PEUADDR/PEDATA, then PECTL unmasked.
+    pub fn enable_page_request_interrupt(
+        &mut self,
+        address: u64,
+        data: u32,
+    ) -> Result<(), VtdError> {
+        if self.prq.is_none() {
+            return Err(VtdError::PageRequestsOff { base: self.base });
+        }
+        let (lo, hi) = fault_event_address(address);
+        self.unit.set_page_request_event(data, lo, hi);
+        self.unit.write_pectl(PECTL::IM::CLEAR);
+        Ok(())
+    }
+
+    pub fn disable_page_request_interrupt(&mut self) {
+        self.unit.write_pectl(PECTL::IM::SET);
+    }
+
+    /// Takes the page requests from PQH to PQT, as Linux's `prq_event_thread`:
+    /// PRS.PPR cleared first (so a request written meanwhile raises a new
+    /// event), PQT read, each descriptor decoded (those the driver cannot
+    /// serve are in `rejected`, skipped), PQH moved to that tail. An
+    /// overflow (PRS.PRO) is reported, and cleared only once PQH and PQT
+    /// read equal (VT-d 7.5.1: the unit then takes requests again).
+    pub fn poll_page_requests(&mut self) -> Result<PrqPass<VtdError>, VtdError> {
+        let base = self.base;
+        let hold = self.holding_page_request_head();
+        let q = self
+            .prq
+            .as_ref()
+            .ok_or(VtdError::PageRequestsOff { base })?;
+        let ring = q.entries();
+        let mut pass = PrqPass::default();
+        self.unit.write_prs(PRS::PPR::SET);
+        let tail = self.unit.pqt().read(PQT::PQT) as u32 % ring;
+        let mut head = self.unit.pqh().read(PQH::PQH) as u32 % ring;
+        // At most one lap: the indices are within the ring.
+        while head != tail {
+            match q.read(head).and_then(|d| prq::decode(head, d)) {
+                Ok(r) => pass.requests.push(r),
+                Err(e) => {
+                    log::warn!("VT-d at {base:#x}: {e}");
+                    pass.rejected.push(e);
+                }
+            }
+            head = (head + 1) % ring;
+        }
+        if !hold {
+            self.unit.write_pqh(PQH::PQH.val(u64::from(tail)));
+        }
+        if self.unit.prs().is_set(PRS::PRO) {
+            pass.overflow_seen = true;
+            let empty = self.unit.pqh().read(PQH::PQH) == self.unit.pqt().read(PQT::PQT);
+            if empty {
+                self.unit.write_prs(PRS::PRO::SET);
+                pass.overflow_cleared = true;
+            }
+            log::warn!(
+                "VT-d at {base:#x}: page request queue overflowed: requests were refused{}",
+                if empty {
+                    "; cleared"
+                } else {
+                    "; not empty, left set"
+                }
+            );
+        }
+        Ok(pass)
+    }
+
+    /// Answers the page group `req` ends: a page group response (type 9)
+    /// with the PCIe response code, then a wait. Only the last request of
+    /// a group is answered, stop markers never; returns whether a response
+    /// was sent.
+    pub fn page_response(
+        &mut self,
+        req: &PageRequest,
+        resp: PageResponse,
+    ) -> Result<bool, VtdError> {
+        if self.prq.is_none() {
+            return Err(VtdError::PageRequestsOff { base: self.base });
+        }
+        if !req.needs_response() {
+            return Ok(false);
+        }
+        let rid = sid_of(req.dev)?;
+        let pasid = req.pasid.ok_or(VtdError::ResponseWithoutPasid { rid })?;
+        self.submit(&[Descriptor::PageGroupResponse {
+            rid,
+            pasid: pasid.0,
+            code: resp.code(),
+            last: req.last,
+            group: req.group,
+        }])?;
+        Ok(true)
+    }
+
+    /// An invalidation wait that waits for page requests in flight to
+    /// reach the queue too (PD), where the unit offers that (ECAP.PDS);
+    /// a plain wait elsewhere, never a bit the unit reserves.
+    pub fn drain_page_requests(&mut self) -> Result<(), VtdError> {
+        if self.prq.is_none() {
+            return Err(VtdError::PageRequestsOff { base: self.base });
+        }
+        let drain = self.ecaps.page_request_drain;
+        match self.split().1.run_with(&[], drain)?.first() {
+            Some(&Refused { index, descriptor }) => Err(VtdError::Refused { index, descriptor }),
+            None => Ok(()),
+        }
+    }
+
+    /// Page requests off: the event masked, PQA and PQH cleared, the
+    /// queue freed. Devices' PRI must be off first.
+    pub fn disable_page_requests(&mut self) {
+        if self.prq.is_none() {
+            return;
+        }
+        self.disable_page_request_interrupt();
+        self.unit.write_pqa(PQA::PQA.val(0));
+        self.unit.write_pqh(PQH::PQH.val(0));
+        self.prq = None;
+    }
+
     fn alloc_did(&mut self) -> Result<u16, VtdError> {
         if u32::from(self.next_did) + 1 >= self.caps.domains {
             return Err(VtdError::OutOfDomainIds {
@@ -817,13 +1120,15 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         if gather.is_empty() {
             return Ok(());
         }
-        let descs = unmap_descriptors(
+        let mut descs = unmap_descriptors(
             matches!(d.format, TableFormat::VtdSecondLevel(_)),
             self.caps.max_address_mask,
             d.tag as u16,
             attached,
             &gather.ranges,
         );
+        // After the IOTLB, in the same batch, before the wait.
+        descs.extend(self.dev_tlb_descriptors(attached, &gather.ranges));
         if descs.is_empty() {
             return Ok(());
         }
@@ -838,6 +1143,8 @@ impl<H: Hal, R: UnitRegs> Drop for VtdHw<H, R> {
             Held::leak(&mut self.tables);
             Held::leak(&mut self.queue);
             Held::leak(&mut self.pages);
+            // The unit may still write page requests into it.
+            core::mem::forget(self.prq.take());
         }
     }
 }

@@ -76,9 +76,10 @@ impl<H: Hal> Queue<H> {
     }
 
     /// Writes `entries` and one invalidation wait after them into the
-    /// ring, and returns the wait's sequence number. The caller makes the
-    /// stores visible and publishes [`Queue::tail`].
-    pub fn stage(&mut self, entries: &[[u64; 4]]) -> Result<u32, VtdError> {
+    /// ring (draining page requests too with `drain`, PD), and returns the
+    /// wait's sequence number. The caller makes the stores visible and
+    /// publishes [`Queue::tail`].
+    pub fn stage(&mut self, entries: &[[u64; 4]], drain: bool) -> Result<u32, VtdError> {
         if entries.len() as u32 + 1 >= IQ_ENTRIES {
             return Err(VtdError::QueueTooSmall {
                 descriptors: entries.len(),
@@ -88,9 +89,11 @@ impl<H: Hal> Queue<H> {
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
         self.status.write_u64(0, 0)?;
-        let wait = Descriptor::Wait {
-            addr: self.status.phys().as_u64(),
-            data: seq,
+        let (addr, data) = (self.status.phys().as_u64(), seq);
+        let wait = if drain {
+            Descriptor::DrainWait { addr, data }
+        } else {
+            Descriptor::Wait { addr, data }
         }
         .encode();
         for e in entries.iter().chain(core::iter::once(&wait)) {

@@ -12,7 +12,7 @@ use super::queue::pasid_flush;
 use crate::entries::{
     context_slot, pasid_dir_entry, pasid_slot, root_entry, ContextEntry, PasidEntry,
 };
-use crate::qi::Descriptor;
+use crate::qi::{AtsRange, Descriptor};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kernel::hal::{Coherency, DmaRegion, Hal};
@@ -69,6 +69,54 @@ pub enum Primary {
     Paging,
 }
 
+/// A device whose translations may sit in its device TLB (ATS on): the
+/// context entry's DTE (and PRE with page requests) is set, and every
+/// invalidation of what it reaches also goes to the device TLB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ats {
+    /// The device's ATS Invalidate Queue Depth (32 for the field's 0).
+    pub queue_depth: u8,
+    /// The physical function's source id, where the unit wants it
+    /// (ECAP.DIT); `None` otherwise.
+    pub pfsid: Option<u16>,
+    /// Page requests allowed (PRE).
+    pub page_requests: bool,
+}
+
+impl Ats {
+    /// The device-TLB invalidation of `range` for requests without PASID
+    /// (`None`), one PASID, or every PASID of the device (`Some(None)`).
+    pub fn invalidation(
+        &self,
+        sid: u16,
+        pasid: Option<Option<u32>>,
+        range: AtsRange,
+    ) -> Descriptor {
+        match pasid {
+            None => Descriptor::DeviceTlb {
+                sid,
+                pfsid: self.pfsid,
+                queue_depth: self.queue_depth,
+                range,
+            },
+            Some(pasid) => Descriptor::PasidDeviceTlb {
+                sid,
+                pfsid: self.pfsid,
+                queue_depth: self.queue_depth,
+                pasid,
+                range,
+            },
+        }
+    }
+
+    /// Everything the device TLB holds for PASID entry `pasid` (0: the
+    /// requests without PASID, RID_PASID).
+    pub fn entry_invalidation(&self, sid: u16, pasid: u32) -> Descriptor {
+        let which = if pasid == 0 { None } else { Some(Some(pasid)) };
+        self.invalidation(sid, which, AtsRange::All)
+    }
+}
+
 /// A device the driver programs: its PASID directory and tables.
 struct Device<R> {
     dir: R,
@@ -80,6 +128,21 @@ struct Device<R> {
     primary: Primary,
     /// The device's PASID width (the directory grows to it).
     pasid_bits: u8,
+    /// ATS on: DTE (and PRE) in the context entry, device-TLB invalidations.
+    ats: Option<Ats>,
+}
+
+impl<R> Device<R> {
+    /// The context entry for the device as it is now.
+    fn context(&self, dir: u64) -> ContextEntry {
+        ContextEntry {
+            pasid_dir: dir,
+            pdts: ContextEntry::pdts_for(self.dir_entries),
+            rid_pasid: 0,
+            device_tlb: self.ats.is_some(),
+            page_requests: self.ats.is_some_and(|a| a.page_requests),
+        }
+    }
 }
 
 /// (bus, devfn) of a source id.
@@ -153,6 +216,45 @@ impl<H: Hal> Tables<H> {
 
     pub fn pasid_bits_of(&self, sid: u16) -> Option<u8> {
         self.devices.get(&sid).map(|d| d.pasid_bits)
+    }
+
+    /// The device's ATS state, if ATS is on.
+    pub fn ats(&self, sid: u16) -> Option<Ats> {
+        self.devices.get(&sid).and_then(|d| d.ats)
+    }
+
+    /// Turns the device TLB (DTE) and page requests (PRE) on or off in
+    /// `sid`'s context entry: qword 0 in one write, then the caches that
+    /// hold it: the context cache of the device, the PASID cache and IOTLB
+    /// of every domain it reaches (VT-d 6.5.3.3, as Linux's
+    /// `intel_context_flush_present`), and the device TLB when ATS was on.
+    pub fn set_ats(
+        &mut self,
+        inv: &mut impl Invalidate,
+        sid: u16,
+        ats: Option<Ats>,
+    ) -> Result<(), VtdError> {
+        let dev = self
+            .devices
+            .get_mut(&sid)
+            .ok_or(VtdError::NotManaged { sid })?;
+        let old = core::mem::replace(&mut dev.ats, ats);
+        let lo = dev.context(dev.dir.phys().as_u64()).encode()[0];
+        let mut dids: Vec<u16> = dev.present.values().copied().collect();
+        dids.sort_unstable();
+        dids.dedup();
+        self.write_context(sid, &[(0, lo)])?;
+        self.hal.barrier();
+        let mut descs = alloc::vec![Descriptor::ContextDevice { did: 0, sid }];
+        for did in dids {
+            descs.push(Descriptor::PasidCacheDomain { did });
+            descs.push(Descriptor::IotlbDomain { did });
+        }
+        if let Some(a) = old {
+            descs.push(a.invalidation(sid, None, AtsRange::All));
+            descs.push(a.invalidation(sid, Some(None), AtsRange::All));
+        }
+        inv.invalidate(&descs)
     }
 
     pub fn primary(&self, sid: u16) -> Option<Primary> {
@@ -233,6 +335,7 @@ impl<H: Hal> Tables<H> {
                 present: BTreeMap::new(),
                 primary: Primary::Blocked,
                 pasid_bits,
+                ats: None,
             },
         );
         // Not present before: the context cache may hold that.
@@ -262,12 +365,10 @@ impl<H: Hal> Tables<H> {
         for (&i, t) in &dev.tables {
             dir.write_u64(DIR_ENTRY * u64::from(i), pasid_dir_entry(t.phys().as_u64()))?;
         }
+        // The device's DTE and PRE stay as they are.
         let lo = ContextEntry {
-            pasid_dir: dir.phys().as_u64(),
             pdts: ContextEntry::pdts_for(entries),
-            rid_pasid: 0,
-            device_tlb: false,
-            page_requests: false,
+            ..dev.context(dir.phys().as_u64())
         }
         .encode()[0];
         // The new directory is complete before the unit can find it.
@@ -369,6 +470,7 @@ impl<H: Hal> Tables<H> {
         self.check_pasid(pasid)?;
         let dev = self.devices.get(&sid).ok_or(VtdError::NotManaged { sid })?;
         let old = dev.present.get(&pasid).copied();
+        let ats = dev.ats;
         let (table, at) = match entry {
             Some(_) => self.entry_slot(inv, sid, pasid)?,
             None => {
@@ -388,6 +490,10 @@ impl<H: Hal> Tables<H> {
         let mut flush = Vec::new();
         if let Some(did) = old {
             flush.extend(pasid_flush(did, pasid, self.second_level));
+            // After the IOTLB: what the device TLB holds of the old entry.
+            if let Some(a) = ats {
+                flush.push(a.entry_invalidation(sid, pasid));
+            }
         }
         if let Some(e) = entry {
             flush.push(Descriptor::PasidCachePasid { did: e.did, pasid });
@@ -454,6 +560,10 @@ impl<H: Hal> Tables<H> {
             descs.push(Descriptor::PasidIotlbAll { did, pasid });
         }
         descs.push(Descriptor::IotlbGlobal);
+        if let Some(a) = dev.ats {
+            descs.push(a.invalidation(sid, None, AtsRange::All));
+            descs.push(a.invalidation(sid, Some(None), AtsRange::All));
+        }
         if let Err(e) = inv.invalidate(&descs) {
             // The unit may still walk them.
             core::mem::forget(dev);

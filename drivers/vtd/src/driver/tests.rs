@@ -586,7 +586,7 @@ fn the_queue_holds_descriptors_and_a_wait() {
         Descriptor::ContextGlobal.encode(),
         Descriptor::IotlbGlobal.encode(),
     ];
-    let seq = q.stage(&batch).unwrap();
+    let seq = q.stage(&batch, false).unwrap();
     assert_eq!((seq, q.tail(), q.descriptors(), q.waits()), (1, 3, 3, 1));
     for (i, d) in batch.iter().enumerate() {
         for (j, w) in d.iter().enumerate() {
@@ -630,10 +630,10 @@ fn the_queue_holds_descriptors_and_a_wait() {
 
     // The ring wraps; a batch that does not fit is refused.
     let many = vec![Descriptor::IotlbGlobal.encode(); 126];
-    assert_eq!(q.stage(&many).unwrap(), 2);
+    assert_eq!(q.stage(&many, false).unwrap(), 2);
     assert_eq!(q.tail(), (3 + 127) % IQ_ENTRIES);
     assert_eq!(
-        q.stage(&[[0; 4]; 127]),
+        q.stage(&[[0; 4]; 127], false),
         Err(VtdError::QueueTooSmall {
             descriptors: 127,
             room: 126
@@ -886,7 +886,9 @@ fn pass_through_width_follows_sagaw() {
 /// waits write their status). What the driver wrote is in `events`.
 mod fake_unit {
     use super::super::UnitRegs;
-    use crate::regs::{FaultRecordRegs, FECTL, FSTS, GCMD, GSTS, IQA, IQH, IQT, RTADDR};
+    use crate::regs::{
+        FaultRecordRegs, FECTL, FSTS, GCMD, GSTS, IQA, IQH, IQT, PECTL, PQA, PQH, PQT, PRS, RTADDR,
+    };
     use alloc::rc::Rc;
     use alloc::vec::Vec;
     use core::cell::{Cell, RefCell};
@@ -902,6 +904,13 @@ mod fake_unit {
         Gcmd(u32),
         /// A descriptor the unit ran, as queued.
         Ran([u64; 4]),
+        /// Page request registers: writes (PRS: the bits written, which
+        /// clear), and PQT read.
+        Pqh(u64),
+        Pqa(u64),
+        Prs(u32),
+        Pectl(u32),
+        PqtRead,
     }
 
     #[derive(Default)]
@@ -915,6 +924,11 @@ mod fake_unit {
         pub iqh: Cell<u64>,
         pub reads: Cell<u64>,
         pub events: RefCell<Vec<Event>>,
+        /// The page request queue's registers (the test plays the unit
+        /// writing requests: it sets PQT and PRS).
+        pub pqh: Cell<u64>,
+        pub pqt: Cell<u64>,
+        pub prs: Cell<u32>,
     }
 
     #[derive(Clone)]
@@ -1006,6 +1020,34 @@ mod fake_unit {
         fn write_fectl(&self, _v: FieldValue<u32, FECTL::Register>) {}
         fn fault_records(&self) -> &[FaultRecordRegs] {
             &[]
+        }
+        fn pqh(&self) -> LocalRegisterCopy<u64, PQH::Register> {
+            self.read();
+            LocalRegisterCopy::new(self.state.pqh.get())
+        }
+        fn write_pqh(&self, v: FieldValue<u64, PQH::Register>) {
+            self.state.events.borrow_mut().push(Event::Pqh(v.value));
+            self.state.pqh.set(v.value);
+        }
+        fn pqt(&self) -> LocalRegisterCopy<u64, PQT::Register> {
+            self.read();
+            self.state.events.borrow_mut().push(Event::PqtRead);
+            LocalRegisterCopy::new(self.state.pqt.get())
+        }
+        fn write_pqa(&self, v: FieldValue<u64, PQA::Register>) {
+            self.state.events.borrow_mut().push(Event::Pqa(v.value));
+        }
+        fn prs(&self) -> LocalRegisterCopy<u32, PRS::Register> {
+            self.read();
+            LocalRegisterCopy::new(self.state.prs.get())
+        }
+        fn write_prs(&self, v: FieldValue<u32, PRS::Register>) {
+            self.state.events.borrow_mut().push(Event::Prs(v.value));
+            self.state.prs.set(self.state.prs.get() & !v.value);
+        }
+        fn set_page_request_event(&self, _data: u32, _addr: u32, _upper: u32) {}
+        fn write_pectl(&self, v: FieldValue<u32, PECTL::Register>) {
+            self.state.events.borrow_mut().push(Event::Pectl(v.value));
         }
     }
 }
@@ -1319,4 +1361,567 @@ fn tags_left_counts_down_to_out_of_domain_ids() {
         hw.alloc_tag(),
         Err(VtdError::OutOfDomainIds { domains: 256 })
     );
+}
+
+// ---- Issue 16: device TLB (ATS) and page requests ----
+
+/// ECAP bits for ATS and page requests: DT, PRS, PDS.
+const ECAP_DT: u64 = 1 << 2;
+const ECAP_PRS: u64 = 1 << 29;
+const ECAP_PDS: u64 = 1 << 42;
+/// A first-level unit (FLTS instead of SLTS).
+const ECAP_FL: u64 = (ECAP & !(1 << 46)) | (1 << 47);
+
+/// A driver over a fake unit with `ecap` that completes its queue.
+fn ats_unit(ecap: u64) -> (FakeHal, FakeUnit, VtdHw<FakeHal, FakeUnit>) {
+    let hal = FakeHal::new();
+    let state = State {
+        cap: CAP,
+        ecap,
+        completes: true,
+        ..State::default()
+    };
+    let unit = FakeUnit {
+        state: alloc::rc::Rc::new(state),
+        hal: hal.clone(),
+    };
+    let hw = VtdHw::new(hal.clone(), unit.clone(), 0xfed9_0000).unwrap();
+    (hal, unit, hw)
+}
+
+const ATS: super::Ats = super::Ats {
+    queue_depth: 32,
+    pfsid: None,
+    page_requests: false,
+};
+
+fn is_dev_tlb(d: &[u64; 4]) -> bool {
+    matches!(
+        d[0] & 0xf,
+        crate::qi::DEVICE_TLB | crate::qi::PASID_DEVICE_TLB
+    )
+}
+
+/// What ran, in batches (each up to and including its wait).
+fn batches(ran: &[[u64; 4]]) -> Vec<Vec<[u64; 4]>> {
+    let mut out = vec![Vec::new()];
+    for d in ran {
+        out.last_mut().unwrap().push(*d);
+        if d[0] & 0xf == crate::qi::WAIT {
+            out.push(Vec::new());
+        }
+    }
+    out.pop();
+    out
+}
+
+fn paging_domain(
+    hw: &VtdHw<FakeHal, FakeUnit>,
+    tag: u32,
+    root: u64,
+) -> kernel::iommu::domain::DomainRef {
+    use kernel::iommu::domain::{DomainId, DomainKind, IommuHw};
+    kernel::iommu::domain::DomainRef {
+        id: DomainId(tag),
+        kind: DomainKind::Unmanaged,
+        root: Some(kernel::addr::PhysAddr(root)),
+        format: hw.format(),
+        tag,
+    }
+}
+
+/// A unit without ECAP.DT refuses the device TLB, one without ECAP.PRS
+/// page requests (in the context entry and the queue), each with a typed
+/// error naming the capability; nothing is written (issue 16, point 2).
+#[test]
+fn ats_and_page_requests_are_refused_without_ecap_dt_and_prs() {
+    let (_, unit, mut hw) = ats_unit(ECAP_FL);
+    let ran0 = ran(&unit).len();
+    let lacks = |what| VtdError::Lacks {
+        base: 0xfed9_0000,
+        what,
+    };
+    assert_eq!(
+        hw.set_device_ats(DeviceId(0x10), Some(ATS)),
+        Err(lacks("device TLB (ECAP.DT)"))
+    );
+    assert_eq!(
+        hw.enable_page_requests(0),
+        Err(lacks("page requests (ECAP.PRS)"))
+    );
+    assert_eq!(ran(&unit).len(), ran0, "nothing sent");
+    let (_, _, mut dt_only) = ats_unit(ECAP_FL | ECAP_DT);
+    let pri = super::Ats {
+        page_requests: true,
+        ..ATS
+    };
+    assert_eq!(
+        dt_only.set_device_ats(DeviceId(0x10), Some(pri)),
+        Err(lacks("page requests (ECAP.PRS)"))
+    );
+    assert_eq!(dt_only.device_ats(DeviceId(0x10)), None);
+    dt_only.set_device_ats(DeviceId(0x20), None).unwrap();
+    assert_eq!(
+        dt_only.pasid_directory(0x20),
+        None,
+        "off on a new device: no entry made"
+    );
+    dt_only.set_device_ats(DeviceId(0x10), Some(ATS)).unwrap();
+    assert_eq!(dt_only.device_ats(DeviceId(0x10)), Some(ATS));
+    assert_eq!(
+        dt_only.poll_page_requests(),
+        Err(VtdError::PageRequestsOff { base: 0xfed9_0000 })
+    );
+    assert_eq!(
+        format!("{}", lacks("device TLB (ECAP.DT)")),
+        "VT-d at 0xfed90000 has no device TLB (ECAP.DT)"
+    );
+}
+
+/// DTE (bit 2) and PRE (bit 4) of the context entry follow the device's
+/// ATS state, in one write of qword 0, followed by the device's
+/// context-cache invalidation and, with entries present, the PASID cache
+/// and IOTLB of their domains; turning ATS off also empties the device
+/// TLB (both types). Directory growth keeps the bits (issue 16, point 2).
+#[test]
+fn the_context_entry_carries_dte_and_pre_and_is_invalidated() {
+    let (hal, mut t, mut rec) = setup(false);
+    let sid = 0x0210;
+    t.device(&mut rec, sid, 20).unwrap();
+    t.set_entry(&mut rec, sid, 0, Some(first_level(5, 0x1234_5000)))
+        .unwrap();
+    let ctx = context_table(&hal, &t, 2, false) + 32 * 0x10;
+    let before = word(&hal, ctx);
+    rec.seen.clear();
+    let pri = super::Ats {
+        page_requests: true,
+        ..ATS
+    };
+    t.set_ats(&mut rec, sid, Some(pri)).unwrap();
+    assert_eq!(word(&hal, ctx), before | 1 << 2 | 1 << 4, "DTE and PRE");
+    assert_eq!(
+        rec.seen,
+        [
+            Descriptor::ContextDevice { did: 0, sid },
+            Descriptor::PasidCacheDomain { did: 5 },
+            Descriptor::IotlbDomain { did: 5 },
+        ]
+    );
+    // A PASID past the first directory page: the new directory's context
+    // entry keeps DTE and PRE.
+    t.set_entry(&mut rec, sid, 40_000, Some(first_level(6, 0x2000_0000)))
+        .unwrap();
+    assert_eq!(
+        word(&hal, ctx) & 0x1c,
+        1 << 2 | 1 << 4,
+        "kept through growth"
+    );
+    rec.seen.clear();
+    t.set_ats(&mut rec, sid, Some(ATS)).unwrap();
+    assert_eq!(word(&hal, ctx) & 0x1c, 1 << 2, "PRE off, DTE on");
+    rec.seen.clear();
+    t.set_ats(&mut rec, sid, None).unwrap();
+    assert_eq!(word(&hal, ctx) & 0x1c, 0);
+    let all = crate::qi::AtsRange::All;
+    assert_eq!(
+        rec.seen[rec.seen.len() - 2..],
+        [
+            ATS.invalidation(sid, None, all),
+            ATS.invalidation(sid, Some(None), all)
+        ],
+        "the device TLB emptied last"
+    );
+}
+
+/// An unmap batch: the IOTLB (PASID-based) invalidations first, then one
+/// device-TLB invalidation per attachment with ATS on, without PASID
+/// (type 3) for the primary, with its PASID (type 8) for the aux one,
+/// the range in the ATS size encoding, and one wait; nothing for a device
+/// without ATS, and none at all when no device has it (issue 16, point 2).
+#[test]
+fn unmaps_invalidate_the_device_tlb_after_the_iotlb_before_the_wait() {
+    use kernel::iommu::domain::IommuHw;
+    use kernel::iommu::pgtable::Gather;
+    let run = |ats: bool| {
+        let (_, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT);
+        if ats {
+            hw.set_device_ats(DeviceId(0x10), Some(ATS)).unwrap();
+            let qd4 = super::Ats {
+                queue_depth: 4,
+                ..ATS
+            };
+            hw.set_device_ats(DeviceId(0x18), Some(qd4)).unwrap();
+        }
+        let d = paging_domain(&hw, 3, 0x7000_0000);
+        let attached = [
+            (DeviceId(0x10), None),
+            (DeviceId(0x18), Some(Pasid(5))),
+            (DeviceId(0x20), None),
+        ];
+        let mut g = Gather::default();
+        g.add_range(0x40_0000, 0x4000);
+        let ran0 = ran(&unit).len();
+        hw.invalidate(&d, &attached, &g).unwrap();
+        ran(&unit)[ran0..].to_vec()
+    };
+    let with = run(true);
+    let range = crate::qi::AtsRange::Pages {
+        addr: 0x40_0000,
+        order: 2,
+    };
+    let want: Vec<[u64; 4]> = [
+        Descriptor::PasidIotlbPages {
+            did: 3,
+            pasid: 0,
+            addr: 0x40_0000,
+            am: 2,
+        },
+        Descriptor::PasidIotlbPages {
+            did: 3,
+            pasid: 5,
+            addr: 0x40_0000,
+            am: 2,
+        },
+        Descriptor::DeviceTlb {
+            sid: 0x10,
+            pfsid: None,
+            queue_depth: 32,
+            range,
+        },
+        Descriptor::PasidDeviceTlb {
+            sid: 0x18,
+            pfsid: None,
+            queue_depth: 4,
+            pasid: Some(5),
+            range,
+        },
+    ]
+    .iter()
+    .map(Descriptor::encode)
+    .collect();
+    assert_eq!(with[..4], want[..], "{with:x?}");
+    assert_eq!(with.len(), 5);
+    assert_eq!(with[4][0] & 0xf, crate::qi::WAIT, "then the wait");
+    let without = run(false);
+    assert_eq!(without.len(), 3, "{without:x?}");
+    assert!(!without.iter().any(is_dev_tlb));
+}
+
+/// Replacing the primary (RID_PASID), replacing and clearing a PASID
+/// entry, and releasing the device each send the device-TLB invalidation
+/// of what the old entry reached, after its IOTLB invalidation and
+/// before the batch's wait; a device without ATS gets none (issue 16,
+/// point 2).
+#[test]
+fn entry_replacement_and_clearing_invalidate_the_device_tlb() {
+    use kernel::iommu::domain::IommuHw;
+    let all = crate::qi::AtsRange::All;
+    let dev = DeviceId(0x10);
+    let run = |ats: bool| {
+        let (_, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT);
+        if ats {
+            hw.set_device_ats(dev, Some(ATS)).unwrap();
+        }
+        let (d1, d2) = (
+            paging_domain(&hw, 3, 0x7000_0000),
+            paging_domain(&hw, 4, 0x7100_0000),
+        );
+        let mut step = |f: &mut dyn FnMut(&mut VtdHw<FakeHal, FakeUnit>)| {
+            let ran0 = ran(&unit).len();
+            f(&mut hw);
+            batches(&ran(&unit)[ran0..])
+        };
+        let fresh = step(&mut |hw| hw.set_primary(dev, &d1).unwrap());
+        let primary = step(&mut |hw| hw.set_primary(dev, &d2).unwrap());
+        step(&mut |hw| hw.set_pasid(dev, Pasid(5), &d1).unwrap());
+        let replace = step(&mut |hw| hw.set_pasid(dev, Pasid(5), &d2).unwrap());
+        let clear = step(&mut |hw| hw.clear_pasid(dev, Pasid(5), &d2).unwrap());
+        let release = step(&mut |hw| hw.release_device(dev).unwrap());
+        (fresh, primary, replace, clear, release)
+    };
+    let (fresh, primary, replace, clear, release) = run(true);
+    assert!(
+        !fresh.iter().flatten().any(is_dev_tlb),
+        "nothing cached yet"
+    );
+    // Every batch with the old entry's IOTLB invalidation has the device
+    // TLB's right after it, then the wait.
+    let check = |batches: &[Vec<[u64; 4]>], want: Descriptor, what: &str| {
+        let with: Vec<_> = batches
+            .iter()
+            .filter(|b| b.iter().any(|d| d[0] & 0xf == crate::qi::PASID_IOTLB))
+            .collect();
+        assert!(!with.is_empty(), "{what}: no IOTLB invalidation");
+        for b in with {
+            let iotlb = b
+                .iter()
+                .rposition(|d| d[0] & 0xf == crate::qi::PASID_IOTLB)
+                .unwrap();
+            let dev_tlb = b.iter().position(|d| *d == want.encode());
+            assert!(
+                dev_tlb.is_some_and(|i| i > iotlb && i < b.len() - 1),
+                "{what}: {b:x?}"
+            );
+        }
+    };
+    check(&primary, ATS.invalidation(0x10, None, all), "primary");
+    check(
+        &replace,
+        ATS.invalidation(0x10, Some(Some(5)), all),
+        "replace",
+    );
+    check(&clear, ATS.invalidation(0x10, Some(Some(5)), all), "clear");
+    let last = release.last().unwrap();
+    assert_eq!(
+        last[last.len() - 3..last.len() - 1],
+        [
+            ATS.invalidation(0x10, None, all).encode(),
+            ATS.invalidation(0x10, Some(None), all).encode()
+        ],
+        "release: no PASID and every PASID (G)"
+    );
+    let (a, b, c, d, e) = run(false);
+    for batches in [a, b, c, d, e] {
+        assert!(!batches.iter().flatten().any(is_dev_tlb));
+    }
+}
+
+/// With the test hook set, device-TLB invalidations are left out and the
+/// rest of the batch still goes (how a board test shows the stale device
+/// TLB) (issue 16, point 2).
+#[test]
+fn suppressed_device_tlb_invalidations_are_left_out() {
+    use kernel::iommu::domain::IommuHw;
+    use kernel::iommu::pgtable::Gather;
+    let (_, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT);
+    hw.set_device_ats(DeviceId(0x10), Some(ATS)).unwrap();
+    hw.suppress_dev_tlb_invalidation = true;
+    let d = paging_domain(&hw, 3, 0x7000_0000);
+    let mut g = Gather::default();
+    g.add_range(0x1000, 0x1000);
+    let ran0 = ran(&unit).len();
+    hw.invalidate(&d, &[(DeviceId(0x10), None)], &g).unwrap();
+    let sent = ran(&unit)[ran0..].to_vec();
+    assert_eq!(sent.len(), 2, "the IOTLB's and the wait: {sent:x?}");
+    assert!(!sent.iter().any(is_dev_tlb));
+}
+
+/// The page request queue at work, with the test playing the unit:
+/// enabling writes PQH, PQA (base and PQS) with the event masked; a poll
+/// clears PPR before it reads PQT, decodes PQH..PQT (requests with their
+/// fields; a wrong type, reserved bits and a request without PASID
+/// rejected with typed errors and skipped), and moves PQH to the tail
+/// (issue 16, point 2).
+#[test]
+fn page_requests_are_taken_from_head_to_tail() {
+    use crate::regs::{PECTL, PRS};
+    use kernel::iommu::iopf::PageRequest;
+    let (hal, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT | ECAP_PRS);
+    hw.enable_page_requests(0).unwrap();
+    let ev = unit.state.events.borrow().clone();
+    let pqa = ev
+        .iter()
+        .find_map(|e| match *e {
+            Event::Pqa(v) => Some(v),
+            _ => None,
+        })
+        .expect("PQA written");
+    assert_eq!(pqa & 0xfff, 0, "PQS 0: 128 entries");
+    let ring = pqa & !0xfff;
+    let at = |e: &Event| ev.iter().position(|x| x == e).unwrap();
+    assert!(at(&Event::Pectl(PECTL::IM::SET.value)) < at(&Event::Pqa(pqa)));
+    assert!(at(&Event::Pqh(0)) < at(&Event::Pqa(pqa)));
+    // The unit writes five descriptors from index 126 (the ring wraps).
+    let request = |rid: u64, pasid: u64, flags: u64| 1 | 1 << 8 | rid << 16 | pasid << 32 | flags;
+    let descs = [
+        (request(0x10, 5, 0), 0x1234_5000 | 1 | 4 | 7 << 3),
+        (2 | 1 << 8, 0),
+        (
+            request(0x18, 0xf_ffff, 1 << 52 | 1 << 53),
+            0x8000 | 2 | 0x1ff << 3,
+        ),
+        (1 | 0x10 << 16, 0x9000 | 1 | 4),
+        (request(0x10, 5, 1 << 60), 0xa000 | 1),
+    ];
+    for (i, (lo, hi)) in descs.iter().enumerate() {
+        let slot = ring + 32 * ((126 + i as u64) % 128);
+        hal.poke(slot, *lo).unwrap();
+        hal.poke(slot + 8, *hi).unwrap();
+    }
+    unit.state.pqh.set(126 << 5);
+    unit.state.pqt.set(3 << 5);
+    unit.state.prs.set(PRS::PPR::SET.value);
+    let ev0 = unit.state.events.borrow().len();
+    let pass = hw.poll_page_requests().unwrap();
+    assert_eq!(
+        pass.requests,
+        [
+            PageRequest {
+                dev: DeviceId(0x10),
+                pasid: Some(Pasid(5)),
+                addr: 0x1234_5000,
+                read: true,
+                write: false,
+                privileged: false,
+                exec: false,
+                last: true,
+                group: 7,
+            },
+            PageRequest {
+                dev: DeviceId(0x18),
+                pasid: Some(Pasid(0xf_ffff)),
+                addr: 0x8000,
+                read: false,
+                write: true,
+                privileged: true,
+                exec: true,
+                last: false,
+                group: 0x1ff,
+            }
+        ]
+    );
+    let whys: Vec<(u32, &str)> = pass
+        .rejected
+        .iter()
+        .map(|e| match *e {
+            VtdError::BadPageRequest { index, why, .. } => (index, why),
+            e => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(
+        whys,
+        [
+            (127, "not a page request (type)"),
+            (1, "no PASID"),
+            (2, "reserved bits set")
+        ]
+    );
+    assert!(!pass.overflow_seen && !pass.overflow_cleared);
+    let ev = unit.state.events.borrow()[ev0..].to_vec();
+    assert_eq!(ev[0], Event::Prs(PRS::PPR::SET.value), "PPR cleared first");
+    assert_eq!(ev[1], Event::PqtRead);
+    assert!(ev.contains(&Event::Pqh(3 << 5)), "PQH moved to the tail");
+    assert_eq!(unit.state.prs.get(), 0);
+    // Nothing new: an empty pass.
+    assert!(hw.poll_page_requests().unwrap().is_empty());
+}
+
+/// An overflow (PRS.PRO) is reported, and cleared only once the queue
+/// reads empty: with the head held (the test hook) the requests are
+/// seen, PQH stays and PRO stays set; released, PQH reaches PQT and PRO
+/// is cleared (issue 16, point 2).
+#[test]
+fn an_overflow_is_cleared_only_once_the_queue_is_empty() {
+    use crate::regs::PRS;
+    let (hal, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT | ECAP_PRS);
+    hw.enable_page_requests(0).unwrap();
+    let ring = unit
+        .state
+        .events
+        .borrow()
+        .iter()
+        .find_map(|e| match *e {
+            Event::Pqa(v) => Some(v & !0xfff),
+            _ => None,
+        })
+        .unwrap();
+    for i in 0..2u64 {
+        hal.poke(ring + 32 * i, 1 | 1 << 8 | 0x10 << 16 | 5 << 32)
+            .unwrap();
+        hal.poke(ring + 32 * i + 8, (0x1000 * (i + 1)) | 1 | 4)
+            .unwrap();
+    }
+    unit.state.pqt.set(2 << 5);
+    unit.state.prs.set((PRS::PPR::SET + PRS::PRO::SET).value);
+    hw.hold_page_request_head = true;
+    let held = hw.poll_page_requests().unwrap();
+    assert_eq!(held.requests.len(), 2);
+    assert!(held.overflow_seen && !held.overflow_cleared);
+    assert_eq!(unit.state.pqh.get(), 0, "head held");
+    assert_eq!(unit.state.prs.get(), PRS::PRO::SET.value, "PRO left set");
+    hw.hold_page_request_head = false;
+    let drained = hw.poll_page_requests().unwrap();
+    assert_eq!(drained.requests.len(), 2, "the same two, not taken before");
+    assert!(drained.overflow_seen && drained.overflow_cleared);
+    assert_eq!(unit.state.pqh.get(), 2 << 5);
+    assert_eq!(unit.state.prs.get(), 0, "PRO cleared");
+}
+
+/// A page response is a page group response (PP, RID, PASID, the
+/// response code, LPIG, PRGI) followed by a wait, for the last request
+/// of a group only; stop markers and other requests get none. A drain
+/// wait carries PD only where ECAP.PDS says the unit takes it (issue 16,
+/// point 2).
+#[test]
+fn page_responses_and_drains() {
+    use kernel::iommu::iopf::{PageRequest, PageResponse};
+    let (_, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT | ECAP_PRS);
+    let req = PageRequest {
+        dev: DeviceId(0x10),
+        pasid: Some(Pasid(5)),
+        addr: 0x4000,
+        read: true,
+        write: false,
+        privileged: false,
+        exec: false,
+        last: true,
+        group: 9,
+    };
+    assert_eq!(
+        hw.page_response(&req, PageResponse::Success),
+        Err(VtdError::PageRequestsOff { base: 0xfed9_0000 })
+    );
+    assert_eq!(
+        hw.enable_page_requests(8),
+        Err(VtdError::BadQueueSize { pqs: 8 })
+    );
+    hw.enable_page_requests(2).unwrap();
+    let ran0 = ran(&unit).len();
+    assert_eq!(hw.page_response(&req, PageResponse::Failure), Ok(true));
+    let sent = ran(&unit)[ran0..].to_vec();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[0],
+        Descriptor::PageGroupResponse {
+            rid: 0x10,
+            pasid: 5,
+            code: 0xf,
+            last: true,
+            group: 9
+        }
+        .encode()
+    );
+    assert_eq!(sent[1][0] & 0xf, crate::qi::WAIT);
+    let not_last = PageRequest { last: false, ..req };
+    let stop = PageRequest { read: false, ..req };
+    assert_eq!(
+        hw.page_response(&not_last, PageResponse::Success),
+        Ok(false)
+    );
+    assert_eq!(hw.page_response(&stop, PageResponse::Success), Ok(false));
+    assert_eq!(ran(&unit).len(), ran0 + 2, "nothing more sent");
+    let pd = |ecap| {
+        let (_, unit, mut hw) = ats_unit(ecap);
+        hw.enable_page_requests(0).unwrap();
+        hw.drain_page_requests().unwrap();
+        ran(&unit).last().unwrap()[0] & (1 << 7) != 0
+    };
+    assert!(
+        !pd(ECAP_FL | ECAP_DT | ECAP_PRS),
+        "PD is reserved without PDS"
+    );
+    assert!(pd(ECAP_FL | ECAP_DT | ECAP_PRS | ECAP_PDS));
+}
+
+/// Units with ECAP.DIT get the physical function's source id in their
+/// device-TLB invalidations (the device's own: it is its PF); others
+/// zeros, where those bits are reserved (issue 16, point 2).
+#[test]
+fn pfsid_only_with_dit() {
+    let (_, _, mut plain) = ats_unit(ECAP_FL | ECAP_DT);
+    plain.set_device_ats(DeviceId(0x10), Some(ATS)).unwrap();
+    assert_eq!(plain.device_ats(DeviceId(0x10)).unwrap().pfsid, None);
+    let (_, _, mut dit) = ats_unit(ECAP_FL | ECAP_DT | 1 << 41);
+    dit.set_device_ats(DeviceId(0x10), Some(ATS)).unwrap();
+    assert_eq!(dit.device_ats(DeviceId(0x10)).unwrap().pfsid, Some(0x10));
 }
