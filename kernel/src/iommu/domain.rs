@@ -3,6 +3,7 @@
 //! core decides; the hardware driver ([`IommuHw`]) programs what it is
 //! told and invalidates when asked.
 use super::check::Note;
+use super::iopf::{PageRequest, PageResponse, PrqPass};
 use super::iova::IovaAllocator;
 pub use super::pasid::Pasid;
 use super::pasid::{PasidAllocator, PasidError, PASID_MAX};
@@ -258,6 +259,39 @@ pub trait IommuHw {
     /// Tells the checking mode what the core did (drivers pass it to
     /// their HAL's [`crate::hal::Hal::note`]).
     fn note(&self, _n: Note) {}
+    /// The unit keeps device TLBs coherent (ATS: VT-d ECAP.DT, SMMUv3
+    /// IDR0.ATS).
+    fn dev_tlb_supported(&self) -> bool {
+        false
+    }
+    /// The unit takes page requests (PRI: VT-d ECAP.PRS, SMMUv3 IDR0.PRI).
+    fn page_requests_supported(&self) -> bool {
+        false
+    }
+    /// ATS on (`Some`) or off for `dev` in the unit: from then on the
+    /// driver's invalidations of whatever `dev` reaches include its device
+    /// TLB. The core calls it only where [`Self::dev_tlb_supported`] says
+    /// so.
+    fn set_dev_tlb(&mut self, _dev: DeviceId, _tlb: Option<DevTlb>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// Starts the unit's page request queue (once; later calls do
+    /// nothing). Called only where [`Self::page_requests_supported`].
+    fn enable_page_requests(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// The page requests the queue holds, taken off it.
+    fn take_page_requests(&mut self) -> Result<PrqPass<Self::Error>, Self::Error> {
+        Ok(PrqPass::default())
+    }
+    /// Answers the page group `req` ends; says whether a response went.
+    fn page_response(
+        &mut self,
+        _req: &PageRequest,
+        _resp: PageResponse,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
     /// The unit can walk a CPU's page tables for PASID-tagged requests
     /// (SMMUv3 stage 1 with substreams; VT-d first-level translation).
     fn sva_supported(&self) -> bool {
@@ -326,6 +360,12 @@ pub enum IommuError<E> {
         dev: DeviceId,
     },
     Unsupported(Feature),
+    /// The device, or the unit, lacks what the feature needs.
+    FeatureUnavailable {
+        dev: DeviceId,
+        feature: Feature,
+        why: &'static str,
+    },
     /// The feature is supported but not enabled on the device.
     FeatureDisabled {
         dev: DeviceId,
@@ -418,6 +458,9 @@ impl<E: fmt::Display> fmt::Display for IommuError<E> {
                 write!(f, "domain {} is not aux-attached to device {dev}", domain.0)
             }
             IommuError::Unsupported(feat) => write!(f, "{feat:?} is not supported"),
+            IommuError::FeatureUnavailable { dev, feature, why } => {
+                write!(f, "{feature:?} is not available for device {dev}: {why}")
+            }
             IommuError::FeatureDisabled { dev, feature } => {
                 write!(f, "{feature:?} is not enabled on device {dev}")
             }
@@ -479,6 +522,12 @@ struct Device {
     aux_enabled: bool,
     /// SVA enabled (implies PASIDs enabled).
     sva: bool,
+    /// What the device's own capabilities offer (`declare_capabilities`).
+    caps: DeviceCaps,
+    /// ATS, PRI and I/O page faults turned on.
+    ats: bool,
+    pri: bool,
+    iopf: bool,
     /// The domain at each attached PASID; a PASID not here is blocked.
     pasids: BTreeMap<Pasid, DomainId>,
 }
@@ -500,7 +549,9 @@ fn paging_table<E>(
 pub const DMA_IOVA_BASE: u64 = 0x10_0000;
 pub const DMA_IOVA_END: u64 = 0x1_0000_0000;
 
+mod features;
 mod sva;
+pub use features::{DevTlb, DeviceCaps, IopfReport};
 
 /// One IOMMU's domains and devices.
 pub struct Iommu<H: IommuHw> {
@@ -581,6 +632,10 @@ impl<H: IommuHw> Iommu<H> {
                 primary: self.blocked,
                 aux_enabled: false,
                 sva: false,
+                caps: DeviceCaps::default(),
+                ats: false,
+                pri: false,
+                iopf: false,
                 pasids: BTreeMap::new(),
             },
         );
@@ -963,92 +1018,6 @@ impl<H: IommuHw> Iommu<H> {
 
     pub fn primary_domain(&self, dev: DeviceId) -> Result<DomainId, IommuError<H::Error>> {
         Ok(self.device(dev)?.primary)
-    }
-
-    pub fn dev_has_feature(
-        &self,
-        dev: DeviceId,
-        feat: Feature,
-    ) -> Result<bool, IommuError<H::Error>> {
-        let device = self.device(dev)?;
-        let pasids = device.pasid_bits > 0 && self.hw.pasid_bits() > 0;
-        Ok(match feat {
-            Feature::Aux => pasids,
-            Feature::Sva => pasids && self.hw.sva_supported(),
-            Feature::Iopf | Feature::Ats | Feature::Pri => false,
-        })
-    }
-
-    pub fn dev_feature_enabled(
-        &self,
-        dev: DeviceId,
-        feat: Feature,
-    ) -> Result<bool, IommuError<H::Error>> {
-        let device = self.device(dev)?;
-        Ok(match feat {
-            Feature::Aux => device.aux_enabled,
-            Feature::Sva => device.sva,
-            Feature::Iopf | Feature::Ats | Feature::Pri => false,
-        })
-    }
-
-    /// Enables `feat` on `dev`. SVA enables PASIDs too (as AUX does).
-    pub fn dev_enable_feature(
-        &mut self,
-        dev: DeviceId,
-        feat: Feature,
-    ) -> Result<(), IommuError<H::Error>> {
-        if !self.dev_has_feature(dev, feat)? {
-            return Err(IommuError::Unsupported(feat));
-        }
-        if !self.device(dev)?.aux_enabled {
-            self.hw.enable_aux(dev).map_err(IommuError::Hw)?;
-        }
-        if let Some(d) = self.devices.get_mut(&dev) {
-            d.aux_enabled = true;
-            d.sva |= feat == Feature::Sva;
-        }
-        Ok(())
-    }
-
-    /// Disables `feat` on `dev`: AUX (PASIDs, and SVA with them) once no
-    /// PASID is attached, SVA once no address space is bound.
-    pub fn dev_disable_feature(
-        &mut self,
-        dev: DeviceId,
-        feat: Feature,
-    ) -> Result<(), IommuError<H::Error>> {
-        let device = self.device(dev)?;
-        match feat {
-            Feature::Aux => {}
-            Feature::Sva => {
-                if self.bound_spaces(dev) > 0 {
-                    return Err(IommuError::FeatureInUse { dev, feature: feat });
-                }
-                if let Some(d) = self.devices.get_mut(&dev) {
-                    d.sva = false;
-                }
-                return Ok(());
-            }
-            Feature::Iopf | Feature::Ats | Feature::Pri => {
-                return Err(IommuError::Unsupported(feat))
-            }
-        }
-        if !device.pasids.is_empty() {
-            return Err(IommuError::Busy {
-                dev,
-                aux_domains: device.pasids.len(),
-            });
-        }
-        if !device.aux_enabled {
-            return Ok(());
-        }
-        self.hw.disable_aux(dev).map_err(IommuError::Hw)?;
-        if let Some(d) = self.devices.get_mut(&dev) {
-            d.aux_enabled = false;
-            d.sva = false;
-        }
-        Ok(())
     }
 
     /// Attaches paging domain `id` to `dev` at `pasid`, a PASID the caller

@@ -17,6 +17,8 @@
 use super::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
+use super::domain::DevTlb;
+use super::iopf::{PageRequest, PageResponse, PrqPass};
 use super::pgtable::arm::{ArmLpae, Stage};
 use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};
 use crate::addr::{Iova, PhysAddr, PhysRange};
@@ -76,6 +78,16 @@ pub struct ModelState {
     pub refuse_enable: bool,
     /// A driver bug to act out, for tests that show the suite catches it.
     pub broken: Option<Broken>,
+    /// Device TLBs and page requests offered (off by default).
+    pub dev_tlb: bool,
+    pub page_requests: bool,
+    /// Device TLBs the core turned on, by device.
+    pub dev_tlbs: BTreeMap<DeviceId, DevTlb>,
+    /// The page request queue is on; what it holds (tests push requests
+    /// as a device would send them); the answers given.
+    pub prq_on: bool,
+    pub prq: Vec<PageRequest>,
+    pub responses: Vec<(PageRequest, PageResponse)>,
 }
 
 /// Driver bugs the model can act out (the suite must catch each).
@@ -124,6 +136,12 @@ impl ModelState {
             enabled: true,
             refuse_enable: false,
             broken: None,
+            dev_tlb: false,
+            page_requests: false,
+            dev_tlbs: BTreeMap::new(),
+            prq_on: false,
+            prq: Vec::new(),
+            responses: Vec::new(),
         }))
     }
 
@@ -435,6 +453,44 @@ impl IommuHw for ModelIommu {
     fn sva_supported(&self) -> bool {
         let s = self.state.borrow();
         s.pasid_bits > 0 && self.sva_accepts(&cpu_format_of(s.format))
+    }
+
+    fn dev_tlb_supported(&self) -> bool {
+        self.state.borrow().dev_tlb
+    }
+
+    fn page_requests_supported(&self) -> bool {
+        self.state.borrow().page_requests
+    }
+
+    fn set_dev_tlb(&mut self, dev: DeviceId, tlb: Option<DevTlb>) -> Result<(), ModelError> {
+        let mut s = self.state.borrow_mut();
+        match tlb {
+            Some(t) => s.dev_tlbs.insert(dev, t),
+            None => s.dev_tlbs.remove(&dev),
+        };
+        Ok(())
+    }
+
+    fn enable_page_requests(&mut self) -> Result<(), ModelError> {
+        self.state.borrow_mut().prq_on = true;
+        Ok(())
+    }
+
+    fn take_page_requests(&mut self) -> Result<PrqPass<ModelError>, ModelError> {
+        let mut s = self.state.borrow_mut();
+        Ok(PrqPass {
+            requests: core::mem::take(&mut s.prq),
+            ..PrqPass::default()
+        })
+    }
+
+    fn page_response(&mut self, req: &PageRequest, resp: PageResponse) -> Result<bool, ModelError> {
+        if !req.needs_response() {
+            return Ok(false);
+        }
+        self.state.borrow_mut().responses.push((*req, resp));
+        Ok(true)
     }
 
     fn sva_accepts(&self, format: &TableFormat) -> bool {

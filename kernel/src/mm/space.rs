@@ -14,6 +14,7 @@
 use crate::iommu::domain::TableFormat;
 use crate::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Which address space: the key an IOMMU keeps its binding under.
@@ -64,6 +65,36 @@ impl<E> From<PgError> for SpaceError<E> {
     }
 }
 
+/// Why a fault at an address was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceFault {
+    /// No region covers the address: the process never had it.
+    NoRegion { va: u64 },
+    /// A write to a region (or page) that allows reading only.
+    ReadOnly { va: u64 },
+    /// No page to make present, or no table memory.
+    NoMemory { va: u64 },
+}
+
+impl fmt::Display for SpaceFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpaceFault::NoRegion { va } => write!(f, "{va:#x} is in no region of the space"),
+            SpaceFault::ReadOnly { va } => write!(f, "{va:#x} is read-only"),
+            SpaceFault::NoMemory { va } => write!(f, "no memory to make {va:#x} present"),
+        }
+    }
+}
+
+/// How a fault was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The page was there already with the access asked for.
+    Present,
+    /// A fresh page was mapped at the address.
+    Made { pa: u64 },
+}
+
 /// A CPU address space: its page tables and the memory they live in.
 pub struct AddressSpace {
     id: SpaceId,
@@ -71,6 +102,12 @@ pub struct AddressSpace {
     /// `None` only while dropping.
     table: Option<PageTable<TableFormat>>,
     mem: Box<dyn TableMemory>,
+    /// Regions valid but made present on first touch, as a process's
+    /// anonymous memory: `(start, size, prot)`.
+    regions: Vec<(u64, u64, Prot)>,
+    /// Pages [`AddressSpace::fault`] mapped, for their owner to free once
+    /// the space is gone.
+    made: Vec<u64>,
 }
 
 impl fmt::Debug for AddressSpace {
@@ -92,6 +129,8 @@ impl AddressSpace {
             format,
             table: Some(table),
             mem,
+            regions: Vec::new(),
+            made: Vec::new(),
         })
     }
 
@@ -159,6 +198,64 @@ impl AddressSpace {
         let mut g = Gather::default();
         g.add_range(va, size);
         n.invalidate(self.id, &g)
+    }
+
+    /// Declares `[va, va + size)` valid for `prot` without making it
+    /// present: pages there are made present when touched ([`Self::fault`]).
+    pub fn reserve(&mut self, va: u64, size: u64, prot: Prot) -> Result<(), PgError> {
+        let end = va
+            .checked_add(size)
+            .filter(|_| size > 0 && (va | size) & (PAGE_SIZE - 1) == 0)
+            .ok_or(PgError::Misaligned { iova: va, pa: 0, size })?;
+        if let Some(&(s, ..)) = self
+            .regions
+            .iter()
+            .find(|&&(s, l, _)| va < s + l && s < end)
+        {
+            return Err(PgError::Overlap { iova: s.max(va) });
+        }
+        self.regions.push((va, size, prot));
+        Ok(())
+    }
+
+    /// Serves a touch of `va` (a write if `write`), as a CPU page fault
+    /// or a device's page request: a page already there with that access
+    /// is [`Served::Present`]; in a region that allows the access, a page
+    /// from `page` is mapped ([`Served::Made`]). Going from not present to
+    /// present needs no invalidation.
+    pub fn fault(
+        &mut self,
+        va: u64,
+        write: bool,
+        page: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<Served, SpaceFault> {
+        let va = va & !(PAGE_SIZE - 1);
+        if let Some((_, prot)) = self.translate(va) {
+            return if write && !prot.write {
+                Err(SpaceFault::ReadOnly { va })
+            } else {
+                Ok(Served::Present)
+            };
+        }
+        let &(_, _, prot) = self
+            .regions
+            .iter()
+            .find(|&&(s, l, _)| (s..s + l).contains(&va))
+            .ok_or(SpaceFault::NoRegion { va })?;
+        if write && !prot.write {
+            return Err(SpaceFault::ReadOnly { va });
+        }
+        let pa = page().ok_or(SpaceFault::NoMemory { va })?;
+        self.map(va, pa, PAGE_SIZE, prot)
+            .map_err(|_| SpaceFault::NoMemory { va })?;
+        self.made.push(pa);
+        Ok(Served::Made { pa })
+    }
+
+    /// The pages [`Self::fault`] made present, taken: the caller frees them
+    /// once nothing maps them.
+    pub fn take_made_pages(&mut self) -> Vec<u64> {
+        core::mem::take(&mut self.made)
     }
 
     /// The physical address and permissions `va` translates to.
@@ -336,6 +433,50 @@ mod tests {
             Err(SpaceError::Notifier("refused"))
         );
         assert_eq!(mem.0.borrow().freed, 0, "a walker may still hold them");
+    }
+
+    #[test]
+    fn faults_fill_reserved_regions_only() {
+        let mem = Mem::default();
+        let mut s = space(&mem);
+        s.reserve(VA, 4 * PAGE_SIZE, Prot::RW).expect("reserve");
+        s.reserve(VA + 8 * PAGE_SIZE, PAGE_SIZE, Prot::RO)
+            .expect("reserve");
+        assert_eq!(
+            s.reserve(VA + PAGE_SIZE, PAGE_SIZE, Prot::RW),
+            Err(PgError::Overlap { iova: VA + PAGE_SIZE })
+        );
+        let mut next = 0x9000_0000u64;
+        let mut page = || {
+            next += PAGE_SIZE;
+            Some(next)
+        };
+        assert_eq!(
+            s.fault(VA + 0x123, true, &mut page),
+            Ok(Served::Made { pa: 0x9000_1000 })
+        );
+        assert_eq!(s.translate(VA + 8).map(|t| t.0), Some(0x9000_1008));
+        assert_eq!(s.fault(VA, false, &mut page), Ok(Served::Present));
+        assert_eq!(
+            s.fault(VA + 5 * PAGE_SIZE, false, &mut page),
+            Err(SpaceFault::NoRegion { va: VA + 5 * PAGE_SIZE })
+        );
+        let ro = VA + 8 * PAGE_SIZE;
+        assert_eq!(
+            s.fault(ro, true, &mut page),
+            Err(SpaceFault::ReadOnly { va: ro })
+        );
+        assert_eq!(s.fault(ro, false, &mut page), Ok(Served::Made { pa: 0x9000_2000 }));
+        assert_eq!(
+            s.fault(ro, true, &mut page),
+            Err(SpaceFault::ReadOnly { va: ro }),
+            "present but read-only"
+        );
+        assert_eq!(
+            s.fault(VA + PAGE_SIZE, false, &mut || None),
+            Err(SpaceFault::NoMemory { va: VA + PAGE_SIZE })
+        );
+        assert_eq!(s.take_made_pages(), [0x9000_1000, 0x9000_2000]);
     }
 
     #[test]

@@ -56,7 +56,7 @@ use kernel::addr::PhysRange;
 use kernel::hal::{Coherency, Hal, HalTables};
 use kernel::iommu::check::{Cache, Note};
 use kernel::iommu::domain::{
-    Attachment, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
+    Attachment, DevTlb, DeviceId, DomainKind, DomainRef, Fault, IommuHw, Pasid, TableFormat,
 };
 use kernel::iommu::iopf::{PageRequest, PageResponse, PrqPass};
 use kernel::iommu::pgtable::x86::{VtdSecondLevel, X86FirstLevel};
@@ -1255,6 +1255,37 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
 
     fn note(&self, n: Note) {
         self.hal.note(n);
+    }
+
+    fn dev_tlb_supported(&self) -> bool {
+        self.ecaps.device_tlb
+    }
+
+    fn page_requests_supported(&self) -> bool {
+        self.ecaps.page_requests
+    }
+
+    fn set_dev_tlb(&mut self, dev: DeviceId, tlb: Option<DevTlb>) -> Result<(), VtdError> {
+        let ats = tlb.map(|t| Ats {
+            queue_depth: t.queue_depth,
+            pfsid: None,
+            page_requests: t.page_requests,
+        });
+        self.set_device_ats(dev, ats)
+    }
+
+    /// 128 descriptors (one page): devices here have few requests
+    /// outstanding, and a small queue is quick to fill in an overflow test.
+    fn enable_page_requests(&mut self) -> Result<(), VtdError> {
+        VtdHw::enable_page_requests(self, 0)
+    }
+
+    fn take_page_requests(&mut self) -> Result<PrqPass<VtdError>, VtdError> {
+        self.poll_page_requests()
+    }
+
+    fn page_response(&mut self, req: &PageRequest, resp: PageResponse) -> Result<bool, VtdError> {
+        VtdHw::page_response(self, req, resp)
     }
 
     /// First-level translation walks x86-64 paging, a process's tables;
