@@ -913,6 +913,8 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         let mut pass = PrqPass::default();
         self.unit.write_prs(PRS::PPR::SET);
         let tail = self.unit.pqt().read(PQT::PQT) as u32 % ring;
+        // The descriptors up to that tail are read after it.
+        self.hal.barrier();
         let mut head = self.unit.pqh().read(PQH::PQH) as u32 % ring;
         // At most one lap: the indices are within the ring.
         while head != tail {
