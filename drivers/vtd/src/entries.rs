@@ -29,6 +29,9 @@ pub struct ContextEntry {
     pub pdts: u8,
     /// The PASID that requests without one use (RID_PASID).
     pub rid_pasid: u32,
+    /// Requests with PASID allowed (PASIDE): without it hardware blocks
+    /// every PASID-tagged request of the device (QEMU does not check).
+    pub pasids: bool,
     /// Device-TLB (ATS) enabled.
     pub device_tlb: bool,
     /// Page requests enabled.
@@ -39,6 +42,7 @@ impl ContextEntry {
     pub fn encode(&self) -> [u64; 4] {
         let lo = PRESENT
             | (u64::from(self.device_tlb) << 2)
+            | (u64::from(self.pasids) << 3)
             | (u64::from(self.page_requests) << 4)
             | (u64::from(self.pdts & 7) << 9)
             | (self.pasid_dir & PAGE_MASK);
@@ -159,12 +163,13 @@ mod tests {
             pasid_dir: 0x3000_0000,
             pdts: ContextEntry::pdts_for(1 << 14),
             rid_pasid: 0,
+            pasids: true,
             device_tlb: true,
             page_requests: false,
         };
         // 2^14 directory entries (2^20 PASIDs / 64): PDTS 7.
         assert_eq!(c.pdts, 7);
-        assert_eq!(c.encode(), [0x3000_0000 | (7 << 9) | 4 | 1, 0, 0, 0]);
+        assert_eq!(c.encode(), [0x3000_0000 | (7 << 9) | 8 | 4 | 1, 0, 0, 0]);
         assert_eq!(ContextEntry::pdts_for(1), 0);
         assert_eq!(ContextEntry::pdts_for(300), 2);
     }

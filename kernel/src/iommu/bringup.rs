@@ -8,7 +8,7 @@
 //! (VT-d RMRRs), and the core takes the driver and the managed devices.
 //! Down: every device back as the driver found it, translation off, and
 //! what the driver still holds reported (a leak check).
-use super::domain::{DeviceId, Iommu, IommuError, IommuHw};
+use super::domain::{DeviceCaps, DeviceId, Iommu, IommuError, IommuHw};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -64,11 +64,13 @@ impl<E: fmt::Display> fmt::Display for BringupError<E> {
     }
 }
 
-/// A device the core is to manage, and its PASID width.
+/// A device the core is to manage: its PASID width and its ATS and PRI
+/// capabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Managed {
     pub id: DeviceId,
     pub pasid_bits: u8,
+    pub caps: DeviceCaps,
 }
 
 /// An IOMMU up: the core over the driver, the devices it manages, and
@@ -118,7 +120,10 @@ pub fn bring_up<H: Bringup>(
         Err(e) => return Err(BringupError::Core(e)),
     };
     for m in managed {
-        if let Err(e) = iommu.add_device(m.id, m.pasid_bits) {
+        let added = iommu
+            .add_device(m.id, m.pasid_bits)
+            .and_then(|()| iommu.declare_capabilities(m.id, m.caps));
+        if let Err(e) = added {
             let _ = iommu.hw.shutdown();
             return Err(BringupError::Core(e));
         }
@@ -175,10 +180,12 @@ mod tests {
             Managed {
                 id: DeviceId(0),
                 pasid_bits: 20,
+                caps: DeviceCaps::default(),
             },
             Managed {
                 id: DeviceId(1),
                 pasid_bits: 4,
+                caps: DeviceCaps::default(),
             },
         ];
         let mut learned = Vec::new();
@@ -235,6 +242,7 @@ mod tests {
             let managed = [Managed {
                 id: DeviceId(0),
                 pasid_bits: 20,
+                caps: DeviceCaps::default(),
             }];
             let mut up = bring_up(ModelIommu::new(state), &managed, &[], |_, _| {}).unwrap();
             assert_eq!(up.iommu.pasid_range(), (1, max), "{bits} bits");
@@ -266,6 +274,7 @@ mod tests {
         let twice = Managed {
             id: DeviceId(4),
             pasid_bits: 0,
+            caps: DeviceCaps::default(),
         };
         let r = bring_up(
             ModelIommu::new(state.clone()),

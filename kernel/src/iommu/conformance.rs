@@ -111,6 +111,7 @@ macro_rules! conformance_cases {
             aux sva_copy_between_cpu_addresses_inject_faults,
             aux sva_cpu_remap_reaches_the_device_through_the_hook,
             aux sva_refusals,
+            primary device_features_where_offered,
             aux many_aux_domains,
         }
     };

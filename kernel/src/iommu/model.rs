@@ -14,10 +14,10 @@
 //! the walk cache still holds (freed before its invalidation), or walking
 //! through one later, is a [`Violation`], which the host suite checks for
 //! after every case.
+use super::domain::DevTlb;
 use super::domain::{
     Attachment, DeviceId, DomainKind, DomainRef, Fault, FaultReason, IommuHw, Pasid, TableFormat,
 };
-use super::domain::DevTlb;
 use super::iopf::{PageRequest, PageResponse, PrqPass};
 use super::pgtable::arm::{ArmLpae, Stage};
 use super::pgtable::{level_shift, Format, Gather, Prot, Pte, TableMemory, ENTRIES, PAGE_SIZE};

@@ -206,7 +206,11 @@ impl AddressSpace {
         let end = va
             .checked_add(size)
             .filter(|_| size > 0 && (va | size) & (PAGE_SIZE - 1) == 0)
-            .ok_or(PgError::Misaligned { iova: va, pa: 0, size })?;
+            .ok_or(PgError::Misaligned {
+                iova: va,
+                pa: 0,
+                size,
+            })?;
         if let Some(&(s, ..)) = self
             .regions
             .iter()
@@ -444,7 +448,9 @@ mod tests {
             .expect("reserve");
         assert_eq!(
             s.reserve(VA + PAGE_SIZE, PAGE_SIZE, Prot::RW),
-            Err(PgError::Overlap { iova: VA + PAGE_SIZE })
+            Err(PgError::Overlap {
+                iova: VA + PAGE_SIZE
+            })
         );
         let mut next = 0x9000_0000u64;
         let mut page = || {
@@ -459,14 +465,19 @@ mod tests {
         assert_eq!(s.fault(VA, false, &mut page), Ok(Served::Present));
         assert_eq!(
             s.fault(VA + 5 * PAGE_SIZE, false, &mut page),
-            Err(SpaceFault::NoRegion { va: VA + 5 * PAGE_SIZE })
+            Err(SpaceFault::NoRegion {
+                va: VA + 5 * PAGE_SIZE
+            })
         );
         let ro = VA + 8 * PAGE_SIZE;
         assert_eq!(
             s.fault(ro, true, &mut page),
             Err(SpaceFault::ReadOnly { va: ro })
         );
-        assert_eq!(s.fault(ro, false, &mut page), Ok(Served::Made { pa: 0x9000_2000 }));
+        assert_eq!(
+            s.fault(ro, false, &mut page),
+            Ok(Served::Made { pa: 0x9000_2000 })
+        );
         assert_eq!(
             s.fault(ro, true, &mut page),
             Err(SpaceFault::ReadOnly { va: ro }),

@@ -139,6 +139,7 @@ impl<R> Device<R> {
             pasid_dir: dir,
             pdts: ContextEntry::pdts_for(self.dir_entries),
             rid_pasid: 0,
+            pasids: self.pasid_bits > 0,
             device_tlb: self.ats.is_some(),
             page_requests: self.ats.is_some_and(|a| a.page_requests),
         }
@@ -319,6 +320,7 @@ impl<H: Hal> Tables<H> {
             pasid_dir: dir.phys().as_u64(),
             pdts: ContextEntry::pdts_for(FIRST_DIR_ENTRIES),
             rid_pasid: 0,
+            pasids: pasid_bits > 0,
             device_tlb: false,
             page_requests: false,
         }

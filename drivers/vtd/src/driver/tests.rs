@@ -112,9 +112,9 @@ fn device_and_pasid_entries_land_where_the_spec_says() {
     assert_eq!(word(&hal, t.root() + 32 + 8), 0);
     let (dir, entries) = directory(&hal, &t, sid);
     assert_eq!(entries, FIRST_DIR_ENTRIES);
-    // RID_PASID 0, no device TLB, no page requests.
+    // RID_PASID 0, PASIDs enabled (PASIDE), no device TLB, no page requests.
     let ctx = context_table(&hal, &t, 2, false);
-    assert_eq!(word(&hal, ctx + 32 * 0x10), dir | (2 << 9) | 1);
+    assert_eq!(word(&hal, ctx + 32 * 0x10), dir | (2 << 9) | 1 << 3 | 1);
     assert_eq!(word(&hal, ctx + 32 * 0x10 + 8), 0);
     let table0 = word(&hal, dir) & FRAME;
     assert_eq!(word(&hal, dir) & 1, 1, "first PASID table linked");
@@ -1513,15 +1513,15 @@ fn the_context_entry_carries_dte_and_pre_and_is_invalidated() {
         .unwrap();
     assert_eq!(
         word(&hal, ctx) & 0x1c,
-        1 << 2 | 1 << 4,
+        1 << 2 | 1 << 3 | 1 << 4,
         "kept through growth"
     );
     rec.seen.clear();
     t.set_ats(&mut rec, sid, Some(ATS)).unwrap();
-    assert_eq!(word(&hal, ctx) & 0x1c, 1 << 2, "PRE off, DTE on");
+    assert_eq!(word(&hal, ctx) & 0x1c, 1 << 2 | 1 << 3, "PRE off, DTE on");
     rec.seen.clear();
     t.set_ats(&mut rec, sid, None).unwrap();
-    assert_eq!(word(&hal, ctx) & 0x1c, 0);
+    assert_eq!(word(&hal, ctx) & 0x1c, 1 << 3, "PASIDE alone");
     let all = crate::qi::AtsRange::All;
     assert_eq!(
         rec.seen[rec.seen.len() - 2..],

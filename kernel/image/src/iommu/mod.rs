@@ -220,6 +220,7 @@ fn bring_up_unparked<H: IommuDriver>(
         devices.push(bringup::Managed {
             id: route.id,
             pasid_bits: m.pasid_bits,
+            caps: device_caps(m.f),
         });
     }
     // Only the functions behind this unit: the others' ids mean nothing
@@ -238,6 +239,25 @@ fn bring_up_unparked<H: IommuDriver>(
         let m = &managed[i];
         hw.learn_device(m.segment, m.f, devices[i].id);
     })
+}
+
+/// What `f`'s ATS and PRI capabilities offer the core.
+fn device_caps(f: &pci::Function) -> kernel::iommu::domain::DeviceCaps {
+    use pci::caps::Capability;
+    let ats = f.find_cap(|c| match c {
+        Capability::Ats {
+            invalidate_queue_depth,
+            ..
+        } => Some(*invalidate_queue_depth),
+        _ => None,
+    });
+    kernel::iommu::domain::DeviceCaps {
+        ats: ats.is_some(),
+        ats_queue_depth: ats.unwrap_or(0),
+        pri: f
+            .find_cap(|c| matches!(c, Capability::Pri { .. }).then_some(()))
+            .is_some(),
+    }
 }
 
 /// The boot flow's bring-up: the platform's IOMMU up with every function

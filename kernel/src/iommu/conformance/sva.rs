@@ -390,3 +390,45 @@ pub fn sva_refusals<P: Platform>(p: &mut P) -> TestResult {
     sva_done(p, &s, &[x])?;
     Ok(())
 }
+
+/// ATS, PRI and I/O page faults: each is enabled where the unit and the
+/// device have it (in that order, each needing the one before) and
+/// refused with the reason where either lacks it; off again in reverse.
+pub fn device_features_where_offered<P: Platform>(p: &mut P) -> TestResult {
+    let (x, _, _) = p.devices();
+    let mut on = alloc::vec::Vec::new();
+    for feat in [Feature::Ats, Feature::Pri, Feature::Iopf] {
+        let why = p
+            .iommu()
+            .dev_feature_unavailable(x, feat)
+            .map_err(core_err)?;
+        let got = p.iommu().dev_enable_feature(x, feat);
+        match why {
+            Some(why) => {
+                ensure_eq!(
+                    got,
+                    Err(IommuError::FeatureUnavailable {
+                        dev: x,
+                        feature: feat,
+                        why
+                    }),
+                    "{feat:?} where it is not offered"
+                );
+                log::info!("device {x}: {feat:?} refused: {why}");
+            }
+            None => {
+                got.map_err(core_err)?;
+                ensure!(
+                    p.iommu().dev_feature_enabled(x, feat).map_err(core_err)?,
+                    "{feat:?} reads enabled"
+                );
+                on.push(feat);
+            }
+        }
+    }
+    for &feat in on.iter().rev() {
+        p.iommu().dev_disable_feature(x, feat).map_err(core_err)?;
+    }
+    p.take_faults();
+    Ok(())
+}

@@ -375,14 +375,16 @@ mod tests {
             matches!(e, Err(IommuError::FeatureUnavailable { why, .. }) if why.contains("device has no ATS")),
             "{e:?}"
         );
-        unit.declare_capabilities(X, caps(true, true)).expect("caps");
+        unit.declare_capabilities(X, caps(true, true))
+            .expect("caps");
         let e = unit.dev_enable_feature(X, Feature::Ats);
         assert!(
             matches!(e, Err(IommuError::FeatureUnavailable { why, .. }) if why.contains("ECAP.DT")),
             "{e:?}"
         );
         let (_, mut unit) = iommu(true, false);
-        unit.declare_capabilities(X, caps(true, true)).expect("caps");
+        unit.declare_capabilities(X, caps(true, true))
+            .expect("caps");
         unit.dev_enable_feature(X, Feature::Ats).expect("ATS");
         let e = unit.dev_enable_feature(X, Feature::Pri);
         assert!(
@@ -408,8 +410,14 @@ mod tests {
         )
         .expect("caps");
         let disabled = |f| Err(IommuError::FeatureDisabled { dev: X, feature: f });
-        assert_eq!(unit.dev_enable_feature(X, Feature::Pri), disabled(Feature::Ats));
-        assert_eq!(unit.dev_enable_feature(X, Feature::Iopf), disabled(Feature::Pri));
+        assert_eq!(
+            unit.dev_enable_feature(X, Feature::Pri),
+            disabled(Feature::Ats)
+        );
+        assert_eq!(
+            unit.dev_enable_feature(X, Feature::Iopf),
+            disabled(Feature::Pri)
+        );
         unit.dev_enable_feature(X, Feature::Ats).expect("ATS");
         assert_eq!(
             state.borrow().dev_tlbs.get(&X),
@@ -423,8 +431,14 @@ mod tests {
         unit.dev_enable_feature(X, Feature::Iopf).expect("IOPF");
         assert!(state.borrow().prq_on);
         let in_use = |f| Err(IommuError::FeatureInUse { dev: X, feature: f });
-        assert_eq!(unit.dev_disable_feature(X, Feature::Ats), in_use(Feature::Ats));
-        assert_eq!(unit.dev_disable_feature(X, Feature::Pri), in_use(Feature::Pri));
+        assert_eq!(
+            unit.dev_disable_feature(X, Feature::Ats),
+            in_use(Feature::Ats)
+        );
+        assert_eq!(
+            unit.dev_disable_feature(X, Feature::Pri),
+            in_use(Feature::Pri)
+        );
         for f in [Feature::Iopf, Feature::Pri, Feature::Ats] {
             unit.dev_disable_feature(X, f).expect("off");
             assert!(!unit.dev_feature_enabled(X, f).expect("state"));
@@ -449,7 +463,8 @@ mod tests {
     #[test]
     fn page_requests_for_a_bound_space_are_made_present_and_answered() {
         let (state, mut unit) = iommu(true, true);
-        unit.declare_capabilities(X, caps(true, true)).expect("caps");
+        unit.declare_capabilities(X, caps(true, true))
+            .expect("caps");
         for f in [Feature::Sva, Feature::Ats, Feature::Pri] {
             unit.dev_enable_feature(X, f).expect("feature");
         }
@@ -517,7 +532,10 @@ mod tests {
             .iter()
             .map(|(r, a)| (r.group, *a))
             .collect();
-        assert_eq!(answers, [(1, PageResponse::Success), (2, PageResponse::Invalid)]);
+        assert_eq!(
+            answers,
+            [(1, PageResponse::Success), (2, PageResponse::Invalid)]
+        );
         assert_eq!(made.len(), 2, "both pages inside the region were made");
         assert!(space.translate(VA).is_some_and(|(_, prot)| prot.write));
         unit.sva_unbind(X, space.id()).expect("unbind");
