@@ -204,6 +204,51 @@ pub(super) mod board {
                 .collect()
         }
 
+        /// The PCI function of `id` (its segment) and its registers.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+        pub fn function_of(
+            &self,
+            id: DeviceId,
+        ) -> Option<(
+            u16,
+            &'static pci::Function,
+            alloc::rc::Rc<pasid_dma::PasidDma>,
+        )> {
+            let d = self.devs.iter().find(|d| d.id == id)?;
+            Some((d.open.segment, d.open.f, d.open.dev.clone()))
+        }
+
+        /// Runs `op` on `dev` and, while it is not done, calls `between`
+        /// every millisecond (to serve page requests the operation waits
+        /// on), for at most [`BOUND_NS`].
+        #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+        pub fn dma_serving(
+            &mut self,
+            dev: DeviceId,
+            op: DmaOp,
+            tag: DmaTag,
+            mut between: impl FnMut(&mut Self) -> TestResult,
+        ) -> Result<DmaResult, TestError> {
+            self.check().map_err(fail)?;
+            let ticket = self
+                .dev(dev)
+                .map_err(fail)?
+                .plain
+                .submit(&op, tag)
+                .map_err(fail)?;
+            let t0 = crate::arch::now_ns();
+            let r = loop {
+                match self.dev(dev).map_err(fail)?.plain.wait(ticket, 1_000_000) {
+                    Err(EngineError::Timeout { .. }) if crate::arch::now_ns() - t0 < BOUND_NS => {
+                        between(self)?
+                    }
+                    other => break other.map_err(fail),
+                }
+            };
+            self.up.iommu.hw.after_dma();
+            r
+        }
+
         /// The register base of the unit the case runs on.
         #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
         pub fn unit(&self) -> u64 {

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use kernel::cmdline;
 use kernel::harness::{select, TapWriter, Test};
 
+mod ats;
 mod bench;
 mod boot;
 mod conformance;
@@ -141,6 +142,11 @@ pub fn tests() -> Vec<Test> {
         test!(iommu, vtd::vtd_pasid_entry_change_needs_invalidation),
         test!(iommu, vtd::vtd_aux_domain_metadata),
         test!(iommu, vtd::vtd_pasid_near_the_top),
+        test!(iommu, ats::ats_device_tlb_hits_and_unmap_invalidates),
+        test!(
+            iommu,
+            ats::iopf_page_made_present_on_demand_completes_the_dma
+        ),
     ]);
     // After the driver tests: the suite ends with its PASID-hungriest
     // case, whose 256 address spaces QEMU's VT-d keeps and renders at
