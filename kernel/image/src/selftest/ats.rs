@@ -11,6 +11,8 @@ super::conformance::board_tests!(
     "x86_64", "no ATS here: the SMMUv3 driver has none (QEMU's SMMUv3 offers neither ATS nor PRI)";
     ats_device_tlb_hits_and_unmap_invalidates,
     iopf_page_made_present_on_demand_completes_the_dma,
+    bench_device_tlb_hit_and_miss,
+    bench_page_request_round_trip,
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -344,5 +346,144 @@ mod on_board {
         p.free_pages(src, 1);
         p.free_pages(pool_base, 4);
         result.and(cleanup)
+    }
+
+    const SAMPLES: usize = 500;
+
+    fn report(name: &str, samples: &mut [u64]) -> TestResult {
+        let stats = kernel::stats::Stats::of(samples).ok_or_else(|| fail("no samples"))?;
+        crate::kprint!("# bench {name} {stats}\n");
+        Ok(())
+    }
+
+    /// An 8-byte copy with ATS on, its two pages in the device TLB (hit)
+    /// against the same copy right after the device TLB was flushed
+    /// (miss: two translation requests): `ats::copy_8_devtlb_hit`,
+    /// `ats::copy_8_devtlb_miss`.
+    pub fn bench_device_tlb_hit_and_miss(p: &mut VtdPlatform) -> TestResult {
+        let x = device_with(p, &[Feature::Ats])?;
+        counters(p, x)?;
+        let pages = p.alloc_pages(2, PAGE_SIZE)?;
+        let d = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let result = (|| -> TestResult {
+            let iommu = p.iommu();
+            iommu
+                .map(d, IOVA, pages, 2 * PAGE_SIZE, Prot::RW)
+                .map_err(core)?;
+            iommu.attach_device(d, x).map_err(core)?;
+            ats(p, x, true)?;
+            let (_, _, dev) = p.function_of(x).ok_or_else(|| fail("no such device"))?;
+            for (name, flush) in [
+                ("ats::copy_8_devtlb_hit", false),
+                ("ats::copy_8_devtlb_miss", true),
+            ] {
+                let mut samples = Vec::with_capacity(SAMPLES);
+                copy8(p, x, IOVA, IOVA + PAGE_SIZE, DmaTag::Untagged)?;
+                for _ in 0..SAMPLES {
+                    if flush {
+                        dev.flush_device_tlb().map_err(fail)?;
+                    }
+                    let t0 = crate::arch::now_ns();
+                    let r = copy8(p, x, IOVA, IOVA + PAGE_SIZE, DmaTag::Untagged)?;
+                    samples.push(crate::arch::now_ns() - t0);
+                    ensure_eq!(r.status, DmaStatus::Success, "{name}");
+                }
+                report(name, &mut samples)?;
+            }
+            Ok(())
+        })();
+        let off = ats(p, x, false);
+        let iommu = p.iommu();
+        let cleanup = iommu
+            .detach_device(x)
+            .and_then(|()| iommu.domain_free(d))
+            .map_err(core);
+        p.free_pages(pages, 2);
+        result.and(off).and(cleanup)
+    }
+
+    /// Page request to response: an 8-byte copy into a page of a bound
+    /// space that is not present, from submission to completion, the
+    /// kernel serving the request as soon as it polls it
+    /// (`iopf::copy_8_page_request_round_trip`); and the kernel's share,
+    /// from the pass that found the request to the response sent
+    /// (`iopf::serve_request_to_response`).
+    pub fn bench_page_request_round_trip(p: &mut VtdPlatform) -> TestResult {
+        const ROUNDS: u64 = 200;
+        let feats = [Feature::Sva, Feature::Ats, Feature::Pri, Feature::Iopf];
+        let x = device_with(p, &feats)?;
+        counters(p, x)?;
+        let (segment, f, _) = p.function_of(x).ok_or_else(|| fail("no such device"))?;
+        let src = p.alloc_pages(1, PAGE_SIZE)?;
+        let pool_base = p.alloc_pages(ROUNDS, PAGE_SIZE)?;
+        let mut pool: Vec<u64> = (0..ROUNDS).map(|i| pool_base + i * PAGE_SIZE).collect();
+        let format = p.cpu_format();
+        let memory = p.space_memory();
+        let mut space = AddressSpace::new(SpaceId(6), format, memory).map_err(fail)?;
+        let region = SVA_VA + 0x10_0000;
+        space.map(SVA_VA, src, PAGE_SIZE, Prot::RO).map_err(fail)?;
+        space
+            .reserve(region, ROUNDS * PAGE_SIZE, Prot::RW)
+            .map_err(fail)?;
+        let result = (|| -> TestResult {
+            for feat in feats {
+                p.iommu().dev_enable_feature(x, feat).map_err(core)?;
+            }
+            crate::pcie::with_config(segment, |cfg, _| {
+                pci::features::enable_ats(cfg, f, 0)
+                    .and_then(|_| pci::features::enable_pri(cfg, f, 32))
+                    .map(|_| ())
+            })
+            .ok_or_else(|| fail("segment vanished"))?
+            .map_err(fail)?;
+            let pasid = p.iommu().sva_bind(x, &space).map_err(core)?;
+            let (mut round_trip, mut service) = (Vec::new(), Vec::new());
+            for i in 0..ROUNDS {
+                let op = DmaOp::Copy {
+                    src: SVA_VA,
+                    dst: region + i * PAGE_SIZE,
+                    len: 8,
+                };
+                let t0 = crate::arch::now_ns();
+                let r = p.dma_serving(x, op, tagged(pasid), |p| {
+                    let t = crate::arch::now_ns();
+                    let report = p
+                        .iommu()
+                        .serve_page_requests(&mut |_, va, write| {
+                            space.fault(va, write, &mut || pool.pop()).is_ok()
+                        })
+                        .map_err(core)?;
+                    if report.success > 0 {
+                        service.push(crate::arch::now_ns() - t);
+                    }
+                    Ok(())
+                })?;
+                round_trip.push(crate::arch::now_ns() - t0);
+                ensure_eq!(r.status, DmaStatus::Success, "round {i}");
+            }
+            report("iopf::copy_8_page_request_round_trip", &mut round_trip)?;
+            report("iopf::serve_request_to_response", &mut service)
+        })();
+        let _ = p.iommu().sva_unbind(x, space.id());
+        crate::pcie::with_config(segment, |cfg, _| {
+            let _ = pci::features::disable_pri(cfg, f);
+            let _ = pci::features::disable_ats(cfg, f);
+        });
+        for feat in [
+            Feature::Iopf,
+            Feature::Pri,
+            Feature::Ats,
+            Feature::Sva,
+            Feature::Aux,
+        ] {
+            let _ = p.iommu().dev_disable_feature(x, feat);
+        }
+        drop(space);
+        p.free_pages(src, 1);
+        p.free_pages(pool_base, ROUNDS);
+        result
     }
 }

@@ -219,7 +219,7 @@ pub(super) mod board {
         }
 
         /// Runs `op` on `dev` and, while it is not done, calls `between`
-        /// every millisecond (to serve page requests the operation waits
+        /// every 10 µs or so (to serve page requests the operation waits
         /// on), for at most [`BOUND_NS`].
         #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
         pub fn dma_serving(
@@ -238,7 +238,7 @@ pub(super) mod board {
                 .map_err(fail)?;
             let t0 = crate::arch::now_ns();
             let r = loop {
-                match self.dev(dev).map_err(fail)?.plain.wait(ticket, 1_000_000) {
+                match self.dev(dev).map_err(fail)?.plain.wait(ticket, 10_000) {
                     Err(EngineError::Timeout { .. }) if crate::arch::now_ns() - t0 < BOUND_NS => {
                         between(self)?
                     }
