@@ -11,6 +11,7 @@ super::conformance::board_tests!(
     "x86_64", "no ATS here: the SMMUv3 driver has none (QEMU's SMMUv3 offers neither ATS nor PRI)";
     ats_device_tlb_hits_and_unmap_invalidates,
     iopf_page_made_present_on_demand_completes_the_dma,
+    iopf_queue_overflow_is_noticed_and_recovered,
     bench_device_tlb_hit_and_miss,
     bench_page_request_round_trip,
 );
@@ -208,7 +209,6 @@ mod on_board {
         let feats = [Feature::Sva, Feature::Ats, Feature::Pri, Feature::Iopf];
         let x = device_with(p, &feats)?;
         counters(p, x)?;
-        let (segment, f, _) = p.function_of(x).ok_or_else(|| fail("no such device"))?;
         let src = p.alloc_pages(1, PAGE_SIZE)?;
         let pool_base = p.alloc_pages(4, PAGE_SIZE)?;
         let mut pool: Vec<u64> = (0..4).map(|i| pool_base + i * PAGE_SIZE).collect();
@@ -222,25 +222,7 @@ mod on_board {
             .reserve(region, 4 * PAGE_SIZE, Prot::RW)
             .map_err(fail)?;
         let result = (|| -> TestResult {
-            for feat in feats {
-                p.iommu().dev_enable_feature(x, feat).map_err(core)?;
-                let pci_side = match feat {
-                    Feature::Ats => Some(true),
-                    Feature::Pri => Some(false),
-                    _ => None,
-                };
-                if let Some(is_ats) = pci_side {
-                    crate::pcie::with_config(segment, |cfg, _| {
-                        if is_ats {
-                            pci::features::enable_ats(cfg, f, 0).map(|_| ())
-                        } else {
-                            pci::features::enable_pri(cfg, f, 32).map(|_| ())
-                        }
-                    })
-                    .ok_or_else(|| fail("segment vanished"))?
-                    .map_err(fail)?;
-                }
-            }
+            iopf(p, x, true)?;
             let pasid = p.iommu().sva_bind(x, &space).map_err(core)?;
             let c0 = counters(p, x)?;
             let mut served = Vec::new();
@@ -319,18 +301,40 @@ mod on_board {
             ensure!(p.take_faults().is_empty(), "page requests record no faults");
             Ok(())
         })();
-        let mut cleanup: TestResult = Ok(());
-        match p.iommu().sva_unbind(x, space.id()) {
-            Ok(()) | Err(kernel::iommu::domain::IommuError::NotBound { .. }) => {}
-            Err(e) => cleanup = Err(core(e)),
+        let unbind = match p.iommu().sva_unbind(x, space.id()) {
+            Ok(()) | Err(kernel::iommu::domain::IommuError::NotBound { .. }) => Ok(()),
+            Err(e) => Err(core(e)),
+        };
+        let cleanup = unbind.and(iopf(p, x, false));
+        drop(space);
+        p.free_pages(src, 1);
+        p.free_pages(pool_base, 4);
+        result.and(cleanup)
+    }
+
+    /// ATS, PRI and I/O page faults on for `x`, the IOMMU's side and the
+    /// device's; or off again in reverse. Errors on the way off are
+    /// collected, not stopped at.
+    fn iopf(p: &mut VtdPlatform, x: DeviceId, on: bool) -> TestResult {
+        let (segment, f, _) = p.function_of(x).ok_or_else(|| fail("no such device"))?;
+        let feats = [Feature::Sva, Feature::Ats, Feature::Pri, Feature::Iopf];
+        if on {
+            for feat in feats {
+                p.iommu().dev_enable_feature(x, feat).map_err(core)?;
+            }
+            return crate::pcie::with_config(segment, |cfg, _| {
+                pci::features::enable_ats(cfg, f, 0)
+                    .and_then(|_| pci::features::enable_pri(cfg, f, 32))
+                    .map(|_| ())
+            })
+            .ok_or_else(|| fail("segment vanished"))?
+            .map_err(fail);
         }
-        let pci_off = crate::pcie::with_config(segment, |cfg, _| {
-            let _ = pci::features::disable_pri(cfg, f);
-            let _ = pci::features::disable_ats(cfg, f);
-        });
-        if pci_off.is_none() {
-            cleanup = cleanup.and(Err(fail("segment vanished")));
-        }
+        let mut r: TestResult = crate::pcie::with_config(segment, |cfg, _| {
+            pci::features::disable_pri(cfg, f).and_then(|()| pci::features::disable_ats(cfg, f))
+        })
+        .ok_or_else(|| fail("segment vanished"))
+        .and_then(|x| x.map_err(fail));
         for feat in [
             Feature::Iopf,
             Feature::Pri,
@@ -339,13 +343,111 @@ mod on_board {
             Feature::Aux,
         ] {
             if let Err(e) = p.iommu().dev_disable_feature(x, feat) {
-                cleanup = cleanup.and(Err(core(e)));
+                r = r.and(Err(core(e)));
             }
         }
+        r
+    }
+
+    /// The page request queue made to overflow: the driver answers page
+    /// requests but holds the queue's head (its test hook), so every
+    /// request stays in the queue, until one finds it full. The unit sets
+    /// PRS.PRO and the device's request is refused; the kernel notices the
+    /// overflow, lets the head go, the queue empties and the overflow is
+    /// cleared, and the device's retry gets through: the DMA completes.
+    pub fn iopf_queue_overflow_is_noticed_and_recovered(p: &mut VtdPlatform) -> TestResult {
+        // PQS 0: 128 descriptors (`IommuHw::enable_page_requests`).
+        const ROUNDS: u64 = 160;
+        let x = device_with(
+            p,
+            &[Feature::Sva, Feature::Ats, Feature::Pri, Feature::Iopf],
+        )?;
+        counters(p, x)?;
+        let src = p.alloc_pages(1, PAGE_SIZE)?;
+        let pool_base = p.alloc_pages(ROUNDS, PAGE_SIZE)?;
+        let mut pool: Vec<u64> = (0..ROUNDS).map(|i| pool_base + i * PAGE_SIZE).collect();
+        let format = p.cpu_format();
+        let memory = p.space_memory();
+        let mut space = AddressSpace::new(SpaceId(7), format, memory).map_err(fail)?;
+        let region = SVA_VA + 0x10_0000;
+        space.map(SVA_VA, src, PAGE_SIZE, Prot::RO).map_err(fail)?;
+        space
+            .reserve(region, ROUNDS * PAGE_SIZE, Prot::RW)
+            .map_err(fail)?;
+        let result = (|| -> TestResult {
+            iopf(p, x, true)?;
+            let pasid = p.iommu().sva_bind(x, &space).map_err(core)?;
+            let c0 = counters(p, x)?;
+            p.iommu().hw.hold_page_request_head = true;
+            let (mut seen, mut cleared) = (0, 0);
+            let mut rounds = 0;
+            for i in 0..ROUNDS {
+                let op = DmaOp::Copy {
+                    src: SVA_VA,
+                    dst: region + i * PAGE_SIZE,
+                    len: 8,
+                };
+                let r = p.dma_serving(x, op, tagged(pasid), |p| {
+                    let report = p
+                        .iommu()
+                        .serve_page_requests(&mut |_, va, write| {
+                            space.fault(va, write, &mut || pool.pop()).is_ok()
+                        })
+                        .map_err(core)?;
+                    if report.overflow_seen {
+                        seen += 1;
+                        // Noticed: let the head go, so the queue empties.
+                        p.iommu().hw.hold_page_request_head = false;
+                    }
+                    cleared += usize::from(report.overflow_cleared);
+                    Ok(())
+                })?;
+                ensure_eq!(r.status, DmaStatus::Success, "round {i}");
+                rounds += 1;
+                if cleared > 0 {
+                    break;
+                }
+            }
+            p.iommu().hw.hold_page_request_head = false;
+            let c1 = counters(p, x)?;
+            log::info!(
+                "page request queue: overflow after {rounds} rounds, seen in {seen} passes; {c0:?} -> {c1:?}"
+            );
+            ensure!(
+                seen > 0 && cleared > 0,
+                "the overflow was noticed ({seen}) and cleared ({cleared})"
+            );
+            ensure!(
+                c1.pri_overflows > c0.pri_overflows,
+                "the device saw a request refused: {c0:?} -> {c1:?}"
+            );
+            // After the recovery a fresh fault is served as before.
+            let op = DmaOp::Copy {
+                src: SVA_VA,
+                dst: region + (ROUNDS - 1) * PAGE_SIZE,
+                len: 8,
+            };
+            let r = p.dma_serving(x, op, tagged(pasid), |p| {
+                p.iommu()
+                    .serve_page_requests(&mut |_, va, write| {
+                        space.fault(va, write, &mut || pool.pop()).is_ok()
+                    })
+                    .map(|_| ())
+                    .map_err(core)
+            })?;
+            ensure_eq!(r.status, DmaStatus::Success, "a fault after the recovery");
+            Ok(())
+        })();
+        p.iommu().hw.hold_page_request_head = false;
+        let unbind = match p.iommu().sva_unbind(x, space.id()) {
+            Ok(()) | Err(kernel::iommu::domain::IommuError::NotBound { .. }) => Ok(()),
+            Err(e) => Err(core(e)),
+        };
+        let off = iopf(p, x, false);
         drop(space);
         p.free_pages(src, 1);
-        p.free_pages(pool_base, 4);
-        result.and(cleanup)
+        p.free_pages(pool_base, ROUNDS);
+        result.and(unbind).and(off)
     }
 
     const SAMPLES: usize = 500;
@@ -416,7 +518,6 @@ mod on_board {
         let feats = [Feature::Sva, Feature::Ats, Feature::Pri, Feature::Iopf];
         let x = device_with(p, &feats)?;
         counters(p, x)?;
-        let (segment, f, _) = p.function_of(x).ok_or_else(|| fail("no such device"))?;
         let src = p.alloc_pages(1, PAGE_SIZE)?;
         let pool_base = p.alloc_pages(ROUNDS, PAGE_SIZE)?;
         let mut pool: Vec<u64> = (0..ROUNDS).map(|i| pool_base + i * PAGE_SIZE).collect();
@@ -429,16 +530,7 @@ mod on_board {
             .reserve(region, ROUNDS * PAGE_SIZE, Prot::RW)
             .map_err(fail)?;
         let result = (|| -> TestResult {
-            for feat in feats {
-                p.iommu().dev_enable_feature(x, feat).map_err(core)?;
-            }
-            crate::pcie::with_config(segment, |cfg, _| {
-                pci::features::enable_ats(cfg, f, 0)
-                    .and_then(|_| pci::features::enable_pri(cfg, f, 32))
-                    .map(|_| ())
-            })
-            .ok_or_else(|| fail("segment vanished"))?
-            .map_err(fail)?;
+            iopf(p, x, true)?;
             let pasid = p.iommu().sva_bind(x, &space).map_err(core)?;
             let (mut round_trip, mut service) = (Vec::new(), Vec::new());
             for i in 0..ROUNDS {
@@ -467,23 +559,11 @@ mod on_board {
             report("iopf::copy_8_page_request_round_trip", &mut round_trip)?;
             report("iopf::serve_request_to_response", &mut service)
         })();
-        let _ = p.iommu().sva_unbind(x, space.id());
-        crate::pcie::with_config(segment, |cfg, _| {
-            let _ = pci::features::disable_pri(cfg, f);
-            let _ = pci::features::disable_ats(cfg, f);
-        });
-        for feat in [
-            Feature::Iopf,
-            Feature::Pri,
-            Feature::Ats,
-            Feature::Sva,
-            Feature::Aux,
-        ] {
-            let _ = p.iommu().dev_disable_feature(x, feat);
-        }
+        let unbind = p.iommu().sva_unbind(x, space.id()).map_err(core);
+        let off = iopf(p, x, false);
         drop(space);
         p.free_pages(src, 1);
         p.free_pages(pool_base, ROUNDS);
-        result
+        result.and(unbind).and(off)
     }
 }

@@ -147,6 +147,7 @@ pub fn tests() -> Vec<Test> {
             iommu,
             ats::iopf_page_made_present_on_demand_completes_the_dma
         ),
+        test!(iommu, ats::iopf_queue_overflow_is_noticed_and_recovered),
     ]);
     // After the driver tests: the suite ends with its PASID-hungriest
     // case, whose 256 address spaces QEMU's VT-d keeps and renders at
