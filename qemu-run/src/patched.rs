@@ -77,6 +77,14 @@ const RECIPE: &str = "recipe 3";
 const PREFIX: &str = "/qemu";
 const INFO_FILE: &str = "BUILD-INFO";
 
+/// Where Debian's packages put the firmware QEMU loads (SeaBIOS, the
+/// option ROMs).
+pub const FIRMWARE_DIRS: [&str; 3] = [
+    "/usr/share/qemu",
+    "/usr/share/seabios",
+    "/usr/lib/ipxe/qemu",
+];
+
 /// The arguments to QEMU's `configure`: the two system targets with TCG,
 /// libfdt and user networking; nothing optional; firmware from Debian.
 pub fn configure_args(python: &Path) -> Vec<String> {
@@ -89,12 +97,12 @@ pub fn configure_args(python: &Path) -> Vec<String> {
         "--disable-docs",
         "--disable-download",
         "--disable-install-blobs",
-        "--firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu",
         "--disable-werror",
     ]
     .iter()
     .map(|s| s.to_string())
     .chain([
+        format!("--firmwarepath={}", FIRMWARE_DIRS.join(":")),
         format!("--prefix={PREFIX}"),
         format!("--python={}", python.display()),
     ])

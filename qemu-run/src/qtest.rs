@@ -1,23 +1,26 @@
 //! QEMU's own tests for our patches: the qtests that the patch series adds
-//! (`tests/qtest/pasid-dma-test.c`, `tests/qtest/smmuv3-substream-test.c`),
-//! built in a QEMU build tree and run against its `qemu-system-aarch64`.
+//! (`tests/qtest/pasid-dma-test.c`, `tests/qtest/smmuv3-substream-test.c`,
+//! `tests/qtest/intel-iommu-ats-test.c`), built in a QEMU build tree and run
+//! against its `qemu-system-aarch64` or `qemu-system-x86_64`.
 //!
 //! A qtest program prints TAP (GLib's `--tap`); [`judge`] turns its output
 //! and exit status into a verdict. Running is in [`run_all`].
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::patched::FIRMWARE_DIRS;
 use crate::tap::Tap;
 
 /// The qtest programs our patches add, and the emulator each runs against.
-pub const QTESTS: [(&str, &str); 2] = [
+pub const QTESTS: [(&str, &str); 3] = [
     ("pasid-dma-test", "qemu-system-aarch64"),
     ("smmuv3-substream-test", "qemu-system-aarch64"),
+    ("intel-iommu-ats-test", "qemu-system-x86_64"),
 ];
 
 /// Longest a qtest program may run (each takes seconds when healthy).
@@ -122,16 +125,46 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// A script that runs `emulator` with Debian's firmware directories.
+/// An emulator in a build tree looks for firmware only beside itself,
+/// where a build without blobs has none (q35 needs SeaBIOS); the script
+/// keeps the emulator's name, from which libqtest takes the target.
+pub fn firmware_wrapper(emulator: &Path) -> String {
+    let dirs: Vec<String> = FIRMWARE_DIRS.iter().map(|d| format!("-L {d}")).collect();
+    format!(
+        "#!/bin/sh\nexec '{}' {} \"$@\"\n",
+        emulator.display(),
+        dirs.join(" ")
+    )
+}
+
+/// Writes [`firmware_wrapper`] for `emulator` of `build_dir` into
+/// `log_dir/bin` and returns its path.
+fn write_wrapper(build_dir: &Path, emulator: &str, log_dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = log_dir.join("bin");
+    fs::create_dir_all(&bin).with_context(|| bin.display().to_string())?;
+    let path = bin.join(emulator);
+    let target = build_dir.join(emulator);
+    let target = target.canonicalize().unwrap_or(target);
+    fs::write(&path, firmware_wrapper(&target)).with_context(|| path.display().to_string())?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .with_context(|| path.display().to_string())?;
+    Ok(path)
+}
+
 /// Runs one qtest program from `build_dir` with a bound on its time;
 /// stdout and stderr go to `log`.
 fn run_one(build_dir: &Path, name: &str, emulator: &str, log: &Path) -> Result<Outcome> {
     let program = build_dir.join("tests").join("qtest").join(name);
     let err_log = log.with_extension("stderr");
     let err = fs::File::create(&err_log).with_context(|| err_log.display().to_string())?;
+    let log_dir = log.parent().unwrap_or(Path::new("."));
+    let qemu = write_wrapper(build_dir, emulator, log_dir)?;
     let mut child = Command::new(&program)
         .args(["--tap", "-k"])
         .current_dir(build_dir)
-        .env("QTEST_QEMU_BINARY", build_dir.join(emulator))
+        .env("QTEST_QEMU_BINARY", &qemu)
         .env_remove("QTEST_QEMU_IMG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -203,6 +236,16 @@ mod tests {
         # End of pasid-dma tests\n";
 
     #[test]
+    fn the_wrapper_adds_the_firmware_dirs_and_passes_the_arguments() {
+        let w = firmware_wrapper(Path::new("/b/qemu-system-x86_64"));
+        assert_eq!(
+            w,
+            "#!/bin/sh\nexec '/b/qemu-system-x86_64' -L /usr/share/qemu \
+             -L /usr/share/seabios -L /usr/lib/ipxe/qemu \"$@\"\n"
+        );
+    }
+
+    #[test]
     fn a_clean_glib_run_passes() {
         let o = judge("pasid-dma-test", GLIB_PASS, Some(0));
         assert!(o.ok(), "{o:?}");
@@ -256,7 +299,8 @@ mod tests {
             ninja_targets(),
             [
                 "tests/qtest/pasid-dma-test",
-                "tests/qtest/smmuv3-substream-test"
+                "tests/qtest/smmuv3-substream-test",
+                "tests/qtest/intel-iommu-ats-test"
             ]
         );
     }
