@@ -580,6 +580,8 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
             self.disable_page_request_interrupt();
         }
         self.set(GCMD::TE, GSTS::TES, false)?;
+        // PQA must not name the queue once it is freed.
+        self.disable_page_requests();
         self.set(GCMD::QIE, GSTS::QIES, false)
     }
 
@@ -867,7 +869,11 @@ impl<H: Hal, R: UnitRegs> VtdHw<H, R> {
         let (coherency, _) = walk_coherency(&self.ecaps);
         let q = PageRequestQueue::new(&self.hal, pqs, coherency)?;
         self.unit.write_pectl(PECTL::IM::SET);
-        self.unit.write_pqh(PQH::PQH.val(0));
+        // The queue starts empty where the tail is: software cannot move
+        // PQT (QEMU's stays where an earlier queue left it), and a head
+        // of 0 would read whatever lies between as requests.
+        let tail = self.unit.pqt().read(PQT::PQT);
+        self.unit.write_pqh(PQH::PQH.val(tail));
         self.hal.barrier();
         self.unit
             .write_pqa(PQA::PQA.val(q.base() >> 12) + PQA::PQS.val(u64::from(q.pqs())));

@@ -1712,6 +1712,31 @@ fn suppressed_device_tlb_invalidations_are_left_out() {
 /// fields; a wrong type, reserved bits and a request without PASID
 /// rejected with typed errors and skipped), and moves PQH to the tail
 /// (issue 16, point 2).
+/// A queue enabled while PQT is not 0 (an earlier queue's tail: software
+/// cannot move PQT) starts empty at that tail, and a disabled unit's PQA
+/// names no queue once it is freed.
+#[test]
+fn a_new_queue_starts_empty_at_the_tail_and_disable_lets_it_go() {
+    let (_hal, unit, mut hw) = ats_unit(ECAP_FL | ECAP_DT | ECAP_PRS);
+    unit.state.pqt.set(7 << 5);
+    hw.enable_page_requests(0).unwrap();
+    assert_eq!(unit.state.pqh.get(), 7 << 5, "head at the tail");
+    let pass = hw.poll_page_requests().unwrap();
+    assert!(pass.is_empty(), "nothing read from a fresh queue: {pass:?}");
+    hw.disable().unwrap();
+    let last_pqa = unit
+        .state
+        .events
+        .borrow()
+        .iter()
+        .rev()
+        .find_map(|e| match *e {
+            Event::Pqa(v) => Some(v),
+            _ => None,
+        });
+    assert_eq!(last_pqa, Some(0), "PQA cleared when the unit turns off");
+}
+
 #[test]
 fn page_requests_are_taken_from_head_to_tail() {
     use crate::regs::{PECTL, PRS};
