@@ -144,6 +144,20 @@ pub fn root() -> u64 {
     ROOT.load(Ordering::Relaxed)
 }
 
+/// The valid entries of the map's root table, by index: the kernel's
+/// half that a process's tables carry (`AddressSpace::with_kernel_entries`).
+pub fn root_entries() -> alloc::vec::Vec<(usize, u64)> {
+    let guard = MAP.lock();
+    let Some(s) = guard.as_ref() else {
+        return alloc::vec::Vec::new();
+    };
+    let root = s.map.root();
+    (0..512)
+        .map(|i| (i, s.tables.read(root, i)))
+        .filter(|&(_, e)| e != 0)
+        .collect()
+}
+
 /// An address nothing is mapped at: the first 1 GiB slot (from 2 GiB up)
 /// whose probe address is unmapped; firmware-described ranges are mapped
 /// when bound, so this is checked against the map itself.

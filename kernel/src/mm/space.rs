@@ -12,7 +12,7 @@
 //! needs no hook: the IOMMUs we drive cache no absent entries of these
 //! tables (a first-level walk on VT-d, stage 1 on SMMUv3).
 use crate::iommu::domain::TableFormat;
-use crate::iommu::pgtable::{Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
+use crate::iommu::pgtable::{Format, Gather, PageTable, PgError, Prot, TableMemory, PAGE_SIZE};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
@@ -262,6 +262,39 @@ impl AddressSpace {
         core::mem::take(&mut self.made)
     }
 
+    /// Runs `f` with `kernel` (top-level entries of the kernel's own
+    /// tables, by index) linked into slots of the space's root that it
+    /// leaves empty, as a process's tables carry the kernel's half: `f`
+    /// gets the root, which the CPU can then load and keep running. A slot
+    /// the space uses is refused ([`PgError::Overlap`]). The entries go
+    /// again before this returns; meanwhile the space cannot change (it is
+    /// borrowed), so nothing of it walks into or frees the kernel's tables.
+    pub fn with_kernel_entries<R>(
+        &mut self,
+        kernel: &[(usize, u64)],
+        f: impl FnOnce(u64) -> R,
+    ) -> Result<R, PgError> {
+        let root = self.root();
+        let shift = crate::iommu::pgtable::level_shift(self.format.levels(), 0);
+        for &(i, _) in kernel {
+            if i >= 512 || self.mem.read(root, i) != 0 {
+                return Err(PgError::Overlap {
+                    iova: (i as u64) << shift,
+                });
+            }
+        }
+        for &(i, e) in kernel {
+            self.mem.write(root, i, e);
+        }
+        self.mem.barrier();
+        let r = f(root);
+        for &(i, _) in kernel {
+            self.mem.write(root, i, 0);
+        }
+        self.mem.barrier();
+        Ok(r)
+    }
+
     /// The physical address and permissions `va` translates to.
     pub fn translate(&self, va: u64) -> Option<(u64, Prot)> {
         let t = self.table.as_ref()?.lookup(&*self.mem, va)?;
@@ -303,7 +336,7 @@ impl Drop for AddressSpace {
 mod tests {
     use super::*;
     use crate::iommu::pgtable::arm::{ArmLpae, CPU_MAIR};
-    use crate::iommu::pgtable::{Format, Pte};
+    use crate::iommu::pgtable::Pte;
     use alloc::rc::Rc;
     use alloc::vec::Vec;
     use core::cell::RefCell;
@@ -488,6 +521,41 @@ mod tests {
             Err(SpaceFault::NoMemory { va: VA + PAGE_SIZE })
         );
         assert_eq!(s.take_made_pages(), [0x9000_1000, 0x9000_2000]);
+    }
+
+    #[test]
+    fn kernel_entries_are_linked_for_the_call_only() {
+        let mem = Mem::default();
+        let mut s = space(&mem);
+        s.map(VA, 0x4000_0000, PAGE_SIZE, Prot::RW).expect("map");
+        let own = (VA >> 39) as usize;
+        let root = s.root();
+        let seen = s
+            .with_kernel_entries(&[(0, 0x1234_5003), (1, 0x5678_9003)], |r| {
+                assert_eq!(r, root);
+                let m = mem.0.borrow();
+                (m.tables[&r][0], m.tables[&r][1], m.tables[&r][own] != 0)
+            })
+            .expect("linked");
+        assert_eq!(seen, (0x1234_5003, 0x5678_9003, true));
+        assert_eq!(mem.0.borrow().tables[&root][..2], [0, 0], "unlinked after");
+        assert_eq!(
+            s.with_kernel_entries(&[(own, 0x1003)], |_| ()),
+            Err(PgError::Overlap {
+                iova: (own as u64) << 39
+            }),
+            "a slot the space uses"
+        );
+        assert_eq!(
+            mem.0.borrow().tables[&root][0],
+            0,
+            "a refusal writes nothing"
+        );
+        drop(s);
+        assert!(
+            mem.0.borrow().tables.is_empty(),
+            "the kernel's tables were not freed"
+        );
     }
 
     #[test]

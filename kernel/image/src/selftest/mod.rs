@@ -21,6 +21,7 @@ mod irq;
 mod mm;
 mod pci;
 mod smmuv3;
+mod sva;
 mod vtd;
 
 /// A watch window opened now on this CPU: it closes once the window's
@@ -148,6 +149,7 @@ pub fn tests() -> Vec<Test> {
             ats::iopf_page_made_present_on_demand_completes_the_dma
         ),
         test!(iommu, ats::iopf_queue_overflow_is_noticed_and_recovered),
+        test!(iommu, sva::sva_cpu_and_device_share_an_address_space),
     ]);
     // After the driver tests: the suite ends with its PASID-hungriest
     // case, whose 256 address spaces QEMU's VT-d keeps and renders at

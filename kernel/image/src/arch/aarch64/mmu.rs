@@ -118,3 +118,43 @@ pub fn map_facts(f: &super::facts::BootFacts) {
         map_device(*r, "GIC ITS");
     }
 }
+
+/// The ASID the tables of [`access_on_tables`] run under (the kernel's map
+/// is ASID 0; its entries are global anyway).
+const SPACE_ASID: u64 = 1;
+
+/// Loads `root` into TTBR0_EL1 under [`SPACE_ASID`], interrupts off,
+/// writes `value` at `write_va` if given, reads the u64 at `read_va`, and
+/// goes back to the kernel's map, dropping what the TLB cached under that
+/// ASID. `root` must carry the kernel's half (its root entries), so code,
+/// stack and data stay mapped; both addresses must be mapped there.
+pub fn access_on_tables(root: u64, write_va: Option<(u64, u64)>, read_va: u64) -> u64 {
+    let enabled = super::interrupts_disable();
+    let old = TTBR0_EL1.get();
+    barrier::dsb(barrier::ISH);
+    TTBR0_EL1.set(root | SPACE_ASID << 48);
+    barrier::isb(barrier::SY);
+    if let Some((va, value)) = write_va {
+        // SAFETY: `va` is mapped writable in the tables now loaded, to a
+        // page the caller owns; aligned u64.
+        unsafe { core::ptr::write_volatile(va as *mut u64, value) };
+    }
+    // SAFETY: as above, readable.
+    let v = unsafe { core::ptr::read_volatile(read_va as *const u64) };
+    barrier::dsb(barrier::ISH);
+    TTBR0_EL1.set(old);
+    barrier::isb(barrier::SY);
+    // SAFETY: dropping this CPU's translations under SPACE_ASID has no
+    // other effect; the next use of the ASID walks the tables afresh.
+    unsafe {
+        core::arch::asm!(
+            "tlbi aside1, {a}",
+            "dsb nsh",
+            "isb",
+            a = in(reg) SPACE_ASID << 48,
+            options(nostack)
+        )
+    };
+    super::interrupts_restore(enabled);
+    v
+}

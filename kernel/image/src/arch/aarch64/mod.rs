@@ -203,3 +203,9 @@ pub fn msi_fire(v: &crate::platform::MsiVector) -> Result<(), alloc::string::Str
 pub fn msi_count(id: u32) -> u32 {
     msi::lpi_count(id)
 }
+
+/// The CPU's own access through a process's tables (see
+/// `mmu::access_on_tables`).
+pub fn access_on_tables(root: u64, write_va: Option<(u64, u64)>, read_va: u64) -> u64 {
+    mmu::access_on_tables(root, write_va, read_va)
+}

@@ -280,3 +280,9 @@ pub fn msi_fire(_v: &crate::platform::MsiVector) -> Result<(), alloc::string::St
 pub fn msi_count(id: u32) -> u32 {
     exceptions::msi_count(id)
 }
+
+/// The CPU's own access through a process's tables (see
+/// `paging::access_on_tables`).
+pub fn access_on_tables(root: u64, write_va: Option<(u64, u64)>, read_va: u64) -> u64 {
+    paging::access_on_tables(root, write_va, read_va)
+}

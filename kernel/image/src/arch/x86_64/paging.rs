@@ -84,3 +84,38 @@ pub fn activate() {
 /// After new entries were written: they were not present before, and x86
 /// caches no translation for a not-present entry, so nothing to flush.
 pub fn published() {}
+
+/// Runs `f` on the page tables at `root` (CR3), interrupts off, and goes
+/// back to the kernel's map. `root` must carry the kernel's half (its
+/// root entries), so code, stack and data stay mapped.
+pub fn with_tables<R>(root: u64, f: impl FnOnce() -> R) -> R {
+    use x86_64::registers::control::Cr3;
+    let enabled = super::interrupts_disable();
+    let (old, flags) = Cr3::read_raw();
+    let frame =
+        x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(root));
+    // SAFETY: the caller's tables map the kernel as the kernel's map does
+    // (its root entries are linked in), so execution continues; the write
+    // drops every non-global translation of the old tables.
+    unsafe { Cr3::write(frame, x86_64::registers::control::Cr3Flags::empty()) };
+    let r = f();
+    // SAFETY: the kernel's own map, as before the switch.
+    unsafe { Cr3::write_raw(old, flags) };
+    super::interrupts_restore(enabled);
+    r
+}
+
+/// On the tables at `root` (see [`with_tables`]): writes `value` at
+/// virtual address `write_va` if given, then reads the u64 at `read_va`.
+/// Both must be mapped there (a fault is the exception handler's).
+pub fn access_on_tables(root: u64, write_va: Option<(u64, u64)>, read_va: u64) -> u64 {
+    with_tables(root, || {
+        if let Some((va, value)) = write_va {
+            // SAFETY: `va` is mapped writable in the tables now loaded, to
+            // a page the caller owns; aligned u64.
+            unsafe { core::ptr::write_volatile(va as *mut u64, value) };
+        }
+        // SAFETY: as above, readable.
+        unsafe { core::ptr::read_volatile(read_va as *const u64) }
+    })
+}
