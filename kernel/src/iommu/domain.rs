@@ -138,6 +138,34 @@ impl Format for TableFormat {
             TableFormat::VtdSecondLevel(f) => f.decode(entry, level),
         }
     }
+    fn tracks_dirty(&self) -> bool {
+        match self {
+            TableFormat::Arm(f) => f.tracks_dirty(),
+            TableFormat::X86FirstLevel(f) => f.tracks_dirty(),
+            TableFormat::VtdSecondLevel(f) => f.tracks_dirty(),
+        }
+    }
+    fn clean(&self, entry: u64, level: usize) -> Option<u64> {
+        match self {
+            TableFormat::Arm(f) => f.clean(entry, level),
+            TableFormat::X86FirstLevel(f) => f.clean(entry, level),
+            TableFormat::VtdSecondLevel(f) => f.clean(entry, level),
+        }
+    }
+    fn dirtied(&self, entry: u64, level: usize) -> u64 {
+        match self {
+            TableFormat::Arm(f) => f.dirtied(entry, level),
+            TableFormat::X86FirstLevel(f) => f.dirtied(entry, level),
+            TableFormat::VtdSecondLevel(f) => f.dirtied(entry, level),
+        }
+    }
+    fn is_dirty(&self, entry: u64, level: usize) -> bool {
+        match self {
+            TableFormat::Arm(f) => f.is_dirty(entry, level),
+            TableFormat::X86FirstLevel(f) => f.is_dirty(entry, level),
+            TableFormat::VtdSecondLevel(f) => f.is_dirty(entry, level),
+        }
+    }
 }
 
 /// What a driver is told about a domain.

@@ -36,6 +36,18 @@ enum Context {
     Paged { root: u64, tag: u32 },
 }
 
+/// A TLB entry: the translation, the leaf it came from, and whether the
+/// leaf was dirty when cached (as x86 and SMMUs cache the dirty state: a
+/// write through an entry cached dirty updates no table).
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    pa: u64,
+    prot: Prot,
+    /// The leaf's address in memory and its level.
+    leaf: (u64, usize),
+    dirty: bool,
+}
+
 /// Simulated physical memory, page tables, contexts, TLB and fault log.
 pub struct ModelState {
     pages: BTreeMap<u64, Box<[u8; PAGE_SIZE as usize]>>,
@@ -45,7 +57,7 @@ pub struct ModelState {
     primary: BTreeMap<DeviceId, Context>,
     pasids: BTreeMap<(DeviceId, Pasid), Context>,
     aux_enabled: BTreeSet<DeviceId>,
-    tlb: BTreeMap<(u32, u64), (u64, Prot)>,
+    tlb: BTreeMap<(u32, u64), Cached>,
     /// Walk cache: the table at `level` (1 and deeper) that a walk for
     /// tag `.0` reached, by `(tag, level, iova >> span of the entry
     /// above)`.
@@ -88,6 +100,10 @@ pub struct ModelState {
     pub prq_on: bool,
     pub prq: Vec<PageRequest>,
     pub responses: Vec<(PageRequest, PageResponse)>,
+    /// Dirty tracking offered (the formats that keep dirty state), and
+    /// how many leaves the model's walks dirtied.
+    pub dirty_tracking: bool,
+    pub dirty_updates: u32,
 }
 
 /// Driver bugs the model can act out (the suite must catch each).
@@ -142,6 +158,8 @@ impl ModelState {
             prq_on: false,
             prq: Vec::new(),
             responses: Vec::new(),
+            dirty_tracking: true,
+            dirty_updates: 0,
         }))
     }
 
@@ -249,7 +267,7 @@ impl ModelState {
 
     /// Walks `root` for `iova` under `tag`, starting at the deepest table
     /// the walk cache holds for it and caching the tables it passes.
-    fn walk(&mut self, tag: u32, root: u64, iova: u64) -> Option<(u64, Prot)> {
+    fn walk(&mut self, tag: u32, root: u64, iova: u64) -> Option<Cached> {
         let f = self.format;
         let levels = f.levels();
         if iova >> f.ias() != 0 {
@@ -271,13 +289,21 @@ impl ModelState {
                 return None;
             }
             let shift = level_shift(levels, level);
-            let e = self.entry(table, ((iova >> shift) as usize) & (ENTRIES - 1));
+            let index = ((iova >> shift) as usize) & (ENTRIES - 1);
+            let e = self.entry(table, index);
             match f.decode(e, level) {
                 Pte::Table(next) if level + 1 < levels => {
                     self.walks.insert((tag, level + 1, iova >> shift), next);
                     table = next
                 }
-                Pte::Leaf { pa, prot } => return Some((pa + (iova & ((1 << shift) - 1)), prot)),
+                Pte::Leaf { pa, prot } => {
+                    return Some(Cached {
+                        pa: pa + (iova & ((1 << shift) - 1)),
+                        prot,
+                        leaf: (table + 8 * index as u64, level),
+                        dirty: f.is_dirty(e, level),
+                    })
+                }
                 _ => return None,
             }
         }
@@ -312,15 +338,29 @@ impl ModelState {
         };
         let page = iova & !(PAGE_SIZE - 1);
         let hit = self.tlb.get(&(tag, page)).copied();
-        let (pa, prot) = match hit.or_else(|| self.walk(tag, root, page)) {
+        let mut t = match hit.or_else(|| self.walk(tag, root, page)) {
             Some(t) => t,
             None => return Err(self.fault(dev, pasid, iova, write, FaultReason::NotMapped)),
         };
-        if (write && !prot.write) || (!write && !prot.read) {
+        if (write && !t.prot.write) || (!write && !t.prot.read) {
             return Err(self.fault(dev, pasid, iova, write, FaultReason::Permission));
         }
-        self.tlb.insert((tag, page), (pa, prot));
-        Ok(pa + (iova & (PAGE_SIZE - 1)))
+        if write && !t.dirty {
+            // Hardware dirty-state update: the leaf in memory, once per
+            // cached translation.
+            let (at, level) = t.leaf;
+            let mut b = [0u8; 8];
+            self.read(at, &mut b);
+            let e = u64::from_le_bytes(b);
+            let d = self.format.dirtied(e, level);
+            if d != e {
+                self.write(at, &d.to_le_bytes());
+                self.dirty_updates += 1;
+            }
+            t.dirty = true;
+        }
+        self.tlb.insert((tag, page), t);
+        Ok(t.pa + (iova & (PAGE_SIZE - 1)))
     }
 
     fn fault(

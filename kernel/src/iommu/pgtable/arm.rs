@@ -41,6 +41,11 @@ const PXN: u64 = 1 << 53;
 /// UXN at stage 1, XN[1] at stage 2.
 const XN: u64 = 1 << 54;
 const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
+/// Dirty Bit Modifier: with hardware dirty-state update on, the write
+/// permission (AP[2] clear at stage 1, S2AP[1] set at stage 2) is the
+/// dirty flag, and a write to a writable-clean leaf sets it instead of
+/// faulting.
+const DBM: u64 = 1 << 51;
 
 /// Which stage's attribute and permission encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +177,40 @@ impl Format for ArmLpae {
         e
     }
 
+    /// DBM (needs the SMMU's HTTU with HD in the CD or STE).
+    fn tracks_dirty(&self) -> bool {
+        true
+    }
+
+    fn clean(&self, e: u64, level: usize) -> Option<u64> {
+        let writable = match self.decode(e, level) {
+            Pte::Leaf { prot, .. } => prot.write,
+            _ => false,
+        };
+        writable.then(|| match self.stage {
+            Stage::One => e | DBM | AP_RDONLY,
+            Stage::Two => (e | DBM) & !S2AP_WRITE,
+        })
+    }
+
+    fn dirtied(&self, e: u64, _level: usize) -> u64 {
+        if e & DBM == 0 {
+            return e;
+        }
+        match self.stage {
+            Stage::One => e & !AP_RDONLY,
+            Stage::Two => e | S2AP_WRITE,
+        }
+    }
+
+    fn is_dirty(&self, e: u64, _level: usize) -> bool {
+        e & DBM != 0
+            && match self.stage {
+                Stage::One => e & AP_RDONLY == 0,
+                Stage::Two => e & S2AP_WRITE != 0,
+            }
+    }
+
     #[inline]
     fn decode(&self, e: u64, level: usize) -> Pte {
         if e & VALID == 0 {
@@ -187,14 +226,14 @@ impl Format for ArmLpae {
         let prot = match self.stage {
             Stage::One => Prot {
                 read: true,
-                write: e & AP_RDONLY == 0,
+                write: e & AP_RDONLY == 0 || e & DBM != 0,
                 exec: e & (XN | PXN) == 0,
                 privileged: e & AP_UNPRIV == 0,
                 device: (e >> ATTR_INDX_SHIFT) & 7 == u64::from(self.attrs.device),
             },
             Stage::Two => Prot {
                 read: e & S2AP_READ != 0,
-                write: e & S2AP_WRITE != 0,
+                write: e & S2AP_WRITE != 0 || e & DBM != 0,
                 exec: e & XN == 0,
                 privileged: false,
                 device: (e >> S2_MEMATTR_SHIFT) & 0xf == S2_MEMATTR_DEVICE_NGNRE,

@@ -86,6 +86,26 @@ pub trait Format {
     fn encode_leaf(&self, pa: u64, level: usize, prot: Prot) -> u64;
     fn decode(&self, entry: u64, level: usize) -> Pte;
 
+    /// Whether leaves can carry dirty state that the IOMMU sets on a
+    /// write (x86 D; Arm DBM with the write permission off until written).
+    fn tracks_dirty(&self) -> bool {
+        false
+    }
+    /// The writable leaf `entry` made clean (the next write through it
+    /// makes it dirty); `None` for a read-only leaf or a format without
+    /// dirty state.
+    fn clean(&self, _entry: u64, _level: usize) -> Option<u64> {
+        None
+    }
+    /// The leaf `entry` as the IOMMU leaves it after a write.
+    fn dirtied(&self, entry: u64, _level: usize) -> u64 {
+        entry
+    }
+    /// Whether the leaf `entry` is dirty (written since it was cleaned).
+    fn is_dirty(&self, _entry: u64, _level: usize) -> bool {
+        false
+    }
+
     /// Input address bits.
     fn ias(&self) -> u32 {
         PAGE_SHIFT + BITS_PER_LEVEL * self.levels() as u32
@@ -123,6 +143,8 @@ pub enum PgError {
     NotMapped { iova: u64 },
     /// No memory for a table.
     NoMemory,
+    /// The format keeps no dirty state.
+    NoDirtyTracking,
     /// A mapping that allows neither reads nor writes (unmap instead).
     NoAccess { iova: u64 },
 }
@@ -140,6 +162,7 @@ impl fmt::Display for PgError {
             PgError::Overlap { iova } => write!(f, "iova {iova:#x} is mapped already"),
             PgError::NotMapped { iova } => write!(f, "iova {iova:#x} is not mapped"),
             PgError::NoMemory => f.write_str("no memory for a page table"),
+            PgError::NoDirtyTracking => f.write_str("the table format keeps no dirty state"),
             PgError::NoAccess { iova } => {
                 write!(f, "iova {iova:#x}: a mapping must allow reads or writes")
             }
@@ -224,6 +247,8 @@ pub struct PageTable<F: Format> {
     /// it covers (`va >> shift(levels - 2)`): consecutive pages share it,
     /// so most walks start there. Forgotten whenever a table is unlinked.
     leaf_table: core::cell::Cell<Option<(u64, u64)>>,
+    /// Dirty tracking on: new writable leaves start clean.
+    track: bool,
 }
 
 impl<F: Format> PageTable<F> {
@@ -234,6 +259,7 @@ impl<F: Format> PageTable<F> {
             root,
             tables: 1,
             leaf_table: core::cell::Cell::new(None),
+            track: false,
         })
     }
 
@@ -386,7 +412,7 @@ impl<F: Format> PageTable<F> {
                 if mem.read(t, i) != 0 {
                     return Err(PgError::Overlap { iova: va });
                 }
-                mem.write(t, i, self.fmt.encode_leaf(pa, level, prot));
+                mem.write(t, i, self.leaf(pa, level, prot));
                 return Ok(());
             }
         }
@@ -431,7 +457,7 @@ impl<F: Format> PageTable<F> {
         if fresh.is_empty() && mem.read(leaf_table, i) != 0 {
             return Err(PgError::Overlap { iova: va });
         }
-        mem.write(leaf_table, i, self.fmt.encode_leaf(pa, level, prot));
+        mem.write(leaf_table, i, self.leaf(pa, level, prot));
         if let Some(&top) = fresh.first() {
             mem.barrier();
             mem.write(table, self.index(va, l), self.fmt.encode_table(top, l));
@@ -704,12 +730,17 @@ impl<F: Format> PageTable<F> {
                 }
                 Pte::Leaf { pa, prot } => {
                     // A block cut in part: the same translations one level
-                    // down, then unmap from the new table.
+                    // down (dirty where the block was), then unmap from
+                    // the new table.
                     let next = spare.pop().expect("counted by blocks_cut");
                     self.tables += 1;
                     let child = 1u64 << self.shift(level + 1);
+                    let dirty = self.fmt.is_dirty(mem.read(table, i), level);
                     for k in 0..ENTRIES {
-                        let e = self.fmt.encode_leaf(pa + k as u64 * child, level + 1, prot);
+                        let mut e = self.leaf(pa + k as u64 * child, level + 1, prot);
+                        if dirty {
+                            e = self.fmt.dirtied(e, level + 1);
+                        }
                         mem.write(next, k, e);
                     }
                     mem.barrier();
@@ -729,6 +760,136 @@ impl<F: Format> PageTable<F> {
                 Pte::Invalid => {}
             }
             va = stop;
+        }
+    }
+
+    /// A leaf as this table writes it: clean when tracking is on.
+    fn leaf(&self, pa: u64, level: usize, prot: Prot) -> u64 {
+        let e = self.fmt.encode_leaf(pa, level, prot);
+        if self.track {
+            self.fmt.clean(e, level).unwrap_or(e)
+        } else {
+            e
+        }
+    }
+
+    pub fn dirty_tracking(&self) -> bool {
+        self.track
+    }
+
+    /// Turns dirty tracking on (every writable leaf made clean) or off
+    /// (every leaf as after a write); what changed goes into `gather`,
+    /// for the invalidation that makes the IOMMU see it.
+    pub fn set_dirty_tracking<M: TableMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        on: bool,
+        gather: &mut Gather,
+    ) -> Result<(), PgError> {
+        if !self.fmt.tracks_dirty() {
+            return Err(PgError::NoDirtyTracking);
+        }
+        self.track = on;
+        let end = 1u64 << self.fmt.ias();
+        self.each_leaf(
+            mem,
+            0,
+            end,
+            &mut |fmt, e, level, _| {
+                if on {
+                    fmt.clean(e, level)
+                } else {
+                    Some(fmt.dirtied(e, level)).filter(|&d| d != e)
+                }
+            },
+            gather,
+        );
+        Ok(())
+    }
+
+    /// The dirty leaves overlapping `[iova, iova + size)`, each as (base,
+    /// size): a block reports its whole size. With `clear`, each is made
+    /// clean again and its range goes into `gather`: the IOMMU may hold
+    /// the dirty state in its TLB, and a write sets the bit again only
+    /// once that invalidation ran.
+    pub fn read_and_clear_dirty<M: TableMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        iova: u64,
+        size: u64,
+        clear: bool,
+        gather: &mut Gather,
+    ) -> Result<Vec<(u64, u64)>, PgError> {
+        if !self.fmt.tracks_dirty() {
+            return Err(PgError::NoDirtyTracking);
+        }
+        self.check_range(iova, size)?;
+        let mut dirty = Vec::new();
+        self.each_leaf(
+            mem,
+            iova,
+            iova + size,
+            &mut |fmt, e, level, (base, sz)| {
+                if !fmt.is_dirty(e, level) {
+                    return None;
+                }
+                dirty.push((base, sz));
+                if clear {
+                    fmt.clean(e, level)
+                } else {
+                    None
+                }
+            },
+            gather,
+        );
+        Ok(dirty)
+    }
+
+    /// Calls `f` for each leaf overlapping `[start, end)` with the entry,
+    /// its level and its range; an entry `f` returns is written in its
+    /// place, and its range goes into `gather`.
+    fn each_leaf<M: TableMemory + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(&F, u64, usize, (u64, u64)) -> Option<u64>,
+        gather: &mut Gather,
+    ) {
+        self.leaves_in(mem, self.root, 0, 0, start, end, f, gather);
+    }
+
+    #[allow(clippy::too_many_arguments)] // a recursion's state
+    fn leaves_in<M: TableMemory + ?Sized>(
+        &self,
+        mem: &mut M,
+        table: u64,
+        level: usize,
+        table_base: u64,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(&F, u64, usize, (u64, u64)) -> Option<u64>,
+        gather: &mut Gather,
+    ) {
+        let sz = 1u64 << self.shift(level);
+        for i in 0..ENTRIES {
+            let base = table_base + i as u64 * sz;
+            if base >= end || base + sz <= start {
+                continue;
+            }
+            let e = mem.read(table, i);
+            match self.fmt.decode(e, level) {
+                Pte::Table(next) if level + 1 < self.fmt.levels() => {
+                    self.leaves_in(mem, next, level + 1, base, start, end, f, gather)
+                }
+                Pte::Leaf { .. } => {
+                    if let Some(new) = f(&self.fmt, e, level, (base, sz)) {
+                        mem.write(table, i, new);
+                        gather.add_range(base, sz);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 

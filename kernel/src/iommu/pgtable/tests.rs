@@ -597,3 +597,135 @@ fn second_level_entries_set_no_reserved_bits() {
         }
     }
 }
+
+/// The slot of the leaf that maps `va`: (table, index, level).
+fn leaf_slot<F: Format>(pt: &PageTable<F>, mem: &HostTables, va: u64) -> (u64, usize, usize) {
+    let f = pt.format();
+    let mut table = pt.root();
+    for level in 0..f.levels() {
+        let i = ((va >> level_shift(f.levels(), level)) as usize) & (ENTRIES - 1);
+        match f.decode(mem.read(table, i), level) {
+            Pte::Table(next) => table = next,
+            Pte::Leaf { .. } => return (table, i, level),
+            Pte::Invalid => break,
+        }
+    }
+    panic!("{va:#x} is not mapped");
+}
+
+/// What the IOMMU does on a write through `va`'s leaf.
+fn hw_write<F: Format>(pt: &PageTable<F>, mem: &mut HostTables, va: u64) {
+    let (t, i, level) = leaf_slot(pt, mem, va);
+    let e = mem.read(t, i);
+    mem.write(t, i, pt.format().dirtied(e, level));
+}
+
+fn dirty_tracking_in<F: Format + Copy>(f: F) {
+    const MIB2: u64 = 2 << 20;
+    let mut mem = HostTables::default();
+    let mut pt = PageTable::new(f, &mut mem).unwrap();
+    let base = 0x4000_0000;
+    pt.map(&mut mem, base, 0x8000_0000, 4 * PAGE_SIZE, Prot::RW)
+        .unwrap();
+    pt.map(
+        &mut mem,
+        base + 4 * PAGE_SIZE,
+        0x8000_4000,
+        PAGE_SIZE,
+        Prot::RO,
+    )
+    .unwrap();
+    let block = base + MIB2;
+    pt.map(&mut mem, block, 0x9000_0000, MIB2, Prot::RW)
+        .unwrap();
+    let name = f.name();
+    let mut g = Gather::default();
+    pt.set_dirty_tracking(&mut mem, true, &mut g).unwrap();
+    assert!(
+        !g.is_empty(),
+        "{name}: the cleaned leaves want an invalidation"
+    );
+    let mut g = Gather::default();
+    let all = pt
+        .read_and_clear_dirty(&mut mem, base, 2 * MIB2, true, &mut g)
+        .unwrap();
+    assert!(
+        all.is_empty(),
+        "{name}: clean after turning tracking on: {all:x?}"
+    );
+    // Still writable for the walker, and reads do not dirty.
+    assert!(pt.lookup(&mem, base).unwrap().prot.write, "{name}");
+    assert!(
+        !pt.lookup(&mem, base + 4 * PAGE_SIZE).unwrap().prot.write,
+        "{name}"
+    );
+    hw_write(&pt, &mut mem, base + PAGE_SIZE);
+    hw_write(&pt, &mut mem, block + 0x1234);
+    let mut g = Gather::default();
+    let seen = pt
+        .read_and_clear_dirty(&mut mem, base, 2 * MIB2, false, &mut g)
+        .unwrap();
+    assert_eq!(
+        seen,
+        [(base + PAGE_SIZE, PAGE_SIZE), (block, MIB2)],
+        "{name}: block granularity"
+    );
+    assert!(g.is_empty(), "{name}: no clear, nothing to invalidate");
+    let seen = pt
+        .read_and_clear_dirty(&mut mem, base, 2 * MIB2, true, &mut g)
+        .unwrap();
+    assert_eq!(seen.len(), 2, "{name}");
+    assert_eq!(
+        g.ranges,
+        [(base + PAGE_SIZE, PAGE_SIZE), (block, MIB2)],
+        "{name}"
+    );
+    let again = pt
+        .read_and_clear_dirty(&mut mem, base, 2 * MIB2, true, &mut Gather::default())
+        .unwrap();
+    assert!(again.is_empty(), "{name}: cleared");
+    // A dirty block cut in part keeps its other pages dirty.
+    hw_write(&pt, &mut mem, block);
+    let mut g = Gather::default();
+    pt.unmap(&mut mem, block, PAGE_SIZE, &mut g).unwrap();
+    let seen = pt
+        .read_and_clear_dirty(&mut mem, block, MIB2, false, &mut Gather::default())
+        .unwrap();
+    assert_eq!(
+        seen.len(),
+        511,
+        "{name}: the split block's pages stay dirty"
+    );
+    // New mappings start clean while tracking is on.
+    pt.map(&mut mem, block, 0x9000_0000, PAGE_SIZE, Prot::RW)
+        .unwrap();
+    let (t, i, level) = leaf_slot(&pt, &mem, block);
+    assert!(!pt.format().is_dirty(mem.read(t, i), level), "{name}");
+    // Off: everything reads as written.
+    pt.set_dirty_tracking(&mut mem, false, &mut Gather::default())
+        .unwrap();
+    let (t, i, level) = leaf_slot(&pt, &mem, base);
+    assert!(
+        pt.format().is_dirty(mem.read(t, i), level) || !pt.format().tracks_dirty(),
+        "{name}"
+    );
+    assert!(pt.lookup(&mem, base).unwrap().prot.write, "{name}");
+}
+
+#[test]
+fn dirty_state_is_read_cleared_and_kept_per_leaf() {
+    dirty_tracking_in(FL);
+    dirty_tracking_in(ArmLpae::S1);
+    dirty_tracking_in(ArmLpae::S2);
+    let mut mem = HostTables::default();
+    let sl = VtdSecondLevel {
+        levels: 4,
+        mib2_pages: true,
+        gib_pages: false,
+    };
+    let mut pt = PageTable::new(sl, &mut mem).unwrap();
+    assert_eq!(
+        pt.set_dirty_tracking(&mut mem, true, &mut Gather::default()),
+        Err(PgError::NoDirtyTracking)
+    );
+}

@@ -79,6 +79,27 @@ impl Format for X86FirstLevel {
     }
 
     #[inline]
+    /// x86 paging's D bit, which a first-level walk sets on a write.
+    fn tracks_dirty(&self) -> bool {
+        true
+    }
+
+    fn clean(&self, e: u64, _level: usize) -> Option<u64> {
+        (e & FL_RW != 0).then_some(e & !FL_D)
+    }
+
+    fn dirtied(&self, e: u64, _level: usize) -> u64 {
+        if e & FL_RW != 0 {
+            e | FL_D
+        } else {
+            e
+        }
+    }
+
+    fn is_dirty(&self, e: u64, _level: usize) -> bool {
+        e & (FL_RW | FL_D) == FL_RW | FL_D
+    }
+
     fn decode(&self, e: u64, level: usize) -> Pte {
         if e & FL_P == 0 {
             return Pte::Invalid;
