@@ -15,6 +15,7 @@ use super::domain::{
 use super::pgtable::{Prot, TableMemory, PAGE_SIZE};
 use alloc::boxed::Box;
 
+mod ioas_cases;
 mod sva;
 use crate::addr::Iova;
 use crate::dma::{DmaOp, DmaResult, DmaStatus, DmaTag, EngineError};
@@ -22,6 +23,7 @@ use crate::harness::{TestError, TestResult};
 use crate::{ensure, ensure_eq};
 use alloc::format;
 use alloc::vec::Vec;
+pub use ioas_cases::*;
 pub use sva::*;
 
 /// What the suite runs against.
@@ -112,6 +114,9 @@ macro_rules! conformance_cases {
             aux sva_cpu_remap_reaches_the_device_through_the_hook,
             aux sva_refusals,
             primary device_features_where_offered,
+            primary ioas_auto_hwpt_shared_and_follows_mappings_inject_faults,
+            primary ioas_hwpt_flags_where_offered,
+            primary dirty_tracking_marks_exactly_the_pages_written,
             aux many_aux_domains,
         }
     };
@@ -130,7 +135,7 @@ pub fn cases<P: Platform>() -> Vec<Case<P>> {
     conformance_cases!(case_list, P)
 }
 
-const IOVA: u64 = 0x4000_0000;
+pub(crate) const IOVA: u64 = 0x4000_0000;
 const PATTERN: u8 = 0xa5;
 
 /// A core refusal as a test failure.
@@ -1850,11 +1855,14 @@ mod tests {
         let mut p = ModelPlatform::new(format);
         let pages = p.state.borrow().pages_live();
         let sva = p.iommu().hw.sva_supported();
+        // A second level keeps no dirty state.
+        let dirty = p.iommu().hw.dirty_tracking_unavailable().is_none();
         for (name, case) in cases::<ModelPlatform>() {
             match case(&mut p) {
                 Ok(()) => {}
                 // A second level or stage 2 walks no CPU tables.
                 Err(TestError::Skip(_)) if !sva && name.starts_with("iommu::sva_") => {}
+                Err(TestError::Skip(_)) if !dirty && name.starts_with("iommu::dirty_") => {}
                 Err(e) => panic!("{name} on {:?}: {e:?}", format),
             }
             let violations = core::mem::take(&mut p.state.borrow_mut().violations);

@@ -320,6 +320,17 @@ pub trait IommuHw {
     ) -> Result<bool, Self::Error> {
         Ok(false)
     }
+    /// The unit updates the dirty state of this format's leaves on a
+    /// write (VT-d first level: the D bit; SMMUv3 with HTTU and HD).
+    /// `None` when it can, else why not.
+    fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
+        Some("the driver does not track dirty pages")
+    }
+    /// The unit can put a guest's stage 1 over a stage-2 table (a
+    /// nesting parent). `None` when it can, else why not.
+    fn nesting_unavailable(&self) -> Option<&'static str> {
+        Some("the driver does not nest translations")
+    }
     /// The unit can walk a CPU's page tables for PASID-tagged requests
     /// (SMMUv3 stage 1 with substreams; VT-d first-level translation).
     fn sva_supported(&self) -> bool {
@@ -408,6 +419,12 @@ pub enum IommuError<E> {
     /// and freed through [`Iommu::sva_bind`] and [`Iommu::sva_unbind`].
     SvaDomain {
         domain: DomainId,
+    },
+    /// The unit cannot give a page table this property (dirty tracking, a
+    /// nesting parent).
+    HwptUnavailable {
+        what: &'static str,
+        why: &'static str,
     },
     /// The unit cannot walk an address space in this format.
     SpaceFormat {
@@ -500,6 +517,9 @@ impl<E: fmt::Display> fmt::Display for IommuError<E> {
                 "domain {} belongs to an address space: use sva_bind and sva_unbind",
                 domain.0
             ),
+            IommuError::HwptUnavailable { what, why } => {
+                write!(f, "{what} is not available: {why}")
+            }
             IommuError::SpaceFormat { format } => {
                 write!(f, "the IOMMU cannot walk an address space in {format}")
             }
@@ -577,7 +597,11 @@ fn paging_table<E>(
 pub const DMA_IOVA_BASE: u64 = 0x10_0000;
 pub const DMA_IOVA_END: u64 = 0x1_0000_0000;
 
+/// The next core's id.
+static NEXT_CORE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
 mod features;
+mod hwpt;
 mod sva;
 pub use features::{DevTlb, DeviceCaps, IopfReport};
 
@@ -591,6 +615,8 @@ pub struct Iommu<H: IommuHw> {
     chosen: BTreeMap<Pasid, u32>,
     /// The SVA domain of each bound address space.
     spaces: BTreeMap<SpaceId, DomainId>,
+    /// Which core this is, among all made: what an IOAS keys its HWPTs by.
+    id: u32,
     next: u32,
     blocked: DomainId,
 }
@@ -605,11 +631,17 @@ impl<H: IommuHw> Iommu<H> {
             pasids: PasidAllocator::new(pasid_min, pasid_max)?,
             chosen: BTreeMap::new(),
             spaces: BTreeMap::new(),
+            id: NEXT_CORE.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             next: 1,
             blocked: DomainId(0),
         };
         iommu.blocked = iommu.domain_alloc(DomainKind::Blocked)?;
         Ok(iommu)
+    }
+
+    /// This core's id, distinct from every other core's made before.
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     /// The domain every device starts in.

@@ -499,6 +499,17 @@ impl IommuHw for ModelIommu {
         self.state.borrow().dev_tlb
     }
 
+    fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
+        let s = self.state.borrow();
+        if !s.format.tracks_dirty() {
+            Some("the format keeps no dirty state")
+        } else if !s.dirty_tracking {
+            Some("dirty tracking turned off in the model")
+        } else {
+            None
+        }
+    }
+
     fn page_requests_supported(&self) -> bool {
         self.state.borrow().page_requests
     }

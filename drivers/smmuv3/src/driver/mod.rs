@@ -1981,6 +1981,10 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         self.translation != Translation::Stage2 && self.pasid_bits() > 0
     }
 
+    fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
+        Some("the driver does not use HTTU dirty-state update (CD.HD, DBM) yet; QEMU 10.2's SMMUv3 has no HTTU")
+    }
+
     fn sva_accepts(&self, format: &TableFormat) -> bool {
         matches!(format, TableFormat::Arm(f) if f.stage == Stage::One)
     }

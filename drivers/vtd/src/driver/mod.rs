@@ -1269,6 +1269,16 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
         self.ecaps.device_tlb
     }
 
+    /// First-level leaves carry x86's D bit, which the unit sets on a
+    /// write; second-level dirty state needs ECAP.SLADS and the PASID
+    /// entry's SSADE, which the driver does not use (QEMU 10.2 has none).
+    fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
+        match self.format {
+            TableFormat::X86FirstLevel(_) => None,
+            _ => Some("second-level translation: the driver keeps no dirty state there (ECAP.SLADS unused; QEMU 10.2 has none)"),
+        }
+    }
+
     fn page_requests_supported(&self) -> bool {
         self.ecaps.page_requests
     }

@@ -187,7 +187,7 @@ impl Format for ArmLpae {
             Pte::Leaf { prot, .. } => prot.write,
             _ => false,
         };
-        writable.then(|| match self.stage {
+        writable.then_some(match self.stage {
             Stage::One => e | DBM | AP_RDONLY,
             Stage::Two => (e | DBM) & !S2AP_WRITE,
         })

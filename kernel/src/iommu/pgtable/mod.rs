@@ -112,6 +112,10 @@ pub trait Format {
     }
 }
 
+/// What [`PageTable`]'s leaf walks call for each leaf: the format, the
+/// entry, its level and its (base, size); an entry it returns replaces it.
+type LeafVisitor<'a, F> = dyn FnMut(&F, u64, usize, (u64, u64)) -> Option<u64> + 'a;
+
 /// log2 of the size an entry at `level` maps.
 #[inline]
 pub fn level_shift(levels: usize, level: usize) -> u32 {
@@ -853,7 +857,7 @@ impl<F: Format> PageTable<F> {
         mem: &mut M,
         start: u64,
         end: u64,
-        f: &mut dyn FnMut(&F, u64, usize, (u64, u64)) -> Option<u64>,
+        f: &mut LeafVisitor<'_, F>,
         gather: &mut Gather,
     ) {
         self.leaves_in(mem, self.root, 0, 0, start, end, f, gather);
@@ -868,7 +872,7 @@ impl<F: Format> PageTable<F> {
         table_base: u64,
         start: u64,
         end: u64,
-        f: &mut dyn FnMut(&F, u64, usize, (u64, u64)) -> Option<u64>,
+        f: &mut LeafVisitor<'_, F>,
         gather: &mut Gather,
     ) {
         let sz = 1u64 << self.shift(level);
