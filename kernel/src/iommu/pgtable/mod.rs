@@ -851,7 +851,8 @@ impl<F: Format> PageTable<F> {
 
     /// Calls `f` for each leaf overlapping `[start, end)` with the entry,
     /// its level and its range; an entry `f` returns is written in its
-    /// place, and its range goes into `gather`.
+    /// place, and its range goes into `gather`. Walks from the root for
+    /// each leaf, skipping absent ranges a level at a time.
     fn each_leaf<M: TableMemory + ?Sized>(
         &self,
         mem: &mut M,
@@ -860,40 +861,32 @@ impl<F: Format> PageTable<F> {
         f: &mut LeafVisitor<'_, F>,
         gather: &mut Gather,
     ) {
-        self.leaves_in(mem, self.root, 0, 0, start, end, f, gather);
-    }
-
-    #[allow(clippy::too_many_arguments)] // a recursion's state
-    fn leaves_in<M: TableMemory + ?Sized>(
-        &self,
-        mem: &mut M,
-        table: u64,
-        level: usize,
-        table_base: u64,
-        start: u64,
-        end: u64,
-        f: &mut LeafVisitor<'_, F>,
-        gather: &mut Gather,
-    ) {
-        let sz = 1u64 << self.shift(level);
-        for i in 0..ENTRIES {
-            let base = table_base + i as u64 * sz;
-            if base >= end || base + sz <= start {
-                continue;
-            }
-            let e = mem.read(table, i);
-            match self.fmt.decode(e, level) {
-                Pte::Table(next) if level + 1 < self.fmt.levels() => {
-                    self.leaves_in(mem, next, level + 1, base, start, end, f, gather)
-                }
-                Pte::Leaf { .. } => {
-                    if let Some(new) = f(&self.fmt, e, level, (base, sz)) {
-                        mem.write(table, i, new);
-                        gather.add_range(base, sz);
+        let levels = self.fmt.levels();
+        let mut va = start;
+        while va < end {
+            let mut table = self.root;
+            let mut level = 0;
+            let next = loop {
+                let sz = 1u64 << self.shift(level);
+                let base = va & !(sz - 1);
+                let i = self.index(va, level);
+                let e = mem.read(table, i);
+                match self.fmt.decode(e, level) {
+                    Pte::Table(t) if level + 1 < levels => {
+                        table = t;
+                        level += 1;
                     }
+                    Pte::Leaf { .. } => {
+                        if let Some(new) = f(&self.fmt, e, level, (base, sz)) {
+                            mem.write(table, i, new);
+                            gather.add_range(base, sz);
+                        }
+                        break base + sz;
+                    }
+                    _ => break base + sz,
                 }
-                _ => {}
-            }
+            };
+            va = next;
         }
     }
 

@@ -729,3 +729,30 @@ fn dirty_state_is_read_cleared_and_kept_per_leaf() {
         Err(PgError::NoDirtyTracking)
     );
 }
+
+#[test]
+fn dirty_tracking_over_hal_tables() {
+    use crate::hal::fake::FakeHal;
+    use crate::hal::{Coherency, HalTables};
+    let mut mem = HalTables::new(FakeHal::new(), Coherency::NonCoherent);
+    let f = X86FirstLevel { gib_pages: false };
+    let mut pt = PageTable::new(f, &mut mem).unwrap();
+    pt.set_dirty_tracking(&mut mem, true, &mut Gather::default())
+        .unwrap();
+    pt.map(&mut mem, 0x4000_0000, 0x80_0000, 16 * PAGE_SIZE, Prot::RW)
+        .unwrap();
+    pt.map(&mut mem, 0x4020_0000, 0x100_0000, 2 << 20, Prot::RW)
+        .unwrap();
+    let mut seen = 0;
+    pt.each_leaf(
+        &mut mem,
+        0x4000_0000,
+        0x4040_0000,
+        &mut |_, _, _, _| {
+            seen += 1;
+            None
+        },
+        &mut Gather::default(),
+    );
+    assert_eq!(seen, 17);
+}
