@@ -4,7 +4,8 @@
 //! updates every driver uses ([`entry`]), and the bring-up sequence that
 //! puts a driver under the core ([`bringup`]), and the checking mode
 //! that verifies drivers' invalidations at each DMA ([`check`]), and the
-//! vocabulary of I/O page faults ([`iopf`]). It knows no hardware: drivers
+//! vocabulary of I/O page faults ([`iopf`]), and a guest's virtual IOMMU
+//! ([`viommu`]). It knows no hardware: drivers
 //! implement [`domain::IommuHw`].
 pub mod bringup;
 pub mod check;
@@ -16,3 +17,4 @@ pub mod iova;
 pub mod model;
 pub mod pasid;
 pub mod pgtable;
+pub mod viommu;
