@@ -36,6 +36,7 @@ fn stream(primary: Primary, aux: bool, log2: u8, l1: bool) -> Stream {
         log2,
         l1: l1.then_some((L1, 16)),
         pasids: BTreeSet::new(),
+        guest: None,
     }
 }
 
