@@ -11,6 +11,8 @@ pub enum Command {
     CfgiCdAll { sid: u32 },
     /// Re-read every STE and CD.
     CfgiAll,
+    /// Every stage-1 TLB entry of `vmid` (a guest's whole stage 1).
+    TlbiNhAll { vmid: u16 },
     /// Stage-1 TLB entries of `asid` (in `vmid`, 0 without stage 2).
     TlbiNhAsid { asid: u16, vmid: u16 },
     /// Stage-1 TLB entries of `asid` at `addr`. With `range`, `num` + 1
@@ -53,6 +55,7 @@ pub const CFGI_STE: u64 = 0x03;
 pub const CFGI_ALL: u64 = 0x04;
 pub const CFGI_CD: u64 = 0x05;
 pub const CFGI_CD_ALL: u64 = 0x06;
+pub const TLBI_NH_ALL: u64 = 0x10;
 pub const TLBI_NH_ASID: u64 = 0x11;
 pub const TLBI_NH_VA: u64 = 0x12;
 pub const TLBI_S12_VMALL: u64 = 0x28;
@@ -177,6 +180,7 @@ impl Command {
             Command::CfgiCdAll { sid } => [CFGI_CD_ALL | field(u64::from(sid), 63, 32), 0],
             // CFGI_STE_RANGE with a range of 2^32 StreamIDs.
             Command::CfgiAll => [CFGI_ALL, 31],
+            Command::TlbiNhAll { vmid } => [TLBI_NH_ALL | field(u64::from(vmid), 47, 32), 0],
             Command::TlbiNhAsid { asid, vmid } => [
                 TLBI_NH_ASID | field(u64::from(vmid), 47, 32) | field(u64::from(asid), 63, 48),
                 0,
@@ -231,6 +235,7 @@ impl Command {
             CFGI_ALL => "CFGI_ALL",
             CFGI_CD => "CFGI_CD",
             CFGI_CD_ALL => "CFGI_CD_ALL",
+            TLBI_NH_ALL => "TLBI_NH_ALL",
             TLBI_NH_ASID => "TLBI_NH_ASID",
             TLBI_NH_VA => "TLBI_NH_VA",
             TLBI_S12_VMALL => "TLBI_S12_VMALL",
@@ -428,6 +433,11 @@ mod tests {
             }
             .encode(),
             [0x2_0000_002a, 0x8000_0000]
+        );
+        // TLBI_NH_ALL: VMID in [47:32].
+        assert_eq!(
+            Command::TlbiNhAll { vmid: 0x55 }.encode(),
+            [0x55_0000_0010, 0]
         );
         assert_eq!(
             Command::TlbiS12Vmall { vmid: 2 }.encode(),

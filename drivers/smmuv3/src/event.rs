@@ -88,7 +88,50 @@ pub struct Event {
     pub ipa: u64,
 }
 
+/// Which stage a translation fault comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultStage {
+    /// The stage-1 walk or its output.
+    Stage1,
+    /// Stage 2 (event S2 = 1), at `ipa`, while translating what `during`
+    /// names.
+    Stage2 { ipa: u64, during: S2Access },
+}
+
+/// What stage 2 was translating when it faulted: the event's CLASS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S2Access {
+    /// CLASS 0: the fetch of a CD (its IPA).
+    CdFetch,
+    /// CLASS 1: a stage-1 table descriptor (nested walk).
+    Stage1Walk,
+    /// CLASS 2: the input (or stage-1 output) address itself.
+    Output,
+}
+
 impl Event {
+    /// The stage of a translation-class fault (`None` for other events):
+    /// S2 and CLASS tell a stage-2 fault during a nested stage-1 walk or
+    /// CD fetch from one of the output address and from a stage-1 fault.
+    pub fn stage(&self) -> Option<FaultStage> {
+        if !self.kind.is_translation_fault() {
+            return None;
+        }
+        if !self.stage2 {
+            return Some(FaultStage::Stage1);
+        }
+        let during = match self.class {
+            0 => S2Access::CdFetch,
+            1 => S2Access::Stage1Walk,
+            // 2, and the reserved 3.
+            _ => S2Access::Output,
+        };
+        Some(FaultStage::Stage2 {
+            ipa: self.ipa,
+            during,
+        })
+    }
+
     pub fn decode(r: &[u64; 4]) -> Event {
         let kind = EventKind::from_id(bits(r[0], 7, 0) as u8);
         // C_BAD_SUBSTREAMID has no SSV bit: its SubstreamID is always the
@@ -190,6 +233,45 @@ mod tests {
         assert_eq!(EventKind::from_id(0x09), EventKind::CdFetch);
         assert_eq!(EventKind::from_id(0x99), EventKind::Unknown(0x99));
         assert!(!EventKind::BadSte.is_translation_fault());
+    }
+
+    /// A stage-2 fault on a nested stage-1 table walk, one of the output
+    /// and a stage-1 fault are told apart by S2 [103] and CLASS [105:104]
+    /// (IHI 0070, 7.3.12-7.3.15), with the IPA from dword 3.
+    #[test]
+    fn fault_stage_from_s2_and_class() {
+        let rec = |id: u64, s2: u64, class: u64| {
+            Event::decode(&[
+                id | (3 << 32),
+                (s2 << 39) | (class << 40) | (1 << 35),
+                0x1_2345_6000,
+                0x8765_4000,
+            ])
+        };
+        assert_eq!(rec(0x10, 0, 2).stage(), Some(FaultStage::Stage1));
+        assert_eq!(
+            rec(0x10, 1, 1).stage(),
+            Some(FaultStage::Stage2 {
+                ipa: 0x8765_4000,
+                during: S2Access::Stage1Walk
+            })
+        );
+        assert_eq!(
+            rec(0x13, 1, 2).stage(),
+            Some(FaultStage::Stage2 {
+                ipa: 0x8765_4000,
+                during: S2Access::Output
+            })
+        );
+        assert_eq!(
+            rec(0x11, 1, 0).stage(),
+            Some(FaultStage::Stage2 {
+                ipa: 0x8765_4000,
+                during: S2Access::CdFetch
+            })
+        );
+        // Not a translation fault: no stage.
+        assert_eq!(rec(0x0a, 1, 1).stage(), None);
     }
 
     /// The order of [`drain`]'s accesses: PROD, barrier, CONS and the

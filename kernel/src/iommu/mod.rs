@@ -5,7 +5,8 @@
 //! puts a driver under the core ([`bringup`]), and the checking mode
 //! that verifies drivers' invalidations at each DMA ([`check`]), and the
 //! vocabulary of I/O page faults ([`iopf`]), and I/O address spaces with
-//! the page tables made from them ([`ioas`]). It knows no hardware: drivers
+//! the page tables made from them ([`ioas`]), and a guest's virtual IOMMU
+//! ([`viommu`]). It knows no hardware: drivers
 //! implement [`domain::IommuHw`].
 pub mod bringup;
 pub mod check;
@@ -18,3 +19,4 @@ pub mod iova;
 pub mod model;
 pub mod pasid;
 pub mod pgtable;
+pub mod viommu;

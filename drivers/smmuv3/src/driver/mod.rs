@@ -38,6 +38,9 @@ use tock_registers::interfaces::{Readable, Writeable};
 
 pub mod control;
 pub mod errata;
+pub mod nested;
+
+pub use nested::{GuestS1, StagedFault};
 
 /// StreamIDs per level-2 stream table (one PCI bus).
 const SPLIT: u8 = 8;
@@ -277,6 +280,16 @@ pub enum SmmuError {
     },
     /// Both stages exist, but an erratum of this part rules out nesting.
     NestingErratum,
+    /// A guest stage 1 ([`SmmuHw::set_nested`]) the driver refuses.
+    GuestS1 {
+        sid: u32,
+        reason: &'static str,
+    },
+    /// A guest's configuration invalidation names a stream without a
+    /// guest stage 1.
+    NotNested {
+        sid: u32,
+    },
     OutOfAsids,
     /// Building the nested mode's stage 2 failed.
     Stage2(PgError),
@@ -356,6 +369,12 @@ impl fmt::Display for SmmuError {
             ),
             SmmuError::NestingErratum => {
                 f.write_str("nesting is off on this SMMU (an erratum of its IIDR)")
+            }
+            SmmuError::GuestS1 { sid, reason } => {
+                write!(f, "guest stage 1 for stream {sid:#x} refused: {reason}")
+            }
+            SmmuError::NotNested { sid } => {
+                write!(f, "stream {sid:#x} has no guest stage 1 to invalidate")
             }
             SmmuError::OutOfAsids => f.write_str("out of ASIDs"),
             SmmuError::Stage2(e) => write!(f, "nested stage 2: {e}"),
@@ -1324,7 +1343,10 @@ fn stream_ste(p: &SteParams, st: &Stream) -> Ste {
     if p.translation == Translation::Stage2 {
         return match st.primary {
             Primary::Identity => Ste::bypass(),
-            Primary::Paging { asid: vmid, root } => Ste::stage2(&p.stage2(vmid, root)),
+            Primary::Paging { asid: vmid, root } => match &st.guest {
+                Some(g) => nested::guest_ste(p, vmid, root, g),
+                None => Ste::stage2(&p.stage2(vmid, root)),
+            },
             Primary::Blocked => Ste::stage2(&p.stage2(0, p.s2_root)),
         };
     }
@@ -1387,6 +1409,9 @@ struct Stream {
     l1: Option<(u64, u32)>,
     /// Attached PASIDs.
     pasids: BTreeSet<u32>,
+    /// Stage-2 mode: a guest's stage 1 over the primary stage-2 domain
+    /// ([`SmmuHw::set_nested`]).
+    guest: Option<GuestS1>,
 }
 
 impl Stream {
@@ -1438,6 +1463,7 @@ impl<H: Hal> SmmuHw<H> {
                 log2: 0,
                 l1: None,
                 pasids: BTreeSet::new(),
+                guest: None,
             };
             self.streams.insert(sid, st);
         }
@@ -1734,6 +1760,15 @@ impl<H: Hal> SmmuHw<H> {
     /// Events since the last call, as the core's faults. Events that are
     /// not about a request (or that the core has no words for) are logged.
     pub fn take_faults(&mut self) -> Vec<Fault> {
+        self.take_staged_faults()
+            .into_iter()
+            .map(|f| f.fault)
+            .collect()
+    }
+
+    /// [`SmmuHw::take_faults`] with the stage each translation fault came
+    /// from (stage 1, or stage 2 with its IPA and what it was translating).
+    pub fn take_staged_faults(&mut self) -> Vec<StagedFault> {
         let mut out = Vec::new();
         for ev in self.drain_events() {
             let st = self.streams.get(&ev.sid);
@@ -1754,12 +1789,15 @@ impl<H: Hal> SmmuHw<H> {
                     continue;
                 }
             };
-            out.push(Fault {
-                dev: DeviceId(ev.sid),
-                pasid: ev.ssid.map(Pasid),
-                iova: Iova(ev.addr),
-                write: !ev.read,
-                reason,
+            out.push(StagedFault {
+                fault: Fault {
+                    dev: DeviceId(ev.sid),
+                    pasid: ev.ssid.map(Pasid),
+                    iova: Iova(ev.addr),
+                    write: !ev.read,
+                    reason,
+                },
+                stage: ev.stage(),
             });
         }
         out
@@ -1835,8 +1873,16 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         };
         self.stream(dev)?;
         if self.translation == Translation::Stage2 {
-            self.st_mut(dev)?.primary = primary;
-            return self.update_ste(dev);
+            let st = self.st_mut(dev)?;
+            // A guest's stage 1 lived in the old stage 2's IPA space.
+            let had_guest = st.guest.take().is_some();
+            st.primary = primary;
+            self.update_ste(dev)?;
+            return if had_guest {
+                self.commands(&[Command::CfgiCdAll { sid: dev }])
+            } else {
+                Ok(())
+            };
         }
         // CD 0 first: the STE may already point at it.
         match primary {
@@ -1997,7 +2043,8 @@ fn invalidates(cmd: &Command) -> Option<Cache> {
         | Command::CfgiCd { .. }
         | Command::CfgiCdAll { .. }
         | Command::CfgiAll => Some(Cache::Config),
-        Command::TlbiNhAsid { .. }
+        Command::TlbiNhAll { .. }
+        | Command::TlbiNhAsid { .. }
         | Command::TlbiNhVa { .. }
         | Command::TlbiS2Ipa { .. }
         | Command::TlbiS12Vmall { .. }

@@ -36,6 +36,7 @@ fn stream(primary: Primary, aux: bool, log2: u8, l1: bool) -> Stream {
         log2,
         l1: l1.then_some((L1, 16)),
         pasids: BTreeSet::new(),
+        guest: None,
     }
 }
 
@@ -460,6 +461,20 @@ mod fake_smmu {
 
     use crate::probe::{host_reg as reg32, set_host_reg as set32};
 
+    /// One round of the hardware's answers: CR0ACK = `cr0`, a GBPA
+    /// update completes at once, IRQ_CTRLACK follows IRQ_CTRL, and the
+    /// command queue is consumed (CONS = PROD).
+    fn answer(base: usize, cr0: u32) {
+        set32(base, 0x24, cr0);
+        let gbpa = reg32(base, 0x44);
+        if gbpa & (1 << 31) != 0 {
+            set32(base, 0x44, gbpa & !(1 << 31));
+        }
+        set32(base, 0x54, reg32(base, 0x50));
+        set32(base, 0x9c, reg32(base, 0x98));
+        std::thread::yield_now();
+    }
+
     /// Brings an SMMU with 6-bit StreamIDs (linear stream table) up with
     /// `firmware`, enables it, and returns the STE dword 0 of each of
     /// `sids` as they were when SMMUEN was written.
@@ -496,15 +511,7 @@ mod fake_smmu {
                             .collect();
                         *seen.lock().unwrap() = Some(stes);
                     }
-                    set32(base, 0x24, cr0);
-                    // GBPA: an update completes at once.
-                    let gbpa = reg32(base, 0x44);
-                    if gbpa & (1 << 31) != 0 {
-                        set32(base, 0x44, gbpa & !(1 << 31));
-                    }
-                    set32(base, 0x54, reg32(base, 0x50));
-                    set32(base, 0x9c, reg32(base, 0x98));
-                    std::thread::yield_now();
+                    answer(base, cr0);
                 }
             })
         };
@@ -591,6 +598,150 @@ mod fake_smmu {
             let (_, hw) = stes_at_smmuen(fw(said), &[]).unwrap();
             assert_eq!(hw.coherency(), want, "firmware says {said:?}");
             core::mem::forget(hw);
+        }
+    }
+
+    /// An SMMU with both stages and substreams (linear stream table,
+    /// 6-bit StreamIDs) brought up in the stage-2 mode, run through `f`
+    /// while a thread plays the hardware; `f` gets the driver and a
+    /// reader of the commands queued so far.
+    fn stage2_smmu<R>(
+        f: impl FnOnce(&mut SmmuHw<SharedHal>, &dyn Fn() -> Vec<[u64; 2]>) -> R,
+    ) -> R {
+        let mut regs = vec![0u64; 2 * crate::regs::PAGE1 / 8];
+        // IDR0: linear stream tables, S1P, S2P, AArch64 tables, COHACC,
+        // CD2L, 16-bit VMIDs and ASIDs.
+        regs[0] = u64::from(3 | (2u32 << 2) | (1 << 4) | (1 << 19) | (1 << 18) | (1 << 12));
+        // IDR1: CMDQS 8, EVENTQS 7, SSIDSIZE 8, SIDSIZE 6.
+        regs[0] |= u64::from((8u32 << 21) | (7 << 16) | (8 << 6) | 6) << 32;
+        // IDR5: 4 KiB granule, 48-bit OAS.
+        regs[2] |= u64::from((1u32 << 4) | 5) << 32;
+        let hal = SharedHal::default();
+        let smmu = crate::probe::over_host_memory(&mut regs);
+        let base = smmu.base() as usize;
+        let stop = Arc::new(AtomicBool::new(false));
+        let hw_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    answer(base, reg32(base, 0x20));
+                }
+            })
+        };
+        let fw = Firmware {
+            coherent: Some(true),
+            reserved: Vec::new(),
+        };
+        let mut hw = SmmuHw::with_firmware(smmu, hal.clone(), None, None, fw).unwrap();
+        hw.set_translation(super::super::Translation::Stage2)
+            .unwrap();
+        hw.enable().unwrap();
+        let arena = hal.arena.clone();
+        let commands = move || {
+            let q = u64::from(reg32(base, 0x90)) | u64::from(reg32(base, 0x94)) << 32;
+            let (addr, log2) = (q & 0x000f_ffff_ffff_ffe0, q & 0x1f);
+            let prod = reg32(base, 0x98) & ((2 << log2) - 1);
+            let a = arena.lock().unwrap();
+            (0..prod)
+                .map(|i| {
+                    let at = ((addr - ARENA) / 8) as usize + 2 * (i & ((1 << log2) - 1)) as usize;
+                    [a.0[at], a.0[at + 1]]
+                })
+                .collect()
+        };
+        let r = f(&mut hw, &commands);
+        hw.disable().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        hw_thread.join().unwrap();
+        core::mem::forget(regs);
+        core::mem::forget(hw);
+        r
+    }
+
+    /// `set_nested` on a live driver: the STE in the stream table is the
+    /// nested one (guest CD table IPA, stage-2 domain), made visible by
+    /// CFGI_STE, with CFGI_CD_ALL after it; a vIOMMU batch becomes its
+    /// commands with the VMID and one CMD_SYNC; a configuration request
+    /// for a stream without a guest refuses the batch with nothing queued.
+    #[test]
+    fn set_nested_and_forwarded_invalidations_on_a_live_driver() {
+        use crate::cmd::{CFGI_CD_ALL, CFGI_STE, CMD_SYNC, TLBI_NH_VA};
+        use crate::ste::{CdFmt, S1Dss};
+        use kernel::iommu::domain::{DomainId, DomainKind, DomainRef, TableFormat};
+        use kernel::iommu::pgtable::arm::ArmLpae;
+        use kernel::iommu::viommu::{PhysRequest, ViommuHw};
+        stage2_smmu(|hw, commands| {
+            let s2 = DomainRef {
+                id: DomainId(1),
+                kind: DomainKind::Unmanaged,
+                root: Some(PhysAddr(0x7000_0000)),
+                format: TableFormat::Arm(ArmLpae::S2),
+                tag: 9,
+            };
+            let dev = DeviceId(5);
+            let guest = super::super::GuestS1 {
+                cd_table: 0x8_0000_0000,
+                s1cdmax: 0,
+                s1fmt: CdFmt::Linear,
+                s1dss: S1Dss::Substream0,
+            };
+            // Not the stream's primary yet: refused.
+            assert!(matches!(
+                hw.set_nested(dev, &s2, guest),
+                Err(SmmuError::NotManaged { .. } | SmmuError::GuestS1 { .. })
+            ));
+            hw.set_primary(dev, &s2).unwrap();
+            let before = commands().len();
+            hw.set_nested(dev, &s2, guest).unwrap();
+            let strtab = u64::from(reg32(hw_base(hw), 0x80)) & 0xffff_ffc0;
+            let ste: Vec<u64> = (0..4)
+                .map(|i| hw.hal().peek(strtab + 64 * 5 + 8 * i))
+                .collect();
+            assert_eq!((ste[0] >> 1) & 7, 0b111, "Config S1+S2");
+            assert_eq!(ste[0] & 0x000f_ffff_ffff_ffc0, 0x8_0000_0000);
+            assert_eq!(ste[2] & 0xffff, 9, "S2VMID");
+            assert_eq!(ste[3], 0x7000_0000, "S2TTB");
+            let ops: Vec<u64> = commands()[before..].iter().map(|c| c[0] & 0xff).collect();
+            assert!(ops.contains(&CFGI_STE), "{ops:x?}");
+            assert_eq!(ops[ops.len() - 2..], [CFGI_CD_ALL, CMD_SYNC]);
+
+            let before = commands().len();
+            hw.invalidate_physical(&[PhysRequest::TlbByAddress {
+                vmid: 9,
+                asid: 3,
+                addr: 0x1000_0000,
+                pages: 1,
+                leaf: true,
+            }])
+            .unwrap();
+            let new = &commands()[before..];
+            assert_eq!(new.len(), 2);
+            assert_eq!(new[0][0], TLBI_NH_VA | (9 << 32) | (3 << 48));
+            assert_eq!(new[0][1], 0x1000_0001);
+            assert_eq!(new[1][0] & 0xff, CMD_SYNC);
+
+            let before = commands().len();
+            assert_eq!(
+                hw.invalidate_physical(&[
+                    PhysRequest::TlbAll { vmid: 9 },
+                    PhysRequest::Config {
+                        dev: DeviceId(6),
+                        ssid: None
+                    }
+                ]),
+                Err(SmmuError::NotNested { sid: 6 })
+            );
+            assert_eq!(commands().len(), before, "nothing queued");
+        });
+    }
+
+    fn hw_base(hw: &SmmuHw<SharedHal>) -> usize {
+        hw.smmu.base() as usize
+    }
+
+    impl SharedHal {
+        fn peek(&self, pa: u64) -> u64 {
+            self.arena.lock().unwrap().0[((pa - ARENA) / 8) as usize]
         }
     }
 }

@@ -136,6 +136,7 @@ pub fn tests() -> Vec<Test> {
         test!(iommu, smmuv3::smmuv3_cd_update_needs_cfgi),
         test!(iommu, smmuv3::smmuv3_inject_event_queue_overflow),
         test!(iommu, smmuv3::smmuv3_aux_domain_metadata),
+        test!(iommu, smmuv3::smmuv3_nested_guest_stage1_inject_faults),
         test!(iommu, vtd::vtd_inject_fault_records),
         test!(iommu, vtd::vtd_inject_invalid_descriptor),
         test!(iommu, vtd::vtd_inject_fault_overflow),

@@ -672,3 +672,317 @@ mod on_board {
         kernel::iommu::conformance::primary_dma_lands_and_unmapped_inject_faults(p)
     }
 }
+
+/// Nested translation with a guest-owned stage 1 (issue 17): the kernel
+/// plays a guest over a stage-2 domain whose IPAs are not the physical
+/// addresses; it builds its CD table and stage-1 tables in memory stage 2
+/// maps, the STE points at them (S1+S2), DMA lands through both stages,
+/// a guest remap is seen only after the invalidation forwarded through
+/// the vIOMMU object, a request for a stream the guest does not own
+/// reaches no hardware, and faults of each stage say which.
+#[cfg(target_arch = "aarch64")]
+pub fn smmuv3_nested_guest_stage1_inject_faults() -> TestResult {
+    super::conformance::board::run_in(super::conformance::Mode::Stage2, nested::guest_stage1)
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+pub fn smmuv3_nested_guest_stage1_inject_faults() -> TestResult {
+    Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
+}
+
+#[cfg(target_arch = "aarch64")]
+mod nested {
+    use super::super::conformance::board::{fail as hw, SmmuPlatform};
+    use crate::hal::KernelRegion;
+    use alloc::format;
+    use kernel::dma::{DmaStatus, DmaTag};
+    use kernel::hal::DmaRegion;
+    use kernel::harness::{TestError, TestResult};
+    use kernel::iommu::conformance::{core_err as core, write_u64, Platform};
+    use kernel::iommu::domain::{DeviceId, DomainKind, FaultReason};
+    use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
+    use kernel::iommu::pgtable::{Gather, PageTable, Prot, TableMemory, PAGE_SIZE};
+    use kernel::iommu::viommu::{Limits, Refusal, Refused, Request, Viommu, ViommuError};
+    use kernel::{ensure, ensure_eq};
+    use smmuv3::cd::{Cd, CdConfig};
+    use smmuv3::driver::GuestS1;
+    use smmuv3::event::{FaultStage, S2Access};
+    use smmuv3::ste::{CdFmt, S1Dss};
+
+    /// Where the guest's memory sits in its IPA space: far from its
+    /// physical address (RAM on virt starts at 1 GiB).
+    const GUEST_IPA: u64 = 0x8_0000_0000;
+    const GUEST_PAGES: u64 = 16;
+    /// Guest pages: the CD table, stage-1 tables, and two data pages.
+    const CD_PAGE: u64 = 0;
+    const FIRST_TABLE_PAGE: u64 = 1;
+    const DATA_A: u64 = 12;
+    const DATA_B: u64 = 13;
+    /// An IPA inside the stage-2 input range that stage 2 does not map.
+    const IPA_HOLE: u64 = 0x9_0000_0000;
+    const VA: u64 = 0x1000_0000;
+    const VA_UNMAPPED: u64 = VA + 0x10_0000;
+    const VA_TO_HOLE: u64 = VA + 0x20_0000;
+    const GUEST_ASID: u16 = 3;
+    const GUEST_VSID: u32 = 1;
+
+    /// The guest's RAM: physical pages the CPU reaches at their PA, the
+    /// guest's tables at their IPA.
+    struct GuestMemory {
+        region: KernelRegion,
+        next_table: u64,
+    }
+
+    impl GuestMemory {
+        fn pa(&self, ipa: u64) -> u64 {
+            self.region.phys().as_u64() + (ipa - GUEST_IPA)
+        }
+        fn ipa_of_page(page: u64) -> u64 {
+            GUEST_IPA + page * PAGE_SIZE
+        }
+        fn offset(ipa: u64) -> u64 {
+            ipa - GUEST_IPA
+        }
+        fn read(&self, ipa: u64) -> u64 {
+            self.region.read_u64(Self::offset(ipa)).unwrap_or(u64::MAX)
+        }
+        fn write(&mut self, ipa: u64, v: u64) {
+            if let Err(e) = self.region.write_u64(Self::offset(ipa), v) {
+                log::error!("guest memory write at IPA {ipa:#x}: {e}");
+            }
+        }
+    }
+
+    /// Tables at IPAs, allocated from the guest's table pages.
+    impl TableMemory for GuestMemory {
+        fn alloc(&mut self) -> Option<u64> {
+            if self.next_table >= DATA_A {
+                return None;
+            }
+            let ipa = Self::ipa_of_page(self.next_table);
+            self.next_table += 1;
+            for i in 0..PAGE_SIZE / 8 {
+                self.write(ipa + 8 * i, 0);
+            }
+            Some(ipa)
+        }
+        fn free(&mut self, _table: u64) {}
+        fn read(&self, table: u64, index: usize) -> u64 {
+            GuestMemory::read(self, table + 8 * index as u64)
+        }
+        fn write(&mut self, table: u64, index: usize, value: u64) {
+            GuestMemory::write(self, table + 8 * index as u64, value)
+        }
+        fn barrier(&mut self) {
+            crate::arch::dma_barrier();
+        }
+    }
+
+    pub fn guest_stage1(p: &mut SmmuPlatform) -> TestResult {
+        let f = p.iommu().hw.features;
+        if !f.stage1 || !f.stage2 {
+            return Err(TestError::skip("this SMMU lacks stage 1 or stage 2"));
+        }
+        if !f.nesting {
+            return Err(TestError::skip("nesting is off on this SMMU (erratum)"));
+        }
+        if f.ssid_bits == 0 {
+            return Err(TestError::skip("this SMMU has no substreams"));
+        }
+        let (x, _, _) = p.devices();
+        let region =
+            KernelRegion::new(GUEST_PAGES * PAGE_SIZE, PAGE_SIZE, p.iommu().hw.coherency())
+                .map_err(|e| TestError::fail(format!("guest memory: {e}")))?;
+        let mut mem = GuestMemory {
+            region,
+            next_table: FIRST_TABLE_PAGE,
+        };
+        let s2 = p
+            .iommu()
+            .domain_alloc(DomainKind::Unmanaged)
+            .map_err(core)?;
+        let result = (|| -> TestResult {
+            let gpa = mem.pa(GUEST_IPA);
+            ensure!(gpa != GUEST_IPA, "guest RAM at its own IPA");
+            let iommu = p.iommu();
+            iommu
+                .map(s2, GUEST_IPA, gpa, GUEST_PAGES * PAGE_SIZE, Prot::RW)
+                .map_err(core)?;
+            iommu.attach_device(s2, x).map_err(core)?;
+            run(p, &mut mem, s2, x)
+        })();
+        let iommu = p.iommu();
+        let cleared = if iommu.hw.is_nested(x.0) {
+            iommu.hw.clear_nested(x).map_err(hw)
+        } else {
+            Ok(())
+        };
+        let cleanup = cleared
+            .and_then(|()| iommu.detach_device(x).map_err(core))
+            .and_then(|()| iommu.domain_free(s2).map_err(core));
+        result.and(cleanup)
+    }
+
+    fn run(
+        p: &mut SmmuPlatform,
+        mem: &mut GuestMemory,
+        s2: kernel::iommu::domain::DomainId,
+        x: DeviceId,
+    ) -> TestResult {
+        let (data_a, data_b) = (
+            GuestMemory::ipa_of_page(DATA_A),
+            GuestMemory::ipa_of_page(DATA_B),
+        );
+        // The guest's stage 1: VA -> data A; VA_TO_HOLE -> an IPA stage 2
+        // does not map.
+        let mut s1 = PageTable::new(ArmLpae::S1, mem).map_err(hw)?;
+        s1.map(mem, VA, data_a, PAGE_SIZE, Prot::RW).map_err(hw)?;
+        s1.map(mem, VA_TO_HOLE, IPA_HOLE, PAGE_SIZE, Prot::RW)
+            .map_err(hw)?;
+        let hwp = &p.iommu().hw;
+        let cd = Cd::new(&CdConfig {
+            asid: GUEST_ASID,
+            ttb0: s1.root(),
+            ias: 48,
+            ips: hwp.oas_encoding(),
+            mair: MAIR,
+            walk: hwp.coherency(),
+        });
+        let cd_ipa = GuestMemory::ipa_of_page(CD_PAGE);
+        for (i, w) in cd.0.iter().enumerate() {
+            mem.write(cd_ipa + 8 * i as u64, *w);
+        }
+        crate::arch::dma_barrier();
+        let s2ref = p.iommu().domain_ref(s2).map_err(core)?;
+        let limits = Limits {
+            asid_bits: p.iommu().hw.features.asid_bits,
+            ssid_bits: p.iommu().hw.features.ssid_bits,
+            va_bits: 48,
+        };
+        let mut viommu = Viommu::new(s2ref.tag as u16, &[x], limits);
+        viommu.bind(GUEST_VSID, x).map_err(hw)?;
+        p.iommu()
+            .hw
+            .set_nested(
+                x,
+                &s2ref,
+                GuestS1 {
+                    cd_table: cd_ipa,
+                    s1cdmax: 0,
+                    s1fmt: CdFmt::Linear,
+                    s1dss: S1Dss::Substream0,
+                },
+            )
+            .map_err(hw)?;
+        // The guest's own CFGI_CD for its new CD, forwarded.
+        viommu
+            .invalidate(
+                &mut p.iommu().hw,
+                &[Request::ConfigByVsid {
+                    vsid: GUEST_VSID,
+                    ssid: None,
+                }],
+            )
+            .map_err(hw)?;
+
+        // Through both stages: VA -> IPA data A -> its physical page.
+        let r = write_u64(p, x, VA, 0xa1, DmaTag::Untagged)?;
+        ensure_eq!(r.status, DmaStatus::Success, "DMA through both stages");
+        ensure_eq!(mem.read(data_a), 0xa1, "data A (PA {:#x})", mem.pa(data_a));
+
+        // The guest remaps VA to data B. Without an invalidation the SMMU
+        // keeps the combined translation it cached.
+        let mut g = Gather::default();
+        s1.unmap(mem, VA, PAGE_SIZE, &mut g).map_err(hw)?;
+        s1.map(mem, VA, data_b, PAGE_SIZE, Prot::RW).map_err(hw)?;
+        crate::arch::dma_barrier();
+        let r = write_u64(p, x, VA, 0xb2, DmaTag::Untagged)?;
+        ensure_eq!(r.status, DmaStatus::Success, "DMA after the guest's remap");
+        ensure_eq!(
+            (mem.read(data_a), mem.read(data_b)),
+            (0xb2, 0),
+            "before the forwarded invalidation: the stale page (A) written"
+        );
+        viommu
+            .invalidate(
+                &mut p.iommu().hw,
+                &[Request::TlbByAddress {
+                    asid: GUEST_ASID,
+                    addr: VA,
+                    pages: 1,
+                    leaf: true,
+                }],
+            )
+            .map_err(hw)?;
+        let r = write_u64(p, x, VA, 0xc3, DmaTag::Untagged)?;
+        ensure_eq!(r.status, DmaStatus::Success, "DMA after the invalidation");
+        ensure_eq!(
+            (mem.read(data_a), mem.read(data_b)),
+            (0xb2, 0xc3),
+            "after the forwarded invalidation: the new page (B) written"
+        );
+
+        // A request naming a stream the guest does not own: refused
+        // whole, and not one command reaches the SMMU.
+        let before = p.iommu().hw.command_counts();
+        let refused = viommu.invalidate(
+            &mut p.iommu().hw,
+            &[
+                Request::TlbByAsid { asid: GUEST_ASID },
+                Request::ConfigByVsid {
+                    vsid: GUEST_VSID + 1,
+                    ssid: None,
+                },
+            ],
+        );
+        ensure_eq!(
+            refused,
+            Err(ViommuError::Refused(Refused {
+                index: 1,
+                why: Refusal::UnknownVsid(GUEST_VSID + 1)
+            })),
+            "a request for a vsid the guest does not own"
+        );
+        ensure_eq!(
+            p.iommu().hw.command_counts(),
+            before,
+            "commands issued for a refused batch"
+        );
+
+        // Faults, with their stage.
+        let _ = p.iommu().hw.take_staged_faults();
+        let r = write_u64(p, x, VA_UNMAPPED, 1, DmaTag::Untagged)?;
+        ensure_eq!(
+            r.status,
+            DmaStatus::WriteFault { addr: VA_UNMAPPED },
+            "a VA the guest did not map"
+        );
+        let faults = p.iommu().hw.take_staged_faults();
+        ensure!(
+            faults.len() == 1
+                && faults[0].fault.iova.0 == VA_UNMAPPED
+                && faults[0].fault.reason == FaultReason::NotMapped
+                && faults[0].stage == Some(FaultStage::Stage1),
+            "stage-1 fault: expected one at {VA_UNMAPPED:#x} of stage 1, got {faults:x?}"
+        );
+        let r = write_u64(p, x, VA_TO_HOLE, 1, DmaTag::Untagged)?;
+        ensure_eq!(
+            r.status,
+            DmaStatus::WriteFault { addr: VA_TO_HOLE },
+            "a VA the guest mapped to an IPA stage 2 does not map"
+        );
+        let faults = p.iommu().hw.take_staged_faults();
+        ensure!(
+            faults.len() == 1
+                && faults[0].fault.iova.0 == VA_TO_HOLE
+                && faults[0].stage
+                    == Some(FaultStage::Stage2 {
+                        ipa: IPA_HOLE,
+                        during: S2Access::Output
+                    }),
+            "stage-2 fault: expected one at {VA_TO_HOLE:#x} of stage 2 at IPA {IPA_HOLE:#x}, got {faults:x?}"
+        );
+        log::info!("nested: faults reported with their stage: {faults:x?}");
+        Ok(())
+    }
+}
