@@ -2027,6 +2027,20 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         self.translation != Translation::Stage2 && self.pasid_bits() > 0
     }
 
+    /// A stage-2 domain a guest's stage 1 can be nested over
+    /// (`set_nested`): the unit in stage-2 mode with stage 1 and nesting.
+    fn nesting_unavailable(&self) -> Option<&'static str> {
+        if self.translation != Translation::Stage2 {
+            Some("the unit translates at stage 1 here; a nesting parent is a stage-2 table")
+        } else if !self.features.stage1 {
+            Some("the SMMU has no stage 1 (IDR0.S1P)")
+        } else if !self.features.nesting {
+            Some("nesting is unusable on this SMMU (erratum)")
+        } else {
+            None
+        }
+    }
+
     fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
         Some("the driver does not use HTTU dirty-state update (CD.HD, DBM) yet; QEMU 10.2's SMMUv3 has no HTTU")
     }
