@@ -19,6 +19,9 @@ pub struct CdConfig {
     pub mair: u64,
     /// How the SMMU walks TTB0 (IRGN0, ORGN0, SH0).
     pub walk: Coherency,
+    /// Hardware updates of the leaves (IDR0.HTTU's encoding): 1 sets the
+    /// access flag (HA), 2 also the dirty state of DBM leaves (HD).
+    pub httu: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,8 @@ impl Cd {
             | (1 << 45)
             | (1 << 46)
             | (1 << 47)
+            | (u64::from(c.httu >= 2) << 42)
+            | (u64::from(c.httu >= 1) << 43)
             | field(u64::from(c.asid), 63, 48);
         Cd([w0, c.ttb0 & 0x000f_ffff_ffff_fff0, 0, c.mair, 0, 0, 0, 0])
     }
@@ -111,6 +116,7 @@ mod tests {
             ips: 5,
             mair: 0x04ff,
             walk: Coherency::Coherent,
+            httu: 0,
         });
         let want0 = 16
             | (1 << 8)
@@ -146,6 +152,27 @@ mod tests {
     /// A non-coherent SMMU walks TTB0 non-cacheable (IRGN0 [9:8] and
     /// ORGN0 [11:10] 0) and outer shareable (SH0 [13:12] 2); the rest of
     /// the CD is the coherent one's.
+    /// HA (bit 43) with HTTU 1, HD (bit 42) too with HTTU 2; nothing else
+    /// changes.
+    #[test]
+    fn httu_sets_ha_and_hd() {
+        let cd = |httu| {
+            Cd::new(&CdConfig {
+                asid: 9,
+                ttb0: 0x4567_8000,
+                ias: 48,
+                ips: 5,
+                mair: 0x04ff,
+                walk: Coherency::Coherent,
+                httu,
+            })
+            .0[0]
+        };
+        assert_eq!(cd(0) & (3 << 42), 0);
+        assert_eq!(cd(1) ^ cd(0), 1 << 43);
+        assert_eq!(cd(2) ^ cd(0), 3 << 42);
+    }
+
     #[test]
     fn non_coherent_walk_attributes() {
         let cd = |walk| {
@@ -156,6 +183,7 @@ mod tests {
                 ips: 5,
                 mair: 0x04ff,
                 walk,
+                httu: 0,
             })
         };
         let (c, n) = (cd(Coherency::Coherent), cd(Coherency::NonCoherent));

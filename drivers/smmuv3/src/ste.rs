@@ -63,6 +63,9 @@ pub struct Stage2 {
     pub ttb: u64,
     /// How the SMMU walks the stage-2 table (S2IR0, S2OR0, S2SH0).
     pub walk: Coherency,
+    /// Hardware updates of the leaves (IDR0.HTTU's encoding): 1 S2HA, 2
+    /// S2HA and S2HD.
+    pub httu: u8,
 }
 
 /// One stream table entry.
@@ -135,6 +138,8 @@ impl Ste {
             // S2AA64, S2PTW (protected table walk), S2R (record faults).
             | (1 << 51)
             | (1 << 54)
+            | (u64::from(s2.httu >= 2) << 55)
+            | (u64::from(s2.httu >= 1) << 56)
             | (1 << 58);
         (w2, s2.ttb & 0x000f_ffff_ffff_fff0)
     }
@@ -253,9 +258,14 @@ mod tests {
             sl0: 2,
             ttb: 0x8000_1000,
             walk: Coherency::Coherent,
+            httu: 0,
         };
         let s = Ste::stage2(&s2);
         assert_eq!(s.0[0], 1 | (6 << 1));
+        // S2HD (55) and S2HA (56) only with HTTU.
+        assert_eq!(s.0[2] & (3 << 55), 0);
+        let d = Ste::stage2(&Stage2 { httu: 2, ..s2 });
+        assert_eq!(d.0[2] ^ s.0[2], 3 << 55);
         let vtcr: u64 = 16 | (2 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (4 << 16);
         assert_eq!(
             s.0[2],
@@ -293,6 +303,7 @@ mod tests {
             sl0: 2,
             ttb: 0x8000_1000,
             walk,
+            httu: 0,
         };
         let (c, n) = (Coherency::Coherent, Coherency::NonCoherent);
         let s1c = Ste::stage1(&cd(c)).0[1];

@@ -1322,6 +1322,8 @@ struct SteParams {
     s2_root: u64,
     /// How the SMMU walks tables and fetches CDs.
     walk: Coherency,
+    /// Hardware access-flag and dirty-state updates (IDR0.HTTU).
+    httu: u8,
 }
 
 impl SteParams {
@@ -1334,6 +1336,7 @@ impl SteParams {
             sl0: 2,
             ttb: root,
             walk: self.walk,
+            httu: self.httu,
         }
     }
 }
@@ -1514,6 +1517,7 @@ impl<H: Hal> SmmuHw<H> {
             s2_ias: self.features.oas.min(48),
             s2_ps: self.oas_encoding(),
             s2_root: self.s2_root.unwrap_or(0),
+            httu: self.features.httu.min(2),
             walk: self.coherency,
         }
     }
@@ -1586,6 +1590,7 @@ impl<H: Hal> SmmuHw<H> {
             ips: self.oas_encoding(),
             mair,
             walk: self.coherency,
+            httu: self.features.httu.min(2),
         })
     }
 
@@ -2041,8 +2046,15 @@ impl<H: Hal> IommuHw for SmmuHw<H> {
         }
     }
 
+    /// With HTTU's dirty-state update (IDR0.HTTU = 2) every CD carries HA
+    /// and HD, every stage-2 STE S2HA and S2HD, so a domain's DBM leaves
+    /// (dirty tracking on) become dirty on a write.
     fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
-        Some("the driver does not use HTTU dirty-state update (CD.HD, DBM) yet; QEMU 10.2's SMMUv3 has no HTTU")
+        match self.features.httu {
+            0 => Some("the SMMU updates no access flag or dirty state (IDR0.HTTU = 0)"),
+            1 => Some("the SMMU updates the access flag only (IDR0.HTTU = 1)"),
+            _ => None,
+        }
     }
 
     fn sva_accepts(&self, format: &TableFormat) -> bool {

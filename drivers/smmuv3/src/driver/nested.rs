@@ -232,6 +232,7 @@ mod tests {
             s2_ps: 4,
             s2_root: 0x9000_0000,
             walk: Coherency::Coherent,
+            httu: 0,
         }
     }
 

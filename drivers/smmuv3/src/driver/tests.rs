@@ -25,6 +25,7 @@ fn params(translation: Translation) -> SteParams {
         s2_ps: 4,
         s2_root: 0x9000_0000,
         walk: Coherency::Coherent,
+        httu: 0,
     }
 }
 
@@ -173,6 +174,7 @@ fn paging_cd(asid: u16, root: u64) -> [u64; 8] {
         ips: 4,
         mair: MAIR,
         walk: Coherency::Coherent,
+        httu: 0,
     })
     .0
 }

@@ -1270,16 +1270,12 @@ impl<H: Hal, R: UnitRegs> IommuHw for VtdHw<H, R> {
     }
 
     /// First-level leaves carry x86's D bit, which the unit sets on a
-    /// write walk. Not offered yet: on QEMU 10.2 (with our patches) a
-    /// read-and-clear after DMA writes finds no D bit set, which is still
-    /// to be understood (a translation cached by an earlier read walk
-    /// would explain it: QEMU sets D only on a walk, never on an IOTLB
-    /// hit). Second-level dirty state needs ECAP.SLADS, which QEMU lacks.
+    /// write walk (QEMU only with patch 0019: before it, an entry whose A
+    /// bit was set never got D). Second-level dirty state needs
+    /// ECAP.SLADS and the PASID entry's SSADE, which QEMU 10.2 lacks.
     fn dirty_tracking_unavailable(&self) -> Option<&'static str> {
         match self.format {
-            TableFormat::X86FirstLevel(_) => Some(
-                "first level: the driver does not offer dirty tracking yet (QEMU's D-bit updates are not seen by a read-and-clear; under investigation)",
-            ),
+            TableFormat::X86FirstLevel(_) => None,
             _ => Some("second-level translation: the driver keeps no dirty state there (ECAP.SLADS unused; QEMU 10.2 has none)"),
         }
     }

@@ -406,6 +406,7 @@ mod on_board {
                     ips: p.iommu().hw.oas_encoding(),
                     mair: MAIR,
                     walk: p.iommu().hw.coherency(),
+                    httu: 0,
                 });
                 let at = slot(p, l)?;
                 p.iommu().hw.poke(at, &cd_b.0, &[]).map_err(hw)
@@ -847,6 +848,7 @@ mod nested {
             ips: hwp.oas_encoding(),
             mair: MAIR,
             walk: hwp.coherency(),
+            httu: 0,
         });
         let cd_ipa = GuestMemory::ipa_of_page(CD_PAGE);
         for (i, w) in cd.0.iter().enumerate() {
