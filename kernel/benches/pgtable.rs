@@ -20,6 +20,7 @@ use kernel::iommu::pgtable::{Format, Gather, PageTable, Prot, TableMemory, ENTRI
 const PAGES: u64 = 262_144;
 const K4: u64 = 4096;
 const G1: u64 = 1 << 30;
+const M2: u64 = 2 << 20;
 /// Where the IOVAs start (1 GiB aligned, canonical for x86-64).
 const BASE: u64 = 0x40_0000_0000;
 
@@ -339,7 +340,62 @@ mod x86_peer {
     }
 }
 
+/// Dirty tracking: read-and-clear over 1 GiB mapped as 4 KiB pages
+/// (every page dirty, or none) and as 2 MiB blocks (every block dirty).
+/// Each iteration first sets the dirty state (untimed).
+fn dirty<F: Format + Copy + 'static>(c: &mut Criterion, name: &str, fmt: F) {
+    let mut g = c.benchmark_group(format!("dirty {name}"));
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let timed = |pt: &mut PageTable<F>, mem: &mut Direct, all_dirty: bool, iters: u64| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let mut gather = Gather::default();
+            pt.set_dirty_tracking(mem, true, &mut gather).unwrap();
+            if all_dirty {
+                // Off marks every leaf as written: what a full write pass leaves.
+                pt.set_dirty_tracking(mem, false, &mut gather).unwrap();
+            }
+            let mut gather = Gather::default();
+            let t = std::time::Instant::now();
+            let d = pt
+                .read_and_clear_dirty(mem, BASE, G1, true, &mut gather)
+                .unwrap();
+            total += t.elapsed();
+            black_box((d.len(), gather.ranges.len()));
+        }
+        total
+    };
+    for (label, all_dirty) in [("every page dirty", true), ("no page dirty", false)] {
+        let (mut mem, mut pt) = ours_map_pages(fmt);
+        g.bench_function(
+            format!("read-and-clear 1 GiB of 4 KiB pages, {label}"),
+            |b| b.iter_custom(|iters| timed(&mut pt, &mut mem, all_dirty, iters)),
+        );
+        ours_teardown(mem, pt);
+    }
+    let mut mem = Direct::default();
+    let mut pt = PageTable::new(fmt, &mut mem).unwrap();
+    // One map per block: a single 1 GiB map would be one 1 GiB block.
+    for k in 0..G1 / M2 {
+        pt.map(
+            &mut mem,
+            BASE + k * M2,
+            0x1_0000_0000 + k * M2,
+            M2,
+            Prot::RW,
+        )
+        .unwrap();
+    }
+    g.bench_function(
+        "read-and-clear 1 GiB of 2 MiB blocks, every block dirty",
+        |b| b.iter_custom(|iters| timed(&mut pt, &mut mem, true, iters)),
+    );
+    ours_teardown(mem, pt);
+}
+
 fn all(c: &mut Criterion) {
+    dirty(c, "Arm stage 1", ArmLpae::S1);
+    dirty(c, "x86-64 first level", X86FirstLevel { gib_pages: false });
     ours(c, "Arm stage 1", ArmLpae::S1);
     arm_peer::bench(c);
     ours(c, "x86-64 first level", X86FirstLevel { gib_pages: true });
