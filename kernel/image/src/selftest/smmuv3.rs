@@ -700,7 +700,8 @@ mod nested {
     use kernel::hal::DmaRegion;
     use kernel::harness::{TestError, TestResult};
     use kernel::iommu::conformance::{core_err as core, write_u64, Platform};
-    use kernel::iommu::domain::{DeviceId, DomainKind, FaultReason};
+    use kernel::iommu::domain::{DeviceId, FaultReason};
+    use kernel::iommu::ioas::{HwptFlags, Ioas};
     use kernel::iommu::pgtable::arm::{ArmLpae, MAIR};
     use kernel::iommu::pgtable::{Gather, PageTable, Prot, TableMemory, PAGE_SIZE};
     use kernel::iommu::viommu::{Limits, Refusal, Refused, Request, Viommu, ViommuError};
@@ -798,18 +799,26 @@ mod nested {
             region,
             next_table: FIRST_TABLE_PAGE,
         };
-        let s2 = p
-            .iommu()
-            .domain_alloc(DomainKind::Unmanaged)
-            .map_err(core)?;
+        // The guest's RAM as an I/O address space; its stage-2 page table
+        // allocated as a nesting parent.
+        let mut ioas = Ioas::new();
+        let gpa = mem.pa(GUEST_IPA);
+        ensure!(gpa != GUEST_IPA, "guest RAM at its own IPA");
+        ioas.map(
+            &mut [p.iommu()],
+            GUEST_IPA,
+            gpa,
+            GUEST_PAGES * PAGE_SIZE,
+            Prot::RW,
+        )
+        .map_err(core)?;
+        let parent = HwptFlags {
+            nest_parent: true,
+            ..HwptFlags::default()
+        };
+        let s2 = ioas.hwpt_alloc(p.iommu(), parent).map_err(core)?;
         let result = (|| -> TestResult {
-            let gpa = mem.pa(GUEST_IPA);
-            ensure!(gpa != GUEST_IPA, "guest RAM at its own IPA");
-            let iommu = p.iommu();
-            iommu
-                .map(s2, GUEST_IPA, gpa, GUEST_PAGES * PAGE_SIZE, Prot::RW)
-                .map_err(core)?;
-            iommu.attach_device(s2, x).map_err(core)?;
+            ioas.attach_hwpt(p.iommu(), x, s2).map_err(core)?;
             run(p, &mut mem, s2, x)
         })();
         let iommu = p.iommu();
@@ -820,7 +829,7 @@ mod nested {
         };
         let cleanup = cleared
             .and_then(|()| iommu.detach_device(x).map_err(core))
-            .and_then(|()| iommu.domain_free(s2).map_err(core));
+            .and_then(|()| ioas.release(iommu).map_err(core));
         result.and(cleanup)
     }
 
