@@ -82,8 +82,8 @@ pub enum QemuCmd {
         if_missing: bool,
     },
     /// Build and run the qtests our patches add to QEMU's own test suite
-    /// (pasid-dma, SMMUv3 substreams, illegal commands); the cache build
-    /// runs them too
+    /// (pasid-dma, SMMUv3 substreams, illegal commands and HTTU, VT-d ATS
+    /// and page requests); the cache build runs them too
     Test {
         /// A configured QEMU build tree with the patches applied (from an
         /// earlier `qemu test --keep`, or your own): build incrementally there
