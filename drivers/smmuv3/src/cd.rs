@@ -149,43 +149,34 @@ mod tests {
         assert!((16..=39).contains(&t0sz), "blocking CD T0SZ {t0sz}");
     }
 
-    /// A non-coherent SMMU walks TTB0 non-cacheable (IRGN0 [9:8] and
-    /// ORGN0 [11:10] 0) and outer shareable (SH0 [13:12] 2); the rest of
-    /// the CD is the coherent one's.
+    fn cd_with(walk: Coherency, httu: u8) -> Cd {
+        Cd::new(&CdConfig {
+            asid: 9,
+            ttb0: 0x4567_8000,
+            ias: 48,
+            ips: 5,
+            mair: 0x04ff,
+            walk,
+            httu,
+        })
+    }
+
     /// HA (bit 43) with HTTU 1, HD (bit 42) too with HTTU 2; nothing else
     /// changes.
     #[test]
     fn httu_sets_ha_and_hd() {
-        let cd = |httu| {
-            Cd::new(&CdConfig {
-                asid: 9,
-                ttb0: 0x4567_8000,
-                ias: 48,
-                ips: 5,
-                mair: 0x04ff,
-                walk: Coherency::Coherent,
-                httu,
-            })
-            .0[0]
-        };
+        let cd = |httu| cd_with(Coherency::Coherent, httu).0[0];
         assert_eq!(cd(0) & (3 << 42), 0);
         assert_eq!(cd(1) ^ cd(0), 1 << 43);
         assert_eq!(cd(2) ^ cd(0), 3 << 42);
     }
 
+    /// A non-coherent SMMU walks TTB0 non-cacheable (IRGN0 [9:8] and
+    /// ORGN0 [11:10] 0) and outer shareable (SH0 [13:12] 2); the rest of
+    /// the CD is the coherent one's.
     #[test]
     fn non_coherent_walk_attributes() {
-        let cd = |walk| {
-            Cd::new(&CdConfig {
-                asid: 9,
-                ttb0: 0x4567_8000,
-                ias: 48,
-                ips: 5,
-                mair: 0x04ff,
-                walk,
-                httu: 0,
-            })
-        };
+        let cd = |walk| cd_with(walk, 0);
         let (c, n) = (cd(Coherency::Coherent), cd(Coherency::NonCoherent));
         assert_eq!((n.0[0] >> 8) & 0x3f, 2 << 4);
         assert_eq!((c.0[0] >> 8) & 0x3f, 1 | (1 << 2) | (3 << 4));
