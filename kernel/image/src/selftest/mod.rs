@@ -170,6 +170,7 @@ pub fn benches() -> Vec<Test> {
         test!(smmu, smmuv3::copy_1m_stage1_and_bypass),
         test!(vtd, vtd::copy_1m_translated_and_pass_through),
         test!(sva, bench::copy_1m_sva_and_dma_domain),
+        test!(smmu, smmuv3::copy_4k_nested_and_stage1),
         test!(ats, ats::bench_device_tlb_hit_and_miss),
         test!(iopf, ats::bench_page_request_round_trip),
         test!(vclock, bench::edu_dma_msi_round_trip),

@@ -691,6 +691,83 @@ pub fn smmuv3_nested_guest_stage1_inject_faults() -> TestResult {
     Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
 }
 
+/// Benchmark: 4 KiB copies through nested translation (a guest's stage 1
+/// over a stage-2 page table) against stage 1 alone, same device, same
+/// run: `smmu::copy_4k_nested`, `smmu::copy_4k_stage1`.
+#[cfg(target_arch = "aarch64")]
+pub fn copy_4k_nested_and_stage1() -> TestResult {
+    use super::conformance::{board::run_in, Mode};
+    run_in(Mode::Stage2, nested::nested_copy_bench)?;
+    run_in(Mode::Stage1, stage1_copy_bench)
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+pub fn copy_4k_nested_and_stage1() -> TestResult {
+    Err(kernel::harness::TestError::skip("this board has no SMMUv3"))
+}
+
+/// 500 copies of 4 KiB from `iova` to `iova + 4 KiB` by `x`, untagged,
+/// reported as benchmark `name`.
+#[cfg(target_arch = "aarch64")]
+fn copy_4k_samples(
+    p: &mut super::conformance::board::SmmuPlatform,
+    x: kernel::iommu::domain::DeviceId,
+    name: &str,
+    iova: u64,
+) -> TestResult {
+    use kernel::dma::{DmaOp, DmaStatus, DmaTag};
+    use kernel::iommu::conformance::Platform;
+    use kernel::iommu::pgtable::PAGE_SIZE;
+    let op = DmaOp::Copy {
+        src: iova,
+        dst: iova + PAGE_SIZE,
+        len: PAGE_SIZE,
+    };
+    let mut samples = alloc::vec::Vec::with_capacity(500);
+    for _ in 0..500 {
+        let t0 = crate::arch::now_ns();
+        let r = p
+            .dma(x, op, DmaTag::Untagged)
+            .map_err(|e| kernel::harness::TestError::fail(alloc::format!("{name}: {e}")))?;
+        samples.push(crate::arch::now_ns() - t0);
+        kernel::ensure_eq!(r.status, DmaStatus::Success, "{name}");
+    }
+    let stats = kernel::stats::Stats::of(&mut samples)
+        .ok_or_else(|| kernel::harness::TestError::fail("no samples"))?;
+    crate::kprint!("# bench {name} {stats}\n");
+    Ok(())
+}
+
+/// The stage-1 half: a paging domain with two pages, the same copies.
+#[cfg(target_arch = "aarch64")]
+fn stage1_copy_bench(p: &mut super::conformance::board::SmmuPlatform) -> TestResult {
+    use kernel::iommu::conformance::{core_err as core, Platform};
+    use kernel::iommu::domain::DomainKind;
+    use kernel::iommu::pgtable::{Prot, PAGE_SIZE};
+    const IOVA: u64 = 0x1000_0000;
+    let (x, _, _) = p.devices();
+    let pages = p.alloc_pages(2, PAGE_SIZE)?;
+    let d = p
+        .iommu()
+        .domain_alloc(DomainKind::Unmanaged)
+        .map_err(core)?;
+    let result = (|| -> TestResult {
+        let iommu = p.iommu();
+        iommu
+            .map(d, IOVA, pages, 2 * PAGE_SIZE, Prot::RW)
+            .map_err(core)?;
+        iommu.attach_device(d, x).map_err(core)?;
+        copy_4k_samples(p, x, "smmu::copy_4k_stage1", IOVA)
+    })();
+    let iommu = p.iommu();
+    let cleanup = iommu
+        .detach_device(x)
+        .and_then(|()| iommu.domain_free(d))
+        .map_err(core);
+    p.free_pages(pages, 2);
+    result.and(cleanup)
+}
+
 #[cfg(target_arch = "aarch64")]
 mod nested {
     use super::super::conformance::board::{fail as hw, SmmuPlatform};
@@ -781,6 +858,35 @@ mod nested {
     }
 
     pub fn guest_stage1(p: &mut SmmuPlatform) -> TestResult {
+        with_guest(p, run)
+    }
+
+    /// 4 KiB copies between two pages of the guest through both stages,
+    /// median of many: `smmu::copy_4k_nested`.
+    pub fn nested_copy_bench(p: &mut SmmuPlatform) -> TestResult {
+        with_guest(p, |p, mem, s2, x| {
+            let maps = [
+                (VA, GuestMemory::ipa_of_page(DATA_A)),
+                (VA + PAGE_SIZE, GuestMemory::ipa_of_page(DATA_B)),
+            ];
+            guest_s1(p, mem, s2, x, &maps)?;
+            super::copy_4k_samples(p, x, "smmu::copy_4k_nested", VA)
+        })
+    }
+
+    /// What a case does with the guest set up: its memory, the stage-2
+    /// page table and the device.
+    type GuestBody = fn(
+        &mut SmmuPlatform,
+        &mut GuestMemory,
+        kernel::iommu::domain::DomainId,
+        DeviceId,
+    ) -> TestResult;
+
+    /// The guest's RAM behind a stage-2 page table made from an IOAS as
+    /// a nesting parent, the device attached to it, `body` run, and all
+    /// of it taken down again.
+    fn with_guest(p: &mut SmmuPlatform, body: GuestBody) -> TestResult {
         let f = p.iommu().hw.features;
         if !f.stage1 || !f.stage2 {
             return Err(TestError::skip("this SMMU lacks stage 1 or stage 2"));
@@ -819,7 +925,7 @@ mod nested {
         let s2 = ioas.hwpt_alloc(p.iommu(), parent).map_err(core)?;
         let result = (|| -> TestResult {
             ioas.attach_hwpt(p.iommu(), x, s2).map_err(core)?;
-            run(p, &mut mem, s2, x)
+            body(p, &mut mem, s2, x)
         })();
         let iommu = p.iommu();
         let cleared = if iommu.hw.is_nested(x.0) {
@@ -833,22 +939,20 @@ mod nested {
         result.and(cleanup)
     }
 
-    fn run(
+    /// The guest's stage 1 mapping each (VA, IPA) page of `maps`, its CD,
+    /// the nested STE over `s2`, and the guest's CFGI_CD forwarded
+    /// through its vIOMMU.
+    fn guest_s1(
         p: &mut SmmuPlatform,
         mem: &mut GuestMemory,
         s2: kernel::iommu::domain::DomainId,
         x: DeviceId,
-    ) -> TestResult {
-        let (data_a, data_b) = (
-            GuestMemory::ipa_of_page(DATA_A),
-            GuestMemory::ipa_of_page(DATA_B),
-        );
-        // The guest's stage 1: VA -> data A; VA_TO_HOLE -> an IPA stage 2
-        // does not map.
+        maps: &[(u64, u64)],
+    ) -> Result<(PageTable<ArmLpae>, Viommu), TestError> {
         let mut s1 = PageTable::new(ArmLpae::S1, mem).map_err(hw)?;
-        s1.map(mem, VA, data_a, PAGE_SIZE, Prot::RW).map_err(hw)?;
-        s1.map(mem, VA_TO_HOLE, IPA_HOLE, PAGE_SIZE, Prot::RW)
-            .map_err(hw)?;
+        for &(va, ipa) in maps {
+            s1.map(mem, va, ipa, PAGE_SIZE, Prot::RW).map_err(hw)?;
+        }
         let hwp = &p.iommu().hw;
         let cd = Cd::new(&CdConfig {
             asid: GUEST_ASID,
@@ -895,6 +999,22 @@ mod nested {
                 }],
             )
             .map_err(hw)?;
+        Ok((s1, viommu))
+    }
+
+    fn run(
+        p: &mut SmmuPlatform,
+        mem: &mut GuestMemory,
+        s2: kernel::iommu::domain::DomainId,
+        x: DeviceId,
+    ) -> TestResult {
+        let (data_a, data_b) = (
+            GuestMemory::ipa_of_page(DATA_A),
+            GuestMemory::ipa_of_page(DATA_B),
+        );
+        // The guest's stage 1: VA -> data A; VA_TO_HOLE -> an IPA stage 2
+        // does not map.
+        let (mut s1, viommu) = guest_s1(p, mem, s2, x, &[(VA, data_a), (VA_TO_HOLE, IPA_HOLE)])?;
 
         // Through both stages: VA -> IPA data A -> its physical page.
         let r = write_u64(p, x, VA, 0xa1, DmaTag::Untagged)?;
