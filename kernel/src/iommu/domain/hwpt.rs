@@ -4,6 +4,7 @@
 //! dirty state again (Linux's `set_dirty_tracking` and
 //! `read_and_clear_dirty` iommu domain ops).
 use super::{paging_table, DomainId, Iommu, IommuError, IommuHw};
+use crate::iommu::check::Note;
 use crate::iommu::pgtable::Gather;
 use alloc::vec::Vec;
 
@@ -55,7 +56,17 @@ impl<H: IommuHw> Iommu<H> {
                 why: "dirty tracking is off for the domain",
             });
         }
-        let dirty = table.read_and_clear_dirty(self.hw.tables(), iova, size, clear, &mut g)?;
+        if !invalidate {
+            // Left stale on purpose (a test of the unit's cached dirty
+            // state): the checking mode is told not to expect an
+            // invalidation of these stores.
+            self.hw.note(Note::Uncached(true));
+        }
+        let dirty = table.read_and_clear_dirty(self.hw.tables(), iova, size, clear, &mut g);
+        if !invalidate {
+            self.hw.note(Note::Uncached(false));
+        }
+        let dirty = dirty?;
         if invalidate {
             self.invalidate_domain(id, &g)?;
         }
