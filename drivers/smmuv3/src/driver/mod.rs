@@ -774,7 +774,7 @@ impl<H: Hal> SmmuHw<H> {
             level,
             "SMMU at {base:#x}: {} stream table of 2^{} STEs ({} bytes), stage 1 {} (ASID {} bits) / \
              stage 2 {} (VMID {} bits), domains on {:?}; SSID {} bits, {} CD tables; IAS 48 / OAS {} \
-             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS, PRI, HTTU {} / {} / {} (unused); \
+             bits, 4 KiB granule; {}coherent; range invalidation {}; ATS {} and PRI {} (unused), HTTU {} (HA/HD when 2); \
              IIDR implementer {:#x} product {:#x} r{}p{}, errata: {}",
             if linear { "linear" } else { "two-level" },
             hw.sid_bits,
