@@ -44,6 +44,21 @@ mod on_board {
         Ok(x)
     }
 
+    /// One pass over the page request queue: pages of `space` made
+    /// present from `pool` (an empty pool makes every absent page a
+    /// failure: Invalid).
+    fn serve(
+        p: &mut VtdPlatform,
+        space: &mut AddressSpace,
+        pool: &mut Vec<u64>,
+    ) -> Result<kernel::iommu::domain::IopfReport, TestError> {
+        p.iommu()
+            .serve_page_requests(&mut |_, va, write| {
+                space.fault(va, write, &mut || pool.pop()).is_ok()
+            })
+            .map_err(core)
+    }
+
     fn counters(p: &VtdPlatform, x: DeviceId) -> Result<DeviceCounters, TestError> {
         let (_, _, dev) = p.function_of(x).ok_or_else(|| fail("no such device"))?;
         dev.counters()
@@ -281,12 +296,7 @@ mod on_board {
                 len: 8,
             };
             let r = p.dma_serving(x, op, tagged(pasid), |p| {
-                p.iommu()
-                    .serve_page_requests(&mut |_, va, write| {
-                        space.fault(va, write, &mut || None).is_ok()
-                    })
-                    .map(|_| ())
-                    .map_err(core)
+                serve(p, &mut space, &mut Vec::new()).map(|_| ())
             })?;
             ensure_eq!(
                 r.status,
@@ -388,12 +398,7 @@ mod on_board {
                     len: 8,
                 };
                 let r = p.dma_serving(x, op, tagged(pasid), |p| {
-                    let report = p
-                        .iommu()
-                        .serve_page_requests(&mut |_, va, write| {
-                            space.fault(va, write, &mut || pool.pop()).is_ok()
-                        })
-                        .map_err(core)?;
+                    let report = serve(p, &mut space, &mut pool)?;
                     if report.overflow_seen {
                         seen += 1;
                         // Noticed: let the head go, so the queue empties.
@@ -428,12 +433,7 @@ mod on_board {
                 len: 8,
             };
             let r = p.dma_serving(x, op, tagged(pasid), |p| {
-                p.iommu()
-                    .serve_page_requests(&mut |_, va, write| {
-                        space.fault(va, write, &mut || pool.pop()).is_ok()
-                    })
-                    .map(|_| ())
-                    .map_err(core)
+                serve(p, &mut space, &mut pool).map(|_| ())
             })?;
             ensure_eq!(r.status, DmaStatus::Success, "a fault after the recovery");
             Ok(())
@@ -542,12 +542,7 @@ mod on_board {
                 let t0 = crate::arch::now_ns();
                 let r = p.dma_serving(x, op, tagged(pasid), |p| {
                     let t = crate::arch::now_ns();
-                    let report = p
-                        .iommu()
-                        .serve_page_requests(&mut |_, va, write| {
-                            space.fault(va, write, &mut || pool.pop()).is_ok()
-                        })
-                        .map_err(core)?;
+                    let report = serve(p, &mut space, &mut pool)?;
                     if report.success > 0 {
                         service.push(crate::arch::now_ns() - t);
                     }
